@@ -1,0 +1,394 @@
+/*
+ * aigw.h - libaigw, an AI gateway's provider-key failover inside the host process.
+ *
+ * This header is the whole public contract of libaigw.  It compiles as C99 and
+ * as C++ (-pedantic), holds no inline code, no bitfields and no variadic
+ * functions, so cgo and cffi can bind it as it is.
+ *
+ * Conventions
+ * - Every function returns an aigw_status (0 = ok, negative = error) unless it
+ *   is a getter.  Numbers are never reused; new ones are only appended.
+ * - Output parameters come last.  On error, outputs are set to NULL.
+ * - Where a function takes `aigw_error **err`, the caller may pass NULL; if not
+ *   NULL, on failure *err receives an error object that the caller owns and
+ *   frees with aigw_error_free().  On success *err is set to NULL.
+ * - Every string, body and vtable passed in is copied: the caller's memory may
+ *   go away right after the call returns.
+ * - Getters return borrowed pointers, valid as long as the object they were
+ *   read from is alive.
+ * - All _free/_unref functions accept NULL.
+ * - The library never prints, never aborts on bad input and starts no threads;
+ *   callbacks run on the caller's thread.
+ * - Secrets (provider key values, the ngrok access key) never appear in error
+ *   messages, attempt records, traces or library-made response bodies.
+ */
+#ifndef AIGW_H
+#define AIGW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(AIGW_BUILDING)
+#define AIGW_API __declspec(dllexport)
+#elif defined(__GNUC__) && defined(AIGW_BUILDING)
+#define AIGW_API __attribute__((visibility("default")))
+#else
+#define AIGW_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define AIGW_VERSION_MAJOR 0
+#define AIGW_VERSION_MINOR 1
+#define AIGW_VERSION_PATCH 0
+#define AIGW_VERSION_STRING "0.1.0"
+/* MAJOR*10000 + MINOR*100 + PATCH */
+#define AIGW_VERSION_NUMBER 100
+
+/* The version of the library actually loaded, as AIGW_VERSION_NUMBER.  Compare
+ * with the header's AIGW_VERSION_NUMBER to detect a mismatch at run time. */
+AIGW_API int aigw_version_number(void);
+/* The same as a static string, e.g. "0.1.0". */
+AIGW_API const char *aigw_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes and errors                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum aigw_status {
+    AIGW_OK = 0,
+    AIGW_EINVAL = -1,      /* a bad argument (NULL where not allowed, ...)   */
+    AIGW_ENOMEM = -2,      /* out of memory                                  */
+    AIGW_ECONFIG = -3,     /* the configuration is invalid (see error paths) */
+    AIGW_EIO = -4,         /* a file could not be read                       */
+    AIGW_EREQUEST = -5,    /* the request body is unusable (not JSON, ...)   */
+    AIGW_EVERSION = -6,    /* a vtable of an unknown version was given       */
+    AIGW_ETRANSPORT = -7,  /* the transport failed to initialise             */
+    AIGW_ECANCELLED = -8   /* the caller cancelled the request               */
+} aigw_status;
+
+/* A static English name for a status, e.g. "AIGW_ECONFIG".  Never NULL. */
+AIGW_API const char *aigw_status_name(aigw_status status);
+
+/* An error object, owned by the caller.  A configuration error holds one
+ * problem per thing found wrong, each naming the JSON path it concerns
+ * (e.g. "accessKeyConfiguration.router.rules[0].steps[0].keys[1].id"). */
+typedef struct aigw_error aigw_error;
+
+AIGW_API aigw_status aigw_error_code(const aigw_error *err);
+/* One line summing up the error (for a configuration error: the first
+ * problem as "path: problem", plus a count of the others). */
+AIGW_API const char *aigw_error_message(const aigw_error *err);
+/* The number of problems (at least 1 for any error). */
+AIGW_API size_t aigw_error_count(const aigw_error *err);
+/* The JSON path of problem i ("" when it concerns no path); NULL when i is
+ * out of range. */
+AIGW_API const char *aigw_error_path(const aigw_error *err, size_t i);
+/* What is wrong at that path; NULL when i is out of range. */
+AIGW_API const char *aigw_error_problem(const aigw_error *err, size_t i);
+AIGW_API void aigw_error_free(aigw_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration (immutable, reference counted, shareable between threads)  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct aigw_config aigw_config;
+
+/*
+ * Parse a gateway file: one JSON object holding
+ *   "providers"              custom providers / catalog base URL overrides
+ *   "providerKeys"           provider keys (ngrok POST /provider-keys + "id")
+ *   "accessKeyConfiguration" ngrok's POST /access-key-configurations body
+ *   "gatewayConfig"          timeouts and limits
+ *   "ngrokAccessKey", "ngrokGatewayUrl"  for `ngrok` steps
+ * A bare access key configuration (the ngrok POST body alone) is accepted as
+ * well; it holds no provider keys, so key ids it names are checked for form
+ * only and a client cannot be made from it while it names any.
+ *
+ * Key values given by `valueFrom` (env or file) are read during the parse.
+ * Every problem found is reported at once in *err (AIGW_ECONFIG).
+ * `json` need not be NUL-terminated.  The new config has one reference.
+ */
+AIGW_API aigw_status aigw_config_parse(const char *json, size_t len,
+                                       aigw_config **out, aigw_error **err);
+/* The same for a file.  AIGW_EIO when it cannot be read. */
+AIGW_API aigw_status aigw_config_load_file(const char *path, aigw_config **out,
+                                           aigw_error **err);
+/* Take one more reference; returns cfg. Thread-safe. */
+AIGW_API aigw_config *aigw_config_ref(aigw_config *cfg);
+/* Drop one reference; frees (and wipes its secrets) at zero. Returns NULL.
+ * Thread-safe. */
+AIGW_API aigw_config *aigw_config_unref(aigw_config *cfg);
+/* Non-zero when the config was a bare access key configuration. */
+AIGW_API int aigw_config_is_bare(const aigw_config *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Key-selection strategy (versioned vtable)                                */
+/* ------------------------------------------------------------------------ */
+
+#define AIGW_STRATEGY_VERSION 1
+
+/*
+ * A strategy orders the keys of one `user` step for one attempt sequence.
+ * `order` receives the ids of the step's keys (in configuration order) and
+ * writes into order_out (room for n_keys entries) the indexes of the keys to
+ * try, best first; it returns how many it wrote (0..n_keys; an index out of
+ * range or repeated is ignored), or a negative number to fall back to
+ * `ordered`.  It may be called from several threads at once when the client
+ * is shared.  `destroy`, if set, runs exactly once, when the client that
+ * holds the strategy is freed (or when aigw_client_set_strategy fails).
+ */
+typedef struct aigw_strategy {
+    uint32_t version; /* AIGW_STRATEGY_VERSION */
+    int (*order)(void *userdata, const char *provider, const char *model,
+                 size_t step_index, const char *const *key_ids, size_t n_keys,
+                 size_t *order_out);
+    void (*destroy)(void *userdata);
+} aigw_strategy;
+
+/* ------------------------------------------------------------------------ */
+/* Transport (versioned vtable; the default is libcurl)                     */
+/* ------------------------------------------------------------------------ */
+
+#define AIGW_TRANSPORT_VERSION 1
+
+typedef struct aigw_header {
+    const char *name;
+    const char *value;
+} aigw_header;
+
+/* One fully built upstream HTTP request.  Borrowed for the call only. */
+typedef struct aigw_transport_request {
+    const char *method;          /* "POST" */
+    const char *url;
+    const aigw_header *headers;  /* includes the auth header: a secret */
+    size_t n_headers;
+    const char *body;
+    size_t body_len;
+    int64_t timeout_ms;          /* for the whole exchange */
+    int64_t connect_timeout_ms;
+    size_t max_response_bytes;   /* body cap */
+} aigw_transport_request;
+
+/* What a transport reports besides the HTTP answer. */
+typedef enum aigw_transport_result {
+    AIGW_TR_OK = 0,              /* an HTTP answer was received            */
+    AIGW_TR_TIMEOUT = 1,         /* the deadline passed                    */
+    AIGW_TR_CONNECT = 2,         /* connection refused / unreachable       */
+    AIGW_TR_RESET = 3,           /* connection reset or closed early       */
+    AIGW_TR_DNS = 4,             /* name resolution failed                 */
+    AIGW_TR_TLS = 5,             /* TLS handshake or verification failed   */
+    AIGW_TR_TOO_LARGE = 6,       /* the body passed max_response_bytes     */
+    AIGW_TR_PROTOCOL = 7,        /* not a valid HTTP answer                */
+    AIGW_TR_OTHER = 8,           /* anything else                          */
+    AIGW_TR_CANCELLED = 9        /* the caller cancelled                   */
+} aigw_transport_result;
+
+/* Filled by the transport through the setters below. */
+typedef struct aigw_transport_response aigw_transport_response;
+
+AIGW_API aigw_status aigw_transport_response_set_status(aigw_transport_response *resp,
+                                                        int http_status);
+/* Headers are copied; a repeated name is kept once per call. */
+AIGW_API aigw_status aigw_transport_response_add_header(aigw_transport_response *resp,
+                                                        const char *name,
+                                                        const char *value);
+/* Appends body bytes.  Returns AIGW_ENOMEM, or AIGW_EINVAL when the body
+ * would pass the request's max_response_bytes (the transport should then stop
+ * and report AIGW_TR_TOO_LARGE). */
+AIGW_API aigw_status aigw_transport_response_append_body(aigw_transport_response *resp,
+                                                         const char *data, size_t len);
+
+/*
+ * A transport sends one request and reports the answer.  `send` may be called
+ * from several threads at once when the client is shared, so it must be
+ * thread-safe.  It must not follow redirects.  `destroy`, if set, runs exactly
+ * once, when the client that holds it is freed (or when
+ * aigw_client_set_transport fails).
+ */
+typedef struct aigw_transport {
+    uint32_t version; /* AIGW_TRANSPORT_VERSION */
+    aigw_transport_result (*send)(void *userdata, const aigw_transport_request *req,
+                                  aigw_transport_response *resp);
+    void (*destroy)(void *userdata);
+} aigw_transport;
+
+/* ------------------------------------------------------------------------ */
+/* Clock (versioned vtable; for tests and event-loop hosts)                 */
+/* ------------------------------------------------------------------------ */
+
+#define AIGW_CLOCK_VERSION 1
+
+/* now_ms: a monotonic clock in milliseconds.  sleep_ms: wait that long (the
+ * library sleeps only for same-backend retries).  destroy as above. */
+typedef struct aigw_clock {
+    uint32_t version; /* AIGW_CLOCK_VERSION */
+    int64_t (*now_ms)(void *userdata);
+    void (*sleep_ms)(void *userdata, int64_t ms);
+    void (*destroy)(void *userdata);
+} aigw_clock;
+
+/* ------------------------------------------------------------------------ */
+/* Client                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A client sends requests through failover with one configuration.
+ * Thread-safety: aigw_client_send may be called from any number of threads
+ * at once on one client.  The setters (set_strategy, set_transport,
+ * set_clock) must be called before the client is shared, never while a send
+ * is running.
+ */
+typedef struct aigw_client aigw_client;
+
+/* Make a client holding a reference to cfg (the caller keeps its own).  The
+ * transport is libcurl's; the strategy `ordered`; the clock the system's. */
+AIGW_API aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out,
+                                     aigw_error **err);
+/* Free a client (after its last send has returned). NULL is allowed. */
+AIGW_API void aigw_client_free(aigw_client *client);
+
+/* Replace the key-selection strategy for every `user` step (NULL restores
+ * `ordered`).  The vtable is copied; userdata is passed back to it. */
+AIGW_API aigw_status aigw_client_set_strategy(aigw_client *client,
+                                              const aigw_strategy *strategy,
+                                              void *userdata);
+/* Replace the transport (NULL restores libcurl's). */
+AIGW_API aigw_status aigw_client_set_transport(aigw_client *client,
+                                               const aigw_transport *transport,
+                                               void *userdata);
+/* Replace the clock (NULL restores the system clock). */
+AIGW_API aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock *clock,
+                                           void *userdata);
+
+/* ------------------------------------------------------------------------ */
+/* Request                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct aigw_request aigw_request;
+
+/* A new request: path "/v1/chat/completions", no body yet. */
+AIGW_API aigw_status aigw_request_new(aigw_request **out);
+/* The body, in the API shape of the path (OpenAI chat completions: a JSON
+ * object with "model" and optionally "models", the fallback list). Copied. */
+AIGW_API aigw_status aigw_request_set_body(aigw_request *req, const char *body, size_t len);
+/* The API path, e.g. "/v1/chat/completions" (a leading "/v1" is optional). */
+AIGW_API aigw_status aigw_request_set_path(aigw_request *req, const char *path);
+AIGW_API void aigw_request_free(aigw_request *req);
+
+/* ------------------------------------------------------------------------ */
+/* Response                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct aigw_response aigw_response;
+
+/* How a request ended. */
+typedef enum aigw_outcome {
+    AIGW_OUTCOME_SERVED = 0,     /* an upstream 2xx answer is served          */
+    AIGW_OUTCOME_FAIL_FAST = 1,  /* the upstream rejected the request on its
+                                    merits; its answer is returned as is      */
+    AIGW_OUTCOME_EXHAUSTED = 2,  /* no candidate left, or maxAttempts reached */
+    AIGW_OUTCOME_TIMED_OUT = 3,  /* totalTimeout passed                       */
+    AIGW_OUTCOME_REJECTED = 4    /* the primary model is outside the access
+                                    scope or has no provider; nothing sent    */
+} aigw_outcome;
+
+/*
+ * Send a request through failover.  Returns AIGW_OK whenever the request
+ * ended with an answer, whatever the outcome: the upstream's (served or fail
+ * fast) or one the library made (exhausted, timed out, rejected: a JSON error
+ * body {"error":{"message","type":"aigw_error","code"}} with an HTTP-like
+ * status: 429 with Retry-After when every attempt was rate limited, 401 when
+ * every attempt failed auth, 504 on timeout, 403 when rejected, 502
+ * otherwise).  Returns an error status (and no response) only when the
+ * request could not be started: AIGW_EINVAL, AIGW_ENOMEM, AIGW_EREQUEST
+ * (body not a JSON object, no "model", ...).  Thread-safe; blocks the
+ * calling thread; may sleep for same-backend retries.
+ */
+AIGW_API aigw_status aigw_client_send(aigw_client *client, const aigw_request *req,
+                                      aigw_response **out, aigw_error **err);
+
+AIGW_API aigw_outcome aigw_response_outcome(const aigw_response *resp);
+/* "served", "fail_fast", "exhausted", "timed_out", "rejected". */
+AIGW_API const char *aigw_outcome_name(aigw_outcome outcome);
+AIGW_API int aigw_response_status(const aigw_response *resp);
+/* The body (not NUL-terminated in general; a NUL is kept after it). */
+AIGW_API const char *aigw_response_body(const aigw_response *resp, size_t *len);
+AIGW_API size_t aigw_response_header_count(const aigw_response *resp);
+/* Header i (name lower-cased) or AIGW_EINVAL when out of range. */
+AIGW_API aigw_status aigw_response_header(const aigw_response *resp, size_t i,
+                                          const char **name, const char **value);
+/* The first header of that name (case-insensitive) or NULL. */
+AIGW_API const char *aigw_response_header_get(const aigw_response *resp, const char *name);
+/* "rq_" followed by 26 random base-62 characters. */
+AIGW_API const char *aigw_response_request_id(const aigw_response *resp);
+/* The model that served, or the last one tried ("" when none was). */
+AIGW_API const char *aigw_response_model(const aigw_response *resp);
+/* The library's error code when it made the answer ("rate_limited",
+ * "unauthorized", "timeout", "upstream_error", "model_not_allowed", ...), or
+ * NULL when the answer is the upstream's. */
+AIGW_API const char *aigw_response_error_code(const aigw_response *resp);
+AIGW_API void aigw_response_free(aigw_response *resp);
+
+/* ---- attempt records ---- */
+
+typedef struct aigw_attempt aigw_attempt;
+
+/* Attempts: one per upstream call, in order. */
+AIGW_API size_t aigw_response_attempt_count(const aigw_response *resp);
+AIGW_API const aigw_attempt *aigw_response_attempt(const aigw_response *resp, size_t i);
+
+AIGW_API int aigw_attempt_number(const aigw_attempt *a);       /* 1-based */
+AIGW_API const char *aigw_attempt_provider(const aigw_attempt *a);
+AIGW_API const char *aigw_attempt_model(const aigw_attempt *a);
+AIGW_API int aigw_attempt_step(const aigw_attempt *a);          /* 0-based; -1 implicit */
+AIGW_API const char *aigw_attempt_key_id(const aigw_attempt *a);    /* never a value */
+AIGW_API const char *aigw_attempt_key_source(const aigw_attempt *a); /* "user", "ngrok" */
+AIGW_API int aigw_attempt_status_code(const aigw_attempt *a);   /* 0: no HTTP answer */
+/* "timeout", "connect", "reset", "dns", "tls", "too_large", "protocol",
+ * "other", "cancelled", or NULL when an HTTP answer came. */
+AIGW_API const char *aigw_attempt_transport_error(const aigw_attempt *a);
+/* "auth", "quota", "rate_limit", "overloaded", "server", "timeout",
+ * "network", "context_length", "content_policy", "bad_request",
+ * "payload_too_large", "not_found", "redirect", or NULL on success. */
+AIGW_API const char *aigw_attempt_error_class(const aigw_attempt *a);
+/* ngrok's retryAction: "succeeded", "next_key", "next_quota_pool",
+ * "next_backend", "managed_fallback", "retry_same_backend", "fail_fast",
+ * "exhausted". */
+AIGW_API const char *aigw_attempt_verdict(const aigw_attempt *a);
+AIGW_API int aigw_attempt_served(const aigw_attempt *a);
+AIGW_API int64_t aigw_attempt_duration_ms(const aigw_attempt *a);
+/* The wait the upstream asked for (Retry-After, ...), -1 when none. */
+AIGW_API int64_t aigw_attempt_requested_wait_ms(const aigw_attempt *a);
+/* What the library waited before the next attempt (retry_same_backend). */
+AIGW_API int64_t aigw_attempt_waited_ms(const aigw_attempt *a);
+
+/* Skips: candidates or steps passed over without an upstream call (a
+ * fallback model outside the access scope, an `ngrok` step without an ngrok
+ * access key, ...).  Each has a provider, a model and a reason. */
+AIGW_API size_t aigw_response_skip_count(const aigw_response *resp);
+AIGW_API aigw_status aigw_response_skip(const aigw_response *resp, size_t i,
+                                        const char **provider, const char **model,
+                                        const char **reason);
+
+/*
+ * The attempt records as JSON, in ngrok's GET /usage/requests/{id} shape:
+ * {"requestId":..., "outcome":..., "model":..., "attempts":[{"event":
+ * {"attemptNumber","provider","model","statusCode","isError","keySource",
+ * "providerKeyId"},"served","retryAction","completion",
+ * "upstreamDurationMs", ...}], "skipped":[...]}.  A NUL-terminated string
+ * owned by the response.  NULL only when out of memory.
+ */
+AIGW_API const char *aigw_response_trace_json(const aigw_response *resp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AIGW_H */

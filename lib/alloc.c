@@ -1,0 +1,83 @@
+/* alloc.c - the one allocator door.  Every allocation in lib/ passes here, so
+ * tests can count allocations and make the n-th one fail. */
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+static atomic_long alloc_count;
+static atomic_long fail_at; /* allocation number that fails; 0 = never */
+
+void aigw__alloc_fail_at(long n)
+{
+    atomic_store(&fail_at, n > 0 ? atomic_load(&alloc_count) + n : 0);
+}
+
+long aigw__alloc_count(void)
+{
+    return atomic_load(&alloc_count);
+}
+
+static bool should_fail(void)
+{
+    long n = atomic_fetch_add(&alloc_count, 1) + 1;
+    long f = atomic_load(&fail_at);
+    return f != 0 && n == f;
+}
+
+void *aigw__malloc(size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *aigw__calloc(size_t count, size_t n)
+{
+    if (should_fail())
+        return NULL;
+    if (count == 0 || n == 0)
+        count = n = 1;
+    return calloc(count, n);
+}
+
+void *aigw__realloc(void *p, size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+void aigw__free(void *p)
+{
+    free(p);
+}
+
+char *aigw__strndup(const char *s, size_t n)
+{
+    char *d;
+    if (!s)
+        return NULL;
+    d = aigw__malloc(n + 1);
+    if (!d)
+        return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *aigw__strdup(const char *s)
+{
+    return s ? aigw__strndup(s, strlen(s)) : NULL;
+}
+
+void aigw__wipe(void *p, size_t n)
+{
+    /* A volatile pointer keeps the stores from being optimised away. */
+    volatile unsigned char *v = p;
+    if (!p)
+        return;
+    while (n--)
+        *v++ = 0;
+}

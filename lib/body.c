@@ -1,0 +1,2 @@
+/* body.c - placeholder while the module is written. */
+#include "internal.h"

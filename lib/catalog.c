@@ -1,0 +1,2 @@
+/* catalog.c - placeholder while the module is written. */
+#include "internal.h"

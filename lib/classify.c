@@ -1,0 +1,2 @@
+/* classify.c - placeholder while the module is written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* client.c - placeholder while the module is written. */
+#include "internal.h"

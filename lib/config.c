@@ -1,0 +1,2 @@
+/* config.c - placeholder while the module is written. */
+#include "internal.h"

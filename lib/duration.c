@@ -1,0 +1,2 @@
+/* duration.c - placeholder while the module is written. */
+#include "internal.h"

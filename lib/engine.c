@@ -1,0 +1,2 @@
+/* engine.c - placeholder while the module is written. */
+#include "internal.h"

@@ -1,0 +1,272 @@
+/*
+ * internal.h - what the modules of libaigw share.  Never installed.
+ *
+ * Every allocation goes through aigw__malloc & co (alloc.c).  Names with the
+ * `aigw__` prefix are internal: compiled with hidden visibility and kept out
+ * of the version script.
+ */
+#ifndef AIGW_INTERNAL_H
+#define AIGW_INTERNAL_H
+
+#include "aigw.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define AIGW__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define AIGW__PRINTF(a, b)
+#endif
+
+/* ---- alloc.c: the one allocator door ---- */
+void *aigw__malloc(size_t n);
+void *aigw__calloc(size_t count, size_t n);
+void *aigw__realloc(void *p, size_t n);
+void aigw__free(void *p);
+char *aigw__strdup(const char *s);
+char *aigw__strndup(const char *s, size_t n);
+/* Wipe memory so the compiler cannot drop it (secrets). */
+void aigw__wipe(void *p, size_t n);
+/* Test hooks: make the n-th allocation from now fail (n >= 1; 0 disables),
+ * and count allocations made since start. */
+void aigw__alloc_fail_at(long n);
+long aigw__alloc_count(void);
+
+/* ---- buf.c: growable byte buffer, always NUL-terminated ---- */
+typedef struct aigw_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} aigw_buf;
+
+#define AIGW_BUF_INIT {NULL, 0, 0}
+int aigw__buf_append(aigw_buf *b, const void *data, size_t len); /* 0 or -1 */
+int aigw__buf_puts(aigw_buf *b, const char *s);
+int aigw__buf_printf(aigw_buf *b, const char *fmt, ...) AIGW__PRINTF(2, 3);
+/* Appends s (len bytes) as a JSON string literal, quotes included. */
+int aigw__buf_json_str(aigw_buf *b, const char *s, size_t len);
+int aigw__buf_json_cstr(aigw_buf *b, const char *s); /* NULL -> null */
+/* Gives up ownership of the data (NULL-safe; "" when empty). */
+char *aigw__buf_take(aigw_buf *b);
+void aigw__buf_free(aigw_buf *b);
+void aigw__buf_wipe_free(aigw_buf *b); /* wipes first (held a secret) */
+
+/* ---- error.c ---- */
+struct aigw_error {
+    aigw_status code;
+    char *message;
+    size_t n;
+    size_t cap;
+    char **paths;
+    char **problems;
+};
+aigw_error *aigw__error_new(aigw_status code);
+/* Adds one problem. Returns 0 or -1 (out of memory). */
+int aigw__error_add(aigw_error *e, const char *path, const char *fmt, ...) AIGW__PRINTF(3, 4);
+int aigw__error_addv(aigw_error *e, const char *path, const char *fmt, va_list ap);
+/* Builds the summary message from the problems. Returns e (or NULL). */
+aigw_error *aigw__error_finish(aigw_error *e);
+/* Convenience: stores a one-problem error in *err (if err) and returns code. */
+aigw_status aigw__fail(aigw_error **err, aigw_status code, const char *fmt, ...) AIGW__PRINTF(3, 4);
+
+/* ---- headers (headers.c) ---- */
+typedef struct aigw_hdr {
+    char *name; /* lower-cased */
+    char *value;
+} aigw_hdr;
+
+typedef struct aigw_hdrs {
+    aigw_hdr *v;
+    size_t n;
+    size_t cap;
+} aigw_hdrs;
+
+int aigw__hdrs_add(aigw_hdrs *h, const char *name, const char *value); /* copies */
+int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *value,
+                    size_t vlen);
+const char *aigw__hdrs_get(const aigw_hdrs *h, const char *name); /* case-insensitive */
+void aigw__hdrs_free(aigw_hdrs *h);
+
+/* ---- duration.c ---- */
+/* Go duration ("500ms", "1m30s", "1.5s", "2h", "0") -> milliseconds
+ * (rounded down; sub-ms units allowed).  0 on success, -1 when malformed,
+ * negative or out of range. */
+int aigw__parse_duration(const char *s, int64_t *ms);
+
+/* ---- catalog.c: built-in providers ---- */
+typedef enum aigw_auth_style {
+    AIGW_AUTH_BEARER = 0,  /* Authorization: Bearer KEY                   */
+    AIGW_AUTH_X_API_KEY,   /* x-api-key: KEY + anthropic-version          */
+    AIGW_AUTH_GOOG_API_KEY /* x-goog-api-key: KEY                         */
+} aigw_auth_style;
+
+typedef struct aigw_catalog_entry {
+    const char *id;
+    const char *name;
+    const char *base_url;        /* OpenAI-compatible base, no trailing '/' */
+    aigw_auth_style native_auth; /* auth of the provider's native API */
+    const char *const *prefixes; /* NULL-terminated bare-model prefixes */
+} aigw_catalog_entry;
+
+size_t aigw__catalog_count(void);
+const aigw_catalog_entry *aigw__catalog_at(size_t i);
+const aigw_catalog_entry *aigw__catalog_find(const char *id);
+/* The catalog provider whose bare-model prefixes match model, or NULL. */
+const aigw_catalog_entry *aigw__catalog_for_model(const char *model);
+
+#define AIGW_NGROK_GATEWAY_URL "https://gateway.ngrok.ai/v1"
+
+/* ---- config.c: the parsed, immutable configuration ---- */
+typedef struct aigw_secret {
+    char *value; /* NUL-terminated; wiped on free */
+    size_t len;
+} aigw_secret;
+
+typedef struct aigw_provider {
+    char *id;
+    char *name;
+    char *base_url; /* no trailing '/' */
+    aigw_auth_style native_auth;
+    bool custom;    /* declared in "providers" (not a pure catalog entry) */
+    char **models;  /* custom providers' declared model ids */
+    size_t n_models;
+} aigw_provider;
+
+typedef struct aigw_pkey {
+    char *id;
+    char *provider_id;
+    char *name;
+    aigw_secret value;
+} aigw_pkey;
+
+typedef enum aigw_step_type { AIGW_STEP_USER = 0, AIGW_STEP_NGROK = 1 } aigw_step_type;
+typedef enum aigw_strategy_kind { AIGW_STRATEGY_ORDERED = 0 } aigw_strategy_kind;
+
+typedef struct aigw_step_key {
+    char *id;           /* the provider key id, or the inline key's name */
+    aigw_secret value;  /* a copy of the secret (inline or from providerKeys) */
+    bool resolved;      /* false only in a bare configuration */
+} aigw_step_key;
+
+typedef struct aigw_step {
+    aigw_step_type type;
+    aigw_strategy_kind strategy;
+    aigw_step_key *keys;
+    size_t n_keys;
+} aigw_step;
+
+typedef struct aigw_rule {
+    char *provider; /* provider id, or NULL */
+    char *model;    /* model id without provider prefix, or NULL */
+    aigw_step *steps;
+    size_t n_steps;
+} aigw_rule;
+
+struct aigw_config {
+    int refs; /* atomic */
+    bool bare;
+
+    aigw_provider *providers; /* catalog entries (with overrides) + custom */
+    size_t n_providers;
+    aigw_pkey *keys;
+    size_t n_keys;
+
+    char *name;
+    bool has_provider_allow;
+    char **provider_allow;
+    size_t n_provider_allow;
+    bool has_model_allow;
+    char **model_allow; /* as written: "gpt-4o", "openai/gpt-4o", "openai:gpt-4o" */
+    size_t n_model_allow;
+    aigw_rule *rules;
+    size_t n_rules;
+
+    int64_t per_request_timeout_ms; /* 60s  */
+    int64_t total_timeout_ms;       /* 120s */
+    int64_t connect_timeout_ms;     /* 10s  */
+    int64_t retry_after_max_ms;     /* 5s   */
+    int max_attempts;               /* 10   */
+    int same_backend_retries;       /* 2    */
+    size_t max_response_bytes;      /* 32 MiB */
+
+    bool has_ngrok_key;
+    aigw_secret ngrok_key;
+    char *ngrok_gateway_url;
+};
+
+const aigw_provider *aigw__config_provider(const aigw_config *cfg, const char *id);
+
+/* ---- route.c ---- */
+/* Resolves a model spec ("provider:model", or a bare id through custom
+ * providers' model lists and the catalog prefixes).  0 and *prov + *model
+ * (allocated) on success; -1 unknown provider / unresolvable; -2 no memory. */
+int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_provider **prov,
+                        char **model);
+/* Whether the access scope lets (provider, model) through. */
+bool aigw__access_allows(const aigw_config *cfg, const char *provider, const char *model);
+/* The routing rule for (provider, model): a model rule beats a provider rule;
+ * NULL when none matches. */
+const aigw_rule *aigw__rule_for(const aigw_config *cfg, const char *provider,
+                                const char *model);
+
+/* ---- body.c: request body handling ---- */
+/* Copies a JSON object body with its top-level "model" replaced by model and
+ * its top-level "models" removed, keeping every other byte as it was.
+ * 0 on success, -1 not a JSON object, -2 no memory. */
+int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf *out);
+
+/* ---- classify.c ---- */
+typedef enum aigw_class {
+    AIGW_CLASS_NONE = 0, /* success */
+    AIGW_CLASS_AUTH,
+    AIGW_CLASS_QUOTA,
+    AIGW_CLASS_RATE_LIMIT,
+    AIGW_CLASS_OVERLOADED,
+    AIGW_CLASS_SERVER,
+    AIGW_CLASS_TIMEOUT,
+    AIGW_CLASS_NETWORK,
+    AIGW_CLASS_CONTEXT_LENGTH,
+    AIGW_CLASS_CONTENT_POLICY,
+    AIGW_CLASS_BAD_REQUEST,
+    AIGW_CLASS_PAYLOAD_TOO_LARGE,
+    AIGW_CLASS_NOT_FOUND,
+    AIGW_CLASS_REDIRECT,
+    AIGW_CLASS__COUNT
+} aigw_class;
+
+const char *aigw__class_name(aigw_class c);
+
+/* Classifies one upstream answer.  tr is the transport result; status, headers
+ * and body the HTTP answer (when tr == AIGW_TR_OK).  now_unix_ms is the wall
+ * clock, for Retry-After HTTP dates.  *wait_ms receives the wait the upstream
+ * asked for (the first of: retry-after-ms, Retry-After seconds or HTTP date,
+ * Gemini RetryInfo.retryDelay, the largest x-ratelimit-reset-* duration whose
+ * remaining count is 0, or any x-ratelimit-reset-* when none says), or -1. */
+aigw_class aigw__classify(aigw_transport_result tr, int status, const aigw_hdrs *headers,
+                          const char *body, size_t body_len, int64_t now_unix_ms,
+                          int64_t *wait_ms);
+
+/* ---- transport ---- */
+struct aigw_transport_response {
+    int status;
+    aigw_hdrs headers;
+    aigw_buf body;
+    size_t max_body;
+};
+
+/* libcurl's transport: fills *vt and *userdata (destroy frees it). */
+aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata);
+const char *aigw__transport_result_name(aigw_transport_result r); /* NULL for OK */
+
+/* ---- misc (util.c) ---- */
+int64_t aigw__mono_ms(void);
+int64_t aigw__unix_ms(void);
+/* Fills out with n random bytes (getrandom, falling back to a seeded PRNG). */
+void aigw__random_bytes(void *out, size_t n);
+int aigw__strcasecmp(const char *a, const char *b);
+int aigw__strncasecmp(const char *a, const char *b, size_t n);
+
+#endif /* AIGW_INTERNAL_H */

@@ -1,0 +1,2 @@
+/* response.c - placeholder while the module is written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* route.c - placeholder while the module is written. */
+#include "internal.h"

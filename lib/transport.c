@@ -1,0 +1,2 @@
+/* transport.c - placeholder while the module is written. */
+#include "internal.h"

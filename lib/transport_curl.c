@@ -1,0 +1,2 @@
+/* transport_curl.c - placeholder while the module is written. */
+#include "internal.h"

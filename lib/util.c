@@ -1,0 +1,85 @@
+/* util.c - clocks, randomness, ASCII case-insensitive compares. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+int64_t aigw__mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t aigw__unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A fallback when getrandom() is unavailable: splitmix64 over time and a
+ * counter.  Only used for request ids and jitter, never for secrets. */
+static uint64_t fallback_next(void)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static uint64_t state;
+    uint64_t z;
+    pthread_mutex_lock(&mu);
+    if (state == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        state = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
+    }
+    z = (state += 0x9e3779b97f4a7c15ULL);
+    pthread_mutex_unlock(&mu);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void aigw__random_bytes(void *out, size_t n)
+{
+    unsigned char *p = out;
+    while (n > 0) {
+        ssize_t r = getrandom(p, n, GRND_NONBLOCK);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        while (n > 0) {
+            uint64_t v = fallback_next();
+            size_t k = n < sizeof v ? n : sizeof v;
+            memcpy(p, &v, k);
+            p += k;
+            n -= k;
+        }
+    }
+}
+
+static int lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
+}
+
+int aigw__strncasecmp(const char *a, const char *b, size_t n)
+{
+    for (; n > 0; n--, a++, b++) {
+        int d = lower((unsigned char)*a) - lower((unsigned char)*b);
+        if (d != 0 || *a == '\0')
+            return d;
+    }
+    return 0;
+}
+
+int aigw__strcasecmp(const char *a, const char *b)
+{
+    return aigw__strncasecmp(a, b, SIZE_MAX);
+}
