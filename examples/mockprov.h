@@ -46,10 +46,13 @@ const char *mockprov_base_url(const mockprov *m);
 /* Rules are tried in the order added; the first match (with times left)
  * wins; with none, the answer is 200 and a chat completion.  Copied. */
 int mockprov_add_rule(mockprov *m, const mockprov_rule *rule);
-/* Drops all rules, counters and the request log. */
+/* Drops all rules, counters and the request log (chatcmpl-mock-N restarts
+ * at 1).  Connections stay open. */
 void mockprov_reset(mockprov *m);
 /* Requests received so far carrying that credential (NULL = all). */
 long mockprov_count(mockprov *m, const char *key);
+/* TCP connections accepted so far (since start or the last reset). */
+long mockprov_connection_count(mockprov *m);
 /* Number of logged requests, and request i: its method + path (e.g.
  * "POST /v1/chat/completions"), credential, model and the raw body.  The
  * strings are copied into the caller's buffers (NUL-terminated, truncated

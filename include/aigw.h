@@ -171,9 +171,9 @@ typedef struct aigw_transport_request {
     size_t n_headers;
     const char *body;
     size_t body_len;
-    int64_t timeout_ms;          /* for the whole exchange */
+    int64_t timeout_ms;          /* for the whole exchange; > 0 */
     int64_t connect_timeout_ms;
-    size_t max_response_bytes;   /* body cap */
+    size_t max_response_bytes;   /* body cap; 0 = none */
 } aigw_transport_request;
 
 /* What a transport reports besides the HTTP answer. */
@@ -193,9 +193,11 @@ typedef enum aigw_transport_result {
 /* Filled by the transport through the setters below. */
 typedef struct aigw_transport_response aigw_transport_response;
 
+/* AIGW_EINVAL for a status outside 100..999. */
 AIGW_API aigw_status aigw_transport_response_set_status(aigw_transport_response *resp,
                                                         int http_status);
-/* Headers are copied; a repeated name is kept once per call. */
+/* Each call adds one header (copied); repeated names are all kept.
+ * AIGW_EINVAL for a name that is not an HTTP token or a value with CR/LF. */
 AIGW_API aigw_status aigw_transport_response_add_header(aigw_transport_response *resp,
                                                         const char *name,
                                                         const char *value);
@@ -208,7 +210,8 @@ AIGW_API aigw_status aigw_transport_response_append_body(aigw_transport_response
 /*
  * A transport sends one request and reports the answer.  `send` may be called
  * from several threads at once when the client is shared, so it must be
- * thread-safe.  It must not follow redirects.  `destroy`, if set, runs exactly
+ * thread-safe.  It must not follow redirects.  On a result other than
+ * AIGW_TR_OK whatever it put in resp is ignored.  `destroy`, if set, runs exactly
  * once, when the client that holds it is freed (or when
  * aigw_client_set_transport fails).
  */

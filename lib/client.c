@@ -1,2 +1,262 @@
-/* client.c - placeholder while the module is written. */
-#include "internal.h"
+/* client.c - clients, requests, and the vtables a caller may plug in. */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t system_now(void *ud)
+{
+    (void)ud;
+    return aigw__mono_ms();
+}
+
+static void system_sleep(void *ud, int64_t ms)
+{
+    struct timespec ts;
+    (void)ud;
+    if (ms <= 0)
+        return;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+int64_t aigw__client_now(const aigw_client *c)
+{
+    return c->has_clock ? c->clock.now_ms(c->clock_ud) : system_now(NULL);
+}
+
+void aigw__client_sleep(const aigw_client *c, int64_t ms)
+{
+    if (c->has_clock)
+        c->clock.sleep_ms(c->clock_ud, ms);
+    else
+        system_sleep(NULL, ms);
+}
+
+/* A bare access key configuration names provider keys it does not hold. */
+static aigw_status check_keys_resolved(const aigw_config *cfg, aigw_error **err)
+{
+    aigw_error *e = NULL;
+    size_t r, s, k;
+    for (r = 0; r < cfg->n_rules; r++)
+        for (s = 0; s < cfg->rules[r].n_steps; s++)
+            for (k = 0; k < cfg->rules[r].steps[s].n_keys; k++) {
+                char path[96];
+                if (cfg->rules[r].steps[s].keys[k].resolved)
+                    continue;
+                if (!e && !(e = aigw__error_new(AIGW_ECONFIG)))
+                    return AIGW_ENOMEM;
+                snprintf(path, sizeof path, "router.rules[%zu].steps[%zu].keys[%zu].id", r, s, k);
+                aigw__error_add(e, path,
+                                "no provider key with this id (a bare access key "
+                                "configuration holds no providerKeys)");
+            }
+    if (!e)
+        return AIGW_OK;
+    if (err)
+        *err = aigw__error_finish(e);
+    else
+        aigw_error_free(e);
+    return AIGW_ECONFIG;
+}
+
+aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **err)
+{
+    aigw_client *c;
+    aigw_status st;
+    if (err)
+        *err = NULL;
+    if (out)
+        *out = NULL;
+    if (!cfg || !out)
+        return aigw__fail(err, AIGW_EINVAL, "aigw_client_new: cfg and out must not be NULL");
+    st = check_keys_resolved(cfg, err);
+    if (st != AIGW_OK)
+        return st;
+    c = aigw__calloc(1, sizeof *c);
+    if (!c)
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    st = aigw__curl_transport_new(&c->transport, &c->transport_ud);
+    if (st != AIGW_OK) {
+        aigw__free(c);
+        return aigw__fail(err, st, "the libcurl transport could not be initialised");
+    }
+    c->cfg = aigw_config_ref(cfg);
+    *out = c;
+    return AIGW_OK;
+}
+
+static void drop_transport(aigw_client *c)
+{
+    if (c->transport.destroy)
+        c->transport.destroy(c->transport_ud);
+    memset(&c->transport, 0, sizeof c->transport);
+    c->transport_ud = NULL;
+}
+
+static void drop_strategy(aigw_client *c)
+{
+    if (c->has_strategy && c->strategy.destroy)
+        c->strategy.destroy(c->strategy_ud);
+    c->has_strategy = false;
+}
+
+static void drop_clock(aigw_client *c)
+{
+    if (c->has_clock && c->clock.destroy)
+        c->clock.destroy(c->clock_ud);
+    c->has_clock = false;
+}
+
+void aigw_client_free(aigw_client *client)
+{
+    if (!client)
+        return;
+    drop_transport(client);
+    drop_strategy(client);
+    drop_clock(client);
+    aigw_config_unref(client->cfg);
+    aigw__free(client);
+}
+
+aigw_status aigw_client_set_strategy(aigw_client *client, const aigw_strategy *strategy,
+                                     void *userdata)
+{
+    if (!client || (strategy && (strategy->version != AIGW_STRATEGY_VERSION || !strategy->order))) {
+        if (strategy && strategy->destroy)
+            strategy->destroy(userdata);
+        if (client && strategy && strategy->version != AIGW_STRATEGY_VERSION)
+            return AIGW_EVERSION;
+        return AIGW_EINVAL;
+    }
+    drop_strategy(client);
+    if (strategy) {
+        client->strategy = *strategy;
+        client->strategy_ud = userdata;
+        client->has_strategy = true;
+    }
+    return AIGW_OK;
+}
+
+aigw_status aigw_client_set_transport(aigw_client *client, const aigw_transport *transport,
+                                      void *userdata)
+{
+    aigw_transport vt;
+    void *ud;
+    if (!client || (transport && (transport->version != AIGW_TRANSPORT_VERSION || !transport->send))) {
+        if (transport && transport->destroy)
+            transport->destroy(userdata);
+        if (client && transport && transport->version != AIGW_TRANSPORT_VERSION)
+            return AIGW_EVERSION;
+        return AIGW_EINVAL;
+    }
+    if (transport) {
+        vt = *transport;
+        ud = userdata;
+    } else {
+        aigw_status st = aigw__curl_transport_new(&vt, &ud);
+        if (st != AIGW_OK)
+            return st;
+    }
+    drop_transport(client);
+    client->transport = vt;
+    client->transport_ud = ud;
+    return AIGW_OK;
+}
+
+aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock *clock, void *userdata)
+{
+    if (!client || (clock && (clock->version != AIGW_CLOCK_VERSION || !clock->now_ms ||
+                              !clock->sleep_ms))) {
+        if (clock && clock->destroy)
+            clock->destroy(userdata);
+        if (client && clock && clock->version != AIGW_CLOCK_VERSION)
+            return AIGW_EVERSION;
+        return AIGW_EINVAL;
+    }
+    drop_clock(client);
+    if (clock) {
+        client->clock = *clock;
+        client->clock_ud = userdata;
+        client->has_clock = true;
+    }
+    return AIGW_OK;
+}
+
+aigw_status aigw_client_send(aigw_client *client, const aigw_request *req, aigw_response **out,
+                             aigw_error **err)
+{
+    if (err)
+        *err = NULL;
+    if (out)
+        *out = NULL;
+    if (!client || !req || !out)
+        return aigw__fail(err, AIGW_EINVAL, "aigw_client_send: client, req and out must not be NULL");
+    return aigw__engine_send(client, req, out, err);
+}
+
+/* ---- requests ---- */
+
+aigw_status aigw_request_new(aigw_request **out)
+{
+    aigw_request *r;
+    if (!out)
+        return AIGW_EINVAL;
+    *out = NULL;
+    r = aigw__calloc(1, sizeof *r);
+    if (!r)
+        return AIGW_ENOMEM;
+    r->path = aigw__strdup("/v1/chat/completions");
+    if (!r->path) {
+        aigw__free(r);
+        return AIGW_ENOMEM;
+    }
+    *out = r;
+    return AIGW_OK;
+}
+
+aigw_status aigw_request_set_body(aigw_request *req, const char *body, size_t len)
+{
+    char *copy;
+    if (!req || (!body && len))
+        return AIGW_EINVAL;
+    copy = aigw__strndup(body ? body : "", len);
+    if (!copy)
+        return AIGW_ENOMEM;
+    aigw__free(req->body);
+    req->body = copy;
+    req->body_len = len;
+    return AIGW_OK;
+}
+
+aigw_status aigw_request_set_path(aigw_request *req, const char *path)
+{
+    char *copy;
+    const char *p;
+    if (!req || !path || path[0] != '/')
+        return AIGW_EINVAL;
+    for (p = path; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return AIGW_EINVAL; /* no spaces, CR, LF or controls in a request line */
+    if (strstr(path, "/../") || strstr(path, "/./"))
+        return AIGW_EINVAL;
+    copy = aigw__strdup(path);
+    if (!copy)
+        return AIGW_ENOMEM;
+    aigw__free(req->path);
+    req->path = copy;
+    return AIGW_OK;
+}
+
+void aigw_request_free(aigw_request *req)
+{
+    if (!req)
+        return;
+    aigw__free(req->path);
+    aigw__free(req->body);
+    aigw__free(req);
+}

@@ -1,2 +1,1770 @@
-/* config.c - placeholder while the module is written. */
+/* config.c - a gateway file (ngrok AI Gateway's own resource shapes) into an
+ * immutable, reference-counted aigw_config.
+ *
+ * Validation reports every problem it finds, each at its JSON path, and
+ * carries on after the first: someone fixing a file wants the whole list.
+ * ngrok's schemas forbid unknown members (additionalProperties: false), so
+ * do we.  Secrets (key values, the ngrok access key) are copied out of the
+ * cJSON tree, never named in a problem, and wiped wherever they lie once
+ * they are no longer needed. */
 #include "internal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PATH_CAP 512
+#define ID_CAP 256
+#define MAX_SECRET_FILE ((size_t)64 * 1024)
+#define MAX_CONFIG_FILE ((size_t)16 * 1024 * 1024)
+#define MAX_URL 2048
+#define MAX_JSON_INT ((int64_t)9007199254740991) /* 2^53 - 1: exact in a double */
+
+typedef struct parser {
+    aigw_config *cfg;
+    aigw_error *e;
+    bool oom;
+    bool bare;
+    char path[PATH_CAP]; /* where we are, e.g. "providerKeys[2].valueFrom" */
+    size_t plen;
+} parser;
+
+/* ------------------------------------------------------------------------ */
+/* Paths, problems, allocations                                             */
+/* ------------------------------------------------------------------------ */
+
+static void path_put(parser *p, int n)
+{
+    size_t room = PATH_CAP - 1 - p->plen;
+    if (n > 0)
+        p->plen += (size_t)n < room ? (size_t)n : room;
+}
+
+/* Appends ".name" ("name" at the root); returns the mark to pop back to. */
+static size_t path_field(parser *p, const char *name)
+{
+    size_t mark = p->plen;
+    path_put(p, snprintf(p->path + p->plen, PATH_CAP - p->plen, "%s%s", p->plen ? "." : "",
+                         name));
+    return mark;
+}
+
+static size_t path_index(parser *p, size_t i)
+{
+    size_t mark = p->plen;
+    path_put(p, snprintf(p->path + p->plen, PATH_CAP - p->plen, "[%zu]", i));
+    return mark;
+}
+
+static void path_pop(parser *p, size_t mark)
+{
+    p->plen = mark;
+    p->path[mark] = '\0';
+}
+
+static void problemv(parser *p, const char *fmt, va_list ap)
+{
+    if (aigw__error_addv(p->e, p->path, fmt, ap) != 0)
+        p->oom = true;
+}
+
+/* One problem at the current path. */
+static void problem(parser *p, const char *fmt, ...) AIGW__PRINTF(2, 3);
+static void problem(parser *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    problemv(p, fmt, ap);
+    va_end(ap);
+}
+
+/* One problem at member `field` of the current path. */
+static void problem_at(parser *p, const char *field, const char *fmt, ...) AIGW__PRINTF(3, 4);
+static void problem_at(parser *p, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    size_t mark = path_field(p, field);
+    va_start(ap, fmt);
+    problemv(p, fmt, ap);
+    va_end(ap);
+    path_pop(p, mark);
+}
+
+static char *str_copy(parser *p, const char *s)
+{
+    char *d = aigw__strdup(s);
+    if (!d)
+        p->oom = true;
+    return d;
+}
+
+static void *zalloc(parser *p, size_t n, size_t size)
+{
+    void *v = aigw__calloc(n, size);
+    if (!v)
+        p->oom = true;
+    return v;
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON values                                                              */
+/* ------------------------------------------------------------------------ */
+
+static const char *kind(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    return "null";
+}
+
+static void unknown_field(parser *p, const char *name, const char *const names[])
+{
+    char list[256];
+    size_t i, n = 0;
+    list[0] = '\0';
+    for (i = 0; names[i] && n < sizeof list; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", names[i]);
+    problem_at(p, name, "unknown field (expected one of: %s)", list);
+}
+
+/* Checks that obj (at the current path) is an object holding only the
+ * NULL-terminated names, each at most once, and sets got[i] to member
+ * names[i] or NULL.  False when obj is not an object. */
+static bool members(parser *p, const cJSON *obj, const char *const names[], const cJSON *got[])
+{
+    const cJSON *c;
+    size_t i;
+    for (i = 0; names[i]; i++)
+        got[i] = NULL;
+    if (!cJSON_IsObject(obj)) {
+        problem(p, "expected an object, got %s", kind(obj));
+        return false;
+    }
+    cJSON_ArrayForEach(c, obj) {
+        for (i = 0; names[i] && strcmp(names[i], c->string) != 0; i++)
+            ;
+        if (!names[i])
+            unknown_field(p, c->string, names);
+        else if (got[i])
+            problem_at(p, c->string, "duplicate field");
+        else
+            got[i] = c;
+    }
+    return true;
+}
+
+/* Characters, not bytes: ngrok's maxLength counts UTF-8 characters. */
+static size_t utf8_len(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* v (at the current path) as a string of min..max characters, or NULL after
+ * reporting why not. */
+static const char *str_check(parser *p, const cJSON *v, size_t min, size_t max)
+{
+    size_t n;
+    if (!cJSON_IsString(v)) {
+        problem(p, "expected a string, got %s", kind(v));
+        return NULL;
+    }
+    n = utf8_len(v->valuestring);
+    if (n < min) {
+        problem(p, "must not be empty");
+        return NULL;
+    }
+    if (n > max) {
+        problem(p, "must be at most %zu characters", max);
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+/* Member `field` (v, possibly absent) as a string; NULL when absent or bad. */
+static const char *get_str(parser *p, const char *field, const cJSON *v, bool required,
+                           size_t min, size_t max)
+{
+    const char *s = NULL;
+    size_t mark = path_field(p, field);
+    if (v)
+        s = str_check(p, v, min, max);
+    else if (required)
+        problem(p, "required field is missing");
+    path_pop(p, mark);
+    return s;
+}
+
+static bool is_array(parser *p, const cJSON *v)
+{
+    if (cJSON_IsArray(v))
+        return true;
+    problem(p, "expected an array, got %s", kind(v));
+    return false;
+}
+
+/* A zeroed C array as long as the JSON array v (at the current path), or
+ * NULL when v is not an array (reported) or memory ran out. */
+static void *new_array(parser *p, const cJSON *v, size_t size, size_t *n)
+{
+    *n = 0;
+    if (!is_array(p, v))
+        return NULL;
+    *n = (size_t)cJSON_GetArraySize(v);
+    return zalloc(p, *n, size);
+}
+
+typedef void (*item_fn)(parser *p, const cJSON *item, size_t i, void *ctx);
+
+/* Calls fn on each item of array v with the path at "[i]". */
+static void each(parser *p, const cJSON *v, item_fn fn, void *ctx)
+{
+    const cJSON *item;
+    size_t i = 0;
+    cJSON_ArrayForEach(item, v) {
+        size_t mark;
+        if (p->oom)
+            return;
+        mark = path_index(p, i);
+        fn(p, item, i++, ctx);
+        path_pop(p, mark);
+    }
+}
+
+/* An optional array member whose items fn only checks. */
+static void parse_list(parser *p, const char *field, const cJSON *v, item_fn fn)
+{
+    size_t mark;
+    if (!v)
+        return;
+    mark = path_field(p, field);
+    if (is_array(p, v))
+        each(p, v, fn, NULL);
+    path_pop(p, mark);
+}
+
+/* An integer member in [min, max].  Absent, null when nullable, or bad:
+ * false and *out untouched. */
+static bool get_int(parser *p, const char *field, const cJSON *v, int64_t min, int64_t max,
+                    bool nullable, int64_t *out)
+{
+    size_t mark;
+    bool ok = false;
+    if (!v || (nullable && cJSON_IsNull(v)))
+        return false;
+    mark = path_field(p, field);
+    if (!cJSON_IsNumber(v))
+        problem(p, "expected an integer, got %s", kind(v));
+    else if (!(v->valuedouble >= (double)min && v->valuedouble <= (double)max))
+        problem(p, "must be between %lld and %lld", (long long)min, (long long)max);
+    else if ((double)(int64_t)v->valuedouble != v->valuedouble)
+        problem(p, "expected an integer, got a fraction");
+    else {
+        *out = (int64_t)v->valuedouble;
+        ok = true;
+    }
+    path_pop(p, mark);
+    return ok;
+}
+
+/* A Go duration member ("30s", "1m30s") of at least min_ms, into *out. */
+static void get_duration(parser *p, const char *field, const cJSON *v, int64_t min_ms,
+                         int64_t *out)
+{
+    int64_t ms;
+    size_t mark;
+    if (!v)
+        return;
+    mark = path_field(p, field);
+    if (!cJSON_IsString(v))
+        problem(p, "expected a string (a duration such as \"30s\"), got %s", kind(v));
+    else if (aigw__parse_duration(v->valuestring, &ms) != 0)
+        problem(p, "'%.40s' is not a valid duration (Go syntax, e.g. \"30s\", \"1m30s\", "
+                   "\"500ms\")", v->valuestring);
+    else if (ms < min_ms)
+        problem(p, "must be at least %lldms", (long long)min_ms);
+    else
+        *out = ms;
+    path_pop(p, mark);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Files (config files and key files)                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Grows by copy and wipe rather than realloc: the bytes may be a secret,
+ * and realloc would leave a copy behind in freed memory. */
+static int grow_wiped(aigw_buf *b, size_t cap)
+{
+    char *d = aigw__malloc(cap);
+    if (!d)
+        return -1;
+    if (b->data) {
+        memcpy(d, b->data, b->len);
+        aigw__wipe(b->data, b->cap);
+        aigw__free(b->data);
+    }
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+/* Reads fd to its end into b, at most max bytes.  hint: the expected size. */
+static int read_fd(int fd, size_t max, size_t hint, aigw_buf *b, int *errnum)
+{
+    size_t limit = max + 2; /* one byte too many, to notice, and the NUL */
+    size_t first = hint > 0 ? hint + 2 : 4096;
+    if (grow_wiped(b, first < limit ? first : limit) != 0)
+        return -2;
+    for (;;) {
+        ssize_t r;
+        if (b->len + 1 == b->cap) {
+            size_t cap = b->cap * 2 < limit ? b->cap * 2 : limit;
+            if (b->cap == limit)
+                return -3;
+            if (grow_wiped(b, cap) != 0)
+                return -2;
+        }
+        r = read(fd, b->data + b->len, b->cap - 1 - b->len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            *errnum = errno;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        b->len += (size_t)r;
+        if (b->len > max)
+            return -3;
+    }
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+/* A whole file into b (which the caller wipes: it may hold secrets).
+ * 0; -1 with *errnum; -2 no memory; -3 larger than max. */
+static int read_file(const char *path, size_t max, aigw_buf *b, int *errnum)
+{
+    struct stat st;
+    size_t hint = 0;
+    int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *errnum = errno;
+        return -1;
+    }
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        if ((uint64_t)st.st_size > (uint64_t)max) {
+            close(fd);
+            return -3;
+        }
+        hint = (size_t)st.st_size;
+    }
+    rc = read_fd(fd, max, hint, b, errnum);
+    close(fd);
+    return rc;
+}
+
+static const char *errno_text(int errnum, char *buf, size_t n)
+{
+    if (strerror_r(errnum, buf, n) != 0)
+        snprintf(buf, n, "error %d", errnum);
+    return buf;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Secrets                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void secret_free(aigw_secret *s)
+{
+    if (s->value) {
+        aigw__wipe(s->value, s->len);
+        aigw__free(s->value);
+    }
+    s->value = NULL;
+    s->len = 0;
+}
+
+/* Takes a copy of a secret that will become an HTTP header value.  `what`
+ * names where it came from for problems ("the value", "environment variable
+ * X"); the secret itself is never put in one. */
+static void secret_accept(parser *p, const char *v, size_t len, const char *what,
+                          aigw_secret *out)
+{
+    size_t i;
+    if (len == 0) {
+        problem(p, "%s is empty", what);
+        return;
+    }
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        /* CR/LF would split the header (injection), NUL would cut it. */
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            problem(p, "%s holds a control character (CR, LF, NUL, ...), which cannot go "
+                       "into an HTTP header", what);
+            return;
+        }
+    }
+    out->value = aigw__strndup(v, len);
+    if (!out->value) {
+        p->oom = true;
+        return;
+    }
+    out->len = len;
+}
+
+static void secret_copy(parser *p, aigw_secret *dst, const aigw_secret *src)
+{
+    if (!src->value)
+        return; /* the source had a problem of its own */
+    dst->value = aigw__strndup(src->value, src->len);
+    if (!dst->value) {
+        p->oom = true;
+        return;
+    }
+    dst->len = src->len;
+}
+
+static void secret_from_env(parser *p, const cJSON *v, aigw_secret *out)
+{
+    char what[160];
+    const char *name, *val;
+    size_t mark = path_field(p, "env");
+    if ((name = str_check(p, v, 1, 255)) != NULL) {
+        if (!(val = getenv(name))) {
+            problem(p, "environment variable %s is not set", name);
+        } else {
+            snprintf(what, sizeof what, "environment variable %.100s", name);
+            secret_accept(p, val, strlen(val), what, out);
+        }
+    }
+    path_pop(p, mark);
+}
+
+static void secret_from_file(parser *p, const cJSON *v, aigw_secret *out)
+{
+    aigw_buf b = AIGW_BUF_INIT;
+    char what[160], why[128];
+    const char *name;
+    int errnum = 0, rc;
+    size_t mark = path_field(p, "file");
+    if ((name = str_check(p, v, 1, 4096)) != NULL) {
+        rc = read_file(name, MAX_SECRET_FILE, &b, &errnum);
+        if (rc == -2)
+            p->oom = true;
+        else if (rc == -3)
+            problem(p, "file '%s' is larger than %zu bytes: not a key", name, MAX_SECRET_FILE);
+        else if (rc == -1)
+            problem(p, "cannot read file '%s': %s", name, errno_text(errnum, why, sizeof why));
+        else {
+            /* Editors and `echo` end files with a newline; a key never does. */
+            while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
+                b.len--;
+            snprintf(what, sizeof what, "file '%.100s'", name);
+            secret_accept(p, b.data, b.len, what, out);
+        }
+    }
+    aigw__buf_wipe_free(&b);
+    path_pop(p, mark);
+}
+
+enum { VF_ENV, VF_FILE, VF__N };
+static const char *const value_from_fields[] = {"env", "file", NULL};
+
+/* The members "value" / "valueFrom" of the object at the current path. */
+static void read_secret(parser *p, const cJSON *value, const cJSON *from, aigw_secret *out)
+{
+    const cJSON *f[VF__N];
+    size_t mark;
+    if (value && from) {
+        problem(p, "give either \"value\" or \"valueFrom\", not both");
+        return;
+    }
+    if (!value && !from) {
+        problem(p, "needs \"value\" or \"valueFrom\"");
+        return;
+    }
+    mark = path_field(p, value ? "value" : "valueFrom");
+    if (value && cJSON_IsString(value))
+        secret_accept(p, value->valuestring, strlen(value->valuestring), "the value", out);
+    else if (value)
+        problem(p, "expected a string, got %s", kind(value));
+    else if (members(p, from, value_from_fields, f)) {
+        if (f[VF_ENV] && f[VF_FILE])
+            problem(p, "give either \"env\" or \"file\", not both");
+        else if (f[VF_ENV])
+            secret_from_env(p, f[VF_ENV], out);
+        else if (f[VF_FILE])
+            secret_from_file(p, f[VF_FILE], out);
+        else
+            problem(p, "needs \"env\" or \"file\"");
+    }
+    path_pop(p, mark);
+}
+
+/* ------------------------------------------------------------------------ */
+/* URLs                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static bool is_ipv4_loopback(const char *h, size_t n)
+{
+    size_t i, parts = 1, digits = 0;
+    unsigned v = 0;
+    if (n < 4 || memcmp(h, "127.", 4) != 0)
+        return false;
+    for (i = 0; i < n; i++) {
+        if (h[i] == '.') {
+            if (digits == 0)
+                return false;
+            parts++;
+            digits = 0;
+            v = 0;
+        } else if (h[i] >= '0' && h[i] <= '9' && digits < 3) {
+            v = v * 10 + (unsigned)(h[i] - '0');
+            digits++;
+            if (v > 255)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return parts == 4 && digits > 0;
+}
+
+/* Plain HTTP would carry provider keys in the clear: only to this host. */
+static bool is_loopback(const char *h, size_t n)
+{
+    return (n == 9 && aigw__strncasecmp(h, "localhost", 9) == 0) ||
+           (n == 5 && memcmp(h, "[::1]", 5) == 0) || is_ipv4_loopback(h, n);
+}
+
+static bool host_chars_ok(const char *h, size_t n)
+{
+    size_t i;
+    bool bracket = n > 2 && h[0] == '[' && h[n - 1] == ']';
+    for (i = bracket ? 1 : 0; i < (bracket ? n - 1 : n); i++) {
+        char c = h[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || (bracket ? c == ':' : c == '_');
+        if (!ok)
+            return false;
+    }
+    return n > 0;
+}
+
+/* Splits the authority [start, end) into host and port and checks both. */
+static const char *check_authority(const char *a, size_t n, size_t *hlen)
+{
+    const char *colon;
+    size_t i;
+    unsigned long port = 0;
+    if (memchr(a, '@', n))
+        return "must not hold credentials (user:password@)";
+    if (n > 0 && a[0] == '[') {
+        const char *close = memchr(a, ']', n);
+        colon = close && (size_t)(close - a) + 1 < n ? close + 1 : NULL;
+        *hlen = close ? (size_t)(close - a) + 1 : n;
+        if (colon && *colon != ':')
+            return "has an invalid host";
+    } else {
+        colon = memchr(a, ':', n);
+        *hlen = colon ? (size_t)(colon - a) : n;
+    }
+    if (*hlen == 0)
+        return "must have a host";
+    if (!host_chars_ok(a, *hlen))
+        return "has an invalid host";
+    if (!colon)
+        return NULL;
+    for (i = (size_t)(colon - a) + 1; i < n; i++) {
+        if (a[i] < '0' || a[i] > '9' || port > 65535)
+            return "has an invalid port";
+        port = port * 10 + (unsigned long)(a[i] - '0');
+    }
+    if (port == 0 || port > 65535)
+        return "has an invalid port";
+    return NULL;
+}
+
+static char *url_copy(parser *p, const char *u, size_t n)
+{
+    char *s = aigw__strndup(u, n);
+    if (!s)
+        p->oom = true;
+    return s;
+}
+
+/* A base URL: https://host[:port][/path], or http:// to a loopback host.
+ * Returns it allocated without trailing '/' (paths are appended to it), or
+ * NULL after reporting the problem at the current path. */
+static char *check_url(parser *p, const char *u)
+{
+    size_t n = strlen(u), i, skip, hlen;
+    const char *auth, *end, *why;
+    bool https;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)u[i] <= 0x20 || u[i] == 0x7f) {
+            problem(p, "must not contain whitespace or control characters");
+            return NULL;
+        }
+    if (n > MAX_URL) {
+        problem(p, "must be at most %d characters", MAX_URL);
+        return NULL;
+    }
+    https = aigw__strncasecmp(u, "https://", 8) == 0;
+    skip = https ? 8 : 7;
+    if (!https && aigw__strncasecmp(u, "http://", 7) != 0) {
+        problem(p, "must start with https:// (or http:// to a loopback host)");
+        return NULL;
+    }
+    auth = u + skip;
+    end = auth + strcspn(auth, "/?#");
+    if (strpbrk(end, "?#")) {
+        problem(p, "must not have a query or a fragment");
+        return NULL;
+    }
+    if ((why = check_authority(auth, (size_t)(end - auth), &hlen)) != NULL) {
+        problem(p, "%s", why);
+        return NULL;
+    }
+    if (!https && !is_loopback(auth, hlen)) {
+        problem(p, "http:// is only allowed to a loopback host (127.0.0.0/8, localhost, "
+                   "[::1]); use https://");
+        return NULL;
+    }
+    while (n > 0 && u[n - 1] == '/')
+        n--;
+    return url_copy(p, u, n);
+}
+
+/* A URL member; NULL when absent or bad. */
+static char *get_url(parser *p, const char *field, const cJSON *v)
+{
+    char *url = NULL;
+    const char *s;
+    size_t mark = path_field(p, field);
+    if ((s = str_check(p, v, 1, MAX_URL)) != NULL)
+        url = check_url(p, s);
+    path_pop(p, mark);
+    return url;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Providers: the catalog, plus "providers" (ngrok POST /providers)         */
+/* ------------------------------------------------------------------------ */
+
+static void free_strv(char **v, size_t n)
+{
+    size_t i;
+    if (!v)
+        return;
+    for (i = 0; i < n; i++)
+        aigw__free(v[i]);
+    aigw__free(v);
+}
+
+static void provider_free(aigw_provider *pr)
+{
+    aigw__free(pr->id);
+    aigw__free(pr->name);
+    aigw__free(pr->base_url);
+    free_strv(pr->models, pr->n_models);
+    memset(pr, 0, sizeof *pr);
+}
+
+/* Every catalog entry, with room for n_custom more after them. */
+static void init_providers(parser *p, size_t n_custom)
+{
+    aigw_config *cfg = p->cfg;
+    size_t i, n = aigw__catalog_count();
+    cfg->providers = zalloc(p, n + n_custom, sizeof *cfg->providers);
+    if (!cfg->providers)
+        return;
+    for (i = 0; i < n; i++) {
+        const aigw_catalog_entry *e = aigw__catalog_at(i);
+        aigw_provider *pr = &cfg->providers[cfg->n_providers++];
+        pr->id = str_copy(p, e->id);
+        pr->name = str_copy(p, e->name);
+        pr->base_url = str_copy(p, e->base_url);
+        pr->native_auth = e->native_auth;
+    }
+}
+
+/* Custom ids share a namespace with model specs ("my-ollama:llama3.2"),
+ * so ':' '/' and the like are kept out; lowercase as ngrok's own ids. */
+static bool id_form(const char *s, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 255)
+        return false;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '-' && c != '.' && c != '_')))
+            return false;
+    }
+    return true;
+}
+
+/* The entry a "providers" item fills: a built-in one (a local extension:
+ * overriding its baseUrl or name) or a fresh one after the last.  NULL
+ * after a problem (the path is the providerId's). */
+static aigw_provider *provider_slot(parser *p, const char *id, bool *is_new)
+{
+    aigw_config *cfg = p->cfg;
+    const aigw_catalog_entry *e = aigw__catalog_find(id);
+    size_t i;
+    if (e && strcmp(e->id, id) != 0) {
+        problem(p, "'%s' is another name of the built-in provider '%s'; use '%s'", id, e->id,
+                e->id);
+        return NULL;
+    }
+    for (i = 0; i < cfg->n_providers; i++) {
+        aigw_provider *pr = &cfg->providers[i];
+        if (!pr->id || strcmp(pr->id, id) != 0)
+            continue;
+        if (pr->custom) {
+            problem(p, "duplicate providerId");
+            return NULL;
+        }
+        *is_new = false;
+        return pr;
+    }
+    *is_new = true;
+    return &cfg->providers[cfg->n_providers];
+}
+
+enum { MO_ID, MO_PROVIDER_MODEL_ID, MO_UNSUPPORTED, MO__N };
+static const char *const model_fields[] = {"modelId", "providerModelId", "unsupportedParams",
+                                           NULL};
+
+static void parse_param_name(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    (void)i;
+    (void)ctx;
+    str_check(p, v, 1, 255);
+}
+
+static void parse_model(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    char **models = ctx;
+    const cJSON *f[MO__N];
+    const char *id;
+    if (!members(p, v, model_fields, f))
+        return;
+    if ((id = get_str(p, "modelId", f[MO_ID], true, 1, 255)) != NULL)
+        models[i] = str_copy(p, id);
+    /* The engine sends the model id it routed; a different upstream id
+     * would be silently ignored, so it is refused instead. */
+    if (f[MO_PROVIDER_MODEL_ID])
+        problem_at(p, "providerModelId", "not supported by libaigw (name the model by the id "
+                                          "the upstream expects)");
+    parse_list(p, "unsupportedParams", f[MO_UNSUPPORTED], parse_param_name);
+}
+
+enum { SP_NAME, SP__N };
+static const char *const param_fields[] = {"name", NULL};
+
+static void parse_surface_param(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    const cJSON *f[SP__N];
+    (void)i;
+    (void)ctx;
+    if (members(p, v, param_fields, f))
+        get_str(p, "name", f[SP_NAME], true, 1, 255);
+}
+
+enum { SU_FORMAT, SU_SURFACE, SU_BASE_URL, SU_PARAMS, SU__N };
+static const char *const surface_fields[] = {"format", "surface", "baseUrl", "supportedParams",
+                                             NULL};
+
+static bool one_of(const char *s, const char *const list[])
+{
+    size_t i;
+    for (i = 0; list[i]; i++)
+        if (strcmp(s, list[i]) == 0)
+            return true;
+    return false;
+}
+
+/* ngrok checks formats and surfaces against its known ones at run time. */
+static void parse_surface(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    static const char *const formats[] = {"openai", "anthropic", NULL};
+    static const char *const surfaces[] = {"chat-completions", "responses", "messages", NULL};
+    const cJSON *f[SU__N];
+    const char *s;
+    (void)i;
+    (void)ctx;
+    if (!members(p, v, surface_fields, f))
+        return;
+    if ((s = get_str(p, "format", f[SU_FORMAT], true, 1, 64)) != NULL && !one_of(s, formats))
+        problem_at(p, "format", "unknown format '%s' (known: openai, anthropic)", s);
+    if ((s = get_str(p, "surface", f[SU_SURFACE], false, 1, 64)) != NULL && !one_of(s, surfaces))
+        problem_at(p, "surface", "unknown surface '%s' (known: chat-completions, responses, "
+                                 "messages)", s);
+    if (f[SU_BASE_URL])
+        problem_at(p, "baseUrl", "a per-surface baseUrl is not supported by libaigw; set the "
+                                 "provider's baseUrl");
+    parse_list(p, "supportedParams", f[SU_PARAMS], parse_surface_param);
+}
+
+
+/* The model ids a provider declares, into tmp. */
+static void parse_models(parser *p, const cJSON *v, aigw_provider *tmp)
+{
+    size_t n, mark;
+    if (!v)
+        return;
+    mark = path_field(p, "models");
+    if ((tmp->models = new_array(p, v, sizeof *tmp->models, &n)) != NULL) {
+        tmp->n_models = n;
+        each(p, v, parse_model, tmp->models);
+    }
+    path_pop(p, mark);
+}
+
+/* Moves what tmp holds into the slot. */
+static void provider_commit(parser *p, aigw_provider *slot, bool is_new, const char *id,
+                            aigw_provider *tmp)
+{
+    if (is_new) {
+        slot->id = str_copy(p, id);
+        slot->native_auth = AIGW_AUTH_BEARER; /* OpenAI-compatible */
+        if (!tmp->name)
+            tmp->name = str_copy(p, id);
+        p->cfg->n_providers++;
+    }
+    if (tmp->name) {
+        aigw__free(slot->name);
+        slot->name = tmp->name;
+    }
+    if (tmp->base_url) {
+        aigw__free(slot->base_url);
+        slot->base_url = tmp->base_url;
+    }
+    slot->models = tmp->models;
+    slot->n_models = tmp->n_models;
+    slot->custom = true;
+    memset(tmp, 0, sizeof *tmp);
+}
+
+enum { PR_ID, PR_NAME, PR_BASE_URL, PR_METADATA, PR_SURFACES, PR_MODELS, PR__N };
+static const char *const provider_fields[] = {
+    "providerId", "name", "baseUrl", "metadata", "supportedApiSurfaces", "models", NULL};
+
+static void parse_provider(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    const cJSON *f[PR__N];
+    aigw_provider tmp, *slot = NULL;
+    const char *id, *name;
+    bool is_new = false;
+    size_t mark;
+    (void)i;
+    (void)ctx;
+    if (!members(p, v, provider_fields, f))
+        return;
+    memset(&tmp, 0, sizeof tmp);
+    if ((id = get_str(p, "providerId", f[PR_ID], true, 1, 255)) != NULL) {
+        mark = path_field(p, "providerId");
+        if (!id_form(id, strlen(id)))
+            problem(p, "must be lowercase letters, digits, '-', '.' and '_', starting with a "
+                       "letter or digit");
+        else
+            slot = provider_slot(p, id, &is_new);
+        path_pop(p, mark);
+    }
+    if ((name = get_str(p, "name", f[PR_NAME], false, 1, 255)) != NULL)
+        tmp.name = str_copy(p, name);
+    get_str(p, "metadata", f[PR_METADATA], false, 0, 4096);
+    if (f[PR_BASE_URL])
+        tmp.base_url = get_url(p, "baseUrl", f[PR_BASE_URL]);
+    else if (slot && is_new)
+        problem_at(p, "baseUrl", "required field is missing (only a built-in provider may "
+                                 "omit it)");
+    parse_list(p, "supportedApiSurfaces", f[PR_SURFACES], parse_surface);
+    parse_models(p, f[PR_MODELS], &tmp);
+    if (slot && !p->oom)
+        provider_commit(p, slot, is_new, id, &tmp);
+    provider_free(&tmp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Provider keys (ngrok POST /provider-keys, plus "id" and "valueFrom")     */
+/* ------------------------------------------------------------------------ */
+
+static const aigw_pkey *find_key(const aigw_config *cfg, const char *id)
+{
+    size_t i;
+    for (i = 0; i < cfg->n_keys; i++)
+        if (cfg->keys[i].id && strcmp(cfg->keys[i].id, id) == 0)
+            return &cfg->keys[i];
+    return NULL;
+}
+
+enum { PK_ID, PK_PROVIDER, PK_NAME, PK_DESCRIPTION, PK_METADATA, PK_VALUE, PK_VALUE_FROM, PK__N };
+static const char *const pkey_fields[] = {"id",       "providerId", "name",      "description",
+                                          "metadata", "value",      "valueFrom", NULL};
+
+static void parse_pkey(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    aigw_pkey *k = &p->cfg->keys[i];
+    const cJSON *f[PK__N];
+    const aigw_provider *pr;
+    const char *s;
+    size_t j;
+    (void)ctx;
+    if (!members(p, v, pkey_fields, f))
+        return;
+    if ((s = get_str(p, "id", f[PK_ID], true, 1, 255)) != NULL) {
+        for (j = 0; j < i && !(p->cfg->keys[j].id && strcmp(p->cfg->keys[j].id, s) == 0); j++)
+            ;
+        if (j < i)
+            problem_at(p, "id", "duplicate id (also providerKeys[%zu])", j);
+        else
+            k->id = str_copy(p, s);
+    }
+    if ((s = get_str(p, "providerId", f[PK_PROVIDER], true, 1, 255)) != NULL) {
+        if (!(pr = aigw__config_provider(p->cfg, s)))
+            problem_at(p, "providerId", "no provider with this id (neither built in nor in "
+                                        "\"providers\")");
+        else
+            k->provider_id = str_copy(p, pr->id);
+    }
+    if ((s = get_str(p, "name", f[PK_NAME], false, 1, 255)) != NULL)
+        k->name = str_copy(p, s);
+    get_str(p, "description", f[PK_DESCRIPTION], false, 0, 255);
+    get_str(p, "metadata", f[PK_METADATA], false, 0, 4096);
+    read_secret(p, f[PK_VALUE], f[PK_VALUE_FROM], &k->value);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Access key configuration (ngrok POST /access-key-configurations)         */
+/* ------------------------------------------------------------------------ */
+
+static const aigw_provider *provider_n(const aigw_config *cfg, const char *s, size_t n)
+{
+    char id[ID_CAP];
+    if (n == 0 || n >= sizeof id)
+        return NULL;
+    memcpy(id, s, n);
+    id[n] = '\0';
+    return aigw__config_provider(cfg, id);
+}
+
+static void copy_id(char *dst, const char *s, size_t n)
+{
+    n = n < ID_CAP - 1 ? n : ID_CAP - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* Splits a rule's model spec.  "provider:model" and "provider/model" name
+ * their provider, ngrok's own "openai:openai/gpt-4o" names it twice.  A
+ * prefix naming no provider is part of the model id ("llama3.2:8b",
+ * "meta-llama/llama-3"), and "groq:openai/gpt-oss" keeps its author.  In a
+ * bare configuration "x:" may name a provider of the ngrok account, unknown
+ * here.  Returns the model id; prov gets the provider id or "". */
+static const char *split_model(parser *p, const char *spec, const char *want, char *prov)
+{
+    const aigw_provider *pr;
+    const char *m = spec, *sep;
+    prov[0] = '\0';
+    if ((sep = strchr(m, ':')) != NULL && sep > m) {
+        size_t n = (size_t)(sep - m);
+        if ((pr = provider_n(p->cfg, m, n)) != NULL)
+            copy_id(prov, pr->id, strlen(pr->id));
+        else if (p->bare && id_form(m, n))
+            copy_id(prov, m, n);
+        if (prov[0])
+            m = sep + 1;
+    }
+    if ((sep = strchr(m, '/')) != NULL && sep > m &&
+        (pr = provider_n(p->cfg, m, (size_t)(sep - m))) != NULL &&
+        (!want || strcmp(pr->id, want) == 0) && (!prov[0] || strcmp(pr->id, prov) == 0)) {
+        copy_id(prov, pr->id, strlen(pr->id));
+        m = sep + 1;
+    }
+    return m;
+}
+
+static const aigw_provider *provider_with_model(const aigw_config *cfg, const char *model)
+{
+    size_t i, j;
+    for (i = 0; i < cfg->n_providers; i++)
+        for (j = 0; j < cfg->providers[i].n_models; j++)
+            if (cfg->providers[i].models[j] && strcmp(cfg->providers[i].models[j], model) == 0)
+                return &cfg->providers[i];
+    return NULL;
+}
+
+/* A bare model id's provider: declared by a custom provider, else by the
+ * catalog's prefixes. */
+static void infer_provider(parser *p, aigw_rule *r, const char *model)
+{
+    const aigw_provider *pr = provider_with_model(p->cfg, model);
+    const aigw_catalog_entry *e;
+    if (!pr && (e = aigw__catalog_for_model(model)) != NULL)
+        pr = aigw__config_provider(p->cfg, e->id);
+    if (pr)
+        r->provider = str_copy(p, pr->id);
+    else if (!p->bare)
+        problem_at(p, "model", "cannot tell which provider serves this model: write it as "
+                               "\"provider:model\" or add \"provider\"");
+}
+
+/* rule->provider and rule->model from the rule's "provider" and "model"
+ * (prov_s / model_s: NULL when absent or bad; has_prov: "provider" given). */
+static void rule_target(parser *p, aigw_rule *r, bool has_prov, const char *prov_s,
+                        const char *model_s)
+{
+    char mprov[ID_CAP];
+    const char *m;
+    if (prov_s) {
+        const aigw_provider *ep = aigw__config_provider(p->cfg, prov_s);
+        if (!ep && !p->bare)
+            problem_at(p, "provider", "no provider with this id (neither built in nor in "
+                                      "\"providers\")");
+        else
+            r->provider = str_copy(p, ep ? ep->id : prov_s);
+    }
+    if (!model_s)
+        return;
+    m = split_model(p, model_s, r->provider, mprov);
+    if (*m == '\0') {
+        problem_at(p, "model", "the model id after the provider is empty");
+        return;
+    }
+    r->model = str_copy(p, m);
+    if (mprov[0] && r->provider && strcmp(mprov, r->provider) != 0)
+        problem_at(p, "model", "names provider '%s', but the rule's provider is '%s'", mprov,
+                   r->provider);
+    else if (!has_prov && mprov[0])
+        r->provider = str_copy(p, mprov);
+    else if (!has_prov)
+        infer_provider(p, r, m);
+}
+
+static void key_by_id(parser *p, const cJSON *v, const aigw_rule *r, aigw_step_key *sk)
+{
+    const char *id = get_str(p, "id", v, true, 1, 255);
+    const aigw_pkey *k;
+    if (!id)
+        return;
+    if (p->bare) {
+        /* A bare configuration holds no providerKeys: the id names a key
+         * in the ngrok account.  aigw_client_new refuses it. */
+        sk->id = str_copy(p, id);
+        return;
+    }
+    if (!(k = find_key(p->cfg, id))) {
+        problem_at(p, "id", "no provider key with this id");
+        return;
+    }
+    if (r->provider && k->provider_id && strcmp(k->provider_id, r->provider) != 0) {
+        problem_at(p, "id", "provider key '%s' is for provider '%s', but this rule is for "
+                            "provider '%s'", id, k->provider_id, r->provider);
+        return;
+    }
+    sk->id = str_copy(p, id);
+    secret_copy(p, &sk->value, &k->value);
+    sk->resolved = true;
+}
+
+enum { SK_ID, SK_NAME, SK_VALUE, SK__N };
+static const char *const step_key_fields[] = {"id", "name", "value", NULL};
+
+/* An inline key {name, value}: created with the configuration. */
+static void inline_key(parser *p, const cJSON *f[], aigw_step_key *sk)
+{
+    const char *name = get_str(p, "name", f[SK_NAME], true, 1, 255);
+    size_t mark;
+    if (!f[SK_VALUE]) {
+        problem_at(p, "value", "required field is missing (an inline key needs \"name\" and "
+                               "\"value\")");
+    } else {
+        mark = path_field(p, "value");
+        if (cJSON_IsString(f[SK_VALUE]))
+            secret_accept(p, f[SK_VALUE]->valuestring, strlen(f[SK_VALUE]->valuestring),
+                          "the value", &sk->value);
+        else
+            problem(p, "expected a string, got %s", kind(f[SK_VALUE]));
+        path_pop(p, mark);
+    }
+    if (name)
+        sk->id = str_copy(p, name);
+    sk->resolved = true;
+}
+
+typedef struct step_ctx {
+    const aigw_rule *rule;
+    aigw_step *step;
+} step_ctx;
+
+static void parse_step_key(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    step_ctx *sc = ctx;
+    aigw_step_key *sk = &sc->step->keys[i];
+    const cJSON *f[SK__N];
+    if (!members(p, v, step_key_fields, f))
+        return;
+    if (f[SK_ID] && (f[SK_NAME] || f[SK_VALUE]))
+        problem(p, "give either \"id\", or \"name\" and \"value\", not both");
+    else if (f[SK_ID])
+        key_by_id(p, f[SK_ID], sc->rule, sk);
+    else if (f[SK_NAME] || f[SK_VALUE])
+        inline_key(p, f, sk);
+    else
+        problem(p, "a key needs \"id\", or \"name\" and \"value\"");
+}
+
+static void parse_user_keys(parser *p, const cJSON *v, const aigw_rule *r, aigw_step *st)
+{
+    step_ctx sc;
+    size_t n, mark = path_field(p, "keys");
+    sc.rule = r;
+    sc.step = st;
+    if (!v) {
+        problem(p, "required field is missing (a user step needs at least one key)");
+    } else if ((st->keys = new_array(p, v, sizeof *st->keys, &n)) != NULL) {
+        st->n_keys = n;
+        if (n == 0)
+            problem(p, "a user step needs at least one key");
+        each(p, v, parse_step_key, &sc);
+    }
+    path_pop(p, mark);
+}
+
+enum { ST_TYPE, ST_KEYS, ST_STRATEGY, ST__N };
+static const char *const step_fields[] = {"type", "keys", "keySelectionStrategy", NULL};
+
+static void parse_ngrok_step(parser *p, const cJSON *keys, const aigw_rule *r)
+{
+    if (keys)
+        problem_at(p, "keys", "an ngrok step takes no keys (it uses the ngrok access key)");
+    /* ngrok serves built-in providers only. */
+    if (r->provider && !aigw__catalog_find(r->provider) &&
+        aigw__config_provider(p->cfg, r->provider))
+        problem_at(p, "type", "an ngrok step serves built-in providers only, and '%s' is a "
+                              "custom provider", r->provider);
+}
+
+static void parse_step(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    aigw_rule *r = ctx;
+    aigw_step *st = &r->steps[i];
+    const cJSON *f[ST__N];
+    const char *type, *strategy;
+    if (!members(p, v, step_fields, f))
+        return;
+    strategy = get_str(p, "keySelectionStrategy", f[ST_STRATEGY], false, 0, 64);
+    if (strategy && strcmp(strategy, "ordered") != 0)
+        problem_at(p, "keySelectionStrategy",
+                   "unknown key selection strategy '%s' (allowed: ordered)", strategy);
+    st->strategy = AIGW_STRATEGY_ORDERED;
+    if (!(type = get_str(p, "type", f[ST_TYPE], true, 1, 64)))
+        return;
+    if (strcmp(type, "user") == 0) {
+        st->type = AIGW_STEP_USER;
+        parse_user_keys(p, f[ST_KEYS], r, st);
+    } else if (strcmp(type, "ngrok") == 0) {
+        st->type = AIGW_STEP_NGROK;
+        parse_ngrok_step(p, f[ST_KEYS], r);
+    } else {
+        problem_at(p, "type", "unknown step type '%s' (allowed: user, ngrok)", type);
+    }
+}
+
+enum { RU_PROVIDER, RU_MODEL, RU_STEPS, RU__N };
+static const char *const rule_fields[] = {"provider", "model", "steps", NULL};
+
+static void parse_rule(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    aigw_rule *r = &p->cfg->rules[i];
+    const cJSON *f[RU__N];
+    const char *prov, *model;
+    size_t n, mark;
+    (void)ctx;
+    if (!members(p, v, rule_fields, f))
+        return;
+    prov = get_str(p, "provider", f[RU_PROVIDER], false, 1, 255);
+    model = get_str(p, "model", f[RU_MODEL], false, 1, 512);
+    if (!f[RU_PROVIDER] && !f[RU_MODEL])
+        problem(p, "a rule needs \"provider\", \"model\" or both");
+    rule_target(p, r, f[RU_PROVIDER] != NULL, prov, model);
+    mark = path_field(p, "steps");
+    if (!f[RU_STEPS]) {
+        problem(p, "required field is missing (a rule needs at least one step)");
+    } else if ((r->steps = new_array(p, f[RU_STEPS], sizeof *r->steps, &n)) != NULL) {
+        r->n_steps = n;
+        if (n == 0)
+            problem(p, "a rule needs at least one step");
+        each(p, f[RU_STEPS], parse_step, r);
+    }
+    path_pop(p, mark);
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Only the first of two rules for the same target would ever be used
+ * (ngrok: "at most one provider rule per upstream"). */
+static void check_duplicate_rules(parser *p)
+{
+    const aigw_config *cfg = p->cfg;
+    size_t i, j, mark;
+    for (j = 1; j < cfg->n_rules; j++) {
+        const aigw_rule *b = &cfg->rules[j];
+        if (!b->provider && !b->model)
+            continue;
+        for (i = 0; i < j; i++) {
+            const aigw_rule *a = &cfg->rules[i];
+            if (!same_str(a->provider, b->provider) || !same_str(a->model, b->model))
+                continue;
+            mark = path_index(p, j);
+            problem(p, "the same provider and model as rules[%zu]: only one would be used", i);
+            path_pop(p, mark);
+            break;
+        }
+    }
+}
+
+enum { RO_RULES, RO__N };
+static const char *const router_fields[] = {"rules", NULL};
+
+static void parse_router(parser *p, const cJSON *v)
+{
+    const cJSON *f[RO__N];
+    size_t n, mark;
+    if (!members(p, v, router_fields, f) || !f[RO_RULES])
+        return;
+    mark = path_field(p, "rules");
+    if ((p->cfg->rules = new_array(p, f[RO_RULES], sizeof *p->cfg->rules, &n)) != NULL) {
+        p->cfg->n_rules = n;
+        each(p, f[RO_RULES], parse_rule, NULL);
+        if (!p->oom)
+            check_duplicate_rules(p);
+    }
+    path_pop(p, mark);
+}
+
+static void parse_provider_allow(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    const char *s = str_check(p, v, 1, 255);
+    const aigw_provider *pr;
+    (void)ctx;
+    if (!s)
+        return;
+    pr = aigw__config_provider(p->cfg, s);
+    if (!pr && !p->bare)
+        problem(p, "no provider with this id (neither built in nor in \"providers\")");
+    else
+        p->cfg->provider_allow[i] = str_copy(p, pr ? pr->id : s);
+}
+
+static void parse_model_allow(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    const char *s = str_check(p, v, 1, 512);
+    (void)ctx;
+    if (s)
+        p->cfg->model_allow[i] = str_copy(p, s);
+}
+
+enum { DI_ALLOW, DI__N };
+static const char *const dimension_fields[] = {"allow", NULL};
+
+/* access.providers / access.models: an omitted "allow" restricts nothing,
+ * an empty one allows nothing. */
+static void parse_dimension(parser *p, const char *field, const cJSON *v, bool providers)
+{
+    aigw_config *cfg = p->cfg;
+    const cJSON *f[DI__N];
+    size_t n, mark, mark2;
+    char **list;
+    if (!v)
+        return;
+    mark = path_field(p, field);
+    if (members(p, v, dimension_fields, f) && f[DI_ALLOW]) {
+        mark2 = path_field(p, "allow");
+        if ((list = new_array(p, f[DI_ALLOW], sizeof *list, &n)) != NULL) {
+            if (providers) {
+                cfg->provider_allow = list;
+                cfg->n_provider_allow = n;
+                cfg->has_provider_allow = true;
+            } else {
+                cfg->model_allow = list;
+                cfg->n_model_allow = n;
+                cfg->has_model_allow = true;
+            }
+            each(p, f[DI_ALLOW], providers ? parse_provider_allow : parse_model_allow, NULL);
+        }
+        path_pop(p, mark2);
+    }
+    path_pop(p, mark);
+}
+
+enum { AC_PROVIDERS, AC_MODELS, AC__N };
+static const char *const access_fields[] = {"providers", "models", NULL};
+
+static void parse_access(parser *p, const cJSON *v)
+{
+    const cJSON *f[AC__N];
+    if (!members(p, v, access_fields, f))
+        return;
+    parse_dimension(p, "providers", f[AC_PROVIDERS], true);
+    parse_dimension(p, "models", f[AC_MODELS], false);
+}
+
+enum { AKC_NAME, AKC_DESCRIPTION, AKC_METADATA, AKC_ACCESS, AKC_ROUTER, AKC__N };
+static const char *const akc_fields[] = {"name", "description", "metadata", "access", "router",
+                                         NULL};
+
+static void parse_akc(parser *p, const cJSON *v)
+{
+    const cJSON *f[AKC__N];
+    const char *name;
+    size_t mark;
+    if (!members(p, v, akc_fields, f))
+        return;
+    /* ngrok requires a name on create; the docs' bare examples omit it. */
+    if ((name = get_str(p, "name", f[AKC_NAME], !p->bare, 1, 255)) != NULL)
+        p->cfg->name = str_copy(p, name);
+    get_str(p, "description", f[AKC_DESCRIPTION], false, 0, 255);
+    get_str(p, "metadata", f[AKC_METADATA], false, 0, 4096);
+    if (f[AKC_ACCESS]) {
+        mark = path_field(p, "access");
+        parse_access(p, f[AKC_ACCESS]);
+        path_pop(p, mark);
+    }
+    if (f[AKC_ROUTER]) {
+        mark = path_field(p, "router");
+        parse_router(p, f[AKC_ROUTER]);
+        path_pop(p, mark);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* gatewayConfig (ngrok PATCH /gateway-config, plus local limits)           */
+/* ------------------------------------------------------------------------ */
+
+enum {
+    GC_TOTAL,
+    GC_PER_REQUEST,
+    GC_MAX_INPUT,
+    GC_MAX_OUTPUT,
+    GC_METADATA,
+    GC_CONNECT,
+    GC_MAX_ATTEMPTS,
+    GC_RETRY_AFTER_MAX,
+    GC_SAME_BACKEND,
+    GC_MAX_RESPONSE,
+    GC__N
+};
+static const char *const gateway_fields[] = {
+    "totalTimeout",  "perRequestTimeout", "maxInputTokens",     "maxOutputTokens",
+    "metadata",      "connectTimeout",    "maxAttempts",        "retryAfterMax",
+    "sameBackendRetries", "maxResponseBytes", NULL};
+
+static void parse_gateway_config(parser *p, const cJSON *v)
+{
+    aigw_config *c = p->cfg;
+    const cJSON *f[GC__N];
+    int64_t n, max_bytes = (uint64_t)SIZE_MAX < (uint64_t)MAX_JSON_INT ? (int64_t)SIZE_MAX
+                                                                        : MAX_JSON_INT;
+    if (!members(p, v, gateway_fields, f))
+        return;
+    get_duration(p, "totalTimeout", f[GC_TOTAL], 1, &c->total_timeout_ms);
+    get_duration(p, "perRequestTimeout", f[GC_PER_REQUEST], 1, &c->per_request_timeout_ms);
+    get_duration(p, "connectTimeout", f[GC_CONNECT], 1, &c->connect_timeout_ms);
+    /* 0 is meaningful here: never wait for a Retry-After. */
+    get_duration(p, "retryAfterMax", f[GC_RETRY_AFTER_MAX], 0, &c->retry_after_max_ms);
+    if (get_int(p, "maxAttempts", f[GC_MAX_ATTEMPTS], 1, 1000, false, &n))
+        c->max_attempts = (int)n;
+    if (get_int(p, "sameBackendRetries", f[GC_SAME_BACKEND], 0, 10, false, &n))
+        c->same_backend_retries = (int)n;
+    if (get_int(p, "maxResponseBytes", f[GC_MAX_RESPONSE], 1, max_bytes, false, &n))
+        c->max_response_bytes = (size_t)n;
+    /* ngrok's token caps (null clears them): checked, not yet enforced. */
+    get_int(p, "maxInputTokens", f[GC_MAX_INPUT], 1, MAX_JSON_INT, true, &n);
+    get_int(p, "maxOutputTokens", f[GC_MAX_OUTPUT], 1, MAX_JSON_INT, true, &n);
+    if (f[GC_METADATA] && !cJSON_IsNull(f[GC_METADATA]))
+        get_str(p, "metadata", f[GC_METADATA], false, 0, 4096);
+}
+
+enum { NK_VALUE, NK_VALUE_FROM, NK__N };
+static const char *const ngrok_key_fields[] = {"value", "valueFrom", NULL};
+
+/* The ngrok access key: a string, {value} or {valueFrom}. */
+static void parse_ngrok_key(parser *p, const cJSON *v)
+{
+    aigw_config *c = p->cfg;
+    const cJSON *f[NK__N];
+    if (cJSON_IsString(v))
+        secret_accept(p, v->valuestring, strlen(v->valuestring), "the value", &c->ngrok_key);
+    else if (cJSON_IsObject(v) && members(p, v, ngrok_key_fields, f))
+        read_secret(p, f[NK_VALUE], f[NK_VALUE_FROM], &c->ngrok_key);
+    else if (!cJSON_IsObject(v))
+        problem(p, "expected a string or an object, got %s", kind(v));
+    c->has_ngrok_key = c->ngrok_key.value != NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The file                                                                 */
+/* ------------------------------------------------------------------------ */
+
+enum { TOP_PROVIDERS, TOP_KEYS, TOP_AKC, TOP_GATEWAY, TOP_NGROK_KEY, TOP_NGROK_URL, TOP__N };
+static const char *const top_fields[] = {"providers",     "providerKeys",   "accessKeyConfiguration",
+                                         "gatewayConfig", "ngrokAccessKey", "ngrokGatewayUrl",
+                                         NULL};
+
+/* The ngrok POST body alone: no gateway-file member, some AKC member. */
+static bool looks_bare(const cJSON *root)
+{
+    size_t i;
+    bool akc = false;
+    for (i = 0; top_fields[i]; i++)
+        if (cJSON_GetObjectItemCaseSensitive(root, top_fields[i]))
+            return false;
+    for (i = 0; akc_fields[i]; i++)
+        akc = akc || cJSON_GetObjectItemCaseSensitive(root, akc_fields[i]) != NULL;
+    return akc;
+}
+
+typedef void (*section_fn)(parser *p, const cJSON *v);
+
+/* One top-level section, parsed with the path at its name. */
+static void section(parser *p, const char *field, const cJSON *v, section_fn fn)
+{
+    size_t mark;
+    if (!v || p->oom)
+        return;
+    mark = path_field(p, field);
+    fn(p, v);
+    path_pop(p, mark);
+}
+
+static void parse_providers(parser *p, const cJSON *v)
+{
+    if (is_array(p, v))
+        each(p, v, parse_provider, NULL);
+}
+
+static void parse_keys(parser *p, const cJSON *v)
+{
+    size_t n;
+    if ((p->cfg->keys = new_array(p, v, sizeof *p->cfg->keys, &n)) != NULL) {
+        p->cfg->n_keys = n;
+        each(p, v, parse_pkey, NULL);
+    }
+}
+
+static void parse_ngrok_url(parser *p, const cJSON *v)
+{
+    const char *s = str_check(p, v, 1, MAX_URL);
+    char *url = s ? check_url(p, s) : NULL;
+    if (url) {
+        aigw__free(p->cfg->ngrok_gateway_url);
+        p->cfg->ngrok_gateway_url = url;
+    }
+}
+
+static void parse_root(parser *p, const cJSON *root)
+{
+    const cJSON *f[TOP__N];
+    size_t n_custom = 0;
+    if (!cJSON_IsObject(root)) {
+        problem(p, "expected an object, got %s", kind(root));
+        return;
+    }
+    p->bare = p->cfg->bare = looks_bare(root);
+    if (p->bare) {
+        init_providers(p, 0);
+        if (!p->oom)
+            parse_akc(p, root);
+        return;
+    }
+    members(p, root, top_fields, f);
+    if (cJSON_IsArray(f[TOP_PROVIDERS]))
+        n_custom = (size_t)cJSON_GetArraySize(f[TOP_PROVIDERS]);
+    init_providers(p, n_custom);
+    /* Order matters: keys name providers, rules name both. */
+    section(p, "providers", f[TOP_PROVIDERS], parse_providers);
+    section(p, "providerKeys", f[TOP_KEYS], parse_keys);
+    section(p, "accessKeyConfiguration", f[TOP_AKC], parse_akc);
+    section(p, "gatewayConfig", f[TOP_GATEWAY], parse_gateway_config);
+    section(p, "ngrokAccessKey", f[TOP_NGROK_KEY], parse_ngrok_key);
+    section(p, "ngrokGatewayUrl", f[TOP_NGROK_URL], parse_ngrok_url);
+}
+
+/* ---- the JSON text ---- */
+
+static void json_problem(parser *p, const char *s, size_t off, const char *what)
+{
+    size_t i, line = 1, col = 1;
+    for (i = 0; i < off; i++) {
+        if (s[i] == '\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+    }
+    problem(p, "%s at line %zu, column %zu", what, line, col);
+}
+
+/* Where a NUL hides in the text, raw or as \u0000 in a string (cJSON would
+ * keep it and C strings would be cut there, a key value among them). */
+static size_t find_nul(const char *s, size_t len)
+{
+    size_t i;
+    bool in_str = false;
+    for (i = 0; i < len; i++) {
+        if (s[i] == '\0')
+            return i;
+        if (!in_str) {
+            in_str = s[i] == '"';
+        } else if (s[i] == '"') {
+            in_str = false;
+        } else if (s[i] == '\\' && i + 1 < len && s[i + 1] != '\0') {
+            if (i + 5 < len && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
+                return i;
+            i++;
+        }
+    }
+    return len;
+}
+
+static size_t skip_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* The strings of a parsed tree may be secrets: wipe them before cJSON
+ * frees them. */
+static void wipe_tree(cJSON *n)
+{
+    for (; n; n = n->next) {
+        if (n->valuestring)
+            aigw__wipe(n->valuestring, strlen(n->valuestring));
+        if (n->child)
+            wipe_tree(n->child);
+    }
+}
+
+static void json_free(cJSON *root)
+{
+    wipe_tree(root);
+    cJSON_Delete(root);
+}
+
+static cJSON *parse_text(parser *p, const char *json, size_t len)
+{
+    const char *end = NULL;
+    size_t off = find_nul(json, len);
+    cJSON *root;
+    if (off < len) {
+        json_problem(p, json, off, "invalid JSON (a NUL character)");
+        return NULL;
+    }
+    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    off = end && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json) : len;
+    if (!root) {
+        json_problem(p, json, off, "invalid JSON");
+        return NULL;
+    }
+    if ((off = skip_ws(json, len, off)) < len) {
+        json_problem(p, json, off, "invalid JSON (text after the value)");
+        json_free(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The object                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void rule_free(aigw_rule *r)
+{
+    size_t s, k;
+    for (s = 0; r->steps && s < r->n_steps; s++) {
+        aigw_step *st = &r->steps[s];
+        for (k = 0; st->keys && k < st->n_keys; k++) {
+            aigw__free(st->keys[k].id);
+            secret_free(&st->keys[k].value);
+        }
+        aigw__free(st->keys);
+    }
+    aigw__free(r->steps);
+    aigw__free(r->provider);
+    aigw__free(r->model);
+}
+
+static void config_free(aigw_config *cfg)
+{
+    size_t i;
+    if (!cfg)
+        return;
+    for (i = 0; cfg->providers && i < cfg->n_providers; i++)
+        provider_free(&cfg->providers[i]);
+    aigw__free(cfg->providers);
+    for (i = 0; cfg->keys && i < cfg->n_keys; i++) {
+        aigw__free(cfg->keys[i].id);
+        aigw__free(cfg->keys[i].provider_id);
+        aigw__free(cfg->keys[i].name);
+        secret_free(&cfg->keys[i].value);
+    }
+    aigw__free(cfg->keys);
+    aigw__free(cfg->name);
+    free_strv(cfg->provider_allow, cfg->n_provider_allow);
+    free_strv(cfg->model_allow, cfg->n_model_allow);
+    for (i = 0; cfg->rules && i < cfg->n_rules; i++)
+        rule_free(&cfg->rules[i]);
+    aigw__free(cfg->rules);
+    secret_free(&cfg->ngrok_key);
+    aigw__free(cfg->ngrok_gateway_url);
+    aigw__free(cfg);
+}
+
+static void set_defaults(parser *p)
+{
+    aigw_config *c = p->cfg;
+    c->refs = 1;
+    c->per_request_timeout_ms = 60 * 1000;
+    c->total_timeout_ms = 120 * 1000;
+    c->connect_timeout_ms = 10 * 1000;
+    c->retry_after_max_ms = 5 * 1000;
+    c->max_attempts = 10;
+    c->same_backend_retries = 2;
+    c->max_response_bytes = (size_t)32 * 1024 * 1024;
+    c->ngrok_gateway_url = str_copy(p, AIGW_NGROK_GATEWAY_URL);
+}
+
+static aigw_status finish(parser *p, aigw_config **out, aigw_error **err)
+{
+    if (p->oom) {
+        config_free(p->cfg);
+        aigw_error_free(p->e);
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    }
+    if (p->e->n > 0) {
+        config_free(p->cfg);
+        if (err)
+            *err = aigw__error_finish(p->e);
+        else
+            aigw_error_free(p->e);
+        return AIGW_ECONFIG;
+    }
+    aigw_error_free(p->e);
+    *out = p->cfg;
+    return AIGW_OK;
+}
+
+aigw_status aigw_config_parse(const char *json, size_t len, aigw_config **out, aigw_error **err)
+{
+    parser p;
+    cJSON *root;
+    if (err)
+        *err = NULL;
+    if (out)
+        *out = NULL;
+    if (!json || !out)
+        return aigw__fail(err, AIGW_EINVAL, "aigw_config_parse: json and out must not be NULL");
+    memset(&p, 0, sizeof p);
+    p.e = aigw__error_new(AIGW_ECONFIG);
+    p.cfg = aigw__calloc(1, sizeof *p.cfg);
+    if (!p.e || !p.cfg) {
+        aigw_error_free(p.e);
+        aigw__free(p.cfg);
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    }
+    set_defaults(&p);
+    if (!p.oom && (root = parse_text(&p, json, len)) != NULL) {
+        parse_root(&p, root);
+        json_free(root);
+    }
+    return finish(&p, out, err);
+}
+
+aigw_status aigw_config_load_file(const char *path, aigw_config **out, aigw_error **err)
+{
+    aigw_buf b = AIGW_BUF_INIT;
+    char why[128];
+    aigw_status st;
+    int errnum = 0, rc;
+    if (err)
+        *err = NULL;
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return aigw__fail(err, AIGW_EINVAL, "aigw_config_load_file: path and out must not be "
+                                            "NULL");
+    rc = read_file(path, MAX_CONFIG_FILE, &b, &errnum);
+    if (rc == 0)
+        st = aigw_config_parse(b.data, b.len, out, err);
+    else if (rc == -2)
+        st = aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    else if (rc == -3)
+        st = aigw__fail(err, AIGW_EIO, "cannot read '%s': larger than %zu bytes", path,
+                        MAX_CONFIG_FILE);
+    else
+        st = aigw__fail(err, AIGW_EIO, "cannot read '%s': %s", path,
+                        errno_text(errnum, why, sizeof why));
+    aigw__buf_wipe_free(&b); /* the file may hold key values */
+    return st;
+}
+
+aigw_config *aigw_config_ref(aigw_config *cfg)
+{
+    if (cfg)
+        __atomic_fetch_add(&cfg->refs, 1, __ATOMIC_RELAXED);
+    return cfg;
+}
+
+aigw_config *aigw_config_unref(aigw_config *cfg)
+{
+    /* acq_rel: every thread's last reads happen before the free. */
+    if (cfg && __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        config_free(cfg);
+    return NULL;
+}
+
+int aigw_config_is_bare(const aigw_config *cfg)
+{
+    return cfg && cfg->bare;
+}
+
+const aigw_provider *aigw__config_provider(const aigw_config *cfg, const char *id)
+{
+    const aigw_catalog_entry *e;
+    size_t i;
+    if (!cfg || !id)
+        return NULL;
+    for (i = 0; i < cfg->n_providers; i++)
+        if (cfg->providers[i].id && aigw__strcasecmp(cfg->providers[i].id, id) == 0)
+            return &cfg->providers[i];
+    /* ngrok's aliases ("gemini" for google, ...) */
+    if ((e = aigw__catalog_find(id)) != NULL && strcmp(e->id, id) != 0)
+        return aigw__config_provider(cfg, e->id);
+    return NULL;
+}

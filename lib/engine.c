@@ -1,2 +1,896 @@
-/* engine.c - placeholder while the module is written. */
-#include "internal.h"
+/*
+ * engine.c - the attempt loop: candidates -> steps -> keys, one upstream call
+ * per attempt, the failover policy between them, and the final answer.
+ *
+ * Policy: move sideways before down, and wait only when nothing sideways is
+ * left.  A sibling key first (no delay), then a bounded same-backend retry,
+ * then the next step, then the next model.  Host-level failures skip the
+ * sibling keys (they share the host); answers rejected on their merits fail
+ * fast; a context-length failure skips to another model.
+ */
+#define _GNU_SOURCE /* memmem */
+#include "engine.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define BACKOFF_BASE_MS 250
+
+typedef struct cand {
+    const aigw_provider *prov;
+    char *model; /* the provider's model id */
+} cand;
+
+/* One key of a step as the loop sees it. */
+typedef struct key_ref {
+    const char *id;
+    const aigw_secret *secret; /* NULL: send without credentials */
+} key_ref;
+
+typedef enum move {
+    MV_SERVE,
+    MV_FAIL_FAST,
+    MV_NEXT_KEY,
+    MV_RETRY,
+    MV_NEXT_STEP,
+    MV_NEXT_CAND
+} move;
+
+typedef struct run {
+    aigw_client *c;
+    const aigw_config *cfg;
+    aigw_response *resp;
+    const char *path;  /* the API path after "/v1", e.g. "/chat/completions" */
+    const char *body;
+    size_t body_len;
+    int64_t deadline;
+    cand *cands;
+    size_t n_cands;
+    char **banned;     /* models that exceeded their context length */
+    size_t n_banned;
+    bool any_non_rate_limit;
+    bool any_non_auth;
+    int64_t min_wait;  /* shortest wait an upstream asked for; -1 none */
+    bool timed_out;
+    bool max_reached;
+    bool done;         /* the answer is in resp */
+} run;
+
+/* ------------------------------------------------------------------------ */
+/* candidates                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void cands_free(run *r)
+{
+    size_t i;
+    for (i = 0; i < r->n_cands; i++)
+        aigw__free(r->cands[i].model);
+    aigw__free(r->cands);
+    aigw__strv_free(r->banned, r->n_banned);
+}
+
+static bool cand_seen(const run *r, const aigw_provider *p, const char *model)
+{
+    size_t i;
+    for (i = 0; i < r->n_cands; i++)
+        if (r->cands[i].prov == p && strcmp(r->cands[i].model, model) == 0)
+            return true;
+    return false;
+}
+
+/* Resolves one spec.  0 added, 1 skipped (recorded), -1 rejected primary,
+ * -2 no memory. */
+static int add_cand(run *r, const char *spec, bool primary, aigw_error **err)
+{
+    const aigw_provider *p;
+    char *model;
+    int rc = aigw__resolve_model(r->cfg, spec, &p, &model);
+    const char *reason = NULL;
+    if (rc == -2)
+        return -2;
+    if (rc != 0)
+        reason = "unknown_model";
+    else if (!aigw__access_allows(r->cfg, p->id, model))
+        reason = "model_not_allowed";
+    else if (cand_seen(r, p, model))
+        reason = "duplicate_candidate";
+    if (reason) {
+        int ok;
+        if (primary) {
+            aigw__free(model);
+            (void)err;
+            return strcmp(reason, "unknown_model") == 0 ? -1 : -3;
+        }
+        ok = aigw__response_add_skip(r->resp, p ? p->id : "", model ? model : spec, reason);
+        aigw__free(model);
+        return ok == 0 ? 1 : -2;
+    }
+    r->cands[r->n_cands].prov = p;
+    r->cands[r->n_cands].model = model;
+    r->n_cands++;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the library's own answers                                                */
+/* ------------------------------------------------------------------------ */
+
+static int set_error_answer(run *r, aigw_outcome oc, int status, const char *code,
+                            const char *message)
+{
+    aigw_response *resp = r->resp;
+    aigw_buf b = AIGW_BUF_INIT;
+    int rc = 0;
+    rc |= aigw__buf_puts(&b, "{\"error\":{\"message\":");
+    rc |= aigw__buf_json_cstr(&b, message);
+    rc |= aigw__buf_printf(&b, ",\"type\":\"aigw_error\",\"code\":\"%s\",\"requestId\":\"%s\","
+                               "\"attempts\":%zu}}",
+                           code, resp->request_id, resp->n_attempts);
+    rc |= aigw__hdrs_add(&resp->headers, "content-type", "application/json");
+    if (rc != 0) {
+        aigw__buf_free(&b);
+        return -1;
+    }
+    aigw__buf_free(&resp->body);
+    resp->body = b;
+    resp->outcome = oc;
+    resp->status = status;
+    resp->error_code = code;
+    r->done = true;
+    return 0;
+}
+
+static void describe_attempt(aigw_buf *b, const aigw_attempt *a)
+{
+    const char *tr = aigw__transport_result_name(a->tr);
+    const char *cls = aigw__class_name(a->cls);
+    aigw__buf_printf(b, "%s %s (key %s): ", a->provider, a->model,
+                     a->key_id && a->key_id[0] ? a->key_id : "none");
+    if (tr)
+        aigw__buf_printf(b, "transport error %s", tr);
+    else
+        aigw__buf_printf(b, "HTTP %d", a->status);
+    if (cls)
+        aigw__buf_printf(b, " (%s)", cls);
+}
+
+/* The request ended without a served or fail-fast answer. */
+static int finish_unserved(run *r)
+{
+    aigw_response *resp = r->resp;
+    aigw_buf msg = AIGW_BUF_INIT;
+    const aigw_attempt *last = resp->n_attempts ? &resp->attempts[resp->n_attempts - 1] : NULL;
+    aigw_outcome oc = r->timed_out ? AIGW_OUTCOME_TIMED_OUT : AIGW_OUTCOME_EXHAUSTED;
+    int status = 502, rc;
+    const char *code = "upstream_error";
+
+    if (last)
+        resp->attempts[resp->n_attempts - 1].verdict = "exhausted";
+    if (r->timed_out) {
+        status = 504;
+        code = "timeout";
+        aigw__buf_printf(&msg, "totalTimeout (%lld ms) passed after %zu attempt%s",
+                         (long long)r->cfg->total_timeout_ms, resp->n_attempts,
+                         resp->n_attempts == 1 ? "" : "s");
+    } else if (!last) {
+        size_t i;
+        code = "no_route";
+        aigw__buf_puts(&msg, "no attempt could be made");
+        for (i = 0; i < resp->n_skips; i++)
+            aigw__buf_printf(&msg, "%s %s %s: %s", i ? ";" : ":", resp->skips[i].provider,
+                             resp->skips[i].model, resp->skips[i].reason);
+    } else if (!r->any_non_rate_limit) {
+        status = 429;
+        code = "rate_limited";
+        aigw__buf_printf(&msg, "every attempt (%zu) was rate limited", resp->n_attempts);
+    } else if (!r->any_non_auth) {
+        status = 401;
+        code = "unauthorized";
+        aigw__buf_printf(&msg, "every attempt (%zu) failed authentication", resp->n_attempts);
+    } else if (r->max_reached) {
+        code = "max_attempts_reached";
+        aigw__buf_printf(&msg, "maxAttempts (%d) reached", r->cfg->max_attempts);
+    } else {
+        aigw__buf_printf(&msg, "all %zu attempts failed", resp->n_attempts);
+    }
+    if (last && !(last->cls == AIGW_CLASS_NONE && last->tr == AIGW_TR_OK)) {
+        aigw__buf_puts(&msg, "; last: ");
+        describe_attempt(&msg, last);
+    }
+    if (!msg.data) {
+        aigw__buf_free(&msg);
+        return -1;
+    }
+    rc = set_error_answer(r, oc, status, code, msg.data);
+    aigw__buf_free(&msg);
+    if (rc == 0 && status == 429 && r->min_wait >= 0) {
+        char v[32];
+        snprintf(v, sizeof v, "%lld", (long long)((r->min_wait + 999) / 1000));
+        rc |= aigw__hdrs_add(&resp->headers, "retry-after", v);
+        snprintf(v, sizeof v, "%lld", (long long)r->min_wait);
+        rc |= aigw__hdrs_add(&resp->headers, "retry-after-ms", v);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* one attempt                                                              */
+/* ------------------------------------------------------------------------ */
+
+static bool path_is(const char *path, const char *suffix)
+{
+    size_t pl = strcspn(path, "?"), sl = strlen(suffix);
+    return pl >= sl && memcmp(path + pl - sl, suffix, sl) == 0;
+}
+
+/* The auth header of a provider for the API surface at path. */
+static int add_auth(aigw_hdrs *h, const aigw_provider *p, const char *path, bool ngrok,
+                    const aigw_secret *s, aigw_buf *scratch)
+{
+    if (!s)
+        return 0;
+    if (!ngrok && p->native_auth == AIGW_AUTH_X_API_KEY && path_is(path, "/messages"))
+        return aigw__hdrs_add(h, "x-api-key", s->value) |
+               aigw__hdrs_add(h, "anthropic-version", "2023-06-01");
+    if (!ngrok && p->native_auth == AIGW_AUTH_GOOG_API_KEY &&
+        (path_is(path, ":generateContent") || path_is(path, ":streamGenerateContent")))
+        return aigw__hdrs_add(h, "x-goog-api-key", s->value);
+    scratch->len = 0;
+    if (aigw__buf_puts(scratch, "Bearer ") != 0 || aigw__buf_puts(scratch, s->value) != 0)
+        return -1;
+    return aigw__hdrs_add(h, "authorization", scratch->data);
+}
+
+static void wipe_hdrs(aigw_hdrs *h)
+{
+    size_t i;
+    for (i = 0; i < h->n; i++)
+        aigw__wipe(h->v[i].value, strlen(h->v[i].value));
+    aigw__hdrs_free(h);
+}
+
+static void tres_free(aigw_transport_response *t)
+{
+    aigw__hdrs_free(&t->headers);
+    aigw__buf_free(&t->body);
+}
+
+/* Sends one attempt.  Returns 0, or -1 when out of memory. */
+static int send_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
+                     const aigw_buf *body, aigw_transport_response *t, aigw_transport_result *tr)
+{
+    const aigw_config *cfg = r->cfg;
+    aigw_buf url = AIGW_BUF_INIT, scratch = AIGW_BUF_INIT;
+    aigw_hdrs h = {NULL, 0, 0};
+    aigw_transport_request req;
+    int64_t left = r->deadline - aigw__client_now(r->c);
+    int rc = 0;
+
+    rc |= aigw__buf_puts(&url, ngrok ? cfg->ngrok_gateway_url : cd->prov->base_url);
+    rc |= aigw__buf_puts(&url, r->path);
+    rc |= aigw__hdrs_add(&h, "content-type", "application/json");
+    rc |= aigw__hdrs_add(&h, "user-agent", "libaigw/" AIGW_VERSION_STRING);
+    rc |= add_auth(&h, cd->prov, r->path, ngrok, key->secret, &scratch);
+    aigw__buf_wipe_free(&scratch);
+    if (rc != 0) {
+        aigw__buf_free(&url);
+        wipe_hdrs(&h);
+        return -1;
+    }
+    memset(&req, 0, sizeof req);
+    req.method = "POST";
+    req.url = url.data;
+    req.headers = (const aigw_header *)NULL;
+    req.n_headers = h.n;
+    req.body = body->data;
+    req.body_len = body->len;
+    req.timeout_ms = left < cfg->per_request_timeout_ms ? left : cfg->per_request_timeout_ms;
+    if (req.timeout_ms < 1)
+        req.timeout_ms = 1;
+    req.connect_timeout_ms = cfg->connect_timeout_ms < req.timeout_ms ? cfg->connect_timeout_ms
+                                                                        : req.timeout_ms;
+    req.max_response_bytes = cfg->max_response_bytes;
+    {
+        /* aigw_hdr and aigw_header differ in constness only. */
+        aigw_header *hv = aigw__calloc(h.n, sizeof *hv);
+        size_t i;
+        if (!hv) {
+            aigw__buf_free(&url);
+            wipe_hdrs(&h);
+            return -1;
+        }
+        for (i = 0; i < h.n; i++) {
+            hv[i].name = h.v[i].name;
+            hv[i].value = h.v[i].value;
+        }
+        req.headers = hv;
+        t->max_body = cfg->max_response_bytes;
+        *tr = r->c->transport.send(r->c->transport_ud, &req, t);
+        aigw__free(hv);
+    }
+    aigw__buf_free(&url);
+    wipe_hdrs(&h);
+    return 0;
+}
+
+/* Replaces every verbatim copy of the secret in the answer we hand back. */
+static int scrub(aigw_response *resp, const aigw_secret *s)
+{
+    static const char red[] = "[REDACTED]";
+    aigw_buf out = AIGW_BUF_INIT;
+    const char *p, *end, *hit;
+    size_t i;
+    if (!s || s->len == 0)
+        return 0;
+    for (i = 0; i < resp->headers.n; i++)
+        if (strstr(resp->headers.v[i].value, s->value)) {
+            char *v = aigw__strdup(red);
+            if (!v)
+                return -1;
+            aigw__free(resp->headers.v[i].value);
+            resp->headers.v[i].value = v;
+        }
+    if (!resp->body.data)
+        return 0;
+    p = resp->body.data;
+    end = p + resp->body.len;
+    while ((hit = memmem(p, (size_t)(end - p), s->value, s->len)) != NULL) {
+        if (aigw__buf_append(&out, p, (size_t)(hit - p)) != 0 ||
+            aigw__buf_puts(&out, red) != 0) {
+            aigw__buf_free(&out);
+            return -1;
+        }
+        p = hit + s->len;
+    }
+    if (p == resp->body.data)
+        return 0;
+    if (aigw__buf_append(&out, p, (size_t)(end - p)) != 0) {
+        aigw__buf_free(&out);
+        return -1;
+    }
+    aigw__buf_free(&resp->body);
+    resp->body = out;
+    return 0;
+}
+
+static bool hop_by_hop(const char *name)
+{
+    static const char *const drop[] = {"connection", "keep-alive", "transfer-encoding",
+                                       "content-length", "proxy-connection", "te",
+                                       "trailer", "upgrade", NULL};
+    size_t i;
+    for (i = 0; drop[i]; i++)
+        if (strcmp(name, drop[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Hands the upstream answer to the caller. */
+static int take_upstream_answer(run *r, aigw_transport_response *t, const key_ref *key,
+                                aigw_outcome oc)
+{
+    aigw_response *resp = r->resp;
+    size_t i;
+    for (i = 0; i < t->headers.n; i++)
+        if (!hop_by_hop(t->headers.v[i].name) &&
+            aigw__hdrs_add(&resp->headers, t->headers.v[i].name, t->headers.v[i].value) != 0)
+            return -1;
+    aigw__buf_free(&resp->body);
+    resp->body = t->body;
+    t->body.data = NULL;
+    t->body.len = t->body.cap = 0;
+    resp->status = t->status;
+    resp->outcome = oc;
+    r->done = true;
+    return scrub(resp, key->secret);
+}
+
+/* ------------------------------------------------------------------------ */
+/* policy                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int64_t backoff_ms(const run *r, int retry)
+{
+    uint32_t rnd;
+    int64_t b = (int64_t)BACKOFF_BASE_MS << (retry < 10 ? retry : 10);
+    if (b > r->cfg->retry_after_max_ms)
+        b = r->cfg->retry_after_max_ms;
+    aigw__random_bytes(&rnd, sizeof rnd);
+    /* Jitter in [b/2, b]: spreads retries of many clients apart. */
+    return b / 2 + (int64_t)(rnd % (uint32_t)(b / 2 + 1));
+}
+
+/* Whether a wait of w ms fits retryAfterMax and the total deadline. */
+static bool wait_fits(const run *r, int64_t w)
+{
+    return w >= 0 && w <= r->cfg->retry_after_max_ms &&
+           aigw__client_now(r->c) + w < r->deadline;
+}
+
+static bool is_fail_fast(aigw_class c)
+{
+    return c == AIGW_CLASS_CONTENT_POLICY || c == AIGW_CLASS_BAD_REQUEST ||
+           c == AIGW_CLASS_PAYLOAD_TOO_LARGE || c == AIGW_CLASS_NOT_FOUND;
+}
+
+static bool is_retryable(aigw_class c)
+{
+    return c == AIGW_CLASS_RATE_LIMIT || c == AIGW_CLASS_OVERLOADED || c == AIGW_CLASS_SERVER;
+}
+
+/* The state of one step's walk through its keys. */
+typedef struct step_walk {
+    size_t n;          /* keys in this step's order */
+    size_t k;          /* the current key */
+    int retries;       /* same-backend retries spent */
+    int64_t *waits;    /* per ordered key: the wait last asked for, -1 none */
+} step_walk;
+
+/* Decides the next move after a failed attempt; sets a->verdict, and for
+ * MV_RETRY the key to retry (w->k) and *sleep_ms. */
+static move decide(run *r, step_walk *w, aigw_attempt *a, int64_t *sleep_ms)
+{
+    aigw_class c = a->cls;
+    *sleep_ms = 0;
+    if (is_fail_fast(c)) {
+        a->verdict = "fail_fast";
+        return MV_FAIL_FAST;
+    }
+    if (c == AIGW_CLASS_CONTEXT_LENGTH) {
+        a->verdict = "next_backend";
+        return MV_NEXT_CAND;
+    }
+    if (c == AIGW_CLASS_AUTH || c == AIGW_CLASS_QUOTA) {
+        if (w->k + 1 < w->n) {
+            a->verdict = c == AIGW_CLASS_QUOTA ? "next_quota_pool" : "next_key";
+            return MV_NEXT_KEY;
+        }
+        a->verdict = "next_backend";
+        return MV_NEXT_STEP;
+    }
+    if (is_retryable(c)) {
+        size_t i, best = w->k;
+        int64_t wait = -1;
+        if (w->k + 1 < w->n) {
+            a->verdict = "next_key";
+            return MV_NEXT_KEY;
+        }
+        if (w->retries < r->cfg->same_backend_retries) {
+            /* Every key of the step failed: retry the one that asked for the
+             * shortest wait, or back off on the last one. */
+            for (i = 0; i < w->n; i++)
+                if (w->waits[i] >= 0 && (wait < 0 || w->waits[i] < wait)) {
+                    wait = w->waits[i];
+                    best = i;
+                }
+            if (wait < 0) {
+                wait = backoff_ms(r, w->retries);
+                best = w->k;
+            }
+            if (wait_fits(r, wait)) {
+                a->verdict = "retry_same_backend";
+                w->k = best;
+                w->retries++;
+                *sleep_ms = wait;
+                return MV_RETRY;
+            }
+        }
+        a->verdict = "next_backend";
+        return MV_NEXT_STEP;
+    }
+    /* timeout, network, redirect: the host is the problem, not the key. */
+    a->verdict = "next_backend";
+    return MV_NEXT_STEP;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the walk                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void note_result(run *r, const aigw_attempt *a)
+{
+    if (a->cls != AIGW_CLASS_RATE_LIMIT)
+        r->any_non_rate_limit = true;
+    if (a->cls != AIGW_CLASS_AUTH)
+        r->any_non_auth = true;
+    if (a->requested_wait_ms >= 0 && (r->min_wait < 0 || a->requested_wait_ms < r->min_wait))
+        r->min_wait = a->requested_wait_ms;
+}
+
+static int record_attempt(run *r, const cand *cd, int step, bool ngrok, const key_ref *key,
+                          aigw_attempt **out)
+{
+    aigw_attempt *a = aigw__response_add_attempt(r->resp);
+    if (!a)
+        return -1;
+    a->step = step;
+    a->key_source = ngrok ? "ngrok" : "user";
+    a->provider = aigw__strdup(cd->prov->id);
+    a->model = aigw__strdup(cd->model);
+    a->key_id = aigw__strdup(key->id ? key->id : "");
+    if (!a->provider || !a->model || !a->key_id)
+        return -1;
+    /* Moving from the caller's keys to ngrok's is a managed fallback. */
+    if (ngrok && r->resp->n_attempts > 1) {
+        aigw_attempt *prev = &r->resp->attempts[r->resp->n_attempts - 2];
+        if (prev->verdict && strcmp(prev->verdict, "next_backend") == 0 &&
+            strcmp(prev->key_source, "user") == 0)
+            prev->verdict = "managed_fallback";
+    }
+    *out = a;
+    return 0;
+}
+
+/* Runs one attempt and decides.  Returns the move, or -1 on no memory. */
+static int attempt(run *r, const cand *cd, int step, bool ngrok, const key_ref *key,
+                   const aigw_buf *body, step_walk *w, int64_t *sleep_ms)
+{
+    aigw_transport_response t;
+    aigw_transport_result tr = AIGW_TR_OTHER;
+    aigw_attempt *a;
+    int64_t t0, wait = -1;
+    int mv;
+
+    memset(&t, 0, sizeof t);
+    if (record_attempt(r, cd, step, ngrok, key, &a) != 0)
+        return -1;
+    t0 = aigw__client_now(r->c);
+    if (send_once(r, cd, ngrok, key, body, &t, &tr) != 0) {
+        tres_free(&t);
+        return -1;
+    }
+    a->duration_ms = aigw__client_now(r->c) - t0;
+    a->tr = tr;
+    a->status = tr == AIGW_TR_OK ? t.status : 0;
+    a->cls = aigw__classify(tr, a->status, &t.headers, t.body.data, t.body.len,
+                            aigw__unix_ms(), &wait);
+    a->requested_wait_ms = wait;
+    if (w->waits)
+        w->waits[w->k] = wait;
+    note_result(r, a);
+
+    if (a->cls == AIGW_CLASS_NONE) {
+        a->served = true;
+        a->verdict = "succeeded";
+        mv = take_upstream_answer(r, &t, key, AIGW_OUTCOME_SERVED) == 0 ? MV_SERVE : -1;
+    } else {
+        mv = (int)decide(r, w, a, sleep_ms);
+        if (mv == MV_FAIL_FAST && take_upstream_answer(r, &t, key, AIGW_OUTCOME_FAIL_FAST) != 0)
+            mv = -1;
+        if (mv == MV_RETRY)
+            a->waited_ms = *sleep_ms;
+    }
+    tres_free(&t);
+    return mv;
+}
+
+/* Orders a user step's keys: the client's strategy, or the listed order. */
+static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step *st,
+                      key_ref *refs, size_t *n_out)
+{
+    size_t i, n = 0;
+    if (r->c->has_strategy) {
+        const char **ids = aigw__calloc(st->n_keys, sizeof *ids);
+        size_t *order = aigw__calloc(st->n_keys, sizeof *order);
+        bool *used = aigw__calloc(st->n_keys, sizeof *used);
+        int got;
+        if (!ids || !order || !used) {
+            aigw__free(ids);
+            aigw__free(order);
+            aigw__free(used);
+            return -1;
+        }
+        for (i = 0; i < st->n_keys; i++)
+            ids[i] = st->keys[i].id;
+        got = r->c->strategy.order(r->c->strategy_ud, cd->prov->id, cd->model, step_index,
+                                   ids, st->n_keys, order);
+        for (i = 0; got >= 0 && i < (size_t)got && i < st->n_keys; i++) {
+            size_t ix = order[i];
+            if (ix < st->n_keys && !used[ix]) {
+                used[ix] = true;
+                refs[n].id = st->keys[ix].id;
+                refs[n].secret = &st->keys[ix].value;
+                n++;
+            }
+        }
+        aigw__free(ids);
+        aigw__free(order);
+        aigw__free(used);
+        if (got >= 0) {
+            *n_out = n;
+            return 0;
+        }
+    }
+    for (i = 0; i < st->n_keys; i++) {
+        refs[i].id = st->keys[i].id;
+        refs[i].secret = &st->keys[i].value;
+    }
+    *n_out = st->n_keys;
+    return 0;
+}
+
+/* Walks one step's keys.  Returns MV_SERVE / MV_FAIL_FAST (answer set),
+ * MV_NEXT_STEP, MV_NEXT_CAND, or -1 on no memory.  Sets r->timed_out or
+ * r->max_reached when the request must end. */
+static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref *keys,
+                     size_t n_keys, const aigw_buf *body)
+{
+    step_walk w;
+    int mv = MV_NEXT_STEP;
+    w.n = n_keys;
+    w.k = 0;
+    w.retries = 0;
+    w.waits = aigw__calloc(n_keys ? n_keys : 1, sizeof *w.waits);
+    if (!w.waits)
+        return -1;
+    while (w.k < w.n) {
+        int64_t sleep_ms = 0;
+        if ((int)r->resp->n_attempts >= r->cfg->max_attempts) {
+            r->max_reached = true;
+            break;
+        }
+        if (aigw__client_now(r->c) >= r->deadline) {
+            r->timed_out = true;
+            break;
+        }
+        mv = attempt(r, cd, step_index, ngrok, &keys[w.k], body, &w, &sleep_ms);
+        if (mv < 0 || mv == MV_SERVE || mv == MV_FAIL_FAST || mv == MV_NEXT_CAND)
+            break;
+        if (mv == MV_NEXT_KEY) {
+            w.k++;
+        } else if (mv == MV_RETRY) {
+            aigw__client_sleep(r->c, sleep_ms);
+        } else {
+            break; /* MV_NEXT_STEP */
+        }
+        mv = MV_NEXT_STEP;
+    }
+    aigw__free(w.waits);
+    if (mv == MV_NEXT_STEP && aigw__client_now(r->c) >= r->deadline && !r->done)
+        r->timed_out = true;
+    return mv;
+}
+
+static int build_body(run *r, const cand *cd, bool ngrok, aigw_buf *out)
+{
+    int rc;
+    if (!ngrok)
+        return aigw__body_rewrite(r->body, r->body_len, cd->model, out) == 0 ? 0 : -1;
+    {
+        aigw_buf spec = AIGW_BUF_INIT;
+        if (aigw__buf_printf(&spec, "%s:%s", cd->prov->id, cd->model) != 0)
+            return -1;
+        rc = aigw__body_rewrite(r->body, r->body_len, spec.data, out);
+        aigw__buf_free(&spec);
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+/* The keys of an implicit user step: every provider key of the provider. */
+static size_t implicit_keys(const run *r, const cand *cd, key_ref *refs)
+{
+    size_t i, n = 0;
+    for (i = 0; i < r->cfg->n_keys; i++)
+        if (strcmp(r->cfg->keys[i].provider_id, cd->prov->id) == 0) {
+            refs[n].id = r->cfg->keys[i].id;
+            refs[n].secret = &r->cfg->keys[i].value;
+            n++;
+        }
+    return n;
+}
+
+static bool banned(const run *r, const char *model)
+{
+    size_t i;
+    for (i = 0; i < r->n_banned; i++)
+        if (strcmp(r->banned[i], model) == 0)
+            return true;
+    return false;
+}
+
+static int ban(run *r, const char *model)
+{
+    char **v = aigw__realloc(r->banned, (r->n_banned + 1) * sizeof *v);
+    if (!v)
+        return -1;
+    r->banned = v;
+    v[r->n_banned] = aigw__strdup(model);
+    if (!v[r->n_banned])
+        return -1;
+    r->n_banned++;
+    return 0;
+}
+
+/* Runs one step of a candidate's plan (step_index -1: an implicit step). */
+static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
+                    aigw_buf *body_user, aigw_buf *body_ngrok)
+{
+    size_t cap = st ? (st->n_keys ? st->n_keys : 1) : (r->cfg->n_keys ? r->cfg->n_keys : 1);
+    key_ref *refs;
+    size_t n = 0;
+    bool ngrok;
+    aigw_buf *body;
+    int mv;
+    ngrok = st ? st->type == AIGW_STEP_NGROK : false;
+    refs = aigw__calloc(cap, sizeof *refs);
+    if (!refs)
+        return -1;
+    if (st && !ngrok) {
+        if (order_keys(r, cd, (size_t)step_index, st, refs, &n) != 0) {
+            aigw__free(refs);
+            return -1;
+        }
+    } else if (!st) {
+        n = implicit_keys(r, cd, refs);
+        if (n == 0 && cd->prov->custom) {
+            /* A custom provider with no key (a local server): no credentials. */
+            refs[0].id = "";
+            refs[0].secret = NULL;
+            n = 1;
+        } else if (n == 0) {
+            ngrok = true;
+        }
+    }
+    if (ngrok) {
+        if (!r->cfg->has_ngrok_key) {
+            aigw__free(refs);
+            return aigw__response_add_skip(r->resp, cd->prov->id, cd->model,
+                                           "no_ngrok_access_key") == 0 ? MV_NEXT_STEP : -1;
+        }
+        refs[0].id = "ngrok";
+        refs[0].secret = &r->cfg->ngrok_key;
+        n = 1;
+    }
+    body = ngrok ? body_ngrok : body_user;
+    if (!body->data && build_body(r, cd, ngrok, body) != 0) {
+        aigw__free(refs);
+        return -1;
+    }
+    mv = walk_step(r, cd, step_index, ngrok, refs, n, body);
+    aigw__free(refs);
+    return mv;
+}
+
+/* Runs a candidate's plan.  Returns a move like walk_step. */
+static int run_cand(run *r, const cand *cd)
+{
+    const aigw_rule *rule = aigw__rule_for(r->cfg, cd->prov->id, cd->model);
+    aigw_buf body_user = AIGW_BUF_INIT, body_ngrok = AIGW_BUF_INIT;
+    int mv = MV_NEXT_STEP;
+    size_t s;
+    if (banned(r, cd->model))
+        return aigw__response_add_skip(r->resp, cd->prov->id, cd->model,
+                                       "context_length_exceeded") == 0 ? MV_NEXT_CAND : -1;
+    if (!rule) {
+        mv = run_step(r, cd, -1, NULL, &body_user, &body_ngrok);
+    } else {
+        for (s = 0; s < rule->n_steps; s++) {
+            mv = run_step(r, cd, (int)s, &rule->steps[s], &body_user, &body_ngrok);
+            if (mv != MV_NEXT_STEP || r->timed_out || r->max_reached)
+                break;
+        }
+    }
+    aigw__buf_free(&body_user);
+    aigw__buf_free(&body_ngrok);
+    if (mv == MV_NEXT_CAND && ban(r, cd->model) != 0)
+        return -1;
+    return mv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the request                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* "/v1/chat/completions" and "/chat/completions" both name the surface
+ * "/chat/completions", which is appended to a provider's base URL. */
+static const char *surface_path(const char *path)
+{
+    if (strncmp(path, "/v1", 3) == 0 && (path[3] == '/' || path[3] == '?' || path[3] == '\0'))
+        return path + 3;
+    return path;
+}
+
+static int reject(run *r, const char *spec, int why)
+{
+    aigw_buf msg = AIGW_BUF_INIT;
+    int rc;
+    if (why == -1)
+        aigw__buf_printf(&msg, "model '%s': no provider serves it (write provider:model, "
+                               "e.g. openai:gpt-4o)", spec);
+    else
+        aigw__buf_printf(&msg, "model '%s' is not allowed by this access key configuration",
+                         spec);
+    if (!msg.data)
+        return -1;
+    rc = set_error_answer(r, AIGW_OUTCOME_REJECTED, why == -1 ? 400 : 403,
+                          why == -1 ? "unknown_model" : "model_not_allowed", msg.data);
+    aigw__buf_free(&msg);
+    return rc;
+}
+
+/* Resolves the candidates; may end the request (rejected primary). */
+static int plan(run *r, const char *model, char **models, size_t n_models)
+{
+    size_t i;
+    int rc;
+    r->cands = aigw__calloc(n_models + 1, sizeof *r->cands);
+    if (!r->cands)
+        return -1;
+    rc = add_cand(r, model, true, NULL);
+    if (rc == -2)
+        return -1;
+    if (rc < 0)
+        return reject(r, model, rc);
+    for (i = 0; i < n_models; i++)
+        if (add_cand(r, models[i], false, NULL) == -2)
+            return -1;
+    return 0;
+}
+
+static int run_all(run *r)
+{
+    size_t i;
+    for (i = 0; i < r->n_cands && !r->done; i++) {
+        int mv = run_cand(r, &r->cands[i]);
+        if (mv < 0)
+            return -1;
+        if (r->done || r->timed_out || r->max_reached)
+            break;
+    }
+    if (!r->done && finish_unserved(r) != 0)
+        return -1;
+    return 0;
+}
+
+aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req, aigw_response **out,
+                              aigw_error **err)
+{
+    run r;
+    char *model = NULL, **models = NULL, *why = NULL;
+    size_t n_models = 0;
+    int rc;
+
+    if (!req->body)
+        return aigw__fail(err, AIGW_EREQUEST, "the request has no body");
+    rc = aigw__body_models(req->body, req->body_len, &model, &models, &n_models, &why);
+    if (rc == -2)
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    if (rc != 0) {
+        aigw_status st = aigw__fail(err, AIGW_EREQUEST, "request body: %s",
+                                    why ? why : "not a JSON object");
+        aigw__free(why);
+        return st;
+    }
+    memset(&r, 0, sizeof r);
+    r.c = c;
+    r.cfg = c->cfg;
+    r.path = surface_path(req->path);
+    r.body = req->body;
+    r.body_len = req->body_len;
+    r.min_wait = -1;
+    r.deadline = aigw__client_now(c) + c->cfg->total_timeout_ms;
+    r.resp = aigw__response_new();
+    rc = r.resp ? 0 : -1;
+    if (rc == 0)
+        rc = plan(&r, model, models, n_models);
+    if (rc == 0 && !r.done)
+        rc = run_all(&r);
+    if (rc == 0 && r.resp->n_attempts > 0) {
+        const aigw_attempt *last = &r.resp->attempts[r.resp->n_attempts - 1];
+        r.resp->model = aigw__strdup(last->model);
+        rc = r.resp->model ? 0 : -1;
+    }
+    if (rc == 0)
+        rc = aigw__hdrs_add(&r.resp->headers, "x-aigw-request-id", r.resp->request_id);
+    if (rc == 0)
+        rc = aigw__response_build_trace(r.resp);
+    cands_free(&r);
+    aigw__free(model);
+    aigw__strv_free(models, n_models);
+    if (rc != 0) {
+        aigw_response_free(r.resp);
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    }
+    *out = r.resp;
+    return AIGW_OK;
+}

@@ -217,6 +217,12 @@ const aigw_rule *aigw__rule_for(const aigw_config *cfg, const char *provider,
  * its top-level "models" removed, keeping every other byte as it was.
  * 0 on success, -1 not a JSON object, -2 no memory. */
 int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf *out);
+/* Extracts the top-level "model" (a non-empty string) and the optional
+ * "models" (an array of non-empty strings).  0; -1 with *why (allocated) when
+ * the body is unusable; -2 no memory. */
+int aigw__body_models(const char *body, size_t len, char **model, char ***models,
+                      size_t *n_models, char **why);
+void aigw__strv_free(char **v, size_t n);
 
 /* ---- classify.c ---- */
 typedef enum aigw_class {

@@ -1,2 +1,291 @@
-/* response.c - placeholder while the module is written. */
-#include "internal.h"
+/* response.c - the answer of one request and the record of its attempts. */
+#include "engine.h"
+
+#include <string.h>
+
+aigw_response *aigw__response_new(void)
+{
+    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    unsigned char rnd[26];
+    size_t i;
+    aigw_response *r = aigw__calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    aigw__random_bytes(rnd, sizeof rnd);
+    memcpy(r->request_id, "rq_", 3);
+    for (i = 0; i < sizeof rnd; i++)
+        r->request_id[3 + i] = b62[rnd[i] % 62];
+    r->request_id[3 + sizeof rnd] = '\0';
+    return r;
+}
+
+aigw_attempt *aigw__response_add_attempt(aigw_response *r)
+{
+    aigw_attempt *a;
+    if (r->n_attempts == r->cap_attempts) {
+        size_t cap = r->cap_attempts ? r->cap_attempts * 2 : 4;
+        aigw_attempt *v = aigw__realloc(r->attempts, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        r->attempts = v;
+        r->cap_attempts = cap;
+    }
+    a = &r->attempts[r->n_attempts++];
+    memset(a, 0, sizeof *a);
+    a->number = (int)r->n_attempts;
+    a->requested_wait_ms = -1;
+    return a;
+}
+
+int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
+                            const char *reason)
+{
+    aigw_skip *s;
+    if (r->n_skips == r->cap_skips) {
+        size_t cap = r->cap_skips ? r->cap_skips * 2 : 4;
+        aigw_skip *v = aigw__realloc(r->skips, cap * sizeof *v);
+        if (!v)
+            return -1;
+        r->skips = v;
+        r->cap_skips = cap;
+    }
+    s = &r->skips[r->n_skips];
+    s->provider = aigw__strdup(provider ? provider : "");
+    s->model = aigw__strdup(model ? model : "");
+    s->reason = aigw__strdup(reason);
+    if (!s->provider || !s->model || !s->reason) {
+        aigw__free(s->provider);
+        aigw__free(s->model);
+        aigw__free(s->reason);
+        return -1;
+    }
+    r->n_skips++;
+    return 0;
+}
+
+static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
+{
+    const char *tr = aigw__transport_result_name(a->tr);
+    const char *cls = aigw__class_name(a->cls);
+    int r = 0;
+    r |= aigw__buf_printf(b, "{\"event\":{\"attemptNumber\":%d,\"provider\":", a->number);
+    r |= aigw__buf_json_cstr(b, a->provider);
+    r |= aigw__buf_puts(b, ",\"model\":");
+    r |= aigw__buf_json_cstr(b, a->model);
+    r |= aigw__buf_printf(b, ",\"statusCode\":%d,\"isError\":%s,\"keySource\":", a->status,
+                          a->served ? "false" : "true");
+    r |= aigw__buf_json_cstr(b, a->key_source);
+    r |= aigw__buf_puts(b, ",\"providerKeyId\":");
+    r |= aigw__buf_json_cstr(b, a->key_id);
+    r |= aigw__buf_printf(b, "},\"served\":%s,\"retryAction\":", a->served ? "true" : "false");
+    r |= aigw__buf_json_cstr(b, a->verdict);
+    r |= aigw__buf_printf(b, ",\"completion\":\"%s\",\"upstreamDurationMs\":%lld",
+                          a->served                      ? "succeeded"
+                          : a->cls == AIGW_CLASS_TIMEOUT ? "timed_out"
+                                                         : "failed",
+                          (long long)a->duration_ms);
+    r |= aigw__buf_printf(b, ",\"step\":%d,\"errorClass\":", a->step);
+    r |= aigw__buf_json_cstr(b, cls);
+    r |= aigw__buf_puts(b, ",\"transportError\":");
+    r |= aigw__buf_json_cstr(b, tr);
+    if (a->requested_wait_ms >= 0)
+        r |= aigw__buf_printf(b, ",\"requestedWaitMs\":%lld", (long long)a->requested_wait_ms);
+    if (a->waited_ms > 0)
+        r |= aigw__buf_printf(b, ",\"waitedMs\":%lld", (long long)a->waited_ms);
+    r |= aigw__buf_puts(b, "}");
+    return r;
+}
+
+int aigw__response_build_trace(aigw_response *r)
+{
+    aigw_buf b = AIGW_BUF_INIT;
+    size_t i;
+    int rc = 0;
+    rc |= aigw__buf_printf(&b, "{\"requestId\":\"%s\",\"outcome\":\"%s\",\"model\":", r->request_id,
+                           aigw_outcome_name(r->outcome));
+    rc |= aigw__buf_json_cstr(&b, r->model ? r->model : "");
+    rc |= aigw__buf_printf(&b, ",\"statusCode\":%d,\"attempts\":[", r->status);
+    for (i = 0; i < r->n_attempts; i++) {
+        if (i)
+            rc |= aigw__buf_puts(&b, ",");
+        rc |= trace_attempt(&b, &r->attempts[i]);
+    }
+    rc |= aigw__buf_puts(&b, "],\"skipped\":[");
+    for (i = 0; i < r->n_skips; i++) {
+        rc |= aigw__buf_puts(&b, i ? ",{\"provider\":" : "{\"provider\":");
+        rc |= aigw__buf_json_cstr(&b, r->skips[i].provider);
+        rc |= aigw__buf_puts(&b, ",\"model\":");
+        rc |= aigw__buf_json_cstr(&b, r->skips[i].model);
+        rc |= aigw__buf_puts(&b, ",\"reason\":");
+        rc |= aigw__buf_json_cstr(&b, r->skips[i].reason);
+        rc |= aigw__buf_puts(&b, "}");
+    }
+    rc |= aigw__buf_puts(&b, "]}");
+    if (rc != 0) {
+        aigw__buf_free(&b);
+        return -1;
+    }
+    aigw__free(r->trace_json);
+    r->trace_json = aigw__buf_take(&b);
+    return r->trace_json ? 0 : -1;
+}
+
+/* ---- public getters ---- */
+
+aigw_outcome aigw_response_outcome(const aigw_response *resp)
+{
+    return resp ? resp->outcome : AIGW_OUTCOME_EXHAUSTED;
+}
+
+const char *aigw_outcome_name(aigw_outcome outcome)
+{
+    switch (outcome) {
+    case AIGW_OUTCOME_SERVED: return "served";
+    case AIGW_OUTCOME_FAIL_FAST: return "fail_fast";
+    case AIGW_OUTCOME_EXHAUSTED: return "exhausted";
+    case AIGW_OUTCOME_TIMED_OUT: return "timed_out";
+    case AIGW_OUTCOME_REJECTED: return "rejected";
+    }
+    return "unknown";
+}
+
+int aigw_response_status(const aigw_response *resp)
+{
+    return resp ? resp->status : 0;
+}
+
+const char *aigw_response_body(const aigw_response *resp, size_t *len)
+{
+    if (len)
+        *len = resp ? resp->body.len : 0;
+    if (!resp)
+        return NULL;
+    return resp->body.data ? resp->body.data : "";
+}
+
+size_t aigw_response_header_count(const aigw_response *resp)
+{
+    return resp ? resp->headers.n : 0;
+}
+
+aigw_status aigw_response_header(const aigw_response *resp, size_t i, const char **name,
+                                 const char **value)
+{
+    if (!resp || i >= resp->headers.n)
+        return AIGW_EINVAL;
+    if (name)
+        *name = resp->headers.v[i].name;
+    if (value)
+        *value = resp->headers.v[i].value;
+    return AIGW_OK;
+}
+
+const char *aigw_response_header_get(const aigw_response *resp, const char *name)
+{
+    if (!resp || !name)
+        return NULL;
+    return aigw__hdrs_get(&resp->headers, name);
+}
+
+const char *aigw_response_request_id(const aigw_response *resp)
+{
+    return resp ? resp->request_id : NULL;
+}
+
+const char *aigw_response_model(const aigw_response *resp)
+{
+    if (!resp)
+        return NULL;
+    return resp->model ? resp->model : "";
+}
+
+const char *aigw_response_error_code(const aigw_response *resp)
+{
+    return resp ? resp->error_code : NULL;
+}
+
+const char *aigw_response_trace_json(const aigw_response *resp)
+{
+    return resp ? resp->trace_json : NULL;
+}
+
+size_t aigw_response_attempt_count(const aigw_response *resp)
+{
+    return resp ? resp->n_attempts : 0;
+}
+
+const aigw_attempt *aigw_response_attempt(const aigw_response *resp, size_t i)
+{
+    if (!resp || i >= resp->n_attempts)
+        return NULL;
+    return &resp->attempts[i];
+}
+
+size_t aigw_response_skip_count(const aigw_response *resp)
+{
+    return resp ? resp->n_skips : 0;
+}
+
+aigw_status aigw_response_skip(const aigw_response *resp, size_t i, const char **provider,
+                               const char **model, const char **reason)
+{
+    if (!resp || i >= resp->n_skips)
+        return AIGW_EINVAL;
+    if (provider)
+        *provider = resp->skips[i].provider;
+    if (model)
+        *model = resp->skips[i].model;
+    if (reason)
+        *reason = resp->skips[i].reason;
+    return AIGW_OK;
+}
+
+void aigw_response_free(aigw_response *resp)
+{
+    size_t i;
+    if (!resp)
+        return;
+    for (i = 0; i < resp->n_attempts; i++) {
+        aigw__free(resp->attempts[i].provider);
+        aigw__free(resp->attempts[i].model);
+        aigw__free(resp->attempts[i].key_id);
+    }
+    for (i = 0; i < resp->n_skips; i++) {
+        aigw__free(resp->skips[i].provider);
+        aigw__free(resp->skips[i].model);
+        aigw__free(resp->skips[i].reason);
+    }
+    aigw__free(resp->attempts);
+    aigw__free(resp->skips);
+    aigw__hdrs_free(&resp->headers);
+    aigw__buf_free(&resp->body);
+    aigw__free(resp->model);
+    aigw__free(resp->trace_json);
+    aigw__free(resp);
+}
+
+/* ---- attempt getters ---- */
+
+int aigw_attempt_number(const aigw_attempt *a) { return a ? a->number : 0; }
+const char *aigw_attempt_provider(const aigw_attempt *a) { return a ? a->provider : NULL; }
+const char *aigw_attempt_model(const aigw_attempt *a) { return a ? a->model : NULL; }
+int aigw_attempt_step(const aigw_attempt *a) { return a ? a->step : -1; }
+const char *aigw_attempt_key_id(const aigw_attempt *a) { return a ? a->key_id : NULL; }
+const char *aigw_attempt_key_source(const aigw_attempt *a) { return a ? a->key_source : NULL; }
+int aigw_attempt_status_code(const aigw_attempt *a) { return a ? a->status : 0; }
+const char *aigw_attempt_transport_error(const aigw_attempt *a)
+{
+    return a ? aigw__transport_result_name(a->tr) : NULL;
+}
+const char *aigw_attempt_error_class(const aigw_attempt *a)
+{
+    return a ? aigw__class_name(a->cls) : NULL;
+}
+const char *aigw_attempt_verdict(const aigw_attempt *a) { return a ? a->verdict : NULL; }
+int aigw_attempt_served(const aigw_attempt *a) { return a ? a->served : 0; }
+int64_t aigw_attempt_duration_ms(const aigw_attempt *a) { return a ? a->duration_ms : 0; }
+int64_t aigw_attempt_requested_wait_ms(const aigw_attempt *a)
+{
+    return a ? a->requested_wait_ms : -1;
+}
+int64_t aigw_attempt_waited_ms(const aigw_attempt *a) { return a ? a->waited_ms : 0; }

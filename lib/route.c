@@ -1,2 +1,110 @@
-/* route.c - placeholder while the module is written. */
+/* route.c - from a model spec to a provider, the access scope, the rule. */
 #include "internal.h"
+
+#include <string.h>
+
+static const aigw_provider *provider_with_model(const aigw_config *cfg, const char *model)
+{
+    size_t i, j;
+    for (i = 0; i < cfg->n_providers; i++)
+        for (j = 0; j < cfg->providers[i].n_models; j++)
+            if (strcmp(cfg->providers[i].models[j], model) == 0)
+                return &cfg->providers[i];
+    return NULL;
+}
+
+int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_provider **prov,
+                        char **model)
+{
+    const char *colon = strchr(spec, ':');
+    const aigw_provider *p = NULL;
+    const char *id = spec;
+
+    *prov = NULL;
+    *model = NULL;
+    if (colon && colon != spec && colon[1] != '\0') {
+        /* "provider:model" when the prefix names a provider; otherwise the
+         * colon belongs to the model id (e.g. "llama3.2:8b"). */
+        char *pid = aigw__strndup(spec, (size_t)(colon - spec));
+        if (!pid)
+            return -2;
+        p = aigw__config_provider(cfg, pid);
+        aigw__free(pid);
+        if (p)
+            id = colon + 1;
+    }
+    if (!p)
+        p = provider_with_model(cfg, spec);
+    if (!p) {
+        const aigw_catalog_entry *e = aigw__catalog_for_model(spec);
+        if (e)
+            p = aigw__config_provider(cfg, e->id);
+    }
+    if (!p || id[0] == '\0')
+        return -1;
+    *model = aigw__strdup(id);
+    if (!*model)
+        return -2;
+    *prov = p;
+    return 0;
+}
+
+/* An allow-list entry names a model as "model", "provider/model" or
+ * "provider:model"; a trailing '*' matches any rest (a local extension). */
+static bool glob_eq(const char *pat, const char *s)
+{
+    size_t n = strlen(pat);
+    if (n > 0 && pat[n - 1] == '*')
+        return strncmp(pat, s, n - 1) == 0;
+    return strcmp(pat, s) == 0;
+}
+
+static bool entry_matches(const char *entry, const char *provider, const char *model)
+{
+    size_t plen = strlen(provider);
+    const char *m = entry;
+    /* "openai:gpt-4o", "openai/gpt-4o", even "openai:openai/gpt-4o" */
+    if (strncmp(m, provider, plen) == 0 && m[plen] == ':')
+        m += plen + 1;
+    if (strncmp(m, provider, plen) == 0 && m[plen] == '/' && glob_eq(m + plen + 1, model))
+        return true;
+    return glob_eq(m, model);
+}
+
+bool aigw__access_allows(const aigw_config *cfg, const char *provider, const char *model)
+{
+    size_t i;
+    bool ok;
+    if (cfg->has_provider_allow) {
+        ok = false;
+        for (i = 0; i < cfg->n_provider_allow && !ok; i++)
+            ok = strcmp(cfg->provider_allow[i], provider) == 0;
+        if (!ok)
+            return false;
+    }
+    if (cfg->has_model_allow) {
+        ok = false;
+        for (i = 0; i < cfg->n_model_allow && !ok; i++)
+            ok = entry_matches(cfg->model_allow[i], provider, model);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+const aigw_rule *aigw__rule_for(const aigw_config *cfg, const char *provider, const char *model)
+{
+    size_t i;
+    for (i = 0; i < cfg->n_rules; i++) {
+        const aigw_rule *r = &cfg->rules[i];
+        if (r->model && strcmp(r->model, model) == 0 &&
+            (!r->provider || strcmp(r->provider, provider) == 0))
+            return r;
+    }
+    for (i = 0; i < cfg->n_rules; i++) {
+        const aigw_rule *r = &cfg->rules[i];
+        if (!r->model && r->provider && strcmp(r->provider, provider) == 0)
+            return r;
+    }
+    return NULL;
+}

@@ -1,2 +1,458 @@
-/* transport_curl.c - placeholder while the module is written. */
+/*
+ * transport_curl.c - the default transport: libcurl.
+ *
+ * Easy handles are kept in a small mutex-guarded free-list: a handle keeps
+ * its connection cache across curl_easy_reset, so sequential sends reuse
+ * their keep-alive connection, and concurrent sends each take a handle of
+ * their own (a new one when the list is empty).  Redirects are never
+ * followed, only http and https are allowed, nothing is printed, and the
+ * header strings built here (they hold the key) are wiped before they are
+ * freed.
+ */
 #include "internal.h"
+
+#include <curl/curl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+
+#define POOL_MAX 16 /* idle handles kept per transport */
+/* All header lines of one answer; below libcurl's own 300 KB limit (8.3.0+
+ * and backports), so that a header flood is reported as too large. */
+#define MAX_HEADER_BYTES (256 * 1024)
+
+typedef struct curl_tr {
+    pthread_mutex_t mu;
+    CURL *idle[POOL_MAX];
+    size_t n_idle;
+} curl_tr;
+
+/* One send's state, seen by the callbacks. */
+typedef struct call {
+    aigw_transport_response *resp;
+    size_t cap;          /* req->max_response_bytes; 0 = none */
+    size_t header_bytes; /* of the current answer */
+    bool too_large;      /* a callback stopped the transfer over a cap */
+    bool nomem;
+} call;
+
+/* ---- process-wide init: curl_global_init exactly once ---- */
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static CURLcode g_init_rc = CURLE_FAILED_INIT;
+
+/* Never undone: curl_global_cleanup is not thread-safe before 7.84 and the
+ * host may use libcurl itself. */
+static void global_init(void)
+{
+    g_init_rc = curl_global_init(CURL_GLOBAL_ALL);
+}
+
+/* ---- the handle pool ---- */
+
+static CURL *pool_take(curl_tr *t)
+{
+    CURL *h = NULL;
+    pthread_mutex_lock(&t->mu);
+    if (t->n_idle > 0)
+        h = t->idle[--t->n_idle];
+    pthread_mutex_unlock(&t->mu);
+    return h ? h : curl_easy_init();
+}
+
+/* Forgets every option (they point at this call's memory) but keeps the
+ * handle's live connections for the next send. */
+static void pool_give(curl_tr *t, CURL *h)
+{
+    curl_easy_reset(h);
+    pthread_mutex_lock(&t->mu);
+    if (t->n_idle < POOL_MAX) {
+        t->idle[t->n_idle++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (h)
+        curl_easy_cleanup(h);
+}
+
+/* ---- callbacks ---- */
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* A folded continuation line (obsolete, RFC 9112 5.2): joins the previous
+ * header's value with one space. */
+static int unfold(aigw_hdrs *h, const char *p, size_t len)
+{
+    char *v;
+    size_t old;
+    while (len && is_ows(*p)) {
+        p++;
+        len--;
+    }
+    if (h->n == 0 || len == 0)
+        return 0;
+    old = strlen(h->v[h->n - 1].value);
+    v = aigw__realloc(h->v[h->n - 1].value, old + len + 2);
+    if (!v)
+        return -1;
+    v[old] = ' ';
+    memcpy(v + old + 1, p, len);
+    v[old + 1 + len] = '\0';
+    h->v[h->n - 1].value = v;
+    return 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
+{
+    call *c = ud;
+    aigw_hdrs *h = &c->resp->headers;
+    size_t len = size * nitems, end = len, nend, vs, ve;
+    const char *colon;
+
+    c->header_bytes += len;
+    if (c->header_bytes > MAX_HEADER_BYTES) {
+        c->too_large = true;
+        return 0;
+    }
+    while (end && (p[end - 1] == '\r' || p[end - 1] == '\n'))
+        end--;
+    if (end == 0)
+        return len; /* the blank line closing the block */
+    if (end >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* A new answer (after 1xx, or a proxy's CONNECT): only the last
+         * answer's headers are kept. */
+        aigw__hdrs_free(h);
+        c->header_bytes = len;
+        return len;
+    }
+    if (is_ows(p[0])) {
+        if (unfold(h, p, end) != 0) {
+            c->nomem = true;
+            return 0;
+        }
+        return len;
+    }
+    colon = memchr(p, ':', end);
+    if (!colon || colon == p)
+        return len; /* not a header line: ignored */
+    nend = (size_t)(colon - p);
+    while (nend && is_ows(p[nend - 1]))
+        nend--;
+    vs = (size_t)(colon - p) + 1;
+    while (vs < end && is_ows(p[vs]))
+        vs++;
+    ve = end;
+    while (ve > vs && is_ows(p[ve - 1]))
+        ve--;
+    if (nend == 0)
+        return len;
+    if (aigw__hdrs_addn(h, p, nend, p + vs, ve - vs) != 0) {
+        c->nomem = true;
+        return 0;
+    }
+    return len;
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+    call *c = ud;
+    size_t len = size * nmemb;
+    aigw_status st;
+    if (c->cap && (len > c->cap || c->resp->body.len > c->cap - len)) {
+        c->too_large = true;
+        return 0;
+    }
+    st = aigw_transport_response_append_body(c->resp, p, len);
+    if (st == AIGW_EINVAL) {
+        c->too_large = true;
+        return 0;
+    }
+    if (st != AIGW_OK) {
+        c->nomem = true;
+        return 0;
+    }
+    return len;
+}
+
+/* ---- request headers ---- */
+
+static bool has_crlf(const char *s)
+{
+    return strpbrk(s, "\r\n") != NULL;
+}
+
+static bool token_ok(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == ':' || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Wipes and frees a header list: its strings may hold the key. */
+static void slist_wipe_free(struct curl_slist *l)
+{
+    struct curl_slist *n;
+    for (n = l; n; n = n->next)
+        if (n->data)
+            aigw__wipe(n->data, strlen(n->data));
+    curl_slist_free_all(l);
+}
+
+static int slist_add(struct curl_slist **l, const char *line)
+{
+    struct curl_slist *n = curl_slist_append(*l, line);
+    if (!n)
+        return -1;
+    *l = n;
+    return 0;
+}
+
+/* Builds the header list.  0, -1 out of memory, -2 a bad header. */
+static int build_headers(const aigw_transport_request *req, struct curl_slist **out)
+{
+    struct curl_slist *l = NULL;
+    aigw_buf line = AIGW_BUF_INIT;
+    bool has_expect = false, has_accept = false;
+    int rc = 0;
+    size_t i;
+
+    *out = NULL;
+    if (req->n_headers && !req->headers)
+        return -2;
+    for (i = 0; i < req->n_headers && rc == 0; i++) {
+        const char *name = req->headers[i].name, *value = req->headers[i].value;
+        if (!name || !value || !token_ok(name) || has_crlf(value)) {
+            rc = -2;
+            break;
+        }
+        /* libcurl frames the body itself. */
+        if (aigw__strcasecmp(name, "content-length") == 0 ||
+            aigw__strcasecmp(name, "transfer-encoding") == 0)
+            continue;
+        has_expect |= aigw__strcasecmp(name, "expect") == 0;
+        has_accept |= aigw__strcasecmp(name, "accept") == 0;
+        line.len = 0;
+        /* "Name;" is libcurl's way to send a header with an empty value. */
+        if (aigw__buf_puts(&line, name) != 0 ||
+            aigw__buf_puts(&line, *value ? ": " : ";") != 0 ||
+            aigw__buf_puts(&line, value) != 0 || slist_add(&l, line.data) != 0)
+            rc = -1;
+        if (line.data)
+            aigw__wipe(line.data, line.len);
+    }
+    aigw__buf_wipe_free(&line);
+    /* An empty "Name:" removes what libcurl would add: no 100-continue round
+     * trip, and no Accept the caller did not ask for. */
+    if (rc == 0 && !has_expect && slist_add(&l, "Expect:") != 0)
+        rc = -1;
+    if (rc == 0 && !has_accept && slist_add(&l, "Accept:") != 0)
+        rc = -1;
+    if (rc != 0) {
+        slist_wipe_free(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+/* ---- result mapping ---- */
+
+static aigw_transport_result map_code(CURLcode rc, const call *c)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return AIGW_TR_OK;
+    case CURLE_OPERATION_TIMEDOUT:
+        return AIGW_TR_TIMEOUT;
+    case CURLE_COULDNT_CONNECT:
+        return AIGW_TR_CONNECT;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return AIGW_TR_DNS;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+#if LIBCURL_VERSION_NUM >= 0x074d00 /* 7.77.0 */
+    case CURLE_SSL_CLIENTCERT:
+#endif
+        return AIGW_TR_TLS;
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2_STREAM:
+        return AIGW_TR_RESET;
+    case CURLE_WRITE_ERROR:
+        return c->too_large ? AIGW_TR_TOO_LARGE : AIGW_TR_OTHER;
+    case CURLE_FILESIZE_EXCEEDED:
+        return AIGW_TR_TOO_LARGE;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_HTTP2:
+        return AIGW_TR_PROTOCOL;
+    default:
+        return AIGW_TR_OTHER;
+    }
+}
+
+/* ---- send ---- */
+
+static long clamp_ms(int64_t ms)
+{
+    if (ms <= 0)
+        return 0; /* libcurl: no limit */
+    return ms > LONG_MAX ? LONG_MAX : (long)ms;
+}
+
+/* Sets the method and body.  CURLE_OK or the first failure. */
+static CURLcode set_method(CURL *h, const aigw_transport_request *req)
+{
+    const char *m = req->method ? req->method : "POST";
+    const char *body = req->body ? req->body : "";
+    CURLcode rc = CURLE_OK;
+    if (strcmp(m, "GET") == 0 && req->body_len == 0)
+        return curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    if (strcmp(m, "POST") != 0)
+        rc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    return rc;
+}
+
+static CURLcode set_options(CURL *h, const aigw_transport_request *req, struct curl_slist *hdrs,
+                            call *c)
+{
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val)                                                                         \
+    do {                                                                                      \
+        if (rc == CURLE_OK)                                                                   \
+            rc = curl_easy_setopt(h, opt, val);                                               \
+    } while (0)
+    SET(CURLOPT_URL, req->url);
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SET(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_VERBOSE, 0L);
+    SET(CURLOPT_NOPROGRESS, 1L);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    SET(CURLOPT_TIMEOUT_MS, clamp_ms(req->timeout_ms));
+    SET(CURLOPT_CONNECTTIMEOUT_MS, clamp_ms(req->connect_timeout_ms));
+    SET(CURLOPT_HTTPHEADER, hdrs);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, c);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, c);
+    /* Stops at once when Content-Length announces too much (before 8.4.0
+     * libcurl checks only then; on_body covers the rest). */
+    if (c->cap && c->cap <= (size_t)INT64_MAX)
+        SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->cap);
+#undef SET
+    if (rc == CURLE_OK)
+        rc = set_method(h, req);
+    return rc;
+}
+
+static aigw_transport_result curl_send(void *ud, const aigw_transport_request *req,
+                                       aigw_transport_response *resp)
+{
+    curl_tr *t = ud;
+    struct curl_slist *hdrs = NULL;
+    aigw_transport_result tr;
+    call c;
+    CURL *h;
+    CURLcode rc;
+    int hr;
+
+    if (!t || !req || !resp || !req->url || (!req->body && req->body_len) ||
+        (req->method && !token_ok(req->method)))
+        return AIGW_TR_OTHER;
+    hr = build_headers(req, &hdrs);
+    if (hr != 0)
+        return AIGW_TR_OTHER;
+    h = pool_take(t);
+    if (!h) {
+        slist_wipe_free(hdrs);
+        return AIGW_TR_OTHER;
+    }
+    memset(&c, 0, sizeof c);
+    c.resp = resp;
+    c.cap = req->max_response_bytes;
+
+    rc = set_options(h, req, hdrs, &c);
+    if (rc == CURLE_OK)
+        rc = curl_easy_perform(h);
+    tr = c.nomem ? AIGW_TR_OTHER : map_code(rc, &c);
+    if (tr == AIGW_TR_OK) {
+        long code = 0;
+        if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK ||
+            aigw_transport_response_set_status(resp, (int)(code > 999 ? 0 : code)) != AIGW_OK)
+            tr = AIGW_TR_PROTOCOL;
+    }
+    pool_give(t, h);
+    slist_wipe_free(hdrs);
+    return tr;
+}
+
+static void curl_destroy(void *ud)
+{
+    curl_tr *t = ud;
+    size_t i;
+    if (!t)
+        return;
+    for (i = 0; i < t->n_idle; i++)
+        curl_easy_cleanup(t->idle[i]);
+    pthread_mutex_destroy(&t->mu);
+    aigw__free(t);
+}
+
+aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata)
+{
+    curl_tr *t;
+    if (userdata)
+        *userdata = NULL;
+    if (!vt || !userdata)
+        return AIGW_EINVAL;
+    pthread_once(&g_once, global_init);
+    if (g_init_rc != CURLE_OK)
+        return AIGW_ETRANSPORT;
+    t = aigw__calloc(1, sizeof *t);
+    if (!t)
+        return AIGW_ENOMEM;
+    if (pthread_mutex_init(&t->mu, NULL) != 0) {
+        aigw__free(t);
+        return AIGW_ETRANSPORT;
+    }
+    memset(vt, 0, sizeof *vt);
+    vt->version = AIGW_TRANSPORT_VERSION;
+    vt->send = curl_send;
+    vt->destroy = curl_destroy;
+    *userdata = t;
+    return AIGW_OK;
+}

@@ -1,0 +1,3 @@
+module github.com/libaigw/libaigw/bindings/go
+
+go 1.19

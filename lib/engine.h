@@ -1,0 +1,82 @@
+/* engine.h - the client, request, response and attempt records, shared by
+ * client.c, engine.c and response.c.  Never installed. */
+#ifndef AIGW_ENGINE_H
+#define AIGW_ENGINE_H
+
+#include "internal.h"
+
+struct aigw_client {
+    aigw_config *cfg;
+    aigw_transport transport;
+    void *transport_ud;
+    bool has_strategy;
+    aigw_strategy strategy;
+    void *strategy_ud;
+    bool has_clock;
+    aigw_clock clock;
+    void *clock_ud;
+};
+
+struct aigw_request {
+    char *path;
+    char *body;
+    size_t body_len;
+};
+
+struct aigw_attempt {
+    int number;
+    char *provider;
+    char *model;
+    int step;
+    char *key_id;
+    const char *key_source; /* static */
+    int status;
+    aigw_transport_result tr;
+    aigw_class cls;
+    const char *verdict; /* static */
+    bool served;
+    int64_t duration_ms;
+    int64_t requested_wait_ms;
+    int64_t waited_ms;
+};
+
+typedef struct aigw_skip {
+    char *provider;
+    char *model;
+    char *reason;
+} aigw_skip;
+
+struct aigw_response {
+    aigw_outcome outcome;
+    int status;
+    aigw_hdrs headers;
+    aigw_buf body;
+    char request_id[32];
+    char *model;
+    const char *error_code; /* static, or NULL */
+    aigw_attempt *attempts;
+    size_t n_attempts;
+    size_t cap_attempts;
+    aigw_skip *skips;
+    size_t n_skips;
+    size_t cap_skips;
+    char *trace_json;
+};
+
+/* response.c */
+aigw_response *aigw__response_new(void);
+aigw_attempt *aigw__response_add_attempt(aigw_response *r);
+int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
+                            const char *reason);
+/* Builds resp->trace_json.  0 or -1. */
+int aigw__response_build_trace(aigw_response *r);
+
+/* engine.c */
+aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req, aigw_response **out,
+                              aigw_error **err);
+
+/* client.c: the client's clock */
+int64_t aigw__client_now(const aigw_client *c);
+void aigw__client_sleep(const aigw_client *c, int64_t ms);
+
+#endif

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# deps.sh - install what building and testing libaigw needs, from Debian's
+# packages, when it is missing.  Sourced by scripts/demo and scripts/test.
+set -euo pipefail
+
+aigw_need_pkgs() {
+    local missing=()
+    command -v meson >/dev/null 2>&1 || missing+=(meson)
+    command -v ninja >/dev/null 2>&1 || missing+=(ninja-build)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v cc >/dev/null 2>&1 || missing+=(gcc)
+    command -v c++ >/dev/null 2>&1 || missing+=(g++)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if command -v pkg-config >/dev/null 2>&1; then
+        pkg-config --exists libcurl || missing+=(libcurl4-openssl-dev)
+        pkg-config --exists libcjson || missing+=(libcjson-dev)
+        if [ "${1:-}" = test ]; then
+            pkg-config --exists cmocka || missing+=(libcmocka-dev)
+        fi
+    else
+        missing+=(libcurl4-openssl-dev libcjson-dev)
+        [ "${1:-}" = test ] && missing+=(libcmocka-dev)
+    fi
+    if [ "${1:-}" = test ]; then
+        command -v go >/dev/null 2>&1 || missing+=(golang-go)
+        command -v nm >/dev/null 2>&1 || missing+=(binutils)
+    fi
+    printf '%s\n' "${missing[@]+"${missing[@]}"}"
+}
+
+aigw_install_deps() {
+    local pkgs
+    pkgs=$(aigw_need_pkgs "${1:-}" | sort -u | tr '\n' ' ')
+    [ -n "${pkgs// /}" ] || return 0
+    echo "installing: $pkgs" >&2
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to apt-get install $pkgs" >&2; return 1; }
+        sudo="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq >&2
+    # shellcheck disable=SC2086
+    $sudo apt-get install -y -qq --no-install-recommends $pkgs >&2
+}

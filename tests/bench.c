@@ -1,0 +1,182 @@
+/*
+ * bench.c - what libaigw costs over raw libcurl, measured in one run against
+ * the same loopback mock provider.
+ *
+ *   meson test -C build --benchmark --verbose     (or: build/tests/bench [N])
+ *
+ * Each case runs N requests both ways, interleaved in rounds so drift on the
+ * machine hits both alike, and prints the median per-request time of each and
+ * their ratio (libaigw / raw).  "raw" is what a careful caller would write by
+ * hand: one reused easy handle, the same headers and body.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "aigw.h"
+#include "mockprov.h"
+
+#define ROUNDS 5
+
+static const char BODY[] = "{\"model\":\"mock:m1\",\"messages\":[{\"role\":\"user\","
+                           "\"content\":\"Say hello in one short sentence.\"}]}";
+static const char RAW_BODY[] = "{\"model\":\"m1\",\"messages\":[{\"role\":\"user\","
+                               "\"content\":\"Say hello in one short sentence.\"}]}";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static size_t sink(char *p, size_t sz, size_t n, void *ud)
+{
+    size_t *total = ud;
+    (void)p;
+    *total += sz * n;
+    return sz * n;
+}
+
+/* n raw requests; keys[i % n_keys] rotates like a failover would. */
+static double run_raw(CURL *h, const char *url, const char *const *keys, size_t n_keys, int n)
+{
+    double t0 = now_s();
+    int i;
+    for (i = 0; i < n; i++) {
+        size_t k, total = 0;
+        for (k = 0; k < n_keys; k++) {
+            struct curl_slist *hd = NULL;
+            char auth[256];
+            long status = 0;
+            snprintf(auth, sizeof auth, "authorization: Bearer %s", keys[k]);
+            hd = curl_slist_append(hd, "content-type: application/json");
+            hd = curl_slist_append(hd, "user-agent: bench");
+            hd = curl_slist_append(hd, auth);
+            hd = curl_slist_append(hd, "Expect:");
+            curl_easy_setopt(h, CURLOPT_URL, url);
+            curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, RAW_BODY);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(RAW_BODY));
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &total);
+            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+            curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+            if (curl_easy_perform(h) != CURLE_OK) {
+                fprintf(stderr, "raw request failed\n");
+                exit(1);
+            }
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+            curl_slist_free_all(hd);
+            if (status == 200)
+                break;
+        }
+    }
+    return now_s() - t0;
+}
+
+static double run_aigw(aigw_client *c, aigw_request *req, int n, int want_attempts)
+{
+    double t0 = now_s();
+    int i;
+    for (i = 0; i < n; i++) {
+        aigw_response *resp = NULL;
+        if (aigw_client_send(c, req, &resp, NULL) != AIGW_OK ||
+            aigw_response_status(resp) != 200 ||
+            (int)aigw_response_attempt_count(resp) != want_attempts) {
+            fprintf(stderr, "aigw request failed\n");
+            exit(1);
+        }
+        aigw_response_free(resp);
+    }
+    return now_s() - t0;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static aigw_client *make_client(const char *base_url)
+{
+    char json[1024];
+    aigw_config *cfg = NULL;
+    aigw_client *c = NULL;
+    aigw_error *err = NULL;
+    snprintf(json, sizeof json,
+             "{\"providers\":[{\"providerId\":\"mock\",\"name\":\"m\",\"baseUrl\":\"%s\"}],"
+             "\"providerKeys\":[{\"id\":\"primary\",\"providerId\":\"mock\",\"value\":\"key-primary\"},"
+             "{\"id\":\"backup\",\"providerId\":\"mock\",\"value\":\"key-backup\"}],"
+             "\"accessKeyConfiguration\":{\"name\":\"bench\",\"router\":{\"rules\":[{\"provider\":"
+             "\"mock\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"primary\"},{\"id\":"
+             "\"backup\"}]}]}]}}}",
+             base_url);
+    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK ||
+        aigw_client_new(cfg, &c, &err) != AIGW_OK) {
+        fprintf(stderr, "bench: %s\n", aigw_error_message(err));
+        exit(1);
+    }
+    aigw_config_unref(cfg);
+    return c;
+}
+
+static void bench_case(const char *name, mockprov *mp, int n, int failover)
+{
+    static const char *const keys[] = {"key-primary", "key-backup"};
+    char url[256];
+    double raw[ROUNDS], lib[ROUNDS];
+    aigw_client *c = make_client(mockprov_base_url(mp));
+    aigw_request *req = NULL;
+    CURL *h = curl_easy_init();
+    int r;
+    snprintf(url, sizeof url, "%s/chat/completions", mockprov_base_url(mp));
+    aigw_request_new(&req);
+    aigw_request_set_body(req, BODY, strlen(BODY));
+    /* warm both connection caches */
+    run_raw(h, url, keys, failover ? 2 : 1, 20);
+    run_aigw(c, req, 20, failover ? 2 : 1);
+    for (r = 0; r < ROUNDS; r++) {
+        raw[r] = run_raw(h, url, keys, failover ? 2 : 1, n) / n;
+        lib[r] = run_aigw(c, req, n, failover ? 2 : 1) / n;
+    }
+    qsort(raw, ROUNDS, sizeof raw[0], cmp_d);
+    qsort(lib, ROUNDS, sizeof lib[0], cmp_d);
+    printf("%-34s raw libcurl %8.1f us/req   libaigw %8.1f us/req   ratio %.3f\n", name,
+           raw[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] / raw[ROUNDS / 2]);
+    fflush(stdout);
+    curl_easy_cleanup(h);
+    aigw_request_free(req);
+    aigw_client_free(c);
+}
+
+int main(int argc, char **argv)
+{
+    int n = argc > 1 ? atoi(argv[1]) : 2000;
+    mockprov *mp;
+    mockprov_rule rl;
+    if (n < 10)
+        n = 10;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    mp = mockprov_start(0);
+    if (!mp) {
+        fprintf(stderr, "bench: cannot start the mock provider\n");
+        return 1;
+    }
+    printf("libaigw %s bench: %d requests x %d rounds per case, median shown, loopback %s\n",
+           aigw_version_string(), n, ROUNDS, mockprov_base_url(mp));
+    bench_case("served by the first key", mp, n, 0);
+    memset(&rl, 0, sizeof rl);
+    rl.key = "key-primary";
+    rl.status = 429;
+    rl.headers = "Retry-After: 30\r\n";
+    rl.body = "{\"error\":{\"code\":\"rate_limit_exceeded\"}}";
+    mockprov_add_rule(mp, &rl);
+    bench_case("failover 429 -> second key", mp, n, 1);
+    mockprov_stop(mp);
+    curl_global_cleanup();
+    return 0;
+}

@@ -1,0 +1,443 @@
+/* test_body.c - the request body rewrite (byte for byte) and the model list. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- helpers ---- */
+
+static void rewrites_to(const char *body, const char *model, const char *want)
+{
+    aigw_buf out = AIGW_BUF_INIT;
+    int rc = aigw__body_rewrite(body, strlen(body), model, &out);
+    if (rc != 0)
+        print_message("body: %s\n", body);
+    assert_int_equal(rc, 0);
+    assert_non_null(out.data);
+    assert_string_equal(out.data, want);
+    assert_int_equal(out.len, strlen(want));
+    aigw__buf_free(&out);
+}
+
+static void refused_n(const char *body, size_t len)
+{
+    aigw_buf out = AIGW_BUF_INIT;
+    assert_int_equal(aigw__buf_puts(&out, "keep"), 0);
+    if (aigw__body_rewrite(body, len, "m", &out) != -1)
+        fail_msg("accepted: %.*s", (int)len, body ? body : "(null)");
+    /* What was in the buffer before is left as it was. */
+    assert_string_equal(out.data, "keep");
+    assert_int_equal(out.len, 4);
+    aigw__buf_free(&out);
+}
+
+static void refused(const char *body)
+{
+    refused_n(body, strlen(body));
+}
+
+/* ---- rewrite ---- */
+
+static void test_rewrite_basic(void **state)
+{
+    (void)state;
+    rewrites_to("{\"model\":\"gpt-4o\",\"models\":[\"a\",\"b\"],\"messages\":[{\"role\":\"user\","
+                "\"content\":\"Hello\"}]}",
+                "gpt-4o-mini",
+                "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":"
+                "\"Hello\"}]}");
+    rewrites_to("{\"model\":\"a\"}", "b", "{\"model\":\"b\"}");
+    /* The model is written as a JSON string, escaped. */
+    rewrites_to("{\"model\":\"a\"}", "x\"y\\z\n\x01", "{\"model\":\"x\\\"y\\\\z\\n\\u0001\"}");
+    rewrites_to("{\"model\":\"a\"}", "caf\xc3\xa9", "{\"model\":\"caf\xc3\xa9\"}");
+    /* Whatever the old value was. */
+    rewrites_to("{\"model\":{\"x\":[1,{\"y\":\"}\"}]},\"n\":1}", "m",
+                "{\"model\":\"m\",\"n\":1}");
+    rewrites_to("{\"model\":null}", "m", "{\"model\":\"m\"}");
+    rewrites_to("{\"model\":123,\"a\":true}", "m", "{\"model\":\"m\",\"a\":true}");
+}
+
+static void test_rewrite_pretty(void **state)
+{
+    (void)state;
+    /* ngrok-docs 22-req-fallback-provider-qualified.json */
+    rewrites_to("{\n"
+                "  \"model\": \"openai:gpt-4o\",\n"
+                "  \"models\": [\n"
+                "    \"openai:gpt-4o-mini\",\n"
+                "    \"anthropic:claude-sonnet-4-6\"\n"
+                "  ],\n"
+                "  \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]\n"
+                "}\n",
+                "gpt-4o-mini",
+                "{\n"
+                "  \"model\": \"gpt-4o-mini\",\n"
+                "  \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]\n"
+                "}\n");
+    rewrites_to("\r\n\t{ \"model\" :\t\"m\" ,\n \"models\" : [ ] , \"t\" : 1.0 }\n  ", "N",
+                "\r\n\t{ \"model\" :\t\"N\" , \"t\" : 1.0 }\n  ");
+}
+
+static void test_rewrite_models_positions(void **state)
+{
+    (void)state;
+    /* first */
+    rewrites_to("{\"models\":[\"a\"],\"model\":\"m\",\"x\":1}", "N", "{\"model\":\"N\",\"x\":1}");
+    rewrites_to("{ \"models\" : [\"a\"] , \"model\":\"m\"}", "N", "{ \"model\":\"N\"}");
+    /* middle */
+    rewrites_to("{\"model\":\"m\", \"models\":[], \"x\":1}", "N", "{\"model\":\"N\", \"x\":1}");
+    /* last */
+    rewrites_to("{\"model\":\"m\",\"models\":[\"a\"]}", "N", "{\"model\":\"N\"}");
+    rewrites_to("{\"x\":1,\"model\":\"m\" , \"models\":[\"a\"] }", "N",
+                "{\"x\":1,\"model\":\"N\" }");
+    rewrites_to("{\n  \"model\": \"m\",\n  \"models\": [\"a\"]\n}", "N",
+                "{\n  \"model\": \"N\"\n}");
+    /* the only member: model is added in its place */
+    rewrites_to("{\"models\":[\"a\"]}", "N", "{\"model\":\"N\"}");
+    rewrites_to("{ \"models\" : null }", "N", "{ \"model\":\"N\" }");
+    /* twice, and with a value of any type */
+    rewrites_to("{\"models\":1,\"model\":\"m\",\"models\":{\"a\":[]},\"x\":2}", "N",
+                "{\"model\":\"N\",\"x\":2}");
+    /* several in a row, at the end */
+    rewrites_to("{\"x\":1,\"models\":1,\"models\":2}", "N", "{\"model\":\"N\",\"x\":1}");
+}
+
+static void test_rewrite_adds_model(void **state)
+{
+    (void)state;
+    rewrites_to("{}", "N", "{\"model\":\"N\"}");
+    rewrites_to("  { }  ", "N", "  { \"model\":\"N\"}  ");
+    rewrites_to("{\"messages\":[]}", "N", "{\"model\":\"N\",\"messages\":[]}");
+    rewrites_to("{\n  \"messages\": []\n}", "N", "{\n  \"model\":\"N\",\n  \"messages\": []\n}");
+    rewrites_to("{\"models\":[\"a\"],\"messages\":[]}", "N", "{\"model\":\"N\",\"messages\":[]}");
+    rewrites_to("{\"messages\":[],\"models\":[\"a\"]}", "N", "{\"model\":\"N\",\"messages\":[]}");
+    /* Keys that merely look like it are other members. */
+    rewrites_to("{\"Model\":\"a\",\"model \":\"b\",\"modelx\":1}", "N",
+                "{\"model\":\"N\",\"Model\":\"a\",\"model \":\"b\",\"modelx\":1}");
+}
+
+static void test_rewrite_keeps_bytes(void **state)
+{
+    (void)state;
+    /* Numbers as written, even those no double holds. */
+    rewrites_to("{\"model\":\"m\",\"t\":1.0,\"big\":1e400,\"n\":-0,\"i\":12345678901234567890,"
+                "\"f\":0.1000000000000000055511151231257827}",
+                "N",
+                "{\"model\":\"N\",\"t\":1.0,\"big\":1e400,\"n\":-0,\"i\":12345678901234567890,"
+                "\"f\":0.1000000000000000055511151231257827}");
+    /* Escapes as written. */
+    rewrites_to("{\"c\":\"caf\\u00e9 \\ud83d\\ude00 \\/ \\\" \\\\\",\"model\":\"m\"}", "N",
+                "{\"c\":\"caf\\u00e9 \\ud83d\\ude00 \\/ \\\" \\\\\",\"model\":\"N\"}");
+    /* Raw UTF-8 and a BOM. */
+    rewrites_to("\xef\xbb\xbf{\"c\":\"\xe2\x82\xac\",\"model\":\"m\"}", "N",
+                "\xef\xbb\xbf{\"c\":\"\xe2\x82\xac\",\"model\":\"N\"}");
+    /* Strings that look like structure. */
+    rewrites_to("{\"x\":\"}{\\\"model\\\":\",\"y\":[\"]\",\"models\"],\"model\":\"m\"}", "N",
+                "{\"x\":\"}{\\\"model\\\":\",\"y\":[\"]\",\"models\"],\"model\":\"N\"}");
+}
+
+static void test_rewrite_escaped_keys(void **state)
+{
+    (void)state;
+    /* Keys are compared unescaped. */
+    rewrites_to("{\"mo\\u0064el\":\"m\",\"x\":1}", "N", "{\"mo\\u0064el\":\"N\",\"x\":1}");
+    rewrites_to("{\"\\u006d\\u006F\\u0064\\u0065\\u006c\":\"m\"}", "N",
+                "{\"\\u006d\\u006F\\u0064\\u0065\\u006c\":\"N\"}");
+    rewrites_to("{\"model\":\"m\",\"mo\\u0064els\":[\"a\"],\"x\":1}", "N",
+                "{\"model\":\"N\",\"x\":1}");
+    rewrites_to("{\"model\\u0000\":\"m\"}", "N", "{\"model\":\"N\",\"model\\u0000\":\"m\"}");
+    rewrites_to("{\"mod\\\"el\":\"m\"}", "N", "{\"model\":\"N\",\"mod\\\"el\":\"m\"}");
+}
+
+static void test_rewrite_nested_untouched(void **state)
+{
+    (void)state;
+    rewrites_to("{\"messages\":[{\"model\":\"x\",\"models\":[1]}],\"model\":\"m\","
+                "\"meta\":{\"model\":\"y\",\"models\":[]}}",
+                "N",
+                "{\"messages\":[{\"model\":\"x\",\"models\":[1]}],\"model\":\"N\","
+                "\"meta\":{\"model\":\"y\",\"models\":[]}}");
+    /* Duplicate top-level models: every one is replaced, whichever the
+     * upstream's parser keeps. */
+    rewrites_to("{\"model\":\"a\",\"x\":1,\"model\":\"b\"}", "N",
+                "{\"model\":\"N\",\"x\":1,\"model\":\"N\"}");
+}
+
+static void test_rewrite_refused(void **state)
+{
+    static const char nul_inside[] = "{\"model\":\"m\"\0}";
+    static const char nul_after[] = "{\"model\":\"m\"}\0";
+    aigw_buf out = AIGW_BUF_INIT;
+    (void)state;
+    refused("");
+    refused("   ");
+    refused("[]");
+    refused("[{\"model\":\"m\"}]");
+    refused("\"model\"");
+    refused("1");
+    refused("null");
+    refused("{");
+    refused("{\"model\":\"m\"");
+    refused("{\"model\":\"m");
+    refused("{\"model\":}");
+    refused("{\"model\" \"m\"}");
+    refused("{model:\"m\"}");
+    refused("{\"model\":\"m\",}");
+    refused("{\"model\":\"m\"} x");
+    refused("{\"model\":\"m\"}{}");
+    refused("{\"a\":[1,2}");
+    refused("\xff\xfe garbage");
+    refused_n(nul_inside, sizeof nul_inside - 1);
+    refused_n(nul_after, sizeof nul_after - 1);
+    refused_n(NULL, 0);
+    /* cJSON takes control bytes for whitespace; JSON does not. */
+    refused("{\x01\"model\":\"m\"}");
+    refused("{\"model\":\"m\"\x0b}");
+    /* A truncated body: the length rules, not a NUL. */
+    refused_n("{\"model\":\"m\"}", 12);
+    assert_int_equal(aigw__body_rewrite("{}", 2, NULL, &out), -1);
+    assert_int_equal(aigw__body_rewrite("{}", 2, "m", NULL), -1);
+    assert_null(out.data);
+}
+
+static void test_rewrite_appends(void **state)
+{
+    aigw_buf out = AIGW_BUF_INIT;
+    (void)state;
+    assert_int_equal(aigw__buf_puts(&out, "prefix:"), 0);
+    assert_int_equal(aigw__body_rewrite("{\"model\":\"a\"}", 13, "b", &out), 0);
+    assert_string_equal(out.data, "prefix:{\"model\":\"b\"}");
+    aigw__buf_free(&out);
+}
+
+static void test_rewrite_deep(void **state)
+{
+    /* Deep nesting is refused by the validator (cJSON stops at 1000 levels);
+     * under that it is copied as is. */
+    size_t depth = 900, i, n;
+    char *body = malloc(2 * depth + 64), *want = malloc(2 * depth + 64);
+    aigw_buf out = AIGW_BUF_INIT;
+    (void)state;
+    assert_non_null(body);
+    assert_non_null(want);
+    n = (size_t)sprintf(body, "{\"models\":[\"a\"],\"x\":");
+    for (i = 0; i < depth; i++)
+        body[n++] = '[';
+    for (i = 0; i < depth; i++)
+        body[n++] = ']';
+    body[n++] = '}';
+    body[n] = '\0';
+    strcpy(want, "{\"model\":\"N\",");
+    strcat(want, body + strlen("{\"models\":[\"a\"],"));
+    assert_int_equal(aigw__body_rewrite(body, n, "N", &out), 0);
+    assert_string_equal(out.data, want);
+    aigw__buf_free(&out);
+    free(body);
+    free(want);
+}
+
+static void test_rewrite_alloc_failures(void **state)
+{
+    static const char body[] = "{\n  \"models\": [\"a\"],\n  \"messages\": [{\"role\": \"user\"}],"
+                               "\n  \"stream\": true\n}";
+    static const char want[] = "{\n  \"model\":\"N\",\n  \"messages\": [{\"role\": \"user\"}],"
+                               "\n  \"stream\": true\n}";
+    long n;
+    int rc = -2;
+    (void)state;
+    for (n = 1; n < 100 && rc != 0; n++) {
+        aigw_buf out = AIGW_BUF_INIT;
+        aigw__alloc_fail_at(n);
+        rc = aigw__body_rewrite(body, sizeof body - 1, "N", &out);
+        aigw__alloc_fail_at(0);
+        if (rc == 0)
+            assert_string_equal(out.data, want);
+        else
+            assert_int_equal(rc, -2);
+        aigw__buf_free(&out);
+    }
+    assert_int_equal(rc, 0);
+}
+
+/* ---- the model list ---- */
+
+typedef struct models_result {
+    int rc;
+    char *model;
+    char **models;
+    size_t n;
+    char *why;
+} models_result;
+
+static models_result read_models_n(const char *body, size_t len)
+{
+    models_result r;
+    r.rc = aigw__body_models(body, len, &r.model, &r.models, &r.n, &r.why);
+    return r;
+}
+
+static models_result read_models(const char *body)
+{
+    return read_models_n(body, strlen(body));
+}
+
+static void models_result_free(models_result *r)
+{
+    aigw__free(r->model);
+    aigw__strv_free(r->models, r->n);
+    aigw__free(r->why);
+}
+
+static void models_ok(const char *body, const char *model, const char *const *want, size_t n)
+{
+    models_result r = read_models(body);
+    size_t i;
+    assert_int_equal(r.rc, 0);
+    assert_null(r.why);
+    assert_string_equal(r.model, model);
+    assert_int_equal(r.n, n);
+    if (n == 0)
+        assert_null(r.models);
+    for (i = 0; i < n; i++)
+        assert_string_equal(r.models[i], want[i]);
+    models_result_free(&r);
+}
+
+static void models_bad(const char *body, const char *why_part)
+{
+    models_result r = read_models(body);
+    assert_int_equal(r.rc, -1);
+    assert_null(r.model);
+    assert_null(r.models);
+    assert_int_equal(r.n, 0);
+    assert_non_null(r.why);
+    if (!strstr(r.why, why_part))
+        fail_msg("why \"%s\" lacks \"%s\"", r.why, why_part);
+    models_result_free(&r);
+}
+
+static void test_models_ok(void **state)
+{
+    static const char *const two[] = {"gpt-4o-mini", "anthropic:claude-sonnet-4-6"};
+    static const char *const one[] = {"x"};
+    (void)state;
+    models_ok("{\"model\":\"gpt-4o\",\"models\":[\"gpt-4o-mini\",\"anthropic:claude-sonnet-4-6\"],"
+              "\"messages\":[]}",
+              "gpt-4o", two, 2);
+    models_ok("{\"model\":\"gpt-4o\"}", "gpt-4o", NULL, 0);
+    models_ok("{\"model\":\"gpt-4o\",\"models\":[]}", "gpt-4o", NULL, 0);
+    models_ok("{\"model\":\"gpt-4o\",\"models\":null}", "gpt-4o", NULL, 0);
+    models_ok("{\"mo\\u0064el\":\"caf\\u00e9\",\"models\":[\"x\"]}", "caf\xc3\xa9", one, 1);
+    models_ok(" {\"models\":[\"x\"], \"model\":\"m\"} \n", "m", one, 1);
+}
+
+static void test_models_bad(void **state)
+{
+    models_result r;
+    (void)state;
+    models_bad("", "not a JSON object");
+    models_bad("[\"gpt-4o\"]", "not a JSON object");
+    models_bad("{\"model\":\"m\"", "not a JSON object");
+    models_bad("{\"model\":\"m\"} junk", "not a JSON object");
+    models_bad("{}", "no \"model\"");
+    models_bad("{\"messages\":[]}", "no \"model\"");
+    models_bad("{\"model\":1}", "\"model\" must be a non-empty string");
+    models_bad("{\"model\":null}", "\"model\" must be a non-empty string");
+    models_bad("{\"model\":[\"a\"]}", "\"model\" must be a non-empty string");
+    models_bad("{\"model\":\"\"}", "\"model\" must be a non-empty string");
+    models_bad("{\"model\":\"m\",\"models\":\"a\"}", "\"models\" must be an array");
+    models_bad("{\"model\":\"m\",\"models\":{\"a\":1}}", "\"models\" must be an array");
+    models_bad("{\"model\":\"m\",\"models\":true}", "\"models\" must be an array");
+    models_bad("{\"model\":\"m\",\"models\":[\"a\",2]}", "\"models[1]\" must be a non-empty");
+    models_bad("{\"model\":\"m\",\"models\":[\"a\",\"b\",\"\"]}", "\"models[2]\"");
+    models_bad("{\"model\":\"m\",\"models\":[null]}", "\"models[0]\"");
+    models_bad("{\"model\":\"m\",\"models\":[[\"a\"]]}", "\"models[0]\"");
+    r = read_models_n("{\"model\":\"m\"\0}", 14);
+    assert_int_equal(r.rc, -1);
+    models_result_free(&r);
+    /* why may be NULL. */
+    assert_int_equal(aigw__body_models("{}", 2, &r.model, &r.models, &r.n, NULL), -1);
+    assert_null(r.model);
+}
+
+static void test_models_alloc_failures(void **state)
+{
+    static const char ok[] = "{\"model\":\"m\",\"models\":[\"a\",\"b\",\"c\"]}";
+    static const char bad[] = "{\"model\":\"m\",\"models\":[\"a\",7]}";
+    long n;
+    int rc = -2;
+    (void)state;
+    for (n = 1; n < 100 && rc != 0; n++) {
+        models_result r;
+        aigw__alloc_fail_at(n);
+        r = read_models(ok);
+        aigw__alloc_fail_at(0);
+        rc = r.rc;
+        if (rc == 0) {
+            assert_int_equal(r.n, 3);
+            assert_string_equal(r.models[2], "c");
+        } else {
+            assert_int_equal(rc, -2);
+            assert_null(r.model);
+            assert_null(r.models);
+            assert_null(r.why);
+        }
+        models_result_free(&r);
+    }
+    assert_int_equal(rc, 0);
+    for (rc = -2, n = 1; n < 100 && rc != -1; n++) {
+        models_result r;
+        aigw__alloc_fail_at(n);
+        r = read_models(bad);
+        aigw__alloc_fail_at(0);
+        rc = r.rc;
+        assert_true(rc == -1 || rc == -2);
+        assert_null(r.model);
+        if (rc == -1)
+            assert_string_equal(r.why, "\"models[1]\" must be a non-empty string");
+        else
+            assert_null(r.why);
+        models_result_free(&r);
+    }
+    assert_int_equal(rc, -1);
+}
+
+static void test_strv_free(void **state)
+{
+    char **v = aigw__calloc(2, sizeof *v);
+    (void)state;
+    assert_non_null(v);
+    v[0] = aigw__strdup("a");
+    v[1] = NULL;
+    aigw__strv_free(v, 2);
+    aigw__strv_free(NULL, 3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rewrite_basic),
+        cmocka_unit_test(test_rewrite_pretty),
+        cmocka_unit_test(test_rewrite_models_positions),
+        cmocka_unit_test(test_rewrite_adds_model),
+        cmocka_unit_test(test_rewrite_keeps_bytes),
+        cmocka_unit_test(test_rewrite_escaped_keys),
+        cmocka_unit_test(test_rewrite_nested_untouched),
+        cmocka_unit_test(test_rewrite_refused),
+        cmocka_unit_test(test_rewrite_appends),
+        cmocka_unit_test(test_rewrite_deep),
+        cmocka_unit_test(test_rewrite_alloc_failures),
+        cmocka_unit_test(test_models_ok),
+        cmocka_unit_test(test_models_bad),
+        cmocka_unit_test(test_models_alloc_failures),
+        cmocka_unit_test(test_strv_free),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

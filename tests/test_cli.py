@@ -1,0 +1,629 @@
+#!/usr/bin/env python3
+"""test_cli.py - the `aigw` command, end to end.
+
+Drives the built binary (env AIGW_BIN; AIGW_LIB names libaigw.so) against a
+fake provider written here: a ThreadingHTTPServer on 127.0.0.1, scripted per
+credential (status, headers, body, close without answering, sleep, echo the
+Authorization header), counting what it receives per key.
+
+The canary classes run every scenario again with key values such as
+"sk-canary-0123456789abcdef" (inline, and through valueFrom env and file),
+plus configuration errors placed right next to a key value and an upstream
+that echoes the key back, and check that no 8-character piece of any key
+value shows on stdout or stderr (the trace included) of any run.
+
+Python 3 standard library only.  Exits non-zero when a test fails.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+AIGW = os.environ.get("AIGW_BIN", "")
+AIGW_LIB = os.environ.get("AIGW_LIB", "")
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures", "ngrok-docs")
+
+REQUEST = b'{"model":"fake:m1","messages":[{"role":"user","content":"hi"}]}'
+REQUEST_UP = b'{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
+RATE_LIMITED = b'{"error":{"message":"Rate limit reached","code":"rate_limit_exceeded"}}'
+# Served body with odd bytes: UTF-8, an escape, a tab, a NUL, 0xff, a CR,
+# and no trailing newline.
+ODD_BODY = (b'{"id":"chatcmpl-1","choices":[{"message":{"content":"h\xc3\xa9llo '
+            b'\xe2\x98\x83 \\u00e9\t"}}]}\x00\xff\r  ')
+
+
+# ---------------------------------------------------------------------------
+# the fake provider
+# ---------------------------------------------------------------------------
+
+def completion(model="m1", text="Hello"):
+    return json.dumps({"id": "chatcmpl-fake", "object": "chat.completion", "model": model,
+                       "choices": [{"index": 0, "message": {"role": "assistant",
+                                                            "content": text},
+                                    "finish_reason": "stop"}]},
+                      separators=(",", ":")).encode()
+
+
+class FakeProvider:
+    """Scripts per credential: a list of actions, the last one repeats.
+
+    An action is a dict: status (200), headers (dict), body (bytes; the
+    token $AUTH is replaced by the Authorization header received), close
+    (read the request, close without answering), sleep (seconds first).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.scripts = {}
+        self.requests = []  # (key, path, body)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                auth = self.headers.get("Authorization", "")
+                key = auth[len("Bearer "):] if auth.startswith("Bearer ") else auth
+                act = fake._take(key, self.path, body)
+                if act.get("sleep"):
+                    time.sleep(act["sleep"])
+                if act.get("close"):
+                    self.close_connection = True
+                    return
+                out = act.get("body")
+                if out is None:
+                    out = completion()
+                out = out.replace(b"$AUTH", auth.encode("latin-1"))
+                self.send_response(act.get("status", 200))
+                for k, v in act.get("headers", {}).items():
+                    self.send_header(k, v.replace("$AUTH", auth))
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                try:
+                    self.wfile.write(out)
+                except OSError:
+                    self.close_connection = True
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client that timed out and left: not news
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self):
+        return "http://127.0.0.1:%d/v1" % self.server.server_address[1]
+
+    def script(self, key, *actions):
+        with self.lock:
+            self.scripts[key] = list(actions)
+
+    def reset(self):
+        with self.lock:
+            self.scripts = {}
+            self.requests = []
+
+    def _take(self, key, path, body):
+        with self.lock:
+            self.requests.append((key, path, body))
+            acts = self.scripts.get(key)
+            if not acts:
+                return {}
+            return acts.pop(0) if len(acts) > 1 else acts[0]
+
+    def count(self, key=None):
+        with self.lock:
+            return sum(1 for r in self.requests if key is None or r[0] == key)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+EVENT_FIELDS = {"attemptNumber", "provider", "model", "statusCode", "isError", "keySource",
+                "providerKeyId"}
+ATTEMPT_FIELDS = {"event", "served", "retryAction", "completion", "upstreamDurationMs"}
+# Present in the library's trace beyond ngrok's shape (README: "...").
+ATTEMPT_EXTRA = {"step", "errorClass", "transportError", "requestedWaitMs", "waitedMs"}
+SUMMARY_FIELDS = {"requestId", "attempts", "outcome", "model"}
+SUMMARY_EXTRA = {"statusCode", "errorCode", "skipped"}
+VERDICTS = {"succeeded", "next_key", "next_quota_pool", "next_backend", "managed_fallback",
+            "retry_same_backend", "fail_fast", "exhausted"}
+PATH_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\])*(\.[A-Za-z_][A-Za-z0-9_]*(\[\d+\])*)*: \S")
+
+
+class CliBase(unittest.TestCase):
+    """Every scenario; subclasses change where the key values come from."""
+
+    # (primary, backup, third) key values, and how the first two are given
+    KEYS = ("sk-test-primary-1111", "sk-test-backup-2222", "sk-test-third-3333")
+    SOURCE = "inline"  # or "valueFrom": primary from a file, backup from env
+    fake = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not AIGW or not os.access(AIGW, os.X_OK):
+            raise unittest.SkipTest("AIGW_BIN is not an executable: %r" % AIGW)
+        cls.fake = FakeProvider()
+        cls.tmp = tempfile.mkdtemp(prefix="aigw-cli-")
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.fake:
+            cls.fake.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.fake.reset()
+        self.runs = []
+
+    # ---- running aigw ----
+
+    def env(self):
+        env = dict(os.environ)
+        if AIGW_LIB:
+            d = os.path.dirname(AIGW_LIB)
+            env["LD_LIBRARY_PATH"] = d + (":" + env["LD_LIBRARY_PATH"]
+                                          if env.get("LD_LIBRARY_PATH") else "")
+        env["AIGW_TEST_BACKUP_KEY"] = self.KEYS[1]
+        env.pop("AIGW_TEST_UNSET_VAR", None)
+        return env
+
+    def aigw(self, *args, stdin=b"", env=None, timeout=30):
+        p = subprocess.run([AIGW] + list(args), input=stdin, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env or self.env(), timeout=timeout)
+        self.runs.append(p)
+        self.check_run(p)
+        return p
+
+    def check_run(self, p):
+        """Checks made on every run; the canary classes add theirs."""
+        # A sanitizer report means a memory or UB bug, whatever the exit code.
+        self.assertNotIn(b"Sanitizer", p.stderr, p.stderr.decode("utf-8", "replace"))
+        self.assertNotIn(b"runtime error:", p.stderr, p.stderr.decode("utf-8", "replace"))
+
+    def write(self, name, data):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+        return path
+
+    # ---- gateway files ----
+
+    def key_entries(self):
+        a, b, c = self.KEYS
+        if self.SOURCE == "valueFrom":
+            kf = self.write("primary_secret.txt", a + "\n")
+            ka = {"id": "primary", "providerId": "fake", "name": "p", "valueFrom": {"file": kf}}
+            kb = {"id": "backup", "providerId": "fake", "name": "b",
+                  "valueFrom": {"env": "AIGW_TEST_BACKUP_KEY"}}
+        else:
+            ka = {"id": "primary", "providerId": "fake", "name": "p", "value": a}
+            kb = {"id": "backup", "providerId": "fake", "name": "b", "value": b}
+        kc = {"id": "third", "providerId": "fake", "name": "t", "value": c}
+        return [ka, kb, kc]
+
+    def gateway(self, **gw):
+        cfg = {
+            "providers": [{"providerId": "fake", "name": "Fake", "baseUrl": self.fake.base_url}],
+            "providerKeys": self.key_entries(),
+            "accessKeyConfiguration": {
+                "name": "cli",
+                "router": {"rules": [{"provider": "fake", "steps": [
+                    {"type": "user", "keySelectionStrategy": "ordered",
+                     "keys": [{"id": "primary"}, {"id": "backup"}]},
+                    {"type": "user", "keys": [{"id": "third"}]}]}]}},
+            "gatewayConfig": dict({"perRequestTimeout": "3s", "totalTimeout": "10s",
+                                   "retryAfterMax": "1s", "sameBackendRetries": 0}, **gw),
+        }
+        return cfg
+
+    def config_file(self, cfg=None, name="gateway.json"):
+        return self.write(name, json.dumps(cfg if cfg is not None else self.gateway()))
+
+    def request(self, *extra, cfg=None, data=REQUEST, stdin=b""):
+        args = ["request", "-c", self.config_file(cfg)]
+        if data is not None:
+            args += ["-d", data.decode() if isinstance(data, bytes) else data]
+        return self.aigw(*(args + list(extra)), stdin=stdin)
+
+    def trace(self, p):
+        """The --trace json lines: (attempt records, summary)."""
+        lines = [l for l in p.stderr.decode().splitlines() if l.startswith("{")]
+        self.assertGreaterEqual(len(lines), 2, p.stderr)
+        objs = [json.loads(l) for l in lines]
+        return objs[:-1], objs[-1]
+
+    def check_trace(self, p, want):
+        """Checks the trace's shape and its (providerKeyId, retryAction) list."""
+        attempts, summary = self.trace(p)
+        for i, a in enumerate(attempts):
+            self.assertEqual(set(a["event"]), EVENT_FIELDS, a)
+            self.assertTrue(ATTEMPT_FIELDS <= set(a), a)
+            self.assertTrue(set(a) - {"event"} <= ATTEMPT_FIELDS | ATTEMPT_EXTRA,
+                            set(a) - ATTEMPT_FIELDS - ATTEMPT_EXTRA)
+            ev = a["event"]
+            self.assertEqual(ev["attemptNumber"], i + 1)
+            self.assertEqual(ev["provider"], "fake")
+            self.assertEqual(ev["model"], "m1")
+            self.assertIsInstance(ev["statusCode"], int)
+            self.assertIs(ev["isError"], not a["served"])
+            self.assertEqual(ev["keySource"], "user")
+            self.assertIsInstance(a["served"], bool)
+            self.assertIn(a["retryAction"], VERDICTS)
+            self.assertIn(a["completion"], {"succeeded", "failed", "timed_out"})
+            self.assertIsInstance(a["upstreamDurationMs"], int)
+            self.assertGreaterEqual(a["upstreamDurationMs"], 0)
+        self.assertTrue(SUMMARY_FIELDS <= set(summary), summary)
+        self.assertTrue(set(summary) <= SUMMARY_FIELDS | SUMMARY_EXTRA, summary)
+        self.assertRegex(summary["requestId"], r"^rq_[0-9A-Za-z]{26}$")
+        self.assertEqual(summary["attempts"], len(attempts))
+        got = [(a["event"]["providerKeyId"], a["retryAction"]) for a in attempts]
+        self.assertEqual(got, want)
+        return attempts, summary
+
+    # ---- help, usage ----
+
+    def test_no_args_prints_help(self):
+        p = self.aigw()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"Usage:", p.stdout)
+        for cmd in (b"aigw validate FILE", b"aigw request -c FILE", b"aigw demo"):
+            self.assertIn(cmd, p.stdout)
+
+    def test_unknown_command_exit_2(self):
+        p = self.aigw("frobnicate")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"frobnicate", p.stderr)
+        self.assertEqual(p.stdout, b"")
+
+    def test_request_usage_errors_exit_2(self):
+        for args in (["request"], ["request", "-c"], ["request", "-c", "x", "--bogus"],
+                     ["request", "-c", "x", "--trace", "text"], ["validate"],
+                     ["validate", "a", "b"], ["demo", "extra"]):
+            p = self.aigw(*args)
+            self.assertEqual(p.returncode, 2, args)
+        self.assertEqual(self.fake.count(), 0)
+
+    # ---- validate ----
+
+    def test_validate_ngrok_doc_fixtures(self):
+        names = sorted(n for n in os.listdir(FIXTURES)
+                       if "-akc-" in n and n[:2].isdigit() and 1 <= int(n[:2]) <= 9)
+        self.assertGreaterEqual(len(names), 6)
+        failed = []
+        for n in names:
+            p = self.aigw("validate", os.path.join(FIXTURES, n))
+            if p.returncode != 0:
+                failed.append("%s: exit %d: %s" % (n, p.returncode, p.stderr.decode().strip()))
+            else:
+                self.assertIn(b"valid", p.stdout)
+        self.assertEqual(failed, [])
+
+    def test_validate_gateway_file(self):
+        p = self.aigw("validate", self.config_file())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"valid", p.stdout)
+
+    def test_validate_every_problem_with_its_path(self):
+        cfg = self.gateway()
+        cfg["providerKeys"][1] = {"id": "backup", "providerId": "fake", "name": "b",
+                                  "valueFrom": {"env": "AIGW_TEST_UNSET_VAR"}}
+        cfg["accessKeyConfiguration"]["router"]["rules"][0]["steps"][0]["keys"][1] = \
+            {"id": "aigpk_nope"}
+        cfg["gatewayConfig"]["perRequestTimeout"] = "soon"
+        p = self.aigw("validate", self.config_file(cfg))
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(p.stdout, b"")
+        lines = p.stderr.decode().splitlines()
+        for l in lines:
+            self.assertRegex(l, PATH_LINE)
+        paths = sorted(l.split(": ", 1)[0] for l in lines)
+        self.assertEqual(paths, sorted([
+            "accessKeyConfiguration.router.rules[0].steps[0].keys[1].id",
+            "providerKeys[1].valueFrom.env",
+            "gatewayConfig.perRequestTimeout"]), p.stderr)
+        self.assertIn("AIGW_TEST_UNSET_VAR", p.stderr.decode())
+
+    def test_validate_invalid_json_and_missing_file(self):
+        p = self.aigw("validate", self.write("broken.json", b'{"providers": [ }'))
+        self.assertEqual(p.returncode, 2)
+        self.assertNotEqual(p.stderr, b"")
+        p = self.aigw("validate", os.path.join(self.tmp, "no-such-file.json"))
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"no-such-file.json", p.stderr)
+
+    # ---- request ----
+
+    def test_request_served_byte_for_byte(self):
+        self.fake.script(self.KEYS[0], {"status": 200, "body": ODD_BODY})
+        p = self.request()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, ODD_BODY)
+        self.assertEqual(p.stderr, b"")
+        self.assertEqual(self.fake.requests, [(self.KEYS[0], "/v1/chat/completions", REQUEST_UP)])
+
+    def test_request_body_from_file_and_stdin(self):
+        body = (b'{"model":"fake:m1","models":[],"messages":[{"role":"user",'
+                b'"content":"\xe2\x98\x83 from a file"}]}\n')
+        up = b'{"model":"m1","messages":[{"role":"user","content":"\xe2\x98\x83 from a file"}]}\n'
+        f = self.write("body.json", body)
+        p = self.request(data="@" + f)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.request(data="-", stdin=body)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.request(data=None, stdin=body)  # no -d: stdin
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([r[2] for r in self.fake.requests], [up, up, up])
+        p = self.request(data="@" + os.path.join(self.tmp, "missing-body.json"))
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(self.fake.count(), 3)
+
+    def test_request_path(self):
+        for path in ("/v1/chat/completions", "/chat/completions"):
+            p = self.request("--path", path)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([r[1] for r in self.fake.requests],
+                         ["/v1/chat/completions", "/v1/chat/completions"])
+
+    def test_trace_json_fields(self):
+        p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        attempts, summary = self.check_trace(p, [("primary", "succeeded")])
+        self.assertEqual(len(p.stderr.decode().splitlines()), 2)  # nothing else
+        a = attempts[0]
+        self.assertEqual(a["event"]["statusCode"], 200)
+        self.assertIs(a["served"], True)
+        self.assertIs(a["event"]["isError"], False)
+        self.assertEqual(a["completion"], "succeeded")
+        self.assertEqual(summary["outcome"], "served")
+        self.assertEqual(summary["model"], "m1")
+        self.assertEqual(summary["attempts"], 1)
+
+    def test_failover_429_to_backup(self):
+        self.fake.script(self.KEYS[0], {"status": 429, "body": RATE_LIMITED})
+        p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, completion())
+        attempts, _ = self.check_trace(p, [("primary", "next_key"), ("backup", "succeeded")])
+        self.assertEqual(attempts[0]["event"]["statusCode"], 429)
+        self.assertEqual(attempts[0]["completion"], "failed")
+        self.assertEqual(self.fake.count(self.KEYS[0]), 1)
+        self.assertEqual(self.fake.count(self.KEYS[1]), 1)
+        self.assertEqual(self.fake.count(), 2)
+
+    def test_close_and_timeout_move_to_next_step(self):
+        self.fake.script(self.KEYS[0], {"close": True})
+        p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.check_trace(p, [("primary", "next_backend"), ("third", "succeeded")])
+        self.assertEqual((self.fake.count(self.KEYS[0]), self.fake.count(self.KEYS[1]),
+                          self.fake.count(self.KEYS[2])), (1, 0, 1))
+        self.fake.reset()
+        self.fake.script(self.KEYS[0], {"sleep": 1.0, "status": 200})
+        t0 = time.monotonic()
+        p = self.request("--trace", "json", cfg=self.gateway(perRequestTimeout="300ms"))
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        attempts, _ = self.check_trace(p, [("primary", "next_backend"), ("third", "succeeded")])
+        self.assertEqual(attempts[0]["completion"], "timed_out")
+        self.assertEqual(attempts[0]["event"]["statusCode"], 0)
+        self.assertEqual((self.fake.count(self.KEYS[0]), self.fake.count(self.KEYS[1])), (1, 0))
+
+    def test_fail_fast_400(self):
+        upstream = (b'{"error":{"message":"Invalid value for \'temperature\': \xc3\xa9",'
+                    b'"type":"invalid_request_error","param":"temperature","code":null}}')
+        self.fake.script(self.KEYS[0], {"status": 400, "body": upstream})
+        p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stdout, upstream)
+        _, summary = self.check_trace(p, [("primary", "fail_fast")])
+        self.assertEqual(summary["outcome"], "fail_fast")
+        self.assertEqual(self.fake.count(), 1)
+
+    def test_all_rate_limited(self):
+        for k in self.KEYS:
+            self.fake.script(k, {"status": 429, "headers": {"Retry-After": "30"},
+                                 "body": RATE_LIMITED})
+        p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 1)
+        err = json.loads(p.stdout)["error"]
+        self.assertEqual(err["code"], "rate_limited")
+        self.assertEqual(err["type"], "aigw_error")
+        self.assertEqual(err["attempts"], 3)
+        _, summary = self.check_trace(p, [("primary", "next_key"), ("backup", "next_backend"),
+                                          ("third", "exhausted")])
+        self.assertEqual(summary["outcome"], "exhausted")
+        self.assertEqual(self.fake.count(), 3)
+
+    def test_invalid_body_nothing_sent(self):
+        for data in (b'{"model":', b"[1,2]", b'{"messages":[]}', b""):
+            p = self.request(data=data)
+            self.assertEqual(p.returncode, 2, (data, p.stderr))
+            self.assertEqual(p.stdout, b"")
+            self.assertNotEqual(p.stderr, b"")
+        self.assertEqual(self.fake.count(), 0)
+
+    def test_config_error_nothing_sent(self):
+        cfg = self.gateway()
+        cfg["accessKeyConfiguration"]["router"]["rules"][0]["steps"][0]["keys"][0] = \
+            {"id": "aigpk_missing"}
+        p = self.request(cfg=cfg)
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(p.stdout, b"")
+        self.assertIn(b"accessKeyConfiguration.router.rules[0].steps[0].keys[0].id: ", p.stderr)
+        p = self.aigw("request", "-c", os.path.join(self.tmp, "absent.json"), "-d",
+                      REQUEST.decode())
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(self.fake.count(), 0)
+
+    def test_demo(self):
+        p = self.aigw("demo")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode()
+        i = out.find("next_key")
+        self.assertGreaterEqual(i, 0, out)
+        self.assertGreater(out.find("succeeded", i), i, out)
+        self.assertIn("served", out)
+
+
+class CliTest(CliBase):
+    """Plain key values; also the CLI's own odd corners."""
+
+
+class CanaryMixin:
+    """No 8-character piece of any key value in any output of any run."""
+
+    CANARY_EXTRA = ()
+
+    def secrets(self):
+        return list(self.KEYS) + list(self.CANARY_EXTRA)
+
+    def check_run(self, p):
+        super().check_run(p)
+        for secret in self.secrets():
+            s = secret.encode()
+            for i in range(len(s) - 7):
+                piece = s[i:i + 8]
+                for name, out in (("stdout", p.stdout), ("stderr", p.stderr)):
+                    if piece in out:
+                        self.fail("%s of `aigw %s` holds %r (from a key value):\n%s" % (
+                            name, " ".join(p.args[1:])[:200], piece,
+                            out.decode("utf-8", "replace")[:2000]))
+
+    def test_canary_detector_works(self):
+        """The check itself: a run whose output does hold a piece of a key fails it."""
+        piece = self.KEYS[0][5:13]
+        with self.assertRaises(AssertionError):
+            self.aigw("no-such-command-" + piece)  # echoed in the usage error
+
+    # ---- the upstream echoes the key back ----
+
+    def test_canary_upstream_echoes_key(self):
+        echo = b'{"error":{"message":"bad key $AUTH","code":"rate_limit_exceeded"}}'
+        self.fake.script(self.KEYS[0], {"status": 429, "body": echo,
+                                        "headers": {"X-Echo": "$AUTH"}})
+        self.fake.script(self.KEYS[1], {"status": 200, "body": b'{"seen":"$AUTH"}'})
+        p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b'{"seen":"Bearer [REDACTED]"}')
+        self.fake.reset()
+        self.fake.script(self.KEYS[0], {"status": 400, "body":
+                                        b'{"error":{"message":"invalid $AUTH"}}'})
+        p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stdout, b'{"error":{"message":"invalid Bearer [REDACTED]"}}')
+
+    # ---- configuration errors right next to a key value ----
+
+    def bad_configs(self):
+        a, b, c = self.KEYS[:3]
+        base = json.dumps(self.gateway())
+        out = []
+        cfg = self.gateway()  # CR/LF inside a value
+        cfg["providerKeys"][2]["value"] = c + "\r\nX-Injected: 1"
+        out.append(("crlf", json.dumps(cfg)))
+        cfg = self.gateway()  # a key of an unknown provider
+        cfg["providerKeys"].append({"id": "orphan", "providerId": "nope", "name": "o",
+                                    "value": c})
+        out.append(("unknown-provider", json.dumps(cfg)))
+        cfg = self.gateway()  # inline step keys: a LF, a misspelt member
+        cfg["accessKeyConfiguration"]["router"]["rules"][0]["steps"][1]["keys"] = [
+            {"name": "inline", "value": c + "\n"}, {"name": "x", "value": c, "vaule": c}]
+        out.append(("inline", json.dumps(cfg)))
+        cfg = self.gateway()  # a NUL (escaped) inside a value
+        cfg["providerKeys"][2]["value"] = c + "\u0000" + a
+        out.append(("nul", json.dumps(cfg)))
+        cfg = self.gateway()  # the value of the wrong type, a misspelt member
+        cfg["providerKeys"][2]["value"] = [c]
+        cfg["providerKeys"][1]["valeu"] = b
+        out.append(("types", json.dumps(cfg)))
+        cfg = self.gateway()  # duplicate ids
+        cfg["providerKeys"].append(dict(cfg["providerKeys"][2]))
+        out.append(("duplicate", json.dumps(cfg)))
+        cfg = self.gateway()  # an ngrok access key next to a bad gateway URL
+        cfg["ngrokAccessKey"] = c
+        cfg["ngrokGatewayUrl"] = "http://example.com/v1"
+        out.append(("ngrok", json.dumps(cfg)))
+        cfg = self.gateway()  # an ngrok access key with a LF, in the object form
+        cfg["ngrokAccessKey"] = {"value": c + "\n"}
+        out.append(("ngrok-lf", json.dumps(cfg)))
+        cfg = self.gateway()  # a key file holding more than a line
+        cfg["providerKeys"][2] = {"id": "third", "providerId": "fake", "name": "t",
+                                  "valueFrom": {"file": self.write("two_lines.txt",
+                                                                   c + "\n" + a + "\n")}}
+        out.append(("file", json.dumps(cfg)))
+        # JSON syntax errors right after a key value
+        out.append(("syntax", base.replace('"%s"' % c, '"%s" oops' % c, 1)))
+        out.append(("unterminated", base[:base.index(c) + len(c)]))
+        out.append(("control", base.replace(c, c + "\n", 1)))
+        return out
+
+    def test_canary_config_errors(self):
+        for name, text in self.bad_configs():
+            path = self.write("bad-%s.json" % name, text)
+            p = self.aigw("validate", path)
+            self.assertEqual(p.returncode, 2, (name, p.stdout, p.stderr))
+            self.assertNotEqual(p.stderr, b"", name)
+            p = self.aigw("request", "-c", path, "-d", REQUEST.decode(), "--trace", "json")
+            self.assertEqual(p.returncode, 2, (name, p.stderr))
+        self.assertEqual(self.fake.count(), 0)
+
+    def test_canary_bad_env_value(self):
+        cfg = self.gateway()
+        cfg["providerKeys"][2] = {"id": "third", "providerId": "fake", "name": "t",
+                                  "valueFrom": {"env": "AIGW_TEST_CRLF_KEY"}}
+        env = self.env()
+        env["AIGW_TEST_CRLF_KEY"] = self.KEYS[2] + "\r\nX: y"
+        path = self.config_file(cfg)
+        p = self.aigw("validate", path, env=env)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"providerKeys[2].valueFrom.env", p.stderr)
+
+
+class CanaryInlineTest(CanaryMixin, CliBase):
+    KEYS = ("sk-canary-0123456789abcdef", "sk-canary-fedcba9876543210",
+            "sk-canary-a1b2c3d4e5f6a7b8")
+
+
+class CanaryValueFromTest(CanaryMixin, CliBase):
+    """The same values, the first from a file, the second from the environment."""
+    KEYS = ("sk-canary-0123456789abcdef", "sk-canary-fedcba9876543210",
+            "sk-canary-a1b2c3d4e5f6a7b8")
+    SOURCE = "valueFrom"
+
+
+def load_tests(loader, tests, pattern):
+    suite = unittest.TestSuite()
+    for cls in (CliTest, CanaryInlineTest, CanaryValueFromTest):
+        suite.addTests(loader.loadTestsFromTestCase(cls))
+    return suite
+
+
+if __name__ == "__main__":
+    if not AIGW:
+        sys.stderr.write("set AIGW_BIN to the aigw binary\n")
+        sys.exit(2)
+    prog = unittest.main(exit=False, verbosity=2)
+    sys.exit(0 if prog.result.wasSuccessful() and prog.result.testsRun > 0 else 1)

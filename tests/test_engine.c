@@ -1,0 +1,959 @@
+/*
+ * test_engine.c - the attempt loop through a mock transport and a fake clock:
+ * the exact attempt sequence for every row of the failover policy, the
+ * waits, the final answers, and the bytes handed to the transport.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "aigw.h"
+#include "internal.h"
+
+/* ---- a scripted transport and a fake clock ---- */
+
+#define MAX_CALLS 64
+
+typedef struct scripted {
+    int status;                  /* 0 with tr != OK: a transport failure */
+    aigw_transport_result tr;
+    const char *headers[6];      /* name, value pairs, NULL-terminated */
+    const char *body;
+    int64_t takes_ms;            /* the fake clock advances this much */
+} scripted;
+
+typedef struct mock {
+    scripted script[MAX_CALLS];
+    int n_script;
+    int n_calls;
+    char *keys[MAX_CALLS];       /* the credential each call carried */
+    char *urls[MAX_CALLS];
+    char *bodies[MAX_CALLS];
+    int64_t timeouts[MAX_CALLS];
+    int64_t now;
+    int64_t slept[MAX_CALLS];
+    int n_sleeps;
+    int destroyed;
+} mock;
+
+static mock M;
+
+static char *dupstr(const char *s)
+{
+    char *d = malloc(strlen(s) + 1);
+    strcpy(d, s);
+    return d;
+}
+
+static const char *credential(const aigw_transport_request *req)
+{
+    size_t i;
+    for (i = 0; i < req->n_headers; i++) {
+        if (strcmp(req->headers[i].name, "authorization") == 0)
+            return req->headers[i].value + strlen("Bearer ");
+        if (strcmp(req->headers[i].name, "x-api-key") == 0)
+            return req->headers[i].value;
+    }
+    return "";
+}
+
+static aigw_transport_result mock_send(void *ud, const aigw_transport_request *req,
+                                       aigw_transport_response *resp)
+{
+    mock *m = ud;
+    const scripted *s;
+    int i = m->n_calls++;
+    assert_true(i < MAX_CALLS);
+    m->keys[i] = dupstr(credential(req));
+    m->urls[i] = dupstr(req->url);
+    m->bodies[i] = malloc(req->body_len + 1);
+    memcpy(m->bodies[i], req->body, req->body_len);
+    m->bodies[i][req->body_len] = '\0';
+    m->timeouts[i] = req->timeout_ms;
+    /* Past the script every call succeeds. */
+    if (i >= m->n_script) {
+        aigw_transport_response_set_status(resp, 200);
+        aigw_transport_response_append_body(resp, "{\"ok\":true}", 11);
+        return AIGW_TR_OK;
+    }
+    s = &m->script[i];
+    m->now += s->takes_ms;
+    if (s->tr != AIGW_TR_OK)
+        return s->tr;
+    aigw_transport_response_set_status(resp, s->status);
+    for (i = 0; s->headers[i]; i += 2)
+        aigw_transport_response_add_header(resp, s->headers[i], s->headers[i + 1]);
+    if (s->body)
+        aigw_transport_response_append_body(resp, s->body, strlen(s->body));
+    return AIGW_TR_OK;
+}
+
+static void mock_destroy(void *ud)
+{
+    ((mock *)ud)->destroyed++;
+}
+
+static int64_t fake_now(void *ud)
+{
+    return ((mock *)ud)->now;
+}
+
+static void fake_sleep(void *ud, int64_t ms)
+{
+    mock *m = ud;
+    m->slept[m->n_sleeps++] = ms;
+    m->now += ms;
+}
+
+static const aigw_transport mock_transport = {AIGW_TRANSPORT_VERSION, mock_send, mock_destroy};
+static const aigw_clock fake_clock = {AIGW_CLOCK_VERSION, fake_now, fake_sleep, NULL};
+
+static void mock_reset(void)
+{
+    int i;
+    for (i = 0; i < M.n_calls; i++) {
+        free(M.keys[i]);
+        free(M.urls[i]);
+        free(M.bodies[i]);
+    }
+    memset(&M, 0, sizeof M);
+    M.now = 1000000;
+}
+
+static void push(int status, const char *body)
+{
+    scripted *s = &M.script[M.n_script++];
+    s->status = status;
+    s->body = body;
+}
+
+static void push_h(int status, const char *hname, const char *hvalue, const char *body)
+{
+    scripted *s = &M.script[M.n_script++];
+    s->status = status;
+    s->headers[0] = hname;
+    s->headers[1] = hvalue;
+    s->body = body;
+}
+
+static void push_tr(aigw_transport_result tr, int64_t takes_ms)
+{
+    scripted *s = &M.script[M.n_script++];
+    s->tr = tr;
+    s->takes_ms = takes_ms;
+}
+
+/* ---- configurations ---- */
+
+#define KEYS                                                                               \
+    "\"providerKeys\":["                                                                   \
+    "{\"id\":\"a\",\"providerId\":\"fake\",\"value\":\"sk-aaaa-1111\"},"                   \
+    "{\"id\":\"b\",\"providerId\":\"fake\",\"value\":\"sk-bbbb-2222\"},"                   \
+    "{\"id\":\"c\",\"providerId\":\"fake\",\"value\":\"sk-cccc-3333\"},"                   \
+    "{\"id\":\"d\",\"providerId\":\"other\",\"value\":\"sk-dddd-4444\"}]"
+
+#define PROVIDERS                                                                          \
+    "\"providers\":["                                                                      \
+    "{\"providerId\":\"fake\",\"name\":\"Fake\",\"baseUrl\":\"http://127.0.0.1:9/v1\","    \
+    "\"models\":[{\"modelId\":\"m1\"},{\"modelId\":\"m2\"}]},"                             \
+    "{\"providerId\":\"other\",\"name\":\"Other\",\"baseUrl\":\"http://127.0.0.1:8/v1\"}]"
+
+/* fake: step 0 [a, b], step 1 [c]; other: [d]. */
+static const char *CFG_TWO_STEPS =
+    "{" PROVIDERS "," KEYS ","
+    "\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+    "{\"provider\":\"fake\",\"steps\":["
+    "{\"type\":\"user\",\"keySelectionStrategy\":\"ordered\",\"keys\":[{\"id\":\"a\"},{\"id\":\"b\"}]},"
+    "{\"type\":\"user\",\"keys\":[{\"id\":\"c\"}]}]},"
+    "{\"provider\":\"other\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"d\"}]}]}]}},"
+    "\"gatewayConfig\":{\"totalTimeout\":\"120s\",\"perRequestTimeout\":\"60s\"}}";
+
+static const char *BODY = "{\"model\":\"fake:m1\",\"models\":[\"other:m9\"],"
+                          "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+static aigw_client *client_for(const char *json)
+{
+    aigw_config *cfg = NULL;
+    aigw_client *c = NULL;
+    aigw_error *err = NULL;
+    aigw_status st = aigw_config_parse(json, strlen(json), &cfg, &err);
+    if (st != AIGW_OK)
+        fail_msg("config: %s", aigw_error_message(err));
+    assert_int_equal(aigw_client_new(cfg, &c, &err), AIGW_OK);
+    aigw_config_unref(cfg); /* the client holds its own reference */
+    assert_int_equal(aigw_client_set_transport(c, &mock_transport, &M), AIGW_OK);
+    assert_int_equal(aigw_client_set_clock(c, &fake_clock, &M), AIGW_OK);
+    return c;
+}
+
+static aigw_response *send_body(aigw_client *c, const char *body)
+{
+    aigw_request *req = NULL;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
+    if (aigw_client_send(c, req, &resp, &err) != AIGW_OK)
+        fail_msg("send: %s", aigw_error_message(err));
+    aigw_request_free(req);
+    assert_non_null(aigw_response_trace_json(resp));
+    return resp;
+}
+
+/* Asserts the attempts as "key:verdict" words, e.g. "a:next_key b:succeeded". */
+static void assert_attempts(const aigw_response *r, const char *want)
+{
+    char got[1024] = "";
+    size_t i;
+    for (i = 0; i < aigw_response_attempt_count(r); i++) {
+        const aigw_attempt *a = aigw_response_attempt(r, i);
+        size_t n = strlen(got);
+        snprintf(got + n, sizeof got - n, "%s%s:%s", i ? " " : "", aigw_attempt_key_id(a),
+                 aigw_attempt_verdict(a));
+        assert_int_equal(aigw_attempt_number(a), (int)i + 1);
+    }
+    assert_string_equal(got, want);
+}
+
+/* Asserts the credentials the transport saw, e.g. "sk-aaaa-1111 sk-bbbb-2222". */
+static void assert_calls(const char *want)
+{
+    char got[1024] = "";
+    int i;
+    for (i = 0; i < M.n_calls; i++) {
+        size_t n = strlen(got);
+        snprintf(got + n, sizeof got - n, "%s%s", i ? " " : "", M.keys[i]);
+    }
+    assert_string_equal(got, want);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    mock_reset();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    mock_reset();
+    return 0;
+}
+
+#define RL_BODY "{\"error\":{\"message\":\"Rate limit reached\",\"code\":\"rate_limit_exceeded\"}}"
+#define QUOTA_BODY "{\"error\":{\"message\":\"You exceeded your current quota\",\"type\":\"insufficient_quota\",\"code\":\"insufficient_quota\"}}"
+
+/* ---- the policy table, row by row ---- */
+
+static void test_success_first_key(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    size_t len;
+    (void)state;
+    push(200, "{\"id\":\"x\",\"choices\":[]}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:succeeded");
+    assert_calls("sk-aaaa-1111");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
+    assert_int_equal(aigw_response_status(r), 200);
+    assert_string_equal(aigw_response_body(r, &len), "{\"id\":\"x\",\"choices\":[]}");
+    assert_string_equal(M.urls[0], "http://127.0.0.1:9/v1/chat/completions");
+    /* model rewritten to the provider's id, models removed, the rest kept */
+    assert_string_equal(M.bodies[0], "{\"model\":\"m1\","
+                                     "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    assert_null(aigw_response_error_code(r));
+    assert_string_equal(aigw_response_model(r), "m1");
+    assert_true(aigw_attempt_served(aigw_response_attempt(r, 0)));
+    aigw_response_free(r);
+    aigw_client_free(c);
+    assert_int_equal(M.destroyed, 1);
+}
+
+static void test_rate_limit_next_key(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push(429, RL_BODY);
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:succeeded");
+    assert_calls("sk-aaaa-1111 sk-bbbb-2222");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "rate_limit");
+    assert_int_equal(aigw_attempt_status_code(aigw_response_attempt(r, 0)), 429);
+    assert_int_equal(M.n_sleeps, 0); /* sideways before waiting */
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_auth_401_403_next_key(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push(401, "{\"error\":{\"code\":\"invalid_api_key\"}}");
+    push(403, "{\"error\":{\"code\":\"forbidden\"}}");
+    r = send_body(c, BODY);
+    /* a 401, b 403: the step is spent, next step's c serves */
+    assert_attempts(r, "a:next_key b:next_backend c:succeeded");
+    assert_calls("sk-aaaa-1111 sk-bbbb-2222 sk-cccc-3333");
+    assert_int_equal(aigw_attempt_step(aigw_response_attempt(r, 2)), 1);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_quota_next_quota_pool(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push(429, QUOTA_BODY);
+    push(402, "{\"type\":\"error\",\"error\":{\"type\":\"billing_error\"}}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_quota_pool b:next_backend c:succeeded");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "quota");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 1)), "quota");
+    assert_int_equal(M.n_sleeps, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_rate_limit_waits_shortest_retry_after(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after", "3", RL_BODY);
+    push_h(429, "retry-after", "1", RL_BODY);
+    r = send_body(c, BODY);
+    /* both keys limited: wait the shorter Retry-After (b's 1 s), retry b */
+    assert_attempts(r, "a:next_key b:retry_same_backend b:succeeded");
+    assert_calls("sk-aaaa-1111 sk-bbbb-2222 sk-bbbb-2222");
+    assert_int_equal(M.n_sleeps, 1);
+    assert_int_equal(M.slept[0], 1000);
+    assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 1)), 1000);
+    assert_int_equal(aigw_attempt_waited_ms(aigw_response_attempt(r, 1)), 1000);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_rate_limit_wait_too_long_moves_down(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    /* retryAfterMax is 5 s: a 30 s wait is not waited, the next step serves */
+    push_h(429, "retry-after", "30", RL_BODY);
+    push_h(429, "retry-after", "30", RL_BODY);
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:next_backend c:succeeded");
+    assert_int_equal(M.n_sleeps, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_server_error_backoff_then_next_model(void **state)
+{
+    aigw_client *c = client_for(
+        "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+        "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"}]}]},"
+        "{\"provider\":\"other\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"d\"}]}]}]}}}");
+    aigw_response *r;
+    (void)state;
+    push(500, "{\"error\":{\"type\":\"server_error\"}}");
+    push(502, "<html>bad gateway</html>");
+    push(529, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}");
+    r = send_body(c, BODY);
+    /* one key: two jittered back-offs on it (sameBackendRetries 2), then the
+     * fallback model on the other provider */
+    assert_attempts(r, "a:retry_same_backend a:retry_same_backend a:next_backend d:succeeded");
+    assert_calls("sk-aaaa-1111 sk-aaaa-1111 sk-aaaa-1111 sk-dddd-4444");
+    assert_int_equal(M.n_sleeps, 2);
+    assert_in_range(M.slept[0], 125, 250); /* 250 ms base, jitter [b/2, b] */
+    assert_in_range(M.slept[1], 250, 500);
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 2)), "overloaded");
+    assert_string_equal(aigw_attempt_provider(aigw_response_attempt(r, 3)), "other");
+    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 3)), "m9");
+    assert_string_equal(M.urls[3], "http://127.0.0.1:8/v1/chat/completions");
+    assert_string_equal(aigw_response_model(r), "m9");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_timeout_skips_sibling_keys(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push_tr(AIGW_TR_TIMEOUT, 60000);
+    r = send_body(c, BODY);
+    /* b shares a's host: skipped; never retried; step 1's c serves */
+    assert_attempts(r, "a:next_backend c:succeeded");
+    assert_calls("sk-aaaa-1111 sk-cccc-3333");
+    assert_string_equal(aigw_attempt_transport_error(aigw_response_attempt(r, 0)), "timeout");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "timeout");
+    assert_int_equal(aigw_attempt_status_code(aigw_response_attempt(r, 0)), 0);
+    assert_int_equal(aigw_attempt_duration_ms(aigw_response_attempt(r, 0)), 60000);
+    assert_int_equal(M.n_sleeps, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_network_errors_skip_sibling_keys(void **state)
+{
+    static const aigw_transport_result trs[] = {AIGW_TR_CONNECT, AIGW_TR_RESET, AIGW_TR_DNS,
+                                                AIGW_TR_TLS};
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof trs / sizeof trs[0]; i++) {
+        aigw_client *c;
+        aigw_response *r;
+        mock_reset();
+        c = client_for(CFG_TWO_STEPS);
+        push_tr(trs[i], 1);
+        r = send_body(c, BODY);
+        assert_attempts(r, "a:next_backend c:succeeded");
+        assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "network");
+        aigw_response_free(r);
+        aigw_client_free(c);
+    }
+}
+
+static void test_408_is_timeout(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push(408, "");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_backend c:succeeded");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_redirect_not_served(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push_h(302, "location", "http://127.0.0.1:7/steal", "");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_backend c:succeeded");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "redirect");
+    assert_null(aigw_response_header_get(r, "location"));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_context_length_next_model_never_again(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push(400, "{\"error\":{\"message\":\"This model's maximum context length is 128000 tokens.\","
+              "\"type\":\"invalid_request_error\",\"code\":\"context_length_exceeded\"}}");
+    push(500, "{}");
+    /* primary fake:m1 -> fallback fake:m2 -> other:m1 (same model again) */
+    r = send_body(c, "{\"model\":\"fake:m1\",\"models\":[\"fake:m2\",\"other:m1\",\"other:m3\"]}");
+    /* m1 exceeded: step 0's sibling and step 1 are not tried; m2 then fails
+     * on a 500 -> b; other:m1 is skipped, other:m3 serves */
+    assert_attempts(r, "a:next_backend a:next_key b:succeeded");
+    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 1)), "m2");
+    assert_string_equal(M.bodies[1], "{\"model\":\"m2\"}");
+    aigw_response_free(r);
+
+    mock_reset();
+    push(400, "{\"error\":{\"code\":\"context_length_exceeded\"}}");
+    push(400, "{\"error\":{\"code\":\"context_length_exceeded\"}}");
+    r = send_body(c, "{\"model\":\"fake:m1\",\"models\":[\"fake:m2\",\"other:m1\",\"other:m3\"]}");
+    assert_attempts(r, "a:next_backend a:next_backend d:succeeded");
+    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 2)), "m3");
+    {
+        const char *prov, *model, *reason;
+        assert_int_equal(aigw_response_skip_count(r), 1);
+        assert_int_equal(aigw_response_skip(r, 0, &prov, &model, &reason), AIGW_OK);
+        assert_string_equal(prov, "other");
+        assert_string_equal(model, "m1");
+        assert_string_equal(reason, "context_length_exceeded");
+    }
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_fail_fast_returns_upstream_answer(void **state)
+{
+    static const struct {
+        int status;
+        const char *body;
+    } cases[] = {
+        {400, "{\"error\":{\"message\":\"Your request was rejected as a result of our safety "
+              "system.\",\"code\":\"content_policy_violation\"}}"},
+        {400, "{\"error\":{\"message\":\"Unrecognized request argument supplied: foo\"}}"},
+        {404, "{\"error\":{\"message\":\"no such model\"}}"},
+        {413, "{\"type\":\"error\",\"error\":{\"type\":\"request_too_large\"}}"},
+        {422, "{\"detail\":\"unprocessable\"}"},
+    };
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        aigw_client *c;
+        aigw_response *r;
+        size_t len;
+        mock_reset();
+        c = client_for(CFG_TWO_STEPS);
+        push_h(cases[i].status, "content-type", "application/json", cases[i].body);
+        r = send_body(c, BODY);
+        assert_attempts(r, "a:fail_fast");
+        assert_int_equal(M.n_calls, 1);
+        assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_FAIL_FAST);
+        assert_int_equal(aigw_response_status(r), cases[i].status);
+        assert_string_equal(aigw_response_body(r, &len), cases[i].body);
+        assert_int_equal(len, strlen(cases[i].body));
+        assert_string_equal(aigw_response_header_get(r, "content-type"), "application/json");
+        assert_null(aigw_response_error_code(r));
+        aigw_response_free(r);
+        aigw_client_free(c);
+    }
+}
+
+static void test_503_with_retry_after_is_rate_limit(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    push_h(503, "retry-after", "2", "{}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:succeeded");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "rate_limit");
+    assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 0)), 2000);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* ---- how a request ends ---- */
+
+static const char *CFG_ONE_KEY_EACH =
+    "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+    "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"},{\"id\":\"b\"}]}]},"
+    "{\"provider\":\"other\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"d\"}]}]}]}},"
+    "\"gatewayConfig\":{\"sameBackendRetries\":0}}";
+
+static void test_all_rate_limited_429_with_shortest_wait(void **state)
+{
+    aigw_client *c = client_for(CFG_ONE_KEY_EACH);
+    aigw_response *r;
+    cJSON *j;
+    size_t len;
+    const char *body;
+    (void)state;
+    push_h(429, "retry-after", "7", RL_BODY);
+    push_h(429, "retry-after-ms", "2500", RL_BODY);
+    push_h(429, "retry-after", "9", RL_BODY);
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:next_backend d:exhausted");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
+    assert_int_equal(aigw_response_status(r), 429);
+    assert_string_equal(aigw_response_error_code(r), "rate_limited");
+    assert_string_equal(aigw_response_header_get(r, "retry-after"), "3");
+    assert_string_equal(aigw_response_header_get(r, "retry-after-ms"), "2500");
+    body = aigw_response_body(r, &len);
+    j = cJSON_Parse(body);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "code")->valuestring,
+                        "rate_limited");
+    cJSON_Delete(j);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_all_auth_401(void **state)
+{
+    aigw_client *c = client_for(CFG_ONE_KEY_EACH);
+    aigw_response *r;
+    (void)state;
+    push(401, "{}");
+    push(403, "{}");
+    push(401, "{}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:next_backend d:exhausted");
+    assert_int_equal(aigw_response_status(r), 401);
+    assert_string_equal(aigw_response_error_code(r), "unauthorized");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_mixed_failures_502_names_last(void **state)
+{
+    aigw_client *c = client_for(CFG_ONE_KEY_EACH);
+    aigw_response *r;
+    size_t len;
+    (void)state;
+    push(429, RL_BODY);
+    push(401, "{}");
+    push(503, "{}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:next_backend d:exhausted");
+    assert_int_equal(aigw_response_status(r), 502);
+    assert_string_equal(aigw_response_error_code(r), "upstream_error");
+    assert_non_null(strstr(aigw_response_body(r, &len), "HTTP 503"));
+    assert_non_null(strstr(aigw_response_body(r, &len), "other m9"));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_total_timeout_504(void **state)
+{
+    aigw_client *c = client_for(
+        "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+        "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"},{\"id\":\"b\"}]}]}]}},"
+        "\"gatewayConfig\":{\"totalTimeout\":\"10s\",\"perRequestTimeout\":\"8s\"}}");
+    aigw_response *r;
+    (void)state;
+    push(500, "{}");
+    M.script[0].takes_ms = 7000;
+    push_tr(AIGW_TR_TIMEOUT, 3000);
+    r = send_body(c, BODY);
+    /* the second attempt only gets what is left of the 10 s */
+    assert_int_equal(M.timeouts[0], 8000);
+    assert_int_equal(M.timeouts[1], 3000);
+    assert_attempts(r, "a:next_key b:exhausted");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_TIMED_OUT);
+    assert_int_equal(aigw_response_status(r), 504);
+    assert_string_equal(aigw_response_error_code(r), "timeout");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_max_attempts(void **state)
+{
+    aigw_client *c = client_for(
+        "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+        "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"},{\"id\":\"b\"},{\"id\":\"c\"}]}]}]}},"
+        "\"gatewayConfig\":{\"maxAttempts\":2}}");
+    aigw_response *r;
+    (void)state;
+    push(500, "{}");
+    push(500, "{}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:exhausted");
+    assert_int_equal(M.n_calls, 2);
+    assert_int_equal(aigw_response_status(r), 502);
+    assert_string_equal(aigw_response_error_code(r), "max_attempts_reached");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* ---- access scope, candidates, ngrok steps ---- */
+
+static void test_access_scope(void **state)
+{
+    aigw_client *c = client_for(
+        "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\","
+        "\"access\":{\"providers\":{\"allow\":[\"fake\",\"other\"]},"
+        "\"models\":{\"allow\":[\"m1\",\"fake/m2\",\"other:m4\"]}},"
+        "\"router\":{\"rules\":[{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"}]}]},"
+        "{\"provider\":\"other\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"d\"}]}]}]}}}");
+    aigw_response *r;
+    const char *prov, *model, *reason;
+    size_t len;
+    (void)state;
+    /* a primary outside the scope: an error, nothing sent */
+    r = send_body(c, "{\"model\":\"other:m3\"}");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_REJECTED);
+    assert_int_equal(aigw_response_status(r), 403);
+    assert_string_equal(aigw_response_error_code(r), "model_not_allowed");
+    assert_non_null(strstr(aigw_response_body(r, &len), "other:m3"));
+    assert_int_equal(aigw_response_attempt_count(r), 0);
+    assert_int_equal(M.n_calls, 0);
+    aigw_response_free(r);
+
+    /* a fallback outside the scope: skipped and recorded */
+    for (len = 0; len < 6; len++)
+        push(500, "{}");
+    r = send_body(c, "{\"model\":\"fake:m1\",\"models\":[\"other:m3\",\"fake:m2\",\"other:m4\"]}");
+    assert_int_equal(aigw_response_skip_count(r), 1);
+    assert_int_equal(aigw_response_skip(r, 0, &prov, &model, &reason), AIGW_OK);
+    assert_string_equal(prov, "other");
+    assert_string_equal(model, "m3");
+    assert_string_equal(reason, "model_not_allowed");
+    /* m1: a and two same-backend retries; m2 the same; other:m4 serves */
+    assert_attempts(r, "a:retry_same_backend a:retry_same_backend a:next_backend "
+                       "a:retry_same_backend a:retry_same_backend a:next_backend d:succeeded");
+    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 6)), "m4");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_unknown_primary_model_rejected(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    (void)state;
+    r = send_body(c, "{\"model\":\"no-such-model-xyz\"}");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_REJECTED);
+    assert_int_equal(aigw_response_status(r), 400);
+    assert_string_equal(aigw_response_error_code(r), "unknown_model");
+    assert_int_equal(M.n_calls, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_bad_request_bodies(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    static const char *bad[] = {"", "not json", "[1,2]", "{\"models\":[\"a\"]}",
+                                "{\"model\":7}", "{\"model\":\"\"}",
+                                "{\"model\":\"fake:m1\",\"models\":\"x\"}",
+                                "{\"model\":\"fake:m1\",\"models\":[1]}", "{\"model\":\"fake:m1\""};
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        aigw_request *req;
+        aigw_response *resp = (aigw_response *)&M; /* must be reset to NULL */
+        aigw_error *err = NULL;
+        assert_int_equal(aigw_request_new(&req), AIGW_OK);
+        assert_int_equal(aigw_request_set_body(req, bad[i], strlen(bad[i])), AIGW_OK);
+        assert_int_equal(aigw_client_send(c, req, &resp, &err), AIGW_EREQUEST);
+        assert_null(resp);
+        assert_non_null(err);
+        assert_int_equal(aigw_error_code(err), AIGW_EREQUEST);
+        assert_non_null(strstr(aigw_error_message(err), "request body"));
+        aigw_error_free(err);
+        aigw_request_free(req);
+    }
+    assert_int_equal(M.n_calls, 0);
+    aigw_client_free(c);
+}
+
+static void test_ngrok_step(void **state)
+{
+    const char *cfg_no_key =
+        "{\"providerKeys\":[{\"id\":\"k1\",\"providerId\":\"openai\",\"value\":\"sk-user-5555\"}],"
+        "\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":[{\"provider\":\"openai\","
+        "\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"k1\"}]},{\"type\":\"ngrok\"}]}]}}";
+    char cfg[2048];
+    aigw_client *c;
+    aigw_response *r;
+    const char *prov, *model, *reason;
+    (void)state;
+
+    /* without an ngrok access key the step is skipped, and the trace says why */
+    snprintf(cfg, sizeof cfg, "%s}", cfg_no_key);
+    c = client_for(cfg);
+    push_h(429, "retry-after", "30", RL_BODY);
+    r = send_body(c, "{\"model\":\"gpt-4o\"}");
+    assert_attempts(r, "k1:exhausted");
+    assert_int_equal(aigw_response_skip_count(r), 1);
+    aigw_response_skip(r, 0, &prov, &model, &reason);
+    assert_string_equal(reason, "no_ngrok_access_key");
+    assert_non_null(strstr(aigw_response_trace_json(r), "no_ngrok_access_key"));
+    aigw_response_free(r);
+    aigw_client_free(c);
+
+    /* with one: managed fallback to the hosted gateway */
+    mock_reset();
+    snprintf(cfg, sizeof cfg, "%s,\"ngrokAccessKey\":{\"value\":\"ng-secret-6666\"},"
+                              "\"ngrokGatewayUrl\":\"http://127.0.0.1:6/v1\"}", cfg_no_key);
+    c = client_for(cfg);
+    push_h(429, "retry-after", "30", RL_BODY);
+    r = send_body(c, "{\"model\":\"gpt-4o\",\"stream\":false}");
+    assert_attempts(r, "k1:managed_fallback ngrok:succeeded");
+    assert_calls("sk-user-5555 ng-secret-6666");
+    assert_string_equal(M.urls[0], "https://api.openai.com/v1/chat/completions");
+    assert_string_equal(M.urls[1], "http://127.0.0.1:6/v1/chat/completions");
+    assert_string_equal(M.bodies[1], "{\"model\":\"openai:gpt-4o\",\"stream\":false}");
+    assert_string_equal(aigw_attempt_key_source(aigw_response_attempt(r, 1)), "ngrok");
+    assert_string_equal(aigw_attempt_key_source(aigw_response_attempt(r, 0)), "user");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* ---- strategy, secrets, trace ---- */
+
+static int reverse_order(void *ud, const char *provider, const char *model, size_t step,
+                         const char *const *ids, size_t n, size_t *order)
+{
+    size_t i;
+    (void)ud;
+    (void)provider;
+    (void)model;
+    (void)step;
+    (void)ids;
+    for (i = 0; i < n; i++)
+        order[i] = n - 1 - i;
+    return (int)n;
+}
+
+static int strategy_destroyed;
+static void strategy_destroy(void *ud)
+{
+    (void)ud;
+    strategy_destroyed++;
+}
+
+static void test_custom_strategy(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_strategy st = {AIGW_STRATEGY_VERSION, reverse_order, strategy_destroy};
+    aigw_strategy bad = {99, reverse_order, NULL};
+    aigw_response *r;
+    (void)state;
+    strategy_destroyed = 0;
+    assert_int_equal(aigw_client_set_strategy(c, &bad, NULL), AIGW_EVERSION);
+    assert_int_equal(aigw_client_set_strategy(c, &st, NULL), AIGW_OK);
+    push(429, RL_BODY);
+    r = send_body(c, BODY);
+    assert_attempts(r, "b:next_key a:succeeded");
+    aigw_response_free(r);
+    aigw_client_free(c);
+    assert_int_equal(strategy_destroyed, 1);
+}
+
+static void test_secret_scrubbed_and_trace_shape(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_response *r;
+    size_t len;
+    const char *trace;
+    cJSON *j, *att;
+    (void)state;
+    push(400, "{\"error\":{\"message\":\"bad key sk-aaaa-1111 given\"}}");
+    r = send_body(c, BODY);
+    assert_string_equal(aigw_response_body(r, &len),
+                        "{\"error\":{\"message\":\"bad key [REDACTED] given\"}}");
+    trace = aigw_response_trace_json(r);
+    assert_null(strstr(trace, "sk-aaaa"));
+    j = cJSON_Parse(trace);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "requestId")->valuestring,
+                        aigw_response_request_id(r));
+    assert_int_equal(strlen(aigw_response_request_id(r)), 29);
+    assert_string_equal(cJSON_GetObjectItem(j, "outcome")->valuestring, "fail_fast");
+    att = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "attempts"), 0);
+    assert_non_null(att);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(att, "event"), "attemptNumber")->valueint, 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(att, "event"), "providerKeyId")->valuestring, "a");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(att, "event"), "keySource")->valuestring, "user");
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(att, "event"), "statusCode")->valueint, 400);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(att, "event"), "isError")));
+    assert_string_equal(cJSON_GetObjectItem(att, "retryAction")->valuestring, "fail_fast");
+    assert_string_equal(cJSON_GetObjectItem(att, "completion")->valuestring, "failed");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(att, "served")));
+    assert_non_null(cJSON_GetObjectItem(att, "upstreamDurationMs"));
+    cJSON_Delete(j);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_bad_vtables_and_args(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_transport t = {7, mock_send, NULL};
+    aigw_clock k = {AIGW_CLOCK_VERSION, NULL, fake_sleep, NULL};
+    aigw_request *req;
+    aigw_response *resp;
+    (void)state;
+    assert_int_equal(aigw_client_set_transport(c, &t, NULL), AIGW_EVERSION);
+    assert_int_equal(aigw_client_set_clock(c, &k, NULL), AIGW_EINVAL);
+    assert_int_equal(aigw_client_send(NULL, NULL, NULL, NULL), AIGW_EINVAL);
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_path(req, "no-slash"), AIGW_EINVAL);
+    assert_int_equal(aigw_request_set_path(req, "/v1/chat/completions\r\nX: y"), AIGW_EINVAL);
+    assert_int_equal(aigw_client_send(c, req, &resp, NULL), AIGW_EREQUEST); /* no body */
+    assert_int_equal(aigw_request_set_path(req, "/v1/responses"), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, "{\"model\":\"fake:m1\"}", 19), AIGW_OK);
+    assert_int_equal(aigw_client_send(c, req, &resp, NULL), AIGW_OK);
+    assert_string_equal(M.urls[0], "http://127.0.0.1:9/v1/responses");
+    aigw_response_free(resp);
+    aigw_request_free(req);
+    aigw_client_free(c);
+    aigw_client_free(NULL);
+    aigw_response_free(NULL);
+}
+
+/* Every allocation of a send failing in turn: an error or an answer, never a
+ * crash or a leak (ASan checks the leaks). */
+static void test_send_allocation_failures(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    long n;
+    int ok = 0, nomem = 0;
+    (void)state;
+    for (n = 1; n < 400; n++) {
+        aigw_request *req = NULL;
+        aigw_response *resp = NULL;
+        aigw_error *err = NULL;
+        aigw_status st;
+        M.n_script = 0;
+        push(429, RL_BODY);
+        assert_int_equal(aigw_request_new(&req), AIGW_OK);
+        assert_int_equal(aigw_request_set_body(req, BODY, strlen(BODY)), AIGW_OK);
+        aigw__alloc_fail_at(n);
+        st = aigw_client_send(c, req, &resp, &err);
+        aigw__alloc_fail_at(0);
+        if (st == AIGW_OK) {
+            ok++;
+            aigw_response_free(resp);
+        } else {
+            assert_int_equal(st, AIGW_ENOMEM);
+            assert_null(resp);
+            nomem++;
+        }
+        aigw_error_free(err);
+        aigw_request_free(req);
+        {
+            int i;
+            for (i = 0; i < M.n_calls; i++) {
+                free(M.keys[i]);
+                free(M.urls[i]);
+                free(M.bodies[i]);
+            }
+            M.n_calls = 0;
+        }
+    }
+    assert_true(nomem > 10);
+    assert_true(ok > 0);
+    aigw_client_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_success_first_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_next_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_401_403_next_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota_next_quota_pool, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_waits_shortest_retry_after, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_wait_too_long_moves_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_error_backoff_then_next_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_skips_sibling_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_network_errors_skip_sibling_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_408_is_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redirect_not_served, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_context_length_next_model_never_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fail_fast_returns_upstream_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_503_with_retry_after_is_rate_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_rate_limited_429_with_shortest_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_auth_401, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mixed_failures_502_names_last, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_total_timeout_504, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_scope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_primary_model_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_request_bodies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ngrok_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_custom_strategy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_scrubbed_and_trace_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_vtables_and_args, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_allocation_failures, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,876 @@
+/*
+ * test_transport.c - the libcurl transport against a real loopback server
+ * (examples/mockprov.c), the response setters, and the mock itself.
+ */
+#include "internal.h"
+#include "mockprov.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define MIB (1024u * 1024u)
+
+static const char CHAT_BODY[] = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+                                "\"content\":\"hi\"}]}";
+
+/* ---- helpers ---- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+typedef struct tr_fixture {
+    aigw_transport vt;
+    void *ud;
+    mockprov *mp;
+    char url[128];
+} tr_fixture;
+
+static int setup(void **state)
+{
+    tr_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    assert_int_equal(aigw__curl_transport_new(&f->vt, &f->ud), AIGW_OK);
+    assert_int_equal(f->vt.version, AIGW_TRANSPORT_VERSION);
+    assert_non_null(f->vt.send);
+    f->mp = mockprov_start(0);
+    assert_non_null(f->mp);
+    snprintf(f->url, sizeof f->url, "%s/chat/completions", mockprov_base_url(f->mp));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    tr_fixture *f = *state;
+    mockprov_stop(f->mp);
+    f->vt.destroy(f->ud);
+    free(f);
+    return 0;
+}
+
+static void resp_init(aigw_transport_response *r, size_t max_body)
+{
+    memset(r, 0, sizeof *r);
+    r->max_body = max_body;
+}
+
+static void resp_free(aigw_transport_response *r)
+{
+    aigw__hdrs_free(&r->headers);
+    aigw__buf_free(&r->body);
+}
+
+/* Sends a chat request with a Bearer key through the fixture's transport. */
+static aigw_transport_result send_full(tr_fixture *f, const char *url, const char *key,
+                                       const char *body, int64_t timeout_ms, size_t cap,
+                                       aigw_transport_response *resp)
+{
+    char auth[256];
+    aigw_header h[2];
+    aigw_transport_request req;
+    snprintf(auth, sizeof auth, "Bearer %s", key);
+    h[0].name = "content-type";
+    h[0].value = "application/json";
+    h[1].name = "authorization";
+    h[1].value = auth;
+    memset(&req, 0, sizeof req);
+    req.method = "POST";
+    req.url = url;
+    req.headers = h;
+    req.n_headers = 2;
+    req.body = body;
+    req.body_len = strlen(body);
+    req.timeout_ms = timeout_ms;
+    req.connect_timeout_ms = timeout_ms;
+    req.max_response_bytes = cap;
+    return f->vt.send(f->ud, &req, resp);
+}
+
+static aigw_transport_result send_simple(tr_fixture *f, const char *key,
+                                         aigw_transport_response *resp)
+{
+    resp_init(resp, 32 * MIB);
+    return send_full(f, f->url, key, CHAT_BODY, 5000, 32 * MIB, resp);
+}
+
+static mockprov_rule rule_of(mockprov_action action, int status)
+{
+    mockprov_rule r;
+    memset(&r, 0, sizeof r);
+    r.action = action;
+    r.status = status;
+    return r;
+}
+
+/* A port with nothing listening: bind one, then close it. */
+static int dead_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static int raw_connect(int port)
+{
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((unsigned short)port);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* Reads one Content-Length framed answer from fd into buf; returns its length. */
+static size_t raw_read_answer(int fd, char *buf, size_t size)
+{
+    size_t len = 0;
+    for (;;) {
+        char *he;
+        ssize_t n;
+        buf[len] = '\0';
+        he = strstr(buf, "\r\n\r\n");
+        if (he) {
+            const char *cl = strstr(buf, "Content-Length: ");
+            size_t want = (size_t)(he + 4 - buf) + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+            if (len >= want)
+                return len;
+        }
+        assert_true(len + 1 < size);
+        n = recv(fd, buf + len, size - len - 1, 0);
+        if (n <= 0)
+            return len;
+        len += (size_t)n;
+    }
+}
+
+static void send_str(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    assert_int_equal(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* ---- the response setters and names ---- */
+
+static void test_setters(void **state)
+{
+    aigw_transport_response r;
+    (void)state;
+    resp_init(&r, 10);
+    assert_int_equal(aigw_transport_response_set_status(NULL, 200), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_set_status(&r, 99), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_set_status(&r, 1000), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_set_status(&r, 429), AIGW_OK);
+    assert_int_equal(r.status, 429);
+
+    assert_int_equal(aigw_transport_response_add_header(NULL, "a", "b"), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_add_header(&r, NULL, "b"), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_add_header(&r, "a", NULL), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_add_header(&r, "", "b"), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_add_header(&r, "a:b", "c"), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_add_header(&r, "a", "b\r\nx: y"), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_add_header(&r, "Retry-After", "3"), AIGW_OK);
+    assert_int_equal(aigw_transport_response_add_header(&r, "retry-after", "4"), AIGW_OK);
+    assert_int_equal(aigw_transport_response_add_header(&r, "X-Empty", ""), AIGW_OK);
+    assert_int_equal(r.headers.n, 3);
+    assert_string_equal(r.headers.v[0].name, "retry-after");
+    assert_string_equal(r.headers.v[0].value, "3");
+    assert_string_equal(r.headers.v[1].value, "4");
+    assert_string_equal(r.headers.v[2].name, "x-empty");
+
+    assert_int_equal(aigw_transport_response_append_body(NULL, "a", 1), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_append_body(&r, NULL, 1), AIGW_EINVAL);
+    assert_int_equal(aigw_transport_response_append_body(&r, NULL, 0), AIGW_OK);
+    assert_int_equal(aigw_transport_response_append_body(&r, "0123456", 7), AIGW_OK);
+    assert_int_equal(aigw_transport_response_append_body(&r, "789", 3), AIGW_OK);
+    assert_int_equal(aigw_transport_response_append_body(&r, "x", 1), AIGW_EINVAL);
+    assert_int_equal(r.body.len, 10);
+    assert_memory_equal(r.body.data, "0123456789", 10);
+    assert_int_equal(aigw_transport_response_append_body(&r, (const char *)"", SIZE_MAX),
+                     AIGW_EINVAL);
+    r.max_body = 0; /* no cap */
+    assert_int_equal(aigw_transport_response_append_body(&r, "ab", 2), AIGW_OK);
+    assert_int_equal(r.body.len, 12);
+    resp_free(&r);
+
+    assert_null(aigw__transport_result_name(AIGW_TR_OK));
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_TIMEOUT), "timeout");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_CONNECT), "connect");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_RESET), "reset");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_DNS), "dns");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_TLS), "tls");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_TOO_LARGE), "too_large");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_PROTOCOL), "protocol");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_OTHER), "other");
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_CANCELLED), "cancelled");
+    assert_string_equal(aigw__transport_result_name((aigw_transport_result)99), "other");
+
+    assert_int_equal(aigw__curl_transport_new(NULL, NULL), AIGW_EINVAL);
+}
+
+/* ---- the transport on loopback ---- */
+
+static void test_ok_exact(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 200);
+    char raw[4096], expect[4096], line[64], key[64], model[64];
+    long n;
+    rl.headers = "X-Request-Id: req-1\r\nx-ratelimit-remaining-requests: 0\r\n";
+    rl.body = "{\"ok\":true}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+
+    assert_int_equal(send_simple(f, "sk-test-1", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body.len, 11);
+    assert_string_equal(r.body.data, "{\"ok\":true}");
+    /* every header the server sent, names lower-cased, in order */
+    assert_int_equal(r.headers.n, 4);
+    assert_string_equal(r.headers.v[0].name, "content-type");
+    assert_string_equal(r.headers.v[0].value, "application/json");
+    assert_string_equal(r.headers.v[1].name, "content-length");
+    assert_string_equal(r.headers.v[1].value, "11");
+    assert_string_equal(r.headers.v[2].name, "x-request-id");
+    assert_string_equal(r.headers.v[2].value, "req-1");
+    assert_string_equal(r.headers.v[3].name, "x-ratelimit-remaining-requests");
+    assert_string_equal(r.headers.v[3].value, "0");
+    resp_free(&r);
+
+    /* the exact bytes on the wire: no Expect, no Accept, our headers as given */
+    assert_int_equal(mockprov_log_count(f->mp), 1);
+    snprintf(expect, sizeof expect,
+             "POST /v1/chat/completions HTTP/1.1\r\n"
+             "Host: 127.0.0.1:%d\r\n"
+             "content-type: application/json\r\n"
+             "authorization: Bearer sk-test-1\r\n"
+             "Content-Length: %zu\r\n"
+             "\r\n%s",
+             mockprov_port(f->mp), strlen(CHAT_BODY), CHAT_BODY);
+    n = mockprov_log_raw(f->mp, 0, raw, sizeof raw);
+    assert_int_equal(n, (long)strlen(expect));
+    assert_memory_equal(raw, expect, (size_t)n);
+    assert_int_equal(mockprov_log_get(f->mp, 0, line, sizeof line, key, sizeof key, model,
+                                      sizeof model),
+                     0);
+    assert_string_equal(line, "POST /v1/chat/completions");
+    assert_string_equal(key, "sk-test-1");
+    assert_string_equal(model, "gpt-4o");
+    assert_int_equal(mockprov_log_get(f->mp, 1, line, sizeof line, NULL, 0, NULL, 0), -1);
+    assert_int_equal(mockprov_log_raw(f->mp, 1, raw, sizeof raw), -1);
+    /* truncation */
+    assert_int_equal(mockprov_log_get(f->mp, 0, line, 5, key, 3, NULL, 0), 0);
+    assert_string_equal(line, "POST");
+    assert_string_equal(key, "sk");
+    assert_int_equal(mockprov_log_raw(f->mp, 0, raw, 4), n);
+    assert_memory_equal(raw, "POST", 4);
+}
+
+static void test_default_completion(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    const char *want = "{\"id\":\"chatcmpl-mock-1\",\"object\":\"chat.completion\",\"created\":0,"
+                       "\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                       "\"assistant\",\"content\":\"Hello from gpt-4o\"},\"finish_reason\":"
+                       "\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":3,"
+                       "\"total_tokens\":4}}";
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body.data, want);
+    assert_string_equal(aigw__hdrs_get(&r.headers, "content-type"), "application/json");
+    resp_free(&r);
+    /* a model with quotes is escaped back */
+    resp_init(&r, 0);
+    assert_int_equal(send_full(f, f->url, "k", "{\"stream\":false,\"x\":{\"model\":\"no\"},"
+                                              "\"model\":\"a\\\"b\\u00e9\"}",
+                               5000, 0, &r),
+                     AIGW_TR_OK);
+    assert_non_null(strstr(r.body.data, "\"model\":\"a\\\"b\xc3\xa9\""));
+    assert_non_null(strstr(r.body.data, "chatcmpl-mock-2"));
+    resp_free(&r);
+}
+
+static void test_429_retry_after(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 429);
+    rl.headers = "Retry-After: 7\r\n";
+    rl.body = "{\"error\":{\"code\":\"rate_limit_exceeded\"}}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(aigw__hdrs_get(&r.headers, "retry-after"), "7");
+    assert_string_equal(r.body.data, rl.body);
+    resp_free(&r);
+}
+
+static void test_connect_refused(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", dead_port());
+    resp_init(&r, 0);
+    assert_int_equal(send_full(f, url, "k", CHAT_BODY, 2000, 0, &r), AIGW_TR_CONNECT);
+    resp_free(&r);
+}
+
+static void test_silent_timeout(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_SILENT, 0);
+    int64_t t0, dt;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    resp_init(&r, 0);
+    t0 = now_ms();
+    assert_int_equal(send_full(f, f->url, "k", CHAT_BODY, 300, 0, &r), AIGW_TR_TIMEOUT);
+    dt = now_ms() - t0;
+    assert_true(dt >= 250);
+    assert_true(dt < 1000);
+    resp_free(&r);
+}
+
+static void test_close_reset(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_CLOSE, 0);
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_RESET);
+    assert_int_equal(r.status, 0);
+    resp_free(&r);
+    /* a fresh connection: libcurl does not resend */
+    assert_int_equal(mockprov_count(f->mp, "k"), 1);
+}
+
+/* A kept-alive connection closed without an answer looks like a stale one:
+ * libcurl resends once on a new connection (the upstream sees the request
+ * twice).  Pinned here because the engine's attempt counts rely on it. */
+static void test_close_on_reused_connection(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_CLOSE, 0);
+    assert_int_equal(send_simple(f, "warm", &r), AIGW_TR_OK);
+    resp_free(&r);
+    rl.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(mockprov_count(f->mp, "k"), 2);
+    assert_int_equal(mockprov_connection_count(f->mp), 2);
+
+    /* closing every time: the resend fails too, reported as a reset */
+    rl.times = 0;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k2", &r), AIGW_TR_RESET);
+    resp_free(&r);
+    assert_int_equal(mockprov_count(f->mp, "k2"), 2);
+}
+
+static void test_redirect_not_followed(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov *other = mockprov_start(0);
+    mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 302);
+    char loc[256];
+    assert_non_null(other);
+    snprintf(loc, sizeof loc, "Location: %s/chat/completions\r\n", mockprov_base_url(other));
+    rl.headers = loc;
+    rl.body = "{}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 302);
+    assert_non_null(aigw__hdrs_get(&r.headers, "location"));
+    resp_free(&r);
+    assert_int_equal(mockprov_count(f->mp, NULL), 1);
+    assert_int_equal(mockprov_count(other, NULL), 0);
+    assert_int_equal(mockprov_connection_count(other), 0);
+    mockprov_stop(other);
+}
+
+static void test_huge_too_large(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_HUGE, 200);
+    int64_t t0;
+    rl.huge_bytes = 8 * MIB;
+    rl.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    /* the announced length is over the cap: stopped before the body */
+    resp_init(&r, 1 * MIB);
+    assert_int_equal(send_full(f, f->url, "k", CHAT_BODY, 5000, 1 * MIB, &r), AIGW_TR_TOO_LARGE);
+    assert_true(r.body.len <= 1 * MIB);
+    resp_free(&r);
+
+    /* the cap found while reading (only the response's max_body knows it):
+     * a 1 GiB body must not be read to its end */
+    rl.huge_bytes = 1024 * MIB;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    resp_init(&r, 1 * MIB);
+    t0 = now_ms();
+    assert_int_equal(send_full(f, f->url, "k", CHAT_BODY, 20000, 0, &r), AIGW_TR_TOO_LARGE);
+    assert_true(now_ms() - t0 < 3000);
+    assert_true(r.body.len <= 1 * MIB);
+    resp_free(&r);
+
+    /* and the transport is fine afterwards */
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+}
+
+/* A header block past the transport's cap is cut short as too large. */
+static void test_header_flood(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 200);
+    size_t i, n = 8000, len = 0; /* 432 KB */
+    char *pad = malloc(n * 64 + 1);
+    assert_non_null(pad);
+    for (i = 0; i < n; i++)
+        len += (size_t)sprintf(pad + len, "X-Pad-%04zu: %040d\r\n", i, 0);
+    rl.headers = pad;
+    rl.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    free(pad);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_TOO_LARGE);
+    resp_free(&r);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_int_equal(r.headers.n, 2);
+    resp_free(&r);
+}
+
+static void test_keepalive(void **state)
+{
+    tr_fixture *f = *state;
+    int i;
+    for (i = 0; i < 20; i++) {
+        aigw_transport_response r;
+        assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+        assert_int_equal(r.status, 200);
+        resp_free(&r);
+    }
+    assert_int_equal(mockprov_count(f->mp, "k"), 20);
+    assert_true(mockprov_connection_count(f->mp) <= 2);
+    assert_true(mockprov_connection_count(f->mp) >= 1);
+}
+
+typedef struct worker {
+    tr_fixture *f;
+    int ok;
+    char key[16];
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    int i;
+    for (i = 0; i < 50; i++) {
+        aigw_transport_response r;
+        if (send_simple(w->f, w->key, &r) == AIGW_TR_OK && r.status == 200 &&
+            strstr(r.body.data, "Hello from gpt-4o"))
+            w->ok++;
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+static void test_concurrency(void **state)
+{
+    tr_fixture *f = *state;
+    pthread_t th[4];
+    worker w[4];
+    int i;
+    for (i = 0; i < 4; i++) {
+        w[i].f = f;
+        w[i].ok = 0;
+        snprintf(w[i].key, sizeof w[i].key, "key-%d", i);
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(w[i].ok, 50);
+        assert_int_equal(mockprov_count(f->mp, w[i].key), 50);
+    }
+    assert_int_equal(mockprov_count(f->mp, NULL), 200);
+    assert_int_equal(mockprov_log_count(f->mp), 200);
+    /* one connection per handle, at most one handle per thread */
+    assert_true(mockprov_connection_count(f->mp) <= 4);
+}
+
+static void test_bad_requests(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    aigw_transport_request req;
+    aigw_header bad = {"x-bad", "a\r\nInjected: 1"};
+    aigw_header badname = {"x bad", "a"};
+    char url[160];
+
+    memset(&req, 0, sizeof req);
+    resp_init(&r, 0);
+    assert_int_equal(f->vt.send(f->ud, NULL, &r), AIGW_TR_OTHER);
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OTHER); /* no url */
+    req.url = f->url;
+    assert_int_equal(f->vt.send(f->ud, &req, NULL), AIGW_TR_OTHER);
+    req.body_len = 3; /* body NULL */
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OTHER);
+    req.body_len = 0;
+    req.headers = &bad;
+    req.n_headers = 1;
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OTHER);
+    req.headers = &badname;
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OTHER);
+    req.headers = NULL;
+    req.n_headers = 1; /* headers NULL */
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OTHER);
+    req.n_headers = 0;
+    req.method = "PO ST";
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OTHER);
+    req.method = NULL; /* POST */
+    assert_int_equal(mockprov_count(f->mp, NULL), 0);
+
+    /* an empty POST still works */
+    req.timeout_ms = 5000;
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(mockprov_count(f->mp, NULL), 1);
+
+    /* only http and https */
+    resp_init(&r, 0);
+    req.url = "file:///etc/passwd";
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_PROTOCOL);
+    req.url = "ftp://127.0.0.1/x";
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_PROTOCOL);
+    req.url = "not a url";
+    assert_true(f->vt.send(f->ud, &req, &r) != AIGW_TR_OK);
+    snprintf(url, sizeof url, "http://no-such-host.invalid:%d/", mockprov_port(f->mp));
+    req.url = url;
+    req.timeout_ms = 3000;
+    {
+        aigw_transport_result tr = f->vt.send(f->ud, &req, &r);
+        /* resolvers in sandboxes may time out rather than say NXDOMAIN */
+        assert_true(tr == AIGW_TR_DNS || tr == AIGW_TR_TIMEOUT);
+    }
+    assert_null(r.body.data);
+    resp_free(&r);
+}
+
+static void test_expect_continue(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    aigw_transport_request req;
+    aigw_header h[2] = {{"authorization", "Bearer k"}, {"expect", "100-continue"}};
+    memset(&req, 0, sizeof req);
+    req.method = "POST";
+    req.url = f->url;
+    req.headers = h;
+    req.n_headers = 2;
+    req.body = CHAT_BODY;
+    req.body_len = strlen(CHAT_BODY);
+    req.timeout_ms = 5000;
+    resp_init(&r, 0);
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    /* only the final answer's headers */
+    assert_int_equal(r.headers.n, 2);
+    assert_string_equal(r.headers.v[0].name, "content-type");
+    assert_string_equal(r.headers.v[1].name, "content-length");
+    resp_free(&r);
+}
+
+/* ---- the mock's rules ---- */
+
+static void test_rules(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl;
+    aigw_transport_request req;
+    aigw_header xh = {"x-api-key", "k-anthropic"};
+    aigw_header gh = {"x-goog-api-key", "k-google"};
+    int64_t t0, dt;
+    int i;
+
+    /* times: the first two answers are 500, then the default */
+    rl = rule_of(MOCKPROV_RESPOND, 500);
+    rl.times = 2;
+    rl.body = "{\"error\":{}}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+        assert_int_equal(r.status, i < 2 ? 500 : 200);
+        resp_free(&r);
+    }
+    mockprov_reset(f->mp);
+    assert_int_equal(mockprov_count(f->mp, NULL), 0);
+    assert_int_equal(mockprov_log_count(f->mp), 0);
+
+    /* key match: Bearer, x-api-key and x-goog-api-key */
+    rl = rule_of(MOCKPROV_RESPOND, 401);
+    rl.key = "k-bad";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    rl.key = "k-anthropic";
+    rl.status = 529;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    rl.key = "k-google";
+    rl.status = 503;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k-bad", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 401);
+    resp_free(&r);
+    assert_int_equal(send_simple(f, "k-good", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    memset(&req, 0, sizeof req);
+    req.url = f->url;
+    req.body = CHAT_BODY;
+    req.body_len = strlen(CHAT_BODY);
+    req.timeout_ms = 5000;
+    req.headers = &xh;
+    req.n_headers = 1;
+    resp_init(&r, 0);
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 529);
+    resp_free(&r);
+    req.headers = &gh;
+    resp_init(&r, 0);
+    assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 503);
+    resp_free(&r);
+    assert_int_equal(mockprov_count(f->mp, "k-bad"), 1);
+    assert_int_equal(mockprov_count(f->mp, "k-good"), 1);
+    assert_int_equal(mockprov_count(f->mp, "k-anthropic"), 1);
+    assert_int_equal(mockprov_count(f->mp, "k-google"), 1);
+    assert_int_equal(mockprov_count(f->mp, "nobody"), 0);
+    assert_int_equal(mockprov_count(f->mp, NULL), 4);
+    mockprov_reset(f->mp);
+
+    /* model match, with a delay */
+    rl = rule_of(MOCKPROV_RESPOND, 0);
+    rl.model = "slow-model";
+    rl.delay_ms = 200;
+    rl.body = "{\"slow\":true}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    t0 = now_ms();
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK); /* gpt-4o: no match */
+    assert_true(now_ms() - t0 < 150);
+    assert_string_not_equal(r.body.data, "{\"slow\":true}");
+    resp_free(&r);
+    resp_init(&r, 0);
+    t0 = now_ms();
+    assert_int_equal(send_full(f, f->url, "k", "{\"model\":\"slow-model\"}", 5000, 0, &r),
+                     AIGW_TR_OK);
+    dt = now_ms() - t0;
+    assert_true(dt >= 190);
+    assert_true(dt < 1000);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body.data, "{\"slow\":true}");
+    resp_free(&r);
+
+    /* key and model together */
+    mockprov_reset(f->mp);
+    rl = rule_of(MOCKPROV_RESPOND, 404);
+    rl.key = "k1";
+    rl.model = "m1";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    resp_init(&r, 0);
+    assert_int_equal(send_full(f, f->url, "k1", "{\"model\":\"m2\"}", 5000, 0, &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    resp_init(&r, 0);
+    assert_int_equal(send_full(f, f->url, "k1", "{\"model\":\"m1\"}", 5000, 0, &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 404);
+    resp_free(&r);
+
+    /* bad rules */
+    assert_int_equal(mockprov_add_rule(NULL, &rl), -1);
+    assert_int_equal(mockprov_add_rule(f->mp, NULL), -1);
+    rl.times = -1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), -1);
+}
+
+/* Chunked request bodies, pipelining on one connection, and the size cap,
+ * spoken to the mock directly. */
+static void test_mock_wire(void **state)
+{
+    tr_fixture *f = *state;
+    static char buf[65536];
+    char line[64], key[64], model[64];
+    int fd = raw_connect(mockprov_port(f->mp));
+    size_t n;
+
+    send_str(fd, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                 "Authorization: Bearer chunky\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "5\r\n{\"mod\r\n"
+                 "c;ext=1\r\nel\":\"chunk-m\r\n"
+                 "2\r\n\"}\r\n"
+                 "0\r\n\r\n");
+    n = raw_read_answer(fd, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
+    assert_non_null(strstr(buf, "\"model\":\"chunk-m\""));
+    assert_int_equal(mockprov_log_get(f->mp, 0, line, sizeof line, key, sizeof key, model,
+                                      sizeof model),
+                     0);
+    assert_string_equal(key, "chunky");
+    assert_string_equal(model, "chunk-m");
+
+    /* the same connection, Content-Length framing, x-api-key */
+    send_str(fd, "POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: ak\r\n"
+                 "Content-Length: 17\r\n\r\n{\"model\":\"claude\"}");
+    n = raw_read_answer(fd, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "Hello from claude"));
+    assert_int_equal(mockprov_log_get(f->mp, 1, line, sizeof line, key, sizeof key, model,
+                                      sizeof model),
+                     0);
+    assert_string_equal(line, "POST /v1/messages");
+    assert_string_equal(key, "ak");
+    assert_int_equal(mockprov_connection_count(f->mp), 1);
+
+    /* over 16 MiB: 413 and the connection is closed */
+    send_str(fd, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: 16777217\r\n\r\n");
+    n = raw_read_answer(fd, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_memory_equal(buf, "HTTP/1.1 413 ", 13);
+    assert_int_equal(recv(fd, buf, sizeof buf, 0), 0);
+    close(fd);
+
+    /* garbage: 400 */
+    fd = raw_connect(mockprov_port(f->mp));
+    send_str(fd, "HELLO\r\n\r\n");
+    n = raw_read_answer(fd, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_memory_equal(buf, "HTTP/1.1 400 ", 13);
+    close(fd);
+}
+
+typedef struct silent_arg {
+    tr_fixture *f;
+    aigw_transport_result tr;
+} silent_arg;
+
+static void *silent_main(void *arg)
+{
+    silent_arg *a = arg;
+    aigw_transport_response r;
+    resp_init(&r, 0);
+    a->tr = send_full(a->f, a->f->url, "k", CHAT_BODY, 10000, 0, &r);
+    resp_free(&r);
+    return NULL;
+}
+
+static void test_stop_prompt(void **state)
+{
+    tr_fixture *f = *state;
+    mockprov_rule rl = rule_of(MOCKPROV_SILENT, 0);
+    mockprov_rule slow = rule_of(MOCKPROV_RESPOND, 200);
+    silent_arg a;
+    pthread_t th;
+    int64_t t0;
+    int fd, i;
+
+    slow.key = "delayed";
+    slow.delay_ms = 60000;
+    assert_int_equal(mockprov_add_rule(f->mp, &slow), 0);
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    a.f = f;
+    a.tr = AIGW_TR_OK;
+    assert_int_equal(pthread_create(&th, NULL, silent_main, &a), 0);
+    /* an idle connection, and one waiting in a 60 s delay, as well */
+    fd = raw_connect(mockprov_port(f->mp));
+    {
+        int fd2 = raw_connect(mockprov_port(f->mp));
+        send_str(fd2, "POST / HTTP/1.1\r\nHost: x\r\nx-api-key: delayed\r\n"
+                      "Content-Length: 2\r\n\r\n{}");
+        for (i = 0; i < 500 && mockprov_count(f->mp, NULL) < 2; i++)
+            sleep_ms(5);
+        assert_int_equal(mockprov_count(f->mp, NULL), 2);
+        t0 = now_ms();
+        mockprov_stop(f->mp);
+        f->mp = NULL;
+        assert_true(now_ms() - t0 < 500);
+        close(fd2);
+    }
+    close(fd);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(a.tr, AIGW_TR_RESET);
+    mockprov_stop(NULL);
+}
+
+int main(void)
+{
+    static const char *const proxies[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                          "all_proxy", "ALL_PROXY"};
+    size_t i;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_setters),
+        cmocka_unit_test_setup_teardown(test_ok_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_completion, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_429_retry_after, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_on_reused_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_huge_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_flood, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mock_wire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_prompt, setup, teardown),
+    };
+    /* loopback must not go through a proxy from the environment */
+    for (i = 0; i < sizeof proxies / sizeof proxies[0]; i++)
+        unsetenv(proxies[i]);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
