@@ -386,7 +386,9 @@ AIGW_API aigw_status aigw_response_skip(const aigw_response *resp, size_t i,
  * {"attemptNumber","provider","model","statusCode","isError","keySource",
  * "providerKeyId"},"served","retryAction","completion",
  * "upstreamDurationMs", ...}], "skipped":[...]}.  A NUL-terminated string
- * owned by the response.  NULL only when out of memory.
+ * owned by the response, built on the first call (so, unlike the other
+ * getters, do not make that first call from two threads at once on one
+ * response).  NULL only when out of memory.
  */
 AIGW_API const char *aigw_response_trace_json(const aigw_response *resp);
 

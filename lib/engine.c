@@ -882,8 +882,6 @@ aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req, aigw_resp
     }
     if (rc == 0)
         rc = aigw__hdrs_add(&r.resp->headers, "x-aigw-request-id", r.resp->request_id);
-    if (rc == 0)
-        rc = aigw__response_build_trace(r.resp);
     cands_free(&r);
     aigw__free(model);
     aigw__strv_free(models, n_models);

@@ -60,7 +60,9 @@ struct aigw_response {
     aigw_skip *skips;
     size_t n_skips;
     size_t cap_skips;
-    char *trace_json;
+    /* Built on first read (most callers never ask for it): a cell of its
+     * own, so the getter can fill it through a const response. */
+    char **trace_json;
 };
 
 /* response.c */
@@ -68,8 +70,8 @@ aigw_response *aigw__response_new(void);
 aigw_attempt *aigw__response_add_attempt(aigw_response *r);
 int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
                             const char *reason);
-/* Builds resp->trace_json.  0 or -1. */
-int aigw__response_build_trace(aigw_response *r);
+/* The attempt records as JSON (allocated), or NULL when out of memory. */
+char *aigw__response_build_trace(const aigw_response *r);
 
 /* engine.c */
 aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req, aigw_response **out,

@@ -11,6 +11,11 @@ aigw_response *aigw__response_new(void)
     aigw_response *r = aigw__calloc(1, sizeof *r);
     if (!r)
         return NULL;
+    r->trace_json = aigw__calloc(1, sizeof *r->trace_json);
+    if (!r->trace_json) {
+        aigw__free(r);
+        return NULL;
+    }
     aigw__random_bytes(rnd, sizeof rnd);
     memcpy(r->request_id, "rq_", 3);
     for (i = 0; i < sizeof rnd; i++)
@@ -96,7 +101,7 @@ static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
     return r;
 }
 
-int aigw__response_build_trace(aigw_response *r)
+char *aigw__response_build_trace(const aigw_response *r)
 {
     aigw_buf b = AIGW_BUF_INIT;
     size_t i;
@@ -123,11 +128,9 @@ int aigw__response_build_trace(aigw_response *r)
     rc |= aigw__buf_puts(&b, "]}");
     if (rc != 0) {
         aigw__buf_free(&b);
-        return -1;
+        return NULL;
     }
-    aigw__free(r->trace_json);
-    r->trace_json = aigw__buf_take(&b);
-    return r->trace_json ? 0 : -1;
+    return aigw__buf_take(&b);
 }
 
 /* ---- public getters ---- */
@@ -206,7 +209,11 @@ const char *aigw_response_error_code(const aigw_response *resp)
 
 const char *aigw_response_trace_json(const aigw_response *resp)
 {
-    return resp ? resp->trace_json : NULL;
+    if (!resp)
+        return NULL;
+    if (!*resp->trace_json)
+        *resp->trace_json = aigw__response_build_trace(resp);
+    return *resp->trace_json;
 }
 
 size_t aigw_response_attempt_count(const aigw_response *resp)
@@ -260,6 +267,7 @@ void aigw_response_free(aigw_response *resp)
     aigw__hdrs_free(&resp->headers);
     aigw__buf_free(&resp->body);
     aigw__free(resp->model);
+    aigw__free(*resp->trace_json);
     aigw__free(resp->trace_json);
     aigw__free(resp);
 }

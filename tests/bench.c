@@ -19,7 +19,7 @@
 #include "aigw.h"
 #include "mockprov.h"
 
-#define ROUNDS 5
+#define ROUNDS 15
 
 static const char BODY[] = "{\"model\":\"mock:m1\",\"messages\":[{\"role\":\"user\","
                            "\"content\":\"Say hello in one short sentence.\"}]}";
@@ -30,6 +30,15 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of the whole process (client and in-process server threads):
+ * steadier than wall time on a shared machine. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -128,7 +137,7 @@ static void bench_case(const char *name, mockprov *mp, int n, int failover)
 {
     static const char *const keys[] = {"key-primary", "key-backup"};
     char url[256];
-    double raw[ROUNDS], lib[ROUNDS];
+    double raw[ROUNDS], lib[ROUNDS], craw[ROUNDS], clib[ROUNDS];
     aigw_client *c = make_client(mockprov_base_url(mp));
     aigw_request *req = NULL;
     CURL *h = curl_easy_init();
@@ -140,13 +149,21 @@ static void bench_case(const char *name, mockprov *mp, int n, int failover)
     run_raw(h, url, keys, failover ? 2 : 1, 20);
     run_aigw(c, req, 20, failover ? 2 : 1);
     for (r = 0; r < ROUNDS; r++) {
+        double c0 = cpu_s();
         raw[r] = run_raw(h, url, keys, failover ? 2 : 1, n) / n;
+        craw[r] = (cpu_s() - c0) / n;
+        c0 = cpu_s();
         lib[r] = run_aigw(c, req, n, failover ? 2 : 1) / n;
+        clib[r] = (cpu_s() - c0) / n;
     }
     qsort(raw, ROUNDS, sizeof raw[0], cmp_d);
     qsort(lib, ROUNDS, sizeof lib[0], cmp_d);
-    printf("%-34s raw libcurl %8.1f us/req   libaigw %8.1f us/req   ratio %.3f\n", name,
-           raw[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] / raw[ROUNDS / 2]);
+    qsort(craw, ROUNDS, sizeof craw[0], cmp_d);
+    qsort(clib, ROUNDS, sizeof clib[0], cmp_d);
+    printf("%-28s wall: raw %6.1f us  libaigw %6.1f us  ratio %.3f | cpu: raw %6.1f us  "
+           "libaigw %6.1f us  ratio %.3f\n",
+           name, raw[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] / raw[ROUNDS / 2],
+           craw[ROUNDS / 2] * 1e6, clib[ROUNDS / 2] * 1e6, clib[ROUNDS / 2] / craw[ROUNDS / 2]);
     fflush(stdout);
     curl_easy_cleanup(h);
     aigw_request_free(req);
@@ -155,7 +172,7 @@ static void bench_case(const char *name, mockprov *mp, int n, int failover)
 
 int main(int argc, char **argv)
 {
-    int n = argc > 1 ? atoi(argv[1]) : 2000;
+    int n = argc > 1 ? atoi(argv[1]) : 500;
     mockprov *mp;
     mockprov_rule rl;
     if (n < 10)
@@ -166,7 +183,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench: cannot start the mock provider\n");
         return 1;
     }
-    printf("libaigw %s bench: %d requests x %d rounds per case, median shown, loopback %s\n",
+    printf("libaigw %s bench: %d requests x %d interleaved rounds per case, per-request "
+           "medians, loopback %s\n",
            aigw_version_string(), n, ROUNDS, mockprov_base_url(mp));
     bench_case("served by the first key", mp, n, 0);
     memset(&rl, 0, sizeof rl);

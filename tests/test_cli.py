@@ -482,10 +482,14 @@ class CliBase(unittest.TestCase):
         p = self.aigw("demo")
         self.assertEqual(p.returncode, 0, p.stderr)
         out = p.stdout.decode()
-        i = out.find("next_key")
-        self.assertGreaterEqual(i, 0, out)
-        self.assertGreater(out.find("succeeded", i), i, out)
-        self.assertIn("served", out)
+        self.assertRegex(out, r"attempt 1 .*key primary .*HTTP 429 .*-> next_key")
+        self.assertRegex(out, r"attempt 2 .*key backup .*HTTP 200 .*-> succeeded")
+        self.assertIn("Outcome: served, HTTP 200", out)
+        self.assertIn("received 2 requests: primary 1, backup 1", out)
+        trace = out[out.index("Trace (--trace json):"):].splitlines()[1:]
+        trace = [json.loads(l) for l in trace]
+        self.assertEqual([a["retryAction"] for a in trace[:-1]], ["next_key", "succeeded"])
+        self.assertEqual(trace[-1]["outcome"], "served")
 
 
 class CliTest(CliBase):

@@ -799,6 +799,31 @@ static void test_all_auth_401(void **state)
     aigw_client_free(c);
 }
 
+/* An upstream that echoes the key it received: every verbatim copy in the
+ * answer handed back is replaced by [REDACTED]. */
+static void test_echoed_key_redacted(void **state)
+{
+    aigw_client *c = std_client(MP, 0, GW_FAST);
+    aigw_response *r;
+    size_t len;
+    const char *body;
+    (void)state;
+    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 429, "X-Echo: " K_PRIMARY "\r\n",
+             "{\"error\":{\"message\":\"key " K_PRIMARY " is rate limited\"}}");
+    add_rule(MP, K_BACKUP, MOCKPROV_RESPOND, 200, "X-Echo: Bearer " K_BACKUP "\r\n",
+             "{\"seen\":\"" K_BACKUP "\",\"again\":\"" K_BACKUP K_BACKUP "\"}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "primary:next_key backup:succeeded");
+    body = aigw_response_body(r, &len);
+    assert_string_equal(body, "{\"seen\":\"[REDACTED]\",\"again\":\"[REDACTED][REDACTED]\"}");
+    assert_int_equal(len, strlen(body));
+    assert_string_equal(aigw_response_header_get(r, "x-echo"), "[REDACTED]");
+    assert_no_secret(r);
+    assert_received(MP, 1, 1, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 /* totalTimeout passes during an attempt: 504, nothing more is tried. */
 static void test_total_timeout_504(void **state)
 {
@@ -881,6 +906,8 @@ static void test_concurrent_shared_client(void **state)
             fail_msg("thread %d: %d of %d served by backup; first other: %s", i, w[i].ok,
                      PER_THREAD, w[i].first_bad);
     assert_received(MP, THREADS * PER_THREAD, THREADS * PER_THREAD, 0);
+    /* connections are reused: far fewer than one per request */
+    assert_in_range(mockprov_connection_count(MP), 1, 2 * THREADS + 8);
     aigw_client_free(c);
 }
 
@@ -901,6 +928,7 @@ int main(void)
         cmocka_unit_test_setup(test_huge_body_too_large, setup),
         cmocka_unit_test_setup(test_all_rate_limited_429, setup),
         cmocka_unit_test_setup(test_all_auth_401, setup),
+        cmocka_unit_test_setup(test_echoed_key_redacted, setup),
         cmocka_unit_test_setup(test_total_timeout_504, setup),
         cmocka_unit_test_setup(test_concurrent_shared_client, setup),
     };
