@@ -685,6 +685,7 @@ static void provider_free(aigw_provider *pr)
     aigw__free(pr->name);
     aigw__free(pr->base_url);
     free_strv(pr->models, pr->n_models);
+    free_strv(pr->upstream_models, pr->n_models);
     memset(pr, 0, sizeof *pr);
 }
 
@@ -763,18 +764,16 @@ static void parse_param_name(parser *p, const cJSON *v, size_t i, void *ctx)
 
 static void parse_model(parser *p, const cJSON *v, size_t i, void *ctx)
 {
-    char **models = ctx;
+    aigw_provider *tmp = ctx;
     const cJSON *f[MO__N];
     const char *id;
     if (!members(p, v, model_fields, f))
         return;
     if ((id = get_str(p, "modelId", f[MO_ID], true, 1, 255)) != NULL)
-        models[i] = str_copy(p, id);
-    /* The engine sends the model id it routed; a different upstream id
-     * would be silently ignored, so it is refused instead. */
-    if (f[MO_PROVIDER_MODEL_ID])
-        problem_at(p, "providerModelId", "not supported by libaigw (name the model by the id "
-                                          "the upstream expects)");
+        tmp->models[i] = str_copy(p, id);
+    /* The id sent upstream when it differs from modelId. */
+    if ((id = get_str(p, "providerModelId", f[MO_PROVIDER_MODEL_ID], false, 1, 255)) != NULL)
+        tmp->upstream_models[i] = str_copy(p, id);
     parse_list(p, "unsupportedParams", f[MO_UNSUPPORTED], parse_param_name);
 }
 
@@ -835,7 +834,9 @@ static void parse_models(parser *p, const cJSON *v, aigw_provider *tmp)
     mark = path_field(p, "models");
     if ((tmp->models = new_array(p, v, sizeof *tmp->models, &n)) != NULL) {
         tmp->n_models = n;
-        each(p, v, parse_model, tmp->models);
+        tmp->upstream_models = new_array(p, v, sizeof *tmp->upstream_models, &n);
+        if (tmp->upstream_models)
+            each(p, v, parse_model, tmp);
     }
     path_pop(p, mark);
 }
@@ -860,6 +861,7 @@ static void provider_commit(parser *p, aigw_provider *slot, bool is_new, const c
         slot->base_url = tmp->base_url;
     }
     slot->models = tmp->models;
+    slot->upstream_models = tmp->upstream_models;
     slot->n_models = tmp->n_models;
     slot->custom = true;
     memset(tmp, 0, sizeof *tmp);

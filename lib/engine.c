@@ -255,6 +255,12 @@ static void tres_free(aigw_transport_response *t)
     aigw__buf_free(&t->body);
 }
 
+static bool url_has_path(const char *url)
+{
+    const char *p = url ? strstr(url, "://") : NULL;
+    return p && strchr(p + 3, '/') != NULL;
+}
+
 /* Sends one attempt.  Returns 0, or -1 when out of memory. */
 static int send_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
                      const aigw_buf *body, aigw_transport_response *t, aigw_transport_result *tr)
@@ -267,6 +273,11 @@ static int send_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
     int rc = 0;
 
     rc |= aigw__buf_puts(&url, ngrok ? cfg->ngrok_gateway_url : cd->prov->base_url);
+    /* A base URL with a path ("https://api.example.com/v1") takes the surface
+     * path; one without ("https://my-ollama.internal") the whole API path,
+     * as ngrok's examples of custom providers show both. */
+    if (!url_has_path(url.data) && strncmp(r->path, "/v1", 3) != 0)
+        rc |= aigw__buf_puts(&url, "/v1");
     rc |= aigw__buf_puts(&url, r->path);
     rc |= aigw__hdrs_add(&h, "content-type", "application/json");
     rc |= aigw__hdrs_add(&h, "user-agent", "libaigw/" AIGW_VERSION_STRING);
@@ -655,7 +666,8 @@ static int build_body(run *r, const cand *cd, bool ngrok, aigw_buf *out)
 {
     int rc;
     if (!ngrok)
-        return aigw__body_rewrite(r->body, r->body_len, cd->model, out) == 0 ? 0 : -1;
+        return aigw__body_rewrite(r->body, r->body_len, aigw__upstream_model(cd->prov, cd->model),
+                                  out) == 0 ? 0 : -1;
     {
         aigw_buf spec = AIGW_BUF_INIT;
         if (aigw__buf_printf(&spec, "%s:%s", cd->prov->id, cd->model) != 0)

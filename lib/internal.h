@@ -132,6 +132,7 @@ typedef struct aigw_provider {
     aigw_auth_style native_auth;
     bool custom;    /* declared in "providers" (not a pure catalog entry) */
     char **models;  /* custom providers' declared model ids */
+    char **upstream_models; /* per model: its providerModelId, or NULL */
     size_t n_models;
 } aigw_provider;
 
@@ -205,6 +206,9 @@ const aigw_provider *aigw__config_provider(const aigw_config *cfg, const char *i
  * (allocated) on success; -1 unknown provider / unresolvable; -2 no memory. */
 int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_provider **prov,
                         char **model);
+/* The model id to send upstream: a declared model's providerModelId, or
+ * the model id itself. */
+const char *aigw__upstream_model(const aigw_provider *p, const char *model);
 /* Whether the access scope lets (provider, model) through. */
 bool aigw__access_allows(const aigw_config *cfg, const char *provider, const char *model);
 /* The routing rule for (provider, model): a model rule beats a provider rule;

@@ -49,6 +49,15 @@ int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_pro
     return 0;
 }
 
+const char *aigw__upstream_model(const aigw_provider *p, const char *model)
+{
+    size_t i;
+    for (i = 0; i < p->n_models; i++)
+        if (p->upstream_models && p->upstream_models[i] && strcmp(p->models[i], model) == 0)
+            return p->upstream_models[i];
+    return model;
+}
+
 /* An allow-list entry names a model as "model", "provider/model" or
  * "provider:model"; a trailing '*' matches any rest (a local extension). */
 static bool glob_eq(const char *pat, const char *s)

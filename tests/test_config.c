@@ -1029,8 +1029,8 @@ static void test_providers_and_keys_problems(void **state)
     only_problem("{\"providers\":[{\"name\":\"x\",\"baseUrl\":\"https://a\"}]}",
                  "providers[0].providerId", "required field is missing");
     only_problem("{\"providers\":[{\"providerId\":\"p\",\"baseUrl\":\"https://a\","
-                 "\"models\":[{\"modelId\":\"m\",\"providerModelId\":\"x\"}]}]}",
-                 "providers[0].models[0].providerModelId", "not supported");
+                 "\"models\":[{\"modelId\":\"m\",\"providerModelId\":7}]}]}",
+                 "providers[0].models[0].providerModelId", "expected a string");
     only_problem("{\"providers\":[{\"providerId\":\"p\",\"baseUrl\":\"https://a\","
                  "\"models\":[{}]}]}",
                  "providers[0].models[0].modelId", "required field is missing");

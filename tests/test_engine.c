@@ -538,6 +538,25 @@ static void test_503_with_retry_after_is_rate_limit(void **state)
     aigw_client_free(c);
 }
 
+static void test_provider_model_id_sent_upstream(void **state)
+{
+    aigw_client *c = client_for(
+        "{\"providers\":[{\"providerId\":\"my-ollama\",\"name\":\"Local\","
+        "\"baseUrl\":\"http://127.0.0.1:5\",\"models\":[{\"modelId\":\"llama3.2\","
+        "\"providerModelId\":\"llama3.2:3b-instruct\"}]}]}");
+    aigw_response *r;
+    (void)state;
+    /* a bare id declared by a custom provider; no key: no credentials */
+    r = send_body(c, "{\"model\":\"llama3.2\"}");
+    assert_attempts(r, ":succeeded");
+    assert_string_equal(M.urls[0], "http://127.0.0.1:5/v1/chat/completions");
+    assert_string_equal(M.bodies[0], "{\"model\":\"llama3.2:3b-instruct\"}");
+    assert_string_equal(M.keys[0], "");
+    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 0)), "llama3.2");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 /* ---- how a request ends ---- */
 
 static const char *CFG_ONE_KEY_EACH =
@@ -941,6 +960,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_context_length_next_model_never_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_fast_returns_upstream_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_503_with_retry_after_is_rate_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_model_id_sent_upstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_rate_limited_429_with_shortest_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_auth_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mixed_failures_502_names_last, setup, teardown),

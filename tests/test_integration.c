@@ -37,6 +37,7 @@
 #define K_BACKUP "sk-it-backup-9876543210"
 #define K_THIRD "sk-it-third-5555555555"
 #define K_DEAD "sk-it-dead-4444444444"
+#define K_NGROK "ngrok-it-access-7777777777"
 
 #define RL_BODY "{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\"," \
                 "\"code\":\"rate_limit_exceeded\"}}"
@@ -230,7 +231,7 @@ static void assert_error_answer(const aigw_response *r, int status, const char *
 /* Neither the answer nor the trace holds any key value. */
 static void assert_no_secret(const aigw_response *r)
 {
-    static const char *const keys[] = {K_PRIMARY, K_BACKUP, K_THIRD, K_DEAD};
+    static const char *const keys[] = {K_PRIMARY, K_BACKUP, K_THIRD, K_DEAD, K_NGROK};
     size_t i, j, len;
     const char *body = aigw_response_body(r, &len);
     const char *trace = aigw_response_trace_json(r);
@@ -799,6 +800,50 @@ static void test_all_auth_401(void **state)
     aigw_client_free(c);
 }
 
+/* A user step, then an `ngrok` step (ngrokGatewayUrl may be http to a
+ * loopback host, so the mock provider stands in for ngrok's gateway): the
+ * move is a managed fallback, the body names provider:model, the ngrok
+ * access key is the credential. */
+static void test_managed_fallback_to_ngrok_step(void **state)
+{
+    char json[4096];
+    aigw_client *c;
+    aigw_response *r;
+    const aigw_attempt *a;
+    (void)state;
+    /* "openai" is a catalog provider (ngrok steps serve those only); its
+     * baseUrl is overridden to the mock provider. */
+    snprintf(json, sizeof json,
+             "{\"providers\":[{\"providerId\":\"openai\",\"name\":\"OpenAI\",\"baseUrl\":\"%s\"}],"
+             "\"providerKeys\":["
+             "{\"id\":\"primary\",\"providerId\":\"openai\",\"value\":\"" K_PRIMARY "\"}],"
+             "\"accessKeyConfiguration\":{\"name\":\"integration\",\"router\":{\"rules\":["
+             "{\"provider\":\"openai\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"primary\"}]},"
+             "{\"type\":\"ngrok\"}]}]}},"
+             "\"ngrokAccessKey\":\"" K_NGROK "\",\"ngrokGatewayUrl\":\"%s\","
+             "\"gatewayConfig\":{" GW_FAST "}}",
+             mockprov_base_url(MP), mockprov_base_url(MP));
+    c = client_json(json);
+    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 429, NULL, RL_BODY);
+    r = send_body(c, "{\"model\":\"gpt-4o\",\"messages\":[]}");
+    assert_attempts(r, "primary:managed_fallback ngrok:succeeded");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
+    a = aigw_response_attempt(r, 0);
+    assert_string_equal(aigw_attempt_provider(a), "openai");
+    assert_string_equal(aigw_attempt_key_source(a), "user");
+    a = aigw_response_attempt(r, 1);
+    assert_string_equal(aigw_attempt_key_source(a), "ngrok");
+    assert_int_equal(aigw_attempt_step(a), 1);
+    assert_int_equal(mockprov_count(MP, K_PRIMARY), 1);
+    assert_int_equal(mockprov_count(MP, K_NGROK), 1);
+    assert_raw_request(MP, 0, K_PRIMARY, "{\"model\":\"gpt-4o\",\"messages\":[]}");
+    /* to ngrok's gateway the model is provider-qualified */
+    assert_raw_request(MP, 1, K_NGROK, "{\"model\":\"openai:gpt-4o\",\"messages\":[]}");
+    assert_no_secret(r);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 /* An upstream that echoes the key it received: every verbatim copy in the
  * answer handed back is replaced by [REDACTED]. */
 static void test_echoed_key_redacted(void **state)
@@ -928,6 +973,7 @@ int main(void)
         cmocka_unit_test_setup(test_huge_body_too_large, setup),
         cmocka_unit_test_setup(test_all_rate_limited_429, setup),
         cmocka_unit_test_setup(test_all_auth_401, setup),
+        cmocka_unit_test_setup(test_managed_fallback_to_ngrok_step, setup),
         cmocka_unit_test_setup(test_echoed_key_redacted, setup),
         cmocka_unit_test_setup(test_total_timeout_504, setup),
         cmocka_unit_test_setup(test_concurrent_shared_client, setup),
