@@ -225,7 +225,7 @@ static cJSON *parse_object(const char *body, size_t len)
     size_t first;
     if (!body || len == 0)
         return NULL;
-    root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    root = aigw__json_parse(body, len, &end);
     if (root && cJSON_IsObject(root) && end &&
         skip_ws(body, len, (size_t)(end - body)) == len &&
         survey(body, len, &has_model, &first) == 0)

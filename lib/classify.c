@@ -482,7 +482,7 @@ static cJSON *read_body(const char *body, size_t len, err_info *e)
     if (!body || len == 0)
         return NULL;
     if (len <= BODY_PARSE_MAX && looks_like_json(body, len))
-        root = cJSON_ParseWithLength(body, len);
+        root = aigw__json_parse(body, len, NULL);
     if (root) {
         info_from_json(e, root);
         return root;

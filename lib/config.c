@@ -1588,7 +1588,7 @@ static cJSON *parse_text(parser *p, const char *json, size_t len)
         json_problem(p, json, off, "invalid JSON (a NUL character)");
         return NULL;
     }
-    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    root = aigw__json_parse(json, len, &end);
     off = end && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json) : len;
     if (!root) {
         json_problem(p, json, off, "invalid JSON");

@@ -140,13 +140,16 @@ static int set_error_answer(run *r, aigw_outcome oc, int status, const char *cod
     return 0;
 }
 
-static void describe_attempt(aigw_buf *b, const aigw_attempt *a)
+static void describe_attempt(aigw_buf *b, const aigw_attempt *a, size_t max_body)
 {
     const char *tr = aigw__transport_result_name(a->tr);
     const char *cls = aigw__class_name(a->cls);
     aigw__buf_printf(b, "%s %s (key %s): ", a->provider, a->model,
                      a->key_id && a->key_id[0] ? a->key_id : "none");
-    if (tr)
+    if (a->tr == AIGW_TR_TOO_LARGE)
+        aigw__buf_printf(b, "transport error too_large (the response passed maxResponseBytes, "
+                            "%zu bytes)", max_body);
+    else if (tr)
         aigw__buf_printf(b, "transport error %s", tr);
     else
         aigw__buf_printf(b, "HTTP %d", a->status);
@@ -195,7 +198,7 @@ static int finish_unserved(run *r)
     }
     if (last && !(last->cls == AIGW_CLASS_NONE && last->tr == AIGW_TR_OK)) {
         aigw__buf_puts(&msg, "; last: ");
-        describe_attempt(&msg, last);
+        describe_attempt(&msg, last, r->cfg->max_response_bytes);
     }
     if (!msg.data) {
         aigw__buf_free(&msg);

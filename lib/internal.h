@@ -272,6 +272,11 @@ aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata);
 const char *aigw__transport_result_name(aigw_transport_result r); /* NULL for OK */
 
 /* ---- misc (util.c) ---- */
+struct cJSON;
+/* cJSON_ParseWithLengthOpts behind a process-wide lock: cJSON writes a global
+ * error position on every parse, a data race when clients send from several
+ * threads.  end may be NULL. */
+struct cJSON *aigw__json_parse(const char *s, size_t len, const char **end);
 int64_t aigw__mono_ms(void);
 int64_t aigw__unix_ms(void);
 /* Fills out with n random bytes (getrandom, falling back to a seeded PRNG). */

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -82,4 +83,14 @@ int aigw__strncasecmp(const char *a, const char *b, size_t n)
 int aigw__strcasecmp(const char *a, const char *b)
 {
     return aigw__strncasecmp(a, b, SIZE_MAX);
+}
+
+struct cJSON *aigw__json_parse(const char *s, size_t len, const char **end)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    cJSON *root;
+    pthread_mutex_lock(&mu);
+    root = cJSON_ParseWithLengthOpts(s, len, end, 0);
+    pthread_mutex_unlock(&mu);
+    return root;
 }
