@@ -400,6 +400,23 @@ static int read_models(const cJSON *root, char ***models, size_t *n_models, char
     return 0;
 }
 
+static bool has_nul_escape(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i + 6 <= len; i++)
+        if (s[i] == '\\' && s[i + 1] == 'u' && s[i + 2] == '0' && s[i + 3] == '0' &&
+            s[i + 4] == '0' && s[i + 5] == '0') {
+            size_t bs = 0, j = i;
+            while (j > 0 && s[j - 1] == '\\') { /* an escaped backslash is not an escape */
+                bs++;
+                j--;
+            }
+            if (bs % 2 == 0)
+                return true;
+        }
+    return false;
+}
+
 int aigw__body_models(const char *body, size_t len, char **model, char ***models,
                       size_t *n_models, char **why)
 {
@@ -412,6 +429,13 @@ int aigw__body_models(const char *body, size_t len, char **model, char ***models
         *why = NULL;
     if (!(root = parse_object(body, len)))
         return refuse(why, "the request body is not a JSON object");
+    /* cJSON ends a string at an escaped NUL, so "gpt-4o\u0000x" would be
+     * routed as "gpt-4o": refuse the escape rather than route a model id
+     * that is not the one written. */
+    if (has_nul_escape(body, len)) {
+        cJSON_Delete(root);
+        return refuse(why, "the request body holds a \\u0000 escape, which is not supported");
+    }
     rc = read_model(root, model, why);
     if (rc == 0)
         rc = read_models(root, models, n_models, why);

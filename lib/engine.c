@@ -15,6 +15,8 @@
 #include <string.h>
 
 #define BACKOFF_BASE_MS 250
+/* Less time than this left of totalTimeout: no new attempt is started. */
+#define MIN_ATTEMPT_MS 10
 
 typedef struct cand {
     const aigw_provider *prov;
@@ -52,6 +54,7 @@ typedef struct run {
     bool any_non_auth;
     int64_t min_wait;  /* shortest wait an upstream asked for; -1 none */
     bool timed_out;
+    bool budget_capped; /* the last attempt got only what was left of totalTimeout */
     bool max_reached;
     bool done;         /* the answer is in resp */
 } run;
@@ -194,7 +197,10 @@ static int finish_unserved(run *r)
         code = "max_attempts_reached";
         aigw__buf_printf(&msg, "maxAttempts (%d) reached", r->cfg->max_attempts);
     } else {
-        aigw__buf_printf(&msg, "all %zu attempts failed", resp->n_attempts);
+        if (resp->n_attempts == 1)
+            aigw__buf_puts(&msg, "the only attempt failed");
+        else
+            aigw__buf_printf(&msg, "all %zu attempts failed", resp->n_attempts);
     }
     if (last && !(last->cls == AIGW_CLASS_NONE && last->tr == AIGW_TR_OK)) {
         aigw__buf_puts(&msg, "; last: ");
@@ -298,7 +304,8 @@ static int send_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
     req.n_headers = h.n;
     req.body = body->data;
     req.body_len = body->len;
-    req.timeout_ms = left < cfg->per_request_timeout_ms ? left : cfg->per_request_timeout_ms;
+    r->budget_capped = left < cfg->per_request_timeout_ms;
+    req.timeout_ms = r->budget_capped ? left : cfg->per_request_timeout_ms;
     if (req.timeout_ms < 1)
         req.timeout_ms = 1;
     req.connect_timeout_ms = cfg->connect_timeout_ms < req.timeout_ms ? cfg->connect_timeout_ms
@@ -427,72 +434,88 @@ static bool is_fail_fast(aigw_class c)
            c == AIGW_CLASS_PAYLOAD_TOO_LARGE || c == AIGW_CLASS_NOT_FOUND;
 }
 
-static bool is_retryable(aigw_class c)
-{
-    return c == AIGW_CLASS_RATE_LIMIT || c == AIGW_CLASS_OVERLOADED || c == AIGW_CLASS_SERVER;
-}
-
 /* The state of one step's walk through its keys. */
 typedef struct step_walk {
     size_t n;          /* keys in this step's order */
     size_t k;          /* the current key */
     int retries;       /* same-backend retries spent */
-    int64_t *waits;    /* per ordered key: the wait last asked for, -1 none */
+    bool retrying;     /* every key was tried once: only retries are left */
+    aigw_class *cls;   /* per ordered key: its last failure class */
+    int64_t *ready_at; /* per ordered key: when the wait it asked for ends; -1 none */
 } step_walk;
+
+/* Picks the key a same-backend retry goes to, and the wait before it: a
+ * rate-limited key whose asked-for wait is known (what is left of it), or a
+ * server-failed key (what it asked for, else a jittered back-off); the
+ * shortest wait that fits.  false when none may be retried. */
+static bool pick_retry(const run *r, const step_walk *w, size_t *best, int64_t *wait)
+{
+    int64_t now = aigw__client_now(r->c), backoff = -1;
+    size_t i;
+    bool found = false;
+    for (i = 0; i < w->n; i++) {
+        int64_t e;
+        if (w->cls[i] == AIGW_CLASS_RATE_LIMIT && w->ready_at[i] >= 0) {
+            e = w->ready_at[i] > now ? w->ready_at[i] - now : 0;
+        } else if (w->cls[i] == AIGW_CLASS_SERVER || w->cls[i] == AIGW_CLASS_OVERLOADED) {
+            if (w->ready_at[i] >= 0) {
+                e = w->ready_at[i] > now ? w->ready_at[i] - now : 0;
+            } else {
+                if (backoff < 0)
+                    backoff = backoff_ms(r, w->retries);
+                e = backoff;
+            }
+        } else {
+            continue; /* auth, quota, a 429 with no known wait: waiting won't help */
+        }
+        if (wait_fits(r, e) && (!found || e < *wait)) {
+            *best = i;
+            *wait = e;
+            found = true;
+        }
+    }
+    return found;
+}
 
 /* Decides the next move after a failed attempt; sets a->verdict, and for
  * MV_RETRY the key to retry (w->k) and *sleep_ms. */
 static move decide(run *r, step_walk *w, aigw_attempt *a, int64_t *sleep_ms)
 {
     aigw_class c = a->cls;
+    size_t best = 0;
+    int64_t wait = 0;
     *sleep_ms = 0;
     if (is_fail_fast(c)) {
         a->verdict = "fail_fast";
         return MV_FAIL_FAST;
     }
+    if ((int)r->resp->n_attempts >= r->cfg->max_attempts) {
+        r->max_reached = true;
+        a->verdict = "exhausted";
+        return MV_NEXT_STEP;
+    }
     if (c == AIGW_CLASS_CONTEXT_LENGTH) {
         a->verdict = "next_backend";
         return MV_NEXT_CAND;
     }
-    if (c == AIGW_CLASS_AUTH || c == AIGW_CLASS_QUOTA) {
-        if (w->k + 1 < w->n) {
-            a->verdict = c == AIGW_CLASS_QUOTA ? "next_quota_pool" : "next_key";
-            return MV_NEXT_KEY;
-        }
+    if (c == AIGW_CLASS_TIMEOUT || c == AIGW_CLASS_NETWORK || c == AIGW_CLASS_REDIRECT) {
+        /* the host is the problem, not the key: skip the siblings */
         a->verdict = "next_backend";
         return MV_NEXT_STEP;
     }
-    if (is_retryable(c)) {
-        size_t i, best = w->k;
-        int64_t wait = -1;
-        if (w->k + 1 < w->n) {
-            a->verdict = "next_key";
-            return MV_NEXT_KEY;
-        }
-        if (w->retries < r->cfg->same_backend_retries) {
-            /* Every key of the step failed: retry the one that asked for the
-             * shortest wait, or back off on the last one. */
-            for (i = 0; i < w->n; i++)
-                if (w->waits[i] >= 0 && (wait < 0 || w->waits[i] < wait)) {
-                    wait = w->waits[i];
-                    best = i;
-                }
-            if (wait < 0) {
-                wait = backoff_ms(r, w->retries);
-                best = w->k;
-            }
-            if (wait_fits(r, wait)) {
-                a->verdict = "retry_same_backend";
-                w->k = best;
-                w->retries++;
-                *sleep_ms = wait;
-                return MV_RETRY;
-            }
-        }
-        a->verdict = "next_backend";
-        return MV_NEXT_STEP;
+    if (!w->retrying && w->k + 1 < w->n) {
+        a->verdict = c == AIGW_CLASS_QUOTA ? "next_quota_pool" : "next_key";
+        return MV_NEXT_KEY;
     }
-    /* timeout, network, redirect: the host is the problem, not the key. */
+    /* Nothing sideways is left: wait, boundedly, for the step's best key. */
+    if (w->retries < r->cfg->same_backend_retries && pick_retry(r, w, &best, &wait)) {
+        a->verdict = "retry_same_backend";
+        w->k = best;
+        w->retries++;
+        w->retrying = true;
+        *sleep_ms = wait;
+        return MV_RETRY;
+    }
     a->verdict = "next_backend";
     return MV_NEXT_STEP;
 }
@@ -559,8 +582,8 @@ static int attempt(run *r, const cand *cd, int step, bool ngrok, const key_ref *
     a->cls = aigw__classify(tr, a->status, &t.headers, t.body.data, t.body.len,
                             aigw__unix_ms(), &wait);
     a->requested_wait_ms = wait;
-    if (w->waits)
-        w->waits[w->k] = wait;
+    w->cls[w->k] = a->cls;
+    w->ready_at[w->k] = wait >= 0 ? aigw__client_now(r->c) + wait : -1;
     note_result(r, a);
 
     if (a->cls == AIGW_CLASS_NONE) {
@@ -634,22 +657,31 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
     w.n = n_keys;
     w.k = 0;
     w.retries = 0;
-    w.waits = aigw__calloc(n_keys ? n_keys : 1, sizeof *w.waits);
-    if (!w.waits)
+    w.retrying = false;
+    w.cls = aigw__calloc(n_keys ? n_keys : 1, sizeof *w.cls);
+    w.ready_at = aigw__calloc(n_keys ? n_keys : 1, sizeof *w.ready_at);
+    if (!w.cls || !w.ready_at) {
+        aigw__free(w.cls);
+        aigw__free(w.ready_at);
         return -1;
+    }
     while (w.k < w.n) {
         int64_t sleep_ms = 0;
-        if ((int)r->resp->n_attempts >= r->cfg->max_attempts) {
-            r->max_reached = true;
-            break;
-        }
-        if (aigw__client_now(r->c) >= r->deadline) {
+        if (r->deadline - aigw__client_now(r->c) < MIN_ATTEMPT_MS) {
             r->timed_out = true;
             break;
         }
         mv = attempt(r, cd, step_index, ngrok, &keys[w.k], body, &w, &sleep_ms);
-        if (mv < 0 || mv == MV_SERVE || mv == MV_FAIL_FAST || mv == MV_NEXT_CAND)
+        if (mv < 0 || mv == MV_SERVE || mv == MV_FAIL_FAST || mv == MV_NEXT_CAND ||
+            r->max_reached)
             break;
+        /* An attempt that timed out on what was left of totalTimeout ends
+         * the request, whatever the clock says to the millisecond. */
+        if (r->budget_capped && r->resp->attempts[r->resp->n_attempts - 1].cls == AIGW_CLASS_TIMEOUT) {
+            r->timed_out = true;
+            mv = MV_NEXT_STEP;
+            break;
+        }
         if (mv == MV_NEXT_KEY) {
             w.k++;
         } else if (mv == MV_RETRY) {
@@ -659,7 +691,8 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
         }
         mv = MV_NEXT_STEP;
     }
-    aigw__free(w.waits);
+    aigw__free(w.cls);
+    aigw__free(w.ready_at);
     if (mv == MV_NEXT_STEP && aigw__client_now(r->c) >= r->deadline && !r->done)
         r->timed_out = true;
     return mv;

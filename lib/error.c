@@ -12,6 +12,37 @@ aigw_error *aigw__error_new(aigw_status code)
     return e;
 }
 
+/* One problem is one line: control bytes that came from the input (a field
+ * name, a file name) are written as \xNN so they cannot break or forge lines. */
+static char *escape_controls(char *s)
+{
+    size_t i, n = 0, len = strlen(s);
+    char *out, *o;
+    for (i = 0; i < len; i++)
+        n += ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? 4 : 1;
+    if (n == len)
+        return s;
+    out = aigw__malloc(n + 1);
+    if (!out) {
+        for (i = 0; i < len; i++)
+            if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+                s[i] = '?';
+        return s;
+    }
+    for (i = 0, o = out; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            snprintf(o, 5, "\\x%02x", c);
+            o += 4;
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o = '\0';
+    aigw__free(s);
+    return out;
+}
+
 int aigw__error_addv(aigw_error *e, const char *path, const char *fmt, va_list ap)
 {
     va_list ap2;
@@ -45,7 +76,8 @@ int aigw__error_addv(aigw_error *e, const char *path, const char *fmt, va_list a
         aigw__free(p);
         return -1;
     }
-    e->problems[e->n++] = p;
+    e->paths[e->n] = escape_controls(e->paths[e->n]);
+    e->problems[e->n++] = escape_controls(p);
     return 0;
 }
 

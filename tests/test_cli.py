@@ -495,11 +495,9 @@ class CliBase(unittest.TestCase):
 class CliTest(CliBase):
     """Plain key values; also the CLI's own odd corners."""
 
-    # KNOWN BUG (lib/config.c path_field / problem): member names and values
-    # are copied raw into problem paths and texts, so a name or value holding
-    # a newline splits one problem over several stderr lines, and can forge a
-    # "path: problem" line.  Remove the decorator once they are escaped.
-    @unittest.expectedFailure
+    # Member names and values that reach a problem's path or text hold
+    # control bytes escaped as \xNN: one problem stays one line, and no line
+    # can be forged.
     def test_validate_one_line_per_problem_despite_newlines(self):
         cfg = self.gateway()
         cfg["providerKeys"][2]["x\nproviders[0].baseUrl: forged"] = 1

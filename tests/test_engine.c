@@ -557,6 +557,99 @@ static void test_provider_model_id_sent_upstream(void **state)
     aigw_client_free(c);
 }
 
+static const char *CFG_THREE_KEYS =
+    "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+    "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"},{\"id\":\"b\"},{\"id\":\"c\"}]}]}]}}}";
+
+/* A same-backend retry resends one key, the one whose wait ends first, and
+ * never goes back through the keys that failed auth. */
+static void test_retry_resends_only_the_chosen_key(void **state)
+{
+    aigw_client *c = client_for(CFG_THREE_KEYS);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after", "1", RL_BODY);
+    push(401, "{}");
+    push_h(429, "retry-after", "2", RL_BODY);
+    push_h(429, "retry-after", "1", RL_BODY);
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:next_key c:retry_same_backend a:retry_same_backend a:succeeded");
+    assert_calls("sk-aaaa-1111 sk-bbbb-2222 sk-cccc-3333 sk-aaaa-1111 sk-aaaa-1111");
+    assert_int_equal(M.n_sleeps, 2);
+    assert_int_equal(M.slept[0], 1000);
+    assert_int_equal(M.slept[1], 1000);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* The last key failing auth does not stop a retry of an earlier,
+ * rate-limited one; the wait counts from when that key asked for it. */
+static void test_retry_after_counts_from_the_answer(void **state)
+{
+    aigw_client *c = client_for(CFG_THREE_KEYS);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after", "2", RL_BODY);
+    push(500, "{}");
+    M.script[1].takes_ms = 1500; /* 1.5 s of a's 2 s pass during b's attempt */
+    push(403, "{}");
+    r = send_body(c, BODY);
+    /* b (500) would be a back-off retry, a (429) has 500 ms left: b wins only
+     * if its back-off is shorter, which is 125..250 ms */
+    assert_attempts(r, "a:next_key b:next_key c:retry_same_backend b:succeeded");
+    assert_int_equal(M.n_sleeps, 1);
+    assert_in_range(M.slept[0], 125, 250);
+    aigw_response_free(r);
+    aigw_client_free(c);
+
+    mock_reset();
+    c = client_for(CFG_THREE_KEYS);
+    push_h(429, "retry-after", "2", RL_BODY);
+    push(401, "{}");
+    M.script[1].takes_ms = 1500;
+    push(403, "{}");
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_key b:next_key c:retry_same_backend a:succeeded");
+    assert_int_equal(M.slept[0], 500);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* A 429 that names no wait is not waited for: the next step instead. */
+static void test_rate_limit_without_wait_moves_down(void **state)
+{
+    aigw_client *c = client_for(
+        "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+        "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"}]},"
+        "{\"type\":\"user\",\"keys\":[{\"id\":\"c\"}]}]}]}}}");
+    aigw_response *r;
+    (void)state;
+    push(429, RL_BODY);
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:next_backend c:succeeded");
+    assert_int_equal(M.n_sleeps, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* maxAttempts ends the request before any wait for an attempt it would not make. */
+static void test_max_attempts_does_not_sleep(void **state)
+{
+    aigw_client *c = client_for(
+        "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+        "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"}]}]}]}},"
+        "\"gatewayConfig\":{\"maxAttempts\":1}}");
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after", "3", RL_BODY);
+    r = send_body(c, BODY);
+    assert_attempts(r, "a:exhausted");
+    assert_int_equal(M.n_sleeps, 0);
+    assert_int_equal(aigw_attempt_waited_ms(aigw_response_attempt(r, 0)), 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 /* ---- how a request ends ---- */
 
 static const char *CFG_ONE_KEY_EACH =
@@ -961,6 +1054,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fail_fast_returns_upstream_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_503_with_retry_after_is_rate_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_model_id_sent_upstream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_resends_only_the_chosen_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_counts_from_the_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_without_wait_moves_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_attempts_does_not_sleep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_rate_limited_429_with_shortest_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_auth_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mixed_failures_502_names_last, setup, teardown),
