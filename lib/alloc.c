@@ -1,5 +1,6 @@
 /* alloc.c - the one allocator door.  Every allocation in lib/ passes here, so
  * tests can count allocations and make the n-th one fail. */
+#define _DEFAULT_SOURCE /* explicit_bzero */
 #include "internal.h"
 
 #include <stdatomic.h>
@@ -74,10 +75,16 @@ char *aigw__strdup(const char *s)
 
 void aigw__wipe(void *p, size_t n)
 {
-    /* A volatile pointer keeps the stores from being optimised away. */
-    volatile unsigned char *v = p;
     if (!p)
         return;
-    while (n--)
-        *v++ = 0;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
+    explicit_bzero(p, n);
+#else
+    {
+        /* A volatile pointer keeps the stores from being optimised away. */
+        volatile unsigned char *v = p;
+        while (n--)
+            *v++ = 0;
+    }
+#endif
 }

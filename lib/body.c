@@ -305,11 +305,18 @@ static int splice(const char *s, size_t len, const char *model, aigw_buf *out)
 int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf *out)
 {
     cJSON *root;
-    size_t mark;
-    int rc;
     if (!model || !out || !(root = parse_object(body, len)))
         return -1;
     cJSON_Delete(root);
+    return aigw__body_splice(body, len, model, out);
+}
+
+int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf *out)
+{
+    size_t mark;
+    int rc;
+    if (!body || !model || !out)
+        return -1;
     mark = out->len;
     rc = splice(body, len, model, out);
     if (rc != 0 && out->data) {

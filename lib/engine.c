@@ -416,7 +416,7 @@ static int64_t backoff_ms(const run *r, int retry)
     int64_t b = (int64_t)BACKOFF_BASE_MS << (retry < 10 ? retry : 10);
     if (b > r->cfg->retry_after_max_ms)
         b = r->cfg->retry_after_max_ms;
-    aigw__random_bytes(&rnd, sizeof rnd);
+    aigw__fast_random(&rnd, sizeof rnd);
     /* Jitter in [b/2, b]: spreads retries of many clients apart. */
     return b / 2 + (int64_t)(rnd % (uint32_t)(b / 2 + 1));
 }
@@ -702,13 +702,13 @@ static int build_body(run *r, const cand *cd, bool ngrok, aigw_buf *out)
 {
     int rc;
     if (!ngrok)
-        return aigw__body_rewrite(r->body, r->body_len, aigw__upstream_model(cd->prov, cd->model),
-                                  out) == 0 ? 0 : -1;
+        return aigw__body_splice(r->body, r->body_len, aigw__upstream_model(cd->prov, cd->model),
+                                 out) == 0 ? 0 : -1;
     {
         aigw_buf spec = AIGW_BUF_INIT;
         if (aigw__buf_printf(&spec, "%s:%s", cd->prov->id, cd->model) != 0)
             return -1;
-        rc = aigw__body_rewrite(r->body, r->body_len, spec.data, out);
+        rc = aigw__body_splice(r->body, r->body_len, spec.data, out);
         aigw__buf_free(&spec);
     }
     return rc == 0 ? 0 : -1;

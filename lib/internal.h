@@ -221,6 +221,9 @@ const aigw_rule *aigw__rule_for(const aigw_config *cfg, const char *provider,
  * its top-level "models" removed, keeping every other byte as it was.
  * 0 on success, -1 not a JSON object, -2 no memory. */
 int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf *out);
+/* The same without validating first: for a body aigw__body_models has
+ * already accepted (the engine parses each request body once). */
+int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf *out);
 /* Extracts the top-level "model" (a non-empty string) and the optional
  * "models" (an array of non-empty strings).  0; -1 with *why (allocated) when
  * the body is unusable; -2 no memory. */
@@ -281,6 +284,8 @@ int64_t aigw__mono_ms(void);
 int64_t aigw__unix_ms(void);
 /* Fills out with n random bytes (getrandom, falling back to a seeded PRNG). */
 void aigw__random_bytes(void *out, size_t n);
+/* Non-cryptographic: a per-thread generator seeded from the kernel. */
+void aigw__fast_random(void *out, size_t n);
 int aigw__strcasecmp(const char *a, const char *b);
 int aigw__strncasecmp(const char *a, const char *b, size_t n);
 

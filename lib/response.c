@@ -16,7 +16,7 @@ aigw_response *aigw__response_new(void)
         aigw__free(r);
         return NULL;
     }
-    aigw__random_bytes(rnd, sizeof rnd);
+    aigw__fast_random(rnd, sizeof rnd);
     memcpy(r->request_id, "rq_", 3);
     for (i = 0; i < sizeof rnd; i++)
         r->request_id[3 + i] = b62[rnd[i] % 62];

@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
@@ -41,6 +42,47 @@ static uint64_t fallback_next(void)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+}
+
+/* Request ids and jitter need to be unpredictable across processes and
+ * distinct, not secret: a per-thread generator seeded once from the kernel
+ * saves a system call per request. */
+static atomic_int fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void after_fork_in_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
+void aigw__fast_random(void *out, size_t n)
+{
+    static _Thread_local uint64_t state;
+    static _Thread_local int generation;
+    unsigned char *p = out;
+    pthread_once(&atfork_once, register_atfork);
+    /* a forked child must not repeat its parent's request ids */
+    if (generation != atomic_load(&fork_generation)) {
+        generation = atomic_load(&fork_generation);
+        state = 0;
+    }
+    while (state == 0)
+        aigw__random_bytes(&state, sizeof state);
+    while (n > 0) {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        size_t k = n < sizeof z ? n : sizeof z;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        memcpy(p, &z, k);
+        p += k;
+        n -= k;
+    }
 }
 
 void aigw__random_bytes(void *out, size_t n)
