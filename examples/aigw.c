@@ -260,7 +260,8 @@ static int send_and_print(aigw_client *client, aigw_request *req, int trace, FIL
     if (trace)
         print_trace(resp, stderr);
     rc = aigw_response_outcome(resp) == AIGW_OUTCOME_SERVED ? 0 : EXIT_FAILED;
-    if (rc != 0)
+    /* With --trace json, stderr holds JSON lines only: the summary says it. */
+    if (rc != 0 && !trace)
         fprintf(stderr, "aigw: request %s ended %s: HTTP %d%s%s after %zu attempt%s\n",
                 aigw_response_request_id(resp), aigw_outcome_name(aigw_response_outcome(resp)),
                 aigw_response_status(resp), aigw_response_error_code(resp) ? " " : "",

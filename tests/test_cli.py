@@ -456,6 +456,11 @@ class CliBase(unittest.TestCase):
                                           ("third", "exhausted")])
         self.assertEqual(summary["outcome"], "exhausted")
         self.assertEqual(self.fake.count(), 3)
+        # with --trace json, stderr is JSON lines only, failure or not
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 4, lines)
+        for line in lines:
+            json.loads(line)
 
     def test_invalid_body_nothing_sent(self):
         for data in (b'{"model":', b"[1,2]", b'{"messages":[]}', b""):
