@@ -152,60 +152,25 @@ static int64_t parse_plain(const char *v, uint64_t unit_ns)
     return ns_to_ms(ns);
 }
 
-static const struct {
-    const char *name;
-    uint64_t ns;
-} duration_units[] = {
-    /* "ms" before "m" so that the longer unit wins. */
-    {"ns", 1ULL},
-    {"us", 1000ULL},
-    {"\xc2\xb5s", 1000ULL}, /* U+00B5 micro sign */
-    {"\xce\xbcs", 1000ULL}, /* U+03BC greek mu  */
-    {"ms", NS_PER_MS},
-    {"s", 1000ULL * NS_PER_MS},
-    {"m", 60ULL * 1000 * NS_PER_MS},
-    {"h", 3600ULL * 1000 * NS_PER_MS},
-};
-
-static const char *match_unit(const char *s, uint64_t *unit_ns)
-{
-    size_t i;
-    for (i = 0; i < sizeof duration_units / sizeof duration_units[0]; i++) {
-        size_t n = strlen(duration_units[i].name);
-        if (strncmp(s, duration_units[i].name, n) == 0) {
-            *unit_ns = duration_units[i].ns;
-            return s + n;
-        }
-    }
-    return NULL;
-}
-
 /* A Go-style duration ("6m0s", "1m30.5s", "120ms", "22s") as OpenAI's
- * x-ratelimit-reset-* and Gemini's retryDelay write them.  Kept here rather
- * than using duration.c so that the header grammar (and its clamp) is
- * decided in one place.  -1 when malformed or negative. */
+ * x-ratelimit-reset-* and Gemini's retryDelay write them: duration.c's
+ * parser, with the blanks a header value may carry around it, clamped like
+ * every wait.  -1 when malformed, negative or past an int64 of ns. */
 static int64_t parse_go_duration(const char *v)
 {
     const char *s = skip_space(v);
-    uint64_t total = 0;
-    if (*s == '+')
-        s++;
-    if (s[0] == '0' && *skip_space(s + 1) == '\0')
-        return 0;
-    if (*s == '\0')
+    size_t n = strlen(s);
+    char buf[64];
+    int64_t ms;
+    while (n > 0 && is_space(s[n - 1]))
+        n--;
+    if (n == 0 || n >= sizeof buf)
         return -1;
-    while (*s != '\0' && !is_space(*s)) {
-        const char *num = s, *unit;
-        uint64_t unit_ns, ns;
-        while (is_digit(*s) || *s == '.')
-            s++;
-        unit = match_unit(s, &unit_ns);
-        if (s == num || !unit || !parse_scaled(&num, unit_ns, &ns) || num != s)
-            return -1;
-        total = sat_add(total, ns);
-        s = unit;
-    }
-    return *skip_space(s) == '\0' ? ns_to_ms(total) : -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (aigw__parse_duration(buf, &ms) != 0)
+        return -1;
+    return ms > WAIT_MAX_MS ? WAIT_MAX_MS : ms;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -669,23 +669,13 @@ static char *get_url(parser *p, const char *field, const cJSON *v)
 /* Providers: the catalog, plus "providers" (ngrok POST /providers)         */
 /* ------------------------------------------------------------------------ */
 
-static void free_strv(char **v, size_t n)
-{
-    size_t i;
-    if (!v)
-        return;
-    for (i = 0; i < n; i++)
-        aigw__free(v[i]);
-    aigw__free(v);
-}
-
 static void provider_free(aigw_provider *pr)
 {
     aigw__free(pr->id);
     aigw__free(pr->name);
     aigw__free(pr->base_url);
-    free_strv(pr->models, pr->n_models);
-    free_strv(pr->upstream_models, pr->n_models);
+    aigw__strv_free(pr->models, pr->n_models);
+    aigw__strv_free(pr->upstream_models, pr->n_models);
     memset(pr, 0, sizeof *pr);
 }
 
@@ -1638,8 +1628,8 @@ static void config_free(aigw_config *cfg)
     }
     aigw__free(cfg->keys);
     aigw__free(cfg->name);
-    free_strv(cfg->provider_allow, cfg->n_provider_allow);
-    free_strv(cfg->model_allow, cfg->n_model_allow);
+    aigw__strv_free(cfg->provider_allow, cfg->n_provider_allow);
+    aigw__strv_free(cfg->model_allow, cfg->n_model_allow);
     for (i = 0; cfg->rules && i < cfg->n_rules; i++)
         rule_free(&cfg->rules[i]);
     aigw__free(cfg->rules);

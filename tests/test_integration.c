@@ -395,7 +395,8 @@ static void test_429_retry_after_waits(void **state)
     assert_received(MP, 2, 1, 0);
     assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 0)), 1000);
     assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 1)), 1000);
-    assert_int_equal(aigw_attempt_waited_ms(aigw_response_attempt(r, 1)), 1000);
+    /* the wait counts from primary's answer, so backup's attempt is taken off it */
+    assert_in_range(aigw_attempt_waited_ms(aigw_response_attempt(r, 1)), 900, 1000);
     assert_int_equal(aigw_attempt_waited_ms(aigw_response_attempt(r, 0)), 0);
     if (elapsed < 900 || elapsed > 3000)
         fail_msg("elapsed %lld ms, want ~1000", (long long)elapsed);
