@@ -156,7 +156,10 @@ typedef struct aigw_strategy {
 /* Transport (versioned vtable; the default is libcurl)                     */
 /* ------------------------------------------------------------------------ */
 
-#define AIGW_TRANSPORT_VERSION 1
+/* Version 2 appended `send_stream` to the vtable and `stream`,
+ * `idle_timeout_ms` to the request; a version 1 vtable is still accepted
+ * (its transport is then used for whole answers only). */
+#define AIGW_TRANSPORT_VERSION 2
 
 typedef struct aigw_header {
     const char *name;
@@ -173,7 +176,12 @@ typedef struct aigw_transport_request {
     size_t body_len;
     int64_t timeout_ms;          /* for the whole exchange; > 0 */
     int64_t connect_timeout_ms;
-    size_t max_response_bytes;   /* body cap; 0 = none */
+    size_t max_response_bytes;   /* body cap; 0 = none (send only) */
+    /* -- version 2 -- */
+    int stream;                  /* non-zero: sent through send_stream */
+    int64_t idle_timeout_ms;     /* send_stream: the longest wait for the
+                                    first body bytes (after that, on_data's
+                                    return sets it); <= 0 = none */
 } aigw_transport_request;
 
 /* What a transport reports besides the HTTP answer. */
@@ -208,6 +216,16 @@ AIGW_API aigw_status aigw_transport_response_append_body(aigw_transport_response
                                                          const char *data, size_t len);
 
 /*
+ * A streamed answer's body, chunk by chunk, as it arrives; the status and
+ * headers are in resp before the first call, and the chunks are not added to
+ * resp's body.  Returns > 0 to go on, allowing that many ms of silence before
+ * the next bytes (the idle budget); 0 to stop now as complete (send_stream
+ * then returns AIGW_TR_OK); < 0 to abort (send_stream then returns
+ * AIGW_TR_CANCELLED).
+ */
+typedef int64_t (*aigw_transport_data_fn)(void *ctx, const char *data, size_t len);
+
+/*
  * A transport sends one request and reports the answer.  `send` may be called
  * from several threads at once when the client is shared, so it must be
  * thread-safe.  It must not follow redirects.  On a result other than
@@ -220,6 +238,12 @@ typedef struct aigw_transport {
     aigw_transport_result (*send)(void *userdata, const aigw_transport_request *req,
                                   aigw_transport_response *resp);
     void (*destroy)(void *userdata);
+    /* -- version 2 -- streaming: as send, but the body goes to on_data as it
+     * arrives; silence past the idle budget is AIGW_TR_TIMEOUT, and so is
+     * passing req->timeout_ms.  NULL: the transport cannot stream. */
+    aigw_transport_result (*send_stream)(void *userdata, const aigw_transport_request *req,
+                                         aigw_transport_response *resp,
+                                         aigw_transport_data_fn on_data, void *ctx);
 } aigw_transport;
 
 /* ------------------------------------------------------------------------ */

@@ -147,15 +147,22 @@ aigw_status aigw_client_set_transport(aigw_client *client, const aigw_transport 
 {
     aigw_transport vt;
     void *ud;
-    if (!client || (transport && (transport->version != AIGW_TRANSPORT_VERSION || !transport->send))) {
+    bool known = transport && transport->version >= 1 && transport->version <= AIGW_TRANSPORT_VERSION;
+    if (!client || (transport && (!known || !transport->send))) {
         if (transport && transport->destroy)
             transport->destroy(userdata);
-        if (client && transport && transport->version != AIGW_TRANSPORT_VERSION)
+        if (client && transport && !known)
             return AIGW_EVERSION;
         return AIGW_EINVAL;
     }
     if (transport) {
-        vt = *transport;
+        /* Copy only the members the caller's version has. */
+        memset(&vt, 0, sizeof vt);
+        vt.version = transport->version;
+        vt.send = transport->send;
+        vt.destroy = transport->destroy;
+        if (transport->version >= 2)
+            vt.send_stream = transport->send_stream;
         ud = userdata;
     } else {
         aigw_status st = aigw__curl_transport_new(&vt, &ud);

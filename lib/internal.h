@@ -262,6 +262,40 @@ aigw_class aigw__classify(aigw_transport_result tr, int status, const aigw_hdrs 
                           const char *body, size_t body_len, int64_t now_unix_ms,
                           int64_t *wait_ms);
 
+/* ---- sse.c: an incremental Server-Sent Events parser ---- */
+typedef struct aigw_sse aigw_sse;
+
+typedef struct aigw_sse_event {
+    const char *event; /* the "event:" field, "" when absent (= "message") */
+    size_t event_len;
+    const char *data;  /* "data:" lines joined by '\n' (NUL-terminated) */
+    size_t data_len;
+    const char *id;    /* the last "id:" seen in this event, "" when none */
+    size_t id_len;
+    int64_t retry_ms;  /* "retry:" of this event, -1 when none */
+} aigw_sse_event;
+
+/* Called for each complete event (a blank line ends it; an event with no
+ * data line is not dispatched, as the SSE spec says).  The pointers live
+ * until the callback returns.  Return 0 to go on; anything else stops
+ * aigw__sse_feed, which returns it. */
+typedef int (*aigw_sse_event_fn)(void *ctx, const aigw_sse_event *ev);
+
+#define AIGW_SSE_TOO_LARGE (-1000) /* one event (or line) passed the cap */
+
+/* max_event_bytes bounds the memory of one event (its lines and data). */
+aigw_sse *aigw__sse_new(size_t max_event_bytes);
+/* Feeds bytes, split anywhere (CR, LF and CRLF line ends; a CR at the end of
+ * one chunk and LF at the start of the next are one line end; a leading BOM
+ * is skipped).  Returns 0, AIGW_SSE_TOO_LARGE, or the callback's non-zero.
+ * Comment lines (":...") are skipped but counted (see aigw__sse_comments). */
+int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn cb, void *ctx);
+/* Whether bytes of an unfinished event (or line) are pending: at the end of
+ * a stream, that event is dropped (SSE spec) and the framing was cut. */
+bool aigw__sse_pending(const aigw_sse *p);
+long aigw__sse_comments(const aigw_sse *p);
+void aigw__sse_free(aigw_sse *p);
+
 /* ---- transport ---- */
 struct aigw_transport_response {
     int status;

@@ -112,7 +112,7 @@ static void fake_sleep(void *ud, int64_t ms)
     m->now += ms;
 }
 
-static const aigw_transport mock_transport = {AIGW_TRANSPORT_VERSION, mock_send, mock_destroy};
+static const aigw_transport mock_transport = {AIGW_TRANSPORT_VERSION, mock_send, mock_destroy, NULL};
 static const aigw_clock fake_clock = {AIGW_CLOCK_VERSION, fake_now, fake_sleep, NULL};
 
 static void mock_reset(void)
@@ -968,7 +968,7 @@ static void test_secret_scrubbed_and_trace_shape(void **state)
 static void test_bad_vtables_and_args(void **state)
 {
     aigw_client *c = client_for(CFG_TWO_STEPS);
-    aigw_transport t = {7, mock_send, NULL};
+    aigw_transport t = {7, mock_send, NULL, NULL};
     aigw_clock k = {AIGW_CLOCK_VERSION, NULL, fake_sleep, NULL};
     aigw_request *req;
     aigw_response *resp;

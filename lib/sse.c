@@ -1,0 +1,2 @@
+/* sse.c - placeholder while the module is written. */
+#include "internal.h"
