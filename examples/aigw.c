@@ -31,7 +31,8 @@ static const char USAGE[] =
     "      Check a gateway file (or a bare ngrok access key configuration).\n"
     "      Exit 0 when valid; exit 2 with one line per problem on stderr.\n"
     "  aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH] [--trace json]\n"
-    "      Send one request through failover and print the served body on stdout.\n"
+    "      Send one request through failover and print the served body on stdout\n"
+    "      (a streamed answer, \"stream\": true, as it arrives).\n"
     "      -c, --config FILE   the gateway file\n"
     "      -d, --data DATA     the request body: JSON text, @FILE, or - for stdin\n"
     "                          (default: read stdin)\n"
@@ -240,12 +241,57 @@ static char *read_body(const char *data, size_t *len)
     return b;
 }
 
-/* Sends one request; prints body and trace; returns the exit status. */
-static int send_and_print(aigw_client *client, aigw_request *req, int trace, FILE *body_out)
+/* Streams go to stdout as they arrive. */
+typedef struct stream_out {
+    FILE *f;
+    int started;
+} stream_out;
+
+static int so_start(void *ud, int status, const aigw_header *h, size_t n)
 {
+    (void)status;
+    (void)h;
+    (void)n;
+    ((stream_out *)ud)->started = 1;
+    return 0;
+}
+
+static int so_data(void *ud, const char *data, size_t len)
+{
+    stream_out *o = ud;
+    if (fwrite(data, 1, len, o->f) != len || fflush(o->f) != 0)
+        return 1; /* stdout is gone: cancel */
+    return 0;
+}
+
+/* Tells the reader to discard what it got: the answer starts again. */
+static int so_reset(void *ud, const char *reason_json)
+{
+    stream_out *o = ud;
+    fprintf(o->f, "event: aigw.reset\ndata: %s\n\n", reason_json);
+    return fflush(o->f) != 0;
+}
+
+/* Whether the body asks for a streamed answer ("stream": true). */
+static int wants_stream(const char *body, size_t len)
+{
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    int yes = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
+    cJSON_Delete(j);
+    return yes;
+}
+
+/* Sends one request; prints body and trace; returns the exit status. */
+static int send_and_print(aigw_client *client, aigw_request *req, int stream, int trace,
+                          FILE *body_out)
+{
+    static const aigw_stream_handler handler = {AIGW_STREAM_VERSION, so_start, so_data,
+                                                so_reset};
+    stream_out so = {body_out, 0};
     aigw_response *resp = NULL;
     aigw_error *err = NULL;
-    aigw_status st = aigw_client_send(client, req, &resp, &err);
+    aigw_status st = stream ? aigw_client_stream(client, req, &handler, &so, &resp, &err)
+                            : aigw_client_send(client, req, &resp, &err);
     const char *body;
     size_t len;
     int rc;
@@ -255,8 +301,10 @@ static int send_and_print(aigw_client *client, aigw_request *req, int trace, FIL
         return st == AIGW_EREQUEST ? EXIT_USAGE : EXIT_FAILED;
     }
     body = aigw_response_body(resp, &len);
-    fwrite(body, 1, len, body_out);
-    fflush(body_out);
+    if (!so.started) { /* a streamed answer was written as it came */
+        fwrite(body, 1, len, body_out);
+        fflush(body_out);
+    }
     if (trace)
         print_trace(resp, stderr);
     rc = aigw_response_outcome(resp) == AIGW_OUTCOME_SERVED ? 0 : EXIT_FAILED;
@@ -302,7 +350,7 @@ static int cmd_request(int argc, char **argv)
     } else if (o.path && aigw_request_set_path(req, o.path) != AIGW_OK) {
         rc = usage_error("--path must start with '/' and hold no spaces: '%s'", o.path);
     } else {
-        rc = send_and_print(client, req, o.trace != NULL, stdout);
+        rc = send_and_print(client, req, wants_stream(body, len), o.trace != NULL, stdout);
     }
     aigw_error_free(err);
     aigw_request_free(req);

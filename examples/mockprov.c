@@ -3,7 +3,7 @@
  *
  * A small HTTP/1.1 server on 127.0.0.1: one accept thread, one thread per
  * connection, keep-alive with Content-Length framing (chunked request bodies
- * are accepted too).  Everything shared (rules, log, counters, the connection
+ * are accepted too; STREAM answers are chunked).  Everything shared (rules, log, counters, the connection
  * list) is guarded by one mutex.  Stopping writes to a self-pipe that every
  * wait polls, and shuts down every socket so that blocked sends return too.
  * It never prints and never raises SIGPIPE (MSG_NOSIGNAL / SO_NOSIGPIPE).
@@ -27,6 +27,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef MSG_NOSIGNAL
@@ -47,6 +48,10 @@ typedef struct mp_rule {
     size_t huge_bytes;
     int left;    /* uses left when limited */
     int limited; /* times > 0 was given */
+    char **chunks; /* STREAM: n_chunks strings (empty ones dropped) */
+    size_t n_chunks;
+    int chunk_delay_ms;
+    mockprov_stream_end stream_end;
 } mp_rule;
 
 typedef struct mp_entry {
@@ -105,6 +110,44 @@ static char *mp_strdup_or_null(const char *s, int *fail)
     if (!p)
         *fail = 1;
     return p;
+}
+
+static void chunks_free(char **v, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Copies n strings (NULL when n is 0); sets *fail when out of memory. */
+static char **chunks_dup(const char *const *src, size_t n, int *fail)
+{
+    char **v;
+    size_t i;
+    if (n == 0)
+        return NULL;
+    v = calloc(n, sizeof *v);
+    if (!v) {
+        *fail = 1;
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        v[i] = mp_strndup(src[i], strlen(src[i]));
+        if (!v[i]) {
+            chunks_free(v, i);
+            *fail = 1;
+            return NULL;
+        }
+    }
+    return v;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void copy_out(char *dst, size_t size, const char *src)
@@ -615,10 +658,14 @@ static long log_and_match(mockprov *m, mp_req *r, const char *raw, size_t raw_le
         out->key = out->model = NULL;
         out->headers = mp_strdup_or_null(rl->headers, &fail);
         out->body = mp_strdup_or_null(rl->body, &fail);
+        out->chunks = chunks_dup((const char *const *)rl->chunks, rl->n_chunks, &fail);
+        if (!out->chunks)
+            out->n_chunks = 0;
         *matched = 1;
         if (fail) { /* out of memory: answer 500 rather than a wrong rule */
             free(out->headers);
             free(out->body);
+            chunks_free(out->chunks, out->n_chunks);
             memset(out, 0, sizeof *out);
             out->status = 500;
             out->body = mp_strndup("{}", 2);
@@ -635,6 +682,9 @@ static void rule_free(mp_rule *r)
     free(r->model);
     free(r->headers);
     free(r->body);
+    chunks_free(r->chunks, r->n_chunks);
+    r->chunks = NULL;
+    r->n_chunks = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -686,19 +736,24 @@ static int has_header(const char *lines, const char *name)
     return 0;
 }
 
-/* Writes the status line and headers for a body of body_len bytes. */
-static int send_head(int fd, int status, const char *extra, unsigned long long body_len,
-                     int close_after)
+/* Writes the status line and headers for a body of body_len bytes, or a
+ * chunked one when body_len < 0; ctype unless extra names a Content-Type. */
+static int send_head_as(int fd, int status, const char *extra, long long body_len,
+                        int close_after, const char *ctype)
 {
     mp_buf h = {NULL, 0, 0};
     char line[160];
     int rc = 0, nobody = (status >= 100 && status < 200) || status == 204 || status == 304;
     snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason(status));
     rc |= buf_str(&h, line);
-    if (!nobody && !(extra && has_header(extra, "content-type")))
-        rc |= buf_str(&h, "Content-Type: application/json\r\n");
-    if (!nobody) {
-        snprintf(line, sizeof line, "Content-Length: %llu\r\n", body_len);
+    if (!nobody && !(extra && has_header(extra, "content-type"))) {
+        snprintf(line, sizeof line, "Content-Type: %s\r\n", ctype);
+        rc |= buf_str(&h, line);
+    }
+    if (!nobody && body_len < 0) {
+        rc |= buf_str(&h, "Transfer-Encoding: chunked\r\n");
+    } else if (!nobody) {
+        snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
         rc |= buf_str(&h, line);
     }
     if (close_after)
@@ -710,6 +765,14 @@ static int send_head(int fd, int status, const char *extra, unsigned long long b
         rc = send_all(fd, h.p, h.len);
     free(h.p);
     return rc ? -1 : 0;
+}
+
+static int send_head(int fd, int status, const char *extra, unsigned long long body_len,
+                     int close_after)
+{
+    if (body_len > (unsigned long long)INT64_MAX)
+        return -1;
+    return send_head_as(fd, status, extra, (long long)body_len, close_after, "application/json");
 }
 
 static int send_simple(int fd, int status, const char *body, const char *extra, int close_after)
@@ -790,6 +853,59 @@ static void stay_silent(mockprov *m, int fd)
     }
 }
 
+/* The wait before a stream's next chunk.  Watches the connection as well, so
+ * that a client that went away ends the stream at once rather than at the
+ * next write.  0 go on, -1 the server stops or the client has gone. */
+static int stream_pause(mockprov *m, int fd, int ms)
+{
+    int64_t end = mono_ms() + ms;
+    for (;;) {
+        int64_t left = end - mono_ms();
+        char b;
+        ssize_t n;
+        int w;
+        if (left <= 0)
+            return 0;
+        w = wait_fd(m, fd, POLLIN, (int)left);
+        if (w <= 0)
+            return w;
+        n = recv(fd, &b, 1, MSG_PEEK);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            return -1;
+        if (n > 0) /* the client sent more early: leave it for later */
+            return wait_fd(m, -1, 0, (int)left) < 0 ? -1 : 0;
+    }
+}
+
+/* A STREAM answer.  0 keep the connection, -1 close it. */
+static int send_stream(mockprov *m, int fd, const mp_rule *rl, int status, int close_after)
+{
+    size_t i;
+    if (send_head_as(fd, status, rl->headers, -1, close_after, "text/event-stream") != 0)
+        return -1;
+    for (i = 0; i < rl->n_chunks; i++) {
+        const char *p = rl->chunks[i];
+        size_t n = strlen(p);
+        char size[32];
+        if (rl->chunk_delay_ms > 0 && stream_pause(m, fd, rl->chunk_delay_ms) != 0)
+            return -1;
+        snprintf(size, sizeof size, "%zx\r\n", n);
+        if (send_all(fd, size, strlen(size)) != 0 || send_all(fd, p, n) != 0 ||
+            send_all(fd, "\r\n", 2) != 0)
+            return -1;
+    }
+    switch (rl->stream_end) {
+    case MOCKPROV_END_CUT:
+        return -1; /* the connection thread closes it: a FIN mid-body */
+    case MOCKPROV_END_STALL:
+        stay_silent(m, fd);
+        return -1;
+    case MOCKPROV_END_OK:
+    default:
+        return send_all(fd, "0\r\n\r\n", 5) != 0 || close_after ? -1 : 0;
+    }
+}
+
 /* Closes with a reset (SO_LINGER 0) rather than a FIN. */
 static void abortive_close(mp_conn *c)
 {
@@ -829,6 +945,9 @@ static int answer(mockprov *m, mp_conn *c, mp_req *r, const char *raw, size_t ra
         break;
     case MOCKPROV_HUGE:
         rc = send_huge(m, c->fd, status, rl.headers, rl.huge_bytes, r->close_after);
+        break;
+    case MOCKPROV_STREAM:
+        rc = send_stream(m, c->fd, &rl, status, r->close_after);
         break;
     case MOCKPROV_RESPOND:
     default:
@@ -1118,8 +1237,10 @@ int mockprov_add_rule(mockprov *m, const mockprov_rule *rule)
 {
     mp_rule r;
     int fail = 0;
-    if (!m || !rule || (int)rule->action < MOCKPROV_RESPOND || rule->action > MOCKPROV_HUGE ||
-        rule->times < 0)
+    size_t n = 0;
+    if (!m || !rule || (int)rule->action < MOCKPROV_RESPOND || rule->action > MOCKPROV_STREAM ||
+        rule->times < 0 || (int)rule->stream_end < MOCKPROV_END_OK ||
+        rule->stream_end > MOCKPROV_END_STALL)
         return -1;
     memset(&r, 0, sizeof r);
     r.key = mp_strdup_or_null(rule->key, &fail);
@@ -1130,6 +1251,26 @@ int mockprov_add_rule(mockprov *m, const mockprov_rule *rule)
     r.status = rule->status;
     r.delay_ms = rule->delay_ms;
     r.huge_bytes = rule->huge_bytes;
+    r.chunk_delay_ms = rule->chunk_delay_ms;
+    r.stream_end = rule->stream_end;
+    if (rule->chunks) {
+        /* empty strings dropped: a 0-size chunk would end the body */
+        const char *const *src = rule->chunks;
+        size_t i, total = 0;
+        while (src[total])
+            total++;
+        r.chunks = total ? calloc(total, sizeof *r.chunks) : NULL;
+        if (total && !r.chunks)
+            fail = 1;
+        for (i = 0; i < total && !fail; i++) {
+            if (!*src[i])
+                continue;
+            r.chunks[n] = mp_strndup(src[i], strlen(src[i]));
+            if (!r.chunks[n++])
+                fail = 1;
+        }
+        r.n_chunks = n;
+    }
     r.left = rule->times;
     r.limited = rule->times > 0;
     pthread_mutex_lock(&m->mu);

@@ -22,8 +22,20 @@ typedef enum mockprov_action {
     MOCKPROV_CLOSE,       /* read the request, then close: no answer at all   */
     MOCKPROV_SILENT,      /* read the request, never answer (until stopped or
                              the client goes away)                            */
-    MOCKPROV_HUGE         /* answer status with a body of huge_bytes bytes    */
+    MOCKPROV_HUGE,        /* answer status with a body of huge_bytes bytes    */
+    MOCKPROV_STREAM       /* answer status (text/event-stream unless headers
+                             name a Content-Type) with a chunked body: each
+                             of `chunks` as one HTTP chunk, chunk_delay_ms
+                             before each, then end as stream_end says        */
 } mockprov_action;
+
+/* How a MOCKPROV_STREAM answer ends after its chunks. */
+typedef enum mockprov_stream_end {
+    MOCKPROV_END_OK = 0, /* the terminating 0-chunk; the connection is kept */
+    MOCKPROV_END_CUT,    /* close the connection without it                 */
+    MOCKPROV_END_STALL   /* send nothing more and keep the connection open
+                            until the client closes it or the server stops  */
+} mockprov_stream_end;
 
 typedef struct mockprov_rule {
     const char *key;     /* credential to match (Bearer token, x-api-key or
@@ -36,6 +48,12 @@ typedef struct mockprov_rule {
     int delay_ms;        /* wait before answering                           */
     size_t huge_bytes;   /* for HUGE                                        */
     int times;           /* apply to the first N matching requests; 0 = all */
+    /* -- for STREAM (appended: older initializers leave them 0) -- */
+    const char *const *chunks; /* NULL-terminated; each one HTTP chunk (an
+                                  empty string is skipped: a 0-chunk would
+                                  end the body); copied; NULL = none       */
+    int chunk_delay_ms;        /* wait before each chunk                   */
+    mockprov_stream_end stream_end;
 } mockprov_rule;
 
 /* Starts a server on 127.0.0.1; port 0 picks a free one.  NULL on failure. */

@@ -307,6 +307,9 @@ AIGW_API aigw_status aigw_request_new(aigw_request **out);
 AIGW_API aigw_status aigw_request_set_body(aigw_request *req, const char *body, size_t len);
 /* The API path, e.g. "/v1/chat/completions" (a leading "/v1" is optional). */
 AIGW_API aigw_status aigw_request_set_path(aigw_request *req, const char *path);
+/* Streams only: restart a broken committed stream on the next candidate
+ * (1), never (0), or as gatewayConfig.streamRestart says (-1, the default). */
+AIGW_API aigw_status aigw_request_set_stream_restart(aigw_request *req, int restart);
 AIGW_API void aigw_request_free(aigw_request *req);
 
 /* ------------------------------------------------------------------------ */
@@ -322,8 +325,11 @@ typedef enum aigw_outcome {
                                     merits; its answer is returned as is      */
     AIGW_OUTCOME_EXHAUSTED = 2,  /* no candidate left, or maxAttempts reached */
     AIGW_OUTCOME_TIMED_OUT = 3,  /* totalTimeout passed                       */
-    AIGW_OUTCOME_REJECTED = 4    /* the primary model is outside the access
+    AIGW_OUTCOME_REJECTED = 4,   /* the primary model is outside the access
                                     scope or has no provider; nothing sent    */
+    AIGW_OUTCOME_STREAM_FAILED = 5, /* a committed stream broke (cut, idle,
+                                    in-band error, no end): never a success  */
+    AIGW_OUTCOME_CANCELLED = 6   /* the caller cancelled from a callback      */
 } aigw_outcome;
 
 /*
@@ -341,8 +347,50 @@ typedef enum aigw_outcome {
 AIGW_API aigw_status aigw_client_send(aigw_client *client, const aigw_request *req,
                                       aigw_response **out, aigw_error **err);
 
+/* ---- streaming ---- */
+
+#define AIGW_STREAM_VERSION 1
+
+/*
+ * What a streamed answer is delivered to, on the caller's thread, as it
+ * arrives.  Nothing reaches the caller before the commit point: the first
+ * content-bearing event (a chat-completions chunk with non-empty
+ * delta.content or tool calls; an Anthropic content_block_delta; a Responses
+ * output delta), or the end of a complete answer that has none.  Failures
+ * before it fail over unseen.  Each callback may be NULL; a non-zero return
+ * cancels the request (outcome AIGW_OUTCOME_CANCELLED).
+ */
+typedef struct aigw_stream_handler {
+    uint32_t version; /* AIGW_STREAM_VERSION */
+    /* The answer is committed: the upstream's status and headers (names
+     * lower-cased, hop-by-hop ones left out).  Once per served attempt. */
+    int (*on_start)(void *userdata, int status, const aigw_header *headers, size_t n_headers);
+    /* The served stream's bytes, exactly as the upstream sent them. */
+    int (*on_data)(void *userdata, const char *data, size_t len);
+    /* With stream restart on, a committed stream broke and the request goes
+     * to the next candidate from the start: discard what was received.
+     * reason_json: {"reason":"...","attempt":N,"provider":"...","model":"..."}. */
+    int (*on_reset)(void *userdata, const char *reason_json);
+} aigw_stream_handler;
+
+/*
+ * Send a streamed request ("stream": true in the body) through failover.
+ * The served answer goes to the handler as it arrives; the response returned
+ * carries the outcome, the status, the attempt records and, when nothing was
+ * committed, the answer's body (an upstream fail-fast answer or the
+ * library's JSON error).  AIGW_OUTCOME_SERVED only for a stream that ended
+ * properly (`data: [DONE]`, or a finish reason).  Timeouts: firstTokenTimeout
+ * (request sent -> first content event; fails over like an attempt timeout)
+ * and streamIdleTimeout (the longest gap once committed).  Thread-safe like
+ * aigw_client_send; the handler is copied.
+ */
+AIGW_API aigw_status aigw_client_stream(aigw_client *client, const aigw_request *req,
+                                        const aigw_stream_handler *handler, void *userdata,
+                                        aigw_response **out, aigw_error **err);
+
 AIGW_API aigw_outcome aigw_response_outcome(const aigw_response *resp);
-/* "served", "fail_fast", "exhausted", "timed_out", "rejected". */
+/* "served", "fail_fast", "exhausted", "timed_out", "rejected",
+ * "stream_failed", "cancelled". */
 AIGW_API const char *aigw_outcome_name(aigw_outcome outcome);
 AIGW_API int aigw_response_status(const aigw_response *resp);
 /* The body (not NUL-terminated in general; a NUL is kept after it). */
@@ -395,6 +443,12 @@ AIGW_API int64_t aigw_attempt_duration_ms(const aigw_attempt *a);
 AIGW_API int64_t aigw_attempt_requested_wait_ms(const aigw_attempt *a);
 /* What the library waited before the next attempt (retry_same_backend). */
 AIGW_API int64_t aigw_attempt_waited_ms(const aigw_attempt *a);
+/* ngrok's completion: "succeeded", "failed", "timed_out", "stream_failed". */
+AIGW_API const char *aigw_attempt_completion(const aigw_attempt *a);
+/* Streams: ms from sending to the first body byte and to the first content
+ * event; -1 when none came. */
+AIGW_API int64_t aigw_attempt_first_byte_ms(const aigw_attempt *a);
+AIGW_API int64_t aigw_attempt_first_token_ms(const aigw_attempt *a);
 
 /* Skips: candidates or steps passed over without an upstream call (a
  * fallback model outside the access scope, an `ngrok` step without an ngrok

@@ -203,7 +203,33 @@ aigw_status aigw_client_send(aigw_client *client, const aigw_request *req, aigw_
         *out = NULL;
     if (!client || !req || !out)
         return aigw__fail(err, AIGW_EINVAL, "aigw_client_send: client, req and out must not be NULL");
-    return aigw__engine_send(client, req, out, err);
+    return aigw__engine_send(client, req, NULL, NULL, out, err);
+}
+
+aigw_status aigw_client_stream(aigw_client *client, const aigw_request *req,
+                               const aigw_stream_handler *handler, void *userdata,
+                               aigw_response **out, aigw_error **err)
+{
+    static const aigw_stream_handler none = {AIGW_STREAM_VERSION, NULL, NULL, NULL};
+    if (err)
+        *err = NULL;
+    if (out)
+        *out = NULL;
+    if (!client || !req || !out)
+        return aigw__fail(err, AIGW_EINVAL,
+                          "aigw_client_stream: client, req and out must not be NULL");
+    if (handler && handler->version != AIGW_STREAM_VERSION)
+        return aigw__fail(err, AIGW_EVERSION, "aigw_client_stream: unknown handler version %u",
+                          (unsigned)handler->version);
+    return aigw__engine_send(client, req, handler ? handler : &none, userdata, out, err);
+}
+
+aigw_status aigw_request_set_stream_restart(aigw_request *req, int restart)
+{
+    if (!req || restart < -1 || restart > 1)
+        return AIGW_EINVAL;
+    req->stream_restart = restart;
+    return AIGW_OK;
 }
 
 /* ---- requests ---- */
@@ -217,6 +243,7 @@ aigw_status aigw_request_new(aigw_request **out)
     r = aigw__calloc(1, sizeof *r);
     if (!r)
         return AIGW_ENOMEM;
+    r->stream_restart = -1;
     r->path = aigw__strdup("/v1/chat/completions");
     if (!r->path) {
         aigw__free(r);

@@ -1368,12 +1368,17 @@ enum {
     GC_RETRY_AFTER_MAX,
     GC_SAME_BACKEND,
     GC_MAX_RESPONSE,
+    GC_FIRST_TOKEN,
+    GC_STREAM_IDLE,
+    GC_STREAM_RESTART,
+    GC_MAX_EVENT,
     GC__N
 };
 static const char *const gateway_fields[] = {
     "totalTimeout",  "perRequestTimeout", "maxInputTokens",     "maxOutputTokens",
     "metadata",      "connectTimeout",    "maxAttempts",        "retryAfterMax",
-    "sameBackendRetries", "maxResponseBytes", NULL};
+    "sameBackendRetries", "maxResponseBytes", "firstTokenTimeout", "streamIdleTimeout",
+    "streamRestart", "maxEventBytes", NULL};
 
 static void parse_gateway_config(parser *p, const cJSON *v)
 {
@@ -1394,6 +1399,18 @@ static void parse_gateway_config(parser *p, const cJSON *v)
         c->same_backend_retries = (int)n;
     if (get_int(p, "maxResponseBytes", f[GC_MAX_RESPONSE], 1, max_bytes, false, &n))
         c->max_response_bytes = (size_t)n;
+    get_duration(p, "firstTokenTimeout", f[GC_FIRST_TOKEN], 1, &c->first_token_timeout_ms);
+    get_duration(p, "streamIdleTimeout", f[GC_STREAM_IDLE], 1, &c->stream_idle_timeout_ms);
+    if (f[GC_STREAM_RESTART]) {
+        size_t mark = path_field(p, "streamRestart");
+        if (cJSON_IsBool(f[GC_STREAM_RESTART]))
+            c->stream_restart = cJSON_IsTrue(f[GC_STREAM_RESTART]);
+        else
+            problem(p, "expected a boolean, got %s", kind(f[GC_STREAM_RESTART]));
+        path_pop(p, mark);
+    }
+    if (get_int(p, "maxEventBytes", f[GC_MAX_EVENT], 64, 256 * 1024 * 1024, false, &n))
+        c->max_event_bytes = (size_t)n;
     /* ngrok's token caps (null clears them): checked, not yet enforced. */
     get_int(p, "maxInputTokens", f[GC_MAX_INPUT], 1, MAX_JSON_INT, true, &n);
     get_int(p, "maxOutputTokens", f[GC_MAX_OUTPUT], 1, MAX_JSON_INT, true, &n);
@@ -1649,6 +1666,10 @@ static void set_defaults(parser *p)
     c->max_attempts = 10;
     c->same_backend_retries = 2;
     c->max_response_bytes = (size_t)32 * 1024 * 1024;
+    c->first_token_timeout_ms = 30 * 1000;
+    c->stream_idle_timeout_ms = 30 * 1000;
+    c->stream_restart = false;
+    c->max_event_bytes = (size_t)1024 * 1024;
     c->ngrok_gateway_url = str_copy(p, AIGW_NGROK_GATEWAY_URL);
 }
 

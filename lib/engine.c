@@ -11,6 +11,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "engine.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,7 +36,9 @@ typedef enum move {
     MV_NEXT_KEY,
     MV_RETRY,
     MV_NEXT_STEP,
-    MV_NEXT_CAND
+    MV_NEXT_CAND,
+    MV_RESTART,  /* streaming: a committed stream broke; the next model anew */
+    MV_END       /* streaming: the request ended (stream failed, cancelled) */
 } move;
 
 typedef struct run {
@@ -57,6 +60,10 @@ typedef struct run {
     bool budget_capped; /* the last attempt got only what was left of totalTimeout */
     bool max_reached;
     bool done;         /* the answer is in resp */
+    const aigw_stream_handler *sh; /* streaming: where the answer goes */
+    void *sud;
+    bool restart;      /* streaming: restart a broken committed stream */
+    bool ever_started; /* streaming: on_start was called at least once */
 } run;
 
 /* ------------------------------------------------------------------------ */
@@ -172,6 +179,14 @@ static int finish_unserved(run *r)
 
     if (last)
         resp->attempts[resp->n_attempts - 1].verdict = "exhausted";
+    /* a committed stream broke and a restart found nothing left */
+    if (last && last->completion && strcmp(last->completion, "stream_failed") == 0) {
+        resp->outcome = AIGW_OUTCOME_STREAM_FAILED;
+        resp->status = last->status;
+        resp->error_code = "stream_failed";
+        r->done = true;
+        return 0;
+    }
     if (r->timed_out) {
         status = 504;
         code = "timeout";
@@ -270,67 +285,82 @@ static bool url_has_path(const char *url)
     return p && strchr(p + 3, '/') != NULL;
 }
 
+/* The upstream request of one attempt; free with req_free. */
+typedef struct built_req {
+    aigw_buf url;
+    aigw_hdrs h;
+    aigw_header *hv;
+    aigw_transport_request req;
+} built_req;
+
+static void req_free(built_req *b)
+{
+    aigw__buf_free(&b->url);
+    wipe_hdrs(&b->h);
+    aigw__free(b->hv);
+}
+
+static int build_req(run *r, const cand *cd, bool ngrok, const key_ref *key,
+                     const aigw_buf *body, built_req *b)
+{
+    const aigw_config *cfg = r->cfg;
+    aigw_buf scratch = AIGW_BUF_INIT;
+    aigw_transport_request *req = &b->req;
+    int64_t left = r->deadline - aigw__client_now(r->c);
+    int rc = 0;
+    size_t i;
+
+    memset(b, 0, sizeof *b);
+    rc |= aigw__buf_puts(&b->url, ngrok ? cfg->ngrok_gateway_url : cd->prov->base_url);
+    /* A base URL with a path ("https://api.example.com/v1") takes the surface
+     * path; one without ("https://my-ollama.internal") the whole API path,
+     * as ngrok's examples of custom providers show both. */
+    if (!url_has_path(b->url.data) && strncmp(r->path, "/v1", 3) != 0)
+        rc |= aigw__buf_puts(&b->url, "/v1");
+    rc |= aigw__buf_puts(&b->url, r->path);
+    rc |= aigw__hdrs_add(&b->h, "content-type", "application/json");
+    rc |= aigw__hdrs_add(&b->h, "user-agent", "libaigw/" AIGW_VERSION_STRING);
+    if (r->sh)
+        rc |= aigw__hdrs_add(&b->h, "accept", "text/event-stream");
+    rc |= add_auth(&b->h, cd->prov, r->path, ngrok, key->secret, &scratch);
+    aigw__buf_wipe_free(&scratch);
+    /* aigw_hdr and aigw_header differ in constness only. */
+    if (rc == 0 && (b->hv = aigw__calloc(b->h.n, sizeof *b->hv)) == NULL)
+        rc = -1;
+    if (rc != 0) {
+        req_free(b);
+        return -1;
+    }
+    for (i = 0; i < b->h.n; i++) {
+        b->hv[i].name = b->h.v[i].name;
+        b->hv[i].value = b->h.v[i].value;
+    }
+    req->method = "POST";
+    req->url = b->url.data;
+    req->headers = b->hv;
+    req->n_headers = b->h.n;
+    req->body = body->data;
+    req->body_len = body->len;
+    r->budget_capped = left < cfg->per_request_timeout_ms;
+    req->timeout_ms = r->budget_capped ? left : cfg->per_request_timeout_ms;
+    if (req->timeout_ms < 1)
+        req->timeout_ms = 1;
+    req->connect_timeout_ms = cfg->connect_timeout_ms < req->timeout_ms ? cfg->connect_timeout_ms
+                                                                          : req->timeout_ms;
+    req->max_response_bytes = cfg->max_response_bytes;
+    return 0;
+}
+
 /* Sends one attempt.  Returns 0, or -1 when out of memory. */
 static int send_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
                      const aigw_buf *body, aigw_transport_response *t, aigw_transport_result *tr)
 {
-    const aigw_config *cfg = r->cfg;
-    aigw_buf url = AIGW_BUF_INIT, scratch = AIGW_BUF_INIT;
-    aigw_hdrs h = {NULL, 0, 0};
-    aigw_transport_request req;
-    int64_t left = r->deadline - aigw__client_now(r->c);
-    int rc = 0;
-
-    rc |= aigw__buf_puts(&url, ngrok ? cfg->ngrok_gateway_url : cd->prov->base_url);
-    /* A base URL with a path ("https://api.example.com/v1") takes the surface
-     * path; one without ("https://my-ollama.internal") the whole API path,
-     * as ngrok's examples of custom providers show both. */
-    if (!url_has_path(url.data) && strncmp(r->path, "/v1", 3) != 0)
-        rc |= aigw__buf_puts(&url, "/v1");
-    rc |= aigw__buf_puts(&url, r->path);
-    rc |= aigw__hdrs_add(&h, "content-type", "application/json");
-    rc |= aigw__hdrs_add(&h, "user-agent", "libaigw/" AIGW_VERSION_STRING);
-    rc |= add_auth(&h, cd->prov, r->path, ngrok, key->secret, &scratch);
-    aigw__buf_wipe_free(&scratch);
-    if (rc != 0) {
-        aigw__buf_free(&url);
-        wipe_hdrs(&h);
+    built_req b;
+    if (build_req(r, cd, ngrok, key, body, &b) != 0)
         return -1;
-    }
-    memset(&req, 0, sizeof req);
-    req.method = "POST";
-    req.url = url.data;
-    req.headers = (const aigw_header *)NULL;
-    req.n_headers = h.n;
-    req.body = body->data;
-    req.body_len = body->len;
-    r->budget_capped = left < cfg->per_request_timeout_ms;
-    req.timeout_ms = r->budget_capped ? left : cfg->per_request_timeout_ms;
-    if (req.timeout_ms < 1)
-        req.timeout_ms = 1;
-    req.connect_timeout_ms = cfg->connect_timeout_ms < req.timeout_ms ? cfg->connect_timeout_ms
-                                                                        : req.timeout_ms;
-    req.max_response_bytes = cfg->max_response_bytes;
-    {
-        /* aigw_hdr and aigw_header differ in constness only. */
-        aigw_header *hv = aigw__calloc(h.n, sizeof *hv);
-        size_t i;
-        if (!hv) {
-            aigw__buf_free(&url);
-            wipe_hdrs(&h);
-            return -1;
-        }
-        for (i = 0; i < h.n; i++) {
-            hv[i].name = h.v[i].name;
-            hv[i].value = h.v[i].value;
-        }
-        req.headers = hv;
-        t->max_body = cfg->max_response_bytes;
-        *tr = r->c->transport.send(r->c->transport_ud, &req, t);
-        aigw__free(hv);
-    }
-    aigw__buf_free(&url);
-    wipe_hdrs(&h);
+    t->max_body = r->cfg->max_response_bytes;
+    *tr = r->c->transport.send(r->c->transport_ud, &b.req, t);
+    req_free(&b);
     return 0;
 }
 
@@ -404,6 +434,370 @@ static int take_upstream_answer(run *r, aigw_transport_response *t, const key_re
     resp->outcome = oc;
     r->done = true;
     return scrub(resp, key->secret);
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* streamed attempts                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* After a finish reason, how long to wait for the rest (usage, [DONE]) of a
+ * stream that does not end: it is complete, so not long. */
+#define FINISH_GRACE_MS 1000
+
+typedef struct sctx {
+    run *r;
+    aigw_attempt *a;
+    aigw_transport_response *t;
+    aigw_sse *sse;
+    aigw_buf pre;       /* the bytes held back before the commit point */
+    aigw_buf err_data;  /* an in-band error event's data */
+    int64_t t0;
+    int64_t first_token_deadline;
+    bool started;       /* the first bytes came */
+    bool ok_status;     /* 2xx */
+    bool sse_mode;      /* text/event-stream */
+    bool content;       /* a content event came: the commit point */
+    bool committed;
+    bool done;          /* [DONE] or the API's own end event */
+    bool finished;      /* a finish reason */
+    bool inband_error;
+    bool too_large;
+    bool first_token_expired;
+    bool cancelled;
+} sctx;
+
+static bool jstr_nonempty(const cJSON *v)
+{
+    return cJSON_IsString(v) && v->valuestring && v->valuestring[0];
+}
+
+static bool jtype_is(const cJSON *o, const char *type)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
+    return cJSON_IsString(t) && strcmp(t->valuestring, type) == 0;
+}
+
+/* Reads what one event means for the commit point and the end. */
+static void read_event_json(sctx *s, const cJSON *o)
+{
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(o, "choices"), *ch;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
+    if ((err && !cJSON_IsNull(err) && !choices) || jtype_is(o, "error") ||
+        jtype_is(o, "response.failed")) {
+        s->inband_error = true;
+        return;
+    }
+    /* Anthropic messages and OpenAI Responses streams */
+    if (jtype_is(o, "content_block_delta") || jtype_is(o, "response.output_text.delta") ||
+        jtype_is(o, "response.function_call_arguments.delta"))
+        s->content = true;
+    if (jtype_is(o, "message_stop") || jtype_is(o, "response.completed"))
+        s->done = true;
+    if (jtype_is(o, "message_delta")) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "delta");
+        if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(d, "stop_reason")))
+            s->finished = true;
+    }
+    /* chat completions: a role-only chunk is not content */
+    cJSON_ArrayForEach(ch, choices)
+    {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(d, "tool_calls");
+        if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(d, "content")) ||
+            (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) ||
+            cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(d, "function_call")))
+            s->content = true;
+        if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(ch, "finish_reason")))
+            s->finished = true;
+    }
+}
+
+static int on_sse_event(void *ctx, const aigw_sse_event *ev)
+{
+    sctx *s = ctx;
+    cJSON *o;
+    if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
+        s->done = true;
+        return 0;
+    }
+    if (ev->event_len == 5 && memcmp(ev->event, "error", 5) == 0) {
+        s->inband_error = true;
+    } else if ((o = aigw__json_parse(ev->data, ev->data_len, NULL)) == NULL) {
+        /* Decided: an event whose data is not JSON is skipped and counted;
+         * the stream goes on. */
+        s->a->malformed_events++;
+        return 0;
+    } else {
+        read_event_json(s, o);
+        cJSON_Delete(o);
+    }
+    if (s->inband_error && !s->err_data.len)
+        aigw__buf_append(&s->err_data, ev->data, ev->data_len);
+    return 0;
+}
+
+static int deliver(sctx *s, const char *data, size_t len)
+{
+    const aigw_stream_handler *h = s->r->sh;
+    if (len && h->on_data && h->on_data(s->r->sud, data, len) != 0) {
+        s->cancelled = true;
+        return -1;
+    }
+    return 0;
+}
+
+/* The commit point: status and headers, then what was held back. */
+static int commit(sctx *s)
+{
+    const aigw_stream_handler *h = s->r->sh;
+    aigw_header *hv = aigw__calloc(s->t->headers.n ? s->t->headers.n : 1, sizeof *hv);
+    size_t i, n = 0;
+    int rc = 0;
+    if (!hv)
+        return -1;
+    for (i = 0; i < s->t->headers.n; i++)
+        if (!hop_by_hop(s->t->headers.v[i].name)) {
+            hv[n].name = s->t->headers.v[i].name;
+            hv[n].value = s->t->headers.v[i].value;
+            n++;
+        }
+    s->committed = true;
+    s->r->ever_started = true;
+    if (h->on_start && h->on_start(s->r->sud, s->t->status, hv, n) != 0) {
+        s->cancelled = true;
+        rc = -1;
+    }
+    aigw__free(hv);
+    if (rc == 0)
+        rc = deliver(s, s->pre.data, s->pre.len);
+    aigw__buf_free(&s->pre);
+    return rc;
+}
+
+static int64_t on_stream_data(void *ctx, const char *data, size_t len)
+{
+    sctx *s = ctx;
+    const aigw_config *cfg = s->r->cfg;
+    int64_t now = aigw__client_now(s->r->c);
+    int rc;
+    if (!s->started) {
+        const char *ct = aigw__hdrs_get(&s->t->headers, "content-type");
+        s->started = true;
+        s->a->first_byte_ms = now - s->t0;
+        s->ok_status = s->t->status >= 200 && s->t->status < 300;
+        s->sse_mode = s->ok_status && ct && aigw__strncasecmp(ct, "text/event-stream", 17) == 0;
+    }
+    if (s->committed) {
+        if (deliver(s, data, len) != 0)
+            return -1;
+    } else {
+        if (s->pre.len + len > cfg->max_response_bytes) {
+            s->too_large = true;
+            return -1;
+        }
+        if (aigw__buf_append(&s->pre, data, len) != 0)
+            return -1;
+    }
+    if (!s->sse_mode) /* a whole answer: kept until it ends */
+        return cfg->stream_idle_timeout_ms;
+    rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
+    if (rc == AIGW_SSE_TOO_LARGE) {
+        s->a->stream_error = "event_too_large";
+        return -1;
+    }
+    if (s->content && s->a->first_token_ms < 0)
+        s->a->first_token_ms = now - s->t0;
+    if (s->content && !s->committed && commit(s) != 0)
+        return -1;
+    if (s->inband_error)
+        return -1;
+    if (s->done)
+        return 0;
+    if (!s->committed) {
+        if (now >= s->first_token_deadline) {
+            s->first_token_expired = true;
+            return -1;
+        }
+        return s->first_token_deadline - now;
+    }
+    return s->finished && cfg->stream_idle_timeout_ms > FINISH_GRACE_MS ? FINISH_GRACE_MS
+                                                                       : cfg->stream_idle_timeout_ms;
+}
+
+/* Why a committed stream is not a success, or NULL when it is. */
+static const char *stream_break(const sctx *s, aigw_transport_result tr)
+{
+    if (s->inband_error)
+        return "inband_error";
+    if (s->a->stream_error)
+        return s->a->stream_error;
+    if (s->done && (tr == AIGW_TR_OK || tr == AIGW_TR_CANCELLED))
+        return NULL;
+    if (!s->sse_mode && tr == AIGW_TR_OK)
+        return NULL; /* a whole (non-SSE) answer that came complete */
+    if (s->finished && (tr == AIGW_TR_OK || tr == AIGW_TR_TIMEOUT) && !aigw__sse_pending(s->sse))
+        return NULL; /* a clean end, or the grace after a finish reason ran out */
+    if (tr == AIGW_TR_TIMEOUT)
+        return "idle_timeout";
+    if (tr != AIGW_TR_OK)
+        return "connection_cut";
+    return aigw__sse_pending(s->sse) ? "malformed_framing" : "ended_without_finish";
+}
+
+/* The class of a streamed attempt that never reached the commit point. */
+static aigw_class classify_uncommitted(sctx *s, aigw_transport_result *tr, int64_t *wait)
+{
+    aigw_transport_response *t = s->t;
+    if (s->first_token_expired) {
+        *tr = AIGW_TR_TIMEOUT;
+        s->a->stream_error = "first_token_timeout";
+        return AIGW_CLASS_TIMEOUT;
+    }
+    if (s->too_large)
+        *tr = AIGW_TR_TOO_LARGE;
+    if (s->inband_error) {
+        /* an error event on a 200: a server-side failure, overloaded when it
+         * says so (Anthropic's overloaded_error) */
+        *tr = AIGW_TR_OK;
+        s->a->stream_error = "inband_error";
+        return aigw__classify(AIGW_TR_OK, 500, &t->headers, s->err_data.data, s->err_data.len,
+                              aigw__unix_ms(), wait);
+    }
+    if (*tr == AIGW_TR_OK && s->ok_status && s->sse_mode && !s->a->stream_error) {
+        s->a->stream_error = "ended_before_first_token";
+        *tr = AIGW_TR_RESET;
+    }
+    if (s->a->stream_error && *tr == AIGW_TR_CANCELLED)
+        *tr = AIGW_TR_PROTOCOL; /* an event past maxEventBytes */
+    return aigw__classify(*tr, *tr == AIGW_TR_OK ? t->status : 0, &t->headers, s->pre.data,
+                          s->pre.len, aigw__unix_ms(), wait);
+}
+
+/* Sends one streamed attempt; fills the attempt's record.  Returns the move
+ * when it is already decided (served, restart, end), else -2 with *cls
+ * and the held-back body in t->body for the usual policy. */
+static int stream_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
+                       const aigw_buf *body, aigw_transport_response *t, aigw_attempt *a,
+                       aigw_transport_result *trp, int64_t *wait)
+{
+    built_req b;
+    sctx s;
+    aigw_transport_result tr;
+    const char *why;
+    memset(&s, 0, sizeof s);
+    s.r = r;
+    s.a = a;
+    s.t = t;
+    if (!(s.sse = aigw__sse_new(r->cfg->max_event_bytes)))
+        return -1;
+    if (build_req(r, cd, ngrok, key, body, &b) != 0) {
+        aigw__sse_free(s.sse);
+        return -1;
+    }
+    s.t0 = aigw__client_now(r->c);
+    /* Before the commit point the first-token and total deadlines rule; once
+     * committed, only the idle budget: a long answer is not cut for length. */
+    s.first_token_deadline = s.t0 + r->cfg->first_token_timeout_ms;
+    if (s.first_token_deadline > r->deadline)
+        s.first_token_deadline = r->deadline;
+    b.req.stream = 1;
+    b.req.idle_timeout_ms = s.first_token_deadline - s.t0 > 0 ? s.first_token_deadline - s.t0 : 1;
+    b.req.timeout_ms = (int64_t)24 * 3600 * 1000;
+    t->max_body = r->cfg->max_response_bytes;
+    tr = r->c->transport.send_stream(r->c->transport_ud, &b.req, t, on_stream_data, &s);
+    req_free(&b);
+    a->duration_ms = aigw__client_now(r->c) - s.t0;
+    a->status = t->status;
+    if (s.cancelled) {
+        a->tr = AIGW_TR_CANCELLED;
+        a->verdict = "fail_fast";
+        a->completion = s.committed ? "stream_failed" : "failed";
+        r->resp->outcome = AIGW_OUTCOME_CANCELLED;
+        r->resp->status = t->status;
+        r->resp->error_code = "cancelled";
+        r->done = true;
+        aigw__sse_free(s.sse);
+        aigw__buf_free(&s.pre);
+        aigw__buf_free(&s.err_data);
+        return MV_END;
+    }
+    if (!s.committed && tr == AIGW_TR_OK && !s.inband_error && !s.first_token_expired &&
+        s.ok_status && (!s.sse_mode || s.done || s.finished)) {
+        /* a complete answer without content (or not a stream at all) */
+        if (commit(&s) != 0 && !s.cancelled) {
+            aigw__sse_free(s.sse);
+            aigw__buf_free(&s.err_data);
+            return -1;
+        }
+    }
+    if (!s.committed) {
+        *trp = tr;
+        a->cls = classify_uncommitted(&s, trp, wait);
+        a->tr = *trp;
+        a->status = *trp == AIGW_TR_OK ? t->status : 0;
+        aigw__buf_free(&t->body);
+        t->body = s.pre;
+        aigw__sse_free(s.sse);
+        aigw__buf_free(&s.err_data);
+        return -2;
+    }
+    why = s.cancelled ? "cancelled" : stream_break(&s, tr);
+    a->tr = tr == AIGW_TR_CANCELLED && !s.cancelled ? AIGW_TR_OK : tr;
+    aigw__sse_free(s.sse);
+    aigw__buf_free(&s.err_data);
+    aigw__buf_free(&s.pre);
+    r->resp->status = t->status;
+    if (!why) {
+        size_t i;
+        a->served = true;
+        a->verdict = "succeeded";
+        for (i = 0; i < t->headers.n; i++)
+            if (!hop_by_hop(t->headers.v[i].name) &&
+                aigw__hdrs_add(&r->resp->headers, t->headers.v[i].name, t->headers.v[i].value) != 0)
+                return -1;
+        r->resp->outcome = AIGW_OUTCOME_SERVED;
+        r->done = true;
+        return MV_SERVE;
+    }
+    a->completion = "stream_failed";
+    a->stream_error = why;
+    a->cls = AIGW_CLASS_NETWORK;
+    if (strcmp(why, "cancelled") == 0) {
+        a->verdict = "fail_fast";
+        r->resp->outcome = AIGW_OUTCOME_CANCELLED;
+        r->resp->error_code = "cancelled";
+        r->done = true;
+        return MV_END;
+    }
+    if (r->restart) {
+        aigw_buf j = AIGW_BUF_INIT;
+        int rc = aigw__buf_printf(&j, "{\"reason\":\"%s\",\"attempt\":%d,\"provider\":", why,
+                                  a->number);
+        rc |= aigw__buf_json_cstr(&j, a->provider);
+        rc |= aigw__buf_puts(&j, ",\"model\":");
+        rc |= aigw__buf_json_cstr(&j, a->model);
+        rc |= aigw__buf_puts(&j, "}");
+        if (rc != 0) {
+            aigw__buf_free(&j);
+            return -1;
+        }
+        a->verdict = "next_backend";
+        if (r->sh->on_reset && r->sh->on_reset(r->sud, j.data) != 0) {
+            aigw__buf_free(&j);
+            r->resp->outcome = AIGW_OUTCOME_CANCELLED;
+            r->resp->error_code = "cancelled";
+            r->done = true;
+            return MV_END;
+        }
+        aigw__buf_free(&j);
+        return MV_RESTART;
+    }
+    a->verdict = "fail_fast";
+    r->resp->outcome = AIGW_OUTCOME_STREAM_FAILED;
+    r->resp->error_code = "stream_failed";
+    r->done = true;
+    return MV_END;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -571,16 +965,24 @@ static int attempt(run *r, const cand *cd, int step, bool ngrok, const key_ref *
     memset(&t, 0, sizeof t);
     if (record_attempt(r, cd, step, ngrok, key, &a) != 0)
         return -1;
-    t0 = aigw__client_now(r->c);
-    if (send_once(r, cd, ngrok, key, body, &t, &tr) != 0) {
-        tres_free(&t);
-        return -1;
+    if (r->sh) {
+        mv = stream_once(r, cd, ngrok, key, body, &t, a, &tr, &wait);
+        if (mv != -2) {
+            tres_free(&t);
+            return mv;
+        }
+    } else {
+        t0 = aigw__client_now(r->c);
+        if (send_once(r, cd, ngrok, key, body, &t, &tr) != 0) {
+            tres_free(&t);
+            return -1;
+        }
+        a->duration_ms = aigw__client_now(r->c) - t0;
+        a->tr = tr;
+        a->status = tr == AIGW_TR_OK ? t.status : 0;
+        a->cls = aigw__classify(tr, a->status, &t.headers, t.body.data, t.body.len,
+                                aigw__unix_ms(), &wait);
     }
-    a->duration_ms = aigw__client_now(r->c) - t0;
-    a->tr = tr;
-    a->status = tr == AIGW_TR_OK ? t.status : 0;
-    a->cls = aigw__classify(tr, a->status, &t.headers, t.body.data, t.body.len,
-                            aigw__unix_ms(), &wait);
     a->requested_wait_ms = wait;
     w->cls[w->k] = a->cls;
     w->ready_at[w->k] = wait >= 0 ? aigw__client_now(r->c) + wait : -1;
@@ -673,7 +1075,7 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
         }
         mv = attempt(r, cd, step_index, ngrok, &keys[w.k], body, &w, &sleep_ms);
         if (mv < 0 || mv == MV_SERVE || mv == MV_FAIL_FAST || mv == MV_NEXT_CAND ||
-            r->max_reached)
+            mv == MV_RESTART || mv == MV_END || r->max_reached)
             break;
         /* An attempt that timed out on what was left of totalTimeout ends
          * the request, whatever the clock says to the millisecond. */
@@ -822,7 +1224,7 @@ static int run_cand(run *r, const cand *cd)
     aigw__buf_free(&body_ngrok);
     if (mv == MV_NEXT_CAND && ban(r, cd->model) != 0)
         return -1;
-    return mv;
+    return mv == MV_RESTART ? MV_NEXT_CAND : mv;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -890,7 +1292,8 @@ static int run_all(run *r)
     return 0;
 }
 
-aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req, aigw_response **out,
+aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req,
+                              const aigw_stream_handler *sh, void *sud, aigw_response **out,
                               aigw_error **err)
 {
     run r;
@@ -909,9 +1312,17 @@ aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req, aigw_resp
         aigw__free(why);
         return st;
     }
+    if (sh && (c->transport.version < 2 || !c->transport.send_stream)) {
+        aigw__free(model);
+        aigw__strv_free(models, n_models);
+        return aigw__fail(err, AIGW_EINVAL, "the client's transport cannot stream");
+    }
     memset(&r, 0, sizeof r);
     r.c = c;
     r.cfg = c->cfg;
+    r.sh = sh;
+    r.sud = sud;
+    r.restart = req->stream_restart < 0 ? c->cfg->stream_restart : req->stream_restart == 1;
     r.path = surface_path(req->path);
     r.body = req->body;
     r.body_len = req->body_len;

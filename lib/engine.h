@@ -18,6 +18,7 @@ struct aigw_client {
 };
 
 struct aigw_request {
+    int stream_restart; /* -1: the configuration's */
     char *path;
     char *body;
     size_t body_len;
@@ -38,6 +39,11 @@ struct aigw_attempt {
     int64_t duration_ms;
     int64_t requested_wait_ms;
     int64_t waited_ms;
+    const char *completion; /* static; NULL: derived from served/cls */
+    int64_t first_byte_ms;  /* streams; -1 none */
+    int64_t first_token_ms;
+    long malformed_events;  /* streams: data that was not JSON, skipped */
+    const char *stream_error; /* static: why a stream failed, or NULL */
 };
 
 typedef struct aigw_skip {
@@ -74,7 +80,8 @@ int aigw__response_add_skip(aigw_response *r, const char *provider, const char *
 char *aigw__response_build_trace(const aigw_response *r);
 
 /* engine.c */
-aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req, aigw_response **out,
+aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req,
+                              const aigw_stream_handler *sh, void *sud, aigw_response **out,
                               aigw_error **err);
 
 /* client.c: the client's clock */

@@ -192,6 +192,10 @@ struct aigw_config {
     int max_attempts;               /* 10   */
     int same_backend_retries;       /* 2    */
     size_t max_response_bytes;      /* 32 MiB */
+    int64_t first_token_timeout_ms; /* 30s: request sent -> first content event */
+    int64_t stream_idle_timeout_ms; /* 30s: longest gap once committed */
+    bool stream_restart;            /* false */
+    size_t max_event_bytes;         /* 1 MiB: one SSE event */
 
     bool has_ngrok_key;
     aigw_secret ngrok_key;

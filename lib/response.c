@@ -39,6 +39,8 @@ aigw_attempt *aigw__response_add_attempt(aigw_response *r)
     memset(a, 0, sizeof *a);
     a->number = (int)r->n_attempts;
     a->requested_wait_ms = -1;
+    a->first_byte_ms = -1;
+    a->first_token_ms = -1;
     return a;
 }
 
@@ -85,10 +87,7 @@ static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
     r |= aigw__buf_printf(b, "},\"served\":%s,\"retryAction\":", a->served ? "true" : "false");
     r |= aigw__buf_json_cstr(b, a->verdict);
     r |= aigw__buf_printf(b, ",\"completion\":\"%s\",\"upstreamDurationMs\":%lld",
-                          a->served                      ? "succeeded"
-                          : a->cls == AIGW_CLASS_TIMEOUT ? "timed_out"
-                                                         : "failed",
-                          (long long)a->duration_ms);
+                          aigw_attempt_completion(a), (long long)a->duration_ms);
     r |= aigw__buf_printf(b, ",\"step\":%d,\"errorClass\":", a->step);
     r |= aigw__buf_json_cstr(b, cls);
     r |= aigw__buf_puts(b, ",\"transportError\":");
@@ -97,6 +96,14 @@ static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
         r |= aigw__buf_printf(b, ",\"requestedWaitMs\":%lld", (long long)a->requested_wait_ms);
     if (a->waited_ms > 0)
         r |= aigw__buf_printf(b, ",\"waitedMs\":%lld", (long long)a->waited_ms);
+    if (a->first_byte_ms >= 0)
+        r |= aigw__buf_printf(b, ",\"timeToFirstByteMs\":%lld", (long long)a->first_byte_ms);
+    if (a->first_token_ms >= 0)
+        r |= aigw__buf_printf(b, ",\"timeToFirstTokenMs\":%lld", (long long)a->first_token_ms);
+    if (a->malformed_events > 0)
+        r |= aigw__buf_printf(b, ",\"malformedEvents\":%ld", a->malformed_events);
+    if (a->stream_error)
+        r |= aigw__buf_printf(b, ",\"streamError\":\"%s\"", a->stream_error);
     r |= aigw__buf_puts(b, "}");
     return r;
 }
@@ -148,6 +155,8 @@ const char *aigw_outcome_name(aigw_outcome outcome)
     case AIGW_OUTCOME_EXHAUSTED: return "exhausted";
     case AIGW_OUTCOME_TIMED_OUT: return "timed_out";
     case AIGW_OUTCOME_REJECTED: return "rejected";
+    case AIGW_OUTCOME_STREAM_FAILED: return "stream_failed";
+    case AIGW_OUTCOME_CANCELLED: return "cancelled";
     }
     return "unknown";
 }
@@ -297,3 +306,13 @@ int64_t aigw_attempt_requested_wait_ms(const aigw_attempt *a)
     return a ? a->requested_wait_ms : -1;
 }
 int64_t aigw_attempt_waited_ms(const aigw_attempt *a) { return a ? a->waited_ms : 0; }
+const char *aigw_attempt_completion(const aigw_attempt *a)
+{
+    if (!a)
+        return NULL;
+    if (a->completion)
+        return a->completion;
+    return a->served ? "succeeded" : a->cls == AIGW_CLASS_TIMEOUT ? "timed_out" : "failed";
+}
+int64_t aigw_attempt_first_byte_ms(const aigw_attempt *a) { return a ? a->first_byte_ms : -1; }
+int64_t aigw_attempt_first_token_ms(const aigw_attempt *a) { return a ? a->first_token_ms : -1; }

@@ -1,10 +1,17 @@
 /*
  * transport_curl.c - the default transport: libcurl.
  *
- * Easy handles are kept in a small mutex-guarded free-list: a handle keeps
- * its connection cache across curl_easy_reset, so sequential sends reuse
- * their keep-alive connection, and concurrent sends each take a handle of
- * their own (a new one when the list is empty).  Redirects are never
+ * Every exchange, whole or streamed, runs one easy handle on a multi handle
+ * of its own, driven here (perform / poll) so that our deadlines - the
+ * overall timeout and a stream's idle budget - are checked to the
+ * millisecond rather than left to libcurl's coarser timers.  libcurl keeps
+ * the connection cache in the multi handle, not the easy one, so the two
+ * are pooled together as a pair in a small mutex-guarded free-list:
+ * sequential exchanges reuse their keep-alive connection, and concurrent
+ * ones each take a pair of their own (a new one when the list is empty).
+ * A transfer stopped before its end (a callback's stop, a deadline) is
+ * removed from its multi handle mid-transfer, which makes libcurl close that
+ * HTTP/1 connection rather than cache it half-read.  Redirects are never
  * followed, only http and https are allowed, nothing is printed, and the
  * header strings built here (they hold the key) are wiped before they are
  * freed.
@@ -15,25 +22,53 @@
 #include <limits.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #define POOL_MAX 16 /* idle handles kept per transport */
 /* All header lines of one answer; below libcurl's own 300 KB limit (8.3.0+
  * and backports), so that a header flood is reported as too large. */
 #define MAX_HEADER_BYTES (256 * 1024)
 
+/* The longest single wait in the loop when no deadline is nearer; libcurl
+ * shortens it to its own timers anyway. */
+#define POLL_MAX_MS 1000
+#define NO_DEADLINE INT64_MAX
+
+/* An easy handle and the multi handle that runs it and caches its
+ * connections. */
+typedef struct pair {
+    CURL *easy;
+    CURLM *multi;
+} pair;
+
 typedef struct curl_tr {
     pthread_mutex_t mu;
-    CURL *idle[POOL_MAX];
+    pair idle[POOL_MAX];
     size_t n_idle;
 } curl_tr;
 
-/* One send's state, seen by the callbacks. */
+/* Why a callback stopped a transfer. */
+typedef enum stop_reason {
+    STOP_NONE = 0,
+    STOP_DONE,      /* on_data returned 0: complete as far as the caller cares */
+    STOP_CANCELLED, /* on_data returned < 0 */
+    STOP_STATUS     /* the status line could not be recorded */
+} stop_reason;
+
+/* One exchange's state, seen by the callbacks. */
 typedef struct call {
+    CURL *h;
     aigw_transport_response *resp;
     size_t cap;          /* req->max_response_bytes; 0 = none */
     size_t header_bytes; /* of the current answer */
     bool too_large;      /* a callback stopped the transfer over a cap */
     bool nomem;
+    bool status_set;     /* resp's status was recorded */
+    /* streaming: the body goes to on_data; NULL: into resp's body */
+    aigw_transport_data_fn on_data;
+    void *ctx;
+    int64_t idle_deadline; /* monotonic ms; NO_DEADLINE when none */
+    stop_reason stop;
 } call;
 
 /* ---- process-wide init: curl_global_init exactly once ---- */
@@ -50,29 +85,59 @@ static void global_init(void)
 
 /* ---- the handle pool ---- */
 
-static CURL *pool_take(curl_tr *t)
+static void pair_cleanup(pair *p)
 {
-    CURL *h = NULL;
-    pthread_mutex_lock(&t->mu);
-    if (t->n_idle > 0)
-        h = t->idle[--t->n_idle];
-    pthread_mutex_unlock(&t->mu);
-    return h ? h : curl_easy_init();
+    /* The easy handle goes first: it is never left in its multi handle. */
+    if (p->easy)
+        curl_easy_cleanup(p->easy);
+    if (p->multi)
+        curl_multi_cleanup(p->multi); /* closes the cached connections */
+    p->easy = NULL;
+    p->multi = NULL;
 }
 
-/* Forgets every option (they point at this call's memory) but keeps the
- * handle's live connections for the next send. */
-static void pool_give(curl_tr *t, CURL *h)
+/* 0, or -1 when a new pair cannot be made. */
+static int pool_take(curl_tr *t, pair *out)
 {
-    curl_easy_reset(h);
+    bool got = false;
     pthread_mutex_lock(&t->mu);
-    if (t->n_idle < POOL_MAX) {
-        t->idle[t->n_idle++] = h;
-        h = NULL;
+    if (t->n_idle > 0) {
+        *out = t->idle[--t->n_idle];
+        got = true;
     }
     pthread_mutex_unlock(&t->mu);
-    if (h)
-        curl_easy_cleanup(h);
+    if (got)
+        return 0;
+    out->easy = curl_easy_init();
+    out->multi = curl_multi_init();
+    if (!out->easy || !out->multi) {
+        pair_cleanup(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* Forgets every option (they point at this call's memory); the multi handle
+ * keeps the live connections for the next exchange. */
+static void pool_give(curl_tr *t, pair *p)
+{
+    bool kept = false;
+    curl_easy_reset(p->easy);
+    pthread_mutex_lock(&t->mu);
+    if (t->n_idle < POOL_MAX) {
+        t->idle[t->n_idle++] = *p;
+        kept = true;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (!kept)
+        pair_cleanup(p);
+}
+
+/* ---- deadlines ---- */
+
+static int64_t add_ms(int64_t now, int64_t ms)
+{
+    return ms > NO_DEADLINE - now ? NO_DEADLINE : now + ms;
 }
 
 /* ---- callbacks ---- */
@@ -156,10 +221,22 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
     return len;
 }
 
-static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+/* Records the final answer's status.  0, or -1 when it is out of range. */
+static int take_status(call *c)
 {
-    call *c = ud;
-    size_t len = size * nmemb;
+    long code = 0;
+    if (c->status_set)
+        return 0;
+    if (curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK ||
+        aigw_transport_response_set_status(c->resp, (int)(code > 999 ? 0 : code)) != AIGW_OK)
+        return -1;
+    c->status_set = true;
+    return 0;
+}
+
+/* send: the body into resp, within the cap. */
+static size_t keep_body(call *c, const char *p, size_t len)
+{
     aigw_status st;
     if (c->cap && (len > c->cap || c->resp->body.len > c->cap - len)) {
         c->too_large = true;
@@ -175,6 +252,38 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
         return 0;
     }
     return len;
+}
+
+/* send_stream: the body to on_data, whose answer sets the idle budget or
+ * stops the transfer (a short count makes libcurl fail it with
+ * CURLE_WRITE_ERROR; the reason is kept in c->stop). */
+static size_t pass_body(call *c, const char *p, size_t len)
+{
+    int64_t budget;
+    if (c->stop != STOP_NONE)
+        return 0;
+    if (len == 0)
+        return 0; /* an empty body: nothing to hand on */
+    /* libcurl calls the header callback for the whole block first, so the
+     * headers are complete; the status goes in before the first chunk. */
+    if (take_status(c) != 0) {
+        c->stop = STOP_STATUS;
+        return 0;
+    }
+    budget = c->on_data(c->ctx, p, len);
+    if (budget > 0) {
+        c->idle_deadline = add_ms(aigw__mono_ms(), budget);
+        return len;
+    }
+    c->stop = budget == 0 ? STOP_DONE : STOP_CANCELLED;
+    return 0;
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+    call *c = ud;
+    size_t len = size * nmemb;
+    return c->on_data ? pass_body(c, p, len) : keep_body(c, p, len);
 }
 
 /* ---- request headers ---- */
@@ -313,7 +422,7 @@ static aigw_transport_result map_code(CURLcode rc, const call *c)
     }
 }
 
-/* ---- send ---- */
+/* ---- options ---- */
 
 static long clamp_ms(int64_t ms)
 {
@@ -379,45 +488,138 @@ static CURLcode set_options(CURL *h, const aigw_transport_request *req, struct c
     return rc;
 }
 
-static aigw_transport_result curl_send(void *ud, const aigw_transport_request *req,
-                                       aigw_transport_response *resp)
+/* Waits for socket activity or libcurl's next timer, at most ms. */
+static CURLMcode wait_io(CURLM *m, int64_t ms)
 {
-    curl_tr *t = ud;
+#if LIBCURL_VERSION_NUM >= 0x074200 /* 7.66.0 */
+    return curl_multi_poll(m, NULL, 0, (int)ms, NULL);
+#else
+    /* curl_multi_wait returns at once when it has nothing to wait on (while
+     * resolving, say): a short sleep then avoids a busy loop. */
+    int n = -1;
+    CURLMcode mc = curl_multi_wait(m, NULL, 0, (int)ms, &n);
+    if (mc == CURLM_OK && n == 0) {
+        struct timespec ts = {0, (ms < 5 ? (long)ms : 5L) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return mc;
+#endif
+}
+
+/* Runs the transfer on the pair's multi handle until it ends, a callback
+ * stops it or a deadline passes, then takes the easy handle out (mid-transfer
+ * that closes the connection: it is never cached half-read). */
+static aigw_transport_result drive(pair *p, call *c, int64_t deadline)
+{
+    CURLcode rc = CURLE_OK;
+    bool done = false, timed_out = false, failed = false;
+
+    if (curl_multi_add_handle(p->multi, p->easy) != CURLM_OK)
+        return AIGW_TR_OTHER;
+    for (;;) {
+        int running = 0, left = 0;
+        int64_t now, next;
+        CURLMsg *msg;
+        if (curl_multi_perform(p->multi, &running) != CURLM_OK) {
+            failed = true;
+            break;
+        }
+        while ((msg = curl_multi_info_read(p->multi, &left)) != NULL)
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == p->easy) {
+                rc = msg->data.result;
+                done = true;
+            }
+        if (done)
+            break;
+        if (running == 0) { /* ended without a word: cannot happen */
+            failed = true;
+            break;
+        }
+        now = aigw__mono_ms();
+        next = deadline < c->idle_deadline ? deadline : c->idle_deadline;
+        if (now >= next) {
+            timed_out = true;
+            break;
+        }
+        if (wait_io(p->multi, next - now < POLL_MAX_MS ? next - now : POLL_MAX_MS) !=
+            CURLM_OK) {
+            failed = true;
+            break;
+        }
+    }
+    curl_multi_remove_handle(p->multi, p->easy);
+
+    /* A callback's stop comes first: libcurl reports it as a write error. */
+    if (c->stop == STOP_DONE)
+        return AIGW_TR_OK;
+    if (c->stop == STOP_CANCELLED)
+        return AIGW_TR_CANCELLED;
+    if (c->stop == STOP_STATUS)
+        return AIGW_TR_PROTOCOL;
+    if (timed_out)
+        return AIGW_TR_TIMEOUT;
+    if (failed || c->nomem)
+        return AIGW_TR_OTHER;
+    return map_code(rc, c);
+}
+
+/* send and send_stream: on_data NULL keeps the body in resp. */
+static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *req,
+                                      aigw_transport_response *resp,
+                                      aigw_transport_data_fn on_data, void *ctx)
+{
     struct curl_slist *hdrs = NULL;
     aigw_transport_result tr;
+    int64_t start;
     call c;
-    CURL *h;
+    pair p;
     CURLcode rc;
-    int hr;
 
     if (!t || !req || !resp || !req->url || (!req->body && req->body_len) ||
         (req->method && !token_ok(req->method)))
         return AIGW_TR_OTHER;
-    hr = build_headers(req, &hdrs);
-    if (hr != 0)
+    if (build_headers(req, &hdrs) != 0)
         return AIGW_TR_OTHER;
-    h = pool_take(t);
-    if (!h) {
+    if (pool_take(t, &p) != 0) {
         slist_wipe_free(hdrs);
         return AIGW_TR_OTHER;
     }
     memset(&c, 0, sizeof c);
+    c.h = p.easy;
     c.resp = resp;
-    c.cap = req->max_response_bytes;
+    c.cap = on_data ? 0 : req->max_response_bytes; /* a stream has no cap */
+    c.on_data = on_data;
+    c.ctx = ctx;
+    start = aigw__mono_ms();
+    c.idle_deadline = on_data && req->idle_timeout_ms > 0 ? add_ms(start, req->idle_timeout_ms)
+                                                          : NO_DEADLINE;
 
-    rc = set_options(h, req, hdrs, &c);
+    rc = set_options(p.easy, req, hdrs, &c);
     if (rc == CURLE_OK)
-        rc = curl_easy_perform(h);
-    tr = c.nomem ? AIGW_TR_OTHER : map_code(rc, &c);
-    if (tr == AIGW_TR_OK) {
-        long code = 0;
-        if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK ||
-            aigw_transport_response_set_status(resp, (int)(code > 999 ? 0 : code)) != AIGW_OK)
-            tr = AIGW_TR_PROTOCOL;
-    }
-    pool_give(t, h);
+        tr = drive(&p, &c, req->timeout_ms > 0 ? add_ms(start, req->timeout_ms) : NO_DEADLINE);
+    else
+        tr = c.nomem ? AIGW_TR_OTHER : map_code(rc, &c);
+    /* An answer without a body (or a send) gets its status at the end. */
+    if (tr == AIGW_TR_OK && take_status(&c) != 0)
+        tr = AIGW_TR_PROTOCOL;
+    pool_give(t, &p);
     slist_wipe_free(hdrs);
     return tr;
+}
+
+static aigw_transport_result curl_send(void *ud, const aigw_transport_request *req,
+                                       aigw_transport_response *resp)
+{
+    return exchange(ud, req, resp, NULL, NULL);
+}
+
+static aigw_transport_result curl_send_stream(void *ud, const aigw_transport_request *req,
+                                              aigw_transport_response *resp,
+                                              aigw_transport_data_fn on_data, void *ctx)
+{
+    if (!on_data)
+        return AIGW_TR_OTHER;
+    return exchange(ud, req, resp, on_data, ctx);
 }
 
 static void curl_destroy(void *ud)
@@ -427,7 +629,7 @@ static void curl_destroy(void *ud)
     if (!t)
         return;
     for (i = 0; i < t->n_idle; i++)
-        curl_easy_cleanup(t->idle[i]);
+        pair_cleanup(&t->idle[i]);
     pthread_mutex_destroy(&t->mu);
     aigw__free(t);
 }
@@ -453,6 +655,7 @@ aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata)
     vt->version = AIGW_TRANSPORT_VERSION;
     vt->send = curl_send;
     vt->destroy = curl_destroy;
+    vt->send_stream = curl_send_stream;
     *userdata = t;
     return AIGW_OK;
 }

@@ -1,0 +1,577 @@
+/*
+ * test_stream.c - streamed requests through the engine with a scripted
+ * streaming transport and a fake clock: the commit point, failover before
+ * it, stream_failed after it, restart, timeouts, cancellation.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "aigw.h"
+#include "internal.h"
+
+#define MAX_CHUNKS 16
+#define MAX_CALLS 16
+
+typedef enum end_mode { END_OK, END_RESET, END_STALL } end_mode;
+
+typedef struct script {
+    int status;
+    const char *content_type;
+    const char *chunks[MAX_CHUNKS];
+    int64_t gap_ms[MAX_CHUNKS]; /* silence before each chunk */
+    end_mode end;
+} script;
+
+typedef struct mock {
+    script s[MAX_CALLS];
+    int n_script;
+    int n_calls;
+    char keys[MAX_CALLS][64];
+    char models[MAX_CALLS][64];
+    int64_t now;
+    int cancel_after; /* caller cancels at this on_data call (0: never) */
+} mock;
+
+static mock M;
+
+/* ---- the caller's side ---- */
+
+typedef struct got {
+    char bytes[8192];
+    size_t len;
+    int starts;
+    int status;
+    int resets;
+    char reset_reason[512];
+    int data_calls;
+} got;
+
+static got G;
+
+static int h_start(void *ud, int status, const aigw_header *h, size_t n)
+{
+    size_t i;
+    (void)ud;
+    G.starts++;
+    G.status = status;
+    for (i = 0; i < n; i++)
+        assert_true(strcmp(h[i].name, "transfer-encoding") != 0);
+    return 0;
+}
+
+static int h_data(void *ud, const char *data, size_t len)
+{
+    (void)ud;
+    assert_true(G.len + len < sizeof G.bytes);
+    memcpy(G.bytes + G.len, data, len);
+    G.len += len;
+    G.bytes[G.len] = '\0';
+    G.data_calls++;
+    return M.cancel_after && G.data_calls >= M.cancel_after;
+}
+
+static int h_reset(void *ud, const char *reason)
+{
+    (void)ud;
+    G.resets++;
+    snprintf(G.reset_reason, sizeof G.reset_reason, "%s", reason);
+    G.len = 0; /* what a caller does: discard */
+    G.bytes[0] = '\0';
+    return 0;
+}
+
+static const aigw_stream_handler HANDLER = {AIGW_STREAM_VERSION, h_start, h_data, h_reset};
+
+/* ---- the scripted streaming transport ---- */
+
+static const char *cred(const aigw_transport_request *req)
+{
+    size_t i;
+    for (i = 0; i < req->n_headers; i++)
+        if (strcmp(req->headers[i].name, "authorization") == 0)
+            return req->headers[i].value + 7;
+    return "";
+}
+
+static aigw_transport_result t_send(void *ud, const aigw_transport_request *req,
+                                    aigw_transport_response *resp)
+{
+    (void)ud;
+    (void)req;
+    (void)resp;
+    fail_msg("a streamed request must go through send_stream");
+    return AIGW_TR_OTHER;
+}
+
+static aigw_transport_result t_stream(void *ud, const aigw_transport_request *req,
+                                      aigw_transport_response *resp, aigw_transport_data_fn on_data,
+                                      void *ctx)
+{
+    mock *m = ud;
+    int i = m->n_calls++;
+    const script *s;
+    int64_t budget = req->idle_timeout_ms, t_end = m->now + req->timeout_ms;
+    size_t c;
+    const char *mp;
+    assert_true(req->stream);
+    snprintf(m->keys[i], sizeof m->keys[i], "%s", cred(req));
+    mp = strstr(req->body, "\"model\":\"");
+    snprintf(m->models[i], sizeof m->models[i], "%.*s", mp ? (int)strcspn(mp + 9, "\"") : 0,
+             mp ? mp + 9 : "");
+    if (i >= m->n_script)
+        fail_msg("unscripted call %d", i);
+    s = &m->s[i];
+    aigw_transport_response_set_status(resp, s->status ? s->status : 200);
+    aigw_transport_response_add_header(resp, "Content-Type",
+                                       s->content_type ? s->content_type : "text/event-stream");
+    aigw_transport_response_add_header(resp, "Transfer-Encoding", "chunked");
+    for (c = 0; c < MAX_CHUNKS && s->chunks[c]; c++) {
+        int64_t r;
+        if (budget > 0 && s->gap_ms[c] >= budget) {
+            m->now += budget;
+            return AIGW_TR_TIMEOUT;
+        }
+        m->now += s->gap_ms[c];
+        if (m->now > t_end)
+            return AIGW_TR_TIMEOUT;
+        r = on_data(ctx, s->chunks[c], strlen(s->chunks[c]));
+        if (r == 0)
+            return AIGW_TR_OK;
+        if (r < 0)
+            return AIGW_TR_CANCELLED;
+        budget = r;
+    }
+    if (s->end == END_RESET)
+        return AIGW_TR_RESET;
+    if (s->end == END_STALL) {
+        m->now += budget;
+        return AIGW_TR_TIMEOUT;
+    }
+    return AIGW_TR_OK;
+}
+
+static int64_t f_now(void *ud)
+{
+    return ((mock *)ud)->now;
+}
+
+static void f_sleep(void *ud, int64_t ms)
+{
+    ((mock *)ud)->now += ms;
+}
+
+static const aigw_transport TRANSPORT = {AIGW_TRANSPORT_VERSION, t_send, NULL, t_stream};
+static const aigw_clock CLOCK = {AIGW_CLOCK_VERSION, f_now, f_sleep, NULL};
+
+/* ---- fixtures ---- */
+
+#define ROLE "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n"
+#define TOK(x) "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" x "\"}}]}\n\n"
+#define FINISH "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+#define DONE "data: [DONE]\n\n"
+#define INBAND_ERR                                                                         \
+    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","      \
+    "\"message\":\"Overloaded\"}}\n\n"
+
+static const char *CFG =
+    "{\"providers\":[{\"providerId\":\"fake\",\"name\":\"F\",\"baseUrl\":\"http://127.0.0.1:9/v1\"},"
+    "{\"providerId\":\"other\",\"name\":\"O\",\"baseUrl\":\"http://127.0.0.1:8/v1\"}],"
+    "\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"fake\",\"value\":\"key-a\"},"
+    "{\"id\":\"b\",\"providerId\":\"fake\",\"value\":\"key-b\"},"
+    "{\"id\":\"d\",\"providerId\":\"other\",\"value\":\"key-d\"}],"
+    "\"accessKeyConfiguration\":{\"name\":\"s\",\"router\":{\"rules\":["
+    "{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"a\"},{\"id\":\"b\"}]}]},"
+    "{\"provider\":\"other\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"d\"}]}]}]}},"
+    "\"gatewayConfig\":{\"firstTokenTimeout\":\"5s\",\"streamIdleTimeout\":\"3s\","
+    "\"sameBackendRetries\":0%s}}";
+
+static const char *BODY = "{\"model\":\"fake:m1\",\"models\":[\"other:m2\"],\"stream\":true,"
+                          "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+static aigw_client *client(const char *extra)
+{
+    char json[2048];
+    aigw_config *cfg = NULL;
+    aigw_client *c = NULL;
+    aigw_error *err = NULL;
+    snprintf(json, sizeof json, CFG, extra ? extra : "");
+    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
+        fail_msg("config: %s", aigw_error_message(err));
+    assert_int_equal(aigw_client_new(cfg, &c, NULL), AIGW_OK);
+    aigw_config_unref(cfg);
+    assert_int_equal(aigw_client_set_transport(c, &TRANSPORT, &M), AIGW_OK);
+    assert_int_equal(aigw_client_set_clock(c, &CLOCK, &M), AIGW_OK);
+    return c;
+}
+
+static aigw_response *stream(aigw_client *c, int restart)
+{
+    aigw_request *req;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, BODY, strlen(BODY)), AIGW_OK);
+    assert_int_equal(aigw_request_set_stream_restart(req, restart), AIGW_OK);
+    if (aigw_client_stream(c, req, &HANDLER, NULL, &resp, &err) != AIGW_OK)
+        fail_msg("stream: %s", aigw_error_message(err));
+    aigw_request_free(req);
+    return resp;
+}
+
+/* "key:verdict:completion" per attempt */
+static void assert_attempts(const aigw_response *r, const char *want)
+{
+    char buf[1024] = "";
+    size_t i;
+    for (i = 0; i < aigw_response_attempt_count(r); i++) {
+        const aigw_attempt *a = aigw_response_attempt(r, i);
+        size_t n = strlen(buf);
+        snprintf(buf + n, sizeof buf - n, "%s%s:%s:%s", i ? " " : "", aigw_attempt_key_id(a),
+                 aigw_attempt_verdict(a), aigw_attempt_completion(a));
+    }
+    if (strcmp(buf, want) != 0)
+        fail_msg("attempts \"%s\", want \"%s\"; trace %s", buf, want, aigw_response_trace_json(r));
+}
+
+static script *push(void)
+{
+    script *s = &M.s[M.n_script++];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&M, 0, sizeof M);
+    memset(&G, 0, sizeof G);
+    M.now = 1000;
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_healthy_stream_byte_identical(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ROLE;
+    s->chunks[1] = TOK("Hel");
+    s->gap_ms[1] = 40;
+    s->chunks[2] = TOK("lo") FINISH;
+    s->chunks[3] = DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
+    assert_string_equal(G.bytes, ROLE TOK("Hel") TOK("lo") FINISH DONE);
+    assert_int_equal(G.starts, 1);
+    assert_int_equal(G.status, 200);
+    assert_int_equal(aigw_attempt_first_token_ms(aigw_response_attempt(r, 0)), 40);
+    assert_int_equal(aigw_attempt_first_byte_ms(aigw_response_attempt(r, 0)), 0);
+    assert_non_null(strstr(aigw_response_trace_json(r), "\"timeToFirstTokenMs\":40"));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_http_error_before_first_token_fails_over_unseen(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->status = 429;
+    s->content_type = "application/json";
+    s->chunks[0] = "{\"error\":{\"code\":\"rate_limit_exceeded\"}}";
+    s = push();
+    s->chunks[0] = TOK("ok") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_key:failed b:succeeded:succeeded");
+    assert_string_equal(G.bytes, TOK("ok") FINISH DONE);
+    assert_int_equal(G.starts, 1);
+    assert_string_equal(M.keys[0], "key-a");
+    assert_string_equal(M.keys[1], "key-b");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_inband_error_before_first_token(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ROLE;
+    s->chunks[1] = INBAND_ERR;
+    s = push();
+    s->chunks[0] = TOK("fine") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_key:failed b:succeeded:succeeded");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "overloaded");
+    assert_string_equal(G.bytes, TOK("fine") FINISH DONE); /* no trace of the failed one */
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_silence_until_first_token_timeout(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ROLE;
+    s->chunks[1] = TOK("late");
+    s->gap_ms[1] = 10000; /* past firstTokenTimeout 5s */
+    s = push();             /* the sibling key shares the host: skipped */
+    s->chunks[0] = TOK("x") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_backend:timed_out d:succeeded:succeeded");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "timeout");
+    assert_int_equal(aigw_attempt_duration_ms(aigw_response_attempt(r, 0)), 5000);
+    assert_string_equal(M.models[1], "m2");
+    assert_string_equal(G.bytes, TOK("x") FINISH DONE);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_cut_after_tokens_restart_off(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("one");
+    s->chunks[1] = TOK("two");
+    s->end = END_RESET;
+    r = stream(c, -1);
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_STREAM_FAILED);
+    assert_string_equal(aigw_response_error_code(r), "stream_failed");
+    assert_string_equal(G.bytes, TOK("one") TOK("two"));
+    assert_int_equal(M.n_calls, 1);
+    assert_non_null(strstr(aigw_response_trace_json(r), "\"streamError\":\"connection_cut\""));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_cut_after_tokens_restart_on(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("one");
+    s->end = END_RESET;
+    s = push();
+    s->chunks[0] = TOK("again") FINISH DONE;
+    r = stream(c, 1);
+    assert_attempts(r, "a:next_backend:stream_failed d:succeeded:succeeded");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
+    assert_int_equal(G.resets, 1);
+    assert_non_null(strstr(G.reset_reason, "\"reason\":\"connection_cut\""));
+    assert_non_null(strstr(G.reset_reason, "\"attempt\":1"));
+    assert_string_equal(G.bytes, TOK("again") FINISH DONE); /* after the discard */
+    assert_int_equal(G.starts, 2);
+    assert_string_equal(M.models[1], "m2"); /* the next candidate, from the start */
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_restart_from_configuration(void **state)
+{
+    aigw_client *c = client(",\"streamRestart\":true");
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("one");
+    s->end = END_STALL;
+    s = push();
+    s->chunks[0] = TOK("b") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_backend:stream_failed d:succeeded:succeeded");
+    assert_non_null(strstr(G.reset_reason, "idle_timeout"));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_stall_after_tokens_idle_timeout(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("one");
+    s->chunks[1] = TOK("two");
+    s->gap_ms[1] = 2000; /* within streamIdleTimeout 3s */
+    s->end = END_STALL;
+    r = stream(c, 0);
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_STREAM_FAILED);
+    assert_string_equal(G.bytes, TOK("one") TOK("two"));
+    assert_non_null(strstr(aigw_response_trace_json(r), "idle_timeout"));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_malformed_event_skipped(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("a") "data: {not json\n\n" TOK("b") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_non_null(strstr(aigw_response_trace_json(r), "\"malformedEvents\":1"));
+    assert_string_equal(G.bytes, TOK("a") "data: {not json\n\n" TOK("b") FINISH DONE);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_no_done_with_finish_reason_is_success(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("a") FINISH;
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
+    aigw_response_free(r);
+
+    /* the connection stays open after the finish reason: a short grace, not
+     * the whole idle timeout */
+    memset(&M, 0, sizeof M);
+    M.now = 1000;
+    s = push();
+    s->chunks[0] = TOK("a") FINISH;
+    s->end = END_STALL;
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_int_equal(M.now - 1000, 1000);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_end_without_finish_or_done_fails(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("a");
+    r = stream(c, 0);
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_non_null(strstr(aigw_response_trace_json(r), "ended_without_finish"));
+    aigw_response_free(r);
+
+    memset(&M, 0, sizeof M);
+    s = push();
+    s->chunks[0] = TOK("a") "data: {\"choices\":[{\"delta\":{\"content\":\"cut mid-ev";
+    r = stream(c, 0);
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_non_null(strstr(aigw_response_trace_json(r), "malformed_framing"));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_inband_error_after_commit(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("a");
+    s->chunks[1] = INBAND_ERR;
+    s->chunks[2] = TOK("never");
+    r = stream(c, 0);
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_STREAM_FAILED);
+    assert_string_equal(G.bytes, TOK("a") INBAND_ERR); /* the caller sees what came */
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_caller_cancels(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    M.cancel_after = 2;
+    s->chunks[0] = TOK("a");
+    s->chunks[1] = TOK("b");
+    s->chunks[2] = TOK("c") FINISH DONE;
+    r = stream(c, 1);
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_CANCELLED);
+    assert_string_equal(G.bytes, TOK("a") TOK("b"));
+    assert_int_equal(M.n_calls, 1);
+    assert_int_equal(G.resets, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_plain_json_answer_to_a_stream_request(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->content_type = "application/json";
+    s->chunks[0] = "{\"id\":\"x\",";
+    s->chunks[1] = "\"choices\":[]}";
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_string_equal(G.bytes, "{\"id\":\"x\",\"choices\":[]}");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_role_only_then_cut_fails_over(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ROLE; /* not content: nothing committed */
+    s->end = END_RESET;
+    s = push();
+    s->chunks[0] = TOK("z") FINISH DONE;
+    r = stream(c, 0);
+    assert_attempts(r, "a:next_backend:failed d:succeeded:succeeded");
+    assert_string_equal(G.bytes, TOK("z") FINISH DONE);
+    assert_int_equal(G.starts, 1);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_healthy_stream_byte_identical, setup),
+        cmocka_unit_test_setup(test_http_error_before_first_token_fails_over_unseen, setup),
+        cmocka_unit_test_setup(test_inband_error_before_first_token, setup),
+        cmocka_unit_test_setup(test_silence_until_first_token_timeout, setup),
+        cmocka_unit_test_setup(test_cut_after_tokens_restart_off, setup),
+        cmocka_unit_test_setup(test_cut_after_tokens_restart_on, setup),
+        cmocka_unit_test_setup(test_restart_from_configuration, setup),
+        cmocka_unit_test_setup(test_stall_after_tokens_idle_timeout, setup),
+        cmocka_unit_test_setup(test_malformed_event_skipped, setup),
+        cmocka_unit_test_setup(test_no_done_with_finish_reason_is_success, setup),
+        cmocka_unit_test_setup(test_end_without_finish_or_done_fails, setup),
+        cmocka_unit_test_setup(test_inband_error_after_commit, setup),
+        cmocka_unit_test_setup(test_caller_cancels, setup),
+        cmocka_unit_test_setup(test_plain_json_answer_to_a_stream_request, setup),
+        cmocka_unit_test_setup(test_role_only_then_cut_fails_over, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
