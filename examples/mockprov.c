@@ -881,8 +881,11 @@ static int stream_pause(mockprov *m, int fd, int ms)
 static int send_stream(mockprov *m, int fd, const mp_rule *rl, int status, int close_after)
 {
     size_t i;
+    int nobody = (status >= 100 && status < 200) || status == 204 || status == 304;
     if (send_head_as(fd, status, rl->headers, -1, close_after, "text/event-stream") != 0)
         return -1;
+    if (nobody) /* no body to frame: the chunks are not sent */
+        return close_after ? -1 : 0;
     for (i = 0; i < rl->n_chunks; i++) {
         const char *p = rl->chunks[i];
         size_t n = strlen(p);

@@ -26,7 +26,8 @@ typedef enum mockprov_action {
     MOCKPROV_STREAM       /* answer status (text/event-stream unless headers
                              name a Content-Type) with a chunked body: each
                              of `chunks` as one HTTP chunk, chunk_delay_ms
-                             before each, then end as stream_end says        */
+                             before each, then end as stream_end says (no
+                             body at all for 1xx, 204 and 304)               */
 } mockprov_action;
 
 /* How a MOCKPROV_STREAM answer ends after its chunks. */

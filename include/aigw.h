@@ -216,9 +216,12 @@ AIGW_API aigw_status aigw_transport_response_append_body(aigw_transport_response
                                                          const char *data, size_t len);
 
 /*
- * A streamed answer's body, chunk by chunk, as it arrives; the status and
- * headers are in resp before the first call, and the chunks are not added to
- * resp's body.  Returns > 0 to go on, allowing that many ms of silence before
+ * A streamed answer's body, chunk by chunk, as it arrives (non-2xx bodies
+ * too); the status and headers are in resp before the first call, and the
+ * chunks are not added to resp's body.  Called only with len > 0, inside the
+ * transport (it must not call back into it), never again after it returned
+ * <= 0; an answer without a body makes no call.  The idle budget before the
+ * first byte counts from the start of send_stream (connect included).  Returns > 0 to go on, allowing that many ms of silence before
  * the next bytes (the idle budget); 0 to stop now as complete (send_stream
  * then returns AIGW_TR_OK); < 0 to abort (send_stream then returns
  * AIGW_TR_CANCELLED).

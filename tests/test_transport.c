@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -844,6 +845,603 @@ static void test_stop_prompt(void **state)
     mockprov_stop(NULL);
 }
 
+/* ---- send_stream ---- */
+
+static const char STREAM_BODY[] = "{\"model\":\"gpt-4o\",\"stream\":true,\"messages\":[{\"role\":"
+                                  "\"user\",\"content\":\"hi\"}]}";
+
+#define SINK_MAX_CALLS 64
+
+/* What on_data saw. */
+typedef struct sink {
+    aigw_transport_response *resp;
+    char *data;
+    size_t len;
+    size_t n_calls;
+    size_t call_len[SINK_MAX_CALLS];
+    int64_t call_ms[SINK_MAX_CALLS]; /* arrival, monotonic */
+    int64_t ret;        /* what on_data returns ... */
+    size_t stop_at;     /* ... except at this call (1-based; 0 never) */
+    int64_t stop_ret;   /* where it returns this */
+    /* the answer as on_data first saw it */
+    int first_status;
+    size_t first_n_headers;
+    char first_ctype[64];
+    char first_custom[64];
+    bool body_empty_at_first;
+} sink;
+
+static void sink_init(sink *k, aigw_transport_response *resp, int64_t ret)
+{
+    memset(k, 0, sizeof *k);
+    k->resp = resp;
+    k->ret = ret;
+}
+
+static int64_t sink_on_data(void *ctx, const char *data, size_t len)
+{
+    sink *k = ctx;
+    char *p;
+    if (k->n_calls == 0) {
+        const char *ct = aigw__hdrs_get(&k->resp->headers, "content-type");
+        const char *xs = aigw__hdrs_get(&k->resp->headers, "x-stream");
+        k->first_status = k->resp->status;
+        k->first_n_headers = k->resp->headers.n;
+        snprintf(k->first_ctype, sizeof k->first_ctype, "%s", ct ? ct : "");
+        snprintf(k->first_custom, sizeof k->first_custom, "%s", xs ? xs : "");
+        k->body_empty_at_first = k->resp->body.len == 0;
+    }
+    if (k->n_calls < SINK_MAX_CALLS) {
+        k->call_len[k->n_calls] = len;
+        k->call_ms[k->n_calls] = now_ms();
+    }
+    k->n_calls++;
+    p = realloc(k->data, k->len + len + 1);
+    if (!p)
+        return -1;
+    memcpy(p + k->len, data, len);
+    k->data = p;
+    k->len += len;
+    k->data[k->len] = '\0';
+    if (k->stop_at && k->n_calls == k->stop_at)
+        return k->stop_ret;
+    return k->ret;
+}
+
+static void sink_free(sink *k)
+{
+    free(k->data);
+    k->data = NULL;
+}
+
+static aigw_transport_result stream_full(tr_fixture *f, const char *key, int64_t timeout_ms,
+                                         int64_t idle_ms, aigw_transport_response *resp, sink *k)
+{
+    char auth[256];
+    aigw_header h[2];
+    aigw_transport_request req;
+    snprintf(auth, sizeof auth, "Bearer %s", key);
+    h[0].name = "content-type";
+    h[0].value = "application/json";
+    h[1].name = "authorization";
+    h[1].value = auth;
+    memset(&req, 0, sizeof req);
+    req.method = "POST";
+    req.url = f->url;
+    req.headers = h;
+    req.n_headers = 2;
+    req.body = STREAM_BODY;
+    req.body_len = strlen(STREAM_BODY);
+    req.timeout_ms = timeout_ms;
+    req.connect_timeout_ms = timeout_ms;
+    req.stream = 1;
+    req.idle_timeout_ms = idle_ms;
+    resp_init(resp, 0);
+    return f->vt.send_stream(f->ud, &req, resp, sink_on_data, k);
+}
+
+static mockprov_rule stream_rule(const char *const *chunks, int delay_ms, mockprov_stream_end end)
+{
+    mockprov_rule r = rule_of(MOCKPROV_STREAM, 0);
+    r.chunks = chunks;
+    r.chunk_delay_ms = delay_ms;
+    r.stream_end = end;
+    return r;
+}
+
+/* Each chunk reaches on_data as it arrives, in order and byte-identical,
+ * after the status and headers; the first long before the end. */
+static void test_stream_chunks(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {
+        "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n", NULL};
+    mockprov_rule rl = stream_rule(chunks, 200, MOCKPROV_END_OK);
+    aigw_transport_response r;
+    char all[1024] = "";
+    size_t i, at = 0;
+    int64_t t0, t_end;
+    sink k;
+    rl.headers = "X-Stream: yes\r\n";
+    assert_non_null(f->vt.send_stream);
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+
+    sink_init(&k, &r, INT64_MAX); /* a budget that must not overflow */
+    t0 = now_ms();
+    assert_int_equal(stream_full(f, "k", 10000, 5000, &r, &k), AIGW_TR_OK);
+    t_end = now_ms();
+    assert_int_equal(r.status, 200);
+    assert_int_equal(k.n_calls, 3);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(k.call_len[i], strlen(chunks[i]));
+        assert_memory_equal(k.data + at, chunks[i], strlen(chunks[i]));
+        at += strlen(chunks[i]);
+        strcat(all, chunks[i]);
+    }
+    assert_int_equal(k.len, strlen(all));
+    assert_string_equal(k.data, all);
+    /* as they arrived: ~200, ~400, ~600 ms */
+    assert_true(k.call_ms[0] - t0 >= 180);
+    assert_true(k.call_ms[1] - k.call_ms[0] >= 150);
+    assert_true(k.call_ms[2] - k.call_ms[1] >= 150);
+    assert_true(t_end - k.call_ms[0] >= 350);
+    assert_true(t_end - k.call_ms[2] < 150);
+    /* the answer was complete before the first chunk, the body never kept */
+    assert_int_equal(k.first_status, 200);
+    assert_string_equal(k.first_ctype, "text/event-stream");
+    assert_string_equal(k.first_custom, "yes");
+    assert_int_equal(k.first_n_headers, 3);
+    assert_string_equal(r.headers.v[1].name, "transfer-encoding");
+    assert_string_equal(r.headers.v[1].value, "chunked");
+    assert_true(k.body_empty_at_first);
+    assert_int_equal(r.body.len, 0);
+    resp_free(&r);
+    sink_free(&k);
+    assert_int_equal(mockprov_count(f->mp, "k"), 1);
+}
+
+/* A chunk bigger than libcurl's buffer comes in several calls; a stream
+ * with no chunk at all is answered without any. */
+static void test_stream_large_and_empty(void **state)
+{
+    tr_fixture *f = *state;
+    char *big = malloc(200001);
+    const char *chunks[4];
+    mockprov_rule rl;
+    aigw_transport_response r;
+    sink k;
+    size_t i;
+    assert_non_null(big);
+    for (i = 0; i < 200000; i++)
+        big[i] = (char)('a' + i % 26);
+    big[200000] = '\0';
+    chunks[0] = "data: x\n\n";
+    chunks[1] = ""; /* skipped by the mock */
+    chunks[2] = big;
+    chunks[3] = NULL;
+    rl = stream_rule(chunks, 0, MOCKPROV_END_OK);
+    rl.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    free(big); /* the rule holds copies */
+
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+    assert_int_equal(k.len, 200009);
+    assert_memory_equal(k.data, "data: x\n\n", 9);
+    for (i = 0; i < 200000; i++)
+        if (k.data[9 + i] != (char)('a' + i % 26))
+            fail_msg("byte %zu differs", i);
+    assert_true(k.n_calls >= 3);
+    resp_free(&r);
+    sink_free(&k);
+
+    chunks[0] = NULL;
+    rl = stream_rule(chunks, 0, MOCKPROV_END_OK);
+    rl.status = 204;
+    rl.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(k.n_calls, 0);
+    resp_free(&r);
+
+    rl = stream_rule(chunks, 0, MOCKPROV_END_OK);
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(k.n_calls, 0);
+    assert_string_equal(aigw__hdrs_get(&r.headers, "content-type"), "text/event-stream");
+    resp_free(&r);
+    assert_int_equal(mockprov_connection_count(f->mp), 1);
+}
+
+/* Silence before the first body byte: the request's idle budget, whether
+ * nothing at all comes or the headers do. */
+static void test_stream_idle_first_byte(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const none[] = {NULL};
+    mockprov_rule silent = rule_of(MOCKPROV_SILENT, 0);
+    mockprov_rule stall = stream_rule(none, 0, MOCKPROV_END_STALL);
+    aigw_transport_response r;
+    int64_t t0, dt;
+    sink k;
+
+    silent.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &silent), 0);
+    assert_int_equal(mockprov_add_rule(f->mp, &stall), 0);
+    sink_init(&k, &r, 5000);
+    t0 = now_ms();
+    assert_int_equal(stream_full(f, "k", 10000, 300, &r, &k), AIGW_TR_TIMEOUT);
+    dt = now_ms() - t0;
+    assert_true(dt >= 295);
+    assert_true(dt < 600);
+    assert_int_equal(k.n_calls, 0);
+    resp_free(&r);
+
+    sink_init(&k, &r, 5000);
+    t0 = now_ms();
+    assert_int_equal(stream_full(f, "k", 10000, 300, &r, &k), AIGW_TR_TIMEOUT);
+    dt = now_ms() - t0;
+    assert_true(dt >= 295);
+    assert_true(dt < 600);
+    assert_int_equal(k.n_calls, 0);
+    assert_int_equal(r.headers.n, 2); /* the headers came */
+    resp_free(&r);
+
+    /* no idle budget: only the overall timeout */
+    sink_init(&k, &r, 5000);
+    t0 = now_ms();
+    assert_int_equal(stream_full(f, "k", 400, 0, &r, &k), AIGW_TR_TIMEOUT);
+    dt = now_ms() - t0;
+    assert_true(dt >= 395);
+    assert_true(dt < 700);
+    resp_free(&r);
+    assert_int_equal(mockprov_connection_count(f->mp), 3);
+}
+
+/* The budget on_data returns replaces the request's. */
+static void test_stream_idle_budget(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"data: 1\n\n", "data: 2\n\n", NULL};
+    mockprov_rule rl = stream_rule(chunks, 50, MOCKPROV_END_STALL);
+    aigw_transport_response r;
+    int64_t t_end, dt;
+    sink k;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+
+    sink_init(&k, &r, 200);
+    assert_int_equal(stream_full(f, "k", 10000, 3000, &r, &k), AIGW_TR_TIMEOUT);
+    t_end = now_ms();
+    assert_int_equal(k.n_calls, 2);
+    assert_string_equal(k.data, "data: 1\n\ndata: 2\n\n");
+    dt = t_end - k.call_ms[1];
+    assert_true(dt >= 195);
+    assert_true(dt < 450);
+    resp_free(&r);
+    sink_free(&k);
+
+    /* a longer budget than the request's first-byte one is honoured too */
+    sink_init(&k, &r, 700);
+    assert_int_equal(stream_full(f, "k", 10000, 300, &r, &k), AIGW_TR_TIMEOUT);
+    dt = now_ms() - k.call_ms[1];
+    assert_true(dt >= 695);
+    assert_true(dt < 1000);
+    assert_int_equal(k.n_calls, 2);
+    resp_free(&r);
+    sink_free(&k);
+    /* the stalled connection was dropped, not reused */
+    assert_int_equal(mockprov_connection_count(f->mp), 2);
+}
+
+/* The overall timeout ends a stream that keeps talking. */
+static void test_stream_overall_timeout(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j",
+                                         "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", NULL};
+    mockprov_rule rl = stream_rule(chunks, 100, MOCKPROV_END_OK);
+    aigw_transport_response r;
+    int64_t t0, dt;
+    sink k;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    sink_init(&k, &r, 1000);
+    t0 = now_ms();
+    assert_int_equal(stream_full(f, "k", 450, 1000, &r, &k), AIGW_TR_TIMEOUT);
+    dt = now_ms() - t0;
+    assert_true(dt >= 445);
+    assert_true(dt < 700);
+    assert_true(k.n_calls >= 2 && k.n_calls <= 5);
+    assert_memory_equal(k.data, "abcde", k.len);
+    resp_free(&r);
+    sink_free(&k);
+}
+
+/* on_data's 0 ends the call at once as OK, < 0 as cancelled; the connection
+ * left half-read is closed, never reused. */
+static void test_stream_stop_and_cancel(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"data: 1\n\n", "data: 2\n\n", "data: 3\n\n",
+                                         "data: 4\n\n", "data: 5\n\n", NULL};
+    mockprov_rule rl = stream_rule(chunks, 100, MOCKPROV_END_OK);
+    aigw_transport_response r;
+    int64_t t_end;
+    sink k;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+
+    sink_init(&k, &r, 1000);
+    k.stop_at = 2;
+    k.stop_ret = 0;
+    assert_int_equal(stream_full(f, "k", 10000, 1000, &r, &k), AIGW_TR_OK);
+    t_end = now_ms();
+    assert_true(t_end - k.call_ms[1] < 60);
+    assert_int_equal(k.n_calls, 2);
+    assert_string_equal(k.data, "data: 1\n\ndata: 2\n\n");
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    sink_free(&k);
+
+    sink_init(&k, &r, 1000);
+    k.stop_at = 1;
+    k.stop_ret = -1;
+    assert_int_equal(stream_full(f, "k", 10000, 1000, &r, &k), AIGW_TR_CANCELLED);
+    assert_true(now_ms() - k.call_ms[0] < 60);
+    assert_int_equal(k.n_calls, 1);
+    resp_free(&r);
+    sink_free(&k);
+    assert_int_equal(mockprov_connection_count(f->mp), 2);
+
+    /* the next stream: a fresh connection, the whole answer, nothing stale */
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 10000, 1000, &r, &k), AIGW_TR_OK);
+    assert_int_equal(k.n_calls, 5);
+    assert_string_equal(k.data, "data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\ndata: 5\n\n");
+    resp_free(&r);
+    sink_free(&k);
+    assert_int_equal(mockprov_connection_count(f->mp), 3);
+    assert_int_equal(mockprov_count(f->mp, "k"), 3);
+
+    /* and it was kept: the next one (a whole answer) reuses it */
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(mockprov_connection_count(f->mp), 3);
+}
+
+/* A chunked body cut short is a reset, after what came was delivered. */
+static void test_stream_cut(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"data: 1\n\n", "data: 2\n\n", NULL};
+    mockprov_rule rl = stream_rule(chunks, 30, MOCKPROV_END_CUT);
+    aigw_transport_response r;
+    sink k;
+    rl.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_RESET);
+    assert_int_equal(k.n_calls, 2);
+    assert_string_equal(k.data, "data: 1\n\ndata: 2\n\n");
+    assert_int_equal(k.first_status, 200);
+    resp_free(&r);
+    sink_free(&k);
+    /* not resent */
+    assert_int_equal(mockprov_count(f->mp, "k"), 1);
+    /* and the transport goes on on a new connection */
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(k.data, "Hello from gpt-4o"));
+    resp_free(&r);
+    sink_free(&k);
+    assert_int_equal(mockprov_connection_count(f->mp), 2);
+}
+
+/* An error answer to a streamed request: its status and headers, and its
+ * body through on_data for the engine to classify. */
+static void test_stream_error_status(void **state)
+{
+    tr_fixture *f = *state;
+    mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 429);
+    aigw_transport_response r;
+    sink k;
+    rl.headers = "Retry-After: 3\r\n";
+    rl.body = "{\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"slow down\"}}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+    assert_int_equal(r.status, 429);
+    assert_int_equal(k.first_status, 429);
+    assert_string_equal(k.first_ctype, "application/json");
+    assert_string_equal(aigw__hdrs_get(&r.headers, "retry-after"), "3");
+    assert_string_equal(k.data, rl.body);
+    assert_int_equal(r.body.len, 0);
+    resp_free(&r);
+    sink_free(&k);
+}
+
+/* Streams that ended cleanly leave their connection for the next call,
+ * whole or streamed. */
+static void test_stream_reuse(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"data: a\n\n", "data: b\n\n", NULL};
+    mockprov_rule rl = stream_rule(chunks, 0, MOCKPROV_END_OK);
+    aigw_transport_response r;
+    sink k;
+    int i;
+    rl.model = "gpt-4o";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    for (i = 0; i < 10; i++) {
+        sink_init(&k, &r, 1000);
+        assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+        assert_string_equal(k.data, "data: a\n\ndata: b\n\n");
+        resp_free(&r);
+        sink_free(&k);
+    }
+    resp_init(&r, 0);
+    assert_int_equal(send_full(f, f->url, "k", "{\"model\":\"other\"}", 5000, 0, &r), AIGW_TR_OK);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(mockprov_count(f->mp, "k"), 11);
+    assert_int_equal(mockprov_connection_count(f->mp), 1);
+}
+
+typedef struct stream_worker {
+    tr_fixture *f;
+    int ok;
+    char key[16];
+} stream_worker;
+
+static void *stream_worker_main(void *arg)
+{
+    stream_worker *w = arg;
+    int i;
+    for (i = 0; i < 20; i++) {
+        aigw_transport_response r;
+        sink k;
+        sink_init(&k, &r, 2000);
+        if (stream_full(w->f, w->key, 10000, 2000, &r, &k) == AIGW_TR_OK && r.status == 200 &&
+            k.first_status == 200 && k.data &&
+            strcmp(k.data, "data: one\n\ndata: two\n\ndata: [DONE]\n\n") == 0)
+            w->ok++;
+        resp_free(&r);
+        sink_free(&k);
+    }
+    return NULL;
+}
+
+static void test_stream_concurrency(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"data: one\n\n", "data: two\n\n", "data: [DONE]\n\n",
+                                         NULL};
+    mockprov_rule rl = stream_rule(chunks, 2, MOCKPROV_END_OK);
+    pthread_t th[4];
+    stream_worker w[4];
+    int i;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    for (i = 0; i < 4; i++) {
+        w[i].f = f;
+        w[i].ok = 0;
+        snprintf(w[i].key, sizeof w[i].key, "key-%d", i);
+        assert_int_equal(pthread_create(&th[i], NULL, stream_worker_main, &w[i]), 0);
+    }
+    for (i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(w[i].ok, 20);
+        assert_int_equal(mockprov_count(f->mp, w[i].key), 20);
+    }
+    assert_int_equal(mockprov_count(f->mp, NULL), 80);
+    assert_true(mockprov_connection_count(f->mp) <= 4);
+}
+
+static void test_stream_bad_requests(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    aigw_transport_request req;
+    sink k;
+    memset(&req, 0, sizeof req);
+    req.url = f->url;
+    req.timeout_ms = 5000;
+    resp_init(&r, 0);
+    sink_init(&k, &r, 1000);
+    assert_int_equal(f->vt.send_stream(f->ud, &req, &r, NULL, &k), AIGW_TR_OTHER);
+    assert_int_equal(f->vt.send_stream(f->ud, NULL, &r, sink_on_data, &k), AIGW_TR_OTHER);
+    assert_int_equal(f->vt.send_stream(f->ud, &req, NULL, sink_on_data, &k), AIGW_TR_OTHER);
+    req.url = "ftp://127.0.0.1/x";
+    assert_int_equal(f->vt.send_stream(f->ud, &req, &r, sink_on_data, &k), AIGW_TR_PROTOCOL);
+    assert_int_equal(mockprov_count(f->mp, NULL), 0);
+    assert_int_equal(k.n_calls, 0);
+    resp_free(&r);
+}
+
+/* The mock's STREAM answer on the wire, and its rule checks. */
+static void test_mock_stream_wire(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"hello", "", "data: x\n\n", NULL};
+    static char buf[4096];
+    mockprov_rule rl = stream_rule(chunks, 0, MOCKPROV_END_OK);
+    const char *want = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                       "Transfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+                       "5\r\nhello\r\n9\r\ndata: x\n\n\r\n0\r\n\r\n";
+    size_t len = 0, want_len = strlen(want);
+    int fd;
+    rl.headers = "X-A: 1\r\n";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    fd = raw_connect(mockprov_port(f->mp));
+    send_str(fd, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    while (len < want_len) {
+        ssize_t n = recv(fd, buf + len, sizeof buf - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    assert_int_equal(len, want_len);
+    assert_memory_equal(buf, want, want_len);
+    close(fd);
+
+    rl.stream_end = (mockprov_stream_end)3;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), -1);
+    rl.stream_end = (mockprov_stream_end)-1;
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), -1);
+    rl = rule_of((mockprov_action)(MOCKPROV_STREAM + 1), 0);
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), -1);
+}
+
+/* Stopping the mock is prompt with streams stalled or waiting between
+ * chunks; their clients see a reset. */
+static void *stream_reset_main(void *arg)
+{
+    silent_arg *a = arg;
+    aigw_transport_response r;
+    sink k;
+    sink_init(&k, &r, 30000);
+    a->tr = stream_full(a->f, "k", 30000, 30000, &r, &k);
+    resp_free(&r);
+    sink_free(&k);
+    return NULL;
+}
+
+static void test_mock_stream_stop_prompt(void **state)
+{
+    tr_fixture *f = *state;
+    static const char *const chunks[] = {"data: 1\n\n", "data: 2\n\n", NULL};
+    mockprov_rule stall = stream_rule(chunks, 0, MOCKPROV_END_STALL);
+    mockprov_rule slow = stream_rule(chunks, 60000, MOCKPROV_END_OK);
+    silent_arg a[2];
+    pthread_t th[2];
+    int64_t t0;
+    int i;
+    stall.times = 1;
+    assert_int_equal(mockprov_add_rule(f->mp, &stall), 0);
+    assert_int_equal(mockprov_add_rule(f->mp, &slow), 0);
+    for (i = 0; i < 2; i++) {
+        a[i].f = f;
+        a[i].tr = AIGW_TR_OK;
+        assert_int_equal(pthread_create(&th[i], NULL, stream_reset_main, &a[i]), 0);
+        while (mockprov_count(f->mp, NULL) < i + 1)
+            sleep_ms(5);
+    }
+    sleep_ms(50);
+    t0 = now_ms();
+    mockprov_stop(f->mp);
+    f->mp = NULL;
+    assert_true(now_ms() - t0 < 500);
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(a[i].tr, AIGW_TR_RESET);
+    }
+}
+
 int main(void)
 {
     static const char *const proxies[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
@@ -868,6 +1466,19 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mock_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_prompt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_large_and_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_idle_first_byte, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_idle_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_overall_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_stop_and_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_error_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_reuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_concurrency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_bad_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mock_stream_wire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mock_stream_stop_prompt, setup, teardown),
     };
     /* loopback must not go through a proxy from the environment */
     for (i = 0; i < sizeof proxies / sizeof proxies[0]; i++)
