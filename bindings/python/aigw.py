@@ -74,6 +74,21 @@ _response_trace_json = _fn("aigw_response_trace_json", _cs, _p)
 _response_error_code = _fn("aigw_response_error_code", _cs, _p)
 _response_free = _fn("aigw_response_free", None, _p)
 
+_ON_START = ctypes.CFUNCTYPE(ctypes.c_int, _p, ctypes.c_int, _p, _sz)
+_ON_DATA = ctypes.CFUNCTYPE(ctypes.c_int, _p, ctypes.POINTER(ctypes.c_char), _sz)
+_ON_RESET = ctypes.CFUNCTYPE(ctypes.c_int, _p, _cs)
+
+
+class _StreamHandler(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("on_start", _ON_START), ("on_data", _ON_DATA),
+                ("on_reset", _ON_RESET)]
+
+
+_client_stream = _fn("aigw_client_stream", ctypes.c_int, _p, _p, ctypes.POINTER(_StreamHandler),
+                     _p, ctypes.POINTER(_p), ctypes.POINTER(_p))
+_request_set_stream_restart = _fn("aigw_request_set_stream_restart", ctypes.c_int, _p,
+                                  ctypes.c_int)
+
 AIGW_ECONFIG = -3
 AIGW_EREQUEST = -5
 
@@ -200,6 +215,59 @@ class Client:
                 _response_free(resp)
         finally:
             _request_free(req)
+
+    def stream(self, body, on_data, on_reset=None, path=None, restart=None):
+        """Sends a streamed request ("stream": true).  on_data(bytes) gets the
+        served SSE bytes as they arrive; on_reset(reason: dict), if given, is
+        told to discard what it got before a restart.  Either may return True
+        to cancel.  Returns the Response (outcome "served", "stream_failed",
+        ...; .body holds the error answer when nothing was committed)."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        data = body.encode() if isinstance(body, str) else bytes(body)
+        errors = []
+
+        def start(_ud, _status, _headers, _n):
+            return 0
+
+        def chunk(_ud, ptr, n):
+            try:
+                return 1 if on_data(ctypes.string_at(ptr, n)) else 0
+            except Exception as e:  # noqa: BLE001 - reported after the call
+                errors.append(e)
+                return 1
+
+        def reset(_ud, reason):
+            try:
+                return 1 if (on_reset and on_reset(json.loads(reason.decode()))) else 0
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+                return 1
+
+        handler = _StreamHandler(1, _ON_START(start), _ON_DATA(chunk), _ON_RESET(reset))
+        req, resp, err = _p(), _p(), _p()
+        if _request_new(ctypes.byref(req)) != 0:
+            raise MemoryError
+        try:
+            if _request_set_body(req, data, len(data)) != 0:
+                raise MemoryError
+            if path is not None and _request_set_path(req, path.encode()) != 0:
+                raise ValueError("bad path: %r" % path)
+            if restart is not None:
+                _request_set_stream_restart(req, 1 if restart else 0)
+            st = _client_stream(self._h, req, ctypes.byref(handler), None, ctypes.byref(resp),
+                                ctypes.byref(err))
+            if st != 0:
+                _raise(st, err)
+            try:
+                out = Response(resp.value)
+            finally:
+                _response_free(resp)
+        finally:
+            _request_free(req)
+        if errors:
+            raise errors[0]
+        return out
 
     def close(self):
         if getattr(self, "_h", None):

@@ -10,6 +10,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import aigw  # noqa: E402
 
 
+STREAM = [b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
+          b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+          b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n']
+
+
 class Fake(http.server.BaseHTTPRequestHandler):
     """Answers 429 to key 'k-primary', a chat completion to anything else."""
     seen = []
@@ -20,6 +25,15 @@ class Fake(http.server.BaseHTTPRequestHandler):
         key = self.headers.get("authorization", "").replace("Bearer ", "")
         with Fake.lock:
             Fake.seen.append((self.path, key, json.loads(body)))
+        if key != "k-primary" and json.loads(body).get("stream"):
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("connection", "close")
+            self.end_headers()
+            for chunk in STREAM:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+            return
         if key == "k-primary":
             out, status = b'{"error":{"code":"rate_limit_exceeded"}}', 429
         else:
@@ -91,6 +105,15 @@ class BindingTest(unittest.TestCase):
         with self.assertRaises(aigw.RequestError):
             client.send("not json")
         self.assertEqual(Fake.seen, [])
+
+    def test_stream(self):
+        client = aigw.Client(aigw.Config.parse(self.gateway))
+        got = []
+        resp = client.stream({"model": "fake:m1", "stream": True}, got.append)
+        self.assertEqual(resp.outcome, "served")
+        self.assertEqual(b"".join(got), b"".join(STREAM))
+        self.assertEqual([a["retryAction"] for a in resp.attempts], ["next_key", "succeeded"])
+        self.assertGreaterEqual(resp.attempts[1]["timeToFirstTokenMs"], 0)
 
     def test_threads(self):
         client = aigw.Client(aigw.Config.parse(self.gateway))
