@@ -602,8 +602,8 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
     if (!s->sse_mode) /* a whole answer: kept until it ends */
         return cfg->stream_idle_timeout_ms;
     rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
-    if (rc == AIGW_SSE_TOO_LARGE) {
-        s->a->stream_error = "event_too_large";
+    if (rc != 0) {
+        s->a->stream_error = rc == AIGW_SSE_TOO_LARGE ? "event_too_large" : "out_of_memory";
         return -1;
     }
     if (s->content && s->a->first_token_ms < 0)

@@ -274,9 +274,11 @@ typedef struct aigw_sse_event {
     size_t event_len;
     const char *data;  /* "data:" lines joined by '\n' (NUL-terminated) */
     size_t data_len;
-    const char *id;    /* the last "id:" seen in this event, "" when none */
+    const char *id;    /* the last event id, persisting across events (SSE
+                          spec); "" when none */
     size_t id_len;
-    int64_t retry_ms;  /* "retry:" of this event, -1 when none */
+    int64_t retry_ms;  /* the last valid "retry:" since the previous
+                          dispatched event, -1 when none */
 } aigw_sse_event;
 
 /* Called for each complete event (a blank line ends it; an event with no
@@ -291,7 +293,9 @@ typedef int (*aigw_sse_event_fn)(void *ctx, const aigw_sse_event *ev);
 aigw_sse *aigw__sse_new(size_t max_event_bytes);
 /* Feeds bytes, split anywhere (CR, LF and CRLF line ends; a CR at the end of
  * one chunk and LF at the start of the next are one line end; a leading BOM
- * is skipped).  Returns 0, AIGW_SSE_TOO_LARGE, or the callback's non-zero.
+ * is skipped).  Returns 0, AIGW_SSE_TOO_LARGE, AIGW_ENOMEM, AIGW_EINVAL (NULL
+ * parser, or NULL buffer with len > 0), or the callback's non-zero; errors
+ * are sticky, and after any non-zero the parser is only to be freed.
  * Comment lines (":...") are skipped but counted (see aigw__sse_comments). */
 int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn cb, void *ctx);
 /* Whether bytes of an unfinished event (or line) are pending: at the end of

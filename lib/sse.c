@@ -173,11 +173,11 @@ static int dispatch(aigw_sse *p, aigw_sse_event_fn cb, void *ctx)
     p->in_block = false;
     if (p->data.len > 0) {
         p->data.data[--p->data.len] = '\0'; /* the final LF */
-        ev.event = p->event.data ? p->event.data : "";
+        ev.event = p->event.len ? p->event.data : "";
         ev.event_len = p->event.len;
         ev.data = p->data.data;
         ev.data_len = p->data.len;
-        ev.id = p->id.data ? p->id.data : "";
+        ev.id = p->id.len ? p->id.data : "";
         ev.id_len = p->id.len;
         ev.retry_ms = p->retry_ms;
         p->retry_ms = -1;
