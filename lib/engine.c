@@ -63,7 +63,6 @@ typedef struct run {
     const aigw_stream_handler *sh; /* streaming: where the answer goes */
     void *sud;
     bool restart;      /* streaming: restart a broken committed stream */
-    bool ever_started; /* streaming: on_start was called at least once */
 } run;
 
 /* ------------------------------------------------------------------------ */
@@ -563,7 +562,6 @@ static int commit(sctx *s)
             n++;
         }
     s->committed = true;
-    s->r->ever_started = true;
     if (h->on_start && h->on_start(s->r->sud, s->t->status, hv, n) != 0) {
         s->cancelled = true;
         rc = -1;

@@ -193,8 +193,9 @@ class Client:
         self._h = out.value
         self._config = config
 
-    def send(self, body, path=None):
-        """body: a dict (sent as JSON) or str/bytes.  Returns a Response."""
+    def _run(self, body, path, restart, call):
+        """Builds the C request, runs call(req, resp_ptr, err_ptr) -> status,
+        and returns the Response."""
         if isinstance(body, dict):
             body = json.dumps(body)
         data = body.encode() if isinstance(body, str) else bytes(body)
@@ -206,7 +207,9 @@ class Client:
                 raise MemoryError
             if path is not None and _request_set_path(req, path.encode()) != 0:
                 raise ValueError("bad path: %r" % path)
-            st = _client_send(self._h, req, ctypes.byref(resp), ctypes.byref(err))
+            if restart is not None:
+                _request_set_stream_restart(req, 1 if restart else 0)
+            st = call(req, ctypes.byref(resp), ctypes.byref(err))
             if st != 0:
                 _raise(st, err)
             try:
@@ -216,15 +219,17 @@ class Client:
         finally:
             _request_free(req)
 
+    def send(self, body, path=None):
+        """body: a dict (sent as JSON) or str/bytes.  Returns a Response."""
+        return self._run(body, path, None,
+                         lambda req, resp, err: _client_send(self._h, req, resp, err))
+
     def stream(self, body, on_data, on_reset=None, path=None, restart=None):
         """Sends a streamed request ("stream": true).  on_data(bytes) gets the
         served SSE bytes as they arrive; on_reset(reason: dict), if given, is
         told to discard what it got before a restart.  Either may return True
         to cancel.  Returns the Response (outcome "served", "stream_failed",
         ...; .body holds the error answer when nothing was committed)."""
-        if isinstance(body, dict):
-            body = json.dumps(body)
-        data = body.encode() if isinstance(body, str) else bytes(body)
         errors = []
 
         def start(_ud, _status, _headers, _n):
@@ -233,7 +238,7 @@ class Client:
         def chunk(_ud, ptr, n):
             try:
                 return 1 if on_data(ctypes.string_at(ptr, n)) else 0
-            except Exception as e:  # noqa: BLE001 - reported after the call
+            except Exception as e:  # noqa: BLE001 - raised after the call
                 errors.append(e)
                 return 1
 
@@ -245,26 +250,9 @@ class Client:
                 return 1
 
         handler = _StreamHandler(1, _ON_START(start), _ON_DATA(chunk), _ON_RESET(reset))
-        req, resp, err = _p(), _p(), _p()
-        if _request_new(ctypes.byref(req)) != 0:
-            raise MemoryError
-        try:
-            if _request_set_body(req, data, len(data)) != 0:
-                raise MemoryError
-            if path is not None and _request_set_path(req, path.encode()) != 0:
-                raise ValueError("bad path: %r" % path)
-            if restart is not None:
-                _request_set_stream_restart(req, 1 if restart else 0)
-            st = _client_stream(self._h, req, ctypes.byref(handler), None, ctypes.byref(resp),
-                                ctypes.byref(err))
-            if st != 0:
-                _raise(st, err)
-            try:
-                out = Response(resp.value)
-            finally:
-                _response_free(resp)
-        finally:
-            _request_free(req)
+        out = self._run(body, path, restart,
+                        lambda req, resp, err: _client_stream(self._h, req, ctypes.byref(handler),
+                                                              None, resp, err))
         if errors:
             raise errors[0]
         return out
