@@ -63,6 +63,7 @@ typedef struct run {
     const aigw_stream_handler *sh; /* streaming: where the answer goes */
     void *sud;
     bool restart;      /* streaming: restart a broken committed stream */
+    size_t cur_cand;   /* the candidate being tried */
 } run;
 
 /* ------------------------------------------------------------------------ */
@@ -443,6 +444,8 @@ static int take_upstream_answer(run *r, aigw_transport_response *t, const key_re
 /* After a finish reason, how long to wait for the rest (usage, [DONE]) of a
  * stream that does not end: it is complete, so not long. */
 #define FINISH_GRACE_MS 1000
+/* After [DONE], how long to wait for the body's end before calling it done. */
+#define DONE_DRAIN_MS 200
 
 typedef struct sctx {
     run *r;
@@ -610,8 +613,10 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
         return -1;
     if (s->inband_error)
         return -1;
+    /* Complete.  Reading on to the body's own end (briefly) keeps the
+     * connection reusable; stopping here would make libcurl drop it. */
     if (s->done)
-        return 0;
+        return DONE_DRAIN_MS;
     if (!s->committed) {
         if (now >= s->first_token_deadline) {
             s->first_token_expired = true;
@@ -630,7 +635,7 @@ static const char *stream_break(const sctx *s, aigw_transport_result tr)
         return "inband_error";
     if (s->a->stream_error)
         return s->a->stream_error;
-    if (s->done && (tr == AIGW_TR_OK || tr == AIGW_TR_CANCELLED))
+    if (s->done && (tr == AIGW_TR_OK || tr == AIGW_TR_CANCELLED || tr == AIGW_TR_TIMEOUT))
         return NULL;
     if (!s->sse_mode && tr == AIGW_TR_OK)
         return NULL; /* a whole (non-SSE) answer that came complete */
@@ -647,7 +652,9 @@ static const char *stream_break(const sctx *s, aigw_transport_result tr)
 static aigw_class classify_uncommitted(sctx *s, aigw_transport_result *tr, int64_t *wait)
 {
     aigw_transport_response *t = s->t;
-    if (s->first_token_expired) {
+    /* Before the commit point the only deadline in force is the first
+     * token's (capped by totalTimeout). */
+    if (s->first_token_expired || (*tr == AIGW_TR_TIMEOUT && (s->ok_status || !s->started))) {
         *tr = AIGW_TR_TIMEOUT;
         s->a->stream_error = "first_token_timeout";
         return AIGW_CLASS_TIMEOUT;
@@ -748,6 +755,7 @@ static int stream_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
     r->resp->status = t->status;
     if (!why) {
         size_t i;
+        a->tr = AIGW_TR_OK; /* a grace or drain that ran out is no error */
         a->served = true;
         a->verdict = "succeeded";
         for (i = 0; i < t->headers.n; i++)
@@ -768,7 +776,10 @@ static int stream_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
         r->done = true;
         return MV_END;
     }
-    if (r->restart) {
+    if (r->restart && (int)r->resp->n_attempts >= r->cfg->max_attempts)
+        r->max_reached = true;
+    /* A restart needs somewhere to go: another model, attempts left. */
+    if (r->restart && !r->max_reached && r->cur_cand + 1 < r->n_cands) {
         aigw_buf j = AIGW_BUF_INIT;
         int rc = aigw__buf_printf(&j, "{\"reason\":\"%s\",\"attempt\":%d,\"provider\":", why,
                                   a->number);
@@ -1279,7 +1290,9 @@ static int run_all(run *r)
 {
     size_t i;
     for (i = 0; i < r->n_cands && !r->done; i++) {
-        int mv = run_cand(r, &r->cands[i]);
+        int mv;
+        r->cur_cand = i;
+        mv = run_cand(r, &r->cands[i]);
         if (mv < 0)
             return -1;
         if (r->done || r->timed_out || r->max_reached)

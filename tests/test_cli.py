@@ -4,7 +4,9 @@
 Drives the built binary (env AIGW_BIN; AIGW_LIB names libaigw.so) against a
 fake provider written here: a ThreadingHTTPServer on 127.0.0.1, scripted per
 credential (status, headers, body, close without answering, sleep, echo the
-Authorization header), counting what it receives per key.
+Authorization header, or a Server-Sent Events stream written chunk by chunk
+that ends cleanly, is cut mid-body or stalls), counting what it receives per
+key.
 
 The canary classes run every scenario again with key values such as
 "sk-canary-0123456789abcdef" (inline, and through valueFrom env and file),
@@ -17,6 +19,7 @@ Python 3 standard library only.  Exits non-zero when a test fails.
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -39,6 +42,37 @@ RATE_LIMITED = b'{"error":{"message":"Rate limit reached","code":"rate_limit_exc
 ODD_BODY = (b'{"id":"chatcmpl-1","choices":[{"message":{"content":"h\xc3\xa9llo '
             b'\xe2\x98\x83 \\u00e9\t"}}]}\x00\xff\r  ')
 
+# Streams: an OpenAI chat-completions SSE stream, chunk by chunk.
+STREAM_REQUEST = b'{"model":"fake:m1","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+STREAM_REQUEST_UP = b'{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+STREAM_REQUEST_FB = (b'{"model":"fake:m1","models":["fake:m2"],"stream":true,'
+                     b'"messages":[{"role":"user","content":"hi"}]}')
+STREAM_REQUEST_M2_UP = b'{"model":"m2","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+
+
+def sse(obj):
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def sse_role(cid="c1"):
+    return sse({"id": cid, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+
+
+def sse_token(text):
+    return sse({"id": "c1", "choices": [{"index": 0, "delta": {"content": text}}]})
+
+
+SSE_FINISH = sse({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+SSE_DONE = b"data: [DONE]\n\n"
+# Anthropic's in-band error on a 200 stream, before any content
+SSE_OVERLOADED = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+                  b'"message":"Overloaded"}}\n\n')
+
+
+def sse_answer(*tokens):
+    """The chunks of a complete streamed answer: role, tokens, finish, [DONE]."""
+    return [sse_role()] + [sse_token(t) for t in tokens] + [SSE_FINISH, SSE_DONE]
+
 
 # ---------------------------------------------------------------------------
 # the fake provider
@@ -58,10 +92,18 @@ class FakeProvider:
     An action is a dict: status (200), headers (dict), body (bytes; the
     token $AUTH is replaced by the Authorization header received), close
     (read the request, close without answering), sleep (seconds first).
+    A streamed answer: stream (a list of bytes, each written as one HTTP
+    chunk and flushed; $AUTH replaced too), chunk_delay (seconds before
+    each chunk), end ("ok": the last chunk; "cut": close the connection
+    mid-body; "stall": send nothing more until the client goes away).
+    Content-Type is text/event-stream unless headers name one.
     """
+
+    STALL_MAX = 30  # seconds: a stalled stream never outlives a test run
 
     def __init__(self):
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self.scripts = {}
         self.requests = []  # (key, path, body)
         fake = self
@@ -83,6 +125,9 @@ class FakeProvider:
                 if act.get("close"):
                     self.close_connection = True
                     return
+                if act.get("stream") is not None:
+                    self.stream(act, auth)
+                    return
                 out = act.get("body")
                 if out is None:
                     out = completion()
@@ -96,6 +141,43 @@ class FakeProvider:
                     self.wfile.write(out)
                 except OSError:
                     self.close_connection = True
+
+            def stream(self, act, auth):
+                self.send_response(act.get("status", 200))
+                headers = dict(act.get("headers", {}))
+                if not any(k.lower() == "content-type" for k in headers):
+                    headers["Content-Type"] = "text/event-stream"
+                for k, v in headers.items():
+                    self.send_header(k, v.replace("$AUTH", auth))
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for chunk in act["stream"]:
+                        if act.get("chunk_delay"):
+                            time.sleep(act["chunk_delay"])
+                        chunk = chunk.replace(b"$AUTH", auth.encode("latin-1"))
+                        if chunk:  # an empty chunk would end the body
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                    end = act.get("end", "ok")
+                    if end == "ok":
+                        self.wfile.write(b"0\r\n\r\n")
+                        self.wfile.flush()
+                        return
+                    if end == "stall":
+                        self.stall()
+                except OSError:
+                    pass
+                self.close_connection = True  # "cut": a FIN mid-body
+
+            def stall(self):
+                """Nothing more until the client closes (or the server stops)."""
+                deadline = time.monotonic() + fake.STALL_MAX
+                while not fake.stopping.is_set() and time.monotonic() < deadline:
+                    r, _, _ = select.select([self.connection], [], [], 0.1)
+                    if r and not self.connection.recv(4096):
+                        return
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -133,6 +215,7 @@ class FakeProvider:
             return sum(1 for r in self.requests if key is None or r[0] == key)
 
     def stop(self):
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -146,6 +229,8 @@ EVENT_FIELDS = {"attemptNumber", "provider", "model", "statusCode", "isError", "
 ATTEMPT_FIELDS = {"event", "served", "retryAction", "completion", "upstreamDurationMs"}
 # Present in the library's trace beyond ngrok's shape (README: "...").
 ATTEMPT_EXTRA = {"step", "errorClass", "transportError", "requestedWaitMs", "waitedMs"}
+# ... and for streamed attempts
+STREAM_EXTRA = {"timeToFirstByteMs", "timeToFirstTokenMs", "malformedEvents", "streamError"}
 SUMMARY_FIELDS = {"requestId", "attempts", "outcome", "model"}
 SUMMARY_EXTRA = {"statusCode", "errorCode", "skipped"}
 VERDICTS = {"succeeded", "next_key", "next_quota_pool", "next_backend", "managed_fallback",
@@ -196,6 +281,46 @@ class CliBase(unittest.TestCase):
         self.runs.append(p)
         self.check_run(p)
         return p
+
+    def aigw_timed(self, *args, timeout=30):
+        """Like aigw(), reading stdout as it comes: (run, seconds from the start
+        to the first stdout bytes, seconds to the end of the run)."""
+        t0 = time.monotonic()
+        proc = subprocess.Popen([AIGW] + list(args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
+        err = []
+        reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        out, first = [], None
+        fd = proc.stdout.fileno()
+        try:
+            while True:
+                left = t0 + timeout - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+                r, _, _ = select.select([fd], [], [], left)
+                if not r:
+                    continue
+                b = os.read(fd, 65536)
+                if not b:
+                    break
+                if first is None:
+                    first = time.monotonic() - t0
+                out.append(b)
+            proc.wait(max(t0 + timeout - time.monotonic(), 0.1))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        end = time.monotonic() - t0
+        reader.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
+        p = subprocess.CompletedProcess(proc.args, proc.returncode, b"".join(out),
+                                        err[0] if err else b"")
+        self.runs.append(p)
+        self.check_run(p)
+        return p, first, end
 
     def check_run(self, p):
         """Checks made on every run; the canary classes add theirs."""
@@ -255,24 +380,28 @@ class CliBase(unittest.TestCase):
         objs = [json.loads(l) for l in lines]
         return objs[:-1], objs[-1]
 
-    def check_trace(self, p, want):
-        """Checks the trace's shape and its (providerKeyId, retryAction) list."""
+    def check_trace(self, p, want, models=None, stream=False):
+        """Checks the trace's shape and its (providerKeyId, retryAction) list;
+        models: each attempt's model (default all "m1"); stream: the
+        streamed-attempt fields and completion "stream_failed" are allowed."""
         attempts, summary = self.trace(p)
+        extra = ATTEMPT_EXTRA | (STREAM_EXTRA if stream else set())
+        completions = {"succeeded", "failed", "timed_out"} | ({"stream_failed"} if stream else set())
         for i, a in enumerate(attempts):
             self.assertEqual(set(a["event"]), EVENT_FIELDS, a)
             self.assertTrue(ATTEMPT_FIELDS <= set(a), a)
-            self.assertTrue(set(a) - {"event"} <= ATTEMPT_FIELDS | ATTEMPT_EXTRA,
-                            set(a) - ATTEMPT_FIELDS - ATTEMPT_EXTRA)
+            self.assertTrue(set(a) - {"event"} <= ATTEMPT_FIELDS | extra,
+                            set(a) - ATTEMPT_FIELDS - extra)
             ev = a["event"]
             self.assertEqual(ev["attemptNumber"], i + 1)
             self.assertEqual(ev["provider"], "fake")
-            self.assertEqual(ev["model"], "m1")
+            self.assertEqual(ev["model"], models[i] if models else "m1")
             self.assertIsInstance(ev["statusCode"], int)
             self.assertIs(ev["isError"], not a["served"])
             self.assertEqual(ev["keySource"], "user")
             self.assertIsInstance(a["served"], bool)
             self.assertIn(a["retryAction"], VERDICTS)
-            self.assertIn(a["completion"], {"succeeded", "failed", "timed_out"})
+            self.assertIn(a["completion"], completions)
             self.assertIsInstance(a["upstreamDurationMs"], int)
             self.assertGreaterEqual(a["upstreamDurationMs"], 0)
         self.assertTrue(SUMMARY_FIELDS <= set(summary), summary)
@@ -496,6 +625,151 @@ class CliBase(unittest.TestCase):
         self.assertEqual([a["retryAction"] for a in trace[:-1]], ["next_key", "succeeded"])
         self.assertEqual(trace[-1]["outcome"], "served")
 
+    # ---- streaming ("stream": true) ----
+
+    def counts(self):
+        return tuple(self.fake.count(k) for k in self.KEYS)
+
+    def test_stream_served_byte_for_byte_as_it_arrives(self):
+        # odd bytes too: raw UTF-8 in a token, CRLF line ends, a comment
+        chunks = sse_answer("Hel", "lo")
+        chunks[3:3] = [b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":'
+                       b'" w\xc3\xb6rld \xe2\x98\x83"}}]}\r\n\r\n', b": keep-alive\n\n"]
+        self.fake.script(self.KEYS[0], {"stream": chunks, "chunk_delay": 0.15})
+        p, first, end = self.aigw_timed("request", "-c", self.config_file(), "-d",
+                                        STREAM_REQUEST.decode())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"".join(chunks))
+        self.assertEqual(p.stderr, b"")
+        # 8 chunks 150 ms apart: the first token (chunk 2) at ~0.3 s, the end
+        # at ~1.2 s: stdout got it long before the end, not all at once
+        self.assertIsNotNone(first)
+        self.assertGreater(end - first, 0.4, (first, end))
+        self.assertEqual(self.fake.requests,
+                         [(self.KEYS[0], "/v1/chat/completions", STREAM_REQUEST_UP)])
+
+    def test_stream_error_before_first_token_fails_over_unseen(self):
+        chunks = sse_answer("ok")
+        self.fake.script(self.KEYS[0], {"status": 429, "body": RATE_LIMITED})
+        self.fake.script(self.KEYS[1], {"stream": chunks})
+        p = self.request("--trace", "json", data=STREAM_REQUEST)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"".join(chunks))
+        attempts, summary = self.check_trace(p, [("primary", "next_key"), ("backup", "succeeded")],
+                                             stream=True)
+        self.assertEqual([a["completion"] for a in attempts], ["failed", "succeeded"])
+        self.assertEqual(attempts[0]["event"]["statusCode"], 429)
+        self.assertNotIn("timeToFirstTokenMs", attempts[0])
+        self.assertIsInstance(attempts[1]["timeToFirstTokenMs"], int)
+        self.assertEqual(summary["outcome"], "served")
+        self.assertEqual(self.counts(), (1, 1, 0))
+        # an in-band error on a 200 (Anthropic's overloaded_error) after a role
+        # chunk, the connection left open: the same, and none of it on stdout
+        self.fake.reset()
+        self.fake.script(self.KEYS[0], {"stream": [sse_role("failed-one"), SSE_OVERLOADED],
+                                        "end": "stall"})
+        self.fake.script(self.KEYS[1], {"stream": chunks})
+        p = self.request("--trace", "json", data=STREAM_REQUEST)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"".join(chunks))
+        attempts, _ = self.check_trace(p, [("primary", "next_key"), ("backup", "succeeded")],
+                                       stream=True)
+        self.assertEqual(attempts[0]["event"]["statusCode"], 200)
+        self.assertEqual(attempts[0]["errorClass"], "overloaded")
+        self.assertEqual(attempts[0]["streamError"], "inband_error")
+        self.assertEqual(attempts[0]["completion"], "failed")
+        self.assertEqual(self.counts(), (1, 1, 0))
+
+    def test_stream_silence_until_first_token_timeout(self):
+        chunks = sse_answer("late", "but", "fine")
+        self.fake.script(self.KEYS[0], {"stream": [sse_role("silent-one")], "end": "stall"})
+        self.fake.script(self.KEYS[2], {"stream": chunks})
+        t0 = time.monotonic()
+        p = self.request("--trace", "json", data=STREAM_REQUEST,
+                         cfg=self.gateway(firstTokenTimeout="300ms"))
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"".join(chunks))
+        attempts, _ = self.check_trace(p, [("primary", "next_backend"), ("third", "succeeded")],
+                                       stream=True)
+        self.assertEqual(attempts[0]["completion"], "timed_out")
+        self.assertGreaterEqual(attempts[0]["upstreamDurationMs"], 280)
+        self.assertEqual(self.counts(), (1, 0, 1))
+
+    def test_stream_cut_after_tokens_exit_1(self):
+        partial = [sse_role(), sse_token("one"), sse_token("two")]
+        self.fake.script(self.KEYS[0], {"stream": partial, "end": "cut", "chunk_delay": 0.02})
+        p = self.request(data=STREAM_REQUEST)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stdout, b"".join(partial))  # what came, nothing after it
+        self.assertIn(b"stream_failed", p.stderr)
+        self.assertEqual(self.counts(), (1, 0, 0))
+        # the trace says so too
+        self.fake.reset()
+        self.fake.script(self.KEYS[0], {"stream": partial, "end": "cut", "chunk_delay": 0.02})
+        p = self.request("--trace", "json", data=STREAM_REQUEST)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stdout, b"".join(partial))
+        attempts, summary = self.check_trace(p, [("primary", "fail_fast")], stream=True)
+        a = attempts[0]
+        self.assertEqual(a["completion"], "stream_failed")
+        self.assertEqual(a["streamError"], "connection_cut")
+        self.assertIs(a["served"], False)
+        self.assertIsInstance(a["timeToFirstTokenMs"], int)
+        self.assertIsInstance(a["timeToFirstByteMs"], int)
+        self.assertLessEqual(a["timeToFirstByteMs"], a["timeToFirstTokenMs"])
+        self.assertEqual(summary["outcome"], "stream_failed")
+        self.assertEqual(summary["errorCode"], "stream_failed")
+        for line in p.stderr.decode().splitlines():  # JSON lines only
+            json.loads(line)
+        self.assertEqual(self.counts(), (1, 0, 0))
+
+    def test_stream_stall_after_tokens_idle_timeout_exit_1(self):
+        self.fake.script(self.KEYS[0], {"stream": [sse_token("one")], "end": "stall"})
+        t0 = time.monotonic()
+        p = self.request("--trace", "json", data=STREAM_REQUEST,
+                         cfg=self.gateway(streamIdleTimeout="300ms"))
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stdout, sse_token("one"))
+        attempts, summary = self.check_trace(p, [("primary", "fail_fast")], stream=True)
+        self.assertEqual(attempts[0]["completion"], "stream_failed")
+        self.assertEqual(attempts[0]["streamError"], "idle_timeout")
+        self.assertEqual(summary["outcome"], "stream_failed")
+        self.assertEqual(self.counts(), (1, 0, 0))
+
+    def test_stream_restart_after_cut(self):
+        partial = [sse_role(), sse_token("one"), sse_token("two")]
+        full = sse_answer("Fall", "back")
+        self.fake.script(self.KEYS[0], {"stream": partial, "end": "cut"}, {"stream": full})
+        p = self.request("--trace", "json", data=STREAM_REQUEST_FB,
+                         cfg=self.gateway(streamRestart=True))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # the partial answer, the reset event, the fallback's whole answer
+        head = b"".join(partial)
+        self.assertTrue(p.stdout.startswith(head), p.stdout)
+        m = re.match(rb"event: aigw\.reset\ndata: ([^\n]*)\n\n", p.stdout[len(head):])
+        self.assertIsNotNone(m, p.stdout)
+        reason = json.loads(m.group(1))
+        self.assertEqual(reason["reason"], "connection_cut")
+        self.assertEqual(reason["attempt"], 1)
+        self.assertEqual(reason["provider"], "fake")
+        self.assertEqual(reason["model"], "m1")
+        self.assertEqual(p.stdout[len(head) + m.end():], b"".join(full))
+        attempts, summary = self.check_trace(p, [("primary", "next_backend"),
+                                                 ("primary", "succeeded")],
+                                             models=["m1", "m2"], stream=True)
+        self.assertEqual([a["completion"] for a in attempts], ["stream_failed", "succeeded"])
+        self.assertEqual(attempts[0]["streamError"], "connection_cut")
+        for a in attempts:
+            self.assertIsInstance(a["timeToFirstTokenMs"], int)
+        self.assertEqual(summary["outcome"], "served")
+        self.assertEqual(summary["model"], "m2")
+        # sent again from the start: the request, not the partial answer
+        self.assertEqual([r[2] for r in self.fake.requests],
+                         [STREAM_REQUEST_UP, STREAM_REQUEST_M2_UP])
+        self.assertEqual(self.counts(), (2, 0, 0))
+
 
 class CliTest(CliBase):
     """Plain key values; also the CLI's own odd corners."""
@@ -556,6 +830,30 @@ class CanaryMixin:
         self.fake.script(self.KEYS[0], {"status": 400, "body":
                                         b'{"error":{"message":"invalid $AUTH"}}'})
         p = self.request("--trace", "json")
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stdout, b'{"error":{"message":"invalid Bearer [REDACTED]"}}')
+
+    # ---- streams: failures before the commit point never show the key ----
+
+    def test_canary_stream_upstream_echoes_key(self):
+        echo_err = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+                    b'"message":"key $AUTH"}}\n\n')
+        chunks = sse_answer("safe")
+        self.fake.script(self.KEYS[0], {"stream": [echo_err], "headers": {"X-Echo": "$AUTH"}})
+        self.fake.script(self.KEYS[1], {"status": 429, "headers": {"X-Echo": "$AUTH"},
+                                        "body": b'{"error":{"message":"bad key $AUTH",'
+                                                b'"code":"rate_limit_exceeded"}}'})
+        self.fake.script(self.KEYS[2], {"stream": chunks, "headers": {"X-Echo": "$AUTH"}})
+        p = self.request("--trace", "json", data=STREAM_REQUEST)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"".join(chunks))
+        self.check_trace(p, [("primary", "next_key"), ("backup", "next_backend"),
+                             ("third", "succeeded")], stream=True)
+        # a fail-fast answer to a stream request: the upstream's, redacted
+        self.fake.reset()
+        self.fake.script(self.KEYS[0], {"status": 400, "body":
+                                        b'{"error":{"message":"invalid $AUTH"}}'})
+        p = self.request("--trace", "json", data=STREAM_REQUEST)
         self.assertEqual(p.returncode, 1)
         self.assertEqual(p.stdout, b'{"error":{"message":"invalid Bearer [REDACTED]"}}')
 

@@ -554,6 +554,78 @@ static void test_role_only_then_cut_fails_over(void **state)
     aigw_client_free(c);
 }
 
+static void test_restart_needs_a_next_model(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    aigw_request *req;
+    aigw_error *err = NULL;
+    const char *only = "{\"model\":\"fake:m1\",\"stream\":true}";
+    (void)state;
+    s->chunks[0] = TOK("one");
+    s->end = END_RESET;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, only, strlen(only)), AIGW_OK);
+    assert_int_equal(aigw_request_set_stream_restart(req, 1), AIGW_OK);
+    assert_int_equal(aigw_client_stream(c, req, &HANDLER, NULL, &r, &err), AIGW_OK);
+    aigw_request_free(req);
+    /* no other model: no reset is announced, the stream failed */
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_int_equal(G.resets, 0);
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_STREAM_FAILED);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_restart_respects_max_attempts(void **state)
+{
+    aigw_client *c = client(",\"maxAttempts\":1");
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("one");
+    s->end = END_RESET;
+    r = stream(c, 1);
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_int_equal(M.n_calls, 1);
+    assert_int_equal(G.resets, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_done_then_open_connection_is_success(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("a") FINISH DONE;
+    s->end = END_STALL; /* the body's end never comes: a short drain */
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_null(aigw_attempt_transport_error(aigw_response_attempt(r, 0)));
+    assert_int_equal(M.now - 1000, 200);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_silence_names_first_token_timeout(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->end = END_STALL; /* headers, then nothing */
+    s = push();
+    s->chunks[0] = TOK("x") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_backend:timed_out d:succeeded:succeeded");
+    assert_non_null(strstr(aigw_response_trace_json(r), "\"streamError\":\"first_token_timeout\""));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -572,6 +644,10 @@ int main(void)
         cmocka_unit_test_setup(test_caller_cancels, setup),
         cmocka_unit_test_setup(test_plain_json_answer_to_a_stream_request, setup),
         cmocka_unit_test_setup(test_role_only_then_cut_fails_over, setup),
+        cmocka_unit_test_setup(test_restart_needs_a_next_model, setup),
+        cmocka_unit_test_setup(test_restart_respects_max_attempts, setup),
+        cmocka_unit_test_setup(test_done_then_open_connection_is_success, setup),
+        cmocka_unit_test_setup(test_silence_names_first_token_timeout, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
