@@ -406,6 +406,25 @@ static void test_healthy_stream_byte_identical(void **state)
     aigw_client_free(c);
 }
 
+/* Streams that end with [DONE] leave their connection reusable: ten in a
+ * row use one connection. */
+static void test_done_streams_reuse_the_connection(void **state)
+{
+    aigw_client *c = client_for(MP, GW_CALM);
+    long before;
+    int i;
+    (void)state;
+    stream_rule(MP, K_PRIMARY, NULL, 200, HEALTHY, 0, MOCKPROV_END_OK, 0);
+    before = mockprov_connection_count(MP);
+    for (i = 0; i < 10; i++) {
+        aigw_response *r = stream_body(c, BODY, -1);
+        assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
+        aigw_response_free(r);
+    }
+    assert_int_equal(mockprov_connection_count(MP) - before, 1);
+    aigw_client_free(c);
+}
+
 /* 429 before the first token: the sibling key streams; the caller never
  * sees the 429. */
 static void test_429_before_first_token_backup_streams(void **state)
@@ -1019,6 +1038,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_healthy_stream_byte_identical, setup),
+        cmocka_unit_test_setup(test_done_streams_reuse_the_connection, setup),
         cmocka_unit_test_setup(test_429_before_first_token_backup_streams, setup),
         cmocka_unit_test_setup(test_inband_error_before_first_token_backup, setup),
         cmocka_unit_test_setup(test_silence_until_first_token_timeout, setup),
