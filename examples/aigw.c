@@ -268,6 +268,7 @@ static int so_data(void *ud, const char *data, size_t len)
 static int so_reset(void *ud, const char *reason_json)
 {
     stream_out *o = ud;
+    o->started = 0; /* if nothing commits again, the final answer is printed */
     fprintf(o->f, "event: aigw.reset\ndata: %s\n\n", reason_json);
     return fflush(o->f) != 0;
 }

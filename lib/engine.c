@@ -466,7 +466,12 @@ typedef struct sctx {
     bool inband_error;
     bool too_large;
     bool first_token_expired;
+    bool whole_expired; /* a whole (non-SSE or error) answer passed its deadline */
     bool cancelled;
+    int64_t whole_deadline; /* perRequestTimeout / totalTimeout for whole answers */
+    int64_t done_at;    /* when [DONE] (or the API's end event) came; -1 */
+    uint64_t choices_seen;     /* chat choice indexes (< 64) seen ... */
+    uint64_t choices_finished; /* ... and those with a finish_reason */
 } sctx;
 
 static bool jstr_nonempty(const cJSON *v)
@@ -494,35 +499,50 @@ static void read_event_json(sctx *s, const cJSON *o)
     if (jtype_is(o, "content_block_delta") || jtype_is(o, "response.output_text.delta") ||
         jtype_is(o, "response.function_call_arguments.delta"))
         s->content = true;
-    if (jtype_is(o, "message_stop") || jtype_is(o, "response.completed"))
+    if (jtype_is(o, "message_stop") || jtype_is(o, "response.completed") ||
+        jtype_is(o, "response.incomplete"))
         s->done = true;
     if (jtype_is(o, "message_delta")) {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "delta");
         if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(d, "stop_reason")))
             s->finished = true;
     }
-    /* chat completions: a role-only chunk is not content */
+    /* chat completions: a role-only chunk is not content; with "n" > 1 the
+     * answer is finished when every choice seen has its finish_reason */
     cJSON_ArrayForEach(ch, choices)
     {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(ch, "delta");
         const cJSON *tc = cJSON_GetObjectItemCaseSensitive(d, "tool_calls");
+        const cJSON *ix = cJSON_GetObjectItemCaseSensitive(ch, "index");
+        uint64_t bit = 1;
+        if (cJSON_IsNumber(ix) && ix->valuedouble >= 0 && ix->valuedouble < 64)
+            bit <<= (int)ix->valuedouble;
+        s->choices_seen |= bit;
         if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(d, "content")) ||
             (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) ||
             cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(d, "function_call")))
             s->content = true;
         if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(ch, "finish_reason")))
-            s->finished = true;
+            s->choices_finished |= bit;
     }
+    if (s->choices_seen && (s->choices_finished & s->choices_seen) == s->choices_seen)
+        s->finished = true;
 }
 
 static int on_sse_event(void *ctx, const aigw_sse_event *ev)
 {
     sctx *s = ctx;
     cJSON *o;
+    /* after an in-band error nothing counts: content behind it in the same
+     * read must not commit a failed attempt */
+    if (s->inband_error)
+        return 0;
     if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
         s->done = true;
         return 0;
     }
+    if (s->done)
+        return 0;
     if (ev->event_len == 5 && memcmp(ev->event, "error", 5) == 0) {
         s->inband_error = true;
     } else if ((o = aigw__json_parse(ev->data, ev->data_len, NULL)) == NULL) {
@@ -576,19 +596,27 @@ static int commit(sctx *s)
     return rc;
 }
 
+/* The first bytes (or the end of an answer without any): what kind it is. */
+static void note_start(sctx *s, int64_t now)
+{
+    const char *ct = aigw__hdrs_get(&s->t->headers, "content-type");
+    s->started = true;
+    s->a->first_byte_ms = now - s->t0;
+    s->ok_status = s->t->status >= 200 && s->t->status < 300;
+    s->sse_mode = s->ok_status && ct && aigw__strncasecmp(ct, "text/event-stream", 17) == 0;
+}
+
 static int64_t on_stream_data(void *ctx, const char *data, size_t len)
 {
     sctx *s = ctx;
     const aigw_config *cfg = s->r->cfg;
     int64_t now = aigw__client_now(s->r->c);
     int rc;
-    if (!s->started) {
-        const char *ct = aigw__hdrs_get(&s->t->headers, "content-type");
-        s->started = true;
-        s->a->first_byte_ms = now - s->t0;
-        s->ok_status = s->t->status >= 200 && s->t->status < 300;
-        s->sse_mode = s->ok_status && ct && aigw__strncasecmp(ct, "text/event-stream", 17) == 0;
-    }
+    if (!s->started)
+        note_start(s, now);
+    /* after the end: drain to the body's own end, briefly, passing nothing */
+    if (s->done)
+        return s->done_at + DONE_DRAIN_MS > now ? s->done_at + DONE_DRAIN_MS - now : 0;
     if (s->committed) {
         if (deliver(s, data, len) != 0)
             return -1;
@@ -600,8 +628,14 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
         if (aigw__buf_append(&s->pre, data, len) != 0)
             return -1;
     }
-    if (!s->sse_mode) /* a whole answer: kept until it ends */
-        return cfg->stream_idle_timeout_ms;
+    if (!s->sse_mode) { /* a whole answer: kept until it ends, in its time */
+        int64_t left = s->whole_deadline - now;
+        if (left <= 0) {
+            s->whole_expired = true;
+            return -1;
+        }
+        return left < cfg->stream_idle_timeout_ms ? left : cfg->stream_idle_timeout_ms;
+    }
     rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
     if (rc != 0) {
         s->a->stream_error = rc == AIGW_SSE_TOO_LARGE ? "event_too_large" : "out_of_memory";
@@ -609,14 +643,18 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
     }
     if (s->content && s->a->first_token_ms < 0)
         s->a->first_token_ms = now - s->t0;
-    if (s->content && !s->committed && commit(s) != 0)
+    /* the commit point; or a complete answer that had no content */
+    if (!s->committed && !s->inband_error && (s->content || s->done || s->finished) &&
+        commit(s) != 0)
         return -1;
     if (s->inband_error)
         return -1;
     /* Complete.  Reading on to the body's own end (briefly) keeps the
      * connection reusable; stopping here would make libcurl drop it. */
-    if (s->done)
+    if (s->done) {
+        s->done_at = now;
         return DONE_DRAIN_MS;
+    }
     if (!s->committed) {
         if (now >= s->first_token_deadline) {
             s->first_token_expired = true;
@@ -635,8 +673,8 @@ static const char *stream_break(const sctx *s, aigw_transport_result tr)
         return "inband_error";
     if (s->a->stream_error)
         return s->a->stream_error;
-    if (s->done && (tr == AIGW_TR_OK || tr == AIGW_TR_CANCELLED || tr == AIGW_TR_TIMEOUT))
-        return NULL;
+    if (s->done)
+        return NULL; /* the whole answer came; how the connection ended is moot */
     if (!s->sse_mode && tr == AIGW_TR_OK)
         return NULL; /* a whole (non-SSE) answer that came complete */
     if (s->finished && (tr == AIGW_TR_OK || tr == AIGW_TR_TIMEOUT) && !aigw__sse_pending(s->sse))
@@ -652,8 +690,12 @@ static const char *stream_break(const sctx *s, aigw_transport_result tr)
 static aigw_class classify_uncommitted(sctx *s, aigw_transport_result *tr, int64_t *wait)
 {
     aigw_transport_response *t = s->t;
-    /* Before the commit point the only deadline in force is the first
-     * token's (capped by totalTimeout). */
+    if (s->whole_expired) {
+        *tr = AIGW_TR_TIMEOUT;
+        return AIGW_CLASS_TIMEOUT;
+    }
+    /* Before the commit point the only deadline in force for a stream is
+     * the first token's (capped by totalTimeout). */
     if (s->first_token_expired || (*tr == AIGW_TR_TIMEOUT && (s->ok_status || !s->started))) {
         *tr = AIGW_TR_TIMEOUT;
         s->a->stream_error = "first_token_timeout";
@@ -701,6 +743,8 @@ static int stream_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
         return -1;
     }
     s.t0 = aigw__client_now(r->c);
+    s.done_at = -1;
+    s.whole_deadline = s.t0 + b.req.timeout_ms; /* build_req's per-attempt limit */
     /* Before the commit point the first-token and total deadlines rule; once
      * committed, only the idle budget: a long answer is not cut for length. */
     s.first_token_deadline = s.t0 + r->cfg->first_token_timeout_ms;
@@ -714,6 +758,8 @@ static int stream_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
     req_free(&b);
     a->duration_ms = aigw__client_now(r->c) - s.t0;
     a->status = t->status;
+    if (!s.started && tr == AIGW_TR_OK)
+        note_start(&s, aigw__client_now(r->c)); /* an answer with no body */
     if (s.cancelled) {
         a->tr = AIGW_TR_CANCELLED;
         a->verdict = "fail_fast";

@@ -626,6 +626,154 @@ static void test_silence_names_first_token_timeout(void **state)
     aigw_client_free(c);
 }
 
+static void test_error_then_content_in_one_read_fails_over(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = INBAND_ERR TOK("after the error");
+    s = push();
+    s->chunks[0] = TOK("ok") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_key:failed b:succeeded:succeeded");
+    assert_string_equal(G.bytes, TOK("ok") FINISH DONE);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_done_then_cut_is_success(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = TOK("a") DONE;
+    s->end = END_RESET;
+    r = stream(c, 0);
+    assert_attempts(r, "a:succeeded:succeeded");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_drain_after_done_is_bounded(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    int i;
+    (void)state;
+    s->chunks[0] = TOK("a") FINISH DONE;
+    for (i = 1; i < 10; i++) {
+        s->chunks[i] = ": ping\n\n";
+        s->gap_ms[i] = 100;
+    }
+    s->end = END_STALL;
+    r = stream(c, 0);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_int_equal(M.now - 1000, 200);
+    assert_string_equal(G.bytes, TOK("a") FINISH DONE); /* nothing after the end */
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_whole_answer_keeps_its_deadline(void **state)
+{
+    aigw_client *c = client(",\"perRequestTimeout\":\"2s\"");
+    script *s = push();
+    aigw_response *r;
+    int i;
+    (void)state;
+    s->status = 500;
+    s->content_type = "application/json";
+    for (i = 0; i < 8; i++) {
+        s->chunks[i] = "{";
+        s->gap_ms[i] = 400; /* a trickle: each gap within the idle budget */
+    }
+    s = push();
+    s->chunks[0] = TOK("b") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_backend:timed_out d:succeeded:succeeded");
+    assert_true(aigw_attempt_duration_ms(aigw_response_attempt(r, 0)) <= 2000);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_empty_bodies(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    /* an empty event stream is no answer: fail over */
+    s = push();
+    s->chunks[0] = TOK("b") FINISH DONE;
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_backend:failed d:succeeded:succeeded");
+    aigw_response_free(r);
+
+    /* an empty JSON 200 is a (whole, empty) answer */
+    memset(&M, 0, sizeof M);
+    memset(&G, 0, sizeof G);
+    s = push();
+    s->content_type = "application/json";
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_int_equal(G.starts, 1);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_complete_answer_without_content(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ROLE FINISH DONE;
+    s->end = END_STALL;
+    r = stream(c, 0);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_string_equal(G.bytes, ROLE FINISH DONE);
+    assert_int_equal(M.now - 1000, 200);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+#define CH(i, x) "data: {\"choices\":[{\"index\":" #i ",\"delta\":{\"content\":\"" x "\"}}]}\n\n"
+#define CHFIN(i) "data: {\"choices\":[{\"index\":" #i ",\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+
+static void test_every_choice_must_finish(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = CH(0, "a") CH(1, "b") CHFIN(0);
+    s->chunks[1] = CH(1, "c") CHFIN(1) DONE;
+    s->gap_ms[1] = 1500; /* past the 1 s grace: choice 1 is still running */
+    r = stream(c, 0);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_string_equal(G.bytes, CH(0, "a") CH(1, "b") CHFIN(0) CH(1, "c") CHFIN(1) DONE);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+static void test_responses_incomplete_is_an_end(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
+                   "\"delta\":\"Hi\"}\n\nevent: response.incomplete\ndata: {\"type\":"
+                   "\"response.incomplete\"}\n\n";
+    r = stream(c, 0);
+    assert_attempts(r, "a:succeeded:succeeded");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -648,6 +796,14 @@ int main(void)
         cmocka_unit_test_setup(test_restart_respects_max_attempts, setup),
         cmocka_unit_test_setup(test_done_then_open_connection_is_success, setup),
         cmocka_unit_test_setup(test_silence_names_first_token_timeout, setup),
+        cmocka_unit_test_setup(test_error_then_content_in_one_read_fails_over, setup),
+        cmocka_unit_test_setup(test_done_then_cut_is_success, setup),
+        cmocka_unit_test_setup(test_drain_after_done_is_bounded, setup),
+        cmocka_unit_test_setup(test_whole_answer_keeps_its_deadline, setup),
+        cmocka_unit_test_setup(test_empty_bodies, setup),
+        cmocka_unit_test_setup(test_complete_answer_without_content, setup),
+        cmocka_unit_test_setup(test_every_choice_must_finish, setup),
+        cmocka_unit_test_setup(test_responses_incomplete_is_an_end, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
