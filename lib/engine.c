@@ -416,16 +416,24 @@ static bool hop_by_hop(const char *name)
     return false;
 }
 
+/* The upstream's end-to-end headers, for the caller's response. */
+static int copy_headers(aigw_hdrs *dst, const aigw_hdrs *src)
+{
+    size_t i;
+    for (i = 0; i < src->n; i++)
+        if (!hop_by_hop(src->v[i].name) &&
+            aigw__hdrs_add(dst, src->v[i].name, src->v[i].value) != 0)
+            return -1;
+    return 0;
+}
+
 /* Hands the upstream answer to the caller. */
 static int take_upstream_answer(run *r, aigw_transport_response *t, const key_ref *key,
                                 aigw_outcome oc)
 {
     aigw_response *resp = r->resp;
-    size_t i;
-    for (i = 0; i < t->headers.n; i++)
-        if (!hop_by_hop(t->headers.v[i].name) &&
-            aigw__hdrs_add(&resp->headers, t->headers.v[i].name, t->headers.v[i].value) != 0)
-            return -1;
+    if (copy_headers(&resp->headers, &t->headers) != 0)
+        return -1;
     aigw__buf_free(&resp->body);
     resp->body = t->body;
     t->body.data = NULL;
@@ -800,14 +808,11 @@ static int stream_once(run *r, const cand *cd, bool ngrok, const key_ref *key,
     aigw__buf_free(&s.pre);
     r->resp->status = t->status;
     if (!why) {
-        size_t i;
         a->tr = AIGW_TR_OK; /* a grace or drain that ran out is no error */
         a->served = true;
         a->verdict = "succeeded";
-        for (i = 0; i < t->headers.n; i++)
-            if (!hop_by_hop(t->headers.v[i].name) &&
-                aigw__hdrs_add(&r->resp->headers, t->headers.v[i].name, t->headers.v[i].value) != 0)
-                return -1;
+        if (copy_headers(&r->resp->headers, &t->headers) != 0)
+            return -1;
         r->resp->outcome = AIGW_OUTCOME_SERVED;
         r->done = true;
         return MV_SERVE;
