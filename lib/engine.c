@@ -88,9 +88,10 @@ static bool cand_seen(const run *r, const aigw_provider *p, const char *model)
     return false;
 }
 
-/* Resolves one spec.  0 added, 1 skipped (recorded), -1 rejected primary,
- * -2 no memory. */
-static int add_cand(run *r, const char *spec, bool primary, aigw_error **err)
+/* Resolves one spec.  0 added, 1 skipped (recorded), -2 no memory; for the
+ * primary, -1 when no provider serves it and -3 when the access scope
+ * rejects it. */
+static int add_cand(run *r, const char *spec, bool primary)
 {
     const aigw_provider *p;
     char *model;
@@ -108,7 +109,6 @@ static int add_cand(run *r, const char *spec, bool primary, aigw_error **err)
         int ok;
         if (primary) {
             aigw__free(model);
-            (void)err;
             return strcmp(reason, "unknown_model") == 0 ? -1 : -3;
         }
         ok = aigw__response_add_skip(r->resp, p ? p->id : "", model ? model : spec, reason);
@@ -1326,13 +1326,13 @@ static int plan(run *r, const char *model, char **models, size_t n_models)
     r->cands = aigw__calloc(n_models + 1, sizeof *r->cands);
     if (!r->cands)
         return -1;
-    rc = add_cand(r, model, true, NULL);
+    rc = add_cand(r, model, true);
     if (rc == -2)
         return -1;
     if (rc < 0)
         return reject(r, model, rc);
     for (i = 0; i < n_models; i++)
-        if (add_cand(r, models[i], false, NULL) == -2)
+        if (add_cand(r, models[i], false) == -2)
             return -1;
     return 0;
 }
