@@ -132,24 +132,58 @@ AIGW_API int aigw_config_is_bare(const aigw_config *cfg);
 /* Key-selection strategy (versioned vtable)                                */
 /* ------------------------------------------------------------------------ */
 
-#define AIGW_STRATEGY_VERSION 1
+/* Version 2 appended `order_health`; a version 1 vtable is still accepted. */
+#define AIGW_STRATEGY_VERSION 2
+
+/* What a client remembers of one key, across requests. */
+typedef enum aigw_key_state {
+    AIGW_KEY_READY = 0,   /* usable                                            */
+    AIGW_KEY_COOLING = 1, /* rate limited: skipped until its wait has passed   */
+    AIGW_KEY_BENCHED = 2  /* auth or quota failure: skipped for keyBenchTime,
+                             until the configuration is replaced, or until
+                             aigw_client_reset_health                          */
+} aigw_key_state;
+
+/* One key's health as a strategy sees it (borrowed for the call).  Members
+ * are only ever appended; the library passes pointers, never arrays of
+ * these, so a strategy built against an older header stays correct. */
+typedef struct aigw_key_health {
+    const char *id;            /* the key's id (never its value)             */
+    aigw_key_state state;
+    int64_t wait_ms;           /* cooling or benched: ms until ready; else 0 */
+    int64_t since_limited_ms;  /* ms since its last rate limit; -1 never     */
+    uint32_t weight;           /* its configured weight (1 unless set)       */
+    uint64_t requests;         /* upstream calls made with it                */
+    uint64_t successes;
+    uint64_t failures;
+    int64_t latency_mean_ms;   /* mean latency of its successes; -1 none     */
+} aigw_key_health;
 
 /*
  * A strategy orders the keys of one `user` step for one attempt sequence.
- * `order` receives the ids of the step's keys (in configuration order) and
- * writes into order_out (room for n_keys entries) the indexes of the keys to
- * try, best first; it returns how many it wrote (0..n_keys; an index out of
- * range or repeated is ignored), or a negative number to fall back to
- * `ordered`.  It may be called from several threads at once when the client
- * is shared.  `destroy`, if set, runs exactly once, when the client that
- * holds the strategy is freed (or when aigw_client_set_strategy fails).
+ * It writes into order_out (room for n_keys entries) the indexes of the keys
+ * to try, best first, and returns how many it wrote (0..n_keys; an index out
+ * of range or repeated is ignored), or a negative number to fall back to
+ * `ordered`.  Whatever the order, the library never spends an upstream call
+ * on a key that is cooling or benched: it records a skip and moves on.
+ *
+ * `order` (version 1) receives the ids of the step's keys in configuration
+ * order.  `order_health` (version 2; used instead of `order` when set)
+ * receives each key's health.  Either may be called from several threads at
+ * once when the client is shared.  `destroy`, if set, runs exactly once,
+ * when the client that holds the strategy is freed (or when
+ * aigw_client_set_strategy fails).
  */
 typedef struct aigw_strategy {
-    uint32_t version; /* AIGW_STRATEGY_VERSION */
+    uint32_t version; /* AIGW_STRATEGY_VERSION (1 or 2) */
     int (*order)(void *userdata, const char *provider, const char *model,
                  size_t step_index, const char *const *key_ids, size_t n_keys,
                  size_t *order_out);
     void (*destroy)(void *userdata);
+    /* -- version 2 -- */
+    int (*order_health)(void *userdata, const char *provider, const char *model,
+                        size_t step_index, const aigw_key_health *const *keys,
+                        size_t n_keys, size_t *order_out);
 } aigw_strategy;
 
 /* ------------------------------------------------------------------------ */
@@ -273,7 +307,10 @@ typedef struct aigw_clock {
  * Thread-safety: aigw_client_send may be called from any number of threads
  * at once on one client.  The setters (set_strategy, set_transport,
  * set_clock) must be called before the client is shared, never while a send
- * is running.
+ * is running; set_config, reset_health and stats may be called at any time.
+ * A client remembers, across its requests, each key's health, each
+ * backend's and host's circuit breaker and its retry budget (see README,
+ * "Key health").
  */
 typedef struct aigw_client aigw_client;
 
@@ -296,6 +333,85 @@ AIGW_API aigw_status aigw_client_set_transport(aigw_client *client,
 /* Replace the clock (NULL restores the system clock). */
 AIGW_API aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock *clock,
                                            void *userdata);
+
+/*
+ * Hot swap: give the client a new configuration (it takes a reference; the
+ * caller keeps its own).  Thread-safe, unlike the other setters: requests
+ * may be in flight.  Each request uses exactly one configuration from start
+ * to end, the one current when it started; an old configuration is freed
+ * (and its secrets wiped) after its last request, once nobody else holds it.
+ * Key health carries over for keys whose provider, id and value are
+ * unchanged (cooldowns, counters); benches end, since the configuration was
+ * replaced.  Circuit breakers and the retry budget carry over.  AIGW_ECONFIG
+ * (and the client unchanged) for a bare configuration naming keys it does
+ * not hold.
+ */
+AIGW_API aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg,
+                                            aigw_error **err);
+
+/*
+ * Forget what went wrong: end the cooldown or bench of every key whose id is
+ * key_id (any provider), or, with key_id NULL, of every key, and close every
+ * circuit breaker.  Counters are kept.  AIGW_EINVAL when key_id names no key
+ * of the current configuration.  Thread-safe.
+ */
+AIGW_API aigw_status aigw_client_reset_health(aigw_client *client, const char *key_id);
+
+/* ------------------------------------------------------------------------ */
+/* Health metrics (a snapshot, cheap to take from any thread)               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct aigw_stats aigw_stats;
+
+/* One entry of a snapshot.  Members are only ever appended. */
+typedef struct aigw_stat {
+    const char *kind;     /* "key", "backend" (provider + model) or "host"   */
+    const char *name;     /* key: its id; backend: "provider:model"; host:
+                             "scheme://host:port"                             */
+    const char *provider; /* key, backend: the provider id; host: ""         */
+    const char *model;    /* backend: the model id; else ""                  */
+    /* key: "ready", "cooling", "benched"; backend, host: "closed", "open",
+     * "half_open" */
+    const char *state;
+    const char *reason;   /* the failure class that put it in that state
+                             ("rate_limit", "auth", "server", ...); "" */
+    int64_t wait_ms;      /* ms left in that state (open: until a probe may
+                             go); 0 when ready or closed                      */
+    uint64_t requests;    /* upstream calls                                  */
+    uint64_t successes;
+    uint64_t failures;
+    uint64_t skips;       /* times a request passed it over while not ready */
+    uint64_t latency_count;   /* successes timed (whole answers: until the
+                                 answer was complete; streams: until the
+                                 first content event)                          */
+    int64_t latency_mean_ms;  /* -1 when none */
+    int64_t latency_p50_ms;   /* percentiles from a log-scale histogram:     */
+    int64_t latency_p90_ms;   /* upper bounds of their buckets (within 19%)  */
+    int64_t latency_p99_ms;
+    int64_t latency_max_ms;
+} aigw_stat;
+
+/* A snapshot of the client's health: one entry per key of the current
+ * configuration (in configuration order), then each backend and host the
+ * client has sent to.  Thread-safe; takes no lock that a send holds for
+ * longer than a few instructions. */
+AIGW_API aigw_status aigw_client_stats(aigw_client *client, aigw_stats **out);
+AIGW_API void aigw_stats_free(aigw_stats *stats);
+AIGW_API size_t aigw_stats_count(const aigw_stats *stats);
+/* Entry i, or NULL when out of range; borrowed from the snapshot. */
+AIGW_API const aigw_stat *aigw_stats_at(const aigw_stats *stats, size_t i);
+/* An entry's failures of one class (the names of aigw_attempt_error_class);
+ * 0 for a name it does not know. */
+AIGW_API uint64_t aigw_stat_failures(const aigw_stat *stat, const char *error_class);
+/* The retry budget over its window: requests started, retries spent,
+ * retries refused since the client was made, and retries available now.
+ * Any output may be NULL. */
+AIGW_API void aigw_stats_budget(const aigw_stats *stats, uint64_t *requests,
+                                uint64_t *retries, uint64_t *denied, int64_t *available);
+/* The whole snapshot as JSON (see README, "Key health"):
+ * {"keys":[...],"backends":[...],"hosts":[...],"retryBudget":{...}}.
+ * Owned by the snapshot; NULL only when out of memory. */
+AIGW_API const char *aigw_stats_json(const aigw_stats *stats);
 
 /* ------------------------------------------------------------------------ */
 /* Request                                                                  */
@@ -409,8 +525,10 @@ AIGW_API const char *aigw_response_request_id(const aigw_response *resp);
 /* The model that served, or the last one tried ("" when none was). */
 AIGW_API const char *aigw_response_model(const aigw_response *resp);
 /* The library's error code when it made the answer ("rate_limited",
- * "unauthorized", "timeout", "upstream_error", "model_not_allowed", ...), or
- * NULL when the answer is the upstream's. */
+ * "unauthorized", "quota_exceeded", "timeout", "upstream_error",
+ * "max_attempts_reached", "no_route", "circuit_open",
+ * "retry_budget_exhausted", "model_not_allowed", "unknown_model",
+ * "stream_failed", "cancelled"), or NULL when the answer is the upstream's. */
 AIGW_API const char *aigw_response_error_code(const aigw_response *resp);
 AIGW_API void aigw_response_free(aigw_response *resp);
 
@@ -453,13 +571,19 @@ AIGW_API const char *aigw_attempt_completion(const aigw_attempt *a);
 AIGW_API int64_t aigw_attempt_first_byte_ms(const aigw_attempt *a);
 AIGW_API int64_t aigw_attempt_first_token_ms(const aigw_attempt *a);
 
-/* Skips: candidates or steps passed over without an upstream call (a
- * fallback model outside the access scope, an `ngrok` step without an ngrok
- * access key, ...).  Each has a provider, a model and a reason. */
+/* Skips: candidates, steps or keys passed over without an upstream call.
+ * Each has a provider, a model and a reason: "model_not_allowed",
+ * "unknown_model", "duplicate_candidate", "context_length_exceeded",
+ * "no_ngrok_access_key", "key_cooling", "key_benched", "circuit_open" (the
+ * backend's breaker), "host_circuit_open". */
 AIGW_API size_t aigw_response_skip_count(const aigw_response *resp);
 AIGW_API aigw_status aigw_response_skip(const aigw_response *resp, size_t i,
                                         const char **provider, const char **model,
                                         const char **reason);
+/* The key a skip concerns ("" when it concerns a model or a step). */
+AIGW_API const char *aigw_response_skip_key_id(const aigw_response *resp, size_t i);
+/* How long what was skipped had left to wait (ms); -1 when unknown. */
+AIGW_API int64_t aigw_response_skip_wait_ms(const aigw_response *resp, size_t i);
 
 /*
  * The attempt records as JSON, in ngrok's GET /usage/requests/{id} shape:

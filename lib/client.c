@@ -80,12 +80,24 @@ aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **er
     c = aigw__calloc(1, sizeof *c);
     if (!c)
         return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    if (pthread_mutex_init(&c->cfg_lock, NULL) != 0) {
+        aigw__free(c);
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    }
+    if (!(c->health = aigw__health_new())) {
+        pthread_mutex_destroy(&c->cfg_lock);
+        aigw__free(c);
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    }
     st = aigw__curl_transport_new(&c->transport, &c->transport_ud);
     if (st != AIGW_OK) {
+        aigw__health_free(c->health);
+        pthread_mutex_destroy(&c->cfg_lock);
         aigw__free(c);
         return aigw__fail(err, st, "the libcurl transport could not be initialised");
     }
     c->cfg = aigw_config_ref(cfg);
+    aigw__health_configure(c->health, &cfg->health, aigw__client_now(c));
     *out = c;
     return AIGW_OK;
 }
@@ -120,22 +132,112 @@ void aigw_client_free(aigw_client *client)
     drop_strategy(client);
     drop_clock(client);
     aigw_config_unref(client->cfg);
+    aigw__health_free(client->health);
+    pthread_mutex_destroy(&client->cfg_lock);
     aigw__free(client);
+}
+
+aigw_config *aigw__client_config(aigw_client *c)
+{
+    aigw_config *cfg;
+    pthread_mutex_lock(&c->cfg_lock);
+    cfg = aigw_config_ref(c->cfg);
+    pthread_mutex_unlock(&c->cfg_lock);
+    return cfg;
+}
+
+aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_error **err)
+{
+    aigw_config *old;
+    aigw_status st;
+    if (err)
+        *err = NULL;
+    if (!client || !cfg)
+        return aigw__fail(err, AIGW_EINVAL, "aigw_client_set_config: client and cfg must not be NULL");
+    st = check_keys_resolved(cfg, err);
+    if (st != AIGW_OK)
+        return st;
+    aigw_config_ref(cfg);
+    pthread_mutex_lock(&client->cfg_lock);
+    old = client->cfg;
+    client->cfg = cfg;
+    pthread_mutex_unlock(&client->cfg_lock);
+    /* Decided: a new configuration ends every bench (an operator who fixed
+     * a key's account reloads); cooldowns, breakers and counters carry over
+     * for keys whose provider, id and value are unchanged. */
+    aigw__health_configure(client->health, &cfg->health, aigw__client_now(client));
+    aigw__health_end_benches(client->health);
+    /* Requests still running on the old one hold their own references; the
+     * last of them frees it and wipes its secrets. */
+    aigw_config_unref(old);
+    return AIGW_OK;
+}
+
+static bool config_has_key(const aigw_config *cfg, const char *id)
+{
+    size_t i, s, k;
+    for (i = 0; i < cfg->n_keys; i++)
+        if (strcmp(cfg->keys[i].id, id) == 0)
+            return true;
+    for (i = 0; i < cfg->n_rules; i++)
+        for (s = 0; s < cfg->rules[i].n_steps; s++)
+            for (k = 0; k < cfg->rules[i].steps[s].n_keys; k++)
+                if (strcmp(cfg->rules[i].steps[s].keys[k].id, id) == 0)
+                    return true;
+    return cfg->has_ngrok_key && strcmp(id, "ngrok") == 0;
+}
+
+aigw_status aigw_client_reset_health(aigw_client *client, const char *key_id)
+{
+    aigw_config *cfg;
+    bool known;
+    if (!client)
+        return AIGW_EINVAL;
+    if (key_id) {
+        cfg = aigw__client_config(client);
+        known = config_has_key(cfg, key_id);
+        aigw_config_unref(cfg);
+        if (!known)
+            return AIGW_EINVAL;
+    }
+    aigw__health_reset(client->health, key_id);
+    return AIGW_OK;
+}
+
+aigw_status aigw_client_stats(aigw_client *client, aigw_stats **out)
+{
+    aigw_config *cfg;
+    if (out)
+        *out = NULL;
+    if (!client || !out)
+        return AIGW_EINVAL;
+    cfg = aigw__client_config(client);
+    *out = aigw__health_snapshot(client->health, cfg, &cfg->health, aigw__client_now(client));
+    aigw_config_unref(cfg);
+    return *out ? AIGW_OK : AIGW_ENOMEM;
 }
 
 aigw_status aigw_client_set_strategy(aigw_client *client, const aigw_strategy *strategy,
                                      void *userdata)
 {
-    if (!client || (strategy && (strategy->version != AIGW_STRATEGY_VERSION || !strategy->order))) {
+    bool known = strategy && strategy->version >= 1 && strategy->version <= AIGW_STRATEGY_VERSION;
+    bool usable = known && (strategy->order || (strategy->version >= 2 && strategy->order_health));
+    if (!client || (strategy && !usable)) {
         if (strategy && strategy->destroy)
             strategy->destroy(userdata);
-        if (client && strategy && strategy->version != AIGW_STRATEGY_VERSION)
+        if (client && strategy && !known)
             return AIGW_EVERSION;
         return AIGW_EINVAL;
     }
     drop_strategy(client);
     if (strategy) {
-        client->strategy = *strategy;
+        /* Copy only the members the caller's version has. */
+        memset(&client->strategy, 0, sizeof client->strategy);
+        client->strategy.version = strategy->version;
+        client->strategy.order = strategy->order;
+        client->strategy.destroy = strategy->destroy;
+        if (strategy->version >= 2)
+            client->strategy.order_health = strategy->order_health;
         client->strategy_ud = userdata;
         client->has_strategy = true;
     }

@@ -132,7 +132,7 @@ static const char *kind(const cJSON *v)
 
 static void unknown_field(parser *p, const char *name, const char *const names[])
 {
-    char list[256];
+    char list[512];
     size_t i, n = 0;
     list[0] = '\0';
     for (i = 0; names[i] && n < sizeof list; i++)
@@ -282,10 +282,29 @@ static bool get_int(parser *p, const char *field, const cJSON *v, int64_t min, i
     return ok;
 }
 
-/* A Go duration member ("30s", "1m30s") of at least min_ms, into *out. */
-static void get_duration(parser *p, const char *field, const cJSON *v, int64_t min_ms,
-                         int64_t *out)
+/* A bound for a problem, in the largest unit that divides it: "1ms", "1s",
+ * "1h". */
+static const char *ms_text(int64_t ms, char *buf, size_t n)
 {
+    static const struct {
+        int64_t ms;
+        const char *unit;
+    } units[] = {{3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    size_t i;
+    for (i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (ms > 0 && ms % units[i].ms == 0) {
+            snprintf(buf, n, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
+            return buf;
+        }
+    snprintf(buf, n, "%lldms", (long long)ms);
+    return buf;
+}
+
+/* A Go duration member ("30s", "1m30s") in [min_ms, max_ms], into *out. */
+static void get_duration_in(parser *p, const char *field, const cJSON *v, int64_t min_ms,
+                            int64_t max_ms, int64_t *out)
+{
+    char bound[32];
     int64_t ms;
     size_t mark;
     if (!v)
@@ -297,10 +316,19 @@ static void get_duration(parser *p, const char *field, const cJSON *v, int64_t m
         problem(p, "'%.40s' is not a valid duration (Go syntax, e.g. \"30s\", \"1m30s\", "
                    "\"500ms\")", v->valuestring);
     else if (ms < min_ms)
-        problem(p, "must be at least %lldms", (long long)min_ms);
+        problem(p, "must be at least %s", ms_text(min_ms, bound, sizeof bound));
+    else if (ms > max_ms)
+        problem(p, "must be at most %s", ms_text(max_ms, bound, sizeof bound));
     else
         *out = ms;
     path_pop(p, mark);
+}
+
+/* A Go duration member of at least min_ms, into *out. */
+static void get_duration(parser *p, const char *field, const cJSON *v, int64_t min_ms,
+                         int64_t *out)
+{
+    get_duration_in(p, field, v, min_ms, INT64_MAX, out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1079,8 +1107,8 @@ static void key_by_id(parser *p, const cJSON *v, const aigw_rule *r, aigw_step_k
     sk->resolved = true;
 }
 
-enum { SK_ID, SK_NAME, SK_VALUE, SK__N };
-static const char *const step_key_fields[] = {"id", "name", "value", NULL};
+enum { SK_ID, SK_NAME, SK_VALUE, SK_WEIGHT, SK__N };
+static const char *const step_key_fields[] = {"id", "name", "value", "weight", NULL};
 
 /* An inline key {name, value}: created with the configuration. */
 static void inline_key(parser *p, const cJSON *f[], aigw_step_key *sk)
@@ -1114,8 +1142,15 @@ static void parse_step_key(parser *p, const cJSON *v, size_t i, void *ctx)
     step_ctx *sc = ctx;
     aigw_step_key *sk = &sc->step->keys[i];
     const cJSON *f[SK__N];
+    int64_t w;
+    sk->weight = 1;
     if (!members(p, v, step_key_fields, f))
         return;
+    /* Local extension, for keySelectionStrategy "weighted"; harmless (and
+     * unused) under the other strategies, so a strategy can be switched
+     * without editing every key. */
+    if (get_int(p, "weight", f[SK_WEIGHT], 0, 1000000, false, &w))
+        sk->weight = (uint32_t)w;
     if (f[SK_ID] && (f[SK_NAME] || f[SK_VALUE]))
         problem(p, "give either \"id\", or \"name\" and \"value\", not both");
     else if (f[SK_ID])
@@ -1124,6 +1159,15 @@ static void parse_step_key(parser *p, const cJSON *v, size_t i, void *ctx)
         inline_key(p, f, sk);
     else
         problem(p, "a key needs \"id\", or \"name\" and \"value\"");
+}
+
+static bool any_weight(const aigw_step *st)
+{
+    size_t i;
+    for (i = 0; i < st->n_keys; i++)
+        if (st->keys[i].weight > 0)
+            return true;
+    return false;
 }
 
 static void parse_user_keys(parser *p, const cJSON *v, const aigw_rule *r, aigw_step *st)
@@ -1139,6 +1183,8 @@ static void parse_user_keys(parser *p, const cJSON *v, const aigw_rule *r, aigw_
         if (n == 0)
             problem(p, "a user step needs at least one key");
         each(p, v, parse_step_key, &sc);
+        if (n > 0 && st->strategy == AIGW_STRATEGY_WEIGHTED && !any_weight(st))
+            problem(p, "weighted needs at least one key with a weight above 0");
     }
     path_pop(p, mark);
 }
@@ -1163,13 +1209,18 @@ static void parse_step(parser *p, const cJSON *v, size_t i, void *ctx)
     aigw_step *st = &r->steps[i];
     const cJSON *f[ST__N];
     const char *type, *strategy;
+    int kind = AIGW_STRATEGY_ORDERED;
     if (!members(p, v, step_fields, f))
         return;
+    /* ngrok knows "ordered"; the others are local extensions. */
     strategy = get_str(p, "keySelectionStrategy", f[ST_STRATEGY], false, 0, 64);
-    if (strategy && strcmp(strategy, "ordered") != 0)
+    if (strategy && (kind = aigw__strategy_kind(strategy)) < 0) {
         problem_at(p, "keySelectionStrategy",
-                   "unknown key selection strategy '%s' (allowed: ordered)", strategy);
-    st->strategy = AIGW_STRATEGY_ORDERED;
+                   "unknown key selection strategy '%s' (allowed: ordered, round-robin, "
+                   "random, weighted, least-recently-limited)", strategy);
+        kind = AIGW_STRATEGY_ORDERED;
+    }
+    st->strategy = (aigw_strategy_kind)kind;
     if (!(type = get_str(p, "type", f[ST_TYPE], true, 1, 64)))
         return;
     if (strcmp(type, "user") == 0) {
@@ -1177,6 +1228,13 @@ static void parse_step(parser *p, const cJSON *v, size_t i, void *ctx)
         parse_user_keys(p, f[ST_KEYS], r, st);
     } else if (strcmp(type, "ngrok") == 0) {
         st->type = AIGW_STEP_NGROK;
+        /* An ngrok step has no keys of ours to choose among: a strategy
+         * other than ngrok's own "ordered" would be silently meaningless,
+         * so it is refused rather than ignored. */
+        if (kind != AIGW_STRATEGY_ORDERED)
+            problem_at(p, "keySelectionStrategy",
+                       "'%s' does not apply to an ngrok step, which has no keys to select "
+                       "(allowed: ordered)", strategy);
         parse_ngrok_step(p, f[ST_KEYS], r);
     } else {
         problem_at(p, "type", "unknown step type '%s' (allowed: user, ngrok)", type);
@@ -1372,13 +1430,97 @@ enum {
     GC_STREAM_IDLE,
     GC_STREAM_RESTART,
     GC_MAX_EVENT,
+    GC_KEY_COOLDOWN,
+    GC_KEY_COOLDOWN_MAX,
+    GC_KEY_BENCH,
+    GC_BREAKER,
+    GC_BUDGET,
     GC__N
 };
 static const char *const gateway_fields[] = {
     "totalTimeout",  "perRequestTimeout", "maxInputTokens",     "maxOutputTokens",
     "metadata",      "connectTimeout",    "maxAttempts",        "retryAfterMax",
     "sameBackendRetries", "maxResponseBytes", "firstTokenTimeout", "streamIdleTimeout",
-    "streamRestart", "maxEventBytes", NULL};
+    "streamRestart", "maxEventBytes", "keyCooldown", "keyCooldownMax", "keyBenchTime",
+    "circuitBreaker", "retryBudget", NULL};
+
+/* A member that is false (off), true (the defaults) or an object; whether
+ * to read it as an object.  *on gets false for false. */
+static bool switch_or_object(parser *p, const cJSON *v, bool *on)
+{
+    if (cJSON_IsBool(v)) {
+        *on = cJSON_IsTrue(v);
+        return false;
+    }
+    if (!cJSON_IsObject(v)) {
+        problem(p, "expected false, true or an object, got %s", kind(v));
+        return false;
+    }
+    *on = true;
+    return true;
+}
+
+enum { CB_FAILURES, CB_COOLOFF, CB__N };
+static const char *const breaker_fields[] = {"failures", "cooloff", NULL};
+
+/* circuitBreaker: consecutive failures that open a backend's (and a host's)
+ * breaker, and how long it stays open before a probe. */
+static void parse_breaker(parser *p, const cJSON *v)
+{
+    aigw_health_opts *h = &p->cfg->health;
+    const cJSON *f[CB__N];
+    int64_t n;
+    bool on = true;
+    if (switch_or_object(p, v, &on) && members(p, v, breaker_fields, f)) {
+        if (get_int(p, "failures", f[CB_FAILURES], 1, 1000, false, &n))
+            h->breaker_threshold = (int)n;
+        get_duration(p, "cooloff", f[CB_COOLOFF], 1, &h->breaker_cooloff_ms);
+    }
+    if (!on)
+        h->breaker_threshold = 0;
+}
+
+enum { RB_PERCENT, RB_MIN_PER_SECOND, RB_WINDOW, RB__N };
+static const char *const budget_fields[] = {"percent", "minPerSecond", "window", NULL};
+
+/* retryBudget: retries may add percent% to the requests of the last window,
+ * plus minPerSecond a second whatever the traffic. */
+static void parse_budget(parser *p, const cJSON *v)
+{
+    aigw_health_opts *h = &p->cfg->health;
+    const cJSON *f[RB__N];
+    int64_t n;
+    bool on = true;
+    if (switch_or_object(p, v, &on) && members(p, v, budget_fields, f)) {
+        if (get_int(p, "percent", f[RB_PERCENT], 0, 1000, false, &n))
+            h->budget_percent = (int)n;
+        if (get_int(p, "minPerSecond", f[RB_MIN_PER_SECOND], 0, 100000, false, &n))
+            h->budget_min_per_sec = (int)n;
+        get_duration_in(p, "window", f[RB_WINDOW], 1000, 3600 * 1000, &h->budget_window_ms);
+    }
+    h->budget_on = on;
+}
+
+/* The key-health extensions of gatewayConfig (see aigw_health_opts). */
+static void parse_health(parser *p, const cJSON *f[])
+{
+    aigw_health_opts *h = &p->cfg->health;
+    /* 0: a 429 that names no wait leaves the key ready (no memory of it) */
+    get_duration(p, "keyCooldown", f[GC_KEY_COOLDOWN], 0, &h->cooldown_ms);
+    get_duration(p, "keyCooldownMax", f[GC_KEY_COOLDOWN_MAX], 0, &h->cooldown_max_ms);
+    /* 0: an auth or quota failure never benches a key */
+    get_duration(p, "keyBenchTime", f[GC_KEY_BENCH], 0, &h->bench_ms);
+    if (f[GC_BREAKER]) {
+        size_t mark = path_field(p, "circuitBreaker");
+        parse_breaker(p, f[GC_BREAKER]);
+        path_pop(p, mark);
+    }
+    if (f[GC_BUDGET]) {
+        size_t mark = path_field(p, "retryBudget");
+        parse_budget(p, f[GC_BUDGET]);
+        path_pop(p, mark);
+    }
+}
 
 static void parse_gateway_config(parser *p, const cJSON *v)
 {
@@ -1416,6 +1558,7 @@ static void parse_gateway_config(parser *p, const cJSON *v)
     get_int(p, "maxOutputTokens", f[GC_MAX_OUTPUT], 1, MAX_JSON_INT, true, &n);
     if (f[GC_METADATA] && !cJSON_IsNull(f[GC_METADATA]))
         get_str(p, "metadata", f[GC_METADATA], false, 0, 4096);
+    parse_health(p, f);
 }
 
 enum { NK_VALUE, NK_VALUE_FROM, NK__N };
@@ -1670,6 +1813,16 @@ static void set_defaults(parser *p)
     c->stream_idle_timeout_ms = 30 * 1000;
     c->stream_restart = false;
     c->max_event_bytes = (size_t)1024 * 1024;
+    c->health.cooldown_ms = 2 * 1000;
+    c->health.cooldown_max_ms = 3600 * 1000;
+    c->health.bench_ms = 3600 * 1000;
+    c->health.breaker_threshold = 5;
+    c->health.breaker_cooloff_ms = 5 * 1000;
+    c->health.probe_timeout_ms = c->per_request_timeout_ms; /* again after the parse */
+    c->health.budget_on = true;
+    c->health.budget_percent = 20;
+    c->health.budget_min_per_sec = 10;
+    c->health.budget_window_ms = 10 * 1000;
     c->ngrok_gateway_url = str_copy(p, AIGW_NGROK_GATEWAY_URL);
 }
 
@@ -1716,6 +1869,8 @@ aigw_status aigw_config_parse(const char *json, size_t len, aigw_config **out, a
         parse_root(&p, root);
         json_free(root);
     }
+    /* a probe through an open breaker lives as long as any attempt */
+    p.cfg->health.probe_timeout_ms = p.cfg->per_request_timeout_ms;
     return finish(&p, out, err);
 }
 

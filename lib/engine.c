@@ -28,6 +28,7 @@ typedef struct cand {
 typedef struct key_ref {
     const char *id;
     const aigw_secret *secret; /* NULL: send without credentials */
+    aigw_hkey *hk;             /* its health; NULL: untracked */
 } key_ref;
 
 typedef enum move {
@@ -38,7 +39,8 @@ typedef enum move {
     MV_NEXT_STEP,
     MV_NEXT_CAND,
     MV_RESTART,  /* streaming: a committed stream broke; the next model anew */
-    MV_END       /* streaming: the request ended (stream failed, cancelled) */
+    MV_END,      /* streaming: the request ended (stream failed, cancelled) */
+    MV_SKIP_CAND /* the backend's circuit is open: the next model, no ban */
 } move;
 
 typedef struct run {
@@ -64,6 +66,16 @@ typedef struct run {
     void *sud;
     bool restart;      /* streaming: restart a broken committed stream */
     size_t cur_cand;   /* the candidate being tried */
+    /* what the client remembers across requests */
+    aigw_health *h;
+    const aigw_health_opts *ho;
+    bool budget_denied;  /* a retry was refused: the request ends */
+    bool any_cool_skip;  /* a key was skipped while cooling ... */
+    bool any_bench_skip; /* ... or benched ... */
+    bool bench_not_auth; /* ... for something other than auth (quota) */
+    bool any_open_skip;  /* a backend or host was skipped, its circuit open */
+    int64_t open_wait;   /* the shortest wait of those circuits; -1 */
+    int64_t pass_cool_wait; /* this pass: the shortest cooling wait skipped; -1 */
 } run;
 
 /* ------------------------------------------------------------------------ */
@@ -193,6 +205,23 @@ static int finish_unserved(run *r)
         aigw__buf_printf(&msg, "totalTimeout (%lld ms) passed after %zu attempt%s",
                          (long long)r->cfg->total_timeout_ms, resp->n_attempts,
                          resp->n_attempts == 1 ? "" : "s");
+    } else if (!last && r->any_cool_skip) {
+        /* every usable key is cooling and waiting does not fit */
+        status = 429;
+        code = "rate_limited";
+        aigw__buf_printf(&msg, "every key is cooling after a rate limit; the first is ready in "
+                               "%lld ms", (long long)(r->min_wait > 0 ? r->min_wait : 0));
+    } else if (!last && r->any_open_skip) {
+        status = 503;
+        code = "circuit_open";
+        aigw__buf_printf(&msg, "every backend's circuit breaker is open; the next probe may go "
+                               "in %lld ms", (long long)(r->open_wait > 0 ? r->open_wait : 0));
+    } else if (!last && r->any_bench_skip) {
+        status = r->bench_not_auth ? 429 : 401;
+        code = r->bench_not_auth ? "quota_exceeded" : "unauthorized";
+        aigw__buf_puts(&msg, r->bench_not_auth ? "every key is benched after a quota or auth "
+                                                 "failure"
+                                               : "every key is benched after an auth failure");
     } else if (!last) {
         size_t i;
         code = "no_route";
@@ -200,6 +229,13 @@ static int finish_unserved(run *r)
         for (i = 0; i < resp->n_skips; i++)
             aigw__buf_printf(&msg, "%s %s %s: %s", i ? ";" : ":", resp->skips[i].provider,
                              resp->skips[i].model, resp->skips[i].reason);
+    } else if (r->budget_denied) {
+        status = 503;
+        code = "retry_budget_exhausted";
+        aigw__buf_printf(&msg, "the client's retry budget is spent (retries may be %d%% of "
+                               "requests plus %d per second); %zu attempt%s made",
+                         r->ho->budget_percent, r->ho->budget_min_per_sec, resp->n_attempts,
+                         resp->n_attempts == 1 ? "" : "s");
     } else if (!r->any_non_rate_limit) {
         status = 429;
         code = "rate_limited";
@@ -227,12 +263,15 @@ static int finish_unserved(run *r)
     }
     rc = set_error_answer(r, oc, status, code, msg.data);
     aigw__buf_free(&msg);
-    if (rc == 0 && status == 429 && r->min_wait >= 0) {
-        char v[32];
-        snprintf(v, sizeof v, "%lld", (long long)((r->min_wait + 999) / 1000));
-        rc |= aigw__hdrs_add(&resp->headers, "retry-after", v);
-        snprintf(v, sizeof v, "%lld", (long long)r->min_wait);
-        rc |= aigw__hdrs_add(&resp->headers, "retry-after-ms", v);
+    {
+        int64_t ra = status == 429 ? r->min_wait : status == 503 && !last ? r->open_wait : -1;
+        if (rc == 0 && ra >= 0 && strcmp(code, "quota_exceeded") != 0) {
+            char v[32];
+            snprintf(v, sizeof v, "%lld", (long long)((ra + 999) / 1000));
+            rc |= aigw__hdrs_add(&resp->headers, "retry-after", v);
+            snprintf(v, sizeof v, "%lld", (long long)ra);
+            rc |= aigw__hdrs_add(&resp->headers, "retry-after-ms", v);
+        }
     }
     return rc;
 }
@@ -890,6 +929,7 @@ static bool is_fail_fast(aigw_class c)
 
 /* The state of one step's walk through its keys. */
 typedef struct step_walk {
+    const key_ref *keys; /* in this step's order */
     size_t n;          /* keys in this step's order */
     size_t k;          /* the current key */
     int retries;       /* same-backend retries spent */
@@ -897,6 +937,34 @@ typedef struct step_walk {
     aigw_class *cls;   /* per ordered key: its last failure class */
     int64_t *ready_at; /* per ordered key: when the wait it asked for ends; -1 none */
 } step_walk;
+
+/* Whether key i of the walk may be sent to now.  A cooling key is marked
+ * for pick_retry (its wait is known); a benched one never is. */
+static bool key_usable(const run *r, step_walk *w, size_t i, aigw_key_state *st, int64_t *left)
+{
+    int64_t now = aigw__client_now(r->c);
+    *left = 0;
+    *st = w->keys[i].hk ? aigw__hkey_state(w->keys[i].hk, now, left) : AIGW_KEY_READY;
+    if (*st == AIGW_KEY_READY)
+        return true;
+    if (w->cls[i] == AIGW_CLASS_NONE) { /* not tried in this walk */
+        w->cls[i] = *st == AIGW_KEY_COOLING ? AIGW_CLASS_RATE_LIMIT : AIGW_CLASS_AUTH;
+        w->ready_at[i] = *st == AIGW_KEY_COOLING ? now + *left : -1;
+    }
+    return false;
+}
+
+/* Whether a key after k in the walk is ready (sideways is still open). */
+static bool ready_after(const run *r, step_walk *w, size_t k)
+{
+    size_t i;
+    aigw_key_state st;
+    int64_t left;
+    for (i = k + 1; i < w->n; i++)
+        if (key_usable(r, w, i, &st, &left))
+            return true;
+    return false;
+}
 
 /* Picks the key a same-backend retry goes to, and the wait before it: a
  * rate-limited key whose asked-for wait is known (what is left of it), or a
@@ -957,7 +1025,7 @@ static move decide(run *r, step_walk *w, aigw_attempt *a, int64_t *sleep_ms)
         a->verdict = "next_backend";
         return MV_NEXT_STEP;
     }
-    if (!w->retrying && w->k + 1 < w->n) {
+    if (!w->retrying && ready_after(r, w, w->k)) {
         a->verdict = c == AIGW_CLASS_QUOTA ? "next_quota_pool" : "next_key";
         return MV_NEXT_KEY;
     }
@@ -1063,59 +1131,207 @@ static int attempt(run *r, const cand *cd, int step, bool ngrok, const key_ref *
     return mv;
 }
 
-/* Orders a user step's keys: the client's strategy, or the listed order. */
+/* Orders a user step's keys: the client's strategy, or the step's own
+ * (keySelectionStrategy).  Either sees each key's health; the walk skips
+ * the keys that are not ready, whatever the order. */
 static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step *st,
                       key_ref *refs, size_t *n_out)
 {
-    size_t i, n = 0;
+    size_t i, n = 0, nk = st->n_keys;
+    int64_t now = aigw__client_now(r->c);
+    aigw_key_health *views = aigw__calloc(nk, sizeof *views);
+    const aigw_key_health **pv = aigw__calloc(nk, sizeof *pv);
+    size_t *order = aigw__calloc(nk, sizeof *order);
+    bool *used = aigw__calloc(nk, sizeof *used);
+    aigw_hkey **hk = aigw__calloc(nk, sizeof *hk);
+    int got = -1, rc = -1;
+    if (!views || !pv || !order || !used || !hk)
+        goto out;
+    for (i = 0; i < nk; i++) {
+        hk[i] = aigw__health_key(r->h, cd->prov->id, st->keys[i].id, &st->keys[i].value);
+        if (hk[i]) {
+            aigw__hkey_view(hk[i], now, st->keys[i].weight, &views[i]);
+        } else {
+            views[i].id = st->keys[i].id;
+            views[i].since_limited_ms = -1;
+            views[i].weight = st->keys[i].weight;
+            views[i].latency_mean_ms = -1;
+        }
+        pv[i] = &views[i];
+    }
     if (r->c->has_strategy) {
-        const char **ids = aigw__calloc(st->n_keys, sizeof *ids);
-        size_t *order = aigw__calloc(st->n_keys, sizeof *order);
-        bool *used = aigw__calloc(st->n_keys, sizeof *used);
-        int got;
-        if (!ids || !order || !used) {
+        const aigw_strategy *vt = &r->c->strategy;
+        if (vt->order_health) {
+            got = vt->order_health(r->c->strategy_ud, cd->prov->id, cd->model, step_index, pv,
+                                   nk, order);
+        } else {
+            const char **ids = aigw__calloc(nk, sizeof *ids);
+            if (!ids)
+                goto out;
+            for (i = 0; i < nk; i++)
+                ids[i] = st->keys[i].id;
+            got = vt->order(r->c->strategy_ud, cd->prov->id, cd->model, step_index, ids, nk,
+                            order);
             aigw__free(ids);
-            aigw__free(order);
-            aigw__free(used);
-            return -1;
-        }
-        for (i = 0; i < st->n_keys; i++)
-            ids[i] = st->keys[i].id;
-        got = r->c->strategy.order(r->c->strategy_ud, cd->prov->id, cd->model, step_index,
-                                   ids, st->n_keys, order);
-        for (i = 0; got >= 0 && i < (size_t)got && i < st->n_keys; i++) {
-            size_t ix = order[i];
-            if (ix < st->n_keys && !used[ix]) {
-                used[ix] = true;
-                refs[n].id = st->keys[ix].id;
-                refs[n].secret = &st->keys[ix].value;
-                n++;
-            }
-        }
-        aigw__free(ids);
-        aigw__free(order);
-        aigw__free(used);
-        if (got >= 0) {
-            *n_out = n;
-            return 0;
         }
     }
-    for (i = 0; i < st->n_keys; i++) {
-        refs[i].id = st->keys[i].id;
-        refs[i].secret = &st->keys[i].value;
+    if (got < 0) {
+        /* The turn counter is the one member of a configuration that
+         * changes after the parse: atomically, through this cast. */
+        aigw__strategy_order(r->c->has_strategy ? AIGW_STRATEGY_ORDERED : st->strategy, pv, nk,
+                             (_Atomic unsigned long *)(uintptr_t)&st->turn, order);
+        got = (int)nk;
     }
-    *n_out = st->n_keys;
+    for (i = 0; i < (size_t)got && i < nk; i++) {
+        size_t ix = order[i];
+        if (ix < nk && !used[ix]) {
+            used[ix] = true;
+            refs[n].id = st->keys[ix].id;
+            refs[n].secret = &st->keys[ix].value;
+            refs[n].hk = hk[ix];
+            n++;
+        }
+    }
+    *n_out = n;
+    rc = 0;
+out:
+    aigw__free(views);
+    aigw__free(pv);
+    aigw__free(order);
+    aigw__free(used);
+    aigw__free(hk);
+    return rc;
+}
+
+/* The health verdict of an attempt for a backend and for a host. */
+static aigw_verdict backend_verdict(const aigw_attempt *a)
+{
+    switch (a->cls) {
+    case AIGW_CLASS_NONE:
+        return AIGW_BR_SUCCESS;
+    case AIGW_CLASS_SERVER:
+    case AIGW_CLASS_OVERLOADED:
+    case AIGW_CLASS_TIMEOUT:
+    case AIGW_CLASS_NETWORK:
+        return AIGW_BR_FAILURE;
+    default:
+        return AIGW_BR_NEUTRAL;
+    }
+}
+
+static aigw_verdict host_verdict(const aigw_attempt *a)
+{
+    if (a->status > 0)
+        return AIGW_BR_SUCCESS; /* it answered: the host is up */
+    if (a->cls == AIGW_CLASS_TIMEOUT || a->cls == AIGW_CLASS_NETWORK)
+        return AIGW_BR_FAILURE;
+    return AIGW_BR_NEUTRAL;
+}
+
+/* The breakers in force for one attempt, and whether it holds their probes. */
+typedef struct gate {
+    aigw_breaker *backend;
+    aigw_breaker *host;
+    bool backend_probe;
+    bool host_probe;
+} gate;
+
+/* Tells health how an attempt went (a NULL: it was never made). */
+static void report(run *r, const key_ref *key, const gate *g, const aigw_attempt *a)
+{
+    int64_t now = aigw__client_now(r->c), lat = -1;
+    if (!a || a->tr == AIGW_TR_CANCELLED) {
+        if (g->backend_probe)
+            aigw__breaker_report(g->backend, r->ho, AIGW_BR_ABANDON, true, AIGW_CLASS_NONE, -1, now);
+        if (g->host_probe)
+            aigw__breaker_report(g->host, r->ho, AIGW_BR_ABANDON, true, AIGW_CLASS_NONE, -1, now);
+        return;
+    }
+    if (a->cls == AIGW_CLASS_NONE)
+        lat = r->sh && a->first_token_ms >= 0 ? a->first_token_ms : a->duration_ms;
+    if (key->hk)
+        aigw__hkey_report(key->hk, r->ho, a->cls, a->requested_wait_ms, lat, now);
+    if (g->backend)
+        aigw__breaker_report(g->backend, r->ho, backend_verdict(a), g->backend_probe, a->cls,
+                             lat, now);
+    if (g->host)
+        aigw__breaker_report(g->host, r->ho, host_verdict(a), g->host_probe, a->cls, lat, now);
+}
+
+/* A key the walk passes over: recorded as a skip, not an attempt. */
+static int skip_key(run *r, const cand *cd, int step_index, const key_ref *key,
+                    aigw_key_state st, int64_t left)
+{
+    if (key->hk)
+        aigw__hkey_skipped(key->hk);
+    if (st == AIGW_KEY_COOLING) {
+        r->any_cool_skip = true;
+        if (r->pass_cool_wait < 0 || left < r->pass_cool_wait)
+            r->pass_cool_wait = left;
+        if (r->min_wait < 0 || left < r->min_wait)
+            r->min_wait = left;
+    } else {
+        r->any_bench_skip = true;
+        if (key->hk && aigw__hkey_reason(key->hk, aigw__client_now(r->c)) != AIGW_CLASS_AUTH)
+            r->bench_not_auth = true;
+    }
+    return aigw__response_add_skip_ex(r->resp, cd->prov->id, cd->model,
+                                      st == AIGW_KEY_COOLING ? "key_cooling" : "key_benched",
+                                      key->id ? key->id : "", step_index, left);
+}
+
+/* A backend or host the walk passes over: its circuit is open. */
+static int skip_open(run *r, const cand *cd, int step_index, aigw_breaker *b, bool host,
+                     int64_t left)
+{
+    aigw__breaker_skipped(b);
+    r->any_open_skip = true;
+    if (r->open_wait < 0 || left < r->open_wait)
+        r->open_wait = left;
+    return aigw__response_add_skip_ex(r->resp, cd->prov->id, cd->model,
+                                      host ? "host_circuit_open" : "circuit_open", NULL,
+                                      step_index, left);
+}
+
+/* Health's word before an attempt: 0 go (g filled), or the move that
+ * replaces the attempt (a skip recorded), or -1 on no memory. */
+static int admit(run *r, const cand *cd, int step_index, bool ngrok, gate *g)
+{
+    int64_t now = aigw__client_now(r->c), left = 0;
+    aigw_admit ab, ah;
+    memset(g, 0, sizeof *g);
+    g->backend = aigw__health_backend(r->h, cd->prov->id, cd->model);
+    g->host = aigw__health_host(r->h, ngrok ? r->cfg->ngrok_gateway_url : cd->prov->base_url);
+    ab = g->backend ? aigw__breaker_admit(g->backend, r->ho, now, &left) : AIGW_ADMIT_GO;
+    if (ab == AIGW_ADMIT_OPEN)
+        return skip_open(r, cd, step_index, g->backend, false, left) == 0 ? MV_SKIP_CAND : -1;
+    g->backend_probe = ab == AIGW_ADMIT_PROBE;
+    ah = g->host ? aigw__breaker_admit(g->host, r->ho, now, &left) : AIGW_ADMIT_GO;
+    if (ah == AIGW_ADMIT_OPEN) {
+        report(r, NULL, g, NULL);
+        return skip_open(r, cd, step_index, g->host, true, left) == 0 ? MV_NEXT_STEP : -1;
+    }
+    g->host_probe = ah == AIGW_ADMIT_PROBE;
+    /* Every attempt after a request's first is a retry, paid from the
+     * client's budget. */
+    if (r->resp->n_attempts > 0 && !aigw__budget_retry(r->h, r->ho, now)) {
+        report(r, NULL, g, NULL);
+        r->budget_denied = true;
+        return MV_NEXT_STEP;
+    }
     return 0;
 }
 
 /* Walks one step's keys.  Returns MV_SERVE / MV_FAIL_FAST (answer set),
- * MV_NEXT_STEP, MV_NEXT_CAND, or -1 on no memory.  Sets r->timed_out or
- * r->max_reached when the request must end. */
+ * MV_NEXT_STEP, MV_NEXT_CAND, MV_SKIP_CAND, or -1 on no memory.  Sets
+ * r->timed_out, r->max_reached or r->budget_denied when the request must
+ * end. */
 static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref *keys,
                      size_t n_keys, const aigw_buf *body)
 {
     step_walk w;
     int mv = MV_NEXT_STEP;
+    w.keys = keys;
     w.n = n_keys;
     w.k = 0;
     w.retries = 0;
@@ -1128,12 +1344,28 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
         return -1;
     }
     while (w.k < w.n) {
-        int64_t sleep_ms = 0;
+        int64_t sleep_ms = 0, left;
+        aigw_key_state ks;
+        gate g;
         if (r->deadline - aigw__client_now(r->c) < MIN_ATTEMPT_MS) {
             r->timed_out = true;
             break;
         }
+        /* A retry goes to the key it waited for; otherwise a key that is
+         * cooling or benched is passed over without an upstream call. */
+        if (!w.retrying && !key_usable(r, &w, w.k, &ks, &left)) {
+            if (skip_key(r, cd, step_index, &keys[w.k], ks, left) != 0) {
+                mv = -1;
+                break;
+            }
+            w.k++;
+            continue;
+        }
+        mv = admit(r, cd, step_index, ngrok, &g);
+        if (mv != 0)
+            break;
         mv = attempt(r, cd, step_index, ngrok, &keys[w.k], body, &w, &sleep_ms);
+        report(r, &keys[w.k], &g, mv < 0 ? NULL : &r->resp->attempts[r->resp->n_attempts - 1]);
         if (mv < 0 || mv == MV_SERVE || mv == MV_FAIL_FAST || mv == MV_NEXT_CAND ||
             mv == MV_RESTART || mv == MV_END || r->max_reached)
             break;
@@ -1184,6 +1416,7 @@ static size_t implicit_keys(const run *r, const cand *cd, key_ref *refs)
         if (strcmp(r->cfg->keys[i].provider_id, cd->prov->id) == 0) {
             refs[n].id = r->cfg->keys[i].id;
             refs[n].secret = &r->cfg->keys[i].value;
+            refs[n].hk = aigw__health_key(r->h, cd->prov->id, refs[n].id, refs[n].secret);
             n++;
         }
     return n;
@@ -1236,6 +1469,7 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
             /* A custom provider with no key (a local server): no credentials. */
             refs[0].id = "";
             refs[0].secret = NULL;
+            refs[0].hk = aigw__health_key(r->h, cd->prov->id, "", NULL);
             n = 1;
         } else if (n == 0) {
             ngrok = true;
@@ -1249,6 +1483,7 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
         }
         refs[0].id = "ngrok";
         refs[0].secret = &r->cfg->ngrok_key;
+        refs[0].hk = aigw__health_key(r->h, "ngrok", "ngrok", &r->cfg->ngrok_key);
         n = 1;
     }
     body = ngrok ? body_ngrok : body_user;
@@ -1276,7 +1511,7 @@ static int run_cand(run *r, const cand *cd)
     } else {
         for (s = 0; s < rule->n_steps; s++) {
             mv = run_step(r, cd, (int)s, &rule->steps[s], &body_user, &body_ngrok);
-            if (mv != MV_NEXT_STEP || r->timed_out || r->max_reached)
+            if (mv != MV_NEXT_STEP || r->timed_out || r->max_reached || r->budget_denied)
                 break;
         }
     }
@@ -1284,7 +1519,7 @@ static int run_cand(run *r, const cand *cd)
     aigw__buf_free(&body_ngrok);
     if (mv == MV_NEXT_CAND && ban(r, cd->model) != 0)
         return -1;
-    return mv == MV_RESTART ? MV_NEXT_CAND : mv;
+    return mv == MV_RESTART || mv == MV_SKIP_CAND ? MV_NEXT_CAND : mv;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1337,17 +1572,34 @@ static int plan(run *r, const char *model, char **models, size_t n_models)
     return 0;
 }
 
+/* At most this many waits for a cooling key in one request. */
+#define MAX_COOL_WAITS 8
+
 static int run_all(run *r)
 {
-    size_t i;
-    for (i = 0; i < r->n_cands && !r->done; i++) {
-        int mv;
-        r->cur_cand = i;
-        mv = run_cand(r, &r->cands[i]);
-        if (mv < 0)
-            return -1;
-        if (r->done || r->timed_out || r->max_reached)
+    int waits = 0;
+    aigw__budget_request(r->h, r->ho, aigw__client_now(r->c));
+    for (;;) {
+        size_t i, before = r->resp->n_attempts;
+        r->pass_cool_wait = -1;
+        for (i = 0; i < r->n_cands && !r->done; i++) {
+            int mv;
+            r->cur_cand = i;
+            mv = run_cand(r, &r->cands[i]);
+            if (mv < 0)
+                return -1;
+            if (r->done || r->timed_out || r->max_reached || r->budget_denied)
+                break;
+        }
+        if (r->done || r->timed_out || r->max_reached || r->budget_denied)
             break;
+        /* Nothing was sent because every usable key is cooling: wait for
+         * the first to be ready when that fits, rather than hammer or give
+         * up; else the request ends at once (429 with that wait). */
+        if (r->resp->n_attempts != before || r->pass_cool_wait < 0 || ++waits > MAX_COOL_WAITS ||
+            !wait_fits(r, r->pass_cool_wait))
+            break;
+        aigw__client_sleep(r->c, r->pass_cool_wait > 0 ? r->pass_cool_wait : 1);
     }
     if (!r->done && finish_unserved(r) != 0)
         return -1;
@@ -1359,6 +1611,7 @@ aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req,
                               aigw_error **err)
 {
     run r;
+    aigw_config *cfg;
     char *model = NULL, **models = NULL, *why = NULL;
     size_t n_models = 0;
     int rc;
@@ -1381,15 +1634,21 @@ aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req,
     }
     memset(&r, 0, sizeof r);
     r.c = c;
-    r.cfg = c->cfg;
+    /* One configuration from start to end, whatever a hot swap does. */
+    cfg = aigw__client_config(c);
+    r.cfg = cfg;
+    r.h = c->health;
+    r.ho = &cfg->health;
+    r.open_wait = -1;
+    r.pass_cool_wait = -1;
     r.sh = sh;
     r.sud = sud;
-    r.restart = req->stream_restart < 0 ? c->cfg->stream_restart : req->stream_restart == 1;
+    r.restart = req->stream_restart < 0 ? cfg->stream_restart : req->stream_restart == 1;
     r.path = surface_path(req->path);
     r.body = req->body;
     r.body_len = req->body_len;
     r.min_wait = -1;
-    r.deadline = aigw__client_now(c) + c->cfg->total_timeout_ms;
+    r.deadline = aigw__client_now(c) + cfg->total_timeout_ms;
     r.resp = aigw__response_new();
     rc = r.resp ? 0 : -1;
     if (rc == 0)
@@ -1404,6 +1663,7 @@ aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req,
     if (rc == 0)
         rc = aigw__hdrs_add(&r.resp->headers, "x-aigw-request-id", r.resp->request_id);
     cands_free(&r);
+    aigw_config_unref(cfg);
     aigw__free(model);
     aigw__strv_free(models, n_models);
     if (rc != 0) {

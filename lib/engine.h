@@ -3,10 +3,17 @@
 #ifndef AIGW_ENGINE_H
 #define AIGW_ENGINE_H
 
+#include "health.h"
 #include "internal.h"
 
+#include <pthread.h>
+
 struct aigw_client {
+    /* The current configuration: read (and a reference taken) under
+     * cfg_lock, so a hot swap never frees one a request is about to use. */
+    pthread_mutex_t cfg_lock;
     aigw_config *cfg;
+    aigw_health *health; /* what requests remember, shared by all of them */
     aigw_transport transport;
     void *transport_ud;
     bool has_strategy;
@@ -50,6 +57,9 @@ typedef struct aigw_skip {
     char *provider;
     char *model;
     char *reason;
+    char *key_id;    /* "" unless a key was skipped */
+    int step;        /* the step (0-based), -1 implicit or none */
+    int64_t wait_ms; /* what it had left to wait; -1 unknown */
 } aigw_skip;
 
 struct aigw_response {
@@ -76,6 +86,11 @@ aigw_response *aigw__response_new(void);
 aigw_attempt *aigw__response_add_attempt(aigw_response *r);
 int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
                             const char *reason);
+/* A skip of one key of a step (cooling, benched), or of a step or backend
+ * (key_id NULL) with the time it had left. */
+int aigw__response_add_skip_ex(aigw_response *r, const char *provider, const char *model,
+                               const char *reason, const char *key_id, int step,
+                               int64_t wait_ms);
 /* The attempt records as JSON (allocated), or NULL when out of memory. */
 char *aigw__response_build_trace(const aigw_response *r);
 
@@ -83,6 +98,10 @@ char *aigw__response_build_trace(const aigw_response *r);
 aigw_status aigw__engine_send(aigw_client *c, const aigw_request *req,
                               const aigw_stream_handler *sh, void *sud, aigw_response **out,
                               aigw_error **err);
+
+/* client.c: the current configuration, with a reference the caller drops
+ * (aigw_config_unref) when its request is over */
+aigw_config *aigw__client_config(aigw_client *c);
 
 /* client.c: the client's clock */
 int64_t aigw__client_now(const aigw_client *c);

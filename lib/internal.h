@@ -144,12 +144,20 @@ typedef struct aigw_pkey {
 } aigw_pkey;
 
 typedef enum aigw_step_type { AIGW_STEP_USER = 0, AIGW_STEP_NGROK = 1 } aigw_step_type;
-typedef enum aigw_strategy_kind { AIGW_STRATEGY_ORDERED = 0 } aigw_strategy_kind;
+/* keySelectionStrategy: ngrok's "ordered", and local extensions. */
+typedef enum aigw_strategy_kind {
+    AIGW_STRATEGY_ORDERED = 0,           /* "ordered": list order          */
+    AIGW_STRATEGY_ROUND_ROBIN,           /* "round-robin"                  */
+    AIGW_STRATEGY_RANDOM,                /* "random"                       */
+    AIGW_STRATEGY_WEIGHTED,              /* "weighted": per-key "weight"   */
+    AIGW_STRATEGY_LEAST_RECENTLY_LIMITED /* "least-recently-limited"       */
+} aigw_strategy_kind;
 
 typedef struct aigw_step_key {
     char *id;           /* the provider key id, or the inline key's name */
     aigw_secret value;  /* a copy of the secret (inline or from providerKeys) */
     bool resolved;      /* false only in a bare configuration */
+    uint32_t weight;    /* "weight" (local extension): 1 unless set; 0..1000000 */
 } aigw_step_key;
 
 typedef struct aigw_step {
@@ -157,6 +165,9 @@ typedef struct aigw_step {
     aigw_strategy_kind strategy;
     aigw_step_key *keys;
     size_t n_keys;
+    /* round-robin's turn counter: the one member of a configuration that
+     * changes after the parse (atomically; shared by the requests using it) */
+    _Atomic unsigned long turn;
 } aigw_step;
 
 typedef struct aigw_rule {
@@ -165,6 +176,24 @@ typedef struct aigw_rule {
     aigw_step *steps;
     size_t n_steps;
 } aigw_rule;
+
+/* What the client remembers across requests (gatewayConfig extensions;
+ * see health.h). */
+typedef struct aigw_health_opts {
+    int64_t cooldown_ms;        /* keyCooldown, 2s: a 429 that names no wait,
+                                   jittered into [1/2, 1] of it             */
+    int64_t cooldown_max_ms;    /* keyCooldownMax, 1h: the longest wait an
+                                   upstream may impose on a key             */
+    int64_t bench_ms;           /* keyBenchTime, 1h: auth / quota; 0 = off  */
+    int breaker_threshold;      /* circuitBreaker.failures, 5 consecutive;
+                                   0 (or circuitBreaker false) = off        */
+    int64_t breaker_cooloff_ms; /* circuitBreaker.cooloff, 5s: open -> probe */
+    int64_t probe_timeout_ms;   /* perRequestTimeout: a probe's longest life */
+    bool budget_on;             /* retryBudget false = off                  */
+    int budget_percent;         /* retryBudget.percent, 20 (0..1000)        */
+    int budget_min_per_sec;     /* retryBudget.minPerSecond, 10 (0..100000) */
+    int64_t budget_window_ms;   /* retryBudget.window, 10s (1s..1h)         */
+} aigw_health_opts;
 
 struct aigw_config {
     int refs; /* atomic */
@@ -196,6 +225,7 @@ struct aigw_config {
     int64_t stream_idle_timeout_ms; /* 30s: longest gap once committed */
     bool stream_restart;            /* false */
     size_t max_event_bytes;         /* 1 MiB: one SSE event */
+    aigw_health_opts health;
 
     bool has_ngrok_key;
     aigw_secret ngrok_key;
@@ -203,6 +233,28 @@ struct aigw_config {
 };
 
 const aigw_provider *aigw__config_provider(const aigw_config *cfg, const char *id);
+
+/* ---- strategy.c: the built-in key orders ---- */
+/*
+ * Orders a step's n keys for one request.  `ordered`: as listed (the engine
+ * passes over the keys that are not ready, recording skips).  The others:
+ * the ready keys first, in the strategy's order, then the others (cooling,
+ * benched: the engine skips them) in configuration order.  keys[i] is key i's health, weight included.
+ * turn is the step's round-robin counter (advanced once per call for
+ * round-robin).  Writes all n indexes into order.
+ * - ordered: configuration order, whatever the health.
+ * - round-robin: the ready keys, rotated by one more each call.
+ * - random: the ready keys, shuffled uniformly.
+ * - weighted: the ready keys drawn one by one with probability weight/sum
+ *   of the weights left; keys of weight 0 after them, in configuration order.
+ * - least-recently-limited: never-limited keys first, then by the oldest
+ *   rate limit; ties in configuration order.
+ */
+void aigw__strategy_order(aigw_strategy_kind kind, const aigw_key_health *const *keys,
+                          size_t n, _Atomic unsigned long *turn, size_t *order);
+/* "ordered", "round-robin", ...; and the kind for a name (-1 unknown). */
+const char *aigw__strategy_name(aigw_strategy_kind kind);
+int aigw__strategy_kind(const char *name);
 
 /* ---- route.c ---- */
 /* Resolves a model spec ("provider:model", or a bare id through custom

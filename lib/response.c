@@ -44,8 +44,9 @@ aigw_attempt *aigw__response_add_attempt(aigw_response *r)
     return a;
 }
 
-int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
-                            const char *reason)
+int aigw__response_add_skip_ex(aigw_response *r, const char *provider, const char *model,
+                               const char *reason, const char *key_id, int step,
+                               int64_t wait_ms)
 {
     aigw_skip *s;
     if (r->n_skips == r->cap_skips) {
@@ -60,14 +61,24 @@ int aigw__response_add_skip(aigw_response *r, const char *provider, const char *
     s->provider = aigw__strdup(provider ? provider : "");
     s->model = aigw__strdup(model ? model : "");
     s->reason = aigw__strdup(reason);
-    if (!s->provider || !s->model || !s->reason) {
+    s->key_id = aigw__strdup(key_id ? key_id : "");
+    s->step = step;
+    s->wait_ms = wait_ms;
+    if (!s->provider || !s->model || !s->reason || !s->key_id) {
         aigw__free(s->provider);
         aigw__free(s->model);
         aigw__free(s->reason);
+        aigw__free(s->key_id);
         return -1;
     }
     r->n_skips++;
     return 0;
+}
+
+int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
+                            const char *reason)
+{
+    return aigw__response_add_skip_ex(r, provider, model, reason, NULL, -1, -1);
 }
 
 static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
@@ -130,6 +141,12 @@ char *aigw__response_build_trace(const aigw_response *r)
         rc |= aigw__buf_json_cstr(&b, r->skips[i].model);
         rc |= aigw__buf_puts(&b, ",\"reason\":");
         rc |= aigw__buf_json_cstr(&b, r->skips[i].reason);
+        if (r->skips[i].key_id[0]) {
+            rc |= aigw__buf_printf(&b, ",\"step\":%d,\"providerKeyId\":", r->skips[i].step);
+            rc |= aigw__buf_json_cstr(&b, r->skips[i].key_id);
+        }
+        if (r->skips[i].wait_ms >= 0)
+            rc |= aigw__buf_printf(&b, ",\"waitMs\":%lld", (long long)r->skips[i].wait_ms);
         rc |= aigw__buf_puts(&b, "}");
     }
     rc |= aigw__buf_puts(&b, "]}");
@@ -237,6 +254,16 @@ const aigw_attempt *aigw_response_attempt(const aigw_response *resp, size_t i)
     return &resp->attempts[i];
 }
 
+const char *aigw_response_skip_key_id(const aigw_response *resp, size_t i)
+{
+    return resp && i < resp->n_skips ? resp->skips[i].key_id : NULL;
+}
+
+int64_t aigw_response_skip_wait_ms(const aigw_response *resp, size_t i)
+{
+    return resp && i < resp->n_skips ? resp->skips[i].wait_ms : -1;
+}
+
 size_t aigw_response_skip_count(const aigw_response *resp)
 {
     return resp ? resp->n_skips : 0;
@@ -270,6 +297,7 @@ void aigw_response_free(aigw_response *resp)
         aigw__free(resp->skips[i].provider);
         aigw__free(resp->skips[i].model);
         aigw__free(resp->skips[i].reason);
+        aigw__free(resp->skips[i].key_id);
     }
     aigw__free(resp->attempts);
     aigw__free(resp->skips);
