@@ -116,7 +116,7 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static aigw_client *make_client(const char *base_url)
+static aigw_client *make_client(const char *base_url, const char *gateway)
 {
     char json[1024];
     aigw_config *cfg = NULL;
@@ -128,8 +128,8 @@ static aigw_client *make_client(const char *base_url)
              "{\"id\":\"backup\",\"providerId\":\"mock\",\"value\":\"key-backup\"}],"
              "\"accessKeyConfiguration\":{\"name\":\"bench\",\"router\":{\"rules\":[{\"provider\":"
              "\"mock\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"primary\"},{\"id\":"
-             "\"backup\"}]}]}]}}}",
-             base_url);
+             "\"backup\"}]}]}]}},\"gatewayConfig\":{%s}}",
+             base_url, gateway);
     if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK ||
         aigw_client_new(cfg, &c, &err) != AIGW_OK) {
         fprintf(stderr, "bench: %s\n", aigw_error_message(err));
@@ -139,24 +139,36 @@ static aigw_client *make_client(const char *base_url)
     return c;
 }
 
-static void bench_case(const char *name, mockprov *mp, int n, int failover)
+/* failover: the raw side tries the second key after a 429 on the first;
+ * want: the attempts libaigw makes per request; gateway: its knobs. */
+static void bench_case(const char *name, mockprov *mp, int n, int failover, int want,
+                       const char *gateway)
 {
     static const char *const keys[] = {"key-primary", "key-backup"};
     char url[256];
     double raw[ROUNDS], lib[ROUNDS], craw[ROUNDS], clib[ROUNDS];
-    aigw_client *c = make_client(mockprov_base_url(mp));
+    aigw_client *c = make_client(mockprov_base_url(mp), gateway);
     aigw_request *req = NULL;
     CURL *h = curl_easy_init();
     int r;
     snprintf(url, sizeof url, "%s/chat/completions", mockprov_base_url(mp));
     aigw_request_new(&req);
     aigw_request_set_body(req, BODY, strlen(BODY));
+    /* one request first: a remembering client learns of the 429 here */
+    {
+        aigw_response *resp = NULL;
+        if (aigw_client_send(c, req, &resp, NULL) != AIGW_OK || aigw_response_status(resp) != 200) {
+            fprintf(stderr, "aigw request failed\n");
+            exit(1);
+        }
+        aigw_response_free(resp);
+    }
     /* warm both connection caches */
     {
         long c0 = mockprov_connection_count(mp), c1, c2;
         run_raw(h, url, keys, failover ? 2 : 1, 20);
         c1 = mockprov_connection_count(mp);
-        run_aigw(c, req, 20, failover ? 2 : 1);
+        run_aigw(c, req, 20, want);
         c2 = mockprov_connection_count(mp);
         printf("  (warm-up connections: raw %ld, libaigw %ld)\n", c1 - c0, c2 - c1);
     }
@@ -168,7 +180,7 @@ static void bench_case(const char *name, mockprov *mp, int n, int failover)
                 raw[r] = run_raw(h, url, keys, failover ? 2 : 1, n) / n;
                 craw[r] = (cpu_s() - c0) / n;
             } else {
-                lib[r] = run_aigw(c, req, n, failover ? 2 : 1) / n;
+                lib[r] = run_aigw(c, req, n, want) / n;
                 clib[r] = (cpu_s() - c0) / n;
             }
         }
@@ -212,14 +224,21 @@ int main(int argc, char **argv)
     printf("libaigw %s bench: %d requests x %d interleaved rounds per case, per-request "
            "medians, loopback %s\n",
            aigw_version_string(), n, ROUNDS, mockprov_base_url(mp));
-    bench_case("served by the first key", mp, n, 0);
+    bench_case("served by the first key", mp, n, 0, 1, "");
     memset(&rl, 0, sizeof rl);
     rl.key = "key-primary";
     rl.status = 429;
     rl.headers = "Retry-After: 30\r\n";
     rl.body = "{\"error\":{\"code\":\"rate_limit_exceeded\"}}";
     mockprov_add_rule(mp, &rl);
-    bench_case("failover 429 -> second key", mp, n, 1);
+    /* the cost of failover itself: a client that forgets the 429 (no
+     * cooldown), so every request pays for the primary again, as the raw
+     * side does */
+    bench_case("failover 429 -> second key", mp, n, 1, 2,
+               "\"keyCooldown\":\"0\",\"keyCooldownMax\":\"0\"");
+    /* what remembering buys: the primary cools for its Retry-After and is
+     * skipped; raw libcurl (naive failover) still asks it every time */
+    bench_case("429 primary, remembered", mp, n, 1, 1, "");
     mockprov_stop(mp);
     curl_global_cleanup();
     return 0;

@@ -613,17 +613,33 @@ class CliBase(unittest.TestCase):
         self.assertEqual(self.fake.count(), 0)
 
     def test_demo(self):
+        t0 = time.monotonic()
         p = self.aigw("demo")
+        self.assertLess(time.monotonic() - t0, 2)
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, b"")
         out = p.stdout.decode()
-        self.assertRegex(out, r"attempt 1 .*key primary .*HTTP 429 .*-> next_key")
-        self.assertRegex(out, r"attempt 2 .*key backup .*HTTP 200 .*-> succeeded")
-        self.assertIn("Outcome: served, HTTP 200", out)
-        self.assertIn("received 2 requests: primary 1, backup 1", out)
-        trace = out[out.index("Trace (--trace json):"):].splitlines()[1:]
+        first, second = out.split("The same request again", 1)
+        self.assertRegex(first, r"attempt 1 .*key primary .*HTTP 429 .*-> next_key")
+        self.assertRegex(first, r"attempt 2 .*key backup .*HTTP 200 .*-> succeeded")
+        self.assertIn("Outcome: served, HTTP 200", first)
+        self.assertIn("received 2 requests: primary 1, backup 1", first)
+        trace = first[first.index("Trace (--trace json):"):].strip().splitlines()[1:]
         trace = [json.loads(l) for l in trace]
         self.assertEqual([a["retryAction"] for a in trace[:-1]], ["next_key", "succeeded"])
         self.assertEqual(trace[-1]["outcome"], "served")
+        # the same request again, through the same client: the primary cools
+        self.assertRegex(second, r"skipped .*key primary .*key_cooling .*no upstream call")
+        self.assertNotRegex(second, r"attempt \d .*key primary")
+        self.assertRegex(second, r"attempt 1 .*key backup .*HTTP 200 .*-> succeeded")
+        self.assertIn("Outcome: served, HTTP 200", second)
+        self.assertIn("received 3 requests: primary 1, backup 2", second)
+        rows = self.stats_table(second[second.index("Key health"):].encode())
+        self.assertEqual(rows["primary"][:3], ["primary", "mock", "cooling"])
+        self.assertEqual(rows["primary"][4:8], ["1", "0", "1", "1"])
+        self.assertEqual(rows["backup"][2:8], ["ready", "-", "2", "2", "0", "0"])
+        self.assertIn("mock:demo-model", rows)
+        self.assertIn("retry", rows)
 
     # ---- streaming ("stream": true) ----
 
@@ -769,6 +785,270 @@ class CliBase(unittest.TestCase):
         self.assertEqual([r[2] for r in self.fake.requests],
                          [STREAM_REQUEST_UP, STREAM_REQUEST_M2_UP])
         self.assertEqual(self.counts(), (2, 0, 0))
+
+    # ---- --repeat, --interval, --stats: key health across requests ----
+
+    # A cooldown that outlives any test run: what the burst tests see does
+    # not depend on how fast the requests go.
+    LONG_WAIT = "30"
+
+    def rate_limit_primary(self, retry_after=LONG_WAIT):
+        self.fake.script(self.KEYS[0], {"status": 429, "headers": {"Retry-After": retry_after},
+                                        "body": RATE_LIMITED})
+
+    def json_lines(self, out):
+        """Every line of out, each a JSON object (anything else fails)."""
+        lines = out.decode().splitlines()
+        objs = []
+        for l in lines:
+            try:
+                objs.append(json.loads(l))
+            except ValueError:
+                self.fail("not a JSON line: %r\n%s" % (l, out.decode()))
+        return objs
+
+    def per_request(self, objs):
+        """--trace json lines -> [(attempt records, summary)], one per
+        request, checking that each request's attempts precede its summary."""
+        out, attempts = [], []
+        for o in objs:
+            if "event" in o:
+                attempts.append(o)
+            else:
+                self.assertTrue(SUMMARY_FIELDS <= set(o), o)
+                self.assertEqual(o["attempts"], len(attempts), o)
+                out.append((attempts, o))
+                attempts = []
+        self.assertEqual(attempts, [], "attempt records after the last summary")
+        return out
+
+    @staticmethod
+    def attempt_keys(attempts):
+        return [(a["event"]["attemptNumber"], a["event"]["providerKeyId"], a["retryAction"])
+                for a in attempts]
+
+    @staticmethod
+    def skipped_keys(summary):
+        return [(s["providerKeyId"], s["reason"]) for s in summary["skipped"]
+                if s.get("providerKeyId")]
+
+    def stats_keys(self, stats):
+        self.assertEqual(set(stats), {"keys", "backends", "hosts", "retryBudget"}, stats)
+        return {k["id"]: k for k in stats["keys"]}
+
+    def test_repeat_cooling_key_skipped_trace(self):
+        self.rate_limit_primary()
+        p = self.request("--repeat", "5", "--trace", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, (completion() + b"\n") * 5)  # one body a line
+        self.assertEqual(self.counts(), (1, 5, 0))
+        objs = self.json_lines(p.stderr)
+        # per request, its attempt records, then its summary line, in turn
+        self.assertEqual(["attempt" if "event" in o else "summary" for o in objs],
+                         ["attempt", "attempt", "summary"] + ["attempt", "summary"] * 4)
+        reqs = self.per_request(objs)
+        self.assertEqual([self.attempt_keys(a) for a, _ in reqs],
+                         [[(1, "primary", "next_key"), (2, "backup", "succeeded")]] +
+                         [[(1, "backup", "succeeded")]] * 4)
+        self.assertEqual([s["outcome"] for _, s in reqs], ["served"] * 5)
+        self.assertEqual(len({s["requestId"] for _, s in reqs}), 5)
+        self.assertEqual([self.skipped_keys(s) for _, s in reqs],
+                         [[]] + [[("primary", "key_cooling")]] * 4)
+        for _, s in reqs[1:]:
+            skip = s["skipped"][0]
+            self.assertEqual((skip["provider"], skip["model"], skip["step"]), ("fake", "m1", 0))
+            self.assertGreater(skip["waitMs"], 0)
+            self.assertLessEqual(skip["waitMs"], 30000)
+        attempts = [a for a, _ in reqs]
+        self.assertEqual(attempts[0][0]["event"]["statusCode"], 429)
+        self.assertEqual(attempts[0][0]["requestedWaitMs"], 30000)
+
+    def test_repeat_stats_json(self):
+        for stats_args in (["--stats", "json"], ["--stats=json"]):
+            self.fake.reset()
+            self.rate_limit_primary()
+            p = self.request("--repeat", "5", *stats_args)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stdout.count(b"\n"), 5)
+            self.assertEqual(self.counts(), (1, 5, 0))
+            lines = p.stderr.splitlines()
+            self.assertEqual(len(lines), 1, p.stderr)  # the snapshot alone, one line
+            stats = json.loads(lines[0])
+            keys = self.stats_keys(stats)
+            self.assertEqual([k["id"] for k in stats["keys"]], ["primary", "backup", "third"])
+            pr, bk, th = keys["primary"], keys["backup"], keys["third"]
+            self.assertEqual((pr["state"], pr["reason"]), ("cooling", "rate_limit"))
+            self.assertEqual((pr["requests"], pr["successes"], pr["failures"], pr["skips"]),
+                             (1, 0, 1, 4))
+            self.assertGreater(pr["waitMs"], 0)
+            self.assertLessEqual(pr["waitMs"], 30000)
+            self.assertEqual((bk["state"], bk["requests"], bk["successes"], bk["failures"],
+                              bk["skips"]), ("ready", 5, 5, 0, 0))
+            self.assertEqual((th["state"], th["requests"]), ("ready", 0))
+            for k in stats["keys"]:
+                self.assertEqual(k["provider"], "fake")
+            self.assertEqual([(b["provider"], b["model"], b["state"]) for b in stats["backends"]],
+                             [("fake", "m1", "closed")])
+            self.assertEqual([h["host"] for h in stats["hosts"]],
+                             [self.fake.base_url[:-len("/v1")]])
+            self.assertEqual(stats["retryBudget"]["requests"], 5)
+            self.assertEqual(stats["retryBudget"]["retries"], 1)
+
+    def test_repeat_stats_with_trace_json_is_json(self):
+        self.rate_limit_primary()
+        p = self.request("--repeat", "3", "--trace", "json", "--stats")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        objs = self.json_lines(p.stderr)  # stderr: JSON lines only
+        reqs = self.per_request(objs[:-1])
+        self.assertEqual([s["attempts"] for _, s in reqs], [2, 1, 1])
+        keys = self.stats_keys(objs[-1])
+        self.assertEqual((keys["primary"]["state"], keys["primary"]["skips"]), ("cooling", 2))
+        self.assertEqual(keys["backup"]["successes"], 3)
+        # explicit human: the table, even with --trace json
+        self.fake.reset()
+        self.rate_limit_primary()
+        p = self.request("--trace", "json", "--stats", "human")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"retry budget: ", p.stderr)
+
+    def stats_table(self, err):
+        """The human --stats table: {first cell: cells} for each row."""
+        rows = {}
+        for line in err.decode().splitlines():
+            cells = line.split()
+            if cells:
+                rows[cells[0]] = cells
+        return rows
+
+    def test_repeat_stats_human(self):
+        # a bare --stats does not take a following option as its value
+        for stats_args in (["--stats"], ["--stats", "human"], ["--stats=human"]):
+            self.fake.reset()
+            self.rate_limit_primary()
+            p = self.request(*(stats_args + ["--repeat", "3"]))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stdout, (completion() + b"\n") * 3)
+            self.assertEqual(self.counts(), (1, 3, 0))
+            err = p.stderr.decode()
+            for word in ("primary", "backup", "third", "cooling", "ready", "fake:m1",
+                         "127.0.0.1", "retry budget: requests 3, retries 1, denied 0"):
+                self.assertIn(word, err)
+            rows = self.stats_table(p.stderr)
+            self.assertEqual(rows["key"], ["key", "provider", "state", "wait", "requests",
+                                           "successes", "failures", "skips", "p50", "p99"])
+            # id, provider, state, wait, requests, successes, failures, skips, p50, p99
+            self.assertEqual(rows["primary"][:3], ["primary", "fake", "cooling"])
+            self.assertRegex(rows["primary"][3], r"^\d+(\.\d)?(ms|s)$")
+            self.assertEqual(rows["primary"][4:], ["1", "0", "1", "2", "-", "-"])
+            self.assertEqual(rows["backup"][:4], ["backup", "fake", "ready", "-"])
+            self.assertEqual(rows["backup"][4:8], ["3", "3", "0", "0"])
+            for lat in rows["backup"][8:]:
+                self.assertRegex(lat, r"^\d+ms$")
+            self.assertEqual(rows["third"][2:8], ["ready", "-", "0", "0", "0", "0"])
+            self.assertEqual(rows["backend"][:3], ["backend", "state", "wait"])
+            self.assertEqual(rows["fake:m1"][1], "closed")
+            self.assertTrue(any(r.startswith("http://127.0.0.1:") for r in rows), rows)
+            with self.assertRaises(ValueError):
+                json.loads(p.stderr)
+
+    def test_repeat_benched_key(self):
+        self.fake.script(self.KEYS[0], {"status": 401, "body": b'{"error":{"message":"no"}}'})
+        p = self.request("--repeat", "3", "--trace", "json", "--stats")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.counts(), (1, 3, 0))
+        objs = self.json_lines(p.stderr)
+        reqs = self.per_request(objs[:-1])
+        self.assertEqual([self.skipped_keys(s) for _, s in reqs],
+                         [[]] + [[("primary", "key_benched")]] * 2)
+        pr = self.stats_keys(objs[-1])["primary"]
+        self.assertEqual((pr["state"], pr["reason"], pr["requests"], pr["skips"]),
+                         ("benched", "auth", 1, 2))
+
+    def test_repeat_interval_cooldown_ends(self):
+        self.rate_limit_primary("1")
+        t0 = time.monotonic()
+        p = self.request("--repeat", "5", "--interval", "300", "--trace", "json")
+        elapsed = time.monotonic() - t0
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertGreaterEqual(elapsed, 1.2)  # 4 waits of 300 ms, none after the last
+        self.assertLess(elapsed, 10)
+        # requests at ~0, 0.3, 0.6, 0.9, 1.2 s: the primary cools for 1 s
+        # after its 429, is skipped meanwhile, and is tried once more after
+        # it (by request 4 or 5; it then cools again)
+        self.assertEqual(self.counts(), (2, 5, 0))
+        reqs = self.per_request(self.json_lines(p.stderr))
+        tried = [any(a["event"]["providerKeyId"] == "primary" for a in att) for att, _ in reqs]
+        self.assertEqual(tried[:3], [True, False, False])
+        self.assertEqual(tried[3:].count(True), 1, tried)
+        for att, s in reqs[1:3]:
+            self.assertEqual(self.skipped_keys(s), [("primary", "key_cooling")])
+        again = reqs[3 + tried[3:].index(True)][0]
+        self.assertEqual(self.attempt_keys(again), [(1, "primary", "next_key"),
+                                                    (2, "backup", "succeeded")])
+
+    def test_repeat_some_failed_exit_1(self):
+        self.fake.script(self.KEYS[0], {"status": 200, "body": b'{"n":1}'},
+                         {"status": 400, "body": b'{"error":{"message":"bad"}}'},
+                         {"status": 200, "body": b'{"n":3}\n'})
+        p = self.request("--repeat", "3")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        # every body, each on its line (one that ends with a newline keeps it)
+        self.assertEqual(p.stdout, b'{"n":1}\n{"error":{"message":"bad"}}\n{"n":3}\n')
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], r"^aigw: request rq_[0-9A-Za-z]{26} ended fail_fast: "
+                                   r"HTTP 400 after 1 attempt$")
+        self.assertEqual(self.counts(), (3, 0, 0))
+        # with --trace json: JSON lines only, one summary per request
+        self.fake.reset()
+        self.fake.script(self.KEYS[0], {"status": 200}, {"status": 400, "body": b"{}"},
+                         {"status": 200})
+        p = self.request("--repeat", "3", "--trace", "json")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        reqs = self.per_request(self.json_lines(p.stderr))
+        self.assertEqual([s["outcome"] for _, s in reqs], ["served", "fail_fast", "served"])
+
+    def test_repeat_stream(self):
+        chunks = sse_answer("Hel", "lo")
+        self.rate_limit_primary()
+        self.fake.script(self.KEYS[1], {"stream": chunks})
+        p = self.request("--repeat", "3", "--trace", "json", data=STREAM_REQUEST)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # each stream ends with a blank line already: nothing is added
+        self.assertEqual(p.stdout, b"".join(chunks) * 3)
+        self.assertEqual(self.counts(), (1, 3, 0))
+        reqs = self.per_request(self.json_lines(p.stderr))
+        self.assertEqual([self.attempt_keys(a) for a, _ in reqs],
+                         [[(1, "primary", "next_key"), (2, "backup", "succeeded")]] +
+                         [[(1, "backup", "succeeded")]] * 2)
+        self.assertEqual([self.skipped_keys(s) for _, s in reqs],
+                         [[]] + [[("primary", "key_cooling")]] * 2)
+
+    def test_repeat_one_is_a_single_request(self):
+        self.fake.script(self.KEYS[0], {"status": 200, "body": ODD_BODY})
+        p = self.request("--repeat", "1", "--interval", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, ODD_BODY)  # byte for byte: no newline added
+        self.assertEqual(p.stderr, b"")
+        self.assertEqual(self.counts(), (1, 0, 0))
+
+    def test_repeat_usage_errors_exit_2(self):
+        cases = [(["--repeat", "0"], "--repeat"), (["--repeat", "x"], "--repeat"),
+                 (["--repeat", "1000001"], "--repeat"), (["--repeat=-1"], "--repeat"),
+                 (["--repeat", ""], "--repeat"), (["--repeat", " 2"], "--repeat"),
+                 (["--repeat"], "--repeat"), (["--interval", "-1"], "--interval"),
+                 (["--interval", "3600001"], "--interval"), (["--interval", "1.5"], "--interval"),
+                 (["--interval"], "--interval"), (["--stats=xml"], "--stats"),
+                 (["--stats", "xml"], "xml")]
+        for args, name in cases:
+            p = self.request(*args)
+            self.assertEqual(p.returncode, 2, (args, p.stderr))
+            self.assertEqual(p.stdout, b"", args)
+            self.assertIn(name.encode(), p.stderr, args)
+        # the bounds themselves are fine
+        p = self.request("--repeat", "2", "--interval", "0", "--repeat=1", "--interval=3600000")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.fake.count(), 1)
 
 
 class CliTest(CliBase):

@@ -300,7 +300,9 @@ static const char FULL_FMT[] =
     "      {\"provider\": \"openai\", \"steps\": [\n"
     "        {\"type\": \"user\", \"keySelectionStrategy\": \"ordered\",\n"
     "         \"keys\": [{\"id\": \"oa-1\"}, {\"id\": \"oa-2\"}]},\n"
-    "        {\"type\": \"user\", \"keys\": [{\"name\": \"inline-1\", \"value\": \"sk-inline-9999\"}]},\n"
+    "        {\"type\": \"user\", \"keySelectionStrategy\": \"weighted\",\n"
+    "         \"keys\": [{\"name\": \"inline-1\", \"value\": \"sk-inline-9999\", \"weight\": 3},\n"
+    "                  {\"id\": \"oa-1\", \"weight\": 0}]},\n"
     "        {\"type\": \"ngrok\"}]},\n"
     "      {\"model\": \"anthropic:claude-sonnet-4-5\",\n"
     "       \"steps\": [{\"type\": \"user\", \"keys\": [{\"id\": \"an-1\"}]}]},\n"
@@ -315,7 +317,9 @@ static const char FULL_FMT[] =
     "  \"gatewayConfig\": {\"totalTimeout\": \"2m30s\", \"perRequestTimeout\": \"45s\",\n"
     "    \"connectTimeout\": \"1.5s\", \"retryAfterMax\": \"0\", \"maxAttempts\": 7,\n"
     "    \"sameBackendRetries\": 0, \"maxResponseBytes\": 1048576, \"maxInputTokens\": 128000,\n"
-    "    \"maxOutputTokens\": null, \"metadata\": \"gw\"},\n"
+    "    \"maxOutputTokens\": null, \"metadata\": \"gw\", \"keyCooldown\": \"1s\",\n"
+    "    \"keyBenchTime\": \"10m\", \"circuitBreaker\": {\"failures\": 3},\n"
+    "    \"retryBudget\": false},\n"
     "  \"ngrokAccessKey\": {\"valueFrom\": {\"env\": \"AIGW_TEST_NGROK_KEY\"}},\n"
     "  \"ngrokGatewayUrl\": \"https://gateway.example.ai/v1/\"\n"
     "}\n";
@@ -474,6 +478,20 @@ static void test_full_gateway_config(void **state)
     assert_int_equal(cfg->max_attempts, 7);
     assert_int_equal(cfg->same_backend_retries, 0);
     assert_int_equal(cfg->max_response_bytes, 1048576);
+    assert_int_equal(cfg->health.cooldown_ms, 1000);
+    assert_int_equal(cfg->health.cooldown_max_ms, 3600000);
+    assert_int_equal(cfg->health.bench_ms, 600000);
+    assert_int_equal(cfg->health.breaker_threshold, 3);
+    assert_int_equal(cfg->health.breaker_cooloff_ms, 5000);
+    assert_int_equal(cfg->health.probe_timeout_ms, 45000); /* perRequestTimeout */
+    assert_false(cfg->health.budget_on);
+    /* the weighted step */
+    assert_int_equal(cfg->rules[0].steps[0].strategy, AIGW_STRATEGY_ORDERED);
+    assert_int_equal(cfg->rules[0].steps[1].strategy, AIGW_STRATEGY_WEIGHTED);
+    assert_int_equal(rule_key(cfg, 0, 0, 0)->weight, 1);
+    assert_int_equal(rule_key(cfg, 0, 1, 0)->weight, 3);
+    assert_int_equal(rule_key(cfg, 0, 1, 1)->weight, 0);
+    assert_int_equal(cfg->rules[0].steps[1].turn, 0);
     aigw_config_unref(cfg);
 }
 
@@ -489,6 +507,16 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->max_attempts, 10);
     assert_int_equal(cfg->same_backend_retries, 2);
     assert_int_equal(cfg->max_response_bytes, 32 * 1024 * 1024);
+    assert_int_equal(cfg->health.cooldown_ms, 2000);
+    assert_int_equal(cfg->health.cooldown_max_ms, 3600000);
+    assert_int_equal(cfg->health.bench_ms, 3600000);
+    assert_int_equal(cfg->health.breaker_threshold, 5);
+    assert_int_equal(cfg->health.breaker_cooloff_ms, 5000);
+    assert_int_equal(cfg->health.probe_timeout_ms, 60000);
+    assert_true(cfg->health.budget_on);
+    assert_int_equal(cfg->health.budget_percent, 20);
+    assert_int_equal(cfg->health.budget_min_per_sec, 10);
+    assert_int_equal(cfg->health.budget_window_ms, 10000);
     assert_false(cfg->has_ngrok_key);
     assert_string_equal(cfg->ngrok_gateway_url, AIGW_NGROK_GATEWAY_URL);
     assert_int_equal(cfg->n_providers, aigw__catalog_count());
@@ -850,6 +878,282 @@ static void test_durations_and_limits(void **state)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Key health: gatewayConfig extensions                                     */
+/* ------------------------------------------------------------------------ */
+
+static void test_health_knobs(void **state)
+{
+    aigw_config *cfg;
+    (void)state;
+    /* every bound, accepted */
+    cfg = parse_ok("{\"gatewayConfig\":{\"keyCooldown\":\"1ms\",\"keyCooldownMax\":\"0\","
+                   "\"keyBenchTime\":\"0\",\"perRequestTimeout\":\"3s\","
+                   "\"circuitBreaker\":{\"failures\":1,\"cooloff\":\"1ms\"},"
+                   "\"retryBudget\":{\"percent\":0,\"minPerSecond\":100000,\"window\":\"1h\"}}}");
+    assert_int_equal(cfg->health.cooldown_ms, 1);
+    assert_int_equal(cfg->health.cooldown_max_ms, 0);
+    assert_int_equal(cfg->health.bench_ms, 0);
+    assert_int_equal(cfg->health.breaker_threshold, 1);
+    assert_int_equal(cfg->health.breaker_cooloff_ms, 1);
+    assert_int_equal(cfg->health.probe_timeout_ms, 3000);
+    assert_true(cfg->health.budget_on);
+    assert_int_equal(cfg->health.budget_percent, 0);
+    assert_int_equal(cfg->health.budget_min_per_sec, 100000);
+    assert_int_equal(cfg->health.budget_window_ms, 3600000);
+    aigw_config_unref(cfg);
+
+    cfg = parse_ok("{\"gatewayConfig\":{\"keyCooldown\":\"1m30s\",\"keyCooldownMax\":\"24h\","
+                   "\"keyBenchTime\":\"1.5s\",\"circuitBreaker\":{\"failures\":1000},"
+                   "\"retryBudget\":{\"percent\":1000,\"minPerSecond\":0,\"window\":\"1s\"}}}");
+    assert_int_equal(cfg->health.cooldown_ms, 90000);
+    assert_int_equal(cfg->health.cooldown_max_ms, 86400000);
+    assert_int_equal(cfg->health.bench_ms, 1500);
+    assert_int_equal(cfg->health.breaker_threshold, 1000);
+    assert_int_equal(cfg->health.breaker_cooloff_ms, 5000); /* default kept */
+    assert_int_equal(cfg->health.budget_percent, 1000);
+    assert_int_equal(cfg->health.budget_min_per_sec, 0);
+    assert_int_equal(cfg->health.budget_window_ms, 1000);
+    aigw_config_unref(cfg);
+
+    /* false turns off, true and {} keep the defaults */
+    cfg = parse_ok("{\"gatewayConfig\":{\"circuitBreaker\":false,\"retryBudget\":false}}");
+    assert_int_equal(cfg->health.breaker_threshold, 0);
+    assert_false(cfg->health.budget_on);
+    aigw_config_unref(cfg);
+    cfg = parse_ok("{\"gatewayConfig\":{\"circuitBreaker\":true,\"retryBudget\":true}}");
+    assert_int_equal(cfg->health.breaker_threshold, 5);
+    assert_int_equal(cfg->health.breaker_cooloff_ms, 5000);
+    assert_true(cfg->health.budget_on);
+    assert_int_equal(cfg->health.budget_percent, 20);
+    assert_int_equal(cfg->health.budget_min_per_sec, 10);
+    assert_int_equal(cfg->health.budget_window_ms, 10000);
+    aigw_config_unref(cfg);
+    cfg = parse_ok("{\"gatewayConfig\":{\"circuitBreaker\":{},\"retryBudget\":"
+                   "{\"minPerSecond\":3}}}");
+    assert_int_equal(cfg->health.breaker_threshold, 5);
+    assert_true(cfg->health.budget_on);
+    assert_int_equal(cfg->health.budget_percent, 20);
+    assert_int_equal(cfg->health.budget_min_per_sec, 3);
+    aigw_config_unref(cfg);
+
+    /* a bare configuration has the defaults too */
+    cfg = parse_ok("{\"name\":\"b\"}");
+    assert_true(aigw_config_is_bare(cfg));
+    assert_int_equal(cfg->health.breaker_threshold, 5);
+    assert_int_equal(cfg->health.probe_timeout_ms, 60000);
+    aigw_config_unref(cfg);
+}
+
+static void test_health_problems(void **state)
+{
+    (void)state;
+    only_problem("{\"gatewayConfig\":{\"keyCooldown\":\"-1s\"}}", "gatewayConfig.keyCooldown",
+                 "'-1s' is not a valid duration");
+    only_problem("{\"gatewayConfig\":{\"keyCooldown\":2}}", "gatewayConfig.keyCooldown",
+                 "expected a string (a duration such as \"30s\"), got a number");
+    only_problem("{\"gatewayConfig\":{\"keyCooldownMax\":\"-1s\"}}",
+                 "gatewayConfig.keyCooldownMax", "'-1s' is not a valid duration");
+    only_problem("{\"gatewayConfig\":{\"keyBenchTime\":\"forever\"}}",
+                 "gatewayConfig.keyBenchTime", "'forever' is not a valid duration");
+    only_problem("{\"gatewayConfig\":{\"keyBenchTime\":null}}", "gatewayConfig.keyBenchTime",
+                 "expected a string");
+
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":\"off\"}}",
+                 "gatewayConfig.circuitBreaker", "expected false, true or an object, got a string");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":null}}", "gatewayConfig.circuitBreaker",
+                 "expected false, true or an object, got null");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":[]}}", "gatewayConfig.circuitBreaker",
+                 "expected false, true or an object, got an array");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"failures\":0}}}",
+                 "gatewayConfig.circuitBreaker.failures", "must be between 1 and 1000");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"failures\":1001}}}",
+                 "gatewayConfig.circuitBreaker.failures", "must be between 1 and 1000");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"failures\":2.5}}}",
+                 "gatewayConfig.circuitBreaker.failures", "expected an integer, got a fraction");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"failures\":\"5\"}}}",
+                 "gatewayConfig.circuitBreaker.failures", "expected an integer, got a string");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"cooloff\":\"0\"}}}",
+                 "gatewayConfig.circuitBreaker.cooloff", "must be at least 1ms");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"cooloff\":5}}}",
+                 "gatewayConfig.circuitBreaker.cooloff", "expected a string");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"threshold\":3}}}",
+                 "gatewayConfig.circuitBreaker.threshold",
+                 "unknown field (expected one of: failures, cooloff)");
+    only_problem("{\"gatewayConfig\":{\"circuitBreaker\":{\"failures\":3,\"failures\":4}}}",
+                 "gatewayConfig.circuitBreaker.failures", "duplicate field");
+
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":20}}", "gatewayConfig.retryBudget",
+                 "expected false, true or an object, got a number");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"percent\":-1}}}",
+                 "gatewayConfig.retryBudget.percent", "must be between 0 and 1000");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"percent\":1001}}}",
+                 "gatewayConfig.retryBudget.percent", "must be between 0 and 1000");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"percent\":\"20%\"}}}",
+                 "gatewayConfig.retryBudget.percent", "expected an integer, got a string");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"minPerSecond\":100001}}}",
+                 "gatewayConfig.retryBudget.minPerSecond", "must be between 0 and 100000");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"minPerSecond\":0.5}}}",
+                 "gatewayConfig.retryBudget.minPerSecond", "expected an integer, got a fraction");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"window\":\"999ms\"}}}",
+                 "gatewayConfig.retryBudget.window", "must be at least 1s");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"window\":\"1h0m0.001s\"}}}",
+                 "gatewayConfig.retryBudget.window", "must be at most 1h");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"window\":10}}}",
+                 "gatewayConfig.retryBudget.window", "expected a string");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"window\":\"ten\"}}}",
+                 "gatewayConfig.retryBudget.window", "'ten' is not a valid duration");
+    only_problem("{\"gatewayConfig\":{\"retryBudget\":{\"ratio\":0.2}}}",
+                 "gatewayConfig.retryBudget.ratio",
+                 "unknown field (expected one of: percent, minPerSecond, window)");
+    /* the list of gatewayConfig's members is whole */
+    only_problem("{\"gatewayConfig\":{\"cooldown\":\"1s\"}}", "gatewayConfig.cooldown",
+                 "maxEventBytes, keyCooldown, keyCooldownMax, keyBenchTime, circuitBreaker, "
+                 "retryBudget)");
+    /* all of them at once, each at its path */
+    {
+        aigw_error *err = parse_err(
+            "{\"gatewayConfig\":{\"keyCooldown\":\"x0\",\"keyCooldownMax\":1,"
+            "\"keyBenchTime\":\"x\",\"circuitBreaker\":{\"failures\":0,\"cooloff\":\"0\"},"
+            "\"retryBudget\":{\"percent\":-5,\"minPerSecond\":-1,\"window\":\"2h\"}}}");
+        assert_int_equal(aigw_error_count(err), 8);
+        has_problem(err, "gatewayConfig.keyCooldown", "not a valid duration");
+        has_problem(err, "gatewayConfig.keyCooldownMax", "expected a string");
+        has_problem(err, "gatewayConfig.keyBenchTime", "not a valid duration");
+        has_problem(err, "gatewayConfig.circuitBreaker.failures", "between 1 and 1000");
+        has_problem(err, "gatewayConfig.circuitBreaker.cooloff", "at least 1ms");
+        has_problem(err, "gatewayConfig.retryBudget.percent", "between 0 and 1000");
+        has_problem(err, "gatewayConfig.retryBudget.minPerSecond", "between 0 and 100000");
+        has_problem(err, "gatewayConfig.retryBudget.window", "at most 1h");
+        aigw_error_free(err);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* keySelectionStrategy and key weights (local extensions)                  */
+/* ------------------------------------------------------------------------ */
+
+#define STEP_PATH "accessKeyConfiguration.router.rules[0].steps[0]"
+#define USER_STEP(strategy, keys)                                                           \
+    AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"user\",\"keySelectionStrategy\":" \
+        strategy ",\"keys\":[" keys "]}]}")
+
+static void test_strategies(void **state)
+{
+    static const struct {
+        const char *name;
+        aigw_strategy_kind kind;
+    } all[] = {{"ordered", AIGW_STRATEGY_ORDERED},
+               {"round-robin", AIGW_STRATEGY_ROUND_ROBIN},
+               {"random", AIGW_STRATEGY_RANDOM},
+               {"weighted", AIGW_STRATEGY_WEIGHTED},
+               {"least-recently-limited", AIGW_STRATEGY_LEAST_RECENTLY_LIMITED}};
+    char json[1024];
+    aigw_config *cfg;
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof all / sizeof all[0]; i++) {
+        snprintf(json, sizeof json,
+                 AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"user\","
+                     "\"keySelectionStrategy\":\"%s\",\"keys\":[{\"name\":\"a\","
+                     "\"value\":\"sk-a\"},{\"name\":\"b\",\"value\":\"sk-b\"}]}]}"),
+                 all[i].name);
+        cfg = parse_ok(json);
+        assert_int_equal(cfg->rules[0].steps[0].strategy, all[i].kind);
+        assert_int_equal(cfg->rules[0].steps[0].turn, 0);
+        aigw_config_unref(cfg);
+    }
+    /* absent: ordered */
+    cfg = parse_ok(AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"user\",\"keys\":"
+                       "[{\"name\":\"a\",\"value\":\"sk-a\"}]},{\"type\":\"ngrok\","
+                       "\"keySelectionStrategy\":\"ordered\"}]}"));
+    assert_int_equal(cfg->rules[0].steps[0].strategy, AIGW_STRATEGY_ORDERED);
+    assert_int_equal(cfg->rules[0].steps[1].strategy, AIGW_STRATEGY_ORDERED);
+    aigw_config_unref(cfg);
+
+    only_problem(USER_STEP("\"fastest\"", "{\"name\":\"a\",\"value\":\"sk-a\"}"),
+                 STEP_PATH ".keySelectionStrategy",
+                 "unknown key selection strategy 'fastest' (allowed: ordered, round-robin, "
+                 "random, weighted, least-recently-limited)");
+    only_problem(USER_STEP("\"Round-Robin\"", "{\"name\":\"a\",\"value\":\"sk-a\"}"),
+                 STEP_PATH ".keySelectionStrategy", "unknown key selection strategy 'Round-Robin'");
+    only_problem(USER_STEP("\"\"", "{\"name\":\"a\",\"value\":\"sk-a\"}"),
+                 STEP_PATH ".keySelectionStrategy", "unknown key selection strategy ''");
+    only_problem(USER_STEP("1", "{\"name\":\"a\",\"value\":\"sk-a\"}"),
+                 STEP_PATH ".keySelectionStrategy", "expected a string, got a number");
+    /* an ngrok step: "ordered" only; an unknown name is reported once */
+    only_problem(AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"ngrok\","
+                     "\"keySelectionStrategy\":\"least-recently-limited\"}]}"),
+                 STEP_PATH ".keySelectionStrategy",
+                 "'least-recently-limited' does not apply to an ngrok step");
+    only_problem(AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"ngrok\","
+                     "\"keySelectionStrategy\":\"nope\"}]}"),
+                 STEP_PATH ".keySelectionStrategy", "unknown key selection strategy 'nope'");
+}
+
+static void test_key_weights(void **state)
+{
+    aigw_config *cfg;
+    (void)state;
+    /* default 1; 0..1000000 on keys by id and inline keys */
+    cfg = parse_ok("{" KEYS_OA_AN ","
+                   "\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+                   "{\"provider\":\"openai\",\"steps\":[{\"type\":\"user\","
+                   "\"keySelectionStrategy\":\"weighted\",\"keys\":["
+                   "{\"id\":\"oa\"},{\"id\":\"oa\",\"weight\":0},"
+                   "{\"name\":\"x\",\"value\":\"sk-x\",\"weight\":1000000},"
+                   "{\"name\":\"y\",\"value\":\"sk-y\"},{\"weight\":7,\"id\":\"oa\"}]}]}]}}}");
+    assert_int_equal(rule_key(cfg, 0, 0, 0)->weight, 1);
+    assert_int_equal(rule_key(cfg, 0, 0, 1)->weight, 0);
+    assert_int_equal(rule_key(cfg, 0, 0, 2)->weight, 1000000);
+    assert_int_equal(rule_key(cfg, 0, 0, 3)->weight, 1);
+    assert_int_equal(rule_key(cfg, 0, 0, 4)->weight, 7);
+    assert_string_equal(rule_key(cfg, 0, 0, 4)->id, "oa");
+    assert_string_equal(rule_key(cfg, 0, 0, 2)->value.value, "sk-x");
+    aigw_config_unref(cfg);
+
+    /* a weight under another strategy is allowed, even 0 everywhere */
+    cfg = parse_ok(USER_STEP("\"ordered\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":0}"));
+    assert_int_equal(rule_key(cfg, 0, 0, 0)->weight, 0);
+    aigw_config_unref(cfg);
+    cfg = parse_ok(USER_STEP("\"random\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":5}"));
+    assert_int_equal(rule_key(cfg, 0, 0, 0)->weight, 5);
+    aigw_config_unref(cfg);
+    /* weighted: one key above 0 is enough */
+    cfg = parse_ok(USER_STEP("\"weighted\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":0},"
+                                             "{\"name\":\"b\",\"value\":\"sk-b\",\"weight\":1}"));
+    aigw_config_unref(cfg);
+    /* a bare configuration (form only) takes them as well */
+    cfg = parse_ok("{\"router\":{\"rules\":[{\"provider\":\"openai\",\"steps\":[{\"type\":"
+                   "\"user\",\"keySelectionStrategy\":\"weighted\",\"keys\":[{\"id\":"
+                   "\"aigpk_a\",\"weight\":2}]}]}]}}");
+    assert_true(aigw_config_is_bare(cfg));
+    assert_int_equal(rule_key(cfg, 0, 0, 0)->weight, 2);
+    assert_int_equal(cfg->rules[0].steps[0].strategy, AIGW_STRATEGY_WEIGHTED);
+    aigw_config_unref(cfg);
+
+    only_problem(USER_STEP("\"weighted\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":0},"
+                                           "{\"name\":\"b\",\"value\":\"sk-b\",\"weight\":0}"),
+                 STEP_PATH ".keys", "weighted needs at least one key with a weight above 0");
+    only_problem(USER_STEP("\"weighted\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":-1}"),
+                 STEP_PATH ".keys[0].weight", "must be between 0 and 1000000");
+    only_problem(USER_STEP("\"weighted\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":0},"
+                                           "{\"name\":\"b\",\"value\":\"sk-b\",\"weight\":1000001}"),
+                 STEP_PATH ".keys[1].weight", "must be between 0 and 1000000");
+    only_problem(USER_STEP("\"ordered\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":1.5}"),
+                 STEP_PATH ".keys[0].weight", "expected an integer, got a fraction");
+    only_problem(USER_STEP("\"ordered\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":\"2\"}"),
+                 STEP_PATH ".keys[0].weight", "expected an integer, got a string");
+    only_problem(USER_STEP("\"ordered\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":null}"),
+                 STEP_PATH ".keys[0].weight", "expected an integer, got null");
+    only_problem(USER_STEP("\"weighted\"", "{\"weight\":3}"), STEP_PATH ".keys[0]",
+                 "a key needs \"id\", or \"name\" and \"value\"");
+    only_problem(USER_STEP("\"ordered\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":1,"
+                                          "\"weight\":2}"),
+                 STEP_PATH ".keys[0].weight", "duplicate field");
+    /* weights only on keys, not on steps (checked in test_unknown_fields) */
+}
+
 static void test_secret_sources(void **state)
 {
     char json[1024];
@@ -935,7 +1239,8 @@ static void test_steps_and_rules(void **state)
     only_problem(AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"ngrok\","
                      "\"keySelectionStrategy\":\"random\"}]}"),
                  "accessKeyConfiguration.router.rules[0].steps[0].keySelectionStrategy",
-                 "unknown key selection strategy 'random' (allowed: ordered)");
+                 "'random' does not apply to an ngrok step, which has no keys to select "
+                 "(allowed: ordered)");
     only_problem(AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"byok\"}]}"),
                  "accessKeyConfiguration.router.rules[0].steps[0].type",
                  "unknown step type 'byok' (allowed: user, ngrok)");
@@ -1214,6 +1519,10 @@ int main(void)
         cmocka_unit_test(test_urls),
         cmocka_unit_test(test_control_chars_in_secrets),
         cmocka_unit_test(test_durations_and_limits),
+        cmocka_unit_test(test_health_knobs),
+        cmocka_unit_test(test_health_problems),
+        cmocka_unit_test(test_strategies),
+        cmocka_unit_test(test_key_weights),
         cmocka_unit_test(test_secret_sources),
         cmocka_unit_test(test_steps_and_rules),
         cmocka_unit_test(test_providers_and_keys_problems),

@@ -108,7 +108,9 @@ static int64_t fake_now(void *ud)
 static void fake_sleep(void *ud, int64_t ms)
 {
     mock *m = ud;
-    m->slept[m->n_sleeps++] = ms;
+    if (m->n_sleeps < (int)(sizeof m->slept / sizeof m->slept[0]))
+        m->slept[m->n_sleeps] = ms;
+    m->n_sleeps++;
     m->now += ms;
 }
 
@@ -914,8 +916,8 @@ static void strategy_destroy(void *ud)
 static void test_custom_strategy(void **state)
 {
     aigw_client *c = client_for(CFG_TWO_STEPS);
-    aigw_strategy st = {AIGW_STRATEGY_VERSION, reverse_order, strategy_destroy};
-    aigw_strategy bad = {99, reverse_order, NULL};
+    aigw_strategy st = {AIGW_STRATEGY_VERSION, reverse_order, strategy_destroy, NULL};
+    aigw_strategy bad = {99, reverse_order, NULL, NULL};
     aigw_response *r;
     (void)state;
     strategy_destroyed = 0;

@@ -5,7 +5,7 @@
 int main(void)
 {
     aigw_transport t = {AIGW_TRANSPORT_VERSION, 0, 0, 0};
-    aigw_strategy s = {AIGW_STRATEGY_VERSION, 0, 0};
+    aigw_strategy s = {AIGW_STRATEGY_VERSION, 0, 0, 0};
     aigw_clock k = {AIGW_CLOCK_VERSION, 0, 0, 0};
     (void)t;
     (void)s;

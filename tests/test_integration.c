@@ -939,7 +939,9 @@ static void *worker_main(void *arg)
 
 static void test_concurrent_shared_client(void **state)
 {
-    aigw_client *c = std_client(MP, 0, GW_FAST);
+    /* failover itself under load: a client that forgets (key health has its
+     * own tests) */
+    aigw_client *c = std_client(MP, 0, GW_FAST ",\"keyCooldown\":\"0\",\"retryBudget\":false");
     worker w[THREADS];
     int i;
     (void)state;

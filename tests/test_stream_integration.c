@@ -104,6 +104,10 @@ static char *gateway_file(const char *base_url, const char *gateway_config)
                 "\"retryAfterMax\":\"2s\",\"sameBackendRetries\":0"
 /* timeouts far from the mock's delays */
 #define GW_CALM GW_BASE ",\"firstTokenTimeout\":\"2s\",\"streamIdleTimeout\":\"2s\""
+/* The client forgets: every request meets the faults afresh (a 429 naming
+ * no wait leaves the key ready; no retry budget, no breakers).  For tests of failover
+ * itself under load; key health has its own tests. */
+#define GW_NO_MEMORY GW_CALM ",\"keyCooldown\":\"0\",\"retryBudget\":false,\"circuitBreaker\":false"
 /* timeouts a scenario runs into */
 #define GW_TIGHT GW_BASE ",\"firstTokenTimeout\":\"400ms\",\"streamIdleTimeout\":\"400ms\""
 #define TIGHT_MS 400
@@ -884,7 +888,7 @@ static void *cc_thread(void *arg)
 
 static void test_concurrent_streams_one_client(void **state)
 {
-    aigw_client *c = client_for(MP, GW_CALM);
+    aigw_client *c = client_for(MP, GW_NO_MEMORY);
     pthread_t th[CC_THREADS];
     static cc_state st[CC_THREADS];
     int i;
@@ -999,7 +1003,7 @@ static void soak_assert_half(mockprov *m)
 
 static void test_soak_mixed_faults(void **state)
 {
-    aigw_client *c = client_for(MP, GW_CALM);
+    aigw_client *c = client_for(MP, GW_NO_MEMORY);
     long rss_half, rss_end, total = 0;
     int64_t t0 = now_ms();
     int i;
