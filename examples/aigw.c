@@ -1,19 +1,23 @@
 /*
  * aigw - the libaigw command line: validate a gateway file, send a request
- * through failover with a per-attempt trace, or run the offline demo.
+ * (or the same request N times through one client) through failover with a
+ * per-attempt trace and the client's key health, or run the offline demo.
  *
  *   aigw validate FILE
  *   aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH] [--trace json]
+ *                [--repeat N] [--interval MS] [--stats [human|json]]
  *   aigw demo
  *
- * Exit status: 0 success; 1 the request ended in an error; 2 usage or
- * configuration error (nothing sent).
+ * Exit status: 0 success (every request served); 1 a request ended in an
+ * error; 2 usage or configuration error (nothing sent).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -31,7 +35,8 @@ static const char USAGE[] =
     "      Check a gateway file (or a bare ngrok access key configuration).\n"
     "      Exit 0 when valid; exit 2 with one line per problem on stderr.\n"
     "  aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH] [--trace json]\n"
-    "      Send one request through failover and print the served body on stdout\n"
+    "               [--repeat N] [--interval MS] [--stats [human|json]]\n"
+    "      Send a request through failover and print the served body on stdout\n"
     "      (a streamed answer, \"stream\": true, as it arrives).\n"
     "      -c, --config FILE   the gateway file\n"
     "      -d, --data DATA     the request body: JSON text, @FILE, or - for stdin\n"
@@ -39,11 +44,21 @@ static const char USAGE[] =
     "      --path PATH         API path (default /v1/chat/completions)\n"
     "      --trace json        one JSON attempt record per attempt on stderr, then a\n"
     "                          summary line {requestId, attempts, outcome, model}\n"
-    "      Exit 0 when a complete 2xx answer was served, 1 when the request ended\n"
-    "      in an error, 2 on a usage or configuration error (nothing sent).\n"
+    "      --repeat N          send the same request N times (1..1000000, default 1)\n"
+    "                          through one client, so key health carries over; with\n"
+    "                          N > 1 each body ends with a newline (one per line)\n"
+    "      --interval MS       wait MS ms between repeated requests (0..3600000,\n"
+    "                          default 0)\n"
+    "      --stats [human|json]\n"
+    "                          after the last request, the client's key health on\n"
+    "                          stderr: a table (human, the default), or one JSON\n"
+    "                          line (json; the default with --trace json)\n"
+    "      Exit 0 when every request was served a complete 2xx answer, 1 when any\n"
+    "      ended in an error, 2 on a usage or configuration error (nothing sent).\n"
     "  aigw demo\n"
     "      Offline: start an embedded mock provider whose first key is rate\n"
-    "      limited and second answers, and show the failover with its trace.\n"
+    "      limited and second answers, and show the failover with its trace; then\n"
+    "      send again and show the cooling key skipped, and the key health.\n"
     "  aigw version\n"
     "  aigw help\n";
 
@@ -173,17 +188,57 @@ static void print_trace(const aigw_response *resp, FILE *out)
     fflush(out);
 }
 
+typedef enum stats_mode { STATS_NONE = 0, STATS_AUTO, STATS_HUMAN, STATS_JSON } stats_mode;
+
 typedef struct request_opts {
     const char *config;
     const char *data;
     const char *path;
     const char *trace;
+    long repeat;      /* --repeat N: 1..REPEAT_MAX */
+    long interval_ms; /* --interval MS: 0..INTERVAL_MAX */
+    stats_mode stats;
 } request_opts;
+
+#define REPEAT_MAX 1000000L
+#define INTERVAL_MAX 3600000L
+
+/* A decimal integer in [lo, hi], digits only (no sign, no spaces). */
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    long v = 0;
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        if (v > (hi - (*s - '0')) / 10)
+            return -1; /* past hi: no overflow on the way */
+        v = v * 10 + (*s - '0');
+    }
+    if (v < lo)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int stats_value(const char *v, stats_mode *out)
+{
+    if (!strcmp(v, "human"))
+        *out = STATS_HUMAN;
+    else if (!strcmp(v, "json"))
+        *out = STATS_JSON;
+    else
+        return -1;
+    return 0;
+}
 
 static int parse_request_opts(int argc, char **argv, request_opts *o)
 {
+    const char *repeat = NULL, *interval = NULL;
     int i;
     memset(o, 0, sizeof *o);
+    o->repeat = 1;
     for (i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char **slot = NULL;
@@ -195,7 +250,19 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
             slot = &o->path;
         else if (!strcmp(a, "--trace"))
             slot = &o->trace;
-        else if (!strncmp(a, "--trace=", 8))
+        else if (!strcmp(a, "--repeat"))
+            slot = &repeat;
+        else if (!strcmp(a, "--interval"))
+            slot = &interval;
+        else if (!strcmp(a, "--stats")) {
+            /* its value is optional: only "human" or "json" is taken as one */
+            o->stats = STATS_AUTO;
+            if (i + 1 < argc && stats_value(argv[i + 1], &o->stats) == 0)
+                i++;
+        } else if (!strncmp(a, "--stats=", 8)) {
+            if (stats_value(a + 8, &o->stats) != 0)
+                return usage_error("--stats takes 'human' or 'json', not '%s'", a + 8);
+        } else if (!strncmp(a, "--trace=", 8))
             o->trace = a + 8;
         else if (!strncmp(a, "--path=", 7))
             o->path = a + 7;
@@ -203,6 +270,10 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
             o->config = a + 9;
         else if (!strncmp(a, "--data=", 7))
             o->data = a + 7;
+        else if (!strncmp(a, "--repeat=", 9))
+            repeat = a + 9;
+        else if (!strncmp(a, "--interval=", 11))
+            interval = a + 11;
         else
             return usage_error("unknown option '%s'", a);
         if (slot) {
@@ -215,6 +286,14 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
         return usage_error("request needs -c FILE%s", "");
     if (o->trace && strcmp(o->trace, "json") != 0)
         return usage_error("--trace takes 'json', not '%s'", o->trace);
+    if (repeat && parse_long(repeat, 1, REPEAT_MAX, &o->repeat) != 0)
+        return usage_error("--repeat takes a whole number from 1 to 1000000, not '%s'", repeat);
+    if (interval && parse_long(interval, 0, INTERVAL_MAX, &o->interval_ms) != 0)
+        return usage_error("--interval takes milliseconds from 0 to 3600000, not '%s'",
+                           interval);
+    /* with --trace json, stderr holds JSON lines only */
+    if (o->stats == STATS_AUTO)
+        o->stats = o->trace ? STATS_JSON : STATS_HUMAN;
     return 0;
 }
 
@@ -245,6 +324,7 @@ static char *read_body(const char *data, size_t *len)
 typedef struct stream_out {
     FILE *f;
     int started;
+    int last; /* the last byte written, -1 none */
 } stream_out;
 
 static int so_start(void *ud, int status, const aigw_header *h, size_t n)
@@ -261,6 +341,8 @@ static int so_data(void *ud, const char *data, size_t len)
     stream_out *o = ud;
     if (fwrite(data, 1, len, o->f) != len || fflush(o->f) != 0)
         return 1; /* stdout is gone: cancel */
+    if (len > 0)
+        o->last = (unsigned char)data[len - 1];
     return 0;
 }
 
@@ -270,6 +352,7 @@ static int so_reset(void *ud, const char *reason_json)
     stream_out *o = ud;
     o->started = 0; /* if nothing commits again, the final answer is printed */
     fprintf(o->f, "event: aigw.reset\ndata: %s\n\n", reason_json);
+    o->last = '\n';
     return fflush(o->f) != 0;
 }
 
@@ -282,13 +365,14 @@ static int wants_stream(const char *body, size_t len)
     return yes;
 }
 
-/* Sends one request; prints body and trace; returns the exit status. */
+/* Sends one request; prints body and trace; returns the exit status.  With
+ * line_end, the body is followed by a newline unless it ends with one. */
 static int send_and_print(aigw_client *client, aigw_request *req, int stream, int trace,
-                          FILE *body_out)
+                          FILE *body_out, int line_end)
 {
     static const aigw_stream_handler handler = {AIGW_STREAM_VERSION, so_start, so_data,
                                                 so_reset};
-    stream_out so = {body_out, 0};
+    stream_out so = {body_out, 0, -1};
     aigw_response *resp = NULL;
     aigw_error *err = NULL;
     aigw_status st = stream ? aigw_client_stream(client, req, &handler, &so, &resp, &err)
@@ -304,8 +388,11 @@ static int send_and_print(aigw_client *client, aigw_request *req, int stream, in
     body = aigw_response_body(resp, &len);
     if (!so.started) { /* a streamed answer was written as it came */
         fwrite(body, 1, len, body_out);
-        fflush(body_out);
+        so.last = len > 0 ? (unsigned char)body[len - 1] : -1;
     }
+    if (line_end && so.last != '\n')
+        fputc('\n', body_out);
+    fflush(body_out);
     if (trace)
         print_trace(resp, stderr);
     rc = aigw_response_outcome(resp) == AIGW_OUTCOME_SERVED ? 0 : EXIT_FAILED;
@@ -321,6 +408,172 @@ static int send_and_print(aigw_client *client, aigw_request *req, int stream, in
     return rc;
 }
 
+/* ---- key health (--stats, demo) ---- */
+
+/* A duration left: "-" for none, "850ms", "29.9s", "59m59s", "2h05m". */
+static const char *fmt_wait(int64_t ms, char *buf, size_t size)
+{
+    if (ms <= 0)
+        snprintf(buf, size, "-");
+    else if (ms < 1000)
+        snprintf(buf, size, "%" PRId64 "ms", ms);
+    else if (ms < 60000)
+        snprintf(buf, size, "%.1fs", (double)ms / 1000.0);
+    else if (ms < 3600000)
+        snprintf(buf, size, "%" PRId64 "m%02" PRId64 "s", ms / 60000, ms / 1000 % 60);
+    else
+        snprintf(buf, size, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
+    return buf;
+}
+
+/* A latency: "-" for none (< 0), else "12ms", or "12.3s" from 10 s on. */
+static const char *fmt_latency(int64_t ms, char *buf, size_t size)
+{
+    if (ms < 0)
+        snprintf(buf, size, "-");
+    else if (ms < 10000)
+        snprintf(buf, size, "%" PRId64 "ms", ms);
+    else
+        snprintf(buf, size, "%.1fs", (double)ms / 1000.0);
+    return buf;
+}
+
+#define STAT_COLS 10
+#define STAT_CELL 32
+
+/* One row's cells: name, provider (keys only), state, wait, requests,
+ * successes, failures, skips, p50, p99.  Fixed-width cells hold the
+ * numbers; names and states point into the snapshot. */
+typedef struct stat_row {
+    const char *cell[STAT_COLS];
+    char buf[STAT_COLS][STAT_CELL];
+} stat_row;
+
+static void stat_row_fill(stat_row *r, const aigw_stat *st)
+{
+    r->cell[0] = st->name;
+    r->cell[1] = st->provider;
+    r->cell[2] = st->state;
+    r->cell[3] = fmt_wait(st->wait_ms, r->buf[3], STAT_CELL);
+    snprintf(r->buf[4], STAT_CELL, "%" PRIu64, st->requests);
+    snprintf(r->buf[5], STAT_CELL, "%" PRIu64, st->successes);
+    snprintf(r->buf[6], STAT_CELL, "%" PRIu64, st->failures);
+    snprintf(r->buf[7], STAT_CELL, "%" PRIu64, st->skips);
+    r->cell[4] = r->buf[4];
+    r->cell[5] = r->buf[5];
+    r->cell[6] = r->buf[6];
+    r->cell[7] = r->buf[7];
+    r->cell[8] = fmt_latency(st->latency_p50_ms, r->buf[8], STAT_CELL);
+    r->cell[9] = fmt_latency(st->latency_p99_ms, r->buf[9], STAT_CELL);
+}
+
+static void stat_row_print(FILE *out, const char *indent, const stat_row *r,
+                           const size_t *width, int with_provider)
+{
+    int c;
+    fputs(indent, out);
+    for (c = 0; c < STAT_COLS; c++) {
+        if (c == 1 && !with_provider)
+            continue;
+        if (c > 0)
+            fputs("  ", out);
+        if (c >= 3) /* numbers and durations: right-aligned */
+            fprintf(out, "%*s", (int)width[c], r->cell[c]);
+        else
+            fprintf(out, "%-*s", (int)width[c], r->cell[c]);
+    }
+    fputc('\n', out);
+}
+
+/* One aligned section: the entries of one kind ("key", "backend", "host"). */
+static void print_stat_section(FILE *out, const char *indent, const aigw_stats *stats,
+                               const char *kind)
+{
+    static const char *const head[STAT_COLS] = {"", "provider", "state", "wait", "requests",
+                                                 "successes", "failures", "skips", "p50",
+                                                 "p99"};
+    size_t width[STAT_COLS], i, n = aigw_stats_count(stats), rows = 0;
+    int with_provider = !strcmp(kind, "key");
+    stat_row r;
+    int c;
+    for (c = 0; c < STAT_COLS; c++)
+        width[c] = strlen(c == 0 ? kind : head[c]);
+    for (i = 0; i < n; i++) {
+        const aigw_stat *st = aigw_stats_at(stats, i);
+        if (!st || strcmp(st->kind, kind) != 0)
+            continue;
+        stat_row_fill(&r, st);
+        for (c = 0; c < STAT_COLS; c++)
+            if (strlen(r.cell[c]) > width[c])
+                width[c] = strlen(r.cell[c]);
+        rows++;
+    }
+    if (rows == 0)
+        return;
+    for (c = 0; c < STAT_COLS; c++)
+        r.cell[c] = c == 0 ? kind : head[c];
+    stat_row_print(out, indent, &r, width, with_provider);
+    for (i = 0; i < n; i++) {
+        const aigw_stat *st = aigw_stats_at(stats, i);
+        if (!st || strcmp(st->kind, kind) != 0)
+            continue;
+        stat_row_fill(&r, st);
+        stat_row_print(out, indent, &r, width, with_provider);
+    }
+}
+
+/* The snapshot as a table: keys, backends, hosts, then the retry budget. */
+static void print_stats_human(FILE *out, const char *indent, const aigw_stats *stats)
+{
+    uint64_t requests = 0, retries = 0, denied = 0;
+    int64_t available = 0;
+    print_stat_section(out, indent, stats, "key");
+    print_stat_section(out, indent, stats, "backend");
+    print_stat_section(out, indent, stats, "host");
+    aigw_stats_budget(stats, &requests, &retries, &denied, &available);
+    fprintf(out,
+            "%sretry budget: requests %" PRIu64 ", retries %" PRIu64 ", denied %" PRIu64
+            ", available %" PRId64 "\n",
+            indent, requests, retries, denied, available);
+}
+
+/* Prints the client's health snapshot; 0, or EXIT_FAILED when none could
+ * be taken. */
+static int print_stats(aigw_client *client, stats_mode mode, FILE *out)
+{
+    aigw_stats *stats = NULL;
+    const char *json;
+    aigw_status st = aigw_client_stats(client, &stats);
+    if (st != AIGW_OK) {
+        fprintf(stderr, "aigw: cannot take the client's health snapshot: %s\n",
+                aigw_status_name(st));
+        return EXIT_FAILED;
+    }
+    if (mode == STATS_JSON) {
+        json = aigw_stats_json(stats);
+        if (!json) {
+            fprintf(stderr, "aigw: cannot take the client's health snapshot: out of memory\n");
+            aigw_stats_free(stats);
+            return EXIT_FAILED;
+        }
+        fprintf(out, "%s\n", json);
+    } else {
+        print_stats_human(out, "", stats);
+    }
+    fflush(out);
+    aigw_stats_free(stats);
+    return 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts, left;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &left) != 0 && errno == EINTR)
+        ts = left;
+}
+
 static int cmd_request(int argc, char **argv)
 {
     request_opts o;
@@ -330,6 +583,8 @@ static int cmd_request(int argc, char **argv)
     aigw_error *err = NULL;
     char *body;
     size_t len = 0;
+    long n;
+    int stream, r;
     int rc = parse_request_opts(argc, argv, &o);
     if (rc != 0)
         return rc;
@@ -351,7 +606,22 @@ static int cmd_request(int argc, char **argv)
     } else if (o.path && aigw_request_set_path(req, o.path) != AIGW_OK) {
         rc = usage_error("--path must start with '/' and hold no spaces: '%s'", o.path);
     } else {
-        rc = send_and_print(client, req, wants_stream(body, len), o.trace != NULL, stdout);
+        /* One client for every repetition: what it learns of each key
+         * (cooldowns, benches, breakers) carries over to the next. */
+        stream = wants_stream(body, len);
+        for (n = 0; n < o.repeat; n++) {
+            if (n > 0 && o.interval_ms > 0)
+                sleep_ms(o.interval_ms);
+            r = send_and_print(client, req, stream, o.trace != NULL, stdout, o.repeat > 1);
+            if (r == EXIT_USAGE && n == 0) {
+                rc = EXIT_USAGE; /* the body is unusable: nothing was sent */
+                break;
+            }
+            if (r != 0)
+                rc = EXIT_FAILED;
+        }
+        if (rc != EXIT_USAGE && o.stats != STATS_NONE && print_stats(client, o.stats, stderr) != 0)
+            rc = EXIT_FAILED;
     }
     aigw_error_free(err);
     aigw_request_free(req);
@@ -379,6 +649,37 @@ static void demo_print_attempts(const aigw_response *resp)
     }
 }
 
+/* Skips: what the request passed over without an upstream call. */
+static void demo_print_skips(const aigw_response *resp)
+{
+    size_t i;
+    char wait[STAT_CELL];
+    for (i = 0; i < aigw_response_skip_count(resp); i++) {
+        const char *provider = "", *model = "", *reason = "";
+        const char *key = aigw_response_skip_key_id(resp, i);
+        int64_t ms = aigw_response_skip_wait_ms(resp, i);
+        aigw_response_skip(resp, i, &provider, &model, &reason);
+        printf("  skipped    %s/%s  key %-8s %s", provider, model, key && key[0] ? key : "-",
+               reason);
+        if (ms > 0)
+            printf("  (%s left)", fmt_wait(ms, wait, sizeof wait));
+        printf(", no upstream call\n");
+    }
+}
+
+static void demo_print_outcome(const aigw_response *resp)
+{
+    printf("\nOutcome: %s, HTTP %d, request %s\n", aigw_outcome_name(aigw_response_outcome(resp)),
+           aigw_response_status(resp), aigw_response_request_id(resp));
+}
+
+static void demo_print_counts(mockprov *mp)
+{
+    printf("The mock provider received %ld requests: primary %ld, backup %ld.\n",
+           mockprov_count(mp, NULL), mockprov_count(mp, DEMO_PRIMARY),
+           mockprov_count(mp, DEMO_BACKUP));
+}
+
 static int cmd_demo(void)
 {
     static const char rate_limited[] =
@@ -391,6 +692,7 @@ static int cmd_demo(void)
     aigw_client *client = NULL;
     aigw_request *req = NULL;
     aigw_response *resp = NULL;
+    aigw_stats *stats = NULL;
     aigw_error *err = NULL;
     const char *body = "{\"model\":\"mock:demo-model\","
                        "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}";
@@ -435,17 +737,45 @@ static int cmd_demo(void)
     printf("Attempts:\n");
     demo_print_attempts(resp);
     out = aigw_response_body(resp, &len);
-    printf("\nOutcome: %s, HTTP %d, request %s\n", aigw_outcome_name(aigw_response_outcome(resp)),
-           aigw_response_status(resp), aigw_response_request_id(resp));
-    printf("Served body:\n%.*s\n", (int)len, out);
-    printf("\nThe mock provider received %ld requests: primary %ld, backup %ld.\n",
-           mockprov_count(mp, NULL), mockprov_count(mp, DEMO_PRIMARY),
-           mockprov_count(mp, DEMO_BACKUP));
+    demo_print_outcome(resp);
+    printf("Served body:\n%.*s\n\n", (int)len, out);
+    demo_print_counts(mp);
     printf("\nTrace (--trace json):\n");
     fflush(stdout);
     print_trace(resp, stdout);
-    rc = aigw_response_outcome(resp) == AIGW_OUTCOME_SERVED ? 0 : EXIT_FAILED;
+    if (aigw_response_outcome(resp) != AIGW_OUTCOME_SERVED)
+        goto done;
+    aigw_response_free(resp);
+    resp = NULL;
+
+    /* The same request again, through the same client: it remembers that
+     * 'primary' asked for 30 s, and does not spend a call on it. */
+    printf("\nThe same request again, through the same client (aigw request --repeat 2).\n"
+           "The client remembers the 429: key 'primary' is cooling for the 30 s it asked\n"
+           "for, so it is skipped without an upstream call.\n\n");
+    if (aigw_client_send(client, req, &resp, &err) != AIGW_OK) {
+        fprintf(stderr, "aigw demo: %s\n", aigw_error_message(err));
+        goto done;
+    }
+    printf("Attempts:\n");
+    demo_print_skips(resp);
+    demo_print_attempts(resp);
+    demo_print_outcome(resp);
+    printf("\n");
+    demo_print_counts(mp);
+    if (aigw_response_outcome(resp) != AIGW_OUTCOME_SERVED)
+        goto done;
+
+    if (aigw_client_stats(client, &stats) != AIGW_OK) {
+        fprintf(stderr, "aigw demo: cannot take the client's health snapshot\n");
+        goto done;
+    }
+    printf("\nKey health (aigw request --stats):\n");
+    print_stats_human(stdout, "  ", stats);
+    rc = 0;
 done:
+    fflush(stdout);
+    aigw_stats_free(stats);
     aigw_response_free(resp);
     aigw_request_free(req);
     aigw_client_free(client);

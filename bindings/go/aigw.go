@@ -5,6 +5,9 @@
 //	client, err := aigw.NewClient(cfg)
 //	resp, err := client.Send(body, "")   // "" = /v1/chat/completions
 //	fmt.Println(resp.Status, string(resp.Body), resp.Outcome)
+//	health, err := client.StatsJSON()    // {"keys":[...],"backends":[...],...}
+//	err = client.SetConfig(newCfg)       // hot swap; key health carries over
+//	err = client.ResetHealth("primary")  // "" = every key
 //
 // Build with CGO_CFLAGS/CGO_LDFLAGS pointing at aigw.h and libaigw.so, or
 // with libaigw installed (pkg-config libaigw).
@@ -41,9 +44,13 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 const (
+	ErrInvalid = -1
+	ErrNoMem   = -2
 	ErrConfig  = -3
 	ErrRequest = -5
 )
+
+var errClosed = &Error{Code: ErrInvalid, Message: "aigw: client is closed"}
 
 func takeError(st C.aigw_status, e *C.aigw_error) error {
 	defer C.aigw_error_free(e)
@@ -124,6 +131,72 @@ func (cl *Client) Close() {
 	}
 }
 
+// StatsJSON is a snapshot of the client's key health as JSON:
+// {"keys":[...],"backends":[...],"hosts":[...],"retryBudget":{...}} (see the
+// README, "Key health").  Safe to call while requests are in flight.
+func (cl *Client) StatsJSON() (string, error) {
+	if cl.c == nil {
+		return "", errClosed
+	}
+	var st *C.aigw_stats
+	if rc := C.aigw_client_stats(cl.c, &st); rc != 0 {
+		return "", &Error{Code: int(rc), Message: "aigw: no health snapshot: " +
+			C.GoString(C.aigw_status_name(rc))}
+	}
+	defer C.aigw_stats_free(st)
+	runtime.KeepAlive(cl)
+	j := C.aigw_stats_json(st)
+	if j == nil {
+		return "", &Error{Code: ErrNoMem, Message: "aigw: out of memory"}
+	}
+	return C.GoString(j), nil
+}
+
+// SetConfig swaps the client's configuration while requests may be in
+// flight: those started from now on use cfg.  Key health carries over for
+// keys whose provider, id and value are unchanged; benches end.  A bare
+// configuration naming keys it does not hold is refused (ErrConfig) and the
+// client is left unchanged.
+func (cl *Client) SetConfig(cfg *Config) error {
+	if cl.c == nil {
+		return errClosed
+	}
+	if cfg == nil || cfg.c == nil {
+		return &Error{Code: ErrInvalid, Message: "aigw: SetConfig needs a configuration"}
+	}
+	var e *C.aigw_error
+	if st := C.aigw_client_set_config(cl.c, cfg.c, &e); st != 0 {
+		return takeError(st, e)
+	}
+	cl.cfg = cfg
+	runtime.KeepAlive(cl)
+	return nil
+}
+
+// ResetHealth ends the cooldown or bench of every key with that id, or, with
+// keyID "", of every key (and closes every circuit breaker).  Counters are
+// kept.  ErrInvalid when keyID names no key of the current configuration.
+func (cl *Client) ResetHealth(keyID string) error {
+	if cl.c == nil {
+		return errClosed
+	}
+	var id *C.char
+	if keyID != "" {
+		id = C.CString(keyID)
+		defer C.free(unsafe.Pointer(id))
+	}
+	st := C.aigw_client_reset_health(cl.c, id)
+	runtime.KeepAlive(cl)
+	if st != 0 {
+		msg := "aigw: " + C.GoString(C.aigw_status_name(st))
+		if st == ErrInvalid && keyID != "" {
+			msg = fmt.Sprintf("aigw: no key %q in the client's configuration", keyID)
+		}
+		return &Error{Code: int(st), Message: msg}
+	}
+	return nil
+}
+
 // Attempt is one attempt record, in ngrok's usage-record shape.
 type Attempt struct {
 	Event struct {
@@ -143,11 +216,13 @@ type Attempt struct {
 	TransportError     *string `json:"transportError"`
 }
 
-// Skip is a candidate or step passed over without an upstream call.
+// Skip is a candidate, step or key passed over without an upstream call.
 type Skip struct {
-	Provider string `json:"provider"`
-	Model    string `json:"model"`
-	Reason   string `json:"reason"`
+	Provider      string `json:"provider"`
+	Model         string `json:"model"`
+	Reason        string `json:"reason"`
+	ProviderKeyID string `json:"providerKeyId,omitempty"` // a key skipped (cooling, benched)
+	WaitMs        *int64 `json:"waitMs,omitempty"`        // what it had left to wait
 }
 
 // Response is the answer of one request and the record of its attempts.

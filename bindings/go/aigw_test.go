@@ -111,7 +111,193 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := len(seen()); n != 200 {
-		t.Fatalf("provider saw %d requests, want 200", n)
+	// every request is served by the backup; the rate-limited primary is
+	// tried until the client has seen its 429, then skipped while it cools
+	primary, backup := 0, 0
+	for _, k := range seen() {
+		switch k {
+		case "k-primary":
+			primary++
+		case "k-backup":
+			backup++
+		}
+	}
+	if backup != 100 || primary < 1 || primary >= 100 {
+		t.Fatalf("provider saw primary %d, backup %d; want backup 100, primary 1..99", primary, backup)
+	}
+}
+
+type keyStat struct {
+	ID        string `json:"id"`
+	Provider  string `json:"provider"`
+	State     string `json:"state"`
+	Requests  uint64 `json:"requests"`
+	Successes uint64 `json:"successes"`
+	Failures  uint64 `json:"failures"`
+	Skips     uint64 `json:"skips"`
+}
+
+func keyStats(t *testing.T, cl *Client) map[string]keyStat {
+	t.Helper()
+	js, err := cl.StatsJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap struct {
+		Keys        []keyStat              `json:"keys"`
+		Backends    []json.RawMessage      `json:"backends"`
+		Hosts       []json.RawMessage      `json:"hosts"`
+		RetryBudget map[string]interface{} `json:"retryBudget"`
+	}
+	if err := json.Unmarshal([]byte(js), &snap); err != nil {
+		t.Fatalf("stats JSON %q: %v", js, err)
+	}
+	if snap.RetryBudget == nil || snap.Backends == nil || snap.Hosts == nil {
+		t.Fatalf("stats JSON lacks a member: %s", js)
+	}
+	out := map[string]keyStat{}
+	for _, k := range snap.Keys {
+		out[k.ID] = k
+	}
+	return out
+}
+
+func newClient(t *testing.T, base, secondKey string) *Client {
+	t.Helper()
+	cfg, err := ParseConfig(gateway(base, secondKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func keysOf(resp *Response) string {
+	var got []string
+	for _, a := range resp.Attempts {
+		got = append(got, a.Event.ProviderKeyID)
+	}
+	return strings.Join(got, " ")
+}
+
+func TestStatsJSON(t *testing.T) {
+	srv, seen := fakeProvider(t)
+	defer srv.Close()
+	cl := newClient(t, srv.URL, "backup")
+	defer cl.Close()
+	if k := keyStats(t, cl)["primary"]; k.State != "ready" || k.Requests != 0 {
+		t.Fatalf("before any request: %+v", k)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := cl.Send([]byte(`{"model":"fake:m1"}`), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a 429 naming no wait: the primary cools (keyCooldown), skipped twice
+	if s := strings.Join(seen(), " "); s != "k-primary k-backup k-backup k-backup" {
+		t.Fatalf("provider saw %q", s)
+	}
+	ks := keyStats(t, cl)
+	p, b := ks["primary"], ks["backup"]
+	if p.State != "cooling" || p.Requests != 1 || p.Failures != 1 || p.Skips != 2 || p.Provider != "fake" {
+		t.Fatalf("primary %+v", p)
+	}
+	if b.State != "ready" || b.Requests != 3 || b.Successes != 3 {
+		t.Fatalf("backup %+v", b)
+	}
+	cl.Close()
+	if _, err := cl.StatsJSON(); err == nil {
+		t.Fatal("StatsJSON on a closed client: no error")
+	}
+}
+
+func TestResetHealth(t *testing.T) {
+	srv, seen := fakeProvider(t)
+	defer srv.Close()
+	cl := newClient(t, srv.URL, "backup")
+	defer cl.Close()
+	body := []byte(`{"model":"fake:m1"}`)
+	if _, err := cl.Send(body, ""); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cl.Send(body, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keysOf(resp) != "backup" || len(resp.Skipped) != 1 || resp.Skipped[0].ProviderKeyID != "primary" ||
+		resp.Skipped[0].Reason != "key_cooling" {
+		t.Fatalf("second request: attempts %q, skipped %+v", keysOf(resp), resp.Skipped)
+	}
+	if err := cl.ResetHealth("primary"); err != nil {
+		t.Fatal(err)
+	}
+	if k := keyStats(t, cl)["primary"]; k.State != "ready" || k.Requests != 1 {
+		t.Fatalf("after the reset: %+v", k) // ready, counters kept
+	}
+	if resp, err = cl.Send(body, ""); err != nil || keysOf(resp) != "primary backup" {
+		t.Fatalf("after the reset: %v %q", err, keysOf(resp))
+	}
+	if err := cl.ResetHealth(""); err != nil {
+		t.Fatal(err)
+	}
+	if k := keyStats(t, cl)["primary"]; k.State != "ready" {
+		t.Fatalf("after resetting all: %+v", k)
+	}
+	err = cl.ResetHealth("no-such-key")
+	if e, ok := err.(*Error); !ok || e.Code != ErrInvalid {
+		t.Fatalf("an unknown key: want ErrInvalid, got %v", err)
+	}
+	if s := strings.Join(seen(), " "); s != "k-primary k-backup k-backup k-primary k-backup" {
+		t.Fatalf("provider saw %q", s)
+	}
+}
+
+func TestSetConfig(t *testing.T) {
+	srv, seen := fakeProvider(t)
+	defer srv.Close()
+	cl := newClient(t, srv.URL, "backup")
+	defer cl.Close()
+	body := []byte(`{"model":"fake:m1"}`)
+	if _, err := cl.Send(body, ""); err != nil {
+		t.Fatal(err)
+	}
+	// the same keys, the backup alone in the step
+	swapped := strings.Replace(string(gateway(srv.URL, "backup")), `{"id": "primary"}, `, "", 1)
+	cfg2, err := ParseConfig([]byte(swapped))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.SetConfig(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cl.Send(body, "")
+	if err != nil || keysOf(resp) != "backup" || len(resp.Skipped) != 0 {
+		t.Fatalf("after the swap: %v %q %+v", err, keysOf(resp), resp.Skipped)
+	}
+	ks := keyStats(t, cl)
+	if ks["primary"].State != "cooling" || ks["backup"].Successes != 2 {
+		t.Fatalf("health did not carry over: %+v", ks) // same provider, id and value
+	}
+	// a bare configuration naming keys it does not hold: refused, unchanged
+	bare, err := ParseConfig([]byte(`{"name":"bare","router":{"rules":[{"provider":"fake",
+	  "steps":[{"type":"user","keys":[{"id":"primary"}]}]}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cl.SetConfig(bare)
+	if e, ok := err.(*Error); !ok || e.Code != ErrConfig {
+		t.Fatalf("a bare configuration: want ErrConfig, got %v", err)
+	}
+	if resp, err = cl.Send(body, ""); err != nil || keysOf(resp) != "backup" {
+		t.Fatalf("after the refused swap: %v %q", err, keysOf(resp))
+	}
+	if s := strings.Join(seen(), " "); s != "k-primary k-backup k-backup k-backup" {
+		t.Fatalf("provider saw %q", s)
+	}
+	if err := cl.SetConfig(nil); err == nil {
+		t.Fatal("SetConfig(nil): no error")
 	}
 }

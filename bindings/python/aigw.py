@@ -7,6 +7,9 @@
     print(resp.status, resp.body, resp.outcome)
     for a in resp.trace["attempts"]:
         print(a["event"]["providerKeyId"], a["retryAction"])
+    health = client.stats()                         # {"keys": [...], "backends": ...}
+    client.set_config(aigw.Config.load("new.json")) # hot swap; health carries over
+    client.reset_health("primary")                  # or reset_health() for all
 
 The library is found through $AIGW_LIBRARY, then the usual loader paths
 ("libaigw.so.0").  Objects free their C counterparts when collected; a
@@ -88,7 +91,14 @@ _client_stream = _fn("aigw_client_stream", ctypes.c_int, _p, _p, ctypes.POINTER(
                      _p, ctypes.POINTER(_p), ctypes.POINTER(_p))
 _request_set_stream_restart = _fn("aigw_request_set_stream_restart", ctypes.c_int, _p,
                                   ctypes.c_int)
+_client_set_config = _fn("aigw_client_set_config", ctypes.c_int, _p, _p, ctypes.POINTER(_p))
+_client_reset_health = _fn("aigw_client_reset_health", ctypes.c_int, _p, _cs)
+_client_stats = _fn("aigw_client_stats", ctypes.c_int, _p, ctypes.POINTER(_p))
+_stats_json = _fn("aigw_stats_json", _cs, _p)
+_stats_free = _fn("aigw_stats_free", None, _p)
 
+AIGW_EINVAL = -1
+AIGW_ENOMEM = -2
 AIGW_ECONFIG = -3
 AIGW_EREQUEST = -5
 
@@ -256,6 +266,52 @@ class Client:
         if errors:
             raise errors[0]
         return out
+
+    def _handle(self):
+        if not getattr(self, "_h", None):
+            raise Error(AIGW_EINVAL, "aigw: the client is closed", [])
+        return self._h
+
+    def stats(self):
+        """A snapshot of the client's key health, as a dict: {"keys": [...],
+        "backends": [...], "hosts": [...], "retryBudget": {...}} (the JSON
+        of aigw_stats_json; see the README, "Key health")."""
+        out = _p()
+        st = _client_stats(self._handle(), ctypes.byref(out))
+        if st != 0:
+            _raise(st, None)
+        try:
+            text = _stats_json(out)
+            if text is None:
+                raise MemoryError
+            return json.loads(text.decode())
+        finally:
+            _stats_free(out)
+
+    def set_config(self, config):
+        """Hot swap: requests started from now on use config (those in flight
+        finish on the old one).  Key health carries over for unchanged keys;
+        benches end.  Raises ConfigError for a bare configuration naming keys
+        it does not hold (the client is then unchanged)."""
+        err = _p()
+        st = _client_set_config(self._handle(), config._h, ctypes.byref(err))
+        if st != 0:
+            _raise(st, err)
+        self._config = config
+
+    def reset_health(self, key_id=None):
+        """Ends the cooldown or bench of every key with that id, or with
+        key_id None of every key (and closes every circuit breaker).
+        Counters are kept.  Raises Error (code AIGW_EINVAL) when key_id names
+        no key of the current configuration."""
+        st = _client_reset_health(self._handle(),
+                                  None if key_id is None else key_id.encode())
+        if st != 0:
+            msg = ("aigw: no key %r in the client's configuration" % key_id
+                   if st == AIGW_EINVAL and key_id is not None else None)
+            if msg:
+                raise Error(st, msg, [])
+            _raise(st, None)
 
     def close(self):
         if getattr(self, "_h", None):

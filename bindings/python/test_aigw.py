@@ -129,7 +129,88 @@ class BindingTest(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertEqual(results, [200] * 80)
-        self.assertEqual(len(Fake.seen), 160)
+        # every request is served by the backup; the rate-limited primary is
+        # tried until the client has seen its 429, then skipped while it cools
+        keys = [k for _, k, _ in Fake.seen]
+        self.assertEqual(keys.count("k-backup"), 80)
+        self.assertGreaterEqual(keys.count("k-primary"), 1)
+        self.assertLess(keys.count("k-primary"), 80)
+
+    # ---- key health across requests ----
+
+    def chat(self, client):
+        return client.send({"model": "fake:m1", "messages": [{"role": "user", "content": "hi"}]})
+
+    @staticmethod
+    def key(stats, key_id):
+        return next(k for k in stats["keys"] if k["id"] == key_id)
+
+    def test_stats_cooling_key_skipped(self):
+        client = aigw.Client(aigw.Config.parse(self.gateway))
+        before = client.stats()
+        self.assertEqual([k["id"] for k in before["keys"]], ["primary", "backup"])
+        self.assertEqual(self.key(before, "primary")["state"], "ready")
+        self.assertEqual(self.key(before, "primary")["requests"], 0)
+        self.assertEqual(self.chat(client).status, 200)
+        # a 429 naming no wait: cooling for keyCooldown (2 s, jittered down to 1 s)
+        resp = self.chat(client)
+        self.assertEqual(resp.status, 200)
+        self.assertEqual([a["event"]["providerKeyId"] for a in resp.attempts], ["backup"])
+        skipped = resp.trace["skipped"]
+        self.assertEqual([(s["providerKeyId"], s["reason"]) for s in skipped],
+                         [("primary", "key_cooling")])
+        self.assertEqual([k for _, k, _ in Fake.seen], ["k-primary", "k-backup", "k-backup"])
+        stats = client.stats()
+        p, b = self.key(stats, "primary"), self.key(stats, "backup")
+        self.assertEqual(p["state"], "cooling")
+        self.assertEqual((p["requests"], p["successes"], p["failures"], p["skips"]), (1, 0, 1, 1))
+        self.assertEqual((b["state"], b["requests"], b["successes"]), ("ready", 2, 2))
+        self.assertEqual(stats["retryBudget"]["requests"], 2)
+        for k in stats["keys"]:  # ids, never values
+            self.assertNotIn("k-primary", json.dumps(k))
+        client.close()
+        with self.assertRaises(aigw.Error):
+            client.stats()
+
+    def test_reset_health(self):
+        client = aigw.Client(aigw.Config.parse(self.gateway))
+        self.chat(client)
+        self.assertEqual(self.key(client.stats(), "primary")["state"], "cooling")
+        client.reset_health("primary")
+        p = self.key(client.stats(), "primary")
+        self.assertEqual((p["state"], p["requests"]), ("ready", 1))  # counters kept
+        self.chat(client)  # the primary is tried again (and cools again)
+        self.assertEqual([k for _, k, _ in Fake.seen],
+                         ["k-primary", "k-backup", "k-primary", "k-backup"])
+        client.reset_health()  # every key
+        self.assertEqual(self.key(client.stats(), "primary")["state"], "ready")
+        with self.assertRaises(aigw.Error) as cm:
+            client.reset_health("no-such-key")
+        self.assertEqual(cm.exception.code, aigw.AIGW_EINVAL)
+
+    def test_set_config(self):
+        client = aigw.Client(aigw.Config.parse(self.gateway))
+        self.chat(client)
+        swapped = json.loads(self.gateway)
+        swapped["accessKeyConfiguration"]["router"]["rules"][0]["steps"][0]["keys"] = [
+            {"id": "backup"}]
+        client.set_config(aigw.Config.parse(json.dumps(swapped)))
+        Fake.seen = []
+        resp = self.chat(client)
+        self.assertEqual([a["event"]["providerKeyId"] for a in resp.attempts], ["backup"])
+        self.assertEqual(resp.trace["skipped"], [])
+        self.assertEqual([k for _, k, _ in Fake.seen], ["k-backup"])
+        # the same keys (provider, id, value): their health carried over
+        stats = client.stats()
+        self.assertEqual(self.key(stats, "primary")["state"], "cooling")
+        self.assertEqual(self.key(stats, "backup")["successes"], 2)
+        # a bare configuration naming keys it does not hold: refused, unchanged
+        bare = json.dumps(swapped["accessKeyConfiguration"])
+        with self.assertRaises(aigw.ConfigError):
+            client.set_config(aigw.Config.parse(bare))
+        Fake.seen = []
+        self.chat(client)
+        self.assertEqual([k for _, k, _ in Fake.seen], ["k-backup"])
 
 
 if __name__ == "__main__":
