@@ -1293,6 +1293,20 @@ static int skip_open(run *r, const cand *cd, int step_index, aigw_breaker *b, bo
                                       step_index, left);
 }
 
+static bool budget_charged(const aigw_attempt *prev)
+{
+    switch (prev->cls) {
+    case AIGW_CLASS_SERVER:
+    case AIGW_CLASS_OVERLOADED:
+    case AIGW_CLASS_TIMEOUT:
+    case AIGW_CLASS_NETWORK:
+    case AIGW_CLASS_REDIRECT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Health's word before an attempt: 0 go (g filled), or the move that
  * replaces the attempt (a skip recorded), or -1 on no memory. */
 static int admit(run *r, const cand *cd, int step_index, bool ngrok, gate *g)
@@ -1312,9 +1326,13 @@ static int admit(run *r, const cand *cd, int step_index, bool ngrok, gate *g)
         return skip_open(r, cd, step_index, g->host, true, left) == 0 ? MV_NEXT_STEP : -1;
     }
     g->host_probe = ah == AIGW_ADMIT_PROBE;
-    /* Every attempt after a request's first is a retry, paid from the
-     * client's budget. */
-    if (r->resp->n_attempts > 0 && !aigw__budget_retry(r->h, r->ho, now)) {
+    /* An attempt that follows a sign of an outage (server error, overload,
+     * timeout, network failure) is a retry, paid from the client's budget.
+     * Moving past a rate-limited, quota- or auth-failed key is not: that key
+     * cools or is benched, so it cannot multiply traffic, and charging it
+     * would turn a working failover into errors. */
+    if (r->resp->n_attempts > 0 && budget_charged(&r->resp->attempts[r->resp->n_attempts - 1]) &&
+        !aigw__budget_retry(r->h, r->ho, now)) {
         report(r, NULL, g, NULL);
         r->budget_denied = true;
         return MV_NEXT_STEP;

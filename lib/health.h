@@ -120,8 +120,10 @@ void aigw__health_configure(aigw_health *h, const aigw_health_opts *o, int64_t n
 
 /* Over a sliding window of o->budget_window_ms (ten buckets), retries may be
  * up to o->budget_percent % of the requests started in it plus a floor of
- * o->budget_min_per_sec per second of the window.  A request's first attempt
- * is not a retry; every later one is. */
+ * o->budget_min_per_sec per second of the window.  The engine charges an
+ * attempt that follows a server error, overload, timeout, redirect or
+ * network failure (not one that moves past a rate-limited, quota- or
+ * auth-failed key: that key cools or is benched instead). */
 void aigw__budget_request(aigw_health *h, const aigw_health_opts *o, int64_t now);
 /* Takes one retry; false (and counted as denied) when the budget is spent.
  * Always true when o->budget_on is false. */
