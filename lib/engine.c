@@ -56,6 +56,8 @@ typedef struct run {
     char **banned;     /* models that exceeded their context length */
     size_t n_banned;
     bool any_non_rate_limit;
+    bool any_rate_limit;
+    bool any_non_key_failure; /* a failure not of one key (server, timeout, ...) */
     bool any_non_auth;
     int64_t min_wait;  /* shortest wait an upstream asked for; -1 none */
     bool timed_out;
@@ -240,6 +242,12 @@ static int finish_unserved(run *r)
         status = 429;
         code = "rate_limited";
         aigw__buf_printf(&msg, "every attempt (%zu) was rate limited", resp->n_attempts);
+    } else if (!r->any_non_key_failure && (r->any_rate_limit || r->any_cool_skip)) {
+        /* only the keys failed, and waiting will free one of them */
+        status = 429;
+        code = "rate_limited";
+        aigw__buf_printf(&msg, "no key is usable: each was rate limited or failed auth or quota "
+                               "(%zu attempt%s)", resp->n_attempts, resp->n_attempts == 1 ? "" : "s");
     } else if (!r->any_non_auth) {
         status = 401;
         code = "unauthorized";
@@ -1050,6 +1058,10 @@ static void note_result(run *r, const aigw_attempt *a)
 {
     if (a->cls != AIGW_CLASS_RATE_LIMIT)
         r->any_non_rate_limit = true;
+    if (a->cls == AIGW_CLASS_RATE_LIMIT)
+        r->any_rate_limit = true;
+    else if (a->cls != AIGW_CLASS_AUTH && a->cls != AIGW_CLASS_QUOTA)
+        r->any_non_key_failure = true;
     if (a->cls != AIGW_CLASS_AUTH)
         r->any_non_auth = true;
     if (a->requested_wait_ms >= 0 && (r->min_wait < 0 || a->requested_wait_ms < r->min_wait))
@@ -1249,8 +1261,16 @@ static void report(run *r, const key_ref *key, const gate *g, const aigw_attempt
     }
     if (a->cls == AIGW_CLASS_NONE)
         lat = r->sh && a->first_token_ms >= 0 ? a->first_token_ms : a->duration_ms;
-    if (key->hk)
+    if (key->hk) {
         aigw__hkey_report(key->hk, r->ho, a->cls, a->requested_wait_ms, lat, now);
+        /* a 429 naming no wait still cools the key: that is its wait */
+        if (a->cls == AIGW_CLASS_RATE_LIMIT && a->requested_wait_ms < 0) {
+            int64_t left = 0;
+            if (aigw__hkey_state(key->hk, now, &left) == AIGW_KEY_COOLING &&
+                (r->min_wait < 0 || left < r->min_wait))
+                r->min_wait = left;
+        }
+    }
     if (g->backend)
         aigw__breaker_report(g->backend, r->ho, backend_verdict(a), g->backend_probe, a->cls,
                              lat, now);
@@ -1285,6 +1305,10 @@ static int skip_open(run *r, const cand *cd, int step_index, aigw_breaker *b, bo
                      int64_t left)
 {
     aigw__breaker_skipped(b);
+    /* 0: half-open, its probe in flight; the probe decides within about a
+     * cool-off, so that is the wait to name (never "retry now") */
+    if (left <= 0)
+        left = r->ho->breaker_cooloff_ms;
     r->any_open_skip = true;
     if (r->open_wait < 0 || left < r->open_wait)
         r->open_wait = left;
@@ -1364,6 +1388,7 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
     while (w.k < w.n) {
         int64_t sleep_ms = 0, left;
         aigw_key_state ks;
+        size_t sent;
         gate g;
         if (r->deadline - aigw__client_now(r->c) < MIN_ATTEMPT_MS) {
             r->timed_out = true;
@@ -1382,8 +1407,9 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
         mv = admit(r, cd, step_index, ngrok, &g);
         if (mv != 0)
             break;
-        mv = attempt(r, cd, step_index, ngrok, &keys[w.k], body, &w, &sleep_ms);
-        report(r, &keys[w.k], &g, mv < 0 ? NULL : &r->resp->attempts[r->resp->n_attempts - 1]);
+        sent = w.k; /* decide() may point w.k at the key a retry goes to */
+        mv = attempt(r, cd, step_index, ngrok, &keys[sent], body, &w, &sleep_ms);
+        report(r, &keys[sent], &g, mv < 0 ? NULL : &r->resp->attempts[r->resp->n_attempts - 1]);
         if (mv < 0 || mv == MV_SERVE || mv == MV_FAIL_FAST || mv == MV_NEXT_CAND ||
             mv == MV_RESTART || mv == MV_END || r->max_reached)
             break;
@@ -1501,7 +1527,9 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
         }
         refs[0].id = "ngrok";
         refs[0].secret = &r->cfg->ngrok_key;
-        refs[0].hk = aigw__health_key(r->h, "ngrok", "ngrok", &r->cfg->ngrok_key);
+        /* per provider: one provider's limit relayed by ngrok says nothing
+         * of another's */
+        refs[0].hk = aigw__health_key(r->h, cd->prov->id, "ngrok", &r->cfg->ngrok_key);
         n = 1;
     }
     body = ngrok ? body_ngrok : body_user;

@@ -657,6 +657,8 @@ void aigw__hkey_report(aigw_hkey *k, const aigw_health_opts *o, aigw_class cls,
             cool = wait_ms < o->cooldown_max_ms ? wait_ms : o->cooldown_max_ms;
         else
             cool = o->cooldown_ms > 0 ? jittered(o->cooldown_ms) : 0;
+        if (cool > o->cooldown_max_ms) /* the cap holds for the default too */
+            cool = o->cooldown_max_ms;
         extend(&k->last_limited, now); /* the latest, whatever order reports come in */
         if (cool > 0)
             extend(&k->cool_until, now + cool);
@@ -1373,9 +1375,40 @@ static int config_keys(const aigw_config *cfg, key_refs *r)
             }
         }
     }
-    if (cfg->has_ngrok_key && refs_add(r, "ngrok", "ngrok", &cfg->ngrok_key, NULL) != 0)
-        return -1;
     return 0;
+}
+
+/* The keys the engine tracks per provider that the configuration does not
+ * list as such: the ngrok access key (its health is per provider it
+ * reached: one provider's rate limit relayed by ngrok says nothing of
+ * another's) and the key-less calls to custom providers.  Listed as
+ * found in the table, the ngrok key as ("ngrok", "ngrok") until used. */
+static int table_keys(aigw_health *h, const aigw_config *cfg, key_refs *r)
+{
+    uint64_t nh = 0;
+    bool ngrok_seen = false;
+    node *n;
+    int rc = 0;
+    if (!cfg)
+        return 0;
+    if (cfg->has_ngrok_key)
+        nh = aigw__siphash24(h->sipkey, cfg->ngrok_key.value, cfg->ngrok_key.len);
+    pthread_rwlock_rdlock(&h->lock);
+    for (n = h->keys.first; n && rc == 0; n = n->order) {
+        const aigw_hkey *k = (const aigw_hkey *)n;
+        if (cfg->has_ngrok_key && k->has_value && k->vhash == nh && strcmp(k->id, "ngrok") == 0) {
+            ngrok_seen = true;
+            rc = refs_add(r, k->provider, "ngrok", &cfg->ngrok_key, NULL);
+        } else if (!k->has_value && k->id[0] == '\0') {
+            const aigw_provider *p = aigw__config_provider(cfg, k->provider);
+            if (p && p->custom)
+                rc = refs_add(r, k->provider, "", NULL, NULL);
+        }
+    }
+    pthread_rwlock_unlock(&h->lock);
+    if (rc == 0 && cfg->has_ngrok_key && !ngrok_seen)
+        rc = refs_add(r, "ngrok", "ngrok", &cfg->ngrok_key, NULL);
+    return rc;
 }
 
 /* ---- JSON ---- */
@@ -1521,7 +1554,8 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
         return NULL;
     if (!o && cfg)
         o = &cfg->health;
-    if (config_keys(cfg, &refs) != 0 || !(keys = aigw__calloc(refs.n + 1, sizeof *keys)))
+    if (config_keys(cfg, &refs) != 0 || table_keys(h, cfg, &refs) != 0 ||
+        !(keys = aigw__calloc(refs.n + 1, sizeof *keys)))
         goto fail;
     for (i = 0; i < refs.n; i++) /* outside the lock: it may insert */
         keys[i] = aigw__health_key(h, refs.v[i].provider, refs.v[i].id, refs.v[i].value);

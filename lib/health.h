@@ -132,8 +132,10 @@ bool aigw__budget_retry(aigw_health *h, const aigw_health_opts *o, int64_t now);
 /* ---- snapshot ---- */
 
 /* Builds a snapshot: an entry for each key of cfg (providerKeys, inline step
- * keys and the ngrok access key as "ngrok", each once, in configuration
- * order), then every backend and host tracked, in the order first seen; a
+ * keys, each once, in configuration order; then the ngrok access key, id
+ * "ngrok", once per provider it was used for, or once with provider "ngrok"
+ * before any use; then the key-less calls to custom providers, id ""), then
+ * every backend and host tracked, in the order first seen; a
  * key the table cannot hold is listed untracked (ready, no counts).  The
  * JSON is built with it.  NULL when out of memory. */
 aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,

@@ -1776,6 +1776,155 @@ static void test_j_streams_share_key_health(void **state)
     aigw_client_free(c);
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* (k) review findings: each a regression test                              */
+/* ------------------------------------------------------------------------ */
+
+#define KEYS_AB2 KEY("a", K_A) "," KEY("b", K_B)
+#define RULE_AB2 RULE1("ordered", "{\"id\":\"a\"},{\"id\":\"b\"}")
+
+/* A same-backend retry to another key: the failure is the key's that
+ * answered, not the retry target's. */
+static void test_k_retry_blames_the_key_that_failed(void **state)
+{
+    aigw_client *c = make_client(KEYS_AB2, RULE_AB2,
+                                 "\"perRequestTimeout\":\"5s\",\"totalTimeout\":\"10s\","
+                                 "\"sameBackendRetries\":1,\"retryAfterMax\":\"2s\"");
+    aigw_response *r;
+    aigw_stats *st;
+    (void)state;
+    add_rule(K_A, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
+    add_rule(K_B, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    r = send_body(c, BODY);
+    assert_served(r);
+    assert_seq(r, "mock/m1/a/429/next_key mock/m1/b/429/retry_same_backend mock/m1/a/200/succeeded",
+               "");
+    aigw_response_free(r);
+    st = snapshot(c);
+    assert_string_equal(find_stat(st, "key", "a")->state, "ready");
+    assert_int_equal(find_stat(st, "key", "a")->failures, 1);
+    assert_int_equal(find_stat(st, "key", "a")->successes, 1);
+    assert_string_equal(find_stat(st, "key", "b")->state, "cooling");
+    assert_int_equal(find_stat(st, "key", "b")->requests, 1);
+    assert_in_range(find_stat(st, "key", "b")->wait_ms, 29000, 30000);
+    aigw_stats_free(st);
+    /* the next request goes to a, skipping the cooling b: nothing wasted */
+    r = send_body(c, BODY);
+    assert_served(r);
+    assert_seq(r, "mock/m1/a/200/succeeded", "");
+    aigw_response_free(r);
+    assert_count(K_A, 3);
+    assert_count(K_B, 1);
+    aigw_client_free(c);
+}
+
+/* The library's 429 names the cooldown it imposed on a 429 that named no
+ * wait, not only waits the upstream asked for. */
+static void test_k_retry_after_includes_default_cooldown(void **state)
+{
+    aigw_client *c = make_client(KEYS_AB2, RULE_AB2, GW_BASE ",\"keyCooldown\":\"2s\"");
+    aigw_response *r;
+    const char *ram;
+    (void)state;
+    add_rule(K_A, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    add_rule(K_B, NULL, 429, NULL, RL_BODY, 0);
+    r = send_body(c, BODY);
+    assert_error_answer(r, 429, "rate_limited");
+    ram = aigw_response_header_get(r, "retry-after-ms");
+    assert_non_null(ram);
+    assert_in_range(atoll(ram), 900, 2000); /* b's jittered cooldown, not a's 30 s */
+    assert_string_equal(aigw_response_header_get(r, "retry-after"), "2");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* One key 401, the other 429: only keys failed, waiting frees one: 429. */
+static void test_k_auth_and_rate_limit_is_429(void **state)
+{
+    aigw_client *c = make_client(KEYS_AB2, RULE_AB2, GW_BASE);
+    aigw_response *r;
+    (void)state;
+    add_rule(K_A, NULL, 401, NULL, AUTH_BODY, 0);
+    add_rule(K_B, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    r = send_body(c, BODY);
+    assert_seq(r, "mock/m1/a/401/next_key mock/m1/b/429/exhausted", "");
+    assert_error_answer(r, 429, "rate_limited");
+    assert_string_equal(aigw_response_header_get(r, "retry-after"), "30");
+    aigw_response_free(r);
+    /* the next one, a benched and b cooling, says the same without a call */
+    r = send_body(c, BODY);
+    assert_seq(r, "", "key_benched:mock/m1/a key_cooling:mock/m1/b");
+    assert_error_answer(r, 429, "rate_limited");
+    aigw_response_free(r);
+    assert_count(K_A, 1);
+    assert_count(K_B, 1);
+    aigw_client_free(c);
+}
+
+/* keyCooldownMax caps the default cooldown too: 0 = no memory of 429s. */
+static void test_k_cooldown_max_caps_default(void **state)
+{
+    aigw_client *c = make_client(KEYS_AB2, RULE_AB2,
+                                 GW_BASE ",\"keyCooldown\":\"2s\",\"keyCooldownMax\":\"0s\"");
+    aigw_response *r;
+    int i;
+    (void)state;
+    add_rule(K_A, NULL, 429, NULL, RL_BODY, 0);
+    for (i = 0; i < 3; i++) {
+        r = send_body(c, BODY);
+        assert_seq(r, "mock/m1/a/429/next_key mock/m1/b/200/succeeded", "");
+        aigw_response_free(r);
+    }
+    assert_count(K_A, 3);
+    aigw_client_free(c);
+}
+
+/* A rate limit relayed through an ngrok step cools the ngrok key for that
+ * provider only. */
+static void test_k_ngrok_key_health_per_provider(void **state)
+{
+    char json[1024];
+    aigw_config *cfg;
+    aigw_client *c;
+    aigw_response *r;
+    aigw_stats *st;
+    size_t i, ngrok_entries = 0;
+    static const char body_o[] = "{\"model\":\"openai:gpt-4o\",\"messages\":[]}";
+    static const char body_a[] = "{\"model\":\"anthropic:claude-x\",\"messages\":[]}";
+    (void)state;
+    snprintf(json, sizeof json,
+             "{\"ngrokAccessKey\":\"%s\",\"ngrokGatewayUrl\":\"%s\","
+             "\"accessKeyConfiguration\":{\"name\":\"n\"},\"gatewayConfig\":{" GW_BASE "}}",
+             K_SOLO, mockprov_base_url(MP));
+    cfg = parse_cfg(json);
+    c = client_cfg(cfg);
+    aigw_config_unref(cfg);
+    add_rule(NULL, "openai:gpt-4o", 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    r = send_body(c, body_o);
+    assert_seq(r, "openai/gpt-4o/ngrok/429/exhausted", "");
+    aigw_response_free(r);
+    r = send_body(c, body_a);
+    assert_served(r);
+    assert_seq(r, "anthropic/claude-x/ngrok/200/succeeded", "");
+    aigw_response_free(r);
+    r = send_body(c, body_o);
+    assert_seq(r, "", "key_cooling:openai/gpt-4o/ngrok");
+    aigw_response_free(r);
+    st = snapshot(c);
+    for (i = 0; i < aigw_stats_count(st); i++) {
+        const aigw_stat *e = aigw_stats_at(st, i);
+        if (strcmp(e->kind, "key") == 0 && strcmp(e->name, "ngrok") == 0) {
+            ngrok_entries++;
+            assert_string_equal(e->state, strcmp(e->provider, "openai") == 0 ? "cooling" : "ready");
+        }
+    }
+    assert_int_equal(ngrok_entries, 2);
+    assert_no_secret_in(aigw_stats_json(st));
+    aigw_stats_free(st);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1803,6 +1952,11 @@ int main(void)
         cmocka_unit_test_setup(test_h_strategy_v2_sees_health, setup),
         cmocka_unit_test_setup(test_h_strategy_v1_still_works, setup),
         cmocka_unit_test_setup(test_j_streams_share_key_health, setup),
+        cmocka_unit_test_setup(test_k_retry_blames_the_key_that_failed, setup),
+        cmocka_unit_test_setup(test_k_retry_after_includes_default_cooldown, setup),
+        cmocka_unit_test_setup(test_k_auth_and_rate_limit_is_429, setup),
+        cmocka_unit_test_setup(test_k_cooldown_max_caps_default, setup),
+        cmocka_unit_test_setup(test_k_ngrok_key_health_per_provider, setup),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     aigw_stats_free(A_STATS);
