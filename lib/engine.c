@@ -925,8 +925,9 @@ static int64_t backoff_ms(const run *r, int retry)
 /* Whether a wait of w ms fits retryAfterMax and the total deadline. */
 static bool wait_fits(const run *r, int64_t w)
 {
+    /* room for an attempt after the wait, or waiting is only a slower 504 */
     return w >= 0 && w <= r->cfg->retry_after_max_ms &&
-           aigw__client_now(r->c) + w < r->deadline;
+           aigw__client_now(r->c) + w + MIN_ATTEMPT_MS <= r->deadline;
 }
 
 static bool is_fail_fast(aigw_class c)

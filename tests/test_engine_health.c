@@ -1,0 +1,1891 @@
+/*
+ * test_engine_health.c - key health across requests, through the public API
+ * only, fully deterministic: a scripted mock transport (one scripted answer
+ * per upstream call; it records the key each call carried, its URL and the
+ * model it asked for) and a fake clock (now_ms reads a counter; sleep_ms
+ * advances it and records the sleep).
+ *
+ * Every scenario asserts, per request, the exact attempts
+ * (model/key/status-or-transport-error/verdict), the skips
+ * (model/reason/key/waitMs), the sleeps, the transport's calls (key@model,
+ * in order) and the fake time.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "aigw.h"
+
+/* ---- a scripted transport and a fake clock ---- */
+
+#define MAX_CALLS 128
+#define MAX_SLEEPS 32
+#define T0 1000000
+
+typedef void (*hook_fn)(void);
+
+typedef struct scripted {
+    int status;                  /* 0 with tr != OK: a transport failure */
+    aigw_transport_result tr;
+    const char *headers[6];      /* name, value pairs, NULL-terminated */
+    const char *body;
+    int64_t takes_ms;            /* the fake clock advances this much */
+    hook_fn hook;                /* runs inside the call, before it answers */
+} scripted;
+
+typedef struct mock {
+    scripted script[MAX_CALLS];
+    int n_script;                /* answers pushed */
+    int next;                    /* the next answer to pop */
+    int n_calls;
+    char *keys[MAX_CALLS];       /* the key id each call carried ("sk-<id>") */
+    char *models[MAX_CALLS];     /* the model each call asked for */
+    char *urls[MAX_CALLS];
+    int64_t now;
+    int64_t slept[MAX_SLEEPS];
+    int n_sleeps;
+    aigw_client *client;         /* for hooks */
+    aigw_config *swap_to;        /* for the config-swapping hook */
+} mock;
+
+static mock M;
+
+static char *dupstr(const char *s)
+{
+    char *d = malloc(strlen(s) + 1);
+    assert_non_null(d);
+    strcpy(d, s);
+    return d;
+}
+
+/* The key id from the credential: every key value here is "sk-<id>". */
+static char *key_of(const aigw_transport_request *req)
+{
+    size_t i;
+    for (i = 0; i < req->n_headers; i++)
+        if (strcmp(req->headers[i].name, "authorization") == 0) {
+            const char *v = req->headers[i].value;
+            assert_true(strncmp(v, "Bearer sk-", 10) == 0);
+            return dupstr(v + 10);
+        }
+    return dupstr("-");
+}
+
+static char *model_of(const aigw_transport_request *req)
+{
+    char *body = malloc(req->body_len + 1), *p, *end, *m;
+    assert_non_null(body);
+    memcpy(body, req->body, req->body_len);
+    body[req->body_len] = '\0';
+    p = strstr(body, "\"model\":\"");
+    if (!p) {
+        free(body);
+        return dupstr("?");
+    }
+    p += 9;
+    end = strchr(p, '"');
+    assert_non_null(end);
+    *end = '\0';
+    m = dupstr(p);
+    free(body);
+    return m;
+}
+
+static aigw_transport_result mock_send(void *ud, const aigw_transport_request *req,
+                                       aigw_transport_response *resp)
+{
+    mock *m = ud;
+    const scripted *s;
+    int i = m->n_calls++, h;
+    assert_true(i < MAX_CALLS);
+    m->keys[i] = key_of(req);
+    m->models[i] = model_of(req);
+    m->urls[i] = dupstr(req->url);
+    /* Each call pops the next scripted answer; with none left it succeeds
+     * at once. */
+    if (m->next >= m->n_script) {
+        aigw_transport_response_set_status(resp, 200);
+        aigw_transport_response_append_body(resp, "{\"ok\":true}", 11);
+        return AIGW_TR_OK;
+    }
+    s = &m->script[m->next++];
+    if (s->hook)
+        s->hook();
+    m->now += s->takes_ms;
+    if (s->tr != AIGW_TR_OK)
+        return s->tr;
+    assert_int_equal(aigw_transport_response_set_status(resp, s->status), AIGW_OK);
+    for (h = 0; s->headers[h]; h += 2)
+        assert_int_equal(aigw_transport_response_add_header(resp, s->headers[h], s->headers[h + 1]),
+                         AIGW_OK);
+    if (s->body)
+        aigw_transport_response_append_body(resp, s->body, strlen(s->body));
+    return AIGW_TR_OK;
+}
+
+static int64_t fake_now(void *ud)
+{
+    return ((mock *)ud)->now;
+}
+
+static void fake_sleep(void *ud, int64_t ms)
+{
+    mock *m = ud;
+    if (m->n_sleeps < MAX_SLEEPS)
+        m->slept[m->n_sleeps] = ms;
+    m->n_sleeps++;
+    m->now += ms;
+}
+
+static const aigw_transport mock_transport = {AIGW_TRANSPORT_VERSION, mock_send, NULL, NULL};
+static const aigw_clock fake_clock = {AIGW_CLOCK_VERSION, fake_now, fake_sleep, NULL};
+
+static void mock_reset(void)
+{
+    int i;
+    for (i = 0; i < M.n_calls && i < MAX_CALLS; i++) {
+        free(M.keys[i]);
+        free(M.models[i]);
+        free(M.urls[i]);
+    }
+    memset(&M, 0, sizeof M);
+    M.now = T0;
+}
+
+static scripted *push(int status, const char *body)
+{
+    scripted *s;
+    assert_true(M.n_script < MAX_CALLS);
+    s = &M.script[M.n_script++];
+    s->status = status;
+    s->body = body;
+    return s;
+}
+
+static scripted *push_h(int status, const char *hname, const char *hvalue, const char *body)
+{
+    scripted *s = push(status, body);
+    s->headers[0] = hname;
+    s->headers[1] = hvalue;
+    return s;
+}
+
+static scripted *push_tr(aigw_transport_result tr)
+{
+    scripted *s = push(0, NULL);
+    s->tr = tr;
+    return s;
+}
+
+static void set_now(int64_t t)
+{
+    assert_true(t >= M.now); /* a monotonic clock */
+    M.now = t;
+}
+
+/* ---- configurations ---- */
+
+#define PROVIDERS                                                                          \
+    "\"providers\":["                                                                      \
+    "{\"providerId\":\"fake\",\"name\":\"Fake\",\"baseUrl\":\"http://127.0.0.1:9/v1\","    \
+    "\"models\":[{\"modelId\":\"m1\"},{\"modelId\":\"m2\"}]},"                             \
+    "{\"providerId\":\"other\",\"name\":\"Other\",\"baseUrl\":\"http://127.0.0.1:8/v1\","  \
+    "\"models\":[{\"modelId\":\"m9\"}]}]"
+
+#define KEYS                                                                               \
+    "\"providerKeys\":["                                                                   \
+    "{\"id\":\"a\",\"providerId\":\"fake\",\"value\":\"sk-a\"},"                           \
+    "{\"id\":\"b\",\"providerId\":\"fake\",\"value\":\"sk-b\"},"                           \
+    "{\"id\":\"c\",\"providerId\":\"fake\",\"value\":\"sk-c\"},"                           \
+    "{\"id\":\"d\",\"providerId\":\"other\",\"value\":\"sk-d\"}]"
+
+#define STEP(keys) "{\"type\":\"user\",\"keys\":[" keys "]}"
+#define STEP_S(strategy, keys) \
+    "{\"type\":\"user\",\"keySelectionStrategy\":\"" strategy "\",\"keys\":[" keys "]}"
+#define K(id) "{\"id\":\"" id "\"}"
+#define STEP_A STEP(K("a"))
+#define STEP_AB STEP(K("a") "," K("b"))
+#define STEP_ABC STEP(K("a") "," K("b") "," K("c"))
+
+#define NGROK "\"ngrokAccessKey\":{\"value\":\"sk-ngrok\"},\"ngrokGatewayUrl\":\"http://127.0.0.1:6/v1\""
+
+static const char *BODY_M1 = "{\"model\":\"fake:m1\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+static const char *BODY_M1_M2 = "{\"model\":\"fake:m1\",\"models\":[\"fake:m2\"],"
+                                "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+static const char *BODY_M1_M9 = "{\"model\":\"fake:m1\",\"models\":[\"other:m9\"],"
+                                "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+static const char *BODY_M2_M9 = "{\"model\":\"fake:m2\",\"models\":[\"other:m9\"],"
+                                "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+#define RL_BODY "{\"error\":{\"message\":\"Rate limit reached\",\"code\":\"rate_limit_exceeded\"}}"
+#define AUTH_BODY "{\"error\":{\"message\":\"Incorrect API key\",\"code\":\"invalid_api_key\"}}"
+#define QUOTA_BODY "{\"error\":{\"message\":\"You exceeded your current quota\"," \
+                   "\"type\":\"insufficient_quota\",\"code\":\"insufficient_quota\"}}"
+#define SERVER_BODY "{\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}"
+
+/* A gateway file: providers fake (:9, m1 m2) and other (:8, m9), keys a b c
+ * (fake) and d (other); rule fake: fake_steps; rule other: [d]. */
+static aigw_config *make_cfg(const char *fake_steps, const char *gateway, const char *extra)
+{
+    char json[4096];
+    aigw_config *cfg = NULL;
+    aigw_error *err = NULL;
+    int n = snprintf(json, sizeof json,
+                     "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\","
+                     "\"router\":{\"rules\":[{\"provider\":\"fake\",\"steps\":[%s]},"
+                     "{\"provider\":\"other\",\"steps\":[" STEP(K("d")) "]}]}},"
+                     "\"gatewayConfig\":{%s}%s%s}",
+                     fake_steps, gateway, extra ? "," : "", extra ? extra : "");
+    assert_true(n > 0 && (size_t)n < sizeof json);
+    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
+        fail_msg("config: %s", aigw_error_message(err));
+    return cfg;
+}
+
+static aigw_config *parse_cfg(const char *json)
+{
+    aigw_config *cfg = NULL;
+    aigw_error *err = NULL;
+    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
+        fail_msg("config: %s", aigw_error_message(err));
+    return cfg;
+}
+
+/* A client on cfg (the caller keeps its own reference). */
+static aigw_client *client_on(aigw_config *cfg)
+{
+    aigw_client *c = NULL;
+    aigw_error *err = NULL;
+    if (aigw_client_new(cfg, &c, &err) != AIGW_OK)
+        fail_msg("client: %s", aigw_error_message(err));
+    assert_int_equal(aigw_client_set_transport(c, &mock_transport, &M), AIGW_OK);
+    assert_int_equal(aigw_client_set_clock(c, &fake_clock, &M), AIGW_OK);
+    M.client = c;
+    return c;
+}
+
+static aigw_client *client_for(const char *fake_steps, const char *gateway, const char *extra)
+{
+    aigw_config *cfg = make_cfg(fake_steps, gateway, extra);
+    aigw_client *c = client_on(cfg);
+    aigw_config_unref(cfg); /* the client holds its own reference */
+    return c;
+}
+
+static aigw_response *send_body(aigw_client *c, const char *body)
+{
+    aigw_request *req = NULL;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
+    if (aigw_client_send(c, req, &resp, &err) != AIGW_OK)
+        fail_msg("send: %s", aigw_error_message(err));
+    aigw_request_free(req);
+    assert_non_null(aigw_response_trace_json(resp));
+    return resp;
+}
+
+/* ---- what a response says ---- */
+
+/* "model/key/status/verdict" per attempt ("connect" etc. for a transport
+ * error), space separated. */
+static void attempts_string(const aigw_response *r, char *got, size_t cap)
+{
+    size_t i;
+    got[0] = '\0';
+    for (i = 0; i < aigw_response_attempt_count(r); i++) {
+        const aigw_attempt *a = aigw_response_attempt(r, i);
+        size_t n = strlen(got);
+        char st[16];
+        if (aigw_attempt_transport_error(a))
+            snprintf(st, sizeof st, "%s", aigw_attempt_transport_error(a));
+        else
+            snprintf(st, sizeof st, "%d", aigw_attempt_status_code(a));
+        snprintf(got + n, cap - n, "%s%s/%s/%s/%s", i ? " " : "", aigw_attempt_model(a),
+                 aigw_attempt_key_id(a), st, aigw_attempt_verdict(a));
+        assert_int_equal(aigw_attempt_number(a), (int)i + 1);
+    }
+}
+
+/* The helpers below report the caller's line. */
+#define WHERE const char *file, int line
+#define HERE __FILE__, __LINE__
+
+static void assert_attempts_at(const aigw_response *r, const char *want, WHERE)
+{
+    char got[2048];
+    attempts_string(r, got, sizeof got);
+    _assert_string_equal(got, want, file, line);
+}
+#define assert_attempts(r, want) assert_attempts_at(r, want, HERE)
+
+/* "model/reason/key/waitMs" per skip, space separated. */
+static void assert_skips_at(const aigw_response *r, const char *want, WHERE)
+{
+    char got[2048] = "";
+    size_t i;
+    for (i = 0; i < aigw_response_skip_count(r); i++) {
+        const char *prov, *model, *reason;
+        size_t n = strlen(got);
+        assert_int_equal(aigw_response_skip(r, i, &prov, &model, &reason), AIGW_OK);
+        snprintf(got + n, sizeof got - n, "%s%s/%s/%s/%lld", i ? " " : "", model, reason,
+                 aigw_response_skip_key_id(r, i), (long long)aigw_response_skip_wait_ms(r, i));
+    }
+    _assert_string_equal(got, want, file, line);
+}
+#define assert_skips(r, want) assert_skips_at(r, want, HERE)
+
+/* The calls the transport saw, as "key@model", in order. */
+static void assert_calls_at(const char *want, WHERE)
+{
+    char got[4096] = "";
+    int i;
+    for (i = 0; i < M.n_calls; i++) {
+        size_t n = strlen(got);
+        snprintf(got + n, sizeof got - n, "%s%s@%s", i ? " " : "", M.keys[i], M.models[i]);
+    }
+    _assert_string_equal(got, want, file, line);
+}
+#define assert_calls(want) assert_calls_at(want, HERE)
+
+static int calls_of(const char *key)
+{
+    int i, n = 0;
+    for (i = 0; i < M.n_calls; i++)
+        if (strcmp(M.keys[i], key) == 0)
+            n++;
+    return n;
+}
+
+static void assert_sleeps_at(const char *want, WHERE)
+{
+    char got[512] = "";
+    int i;
+    for (i = 0; i < M.n_sleeps && i < MAX_SLEEPS; i++) {
+        size_t n = strlen(got);
+        snprintf(got + n, sizeof got - n, "%s%lld", i ? " " : "", (long long)M.slept[i]);
+    }
+    _assert_string_equal(got, want, file, line);
+}
+#define assert_sleeps(want) assert_sleeps_at(want, HERE)
+
+#define assert_now(want) _assert_int_equal(cast_to_largest_integral_type(M.now), \
+                                           cast_to_largest_integral_type(want), HERE)
+
+/* The answer: status, the library's error code (NULL: the upstream's). */
+static void assert_answer_at(const aigw_response *r, int status, const char *code, WHERE)
+{
+    const char *got = aigw_response_error_code(r);
+    _assert_int_equal(cast_to_largest_integral_type(aigw_response_status(r)),
+                      cast_to_largest_integral_type(status), file, line);
+    _assert_string_equal(got ? got : "(null)", code ? code : "(null)", file, line);
+}
+#define assert_answer(r, status, code) assert_answer_at(r, status, code, HERE)
+
+/* retry-after and retry-after-ms (NULL: absent). */
+static void assert_retry_after_at(const aigw_response *r, const char *s, const char *ms, WHERE)
+{
+    const char *v = aigw_response_header_get(r, "retry-after");
+    const char *vms = aigw_response_header_get(r, "retry-after-ms");
+    _assert_string_equal(v ? v : "(absent)", s ? s : "(absent)", file, line);
+    _assert_string_equal(vms ? vms : "(absent)", ms ? ms : "(absent)", file, line);
+}
+#define assert_retry_after(r, s, ms) assert_retry_after_at(r, s, ms, HERE)
+
+/* ---- snapshots ---- */
+
+static const aigw_stat *find_stat(const aigw_stats *s, const char *kind, const char *name)
+{
+    size_t i;
+    for (i = 0; i < aigw_stats_count(s); i++) {
+        const aigw_stat *e = aigw_stats_at(s, i);
+        if (strcmp(e->kind, kind) == 0 && strcmp(e->name, name) == 0)
+            return e;
+    }
+    fail_msg("no %s %s in the snapshot", kind, name);
+    return NULL;
+}
+
+/* "state reason wait=W req=R ok=S fail=F skips=K" of one entry, now. */
+static void assert_stat_at(aigw_client *c, const char *kind, const char *name, const char *want,
+                           WHERE)
+{
+    aigw_stats *s = NULL;
+    const aigw_stat *e;
+    char got[256];
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    e = find_stat(s, kind, name);
+    snprintf(got, sizeof got, "%s %s wait=%lld req=%llu ok=%llu fail=%llu skips=%llu", e->state,
+             e->reason[0] ? e->reason : "-", (long long)e->wait_ms,
+             (unsigned long long)e->requests, (unsigned long long)e->successes,
+             (unsigned long long)e->failures, (unsigned long long)e->skips);
+    aigw_stats_free(s);
+    _assert_string_equal(got, want, file, line);
+}
+#define assert_stat(c, kind, name, want) assert_stat_at(c, kind, name, want, HERE)
+
+/* "requests retries denied available" of the retry budget, now. */
+static void assert_budget_at(aigw_client *c, const char *want, WHERE)
+{
+    aigw_stats *s = NULL;
+    uint64_t req, ret, den;
+    int64_t avail;
+    char got[128];
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    aigw_stats_budget(s, &req, &ret, &den, &avail);
+    aigw_stats_free(s);
+    snprintf(got, sizeof got, "requests=%llu retries=%llu denied=%llu available=%lld",
+             (unsigned long long)req, (unsigned long long)ret, (unsigned long long)den,
+             (long long)avail);
+    _assert_string_equal(got, want, file, line);
+}
+#define assert_budget(c, want) assert_budget_at(c, want, HERE)
+
+static int setup(void **state)
+{
+    (void)state;
+    mock_reset();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    mock_reset();
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. a cooldown ends exactly when its wait has passed                      */
+/* ------------------------------------------------------------------------ */
+
+static void test_cooldown_expires_at_the_boundary(void **state)
+{
+    aigw_client *c = client_for(STEP_AB, "", NULL);
+    aigw_response *r;
+    (void)state;
+
+    push_h(429, "retry-after-ms", "1500", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    assert_skips(r, "");
+    assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 0)), 1500);
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "rate_limit");
+    assert_answer(r, 200, NULL);
+    aigw_response_free(r);
+    assert_stat(c, "key", "a", "cooling rate_limit wait=1500 req=1 ok=0 fail=1 skips=0");
+
+    /* one ms before the end: passed over, no upstream call */
+    set_now(T0 + 1499);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/1");
+    assert_answer(r, 200, NULL);
+    aigw_response_free(r);
+
+    /* at the end exactly: ready */
+    set_now(T0 + 1500);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+
+    assert_calls("a@m1 b@m1 b@m1 a@m1");
+    assert_int_equal(calls_of("a"), 2);
+    assert_int_equal(calls_of("b"), 2);
+    assert_sleeps("");
+    assert_now(T0 + 1500);
+    assert_stat(c, "key", "a", "ready - wait=0 req=2 ok=1 fail=1 skips=1");
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. a 429 naming no wait: keyCooldown jittered into [1/2, 1]              */
+/* ------------------------------------------------------------------------ */
+
+static void test_default_cooldown_without_wait(void **state)
+{
+    int round;
+    (void)state;
+    for (round = 0; round < 16; round++) {
+        aigw_client *c;
+        aigw_response *r;
+        int64_t left, cool;
+        mock_reset();
+        c = client_for(STEP_AB, "\"keyCooldown\":\"2s\"", NULL);
+        push(429, RL_BODY);
+        r = send_body(c, BODY_M1);
+        assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+        assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 0)), -1);
+        aigw_response_free(r);
+
+        /* probe with the clock: at +999 a is still cooling */
+        set_now(T0 + 999);
+        r = send_body(c, BODY_M1);
+        assert_attempts(r, "m1/b/200/succeeded");
+        assert_int_equal(aigw_response_skip_count(r), 1);
+        left = aigw_response_skip_wait_ms(r, 0);
+        assert_in_range(left, 1, 1001);
+        cool = 999 + left; /* the jittered cooldown: [1000, 2000] */
+        assert_in_range(cool, 1000, 2000);
+        {
+            char want[64];
+            snprintf(want, sizeof want, "m1/key_cooling/a/%lld", (long long)left);
+            assert_skips(r, want);
+        }
+        aigw_response_free(r);
+
+        /* one ms before its end: still cooling */
+        set_now(T0 + cool - 1);
+        r = send_body(c, BODY_M1);
+        assert_attempts(r, "m1/b/200/succeeded");
+        assert_skips(r, "m1/key_cooling/a/1");
+        aigw_response_free(r);
+
+        /* at +2000 at the latest a is tried again */
+        set_now(T0 + 2000);
+        r = send_body(c, BODY_M1);
+        assert_attempts(r, "m1/a/200/succeeded");
+        assert_skips(r, "");
+        aigw_response_free(r);
+        assert_calls("a@m1 b@m1 b@m1 b@m1 a@m1");
+        assert_sleeps("");
+        aigw_client_free(c);
+    }
+
+    /* and exactly at its end (not a ms later) */
+    {
+        aigw_client *c;
+        aigw_response *r;
+        aigw_stats *s = NULL;
+        int64_t cool;
+        mock_reset();
+        c = client_for(STEP_AB, "\"keyCooldown\":\"2s\"", NULL);
+        push(429, RL_BODY);
+        r = send_body(c, BODY_M1);
+        aigw_response_free(r);
+        assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+        cool = find_stat(s, "key", "a")->wait_ms;
+        assert_string_equal(find_stat(s, "key", "a")->state, "cooling");
+        aigw_stats_free(s);
+        assert_in_range(cool, 1000, 2000);
+        set_now(T0 + cool);
+        r = send_body(c, BODY_M1);
+        assert_attempts(r, "m1/a/200/succeeded");
+        assert_skips(r, "");
+        aigw_response_free(r);
+        aigw_client_free(c);
+    }
+
+    /* the only key: the answer names the cooldown it imposed as its wait */
+    {
+        aigw_client *c;
+        aigw_response *r;
+        aigw_stats *s = NULL;
+        char ms[32], sec[32];
+        int64_t cool;
+        mock_reset();
+        c = client_for(STEP_A, "\"keyCooldown\":\"2s\",\"sameBackendRetries\":0", NULL);
+        push(429, RL_BODY);
+        r = send_body(c, BODY_M1);
+        assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+        cool = find_stat(s, "key", "a")->wait_ms;
+        aigw_stats_free(s);
+        assert_in_range(cool, 1000, 2000);
+        snprintf(ms, sizeof ms, "%lld", (long long)cool);
+        snprintf(sec, sizeof sec, "%lld", (long long)((cool + 999) / 1000));
+        assert_attempts(r, "m1/a/429/exhausted");
+        assert_answer(r, 429, "rate_limited");
+        assert_retry_after(r, sec, ms);
+        aigw_response_free(r);
+        aigw_client_free(c);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. keyCooldownMax caps what an upstream may ask                          */
+/* ------------------------------------------------------------------------ */
+
+static void test_cooldown_max_caps_upstream_wait(void **state)
+{
+    aigw_client *c = client_for(STEP_AB, "\"keyCooldownMax\":\"10s\"", NULL);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after", "3600", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    /* the attempt records what was asked; the key cools for the cap */
+    assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 0)), 3600000);
+    aigw_response_free(r);
+    assert_stat(c, "key", "a", "cooling rate_limit wait=10000 req=1 ok=0 fail=1 skips=0");
+
+    set_now(T0 + 9999);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/1");
+    aigw_response_free(r);
+
+    set_now(T0 + 10000);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1 b@m1 a@m1");
+    assert_sleeps("");
+    assert_now(T0 + 10000);
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. every key cooling, the wait fits: the request waits, then sends       */
+/* ------------------------------------------------------------------------ */
+
+static void test_all_cooling_wait_fits(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "\"sameBackendRetries\":0", NULL);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after-ms", "800", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/exhausted");
+    assert_answer(r, 429, "rate_limited");
+    assert_retry_after(r, "1", "800");
+    aigw_response_free(r);
+
+    set_now(T0 + 100);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/700");
+    assert_answer(r, 200, NULL);
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
+    aigw_response_free(r);
+    assert_sleeps("700");
+    assert_now(T0 + 800);
+    assert_calls("a@m1 a@m1");
+    assert_stat(c, "key", "a", "ready - wait=0 req=2 ok=1 fail=1 skips=1");
+    aigw_client_free(c);
+}
+
+/* Within one request, with nothing sideways left, a same-backend retry
+ * waits for the step's key that is ready soonest (a, 100 ms) after b (300 ms)
+ * failed: each 429 cools the key that answered it, not the one retried. */
+static void test_retry_waits_for_cooling_key_blames_each(void **state)
+{
+    aigw_client *c = client_for(STEP_AB, "", NULL);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after-ms", "100", RL_BODY);
+    push_h(429, "retry-after-ms", "300", RL_BODY)->takes_ms = 20;
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/429/retry_same_backend m1/a/200/succeeded");
+    assert_skips(r, "");
+    /* a asked for 100 ms at T0; 20 ms passed during b's call */
+    assert_int_equal(aigw_attempt_waited_ms(aigw_response_attempt(r, 1)), 80);
+    aigw_response_free(r);
+    assert_sleeps("80");
+    assert_now(T0 + 100);
+    assert_calls("a@m1 b@m1 a@m1");
+    assert_stat(c, "key", "a", "ready - wait=0 req=2 ok=1 fail=1 skips=0");
+    /* b answered its 429 at T0+20: cooling until T0+320 */
+    assert_stat(c, "key", "b", "cooling rate_limit wait=220 req=1 ok=0 fail=1 skips=0");
+
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. every key cooling, the wait does not fit: 429 at once                 */
+/* ------------------------------------------------------------------------ */
+
+static void test_all_cooling_wait_does_not_fit(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "\"retryAfterMax\":\"500ms\"", NULL);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after-ms", "800", RL_BODY);
+    r = send_body(c, BODY_M1);
+    /* 800 ms > retryAfterMax: no same-backend retry either */
+    assert_attempts(r, "m1/a/429/exhausted");
+    assert_answer(r, 429, "rate_limited");
+    assert_retry_after(r, "1", "800");
+    aigw_response_free(r);
+
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "");
+    assert_skips(r, "m1/key_cooling/a/800");
+    assert_answer(r, 429, "rate_limited");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
+    assert_retry_after(r, "1", "800");
+    aigw_response_free(r);
+    assert_sleeps("");
+    assert_calls("a@m1");
+    assert_now(T0);
+
+    /* 500 ms left = retryAfterMax: that fits */
+    set_now(T0 + 300);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/500");
+    aigw_response_free(r);
+    assert_sleeps("500");
+    assert_now(T0 + 800);
+    aigw_client_free(c);
+
+    /* totalTimeout shorter than the wait */
+    mock_reset();
+    c = client_for(STEP_A, "\"totalTimeout\":\"700ms\",\"perRequestTimeout\":\"700ms\"", NULL);
+    push_h(429, "retry-after-ms", "800", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/exhausted");
+    assert_answer(r, 429, "rate_limited");
+    aigw_response_free(r);
+
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "");
+    assert_skips(r, "m1/key_cooling/a/800");
+    assert_answer(r, 429, "rate_limited");
+    assert_retry_after(r, "1", "800");
+    aigw_response_free(r);
+
+    /* 700 left, 700 of totalTimeout: the wait must end before the deadline */
+    set_now(T0 + 100);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "");
+    assert_skips(r, "m1/key_cooling/a/700");
+    assert_answer(r, 429, "rate_limited");
+    assert_retry_after(r, "1", "700");
+    aigw_response_free(r);
+    assert_sleeps("");
+
+    /* 690 left: fits, with 10 ms of totalTimeout left for the attempt
+     * (691..699 left: see test_cooling_wait_must_leave_room_for_an_attempt) */
+    set_now(T0 + 110);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/690");
+    aigw_response_free(r);
+    assert_sleeps("690");
+    assert_now(T0 + 800);
+    assert_calls("a@m1 a@m1");
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 6. benches                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void test_benches(void **state)
+{
+    aigw_config *cfg = make_cfg(STEP_AB, "\"keyBenchTime\":\"30s\"", NULL);
+    aigw_client *c = client_on(cfg);
+    aigw_response *r;
+    (void)state;
+
+    push(401, AUTH_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/401/next_key m1/b/200/succeeded");
+    aigw_response_free(r);
+    assert_stat(c, "key", "a", "benched auth wait=30000 req=1 ok=0 fail=1 skips=0");
+
+    set_now(T0 + 1000);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    assert_skips(r, "m1/key_benched/a/29000");
+    aigw_response_free(r);
+    set_now(T0 + 29999);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    assert_skips(r, "m1/key_benched/a/1");
+    aigw_response_free(r);
+    assert_int_equal(calls_of("a"), 1);
+
+    /* keyBenchTime passed */
+    set_now(T0 + 30000);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+
+    /* benched again; aigw_client_reset_health ends it at once */
+    push(401, AUTH_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/401/next_key m1/b/200/succeeded");
+    aigw_response_free(r);
+    assert_int_equal(aigw_client_reset_health(c, "zz"), AIGW_EINVAL);
+    assert_stat(c, "key", "a", "benched auth wait=30000 req=3 ok=1 fail=2 skips=2");
+    assert_int_equal(aigw_client_reset_health(c, "a"), AIGW_OK);
+    assert_stat(c, "key", "a", "ready - wait=0 req=3 ok=1 fail=2 skips=2");
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    aigw_response_free(r);
+
+    /* benched again; set_config with the very object it holds ends it */
+    push(401, AUTH_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/401/next_key m1/b/200/succeeded");
+    aigw_response_free(r);
+    assert_int_equal(aigw_client_set_config(c, cfg, NULL), AIGW_OK);
+    assert_stat(c, "key", "a", "ready - wait=0 req=5 ok=2 fail=3 skips=2");
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1 b@m1 b@m1 a@m1 a@m1 b@m1 a@m1 a@m1 b@m1 a@m1");
+
+    /* every key benched for auth: 401 unauthorized, zero attempts */
+    push(401, AUTH_BODY);
+    push(403, AUTH_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/401/next_key m1/b/403/exhausted");
+    assert_answer(r, 401, "unauthorized");
+    aigw_response_free(r);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "");
+    assert_skips(r, "m1/key_benched/a/30000 m1/key_benched/b/30000");
+    assert_answer(r, 401, "unauthorized");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
+    assert_retry_after(r, NULL, NULL);
+    aigw_response_free(r);
+    assert_int_equal(M.n_calls, 13);
+    assert_sleeps("");
+    assert_now(T0 + 30000);
+    aigw_client_free(c);
+    aigw_config_unref(cfg);
+
+    /* a quota-benched key among them: 429 quota_exceeded, no retry-after */
+    mock_reset();
+    c = client_for(STEP_AB, "\"keyBenchTime\":\"30s\"", NULL);
+    push(429, QUOTA_BODY);
+    push(401, AUTH_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_quota_pool m1/b/401/exhausted");
+    assert_answer(r, 502, "upstream_error");
+    aigw_response_free(r);
+    assert_stat(c, "key", "a", "benched quota wait=30000 req=1 ok=0 fail=1 skips=0");
+    set_now(T0 + 5);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "");
+    assert_skips(r, "m1/key_benched/a/29995 m1/key_benched/b/29995");
+    assert_answer(r, 429, "quota_exceeded");
+    assert_retry_after(r, NULL, NULL);
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1");
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 7. a backend's circuit breaker                                           */
+/* ------------------------------------------------------------------------ */
+
+static aigw_response *nested_resp;
+static char nested_half_open[32];
+
+/* Inside the probe's upstream call: another request on the same client
+ * finds the probe out; the snapshot says half_open. */
+static void nested_request_hook(void)
+{
+    aigw_stats *s = NULL;
+    nested_resp = send_body(M.client, BODY_M1_M2);
+    assert_int_equal(aigw_client_stats(M.client, &s), AIGW_OK);
+    snprintf(nested_half_open, sizeof nested_half_open, "%s",
+             find_stat(s, "backend", "fake:m1")->state);
+    aigw_stats_free(s);
+}
+
+static void test_backend_breaker(void **state)
+{
+    aigw_client *c = client_for(
+        STEP_A, "\"circuitBreaker\":{\"failures\":3,\"cooloff\":\"1s\"},\"sameBackendRetries\":0",
+        NULL);
+    aigw_response *r;
+    int i;
+    (void)state;
+
+    /* three requests: the primary fails, the fallback model serves */
+    for (i = 0; i < 3; i++) {
+        set_now(T0 + 100 * i);
+        push(500, SERVER_BODY);
+        push(200, "{}");
+        r = send_body(c, BODY_M1_M2);
+        assert_attempts(r, "m1/a/500/next_backend m2/a/200/succeeded");
+        assert_skips(r, "");
+        assert_string_equal(aigw_response_model(r), "m2");
+        aigw_response_free(r);
+    }
+    /* opened at T0+200 by the third failure */
+    assert_stat(c, "backend", "fake:m1", "open server wait=1000 req=3 ok=0 fail=3 skips=0");
+
+    set_now(T0 + 450);
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m2/a/200/succeeded");
+    assert_skips(r, "m1/circuit_open//750");
+    aigw_response_free(r);
+    assert_calls("a@m1 a@m2 a@m1 a@m2 a@m1 a@m2 a@m2");
+
+    /* one ms early: still open */
+    set_now(T0 + 1199);
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m2/a/200/succeeded");
+    assert_skips(r, "m1/circuit_open//1");
+    aigw_response_free(r);
+
+    /* at +1 s exactly one probe goes; it fails: open for another second */
+    set_now(T0 + 1200);
+    push(500, SERVER_BODY)->hook = nested_request_hook;
+    push(200, "{}"); /* the nested request's fallback */
+    push(200, "{}"); /* the probing request's fallback */
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m1/a/500/next_backend m2/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    /* the request made while the probe was out did not probe; the wait it
+     * names is a cool-off (the probe decides within about that) */
+    assert_attempts(nested_resp, "m2/a/200/succeeded");
+    assert_skips(nested_resp, "m1/circuit_open//1000");
+    assert_string_equal(nested_half_open, "half_open");
+    aigw_response_free(nested_resp);
+    nested_resp = NULL;
+    assert_stat(c, "backend", "fake:m1", "open server wait=1000 req=4 ok=0 fail=4 skips=3");
+
+    set_now(T0 + 2199);
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m2/a/200/succeeded");
+    assert_skips(r, "m1/circuit_open//1");
+    aigw_response_free(r);
+
+    /* the next probe succeeds: closed, and the primary serves again */
+    set_now(T0 + 2200);
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_stat(c, "backend", "fake:m1", "closed - wait=0 req=6 ok=2 fail=4 skips=4");
+    assert_calls("a@m1 a@m2 a@m1 a@m2 a@m1 a@m2 a@m2 a@m2 a@m1 a@m2 a@m2 a@m2 a@m1 a@m1");
+    assert_int_equal(calls_of("a"), 14);
+    assert_sleeps("");
+    assert_now(T0 + 2200);
+    aigw_client_free(c);
+}
+
+static void test_every_circuit_open_503(void **state)
+{
+    aigw_client *c = client_for(
+        STEP_A, "\"circuitBreaker\":{\"failures\":1,\"cooloff\":\"1s\"},\"sameBackendRetries\":0",
+        NULL);
+    aigw_response *r;
+    (void)state;
+    push(500, SERVER_BODY);
+    push(500, SERVER_BODY)->takes_ms = 100;
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m1/a/500/next_backend m2/a/500/exhausted");
+    assert_answer(r, 502, "upstream_error");
+    aigw_response_free(r);
+
+    set_now(T0 + 200);
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "");
+    assert_skips(r, "m1/circuit_open//800 m2/circuit_open//900");
+    assert_answer(r, 503, "circuit_open");
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
+    assert_retry_after(r, "1", "800");
+    aigw_response_free(r);
+    assert_calls("a@m1 a@m2");
+
+    /* aigw_client_reset_health(c, NULL) closes every breaker */
+    assert_int_equal(aigw_client_reset_health(c, NULL), AIGW_OK);
+    assert_stat(c, "backend", "fake:m1", "closed - wait=0 req=1 ok=0 fail=1 skips=1");
+    r = send_body(c, BODY_M1_M2);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_calls("a@m1 a@m2 a@m1");
+    assert_sleeps("");
+    assert_now(T0 + 200);
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8. a host's circuit breaker                                              */
+/* ------------------------------------------------------------------------ */
+
+/* An ngrok step serves built-in providers only: openai, its base URL
+ * overridden to :9; the ngrok gateway on :6. */
+static const char CFG_OPENAI_NGROK[] =
+    "{\"providers\":[{\"providerId\":\"openai\",\"name\":\"OpenAI\","
+    "\"baseUrl\":\"http://127.0.0.1:9/v1\"}],"
+    "\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"openai\",\"value\":\"sk-a\"}],"
+    "\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":[{\"provider\":\"openai\","
+    "\"steps\":[" STEP_A ",{\"type\":\"ngrok\"}]}]}},"
+    "\"gatewayConfig\":{\"circuitBreaker\":{\"failures\":2,\"cooloff\":\"1s\"}}," NGROK "}";
+
+static const char *BODY_GPT = "{\"model\":\"openai:gpt-4o\"}";
+
+static void test_host_breaker_next_step_ngrok(void **state)
+{
+    aigw_config *cfg = parse_cfg(CFG_OPENAI_NGROK);
+    aigw_client *c = client_on(cfg);
+    aigw_response *r;
+    (void)state;
+    aigw_config_unref(cfg);
+    /* two connection failures to :9; ngrok's gateway (:6) serves */
+    push_tr(AIGW_TR_CONNECT);
+    push(200, "{}");
+    r = send_body(c, BODY_GPT);
+    assert_attempts(r, "gpt-4o/a/connect/managed_fallback gpt-4o/ngrok/200/succeeded");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "network");
+    aigw_response_free(r);
+    set_now(T0 + 100);
+    push_tr(AIGW_TR_CONNECT);
+    push(200, "{}");
+    r = send_body(c, BODY_GPT);
+    assert_attempts(r, "gpt-4o/a/connect/managed_fallback gpt-4o/ngrok/200/succeeded");
+    aigw_response_free(r);
+    assert_stat(c, "host", "http://127.0.0.1:9", "open network wait=1000 req=2 ok=0 fail=2 skips=0");
+    /* the ngrok successes kept the backend's count below its threshold */
+    assert_stat(c, "backend", "openai:gpt-4o", "closed - wait=0 req=4 ok=2 fail=2 skips=0");
+
+    /* the step on the dead host is skipped; the request goes on */
+    set_now(T0 + 300);
+    r = send_body(c, BODY_GPT);
+    assert_attempts(r, "gpt-4o/ngrok/200/succeeded");
+    assert_skips(r, "gpt-4o/host_circuit_open//800");
+    assert_answer(r, 200, NULL);
+    aigw_response_free(r);
+    assert_calls("a@gpt-4o ngrok@openai:gpt-4o a@gpt-4o ngrok@openai:gpt-4o ngrok@openai:gpt-4o");
+    assert_string_equal(M.urls[0], "http://127.0.0.1:9/v1/chat/completions");
+    assert_string_equal(M.urls[4], "http://127.0.0.1:6/v1/chat/completions");
+    assert_stat(c, "host", "http://127.0.0.1:9", "open network wait=800 req=2 ok=0 fail=2 skips=1");
+
+    /* after the cooloff one probe goes to :9 and closes it */
+    set_now(T0 + 1100);
+    r = send_body(c, BODY_GPT);
+    assert_attempts(r, "gpt-4o/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_stat(c, "host", "http://127.0.0.1:9", "closed - wait=0 req=3 ok=1 fail=2 skips=1");
+    assert_stat(c, "host", "http://127.0.0.1:6", "closed - wait=0 req=3 ok=3 fail=0 skips=0");
+    /* the ngrok key's health is kept per provider it reached */
+    assert_stat(c, "key", "ngrok", "ready - wait=0 req=3 ok=3 fail=0 skips=0");
+    {
+        aigw_stats *s = NULL;
+        assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+        assert_string_equal(find_stat(s, "key", "ngrok")->provider, "openai");
+        aigw_stats_free(s);
+    }
+    assert_sleeps("");
+    aigw_client_free(c);
+}
+
+static void test_host_breaker_other_provider(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "\"circuitBreaker\":{\"failures\":1,\"cooloff\":\"1s\"}",
+                                NULL);
+    aigw_response *r;
+    (void)state;
+    push_tr(AIGW_TR_CONNECT);
+    r = send_body(c, BODY_M1_M9);
+    assert_attempts(r, "m1/a/connect/next_backend m9/d/200/succeeded");
+    aigw_response_free(r);
+
+    /* another model on the same dead host: its step is skipped, the other
+     * provider's host serves */
+    set_now(T0 + 10);
+    r = send_body(c, BODY_M2_M9);
+    assert_attempts(r, "m9/d/200/succeeded");
+    assert_skips(r, "m2/host_circuit_open//990");
+    aigw_response_free(r);
+
+    /* the model that failed: its own breaker is checked first */
+    r = send_body(c, BODY_M1_M9);
+    assert_attempts(r, "m9/d/200/succeeded");
+    assert_skips(r, "m1/circuit_open//990");
+    aigw_response_free(r);
+    assert_calls("a@m1 d@m9 d@m9 d@m9");
+    assert_string_equal(M.urls[1], "http://127.0.0.1:8/v1/chat/completions");
+    assert_sleeps("");
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 9. the retry budget                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define GW_BUDGET                                                                          \
+    "\"retryBudget\":{\"percent\":0,\"minPerSecond\":1,\"window\":\"10s\"},"               \
+    "\"sameBackendRetries\":0,\"circuitBreaker\":false"
+
+static void test_retry_budget(void **state)
+{
+    aigw_client *c = client_for(STEP_AB, GW_BUDGET, NULL);
+    aigw_response *r;
+    int i;
+    (void)state;
+    /* the floor: 1/s over 10 s = 10 retries */
+    for (i = 0; i < 10; i++) {
+        push(500, SERVER_BODY);
+        push(500, SERVER_BODY);
+        r = send_body(c, BODY_M1);
+        assert_attempts(r, "m1/a/500/next_key m1/b/500/exhausted");
+        assert_answer(r, 502, "upstream_error");
+        aigw_response_free(r);
+    }
+    assert_budget(c, "requests=10 retries=10 denied=0 available=0");
+
+    push(500, SERVER_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/exhausted");
+    assert_answer(r, 503, "retry_budget_exhausted");
+    aigw_response_free(r);
+    assert_budget(c, "requests=11 retries=10 denied=1 available=0");
+    assert_int_equal(calls_of("a"), 11);
+    assert_int_equal(calls_of("b"), 10);
+
+    /* moving past a rate-limited key is not a retry: served even now */
+    push(429, RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    assert_answer(r, 200, NULL);
+    aigw_response_free(r);
+    assert_budget(c, "requests=12 retries=10 denied=1 available=0");
+
+    /* one ms before the window has passed: still spent */
+    set_now(T0 + 9999);
+    push(500, SERVER_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/exhausted");
+    assert_answer(r, 503, "retry_budget_exhausted");
+    aigw_response_free(r);
+
+    /* the window has passed: retries again */
+    set_now(T0 + 10000);
+    push(500, SERVER_BODY);
+    push(500, SERVER_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/next_key m1/b/500/exhausted");
+    assert_answer(r, 502, "upstream_error");
+    aigw_response_free(r);
+    assert_budget(c, "requests=14 retries=11 denied=2 available=9");
+    assert_int_equal(M.n_calls, 10 * 2 + 1 + 2 + 1 + 2);
+    assert_sleeps("");
+    aigw_client_free(c);
+
+    /* a 429 then a served request: nothing charged */
+    mock_reset();
+    c = client_for(STEP_AB, GW_BUDGET, NULL);
+    push(429, RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    aigw_response_free(r);
+    assert_budget(c, "requests=1 retries=0 denied=0 available=10");
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 10. the snapshot agrees with what the responses recorded                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tally {
+    const char *key;
+    unsigned long requests, successes, failures, skips;
+} tally;
+
+static void tally_response(const aigw_response *r, tally *t, size_t n)
+{
+    size_t i, k;
+    for (i = 0; i < aigw_response_attempt_count(r); i++) {
+        const aigw_attempt *a = aigw_response_attempt(r, i);
+        for (k = 0; k < n; k++)
+            if (strcmp(aigw_attempt_key_id(a), t[k].key) == 0) {
+                t[k].requests++;
+                if (aigw_attempt_error_class(a))
+                    t[k].failures++;
+                else
+                    t[k].successes++;
+            }
+    }
+    for (i = 0; i < aigw_response_skip_count(r); i++)
+        for (k = 0; k < n; k++)
+            if (strcmp(aigw_response_skip_key_id(r, i), t[k].key) == 0)
+                t[k].skips++;
+}
+
+static const char STATS_JSON[] =
+    "{\"keys\":["
+    "{\"provider\":\"fake\",\"id\":\"a\",\"state\":\"cooling\",\"reason\":\"rate_limit\","
+    "\"waitMs\":3000,\"requests\":1,\"successes\":0,\"failures\":1,"
+    "\"failuresByClass\":{\"rate_limit\":1},\"skips\":2,\"latencyMs\":{\"count\":0,"
+    "\"mean\":null,\"p50\":null,\"p90\":null,\"p99\":null,\"max\":null}},"
+    "{\"provider\":\"fake\",\"id\":\"b\",\"state\":\"benched\",\"reason\":\"auth\","
+    "\"waitMs\":3599500,\"requests\":3,\"successes\":1,\"failures\":2,"
+    "\"failuresByClass\":{\"auth\":1,\"server\":1},\"skips\":0,\"latencyMs\":{\"count\":1,"
+    "\"mean\":30,\"p50\":30,\"p90\":30,\"p99\":30,\"max\":30}},"
+    "{\"provider\":\"fake\",\"id\":\"c\",\"state\":\"ready\",\"reason\":null,"
+    "\"waitMs\":0,\"requests\":0,\"successes\":0,\"failures\":0,"
+    "\"failuresByClass\":{},\"skips\":0,\"latencyMs\":{\"count\":0,"
+    "\"mean\":null,\"p50\":null,\"p90\":null,\"p99\":null,\"max\":null}},"
+    "{\"provider\":\"other\",\"id\":\"d\",\"state\":\"ready\",\"reason\":null,"
+    "\"waitMs\":0,\"requests\":2,\"successes\":2,\"failures\":0,"
+    "\"failuresByClass\":{},\"skips\":0,\"latencyMs\":{\"count\":2,"
+    "\"mean\":15,\"p50\":10,\"p90\":20,\"p99\":20,\"max\":20}}],"
+    "\"backends\":["
+    "{\"provider\":\"fake\",\"model\":\"m1\",\"state\":\"closed\",\"reason\":null,"
+    "\"waitMs\":0,\"requests\":4,\"successes\":1,\"failures\":3,"
+    "\"failuresByClass\":{\"auth\":1,\"rate_limit\":1,\"server\":1},\"skips\":0,"
+    "\"latencyMs\":{\"count\":1,\"mean\":30,\"p50\":30,\"p90\":30,\"p99\":30,\"max\":30}},"
+    "{\"provider\":\"other\",\"model\":\"m9\",\"state\":\"closed\",\"reason\":null,"
+    "\"waitMs\":0,\"requests\":2,\"successes\":2,\"failures\":0,"
+    "\"failuresByClass\":{},\"skips\":0,\"latencyMs\":{\"count\":2,"
+    "\"mean\":15,\"p50\":10,\"p90\":20,\"p99\":20,\"max\":20}}],"
+    "\"hosts\":["
+    "{\"host\":\"http://127.0.0.1:9\",\"state\":\"closed\",\"reason\":null,"
+    "\"waitMs\":0,\"requests\":4,\"successes\":4,\"failures\":0,"
+    "\"failuresByClass\":{},\"skips\":0,\"latencyMs\":{\"count\":1,"
+    "\"mean\":30,\"p50\":30,\"p90\":30,\"p99\":30,\"max\":30}},"
+    "{\"host\":\"http://127.0.0.1:8\",\"state\":\"closed\",\"reason\":null,"
+    "\"waitMs\":0,\"requests\":2,\"successes\":2,\"failures\":0,"
+    "\"failuresByClass\":{},\"skips\":0,\"latencyMs\":{\"count\":2,"
+    "\"mean\":15,\"p50\":10,\"p90\":20,\"p99\":20,\"max\":20}}],"
+    "\"retryBudget\":{\"enabled\":true,\"percent\":20,\"minPerSecond\":10,\"windowMs\":10000,"
+    "\"requests\":3,\"retries\":1,\"denied\":0,\"available\":99}}";
+
+static void test_stats_match_responses(void **state)
+{
+    aigw_client *c = client_for(STEP_AB, "\"sameBackendRetries\":0", NULL);
+    aigw_response *r;
+    aigw_stats *s = NULL;
+    tally t[] = {{"a", 0, 0, 0, 0}, {"b", 0, 0, 0, 0}, {"c", 0, 0, 0, 0}, {"d", 0, 0, 0, 0}};
+    const size_t nt = sizeof t / sizeof t[0];
+    size_t k;
+    uint64_t req, ret, den;
+    int64_t avail;
+    (void)state;
+
+    /* a rate limited for 5 s; b serves in 30 ms */
+    push_h(429, "retry-after-ms", "5000", RL_BODY);
+    push(200, "{}")->takes_ms = 30;
+    r = send_body(c, BODY_M1_M9);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    tally_response(r, t, nt);
+    aigw_response_free(r);
+
+    /* a skipped; b a server error; the fallback model's d serves in 20 ms */
+    set_now(T0 + 1000);
+    push(500, SERVER_BODY);
+    push(200, "{}")->takes_ms = 20;
+    r = send_body(c, BODY_M1_M9);
+    assert_attempts(r, "m1/b/500/next_backend m9/d/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/4000");
+    tally_response(r, t, nt);
+    aigw_response_free(r);
+
+    /* a skipped; b fails auth (benched for 1 h); d serves in 10 ms */
+    set_now(T0 + 1500);
+    push(401, AUTH_BODY);
+    push(200, "{}")->takes_ms = 10;
+    r = send_body(c, BODY_M1_M9);
+    assert_attempts(r, "m1/b/401/next_backend m9/d/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/3500");
+    tally_response(r, t, nt);
+    aigw_response_free(r);
+    assert_now(T0 + 1510);
+
+    set_now(T0 + 2000);
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    /* every key of the configuration, then backends, then hosts */
+    assert_int_equal(aigw_stats_count(s), 4 + 2 + 2);
+    for (k = 0; k < nt; k++) {
+        const aigw_stat *e = aigw_stats_at(s, k);
+        assert_string_equal(e->kind, "key");
+        assert_string_equal(e->name, t[k].key);
+        assert_int_equal(e->requests, t[k].requests);
+        assert_int_equal(e->successes, t[k].successes);
+        assert_int_equal(e->failures, t[k].failures);
+        assert_int_equal(e->skips, t[k].skips);
+    }
+    {
+        const aigw_stat *a = aigw_stats_at(s, 0), *b = aigw_stats_at(s, 1);
+        const aigw_stat *d = aigw_stats_at(s, 3), *be = aigw_stats_at(s, 4);
+        assert_string_equal(a->state, "cooling");
+        assert_string_equal(a->reason, "rate_limit");
+        assert_int_equal(a->wait_ms, 3000); /* limited at T0 for 5000 ms */
+        assert_int_equal(a->requests, 1);
+        assert_int_equal(a->skips, 2);
+        assert_int_equal(aigw_stat_failures(a, "rate_limit"), 1);
+        assert_string_equal(b->state, "benched");
+        assert_string_equal(b->reason, "auth");
+        assert_int_equal(b->wait_ms, 3600000 - 500); /* benched at T0+1500 */
+        assert_int_equal(b->requests, 3);
+        assert_int_equal(b->successes, 1);
+        assert_int_equal(b->failures, 2);
+        assert_int_equal(aigw_stat_failures(b, "server"), 1);
+        assert_int_equal(aigw_stat_failures(b, "auth"), 1);
+        assert_int_equal(aigw_stat_failures(b, "rate_limit"), 0);
+        assert_int_equal(aigw_stat_failures(b, "no_such_class"), 0);
+        assert_int_equal(b->latency_count, 1);
+        assert_int_equal(b->latency_mean_ms, 30);
+        assert_int_equal(b->latency_max_ms, 30);
+        assert_int_equal(d->latency_count, 2);
+        assert_int_equal(d->latency_mean_ms, 15);
+        assert_int_equal(d->latency_max_ms, 20);
+        assert_string_equal(be->kind, "backend");
+        assert_string_equal(be->name, "fake:m1");
+        assert_string_equal(be->provider, "fake");
+        assert_string_equal(be->model, "m1");
+        assert_int_equal(be->requests, 4);
+        assert_int_equal(be->successes, 1);
+        assert_int_equal(be->failures, 3);
+        assert_int_equal(aigw_stat_failures(be, "rate_limit"), 1);
+        assert_int_equal(aigw_stat_failures(be, "server"), 1);
+        assert_int_equal(aigw_stat_failures(be, "auth"), 1);
+        assert_string_equal(aigw_stats_at(s, 5)->name, "other:m9");
+        assert_string_equal(aigw_stats_at(s, 6)->kind, "host");
+        assert_string_equal(aigw_stats_at(s, 6)->name, "http://127.0.0.1:9");
+        assert_string_equal(aigw_stats_at(s, 7)->name, "http://127.0.0.1:8");
+    }
+    aigw_stats_budget(s, &req, &ret, &den, &avail);
+    assert_int_equal(req, 3);
+    assert_int_equal(ret, 1); /* d after b's 500; d after b's 401 is not charged */
+    assert_int_equal(den, 0);
+    assert_int_equal(avail, 99);
+    assert_string_equal(aigw_stats_json(s), STATS_JSON);
+    aigw_stats_free(s);
+    assert_calls("a@m1 b@m1 b@m1 d@m9 b@m1 d@m9");
+    assert_sleeps("");
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 11. strategies through the engine                                        */
+/* ------------------------------------------------------------------------ */
+
+static void test_round_robin_with_cooling_key(void **state)
+{
+    aigw_client *c = client_for(STEP_S("round-robin", K("a") "," K("b") "," K("c")),
+                                "\"sameBackendRetries\":0", NULL);
+    aigw_response *r;
+    (void)state;
+    /* turn 0: a b c */
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    aigw_response_free(r);
+    /* turn 1: b c a; b is rate limited for a minute */
+    push_h(429, "retry-after-ms", "60000", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/429/next_key m1/c/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+
+    /* turns 2..5: the ready keys a, c alternate; b sorts last and the walk
+     * never reaches it, so no skip is recorded */
+    set_now(T0 + 10);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/c/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    aigw_response_free(r);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/c/200/succeeded");
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1 c@m1 a@m1 c@m1 a@m1 c@m1");
+
+    /* turn 6 (a c b): a and c fail; b, still cooling and last, is not
+     * tried; the walk ends at c, before reaching it: no skip recorded */
+    push(500, SERVER_BODY);
+    push(500, SERVER_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/next_key m1/c/500/exhausted");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_stat(c, "key", "b", "cooling rate_limit wait=59990 req=1 ok=0 fail=1 skips=0");
+
+    /* turn 7 (c a b): c and a rate limited for a minute too */
+    push_h(429, "retry-after-ms", "60000", RL_BODY);
+    push_h(429, "retry-after-ms", "60000", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/c/429/next_key m1/a/429/exhausted");
+    assert_answer(r, 429, "rate_limited");
+    aigw_response_free(r);
+    /* every key cooling: each is recorded, in configuration order */
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "");
+    assert_skips(r, "m1/key_cooling/a/60000 m1/key_cooling/b/59990 m1/key_cooling/c/60000");
+    assert_answer(r, 429, "rate_limited");
+    aigw_response_free(r);
+    assert_int_equal(calls_of("b"), 1);
+    assert_sleeps("");
+    aigw_client_free(c);
+
+    /* ordered, by contrast, keeps b in place: the walk steps over it to
+     * reach c, and records the skip between the two attempts */
+    mock_reset();
+    c = client_for(STEP_ABC, "\"sameBackendRetries\":0", NULL);
+    push(500, SERVER_BODY);
+    push_h(429, "retry-after-ms", "60000", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/next_key m1/b/429/next_key m1/c/200/succeeded");
+    aigw_response_free(r);
+    set_now(T0 + 10);
+    push(500, SERVER_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/next_key m1/c/200/succeeded");
+    assert_skips(r, "m1/key_cooling/b/59990");
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1 c@m1 a@m1 c@m1");
+    assert_stat(c, "key", "b", "cooling rate_limit wait=59990 req=1 ok=0 fail=1 skips=1");
+    aigw_client_free(c);
+}
+
+static void test_least_recently_limited(void **state)
+{
+    aigw_client *c = client_for(STEP_S("least-recently-limited", K("a") "," K("b") "," K("c")),
+                                "\"sameBackendRetries\":0", NULL);
+    aigw_response *r;
+    (void)state;
+    /* never limited: configuration order; a limited at T0, b at T0+5 */
+    push_h(429, "retry-after-ms", "10", RL_BODY);
+    push_h(429, "retry-after-ms", "10", RL_BODY)->takes_ms = 5;
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/429/next_key m1/c/200/succeeded");
+    aigw_response_free(r);
+
+    /* all ready: c (never limited), then a (100 ms ago), then b (95) */
+    set_now(T0 + 100);
+    push_h(429, "retry-after-ms", "10", RL_BODY);
+    push_h(429, "retry-after-ms", "10", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/c/429/next_key m1/a/429/next_key m1/b/200/succeeded");
+    aigw_response_free(r);
+
+    /* b (195 ms ago) first; a and c (both 100) in configuration order */
+    set_now(T0 + 200);
+    push_h(429, "retry-after-ms", "10", RL_BODY);
+    push_h(429, "retry-after-ms", "10", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/429/next_key m1/a/429/next_key m1/c/200/succeeded");
+    aigw_response_free(r);
+
+    /* now a T0+200, b T0+200, c T0+100: c, then a and b in configuration
+     * order; c cools for a minute, a and b for 10 ms */
+    set_now(T0 + 300);
+    push_h(429, "retry-after-ms", "60000", RL_BODY);
+    push_h(429, "retry-after-ms", "10", RL_BODY)->takes_ms = 5;
+    push_h(429, "retry-after-ms", "10", RL_BODY)->takes_ms = 5;
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/c/429/next_key m1/a/429/next_key m1/b/429/exhausted");
+    assert_answer(r, 429, "rate_limited");
+    aigw_response_free(r);
+
+    /* c was limited longest ago (100 ms; a 95, b 90) but is still cooling:
+     * it comes after the ready keys, and a serves */
+    set_now(T0 + 400);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1 c@m1 c@m1 a@m1 b@m1 b@m1 a@m1 c@m1 c@m1 a@m1 b@m1 a@m1");
+    assert_sleeps("");
+    aigw_client_free(c);
+}
+
+/* A version 2 strategy: captures what it sees, returns the given order. */
+typedef struct seen_key {
+    char id[8];
+    aigw_key_state state;
+    int64_t wait_ms, since_limited_ms, latency_mean_ms;
+    uint32_t weight;
+    uint64_t requests, successes, failures;
+} seen_key;
+
+typedef struct strat_ud {
+    int calls;
+    char provider[16], model[16];
+    size_t step, n;
+    seen_key keys[4];
+    char v1_ids[32];             /* v1: the ids it was passed, comma-separated */
+    size_t order[4];
+    int n_order;
+    int destroyed;
+} strat_ud;
+
+static int order_v2(void *ud, const char *provider, const char *model, size_t step,
+                    const aigw_key_health *const *keys, size_t n, size_t *order)
+{
+    strat_ud *s = ud;
+    size_t i;
+    s->calls++;
+    snprintf(s->provider, sizeof s->provider, "%s", provider);
+    snprintf(s->model, sizeof s->model, "%s", model);
+    s->step = step;
+    s->n = n;
+    for (i = 0; i < n && i < 4; i++) {
+        seen_key *k = &s->keys[i];
+        snprintf(k->id, sizeof k->id, "%s", keys[i]->id);
+        k->state = keys[i]->state;
+        k->wait_ms = keys[i]->wait_ms;
+        k->since_limited_ms = keys[i]->since_limited_ms;
+        k->latency_mean_ms = keys[i]->latency_mean_ms;
+        k->weight = keys[i]->weight;
+        k->requests = keys[i]->requests;
+        k->successes = keys[i]->successes;
+        k->failures = keys[i]->failures;
+    }
+    for (i = 0; i < (size_t)s->n_order; i++)
+        order[i] = s->order[i];
+    return s->n_order;
+}
+
+static int order_v1(void *ud, const char *provider, const char *model, size_t step,
+                    const char *const *ids, size_t n, size_t *order)
+{
+    strat_ud *s = ud;
+    size_t i;
+    (void)provider;
+    (void)model;
+    (void)step;
+    s->calls++;
+    s->v1_ids[0] = '\0';
+    for (i = 0; i < n; i++) {
+        size_t l = strlen(s->v1_ids);
+        snprintf(s->v1_ids + l, sizeof s->v1_ids - l, "%s%s", i ? "," : "", ids[i]);
+    }
+    for (i = 0; i < n; i++)
+        order[i] = n - 1 - i; /* reversed */
+    return (int)n;
+}
+
+static void strat_destroy(void *ud)
+{
+    ((strat_ud *)ud)->destroyed++;
+}
+
+static void assert_seen(const seen_key *k, const char *id, aigw_key_state st, int64_t wait,
+                        int64_t since, uint32_t weight, uint64_t req, uint64_t ok,
+                        uint64_t fail, int64_t lat)
+{
+    assert_string_equal(k->id, id);
+    assert_int_equal(k->state, st);
+    assert_int_equal(k->wait_ms, wait);
+    assert_int_equal(k->since_limited_ms, since);
+    assert_int_equal(k->weight, weight);
+    assert_int_equal(k->requests, req);
+    assert_int_equal(k->successes, ok);
+    assert_int_equal(k->failures, fail);
+    assert_int_equal(k->latency_mean_ms, lat);
+}
+
+static void test_user_strategy_v2_sees_health(void **state)
+{
+    aigw_client *c = client_for(STEP(K("a") "," K("b") ",{\"id\":\"c\",\"weight\":3}"), "", NULL);
+    aigw_strategy st = {2, NULL, strat_destroy, order_v2};
+    strat_ud ud;
+    aigw_response *r;
+    (void)state;
+    memset(&ud, 0, sizeof ud);
+    ud.order[0] = 0;
+    ud.order[1] = 1;
+    ud.order[2] = 2;
+    ud.n_order = 3;
+    assert_int_equal(aigw_client_set_strategy(c, &st, &ud), AIGW_OK);
+
+    push_h(429, "retry-after-ms", "2000", RL_BODY);
+    push(401, AUTH_BODY);
+    push(200, "{}")->takes_ms = 40;
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/401/next_key m1/c/200/succeeded");
+    aigw_response_free(r);
+    assert_int_equal(ud.calls, 1);
+    assert_string_equal(ud.provider, "fake");
+    assert_string_equal(ud.model, "m1");
+    assert_int_equal(ud.step, 0);
+    assert_int_equal(ud.n, 3);
+    assert_seen(&ud.keys[0], "a", AIGW_KEY_READY, 0, -1, 1, 0, 0, 0, -1);
+    assert_seen(&ud.keys[1], "b", AIGW_KEY_READY, 0, -1, 1, 0, 0, 0, -1);
+    assert_seen(&ud.keys[2], "c", AIGW_KEY_READY, 0, -1, 3, 0, 0, 0, -1);
+
+    /* 500 ms on: a cooling (limited at T0 for 2 s), b benched (1 h, at T0),
+     * c served once in 40 ms */
+    set_now(T0 + 500);
+    r = send_body(c, BODY_M1);
+    assert_int_equal(ud.calls, 2);
+    assert_seen(&ud.keys[0], "a", AIGW_KEY_COOLING, 1500, 500, 1, 1, 0, 1, -1);
+    assert_seen(&ud.keys[1], "b", AIGW_KEY_BENCHED, 3600000 - 500, -1, 1, 1, 0, 1, -1);
+    assert_seen(&ud.keys[2], "c", AIGW_KEY_READY, 0, -1, 3, 1, 1, 0, 40);
+    /* whatever the order, keys that are not ready are skipped */
+    assert_attempts(r, "m1/c/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/1500 m1/key_benched/b/3599500");
+    aigw_response_free(r);
+
+    /* the strategy puts c first: nothing is skipped */
+    ud.order[0] = 2;
+    ud.order[1] = 0;
+    ud.order[2] = 1;
+    set_now(T0 + 2000);
+    r = send_body(c, BODY_M1);
+    assert_int_equal(ud.calls, 3);
+    /* a's cooldown ended exactly now; since_limited counts on */
+    assert_seen(&ud.keys[0], "a", AIGW_KEY_READY, 0, 2000, 1, 1, 0, 1, -1);
+    assert_seen(&ud.keys[2], "c", AIGW_KEY_READY, 0, -1, 3, 2, 2, 0, 20);
+    assert_attempts(r, "m1/c/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1 c@m1 c@m1 c@m1");
+    aigw_client_free(c);
+    assert_int_equal(ud.destroyed, 1);
+}
+
+static void test_user_strategy_v1_still_works(void **state)
+{
+    aigw_client *c = client_for(STEP_AB, "", NULL);
+    aigw_strategy st = {1, order_v1, strat_destroy, NULL};
+    strat_ud ud;
+    aigw_response *r;
+    (void)state;
+    memset(&ud, 0, sizeof ud);
+    assert_int_equal(aigw_client_set_strategy(c, &st, &ud), AIGW_OK);
+    push_h(429, "retry-after-ms", "1000", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/429/next_key m1/a/200/succeeded");
+    aigw_response_free(r);
+    assert_string_equal(ud.v1_ids, "a,b");
+
+    set_now(T0 + 10);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "m1/key_cooling/b/990");
+    aigw_response_free(r);
+    assert_int_equal(ud.calls, 2);
+    assert_calls("b@m1 a@m1 a@m1");
+    aigw_client_free(c);
+    assert_int_equal(ud.destroyed, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 12. hot swap                                                             */
+/* ------------------------------------------------------------------------ */
+
+static void test_hot_swap_carries_cooldown(void **state)
+{
+    aigw_config *cfg1 = make_cfg(STEP_AB, "", NULL);
+    aigw_config *cfg2 = make_cfg(STEP_AB, "", NULL); /* the same keys, a new object */
+    aigw_config *cfg3;
+    aigw_client *c = client_on(cfg1);
+    aigw_response *r;
+    static const char cfg3_json[] =
+        "{" PROVIDERS ",\"providerKeys\":["
+        "{\"id\":\"a\",\"providerId\":\"fake\",\"value\":\"sk-a2\"},"
+        "{\"id\":\"b\",\"providerId\":\"fake\",\"value\":\"sk-b\"}],"
+        "\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["
+        "{\"provider\":\"fake\",\"steps\":[" STEP_AB "]}]}}}";
+    (void)state;
+    aigw_config_unref(cfg1);
+    cfg3 = parse_cfg(cfg3_json);
+
+    push_h(429, "retry-after-ms", "3000", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    aigw_response_free(r);
+
+    /* same provider, id and value: the cooldown carries over */
+    assert_int_equal(aigw_client_set_config(c, cfg2, NULL), AIGW_OK);
+    set_now(T0 + 1000);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/2000");
+    aigw_response_free(r);
+    assert_stat(c, "key", "a", "cooling rate_limit wait=2000 req=1 ok=0 fail=1 skips=1");
+
+    /* a's value changed: a fresh key, ready, no counts */
+    assert_int_equal(aigw_client_set_config(c, cfg3, NULL), AIGW_OK);
+    assert_stat(c, "key", "a", "ready - wait=0 req=0 ok=0 fail=0 skips=0");
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+
+    /* the old value back: its health was kept */
+    assert_int_equal(aigw_client_set_config(c, cfg2, NULL), AIGW_OK);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/2000");
+    aigw_response_free(r);
+    assert_calls("a@m1 b@m1 b@m1 a2@m1 b@m1");
+    assert_sleeps("");
+    aigw_client_free(c);
+    aigw_config_unref(cfg2);
+    aigw_config_unref(cfg3);
+}
+
+/* Swaps the client's configuration from inside an upstream call. */
+static void swap_hook(void)
+{
+    assert_int_equal(aigw_client_set_config(M.client, M.swap_to, NULL), AIGW_OK);
+    aigw_config_unref(M.swap_to); /* the client's reference is now the only one */
+    M.swap_to = NULL;
+}
+
+static void test_hot_swap_mid_request(void **state)
+{
+    static const char new_json[] =
+        "{\"providers\":[{\"providerId\":\"fake\",\"name\":\"Fake\","
+        "\"baseUrl\":\"http://127.0.0.1:7/v1\",\"models\":[{\"modelId\":\"m1\"}]}],"
+        "\"providerKeys\":["
+        "{\"id\":\"x\",\"providerId\":\"fake\",\"value\":\"sk-x\"},"
+        "{\"id\":\"y\",\"providerId\":\"fake\",\"value\":\"sk-y\"}],"
+        "\"accessKeyConfiguration\":{\"name\":\"t2\",\"router\":{\"rules\":["
+        "{\"provider\":\"fake\",\"steps\":[" STEP(K("x") "," K("y")) "]}]}}}";
+    aigw_client *c = client_for(STEP_AB, "", NULL); /* the client holds the only reference */
+    aigw_response *r;
+    aigw_stats *s = NULL;
+    (void)state;
+    M.swap_to = parse_cfg(new_json);
+
+    /* during a's call the configuration is replaced: the request goes on
+     * with the old one's keys and URL */
+    push_h(429, "retry-after-ms", "3000", RL_BODY)->hook = swap_hook;
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    assert_answer(r, 200, NULL);
+    aigw_response_free(r);
+    assert_string_equal(M.urls[0], "http://127.0.0.1:9/v1/chat/completions");
+    assert_string_equal(M.urls[1], "http://127.0.0.1:9/v1/chat/completions");
+
+    /* the next request uses the new one */
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/x/200/succeeded");
+    assert_skips(r, "");
+    aigw_response_free(r);
+    assert_string_equal(M.urls[2], "http://127.0.0.1:7/v1/chat/completions");
+    assert_calls("a@m1 b@m1 x@m1");
+
+    /* the snapshot lists the new configuration's keys */
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    assert_string_equal(aigw_stats_at(s, 0)->name, "x");
+    assert_string_equal(aigw_stats_at(s, 1)->name, "y");
+    assert_string_equal(aigw_stats_at(s, 2)->kind, "backend");
+    aigw_stats_free(s);
+    assert_sleeps("");
+    aigw_client_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* a wait must leave room for the attempt it waits for                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A wait that "fits" totalTimeout must leave time for the attempt it waits
+ * for: walk_step() starts none with less than MIN_ATTEMPT_MS (10 ms) of
+ * totalTimeout left, so a wait ending 1..9 ms before the deadline would be
+ * only a slower 504 (a regression: wait_fits() once accepted it).
+ *
+ * Here: totalTimeout 700 ms, a cooling with 699 ms left: no sleep, no call,
+ * 429 rate_limited, retry-after-ms 699.
+ */
+static void test_cooling_wait_must_leave_room_for_an_attempt(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "\"totalTimeout\":\"700ms\",\"perRequestTimeout\":\"700ms\"",
+                                NULL);
+    aigw_response *r;
+    int status;
+    char code[32], sleeps[64];
+    int64_t now;
+    (void)state;
+    push_h(429, "retry-after-ms", "800", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/exhausted");
+    aigw_response_free(r);
+
+    set_now(T0 + 101);
+    r = send_body(c, BODY_M1);
+    status = aigw_response_status(r);
+    snprintf(code, sizeof code, "%s", aigw_response_error_code(r) ? aigw_response_error_code(r) : "-");
+    snprintf(sleeps, sizeof sleeps, "%d sleep(s)%s", M.n_sleeps, M.n_sleeps ? " of " : "");
+    if (M.n_sleeps)
+        snprintf(sleeps + strlen(sleeps), sizeof sleeps - strlen(sleeps), "%lld ms",
+                 (long long)M.slept[0]);
+    now = M.now;
+    assert_attempts(r, "");
+    assert_skips(r, "m1/key_cooling/a/699");
+    aigw_response_free(r);
+    aigw_client_free(c);
+    if (status != 429 || strcmp(code, "rate_limited") != 0 || M.n_sleeps != 0 || now != T0 + 101)
+        fail_msg("every key cooling, 699 ms left, 700 ms of totalTimeout: want 429 rate_limited "
+                 "at once (no sleep); got %d %s after %s, the clock at T0+%lld",
+                 status, code, sleeps, (long long)(now - T0));
+}
+
+/*
+ * The same for a same-backend retry (pick_retry uses wait_fits): the only
+ * key answers 429 with retry-after-ms 695 and totalTimeout is 700 ms: no
+ * retry, no sleep, 429 rate_limited with retry-after-ms 695.
+ */
+static void test_retry_wait_must_leave_room_for_an_attempt(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "\"totalTimeout\":\"700ms\",\"perRequestTimeout\":\"700ms\"",
+                                NULL);
+    aigw_response *r;
+    int status;
+    char code[32], got[256];
+    int n_sleeps;
+    (void)state;
+    push_h(429, "retry-after-ms", "695", RL_BODY);
+    r = send_body(c, BODY_M1);
+    status = aigw_response_status(r);
+    snprintf(code, sizeof code, "%s", aigw_response_error_code(r) ? aigw_response_error_code(r) : "-");
+    attempts_string(r, got, sizeof got);
+    n_sleeps = M.n_sleeps;
+    aigw_response_free(r);
+    aigw_client_free(c);
+    assert_int_equal(M.n_calls, 1);
+    if (status != 429 || strcmp(code, "rate_limited") != 0 || n_sleeps != 0 ||
+        strcmp(got, "m1/a/429/exhausted") != 0)
+        fail_msg("one key, 429 retry-after-ms 695, 700 ms of totalTimeout: want 429 rate_limited "
+                 "at once (no sleep, attempts \"m1/a/429/exhausted\"); got %d %s, %d sleep(s) "
+                 "(the clock at T0+%lld), attempts \"%s\"",
+                 status, code, n_sleeps, (long long)(M.now - T0), got);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cooldown_expires_at_the_boundary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_cooldown_without_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cooldown_max_caps_upstream_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_cooling_wait_fits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_waits_for_cooling_key_blames_each, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_all_cooling_wait_does_not_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_benches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_breaker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_circuit_open_503, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_breaker_next_step_ngrok, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_breaker_other_provider, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats_match_responses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_robin_with_cooling_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_least_recently_limited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_strategy_v2_sees_health, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_strategy_v1_still_works, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_swap_carries_cooldown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_swap_mid_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cooling_wait_must_leave_room_for_an_attempt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_wait_must_leave_room_for_an_attempt, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
