@@ -1460,6 +1460,20 @@ static bool switch_or_object(parser *p, const cJSON *v, bool *on)
     return true;
 }
 
+typedef void (*section_fn)(parser *p, const cJSON *v);
+
+/* One section (top-level, or a nested object), parsed with the path at
+ * its name. */
+static void section(parser *p, const char *field, const cJSON *v, section_fn fn)
+{
+    size_t mark;
+    if (!v || p->oom)
+        return;
+    mark = path_field(p, field);
+    fn(p, v);
+    path_pop(p, mark);
+}
+
 enum { CB_FAILURES, CB_COOLOFF, CB__N };
 static const char *const breaker_fields[] = {"failures", "cooloff", NULL};
 
@@ -1510,16 +1524,8 @@ static void parse_health(parser *p, const cJSON *f[])
     get_duration(p, "keyCooldownMax", f[GC_KEY_COOLDOWN_MAX], 0, &h->cooldown_max_ms);
     /* 0: an auth or quota failure never benches a key */
     get_duration(p, "keyBenchTime", f[GC_KEY_BENCH], 0, &h->bench_ms);
-    if (f[GC_BREAKER]) {
-        size_t mark = path_field(p, "circuitBreaker");
-        parse_breaker(p, f[GC_BREAKER]);
-        path_pop(p, mark);
-    }
-    if (f[GC_BUDGET]) {
-        size_t mark = path_field(p, "retryBudget");
-        parse_budget(p, f[GC_BUDGET]);
-        path_pop(p, mark);
-    }
+    section(p, "circuitBreaker", f[GC_BREAKER], parse_breaker);
+    section(p, "retryBudget", f[GC_BUDGET], parse_budget);
 }
 
 static void parse_gateway_config(parser *p, const cJSON *v)
@@ -1598,19 +1604,6 @@ static bool looks_bare(const cJSON *root)
     for (i = 0; akc_fields[i]; i++)
         akc = akc || cJSON_GetObjectItemCaseSensitive(root, akc_fields[i]) != NULL;
     return akc;
-}
-
-typedef void (*section_fn)(parser *p, const cJSON *v);
-
-/* One top-level section, parsed with the path at its name. */
-static void section(parser *p, const char *field, const cJSON *v, section_fn fn)
-{
-    size_t mark;
-    if (!v || p->oom)
-        return;
-    mark = path_field(p, field);
-    fn(p, v);
-    path_pop(p, mark);
 }
 
 static void parse_providers(parser *p, const cJSON *v)
