@@ -438,12 +438,13 @@ static const char *fmt_latency(int64_t ms, char *buf, size_t size)
     return buf;
 }
 
-#define STAT_COLS 10
+#define STAT_COLS 11
 #define STAT_CELL 32
 
-/* One row's cells: name, provider (keys only), state, wait, requests,
- * successes, failures, skips, p50, p99.  Fixed-width cells hold the
- * numbers; names and states point into the snapshot. */
+/* One row's cells: name, model (endpoints only), provider (keys and
+ * endpoints), state, wait, requests, successes, failures, skips, p50, p99.
+ * Fixed-width cells hold the numbers; names and states point into the
+ * snapshot. */
 typedef struct stat_row {
     const char *cell[STAT_COLS];
     char buf[STAT_COLS][STAT_CELL];
@@ -451,33 +452,43 @@ typedef struct stat_row {
 
 static void stat_row_fill(stat_row *r, const aigw_stat *st)
 {
+    int c;
     r->cell[0] = st->name;
-    r->cell[1] = st->provider;
-    r->cell[2] = st->state;
-    r->cell[3] = fmt_wait(st->wait_ms, r->buf[3], STAT_CELL);
-    snprintf(r->buf[4], STAT_CELL, "%" PRIu64, st->requests);
-    snprintf(r->buf[5], STAT_CELL, "%" PRIu64, st->successes);
-    snprintf(r->buf[6], STAT_CELL, "%" PRIu64, st->failures);
-    snprintf(r->buf[7], STAT_CELL, "%" PRIu64, st->skips);
-    r->cell[4] = r->buf[4];
-    r->cell[5] = r->buf[5];
-    r->cell[6] = r->buf[6];
-    r->cell[7] = r->buf[7];
-    r->cell[8] = fmt_latency(st->latency_p50_ms, r->buf[8], STAT_CELL);
-    r->cell[9] = fmt_latency(st->latency_p99_ms, r->buf[9], STAT_CELL);
+    r->cell[1] = st->model;
+    r->cell[2] = st->provider;
+    r->cell[3] = st->state;
+    r->cell[4] = fmt_wait(st->wait_ms, r->buf[4], STAT_CELL);
+    snprintf(r->buf[5], STAT_CELL, "%" PRIu64, st->requests);
+    snprintf(r->buf[6], STAT_CELL, "%" PRIu64, st->successes);
+    snprintf(r->buf[7], STAT_CELL, "%" PRIu64, st->failures);
+    snprintf(r->buf[8], STAT_CELL, "%" PRIu64, st->skips);
+    for (c = 5; c <= 8; c++)
+        r->cell[c] = r->buf[c];
+    r->cell[9] = fmt_latency(st->latency_p50_ms, r->buf[9], STAT_CELL);
+    r->cell[10] = fmt_latency(st->latency_p99_ms, r->buf[10], STAT_CELL);
+}
+
+/* Which columns a section shows. */
+static int stat_col_shown(int c, const char *kind)
+{
+    if (c == 1)
+        return !strcmp(kind, "endpoint");
+    if (c == 2)
+        return !strcmp(kind, "key") || !strcmp(kind, "endpoint");
+    return 1;
 }
 
 static void stat_row_print(FILE *out, const char *indent, const stat_row *r,
-                           const size_t *width, int with_provider)
+                           const size_t *width, const char *kind)
 {
     int c;
     fputs(indent, out);
     for (c = 0; c < STAT_COLS; c++) {
-        if (c == 1 && !with_provider)
+        if (!stat_col_shown(c, kind))
             continue;
         if (c > 0)
             fputs("  ", out);
-        if (c >= 3) /* numbers and durations: right-aligned */
+        if (c >= 4) /* numbers and durations: right-aligned */
             fprintf(out, "%*s", (int)width[c], r->cell[c]);
         else
             fprintf(out, "%-*s", (int)width[c], r->cell[c]);
@@ -485,15 +496,15 @@ static void stat_row_print(FILE *out, const char *indent, const stat_row *r,
     fputc('\n', out);
 }
 
-/* One aligned section: the entries of one kind ("key", "backend", "host"). */
+/* One aligned section: the entries of one kind ("key", "endpoint" (a key
+ * with one model), "backend", "host"). */
 static void print_stat_section(FILE *out, const char *indent, const aigw_stats *stats,
                                const char *kind)
 {
-    static const char *const head[STAT_COLS] = {"", "provider", "state", "wait", "requests",
-                                                 "successes", "failures", "skips", "p50",
-                                                 "p99"};
+    static const char *const head[STAT_COLS] = {"", "model", "provider", "state", "wait",
+                                                 "requests", "successes", "failures", "skips",
+                                                 "p50", "p99"};
     size_t width[STAT_COLS], i, n = aigw_stats_count(stats), rows = 0;
-    int with_provider = !strcmp(kind, "key");
     stat_row r;
     int c;
     for (c = 0; c < STAT_COLS; c++)
@@ -512,22 +523,24 @@ static void print_stat_section(FILE *out, const char *indent, const aigw_stats *
         return;
     for (c = 0; c < STAT_COLS; c++)
         r.cell[c] = c == 0 ? kind : head[c];
-    stat_row_print(out, indent, &r, width, with_provider);
+    stat_row_print(out, indent, &r, width, kind);
     for (i = 0; i < n; i++) {
         const aigw_stat *st = aigw_stats_at(stats, i);
         if (!st || strcmp(st->kind, kind) != 0)
             continue;
         stat_row_fill(&r, st);
-        stat_row_print(out, indent, &r, width, with_provider);
+        stat_row_print(out, indent, &r, width, kind);
     }
 }
 
-/* The snapshot as a table: keys, backends, hosts, then the retry budget. */
+/* The snapshot as a table: keys, endpoints, backends, hosts, then the retry
+ * budget. */
 static void print_stats_human(FILE *out, const char *indent, const aigw_stats *stats)
 {
     uint64_t requests = 0, retries = 0, denied = 0;
     int64_t available = 0;
     print_stat_section(out, indent, stats, "key");
+    print_stat_section(out, indent, stats, "endpoint");
     print_stat_section(out, indent, stats, "backend");
     print_stat_section(out, indent, stats, "host");
     aigw_stats_budget(stats, &requests, &retries, &denied, &available);
@@ -751,8 +764,9 @@ static int cmd_demo(void)
     /* The same request again, through the same client: it remembers that
      * 'primary' asked for 30 s, and does not spend a call on it. */
     printf("\nThe same request again, through the same client (aigw request --repeat 2).\n"
-           "The client remembers the 429: key 'primary' is cooling for the 30 s it asked\n"
-           "for, so it is skipped without an upstream call.\n\n");
+           "The client remembers the 429: key 'primary' is cooling for demo-model (rate\n"
+           "limits are per model) for the 30 s it asked for, so it is skipped without an\n"
+           "upstream call.\n\n");
     if (aigw_client_send(client, req, &resp, &err) != AIGW_OK) {
         fprintf(stderr, "aigw demo: %s\n", aigw_error_message(err));
         goto done;

@@ -17,12 +17,6 @@ static bool is_ws(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-static size_t skip_ws(const char *s, size_t len, size_t i)
-{
-    while (i < len && is_ws(s[i]))
-        i++;
-    return i;
-}
 
 /* ------------------------------------------------------------------------ */
 /* The scanner over the top-level object                                    */
@@ -96,7 +90,7 @@ static int scan_open(scanner *sc, const char *s, size_t len)
     size_t i = 0;
     if (len >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
         i = 3;
-    i = skip_ws(s, len, i);
+    i = aigw__skip_ws(s, len, i);
     if (i >= len || s[i] != '{')
         return -1;
     sc->s = s;
@@ -110,13 +104,13 @@ static int scan_open(scanner *sc, const char *s, size_t len)
 static int scan_member(scanner *sc, member *m)
 {
     const char *s = sc->s;
-    size_t len = sc->len, i = skip_ws(s, len, sc->pos);
+    size_t len = sc->len, i = aigw__skip_ws(s, len, sc->pos);
     if (i < len && s[i] == '}')
         return 0;
     if (sc->seen > 0) {
         if (i >= len || s[i] != ',')
             return -1;
-        i = skip_ws(s, len, i + 1);
+        i = aigw__skip_ws(s, len, i + 1);
     }
     if (i >= len || s[i] != '"')
         return -1;
@@ -124,10 +118,10 @@ static int scan_member(scanner *sc, member *m)
     if ((i = skip_string(s, len, i)) == BAD)
         return -1;
     m->key_end = i;
-    i = skip_ws(s, len, i);
+    i = aigw__skip_ws(s, len, i);
     if (i >= len || s[i] != ':')
         return -1;
-    m->value = skip_ws(s, len, i + 1);
+    m->value = aigw__skip_ws(s, len, i + 1);
     if ((m->value_end = skip_value(s, len, m->value)) == BAD)
         return -1;
     sc->pos = m->value_end;
@@ -206,7 +200,7 @@ static int survey(const char *s, size_t len, bool *has_model, size_t *first)
     if (scan_open(&sc, s, len) != 0)
         return -1;
     *has_model = false;
-    *first = skip_ws(s, len, sc.pos);
+    *first = aigw__skip_ws(s, len, sc.pos);
     while ((r = scan_member(&sc, &m)) > 0)
         if (key_is(s, &m, "model"))
             *has_model = true;
@@ -227,7 +221,7 @@ static cJSON *parse_object(const char *body, size_t len)
         return NULL;
     root = aigw__json_parse(body, len, &end);
     if (root && cJSON_IsObject(root) && end &&
-        skip_ws(body, len, (size_t)(end - body)) == len &&
+        aigw__skip_ws(body, len, (size_t)(end - body)) == len &&
         survey(body, len, &has_model, &first) == 0)
         return root;
     cJSON_Delete(root);

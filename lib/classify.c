@@ -50,15 +50,6 @@ const char *aigw__class_name(aigw_class c)
 /* Small text helpers                                                       */
 /* ------------------------------------------------------------------------ */
 
-static int lower(int c)
-{
-    return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
 
 static bool is_space(char c)
 {
@@ -81,7 +72,7 @@ static bool ci_contains(const char *hay, size_t n, const char *needle)
         return false;
     for (i = 0; i + m <= n; i++) {
         for (j = 0; j < m; j++)
-            if (lower((unsigned char)hay[i + j]) != lower((unsigned char)needle[j]))
+            if (aigw__lower((unsigned char)hay[i + j]) != aigw__lower((unsigned char)needle[j]))
                 break;
         if (j == m)
             return true;
@@ -126,11 +117,11 @@ static bool parse_scaled(const char **sp, uint64_t unit_ns, uint64_t *ns)
     const char *s = *sp;
     uint64_t ip = 0, frac = 0, scale = unit_ns;
     bool any = false;
-    for (; is_digit(*s); s++, any = true)
+    for (; aigw__is_digit(*s); s++, any = true)
         if (ip <= SAT_NS)
             ip = ip * 10 + (uint64_t)(*s - '0');
     if (*s == '.')
-        for (s++; is_digit(*s); s++, any = true) {
+        for (s++; aigw__is_digit(*s); s++, any = true) {
             scale /= 10;
             frac += (uint64_t)(*s - '0') * scale;
         }
@@ -210,7 +201,7 @@ static bool take_int(const char **sp, int min, int max, int *out)
 {
     const char *s = *sp;
     int n = 0, v = 0;
-    for (; n < max && is_digit(*s); n++, s++)
+    for (; n < max && aigw__is_digit(*s); n++, s++)
         v = v * 10 + (*s - '0');
     if (n < min)
         return false;
@@ -322,7 +313,7 @@ static void take_fraction(const char **sp, civil *c)
     int scale = 100;
     if (**sp != '.')
         return;
-    for ((*sp)++; is_digit(**sp); (*sp)++, scale /= 10)
+    for ((*sp)++; aigw__is_digit(**sp); (*sp)++, scale /= 10)
         c->ms += (**sp - '0') * scale;
 }
 

@@ -1,40 +1,31 @@
-/* client.c - clients, requests, and the vtables a caller may plug in. */
+/* client.c - clients, requests, and the vtables a caller may plug in.  A
+ * request is handed to the engine with what it needs (engine.h); the engine
+ * never reaches back into the client. */
 #include "engine.h"
 
-#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
-static int64_t system_now(void *ud)
-{
-    (void)ud;
-    return aigw__mono_ms();
-}
+struct aigw_client {
+    /* The current configuration: read (and a reference taken) under
+     * cfg_lock, so a hot swap never frees one a request is about to use. */
+    pthread_mutex_t cfg_lock;
+    aigw_config *cfg;
+    aigw_health *health; /* what requests remember, shared by all of them */
+    aigw_transport transport;
+    void *transport_ud;
+    bool has_strategy;
+    aigw_strategy strategy;
+    void *strategy_ud;
+    bool has_clock;
+    aigw_clock clock;
+    void *clock_ud;
+};
 
-static void system_sleep(void *ud, int64_t ms)
+static int64_t client_now(const aigw_client *c)
 {
-    struct timespec ts;
-    (void)ud;
-    if (ms <= 0)
-        return;
-    ts.tv_sec = (time_t)(ms / 1000);
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-int64_t aigw__client_now(const aigw_client *c)
-{
-    return c->has_clock ? c->clock.now_ms(c->clock_ud) : system_now(NULL);
-}
-
-void aigw__client_sleep(const aigw_client *c, int64_t ms)
-{
-    if (c->has_clock)
-        c->clock.sleep_ms(c->clock_ud, ms);
-    else
-        system_sleep(NULL, ms);
+    return c->has_clock ? c->clock.now_ms(c->clock_ud) : aigw__mono_ms();
 }
 
 /* A bare access key configuration names provider keys it does not hold. */
@@ -97,7 +88,7 @@ aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **er
         return aigw__fail(err, st, "the libcurl transport could not be initialised");
     }
     c->cfg = aigw_config_ref(cfg);
-    aigw__health_configure(c->health, &cfg->health, aigw__client_now(c));
+    aigw__health_configure(c->health, &cfg->health, client_now(c));
     *out = c;
     return AIGW_OK;
 }
@@ -137,7 +128,8 @@ void aigw_client_free(aigw_client *client)
     aigw__free(client);
 }
 
-aigw_config *aigw__client_config(aigw_client *c)
+/* The current configuration, with a reference the caller drops. */
+static aigw_config *current_config(aigw_client *c)
 {
     aigw_config *cfg;
     pthread_mutex_lock(&c->cfg_lock);
@@ -165,7 +157,7 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
     /* Decided: a new configuration ends every bench (an operator who fixed
      * a key's account reloads); cooldowns, breakers and counters carry over
      * for keys whose provider, id and value are unchanged. */
-    aigw__health_configure(client->health, &cfg->health, aigw__client_now(client));
+    aigw__health_configure(client->health, &cfg->health, client_now(client));
     aigw__health_end_benches(client->health);
     /* Requests still running on the old one hold their own references; the
      * last of them frees it and wipes its secrets. */
@@ -175,15 +167,11 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
 
 static bool config_has_key(const aigw_config *cfg, const char *id)
 {
-    size_t i, s, k;
-    for (i = 0; i < cfg->n_keys; i++)
-        if (strcmp(cfg->keys[i].id, id) == 0)
+    size_t i, n;
+    const aigw_key_entry *k = aigw__config_keys(cfg, &n);
+    for (i = 0; i < n; i++)
+        if (strcmp(k[i].id, id) == 0)
             return true;
-    for (i = 0; i < cfg->n_rules; i++)
-        for (s = 0; s < cfg->rules[i].n_steps; s++)
-            for (k = 0; k < cfg->rules[i].steps[s].n_keys; k++)
-                if (strcmp(cfg->rules[i].steps[s].keys[k].id, id) == 0)
-                    return true;
     return cfg->has_ngrok_key && strcmp(id, "ngrok") == 0;
 }
 
@@ -194,7 +182,7 @@ aigw_status aigw_client_reset_health(aigw_client *client, const char *key_id)
     if (!client)
         return AIGW_EINVAL;
     if (key_id) {
-        cfg = aigw__client_config(client);
+        cfg = current_config(client);
         known = config_has_key(cfg, key_id);
         aigw_config_unref(cfg);
         if (!known)
@@ -211,8 +199,8 @@ aigw_status aigw_client_stats(aigw_client *client, aigw_stats **out)
         *out = NULL;
     if (!client || !out)
         return AIGW_EINVAL;
-    cfg = aigw__client_config(client);
-    *out = aigw__health_snapshot(client->health, cfg, &cfg->health, aigw__client_now(client));
+    cfg = current_config(client);
+    *out = aigw__health_snapshot(client->health, cfg, &cfg->health, client_now(client));
     aigw_config_unref(cfg);
     return *out ? AIGW_OK : AIGW_ENOMEM;
 }
@@ -296,6 +284,27 @@ aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock *clock, 
     return AIGW_OK;
 }
 
+/* One request on the configuration current when it starts, held to its
+ * end whatever a hot swap does. */
+static aigw_status send(aigw_client *c, const aigw_request *req, const aigw_stream_handler *sh,
+                        void *sud, aigw_response **out, aigw_error **err)
+{
+    aigw_engine_env env;
+    aigw_config *cfg = current_config(c);
+    aigw_status st;
+    env.cfg = cfg;
+    env.health = c->health;
+    env.transport = &c->transport;
+    env.transport_ud = c->transport_ud;
+    env.strategy = c->has_strategy ? &c->strategy : NULL;
+    env.strategy_ud = c->strategy_ud;
+    env.clock = c->has_clock ? &c->clock : NULL;
+    env.clock_ud = c->clock_ud;
+    st = aigw__engine_send(&env, req, sh, sud, out, err);
+    aigw_config_unref(cfg);
+    return st;
+}
+
 aigw_status aigw_client_send(aigw_client *client, const aigw_request *req, aigw_response **out,
                              aigw_error **err)
 {
@@ -305,7 +314,7 @@ aigw_status aigw_client_send(aigw_client *client, const aigw_request *req, aigw_
         *out = NULL;
     if (!client || !req || !out)
         return aigw__fail(err, AIGW_EINVAL, "aigw_client_send: client, req and out must not be NULL");
-    return aigw__engine_send(client, req, NULL, NULL, out, err);
+    return send(client, req, NULL, NULL, out, err);
 }
 
 aigw_status aigw_client_stream(aigw_client *client, const aigw_request *req,
@@ -323,7 +332,7 @@ aigw_status aigw_client_stream(aigw_client *client, const aigw_request *req,
     if (handler && handler->version != AIGW_STREAM_VERSION)
         return aigw__fail(err, AIGW_EVERSION, "aigw_client_stream: unknown handler version %u",
                           (unsigned)handler->version);
-    return aigw__engine_send(client, req, handler ? handler : &none, userdata, out, err);
+    return send(client, req, handler ? handler : &none, userdata, out, err);
 }
 
 aigw_status aigw_request_set_stream_restart(aigw_request *req, int restart)

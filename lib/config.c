@@ -1697,13 +1697,6 @@ static size_t find_nul(const char *s, size_t len)
     return len;
 }
 
-static size_t skip_ws(const char *s, size_t len, size_t i)
-{
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
 /* The strings of a parsed tree may be secrets: wipe them before cJSON
  * frees them. */
 static void wipe_tree(cJSON *n)
@@ -1737,7 +1730,7 @@ static cJSON *parse_text(parser *p, const char *json, size_t len)
         json_problem(p, json, off, "invalid JSON");
         return NULL;
     }
-    if ((off = skip_ws(json, len, off)) < len) {
+    if ((off = aigw__skip_ws(json, len, off)) < len) {
         json_problem(p, json, off, "invalid JSON (text after the value)");
         json_free(root);
         return NULL;
@@ -1788,7 +1781,78 @@ static void config_free(aigw_config *cfg)
     aigw__free(cfg->rules);
     secret_free(&cfg->ngrok_key);
     aigw__free(cfg->ngrok_gateway_url);
+    aigw__free(cfg->all_keys);
     aigw__free(cfg);
+}
+
+/* ---- the configuration's keys, listed once ---- */
+
+static bool same_secret(const aigw_secret *a, const aigw_secret *b)
+{
+    bool ha = a && a->value, hb = b && b->value;
+    if (ha != hb)
+        return false;
+    return !ha || (a->len == b->len && memcmp(a->value, b->value, a->len) == 0);
+}
+
+static void list_key(parser *p, const char *provider, const char *id, const aigw_secret *value)
+{
+    aigw_config *c = p->cfg;
+    size_t i;
+    provider = provider ? provider : "";
+    id = id ? id : "";
+    for (i = 0; i < c->n_all_keys; i++)
+        if (strcmp(c->all_keys[i].provider, provider) == 0 &&
+            strcmp(c->all_keys[i].id, id) == 0 && same_secret(c->all_keys[i].value, value))
+            return;
+    c->all_keys[c->n_all_keys].provider = provider;
+    c->all_keys[c->n_all_keys].id = id;
+    c->all_keys[c->n_all_keys].value = value;
+    c->n_all_keys++;
+}
+
+/* The provider of a rule's step key: the providerKey it names (same id and
+ * value), else the rule's provider (rule_target resolved it from the model
+ * when the rule names none). */
+static const char *step_key_provider(const aigw_config *cfg, const aigw_rule *rule,
+                                     const aigw_step_key *sk)
+{
+    size_t i;
+    for (i = 0; i < cfg->n_keys; i++)
+        if (sk->id && cfg->keys[i].id && strcmp(cfg->keys[i].id, sk->id) == 0 &&
+            same_secret(&cfg->keys[i].value, &sk->value))
+            return cfg->keys[i].provider_id;
+    return rule->provider;
+}
+
+static void collect_keys(parser *p)
+{
+    aigw_config *c = p->cfg;
+    size_t i, s, j, cap = c->n_keys;
+    for (i = 0; i < c->n_rules; i++)
+        for (s = 0; s < c->rules[i].n_steps; s++)
+            cap += c->rules[i].steps[s].n_keys;
+    if (!(c->all_keys = aigw__calloc(cap ? cap : 1, sizeof *c->all_keys))) {
+        p->oom = true;
+        return;
+    }
+    for (i = 0; i < c->n_keys; i++)
+        list_key(p, c->keys[i].provider_id, c->keys[i].id, &c->keys[i].value);
+    for (i = 0; i < c->n_rules; i++)
+        for (s = 0; s < c->rules[i].n_steps; s++) {
+            const aigw_step *st = &c->rules[i].steps[s];
+            if (st->type != AIGW_STEP_USER)
+                continue;
+            for (j = 0; j < st->n_keys; j++)
+                list_key(p, step_key_provider(c, &c->rules[i], &st->keys[j]), st->keys[j].id,
+                         &st->keys[j].value);
+        }
+}
+
+const aigw_key_entry *aigw__config_keys(const aigw_config *cfg, size_t *n)
+{
+    *n = cfg ? cfg->n_all_keys : 0;
+    return cfg ? cfg->all_keys : NULL;
 }
 
 static void set_defaults(parser *p)
@@ -1864,6 +1928,8 @@ aigw_status aigw_config_parse(const char *json, size_t len, aigw_config **out, a
     }
     /* a probe through an open breaker lives as long as any attempt */
     p.cfg->health.probe_timeout_ms = p.cfg->per_request_timeout_ms;
+    if (!p.oom && p.e->n == 0)
+        collect_keys(&p);
     return finish(&p, out, err);
 }
 

@@ -22,18 +22,13 @@ static const struct unit {
     {"h", 3600ULL * 1000000000ULL},
 };
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
 /* The unit is the run up to the next digit or '.', as Go reads it, so
  * "1mss" is an unknown unit rather than "1m" and garbage. */
 static uint64_t read_unit(const char **s)
 {
     const char *p = *s;
     size_t n, i;
-    while (*p && !is_digit(*p) && *p != '.')
+    while (*p && !aigw__is_digit(*p) && *p != '.')
         p++;
     n = (size_t)(p - *s);
     for (i = 0; i < sizeof units / sizeof units[0]; i++)
@@ -51,7 +46,7 @@ static int read_term(const char **s, uint64_t *ns)
     uint64_t v = 0, f = 0, unit;
     double scale = 1;
     bool digits = false;
-    for (; is_digit(*p); p++, digits = true) {
+    for (; aigw__is_digit(*p); p++, digits = true) {
         uint64_t d = (uint64_t)(*p - '0');
         if (v > (NS_MAX - d) / 10)
             return -1;
@@ -60,7 +55,7 @@ static int read_term(const char **s, uint64_t *ns)
     if (*p == '.') {
         /* Digits past what f can hold only add precision nobody can use;
          * drop them, as Go does. */
-        for (p++; is_digit(*p); p++, digits = true)
+        for (p++; aigw__is_digit(*p); p++, digits = true)
             if (f <= (NS_MAX - 9) / 10) {
                 f = f * 10 + (uint64_t)(*p - '0');
                 scale *= 10;

@@ -1,28 +1,42 @@
 /*
- * health.h - what a client remembers across requests: each key's cooldown
- * or bench, a circuit breaker per backend (provider + model) and per host,
- * the retry budget, and the counters behind aigw_client_stats.
+ * health.h - what a client remembers across requests, each fact at the
+ * scope the failure speaks for:
+ * - a key (provider, id, value): benched after an auth or quota failure;
+ * - an endpoint (a key and an upstream model): cooling after a rate limit
+ *   (providers limit per model), and an outlier circuit breaker that server
+ *   errors, overload and answered timeouts open (as Envoy ejects one host of
+ *   a cluster: one key's failures never shut out its siblings);
+ * - a backend (provider + upstream model): counters; it is open when every
+ *   endpoint of it is (derived, not kept);
+ * - a host (scheme://host:port): a breaker that failures without an HTTP
+ *   answer open;
+ * - the retry budget, and the counters behind aigw_client_stats.
+ * What each failure class does to them is the policy's (policy.h); this
+ * module only keeps the facts.
  *
- * Thread-safe and lock-light: entries are found through a table under a
- * read-write lock (written only when a new key, backend or host is first
- * seen) and never move or go away before aigw__health_free, so callers keep
- * plain pointers to them; their state is C11 atomics.  No threads of its
- * own.  Time is the client's clock in ms, always passed in.
- * Never installed.
+ * Thread-safe and lock-light: entries are found through tables under
+ * read-write locks (written only when an entry is first seen) and never
+ * move or go away before aigw__health_free, so callers keep plain pointers
+ * to them; their state is C11 atomics.  No threads of its own.  Time is the
+ * client's clock in ms, always passed in.  Never installed.
  */
 #ifndef AIGW_HEALTH_H
 #define AIGW_HEALTH_H
 
 #include "internal.h"
+#include "policy.h"
 
 typedef struct aigw_health aigw_health;
-typedef struct aigw_hkey aigw_hkey;      /* one key's state            */
-typedef struct aigw_breaker aigw_breaker; /* one backend's or host's   */
+typedef struct aigw_hkey aigw_hkey;         /* one key                        */
+typedef struct aigw_endpoint aigw_endpoint; /* one key with one model         */
+typedef struct aigw_breaker aigw_breaker;   /* an endpoint's, a backend's or a
+                                               host's breaker and counters    */
 
-/* Limits on what is tracked: past them, a new key, backend or host is not
- * tracked (its lookup returns NULL: always ready, never counted), so model
- * names from request bodies cannot grow the table without bound. */
+/* Limits on what is tracked: past them, a new entry is not tracked (its
+ * lookup returns NULL: always ready, never counted), so model names from
+ * request bodies cannot grow the tables without bound. */
 #define AIGW_HEALTH_MAX_KEYS 4096
+#define AIGW_HEALTH_MAX_ENDPOINTS 16384
 #define AIGW_HEALTH_MAX_BACKENDS 4096
 #define AIGW_HEALTH_MAX_HOSTS 1024
 
@@ -31,49 +45,72 @@ void aigw__health_free(aigw_health *h);
 
 /* ---- keys ---- */
 
+/* Where a key comes from, for listing it in a snapshot. */
+typedef enum aigw_key_origin {
+    AIGW_ORIGIN_CONFIG = 0, /* providerKeys or a step's own key            */
+    AIGW_ORIGIN_NGROK,      /* the ngrok access key, tracked per provider   */
+    AIGW_ORIGIN_NONE        /* a key-less call (a custom provider)          */
+} aigw_key_origin;
+
 /* The state of a key, found or made: identified by its provider, id and
- * value (value NULL: a key-less request, e.g. a local server).  The value
- * itself is not kept: a keyed hash of it (SipHash-2-4, a random key per
- * health table).  NULL when the table is full or out of memory. */
+ * value (value NULL: a key-less request).  The value itself is not kept: a
+ * keyed hash of it (SipHash-2-4, a random key per health table).  origin
+ * is recorded when the entry is made.  NULL when the table is full or out
+ * of memory. */
 aigw_hkey *aigw__health_key(aigw_health *h, const char *provider, const char *id,
-                            const aigw_secret *value);
+                            const aigw_secret *value, aigw_key_origin origin);
+/* The key with one upstream model, found or made; NULL as above (k NULL:
+ * NULL). */
+aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *model);
 
-/* The key's state now; *wait_ms gets the time left in it (0 when ready). */
-aigw_key_state aigw__hkey_state(const aigw_hkey *k, int64_t now, int64_t *wait_ms);
-/* The failure class that put it in its state (AIGW_CLASS_NONE when ready). */
-aigw_class aigw__hkey_reason(const aigw_hkey *k, int64_t now);
-/* Fills the strategy's view of the key (id borrowed from the entry; k NULL:
- * a ready key with id "" and no counts, for the caller to name). */
-void aigw__hkey_view(const aigw_hkey *k, int64_t now, uint32_t weight, aigw_key_health *out);
-/* A request passed it over while cooling or benched. */
-void aigw__hkey_skipped(aigw_hkey *k);
+/* The state of a key for one model: benched (the key) before cooling (the
+ * endpoint) before ready; *wait_ms gets the time left (0 when ready).
+ * Either may be NULL (untracked: ready). */
+aigw_key_state aigw__key_state(const aigw_hkey *k, const aigw_endpoint *e, int64_t now,
+                               int64_t *wait_ms);
+/* The failure class that put it in that state (AIGW_CLASS_NONE: ready). */
+aigw_class aigw__key_reason(const aigw_hkey *k, const aigw_endpoint *e, int64_t now);
+/* Fills the strategy's view of the key for one model: its state there,
+ * since_limited_ms and the counters of that endpoint (id borrowed from the
+ * entry; k NULL: a ready key with id "" and no counts, for the caller to
+ * name). */
+void aigw__key_view(const aigw_hkey *k, const aigw_endpoint *e, int64_t now, uint32_t weight,
+                    aigw_key_health *out);
+/* A request passed the key over on that endpoint (cooling, benched, its
+ * breaker open). */
+void aigw__endpoint_skipped(aigw_endpoint *e);
 
-/*
- * After an attempt with the key.  cls: AIGW_CLASS_NONE on success.
- * - rate_limit: cools for wait_ms when >= 0 (capped by o->cooldown_max_ms),
- *   else for o->cooldown_ms jittered into [cooldown/2, cooldown]; a cooldown
- *   only ever extends (a shorter one does not cut a longer one short).
- *   Records the time of the limit (since_limited_ms).
- * - auth, quota: benched for o->bench_ms (0: not benched).
- * - anything else: counted only.
- * latency_ms (success only; < 0 when unknown) feeds the latency summary.
- */
-void aigw__hkey_report(aigw_hkey *k, const aigw_health_opts *o, aigw_class cls,
-                       int64_t wait_ms, int64_t latency_ms, int64_t now);
+/* An attempt with the key: counted (cls AIGW_CLASS_NONE: a success with
+ * latency_ms, < 0 unknown). */
+void aigw__hkey_count(aigw_hkey *k, aigw_class cls, int64_t latency_ms);
+/* Benches the key for o->bench_ms (0: not benched) for reason cls; a bench
+ * only ever extends. */
+void aigw__hkey_bench(aigw_hkey *k, const aigw_health_opts *o, aigw_class reason, int64_t now);
+/* Cools the endpoint after a rate limit: for wait_ms when >= 0 (capped by
+ * o->cooldown_max_ms), else for o->cooldown_ms jittered into [1/2, 1] of it
+ * (also capped); a cooldown only ever extends.  Records the time of the
+ * limit.  Returns the time left of the cooldown now in force (ms; 0 none). */
+int64_t aigw__endpoint_cool(aigw_endpoint *e, const aigw_health_opts *o, int64_t wait_ms,
+                            int64_t now);
+/* The endpoint's outlier breaker (NULL for e NULL). */
+aigw_breaker *aigw__endpoint_breaker(aigw_endpoint *e);
 
 /* Ends every key's bench (a configuration was installed). */
 void aigw__health_end_benches(aigw_health *h);
-/* Ends the cooldown and bench of every key with that id (NULL: all keys)
- * and, with id NULL, closes every breaker.  Returns how many keys matched. */
+/* Ends the bench of every key with that id (NULL: all keys), the cooldowns
+ * of its endpoints and closes their breakers; with id NULL also closes every
+ * host's breaker.  Returns how many keys matched. */
 size_t aigw__health_reset(aigw_health *h, const char *id);
 
-/* ---- circuit breakers ---- */
+/* ---- backends and hosts ---- */
 
-/* A backend's breaker, found or made; NULL as for keys. */
+/* A backend's counters (its state is derived from its endpoints), found or
+ * made; NULL as for keys. */
 aigw_breaker *aigw__health_backend(aigw_health *h, const char *provider, const char *model);
-/* A host's breaker, from any URL: "scheme://host:port" (default ports made
- * explicit, host lower-cased, user info dropped); NULL as for keys. */
+/* A host's breaker, from any URL (aigw__url_origin); NULL as for keys. */
 aigw_breaker *aigw__health_host(aigw_health *h, const char *url);
+
+/* ---- breakers (breaker.c) ---- */
 
 typedef enum aigw_admit {
     AIGW_ADMIT_GO = 0,    /* closed: go                                        */
@@ -83,34 +120,32 @@ typedef enum aigw_admit {
 } aigw_admit;
 
 /* May a request go to it now?  For AIGW_ADMIT_OPEN, *wait_ms gets the time
- * until a probe may go (0 when a probe is out).  Breakers off
- * (o->breaker_threshold 0) or b NULL: always GO.  The closed path is one
- * atomic load.  A probe that has not reported within o->breaker_cooloff_ms
- * (plus the longest attempt, o->probe_timeout_ms) is presumed lost and
- * another may go. */
+ * until a probe may go; while a probe is out, o->breaker_cooloff_ms (the
+ * probe decides within about that).  Breakers off (o->breaker_threshold 0)
+ * or b NULL: always GO.  The closed path is one atomic load.  A probe that
+ * has not reported within o->breaker_cooloff_ms (plus the longest attempt,
+ * o->probe_timeout_ms) is presumed lost and another may go. */
 aigw_admit aigw__breaker_admit(aigw_breaker *b, const aigw_health_opts *o, int64_t now,
                                int64_t *wait_ms);
+/* Whether aigw__breaker_admit would let a request go now, without taking
+ * the probe. */
+bool aigw__breaker_would_admit(aigw_breaker *b, const aigw_health_opts *o, int64_t now);
 
-typedef enum aigw_verdict {
-    AIGW_BR_SUCCESS = 0, /* a 2xx: closes; resets the failure count           */
-    AIGW_BR_FAILURE = 1, /* counts toward opening; a failed probe re-opens    */
-    AIGW_BR_NEUTRAL = 2, /* it answered, but the answer says nothing of its
-                            health (429, 401, 400, ...): closes a half-open
-                            breaker, leaves the count as it is otherwise        */
-    AIGW_BR_ABANDON = 3  /* no verdict (the caller cancelled): a probe is
-                            released, so another may go at once                */
-} aigw_verdict;
-
-/* After an attempt it admitted.  cls is the attempt's class (for the
- * per-class counters and the state's reason); latency_ms as for keys.  o->
- * breaker_threshold consecutive failures open a closed breaker for
- * o->breaker_cooloff_ms; then one probe may go (half-open). */
-void aigw__breaker_report(aigw_breaker *b, const aigw_health_opts *o, aigw_verdict v,
-                          bool probe, aigw_class cls, int64_t latency_ms, int64_t now);
+/* After an attempt it admitted: what it heard (policy.h; FAILURE_IF_ANSWERED
+ * resolved by the caller), for the state; cls for the per-class counters
+ * and the state's reason; latency_ms as for keys.  o->breaker_threshold
+ * consecutive failures open a closed breaker for o->breaker_cooloff_ms;
+ * then one probe may go (half-open).  o NULL: counted only. */
+void aigw__breaker_report(aigw_breaker *b, const aigw_health_opts *o, aigw_hear v, bool probe,
+                          aigw_class cls, int64_t latency_ms, int64_t now);
 /* A request passed it over while open. */
 void aigw__breaker_skipped(aigw_breaker *b);
 
-/* ---- retry budget ---- */
+/* "closed", "open" or "half_open", with the wait and the reason. */
+const char *aigw__breaker_state(aigw_breaker *b, const aigw_health_opts *o, int64_t now,
+                                int64_t *wait_ms, aigw_class *reason);
+
+/* ---- retry budget (budget.c) ---- */
 
 /* The client's configuration is o (made or swapped): the budget's buckets
  * take its window; a changed window keeps what the old one held (carried
@@ -120,29 +155,23 @@ void aigw__health_configure(aigw_health *h, const aigw_health_opts *o, int64_t n
 
 /* Over a sliding window of o->budget_window_ms (ten buckets), retries may be
  * up to o->budget_percent % of the requests started in it plus a floor of
- * o->budget_min_per_sec per second of the window.  The engine charges an
- * attempt that follows a server error, overload, timeout, redirect or
- * network failure (not one that moves past a rate-limited, quota- or
- * auth-failed key: that key cools or is benched instead). */
+ * o->budget_min_per_sec per second of the window.  Which attempts are
+ * retries is the policy's (aigw_policy_row.retry). */
 void aigw__budget_request(aigw_health *h, const aigw_health_opts *o, int64_t now);
 /* Takes one retry; false (and counted as denied) when the budget is spent.
  * Always true when o->budget_on is false. */
 bool aigw__budget_retry(aigw_health *h, const aigw_health_opts *o, int64_t now);
 
-/* ---- snapshot ---- */
+/* ---- snapshot (stats.c) ---- */
 
-/* Builds a snapshot: an entry for each key of cfg (providerKeys, inline step
- * keys, each once, in configuration order; then the ngrok access key, id
- * "ngrok", once per provider it was used for, or once with provider "ngrok"
- * before any use; then the key-less calls to custom providers, id ""), then
- * every backend and host tracked, in the order first seen; a
- * key the table cannot hold is listed untracked (ready, no counts).  The
- * JSON is built with it.  NULL when out of memory. */
+/* Builds a snapshot: an entry for each key of cfg (aigw__config_keys, in
+ * configuration order; then the ngrok access key once per provider it was
+ * used for, or once with provider "ngrok" before any use; then the key-less
+ * calls to custom providers, id ""), then every backend and host tracked,
+ * then every endpoint, each in the order first seen; a key the table cannot
+ * hold is listed untracked (ready, no counts).  The JSON is built with it.
+ * NULL when out of memory. */
 aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
                                   const aigw_health_opts *o, int64_t now);
-
-/* SipHash-2-4 (64-bit) of len bytes under a 16-byte key: the keyed hash of
- * key values and of table entries (exposed for its test vectors). */
-uint64_t aigw__siphash24(const uint8_t key[16], const void *data, size_t len);
 
 #endif

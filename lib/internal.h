@@ -90,6 +90,27 @@ int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *val
 const char *aigw__hdrs_get(const aigw_hdrs *h, const char *name); /* case-insensitive */
 void aigw__hdrs_free(aigw_hdrs *h);
 
+/* ---- ASCII, whatever the locale ---- */
+static inline bool aigw__is_digit(int c)
+{
+    return c >= '0' && c <= '9';
+}
+static inline bool aigw__is_alpha(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+static inline int aigw__lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
+}
+/* The index of the first byte at or after i that is not JSON white space. */
+static inline size_t aigw__skip_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
 /* ---- duration.c ---- */
 /* Go duration ("500ms", "1m30s", "1.5s", "2h", "0") -> milliseconds
  * (rounded down; sub-ms units allowed).  0 on success, -1 when malformed,
@@ -230,7 +251,25 @@ struct aigw_config {
     bool has_ngrok_key;
     aigw_secret ngrok_key;
     char *ngrok_gateway_url;
+
+    /* every key a request may use, once: providerKeys, then the steps' own
+     * keys (aigw__config_keys) */
+    struct aigw_key_entry *all_keys;
+    size_t n_all_keys;
 };
+
+/* One key of a configuration: borrowed from it. */
+typedef struct aigw_key_entry {
+    const char *provider; /* the provider it is for ("" when no rule says) */
+    const char *id;
+    const aigw_secret *value;
+} aigw_key_entry;
+
+/* The keys of cfg, each (provider, id, value) once, in configuration order:
+ * providerKeys, then the keys of the rules' user steps.  The provider of a
+ * step's key: the providerKey it names, else the rule's provider, else the
+ * provider its model resolves to. */
+const aigw_key_entry *aigw__config_keys(const aigw_config *cfg, size_t *n);
 
 const aigw_provider *aigw__config_provider(const aigw_config *cfg, const char *id);
 
@@ -368,6 +407,13 @@ struct aigw_transport_response {
 aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata);
 const char *aigw__transport_result_name(aigw_transport_result r); /* NULL for OK */
 
+/* ---- url.c ---- */
+/* "scheme://host:port" of url (allocated: default ports made explicit,
+ * scheme and host lower-cased, user info dropped), or NULL when it has no
+ * scheme, no host, a bad port, or no port and a scheme without a default
+ * one (or out of memory). */
+char *aigw__url_origin(const char *url);
+
 /* ---- misc (util.c) ---- */
 struct cJSON;
 /* cJSON_ParseWithLengthOpts behind a process-wide lock: cJSON writes a global
@@ -375,6 +421,7 @@ struct cJSON;
  * threads.  end may be NULL. */
 struct cJSON *aigw__json_parse(const char *s, size_t len, const char **end);
 int64_t aigw__mono_ms(void);
+void aigw__sleep_ms(int64_t ms); /* the system's sleep; EINTR resumed */
 int64_t aigw__unix_ms(void);
 /* Fills out with n random bytes (getrandom, falling back to a seeded PRNG). */
 void aigw__random_bytes(void *out, size_t n);

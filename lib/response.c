@@ -1,5 +1,5 @@
 /* response.c - the answer of one request and the record of its attempts. */
-#include "engine.h"
+#include "response.h"
 
 #include <string.h>
 
@@ -44,9 +44,9 @@ aigw_attempt *aigw__response_add_attempt(aigw_response *r)
     return a;
 }
 
-int aigw__response_add_skip_ex(aigw_response *r, const char *provider, const char *model,
-                               const char *reason, const char *key_id, int step,
-                               int64_t wait_ms)
+int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
+                            aigw_skip_reason reason, const char *key_id, int step,
+                            int64_t wait_ms)
 {
     aigw_skip *s;
     if (r->n_skips == r->cap_skips) {
@@ -60,14 +60,13 @@ int aigw__response_add_skip_ex(aigw_response *r, const char *provider, const cha
     s = &r->skips[r->n_skips];
     s->provider = aigw__strdup(provider ? provider : "");
     s->model = aigw__strdup(model ? model : "");
-    s->reason = aigw__strdup(reason);
+    s->reason = reason;
     s->key_id = aigw__strdup(key_id ? key_id : "");
     s->step = step;
     s->wait_ms = wait_ms;
-    if (!s->provider || !s->model || !s->reason || !s->key_id) {
+    if (!s->provider || !s->model || !s->key_id) {
         aigw__free(s->provider);
         aigw__free(s->model);
-        aigw__free(s->reason);
         aigw__free(s->key_id);
         return -1;
     }
@@ -75,10 +74,17 @@ int aigw__response_add_skip_ex(aigw_response *r, const char *provider, const cha
     return 0;
 }
 
-int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
-                            const char *reason)
+static void skip_free(aigw_skip *s)
 {
-    return aigw__response_add_skip_ex(r, provider, model, reason, NULL, -1, -1);
+    aigw__free(s->provider);
+    aigw__free(s->model);
+    aigw__free(s->key_id);
+}
+
+void aigw__response_drop_skips(aigw_response *r, size_t from)
+{
+    while (r->n_skips > from)
+        skip_free(&r->skips[--r->n_skips]);
 }
 
 static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
@@ -96,7 +102,7 @@ static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
     r |= aigw__buf_puts(b, ",\"providerKeyId\":");
     r |= aigw__buf_json_cstr(b, a->key_id);
     r |= aigw__buf_printf(b, "},\"served\":%s,\"retryAction\":", a->served ? "true" : "false");
-    r |= aigw__buf_json_cstr(b, a->verdict);
+    r |= aigw__buf_json_cstr(b, aigw__verdict_name(a->verdict));
     r |= aigw__buf_printf(b, ",\"completion\":\"%s\",\"upstreamDurationMs\":%lld",
                           aigw_attempt_completion(a), (long long)a->duration_ms);
     r |= aigw__buf_printf(b, ",\"step\":%d,\"errorClass\":", a->step);
@@ -140,7 +146,7 @@ char *aigw__response_build_trace(const aigw_response *r)
         rc |= aigw__buf_puts(&b, ",\"model\":");
         rc |= aigw__buf_json_cstr(&b, r->skips[i].model);
         rc |= aigw__buf_puts(&b, ",\"reason\":");
-        rc |= aigw__buf_json_cstr(&b, r->skips[i].reason);
+        rc |= aigw__buf_json_cstr(&b, aigw__skip_reason_name(r->skips[i].reason));
         if (r->skips[i].key_id[0]) {
             rc |= aigw__buf_printf(&b, ",\"step\":%d,\"providerKeyId\":", r->skips[i].step);
             rc |= aigw__buf_json_cstr(&b, r->skips[i].key_id);
@@ -279,7 +285,7 @@ aigw_status aigw_response_skip(const aigw_response *resp, size_t i, const char *
     if (model)
         *model = resp->skips[i].model;
     if (reason)
-        *reason = resp->skips[i].reason;
+        *reason = aigw__skip_reason_name(resp->skips[i].reason);
     return AIGW_OK;
 }
 
@@ -293,12 +299,7 @@ void aigw_response_free(aigw_response *resp)
         aigw__free(resp->attempts[i].model);
         aigw__free(resp->attempts[i].key_id);
     }
-    for (i = 0; i < resp->n_skips; i++) {
-        aigw__free(resp->skips[i].provider);
-        aigw__free(resp->skips[i].model);
-        aigw__free(resp->skips[i].reason);
-        aigw__free(resp->skips[i].key_id);
-    }
+    aigw__response_drop_skips(resp, 0);
     aigw__free(resp->attempts);
     aigw__free(resp->skips);
     aigw__hdrs_free(&resp->headers);
@@ -326,7 +327,10 @@ const char *aigw_attempt_error_class(const aigw_attempt *a)
 {
     return a ? aigw__class_name(a->cls) : NULL;
 }
-const char *aigw_attempt_verdict(const aigw_attempt *a) { return a ? a->verdict : NULL; }
+const char *aigw_attempt_verdict(const aigw_attempt *a)
+{
+    return a ? aigw__verdict_name(a->verdict) : NULL;
+}
 int aigw_attempt_served(const aigw_attempt *a) { return a ? a->served : 0; }
 int64_t aigw_attempt_duration_ms(const aigw_attempt *a) { return a ? a->duration_ms : 0; }
 int64_t aigw_attempt_requested_wait_ms(const aigw_attempt *a)

@@ -17,6 +17,17 @@ int64_t aigw__mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void aigw__sleep_ms(int64_t ms)
+{
+    struct timespec ts;
+    if (ms <= 0)
+        return;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
 int64_t aigw__unix_ms(void)
 {
     struct timespec ts;
@@ -107,15 +118,10 @@ void aigw__random_bytes(void *out, size_t n)
     }
 }
 
-static int lower(int c)
-{
-    return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
-}
-
 int aigw__strncasecmp(const char *a, const char *b, size_t n)
 {
     for (; n > 0; n--, a++, b++) {
-        int d = lower((unsigned char)*a) - lower((unsigned char)*b);
+        int d = aigw__lower((unsigned char)*a) - aigw__lower((unsigned char)*b);
         if (d != 0 || *a == '\0')
             return d;
     }

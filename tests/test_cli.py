@@ -635,8 +635,11 @@ class CliBase(unittest.TestCase):
         self.assertIn("Outcome: served, HTTP 200", second)
         self.assertIn("received 3 requests: primary 1, backup 2", second)
         rows = self.stats_table(second[second.index("Key health"):].encode())
-        self.assertEqual(rows["primary"][:3], ["primary", "mock", "cooling"])
+        # the key is ready; it is cooling for the model that was rate limited
+        self.assertEqual(rows["primary"][:3], ["primary", "mock", "ready"])
         self.assertEqual(rows["primary"][4:8], ["1", "0", "1", "1"])
+        self.assertEqual(rows["primary@demo-model"][:4], ["primary", "demo-model", "mock", "cooling"])
+        self.assertEqual(rows["primary@demo-model"][5:9], ["1", "0", "1", "1"])
         self.assertEqual(rows["backup"][2:8], ["ready", "-", "2", "2", "0", "0"])
         self.assertIn("mock:demo-model", rows)
         self.assertIn("retry", rows)
@@ -833,8 +836,13 @@ class CliBase(unittest.TestCase):
                 if s.get("providerKeyId")]
 
     def stats_keys(self, stats):
-        self.assertEqual(set(stats), {"keys", "backends", "hosts", "retryBudget"}, stats)
+        self.assertEqual(set(stats), {"keys", "endpoints", "backends", "hosts", "retryBudget"},
+                         stats)
         return {k["id"]: k for k in stats["keys"]}
+
+    def stats_endpoints(self, stats):
+        """{(key id, model): entry} of a snapshot's endpoints."""
+        return {(e["id"], e["model"]): e for e in stats["endpoints"]}
 
     def test_repeat_cooling_key_skipped_trace(self):
         self.rate_limit_primary()
@@ -877,11 +885,21 @@ class CliBase(unittest.TestCase):
             keys = self.stats_keys(stats)
             self.assertEqual([k["id"] for k in stats["keys"]], ["primary", "backup", "third"])
             pr, bk, th = keys["primary"], keys["backup"], keys["third"]
-            self.assertEqual((pr["state"], pr["reason"]), ("cooling", "rate_limit"))
+            # the key itself is ready: its rate limit is for m1
+            self.assertEqual((pr["state"], pr["reason"], pr["waitMs"]), ("ready", None, 0))
             self.assertEqual((pr["requests"], pr["successes"], pr["failures"], pr["skips"]),
                              (1, 0, 1, 4))
-            self.assertGreater(pr["waitMs"], 0)
-            self.assertLessEqual(pr["waitMs"], 30000)
+            eps = self.stats_endpoints(stats)
+            self.assertEqual(sorted(eps), [("backup", "m1"), ("primary", "m1")])
+            pm = eps[("primary", "m1")]
+            self.assertEqual((pm["provider"], pm["state"], pm["reason"]),
+                             ("fake", "cooling", "rate_limit"))
+            self.assertEqual((pm["requests"], pm["successes"], pm["failures"], pm["skips"]),
+                             (1, 0, 1, 4))
+            self.assertGreater(pm["waitMs"], 0)
+            self.assertLessEqual(pm["waitMs"], 30000)
+            self.assertEqual((eps[("backup", "m1")]["state"], eps[("backup", "m1")]["requests"]),
+                             ("ready", 5))
             self.assertEqual((bk["state"], bk["requests"], bk["successes"], bk["failures"],
                               bk["skips"]), ("ready", 5, 5, 0, 0))
             self.assertEqual((th["state"], th["requests"]), ("ready", 0))
@@ -902,7 +920,9 @@ class CliBase(unittest.TestCase):
         reqs = self.per_request(objs[:-1])
         self.assertEqual([s["attempts"] for _, s in reqs], [2, 1, 1])
         keys = self.stats_keys(objs[-1])
-        self.assertEqual((keys["primary"]["state"], keys["primary"]["skips"]), ("cooling", 2))
+        self.assertEqual((keys["primary"]["state"], keys["primary"]["skips"]), ("ready", 2))
+        pm = self.stats_endpoints(objs[-1])[("primary", "m1")]
+        self.assertEqual((pm["state"], pm["skips"]), ("cooling", 2))
         self.assertEqual(keys["backup"]["successes"], 3)
         # explicit human: the table, even with --trace json
         self.fake.reset()
@@ -912,12 +932,19 @@ class CliBase(unittest.TestCase):
         self.assertIn(b"retry budget: ", p.stderr)
 
     def stats_table(self, err):
-        """The human --stats table: {first cell: cells} for each row."""
-        rows = {}
+        """The human --stats table: {first cell: cells} for each row; a row of
+        the endpoint section (a key with one model) as {"id@model": cells}."""
+        rows, section = {}, None
         for line in err.decode().splitlines():
             cells = line.split()
-            if cells:
-                rows[cells[0]] = cells
+            if not cells:
+                continue
+            if cells[0] in ("key", "endpoint", "backend", "host"):
+                section = cells[0]
+            elif section == "endpoint":
+                rows[cells[0] + "@" + cells[1]] = cells
+                continue
+            rows[cells[0]] = cells
         return rows
 
     def test_repeat_stats_human(self):
@@ -937,9 +964,15 @@ class CliBase(unittest.TestCase):
             self.assertEqual(rows["key"], ["key", "provider", "state", "wait", "requests",
                                            "successes", "failures", "skips", "p50", "p99"])
             # id, provider, state, wait, requests, successes, failures, skips, p50, p99
-            self.assertEqual(rows["primary"][:3], ["primary", "fake", "cooling"])
-            self.assertRegex(rows["primary"][3], r"^\d+(\.\d)?(ms|s)$")
+            self.assertEqual(rows["primary"][:4], ["primary", "fake", "ready", "-"])
             self.assertEqual(rows["primary"][4:], ["1", "0", "1", "2", "-", "-"])
+            # the endpoint (key, model) that was rate limited cools
+            self.assertEqual(rows["endpoint"], ["endpoint", "model", "provider", "state", "wait",
+                                                "requests", "successes", "failures", "skips",
+                                                "p50", "p99"])
+            self.assertEqual(rows["primary@m1"][:4], ["primary", "m1", "fake", "cooling"])
+            self.assertRegex(rows["primary@m1"][4], r"^\d+(\.\d)?(ms|s)$")
+            self.assertEqual(rows["primary@m1"][5:], ["1", "0", "1", "2", "-", "-"])
             self.assertEqual(rows["backup"][:4], ["backup", "fake", "ready", "-"])
             self.assertEqual(rows["backup"][4:8], ["3", "3", "0", "0"])
             for lat in rows["backup"][8:]:

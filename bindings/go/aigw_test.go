@@ -137,29 +137,47 @@ type keyStat struct {
 	Skips     uint64 `json:"skips"`
 }
 
-func keyStats(t *testing.T, cl *Client) map[string]keyStat {
+type snapshot struct {
+	Keys        []keyStat              `json:"keys"`
+	Endpoints   []keyStat              `json:"endpoints"` // a key with one model
+	Backends    []json.RawMessage      `json:"backends"`
+	Hosts       []json.RawMessage      `json:"hosts"`
+	RetryBudget map[string]interface{} `json:"retryBudget"`
+}
+
+func stats(t *testing.T, cl *Client) snapshot {
 	t.Helper()
 	js, err := cl.StatsJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var snap struct {
-		Keys        []keyStat              `json:"keys"`
-		Backends    []json.RawMessage      `json:"backends"`
-		Hosts       []json.RawMessage      `json:"hosts"`
-		RetryBudget map[string]interface{} `json:"retryBudget"`
-	}
+	var snap snapshot
 	if err := json.Unmarshal([]byte(js), &snap); err != nil {
 		t.Fatalf("stats JSON %q: %v", js, err)
 	}
-	if snap.RetryBudget == nil || snap.Backends == nil || snap.Hosts == nil {
+	if snap.RetryBudget == nil || snap.Endpoints == nil || snap.Backends == nil || snap.Hosts == nil {
 		t.Fatalf("stats JSON lacks a member: %s", js)
 	}
+	return snap
+}
+
+func byID(entries []keyStat) map[string]keyStat {
 	out := map[string]keyStat{}
-	for _, k := range snap.Keys {
+	for _, k := range entries {
 		out[k.ID] = k
 	}
 	return out
+}
+
+func keyStats(t *testing.T, cl *Client) map[string]keyStat {
+	t.Helper()
+	return byID(stats(t, cl).Keys)
+}
+
+// Each key's health with model m1, the only model the tests send.
+func endpointStats(t *testing.T, cl *Client) map[string]keyStat {
+	t.Helper()
+	return byID(stats(t, cl).Endpoints)
 }
 
 func newClient(t *testing.T, base, secondKey string) *Client {
@@ -202,8 +220,12 @@ func TestStatsJSON(t *testing.T) {
 	}
 	ks := keyStats(t, cl)
 	p, b := ks["primary"], ks["backup"]
-	if p.State != "cooling" || p.Requests != 1 || p.Failures != 1 || p.Skips != 2 || p.Provider != "fake" {
+	// the key is ready: its rate limit is for m1, where it cools
+	if p.State != "ready" || p.Requests != 1 || p.Failures != 1 || p.Skips != 2 || p.Provider != "fake" {
 		t.Fatalf("primary %+v", p)
+	}
+	if pm := endpointStats(t, cl)["primary"]; pm.State != "cooling" || pm.Requests != 1 || pm.Skips != 2 {
+		t.Fatalf("primary with m1 %+v", pm)
 	}
 	if b.State != "ready" || b.Requests != 3 || b.Successes != 3 {
 		t.Fatalf("backup %+v", b)
@@ -278,7 +300,7 @@ func TestSetConfig(t *testing.T) {
 		t.Fatalf("after the swap: %v %q %+v", err, keysOf(resp), resp.Skipped)
 	}
 	ks := keyStats(t, cl)
-	if ks["primary"].State != "cooling" || ks["backup"].Successes != 2 {
+	if endpointStats(t, cl)["primary"].State != "cooling" || ks["backup"].Successes != 2 {
 		t.Fatalf("health did not carry over: %+v", ks) // same provider, id and value
 	}
 	// a bare configuration naming keys it does not hold: refused, unchanged

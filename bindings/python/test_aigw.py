@@ -145,6 +145,11 @@ class BindingTest(unittest.TestCase):
     def key(stats, key_id):
         return next(k for k in stats["keys"] if k["id"] == key_id)
 
+    @staticmethod
+    def endpoint(stats, key_id, model="m1"):
+        """A key's health with one model (rate limits are per model)."""
+        return next(e for e in stats["endpoints"] if e["id"] == key_id and e["model"] == model)
+
     def test_stats_cooling_key_skipped(self):
         client = aigw.Client(aigw.Config.parse(self.gateway))
         before = client.stats()
@@ -162,8 +167,11 @@ class BindingTest(unittest.TestCase):
         self.assertEqual([k for _, k, _ in Fake.seen], ["k-primary", "k-backup", "k-backup"])
         stats = client.stats()
         p, b = self.key(stats, "primary"), self.key(stats, "backup")
-        self.assertEqual(p["state"], "cooling")
+        self.assertEqual(p["state"], "ready")  # the key; its rate limit is for m1
         self.assertEqual((p["requests"], p["successes"], p["failures"], p["skips"]), (1, 0, 1, 1))
+        pm = self.endpoint(stats, "primary")
+        self.assertEqual((pm["state"], pm["reason"]), ("cooling", "rate_limit"))
+        self.assertEqual((pm["requests"], pm["failures"], pm["skips"]), (1, 1, 1))
         self.assertEqual((b["state"], b["requests"], b["successes"]), ("ready", 2, 2))
         self.assertEqual(stats["retryBudget"]["requests"], 2)
         for k in stats["keys"]:  # ids, never values
@@ -175,15 +183,15 @@ class BindingTest(unittest.TestCase):
     def test_reset_health(self):
         client = aigw.Client(aigw.Config.parse(self.gateway))
         self.chat(client)
-        self.assertEqual(self.key(client.stats(), "primary")["state"], "cooling")
+        self.assertEqual(self.endpoint(client.stats(), "primary")["state"], "cooling")
         client.reset_health("primary")
-        p = self.key(client.stats(), "primary")
+        p = self.endpoint(client.stats(), "primary")
         self.assertEqual((p["state"], p["requests"]), ("ready", 1))  # counters kept
         self.chat(client)  # the primary is tried again (and cools again)
         self.assertEqual([k for _, k, _ in Fake.seen],
                          ["k-primary", "k-backup", "k-primary", "k-backup"])
         client.reset_health()  # every key
-        self.assertEqual(self.key(client.stats(), "primary")["state"], "ready")
+        self.assertEqual(self.endpoint(client.stats(), "primary")["state"], "ready")
         with self.assertRaises(aigw.Error) as cm:
             client.reset_health("no-such-key")
         self.assertEqual(cm.exception.code, aigw.AIGW_EINVAL)
@@ -202,7 +210,7 @@ class BindingTest(unittest.TestCase):
         self.assertEqual([k for _, k, _ in Fake.seen], ["k-backup"])
         # the same keys (provider, id, value): their health carried over
         stats = client.stats()
-        self.assertEqual(self.key(stats, "primary")["state"], "cooling")
+        self.assertEqual(self.endpoint(stats, "primary")["state"], "cooling")
         self.assertEqual(self.key(stats, "backup")["successes"], 2)
         # a bare configuration naming keys it does not hold: refused, unchanged
         bare = json.dumps(swapped["accessKeyConfiguration"])

@@ -1,0 +1,137 @@
+/*
+ * engine_int.h - what the engine's files share: one request's run, its
+ * candidates, the keys of a step, and where one attempt goes.
+ *   engine.c   the attempt loop: candidates -> steps -> keys, the policy
+ *              table read at each failure, what health learns
+ *   upstream.c building the upstream request; handing its answer over
+ *   stream.c   one streamed attempt: the commit point, breaks, restarts
+ *   answer.c   the library's own answers (rejected, exhausted, timed out)
+ * Never installed.
+ */
+#ifndef AIGW_ENGINE_INT_H
+#define AIGW_ENGINE_INT_H
+
+#include "engine.h"
+#include "health.h"
+#include "policy.h"
+#include "response.h"
+
+typedef struct cand {
+    const aigw_provider *prov;
+    char *model;          /* the provider's model id */
+    const char *upstream; /* the id sent upstream (providerModelId), borrowed */
+} cand;
+
+/* One key of a step as the loop sees it. */
+typedef struct key_ref {
+    const char *id;
+    const aigw_secret *secret; /* NULL: send without credentials */
+    aigw_hkey *hk;             /* its health; NULL: untracked */
+    aigw_endpoint *ep;         /* its health with the candidate's model */
+} key_ref;
+
+/* Where one attempt goes. */
+typedef struct slot {
+    const cand *cd;
+    int step;            /* the step (0-based); -1 an implicit one */
+    bool ngrok;          /* through ngrok's gateway with the ngrok key */
+    const key_ref *key;
+    const aigw_buf *body; /* the body for this candidate and key source */
+} slot;
+
+/* Why a request ended before an answer was served. */
+typedef enum end_reason {
+    END_NONE = 0,
+    END_TIMED_OUT,    /* totalTimeout */
+    END_MAX_ATTEMPTS, /* maxAttempts */
+    END_BUDGET        /* the retry budget refused a retry */
+} end_reason;
+
+/* A (provider, upstream model) banned for the rest of the request. */
+typedef struct model_ban {
+    const aigw_provider *prov;
+    const char *upstream; /* borrowed from a candidate */
+} model_ban;
+
+typedef struct run {
+    const aigw_engine_env *env;
+    const aigw_config *cfg;
+    aigw_health *h;
+    const aigw_health_opts *ho;
+    aigw_response *resp;
+    const char *path;  /* the API path after "/v1", e.g. "/chat/completions" */
+    const char *body;
+    size_t body_len;
+    int64_t deadline;
+    cand *cands;
+    size_t n_cands;
+    size_t cur_cand;   /* the candidate being tried */
+    model_ban *bans;   /* context length exceeded */
+    size_t n_bans;
+    const aigw_stream_handler *sh; /* streaming: where the answer goes */
+    void *sud;
+    bool restart;      /* streaming: restart a broken committed stream */
+    bool done;         /* the answer is in resp */
+    end_reason end;
+    bool budget_capped; /* the last attempt got only what was left of totalTimeout */
+    /* What the request met, for the library's own answer. */
+    int attempts_by_class[AIGW_CLASS__COUNT];
+    int skips_by_reason[AIGW_SKIP__COUNT];
+    int quota_bench_skips; /* key_benched skips for a quota failure */
+    int64_t min_wait;      /* shortest wait an upstream asked for; -1 none */
+    int64_t open_wait;     /* shortest wait of the open circuits skipped; -1 */
+    int64_t pass_cool_wait; /* this pass: the shortest cooling wait skipped; -1 */
+} run;
+
+/* The moves of the loop, from the policy's rows and the loop's own ends. */
+typedef enum move {
+    MV_SERVE,
+    MV_FAIL_FAST,
+    MV_NEXT_KEY,
+    MV_RETRY,
+    MV_NEXT_STEP,
+    MV_NEXT_CAND,
+    MV_RESTART, /* streaming: a committed stream broke; the next model anew */
+    MV_END      /* streaming: the request ended (stream failed, cancelled) */
+} move;
+
+int64_t aigw__run_now(const run *r);
+
+/* upstream.c */
+typedef struct built_req {
+    aigw_buf url;
+    aigw_hdrs h;
+    aigw_header *hv;
+    aigw_transport_request req;
+} built_req;
+/* The body of a candidate for user or ngrok keys (model rewritten). */
+int aigw__build_body(const run *r, const cand *cd, bool ngrok, aigw_buf *out);
+/* The upstream request of one attempt; free with aigw__req_free.  Sets
+ * r->budget_capped when totalTimeout cuts the attempt's time. */
+int aigw__build_req(run *r, const slot *s, built_req *b);
+void aigw__req_free(built_req *b);
+/* Sends one whole attempt.  0, or -1 when out of memory. */
+int aigw__send_once(run *r, const slot *s, aigw_transport_response *t,
+                    aigw_transport_result *tr);
+void aigw__tres_free(aigw_transport_response *t);
+bool aigw__hop_by_hop(const char *name);
+/* The upstream's end-to-end headers, for the caller's response. */
+int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src);
+/* Hands the upstream answer to the caller (secrets scrubbed). */
+int aigw__take_upstream_answer(run *r, aigw_transport_response *t, const key_ref *key,
+                               aigw_outcome oc);
+
+/* stream.c: one streamed attempt; fills the attempt's record.  Returns the
+ * move when it is already decided (MV_SERVE, MV_RESTART, MV_END), -2 with
+ * a->cls, *wait and the held-back body in t->body for the policy, or -1
+ * when out of memory. */
+int aigw__stream_once(run *r, const slot *s, aigw_transport_response *t, aigw_attempt *a,
+                      int64_t *wait);
+
+/* answer.c */
+/* The request ended without a served or fail-fast answer. */
+int aigw__finish_unserved(run *r);
+/* The primary model cannot be served (why: -1 unknown, -3 not allowed). */
+int aigw__reject(run *r, const char *spec, int why);
+
+#endif

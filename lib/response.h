@@ -1,0 +1,72 @@
+/* response.h - the answer of one request and the record of its attempts
+ * and skips, as the engine fills them and the getters of aigw.h read them.
+ * Never installed. */
+#ifndef AIGW_RESPONSE_H
+#define AIGW_RESPONSE_H
+
+#include "internal.h"
+#include "policy.h"
+
+struct aigw_attempt {
+    int number;
+    char *provider;
+    char *model;
+    int step;
+    char *key_id;
+    const char *key_source; /* static */
+    int status;
+    aigw_transport_result tr;
+    aigw_class cls;
+    aigw_verdict verdict;
+    bool served;
+    int64_t duration_ms;
+    int64_t requested_wait_ms;
+    int64_t waited_ms;
+    const char *completion; /* static; NULL: derived from served/cls */
+    int64_t first_byte_ms;  /* streams; -1 none */
+    int64_t first_token_ms;
+    long malformed_events;  /* streams: data that was not JSON, skipped */
+    const char *stream_error; /* static: why a stream failed, or NULL */
+};
+
+typedef struct aigw_skip {
+    char *provider;
+    char *model;
+    aigw_skip_reason reason;
+    char *key_id;    /* "" unless a key was skipped */
+    int step;        /* the step (0-based), -1 implicit or none */
+    int64_t wait_ms; /* what it had left to wait; -1 unknown */
+} aigw_skip;
+
+struct aigw_response {
+    aigw_outcome outcome;
+    int status;
+    aigw_hdrs headers;
+    aigw_buf body;
+    char request_id[32];
+    char *model;
+    const char *error_code; /* static, or NULL */
+    aigw_attempt *attempts;
+    size_t n_attempts;
+    size_t cap_attempts;
+    aigw_skip *skips;
+    size_t n_skips;
+    size_t cap_skips;
+    /* Built on first read (most callers never ask for it): a cell of its
+     * own, so the getter can fill it through a const response. */
+    char **trace_json;
+};
+
+aigw_response *aigw__response_new(void);
+aigw_attempt *aigw__response_add_attempt(aigw_response *r);
+/* A skip of a candidate, step or key (key_id NULL: none) with the time it
+ * had left (-1 unknown).  0, or -1 when out of memory. */
+int aigw__response_add_skip(aigw_response *r, const char *provider, const char *model,
+                            aigw_skip_reason reason, const char *key_id, int step,
+                            int64_t wait_ms);
+/* Drops the skips from index `from` on. */
+void aigw__response_drop_skips(aigw_response *r, size_t from);
+/* The attempt records as JSON (allocated), or NULL when out of memory. */
+char *aigw__response_build_trace(const aigw_response *r);
+
+#endif
