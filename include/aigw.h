@@ -138,15 +138,18 @@ AIGW_API int aigw_config_is_bare(const aigw_config *cfg);
 /* What a client remembers of one key, across requests. */
 typedef enum aigw_key_state {
     AIGW_KEY_READY = 0,   /* usable                                            */
-    AIGW_KEY_COOLING = 1, /* rate limited: skipped until its wait has passed   */
+    AIGW_KEY_COOLING = 1, /* rate limited for that model: skipped until its
+                             wait has passed                                   */
     AIGW_KEY_BENCHED = 2  /* auth or quota failure: skipped for keyBenchTime,
                              until the configuration is replaced, or until
                              aigw_client_reset_health                          */
 } aigw_key_state;
 
-/* One key's health as a strategy sees it (borrowed for the call).  Members
- * are only ever appended; the library passes pointers, never arrays of
- * these, so a strategy built against an older header stays correct. */
+/* One key's health as a strategy sees it, with the model being ordered for
+ * (rate limits, latency and counters are per model; a bench is the key's):
+ * borrowed for the call.  Members are only ever appended; the library passes
+ * pointers, never arrays of these, so a strategy built against an older
+ * header stays correct. */
 typedef struct aigw_key_health {
     const char *id;            /* the key's id (never its value)             */
     aigw_key_state state;
@@ -350,9 +353,10 @@ AIGW_API aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cf
                                             aigw_error **err);
 
 /*
- * Forget what went wrong: end the cooldown or bench of every key whose id is
- * key_id (any provider), or, with key_id NULL, of every key, and close every
- * circuit breaker.  Counters are kept.  AIGW_EINVAL when key_id names no key
+ * Forget what went wrong: end the bench of every key whose id is key_id (any
+ * provider), the cooldowns of its models and close their circuit breakers;
+ * with key_id NULL, of every key, and close every host's breaker too.
+ * Counters are kept.  AIGW_EINVAL when key_id names no key
  * of the current configuration.  Thread-safe.
  */
 AIGW_API aigw_status aigw_client_reset_health(aigw_client *client, const char *key_id);
@@ -365,13 +369,16 @@ typedef struct aigw_stats aigw_stats;
 
 /* One entry of a snapshot.  Members are only ever appended. */
 typedef struct aigw_stat {
-    const char *kind;     /* "key", "backend" (provider + model) or "host"   */
-    const char *name;     /* key: its id; backend: "provider:model"; host:
-                             "scheme://host:port"                             */
-    const char *provider; /* key, backend: the provider id; host: ""         */
-    const char *model;    /* backend: the model id; else ""                  */
-    /* key: "ready", "cooling", "benched"; backend, host: "closed", "open",
-     * "half_open" */
+    const char *kind;     /* "key", "backend" (provider + model), "host", or
+                             "endpoint" (a key with one model)                */
+    const char *name;     /* key, endpoint: the key's id; backend:
+                             "provider:model"; host: "scheme://host:port"     */
+    const char *provider; /* key, endpoint, backend: the provider id; host: "" */
+    const char *model;    /* endpoint, backend: the upstream model id; else "" */
+    /* key: "ready", "benched"; endpoint: "ready", "cooling" (rate limits are
+     * per model), "benched" (its key), "open", "half_open" (its outlier
+     * breaker); backend (derived: open when all its endpoints are), host:
+     * "closed", "open", "half_open" */
     const char *state;
     const char *reason;   /* the failure class that put it in that state
                              ("rate_limit", "auth", "server", ...); "" */
@@ -393,7 +400,7 @@ typedef struct aigw_stat {
 
 /* A snapshot of the client's health: one entry per key of the current
  * configuration (in configuration order), then each backend and host the
- * client has sent to.  Thread-safe; takes no lock that a send holds for
+ * client has sent to, then each endpoint (key and model) it has used.  Thread-safe; takes no lock that a send holds for
  * longer than a few instructions. */
 AIGW_API aigw_status aigw_client_stats(aigw_client *client, aigw_stats **out);
 AIGW_API void aigw_stats_free(aigw_stats *stats);
