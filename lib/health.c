@@ -342,7 +342,7 @@ static int64_t jittered(int64_t cooldown_ms)
 int64_t aigw__endpoint_cool(aigw_endpoint *e, const aigw_health_opts *o, int64_t wait_ms,
                             int64_t now)
 {
-    int64_t cool;
+    int64_t cool, until;
     if (!e || !o)
         return 0;
     if (wait_ms >= 0)
@@ -354,8 +354,8 @@ int64_t aigw__endpoint_cool(aigw_endpoint *e, const aigw_health_opts *o, int64_t
     extend(&e->last_limited, now); /* the latest, whatever order reports come in */
     if (cool > 0)
         extend(&e->cool_until, now + cool);
-    cool = atomic_load(&e->cool_until) - now;
-    return cool > 0 ? cool : 0;
+    until = atomic_load(&e->cool_until);
+    return until > now ? until - now : 0;
 }
 
 aigw_breaker *aigw__endpoint_breaker(aigw_endpoint *e)

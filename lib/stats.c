@@ -220,7 +220,9 @@ typedef struct listed_key {
     const char *provider;
     const char *id;
     const aigw_secret *value;
-    aigw_key_origin origin;
+    aigw_hkey *hk; /* a table entry; NULL: a configuration key, looked up
+                      (made) later, or the untracked ngrok placeholder */
+    bool look_up;
 } listed_key;
 
 typedef struct key_list {
@@ -229,7 +231,7 @@ typedef struct key_list {
 } key_list;
 
 static int list_add(key_list *l, const char *provider, const char *id, const aigw_secret *value,
-                    aigw_key_origin origin)
+                    aigw_hkey *hk, bool look_up)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
@@ -242,46 +244,49 @@ static int list_add(key_list *l, const char *provider, const char *id, const aig
     l->v[l->n].provider = provider;
     l->v[l->n].id = id;
     l->v[l->n].value = value;
-    l->v[l->n].origin = origin;
+    l->v[l->n].hk = hk;
+    l->v[l->n].look_up = look_up;
     l->n++;
     return 0;
 }
 
 /* The configuration's keys, then the ngrok access key as tracked (per
- * provider it reached; once as provider "ngrok" before any use) and the
- * key-less calls to the configuration's custom providers.  The strings of
- * table entries are borrowed: entries outlive the snapshot's making. */
+ * provider it reached; once as provider "ngrok", untracked, before any
+ * use), then the key-less calls to the configuration's custom providers.
+ * The strings of table entries are borrowed: entries outlive the
+ * snapshot's making. */
 static int keys_to_list(aigw_health *h, const aigw_config *cfg, key_list *l)
 {
     const aigw_key_entry *ck;
-    size_t n, i;
+    size_t n, i, before;
     uint64_t nh = 0;
-    bool ngrok_seen = false;
     aigw_node *nd;
-    int rc = 0;
+    int rc = 0, pass;
     ck = aigw__config_keys(cfg, &n);
     for (i = 0; i < n && rc == 0; i++)
-        rc = list_add(l, ck[i].provider, ck[i].id, ck[i].value, AIGW_ORIGIN_CONFIG);
+        rc = list_add(l, ck[i].provider, ck[i].id, ck[i].value, NULL, true);
     if (!cfg || rc != 0)
         return rc;
     if (cfg->has_ngrok_key)
         nh = aigw__siphash24(h->sipkey, cfg->ngrok_key.value, cfg->ngrok_key.len);
     aigw__table_rdlock(&h->keys);
-    for (nd = h->keys.first; nd && rc == 0; nd = nd->order) {
-        const aigw_hkey *k = (const aigw_hkey *)nd;
-        const aigw_provider *p;
-        if (k->origin == AIGW_ORIGIN_NGROK && cfg->has_ngrok_key && k->has_value &&
-            k->vhash == nh) {
-            ngrok_seen = true;
-            rc = list_add(l, k->provider, k->id, &cfg->ngrok_key, k->origin);
-        } else if (k->origin == AIGW_ORIGIN_NONE && (p = aigw__config_provider(cfg, k->provider)) &&
-                   p->custom) {
-            rc = list_add(l, k->provider, k->id, NULL, k->origin);
+    for (pass = 0; pass < 2 && rc == 0; pass++) {
+        before = l->n;
+        for (nd = h->keys.first; nd && rc == 0; nd = nd->order) {
+            aigw_hkey *k = (aigw_hkey *)nd;
+            const aigw_provider *p;
+            if (pass == 0 && k->origin == AIGW_ORIGIN_NGROK && cfg->has_ngrok_key &&
+                k->has_value && k->vhash == nh)
+                rc = list_add(l, k->provider, k->id, &cfg->ngrok_key, k, false);
+            else if (pass == 1 && k->origin == AIGW_ORIGIN_NONE &&
+                     (p = aigw__config_provider(cfg, k->provider)) && p->custom)
+                rc = list_add(l, k->provider, k->id, NULL, k, false);
         }
+        /* the ngrok key before any use: listed, not tracked */
+        if (pass == 0 && rc == 0 && cfg->has_ngrok_key && l->n == before)
+            rc = list_add(l, "ngrok", "ngrok", &cfg->ngrok_key, NULL, false);
     }
     aigw__table_unlock(&h->keys);
-    if (rc == 0 && cfg->has_ngrok_key && !ngrok_seen)
-        rc = list_add(l, "ngrok", "ngrok", &cfg->ngrok_key, AIGW_ORIGIN_NGROK);
     return rc;
 }
 
@@ -422,8 +427,9 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
     if (keys_to_list(h, cfg, &keys) != 0 || !(hk = aigw__calloc(keys.n + 1, sizeof *hk)))
         goto fail;
     for (i = 0; i < keys.n; i++) /* outside the locks: it may insert */
-        hk[i] = aigw__health_key(h, keys.v[i].provider, keys.v[i].id, keys.v[i].value,
-                                 keys.v[i].origin);
+        hk[i] = keys.v[i].look_up ? aigw__health_key(h, keys.v[i].provider, keys.v[i].id,
+                                                     keys.v[i].value, AIGW_ORIGIN_CONFIG)
+                                  : keys.v[i].hk;
     aigw__table_rdlock(&h->backends);
     aigw__table_rdlock(&h->hosts);
     aigw__table_rdlock(&h->endpoints);
