@@ -17,6 +17,7 @@
 #include <pthread.h>
 
 #include "health.h"
+#include "support.h"
 
 static aigw_health_opts base_opts(void)
 {
@@ -663,18 +664,6 @@ static void test_host_normalisation(void **state)
 
 /* ---- latency ---- */
 
-static const aigw_stat *stat_named(const aigw_stats *st, const char *kind, const char *name)
-{
-    size_t i;
-    for (i = 0; i < aigw_stats_count(st); i++) {
-        const aigw_stat *s = aigw_stats_at(st, i);
-        if (strcmp(s->kind, kind) == 0 && strcmp(s->name, name) == 0)
-            return s;
-    }
-    fail_msg("no %s %s", kind, name);
-    return NULL;
-}
-
 static void test_latency_percentiles(void **state)
 {
     aigw_health *h = aigw__health_new();
@@ -710,11 +699,11 @@ static void test_latency_percentiles(void **state)
     assert_non_null(st);
 
     /* past the last bucket (about an hour): the maximum */
-    s = stat_named(st, "backend", "p:hours");
+    s = find_stat(st, "backend", "p:hours");
     assert_int_equal(s->latency_p50_ms, 7200000);
     assert_int_equal(s->latency_p99_ms, 7200000);
 
-    s = stat_named(st, "backend", "p:uniform");
+    s = find_stat(st, "backend", "p:uniform");
     assert_int_equal(s->latency_count, 100);
     assert_int_equal(s->latency_mean_ms, 51); /* 50.5, rounded */
     assert_int_equal(s->latency_p50_ms, 53);  /* bucket (45, 53] */
@@ -722,7 +711,7 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_p99_ms, 100);
     assert_int_equal(s->latency_max_ms, 100);
 
-    s = stat_named(st, "backend", "p:skewed");
+    s = find_stat(st, "backend", "p:skewed");
     assert_int_equal(s->requests, 102);
     assert_int_equal(s->successes, 101);
     assert_int_equal(s->failures, 1);
@@ -733,7 +722,7 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_p99_ms, 1144); /* bucket (962, 1144] */
     assert_int_equal(s->latency_max_ms, 5000);
 
-    s = stat_named(st, "backend", "p:zero");
+    s = find_stat(st, "backend", "p:zero");
     assert_int_equal(s->latency_count, 10);
     assert_int_equal(s->latency_mean_ms, 0);
     assert_int_equal(s->latency_p50_ms, 0);
@@ -741,14 +730,14 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_max_ms, 0);
 
     /* ranks round up: the 2nd of 3 for p50, the 3rd for p90 and p99 */
-    s = stat_named(st, "backend", "p:three");
+    s = find_stat(st, "backend", "p:three");
     assert_int_equal(s->latency_count, 3);
     assert_int_equal(s->latency_mean_ms, 343);
     assert_int_equal(s->latency_p50_ms, 20);
     assert_int_equal(s->latency_p90_ms, 1000);
     assert_int_equal(s->latency_p99_ms, 1000);
 
-    s = stat_named(st, "backend", "p:none");
+    s = find_stat(st, "backend", "p:none");
     assert_int_equal(s->latency_count, 0);
     assert_int_equal(s->latency_mean_ms, -1);
     assert_int_equal(s->latency_p50_ms, -1);
@@ -1070,22 +1059,22 @@ static void test_snapshot_and_json(void **state)
      * out (half-open still); the openai one is open until 6000 */
     st = aigw__health_snapshot(h, &t.cfg, o, 5000);
     assert_non_null(st);
-    assert_string_equal(stat_named(st, "backend", "anthropic:claude")->state, "half_open");
-    assert_string_equal(stat_named(st, "backend", "anthropic:claude")->reason, "timeout");
-    assert_int_equal(stat_named(st, "backend", "anthropic:claude")->wait_ms, 0);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "open");
-    assert_string_equal(stat_named(st, "key", "k1")->state, "ready");
-    assert_int_equal(stat_named(st, "key", "k1")->wait_ms, 0);
+    assert_string_equal(find_stat(st, "backend", "anthropic:claude")->state, "half_open");
+    assert_string_equal(find_stat(st, "backend", "anthropic:claude")->reason, "timeout");
+    assert_int_equal(find_stat(st, "backend", "anthropic:claude")->wait_ms, 0);
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "open");
+    assert_string_equal(find_stat(st, "key", "k1")->state, "ready");
+    assert_int_equal(find_stat(st, "key", "k1")->wait_ms, 0);
     aigw_stats_free(st);
     assert_int_equal(aigw__breaker_admit(b2, o, 5000, NULL), AIGW_ADMIT_PROBE);
     st = aigw__health_snapshot(h, &t.cfg, o, 5001);
-    assert_string_equal(stat_named(st, "backend", "anthropic:claude")->state, "half_open");
+    assert_string_equal(find_stat(st, "backend", "anthropic:claude")->state, "half_open");
     aigw_stats_free(st);
     /* breakers off: reported closed */
     t.cfg.health.breaker_threshold = 0;
     st = aigw__health_snapshot(h, &t.cfg, o, 5001);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "closed");
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->reason, "");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "closed");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->reason, "");
     aigw_stats_free(st);
 
     /* no configuration: no keys; budget off: available null */
@@ -1338,8 +1327,8 @@ static void test_threads(void **state)
     st = aigw__health_snapshot(h, NULL, &w[0].o, N_ITER);
     assert_non_null(st);
     assert_int_equal(aigw_stats_count(st), 50 + 2);
-    host_requests = stat_named(st, "host", "https://a.example:443")->requests +
-                    stat_named(st, "host", "https://b.example:443")->requests;
+    host_requests = find_stat(st, "host", "https://a.example:443")->requests +
+                    find_stat(st, "host", "https://b.example:443")->requests;
     assert_int_equal(host_requests, (uint64_t)N_THREADS * N_ITER);
     aigw_stats_budget(st, &req, &ret, &den, NULL);
     assert_int_equal(req, (uint64_t)N_THREADS * N_ITER);
