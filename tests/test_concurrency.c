@@ -29,6 +29,7 @@
 #include <cjson/cJSON.h>
 
 #include "aigw.h"
+#include "support.h"
 
 #define THREADS 8
 #define PER_THREAD 5000
@@ -78,15 +79,6 @@ static const char *const VARIANTS[] = {
            "\"window\":\"10s\"}") "}",
 };
 #define N_VARIANTS 3
-
-static aigw_config *parse(const char *json)
-{
-    aigw_config *cfg = NULL;
-    aigw_error *err = NULL;
-    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
-        fail_msg("config: %s\n%s", err ? aigw_error_message(err) : "?", json);
-    return cfg;
-}
 
 /* ---- the transport ---- */
 
@@ -345,13 +337,6 @@ static void *read_main(void *arg)
     return NULL;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void test_many_threads_swaps_and_stats(void **state)
 {
     static tstate ts;
@@ -360,7 +345,6 @@ static void test_many_threads_swaps_and_stats(void **state)
     swapper sw;
     reader rd;
     aigw_transport vt;
-    aigw_error *err = NULL;
     aigw_config *first;
     aigw_stats *st;
     uint64_t attempts = 0, retries = 0, refused = 0, outcome[8] = {0}, calls, sum = 0;
@@ -376,11 +360,10 @@ static void test_many_threads_swaps_and_stats(void **state)
     memset(&sw, 0, sizeof sw);
     memset(&rd, 0, sizeof rd);
     for (i = 0; i < N_VARIANTS; i++)
-        assert_non_null(sh.variants[i] = parse(VARIANTS[i]));
+        assert_non_null(sh.variants[i] = config_from_json(VARIANTS[i]));
     /* the first configuration is one nobody else holds */
-    first = parse(VARIANTS[0]);
-    if (aigw_client_new(first, &sh.c, &err) != AIGW_OK)
-        fail_msg("client: %s", err ? aigw_error_message(err) : "?");
+    first = config_from_json(VARIANTS[0]);
+    sh.c = client_on(first);
     aigw_config_unref(first);
     memset(&vt, 0, sizeof vt);
     vt.version = AIGW_TRANSPORT_VERSION;

@@ -16,141 +16,7 @@
 
 #include "aigw.h"
 #include "internal.h"
-
-/* ---- a scripted transport and a fake clock ---- */
-
-#define MAX_CALLS 64
-
-typedef struct scripted {
-    int status;                  /* 0 with tr != OK: a transport failure */
-    aigw_transport_result tr;
-    const char *headers[6];      /* name, value pairs, NULL-terminated */
-    const char *body;
-    int64_t takes_ms;            /* the fake clock advances this much */
-} scripted;
-
-typedef struct mock {
-    scripted script[MAX_CALLS];
-    int n_script;
-    int n_calls;
-    char *keys[MAX_CALLS];       /* the credential each call carried */
-    char *urls[MAX_CALLS];
-    char *bodies[MAX_CALLS];
-    int64_t timeouts[MAX_CALLS];
-    int64_t now;
-    int64_t slept[MAX_CALLS];
-    int n_sleeps;
-    int destroyed;
-} mock;
-
-static mock M;
-
-static char *dupstr(const char *s)
-{
-    char *d = malloc(strlen(s) + 1);
-    strcpy(d, s);
-    return d;
-}
-
-static const char *credential(const aigw_transport_request *req)
-{
-    size_t i;
-    for (i = 0; i < req->n_headers; i++) {
-        if (strcmp(req->headers[i].name, "authorization") == 0)
-            return req->headers[i].value + strlen("Bearer ");
-        if (strcmp(req->headers[i].name, "x-api-key") == 0)
-            return req->headers[i].value;
-    }
-    return "";
-}
-
-static aigw_transport_result mock_send(void *ud, const aigw_transport_request *req,
-                                       aigw_transport_response *resp)
-{
-    mock *m = ud;
-    const scripted *s;
-    int i = m->n_calls++;
-    assert_true(i < MAX_CALLS);
-    m->keys[i] = dupstr(credential(req));
-    m->urls[i] = dupstr(req->url);
-    m->bodies[i] = malloc(req->body_len + 1);
-    memcpy(m->bodies[i], req->body, req->body_len);
-    m->bodies[i][req->body_len] = '\0';
-    m->timeouts[i] = req->timeout_ms;
-    /* Past the script every call succeeds. */
-    if (i >= m->n_script) {
-        aigw_transport_response_set_status(resp, 200);
-        aigw_transport_response_append_body(resp, "{\"ok\":true}", 11);
-        return AIGW_TR_OK;
-    }
-    s = &m->script[i];
-    m->now += s->takes_ms;
-    if (s->tr != AIGW_TR_OK)
-        return s->tr;
-    aigw_transport_response_set_status(resp, s->status);
-    for (i = 0; s->headers[i]; i += 2)
-        aigw_transport_response_add_header(resp, s->headers[i], s->headers[i + 1]);
-    if (s->body)
-        aigw_transport_response_append_body(resp, s->body, strlen(s->body));
-    return AIGW_TR_OK;
-}
-
-static void mock_destroy(void *ud)
-{
-    ((mock *)ud)->destroyed++;
-}
-
-static int64_t fake_now(void *ud)
-{
-    return ((mock *)ud)->now;
-}
-
-static void fake_sleep(void *ud, int64_t ms)
-{
-    mock *m = ud;
-    if (m->n_sleeps < (int)(sizeof m->slept / sizeof m->slept[0]))
-        m->slept[m->n_sleeps] = ms;
-    m->n_sleeps++;
-    m->now += ms;
-}
-
-static const aigw_transport mock_transport = {AIGW_TRANSPORT_VERSION, mock_send, mock_destroy, NULL};
-static const aigw_clock fake_clock = {AIGW_CLOCK_VERSION, fake_now, fake_sleep, NULL};
-
-static void mock_reset(void)
-{
-    int i;
-    for (i = 0; i < M.n_calls; i++) {
-        free(M.keys[i]);
-        free(M.urls[i]);
-        free(M.bodies[i]);
-    }
-    memset(&M, 0, sizeof M);
-    M.now = 1000000;
-}
-
-static void push(int status, const char *body)
-{
-    scripted *s = &M.script[M.n_script++];
-    s->status = status;
-    s->body = body;
-}
-
-static void push_h(int status, const char *hname, const char *hvalue, const char *body)
-{
-    scripted *s = &M.script[M.n_script++];
-    s->status = status;
-    s->headers[0] = hname;
-    s->headers[1] = hvalue;
-    s->body = body;
-}
-
-static void push_tr(aigw_transport_result tr, int64_t takes_ms)
-{
-    scripted *s = &M.script[M.n_script++];
-    s->tr = tr;
-    s->takes_ms = takes_ms;
-}
+#include "support.h"
 
 /* ---- configurations ---- */
 
@@ -180,75 +46,17 @@ static const char *CFG_TWO_STEPS =
 static const char *BODY = "{\"model\":\"fake:m1\",\"models\":[\"other:m9\"],"
                           "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
 
+/* A client on json, sending through the scripted transport M. */
 static aigw_client *client_for(const char *json)
 {
-    aigw_config *cfg = NULL;
-    aigw_client *c = NULL;
-    aigw_error *err = NULL;
-    aigw_status st = aigw_config_parse(json, strlen(json), &cfg, &err);
-    if (st != AIGW_OK)
-        fail_msg("config: %s", aigw_error_message(err));
-    assert_int_equal(aigw_client_new(cfg, &c, &err), AIGW_OK);
-    aigw_config_unref(cfg); /* the client holds its own reference */
-    assert_int_equal(aigw_client_set_transport(c, &mock_transport, &M), AIGW_OK);
-    assert_int_equal(aigw_client_set_clock(c, &fake_clock, &M), AIGW_OK);
-    return c;
-}
-
-static aigw_response *send_body(aigw_client *c, const char *body)
-{
-    aigw_request *req = NULL;
-    aigw_response *resp = NULL;
-    aigw_error *err = NULL;
-    assert_int_equal(aigw_request_new(&req), AIGW_OK);
-    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
-    if (aigw_client_send(c, req, &resp, &err) != AIGW_OK)
-        fail_msg("send: %s", aigw_error_message(err));
-    aigw_request_free(req);
-    assert_non_null(aigw_response_trace_json(resp));
-    return resp;
+    return mock_attach(client_from_json(json));
 }
 
 /* Asserts the attempts as "key:verdict" words, e.g. "a:next_key b:succeeded". */
-static void assert_attempts(const aigw_response *r, const char *want)
-{
-    char got[1024] = "";
-    size_t i;
-    for (i = 0; i < aigw_response_attempt_count(r); i++) {
-        const aigw_attempt *a = aigw_response_attempt(r, i);
-        size_t n = strlen(got);
-        snprintf(got + n, sizeof got - n, "%s%s:%s", i ? " " : "", aigw_attempt_key_id(a),
-                 aigw_attempt_verdict(a));
-        assert_int_equal(aigw_attempt_number(a), (int)i + 1);
-    }
-    assert_string_equal(got, want);
-}
+#define assert_attempts(r, want) assert_attempts_as(r, "key:verdict", want)
 
 /* Asserts the credentials the transport saw, e.g. "sk-aaaa-1111 sk-bbbb-2222". */
-static void assert_calls(const char *want)
-{
-    char got[1024] = "";
-    int i;
-    for (i = 0; i < M.n_calls; i++) {
-        size_t n = strlen(got);
-        snprintf(got + n, sizeof got - n, "%s%s", i ? " " : "", M.keys[i]);
-    }
-    assert_string_equal(got, want);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    mock_reset();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    mock_reset();
-    return 0;
-}
+#define assert_calls(want) assert_calls_as("key", want)
 
 #define RL_BODY "{\"error\":{\"message\":\"Rate limit reached\",\"code\":\"rate_limit_exceeded\"}}"
 #define QUOTA_BODY "{\"error\":{\"message\":\"You exceeded your current quota\",\"type\":\"insufficient_quota\",\"code\":\"insufficient_quota\"}}"
@@ -291,7 +99,7 @@ static void test_rate_limit_next_key(void **state)
     assert_calls("sk-aaaa-1111 sk-bbbb-2222");
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "rate_limit");
     assert_int_equal(aigw_attempt_status_code(aigw_response_attempt(r, 0)), 429);
-    assert_int_equal(M.n_sleeps, 0); /* sideways before waiting */
+    assert_int_equal(M.clock.n_sleeps, 0); /* sideways before waiting */
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -323,7 +131,7 @@ static void test_quota_next_quota_pool(void **state)
     assert_attempts(r, "a:next_quota_pool b:next_backend c:succeeded");
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "quota");
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 1)), "quota");
-    assert_int_equal(M.n_sleeps, 0);
+    assert_int_equal(M.clock.n_sleeps, 0);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -339,8 +147,8 @@ static void test_rate_limit_waits_shortest_retry_after(void **state)
     /* both keys limited: wait the shorter Retry-After (b's 1 s), retry b */
     assert_attempts(r, "a:next_key b:retry_same_backend b:succeeded");
     assert_calls("sk-aaaa-1111 sk-bbbb-2222 sk-bbbb-2222");
-    assert_int_equal(M.n_sleeps, 1);
-    assert_int_equal(M.slept[0], 1000);
+    assert_int_equal(M.clock.n_sleeps, 1);
+    assert_int_equal(M.clock.slept[0], 1000);
     assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 1)), 1000);
     assert_int_equal(aigw_attempt_waited_ms(aigw_response_attempt(r, 1)), 1000);
     aigw_response_free(r);
@@ -357,7 +165,7 @@ static void test_rate_limit_wait_too_long_moves_down(void **state)
     push_h(429, "retry-after", "30", RL_BODY);
     r = send_body(c, BODY);
     assert_attempts(r, "a:next_key b:next_backend c:succeeded");
-    assert_int_equal(M.n_sleeps, 0);
+    assert_int_equal(M.clock.n_sleeps, 0);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -378,9 +186,9 @@ static void test_server_error_backoff_then_next_model(void **state)
      * fallback model on the other provider */
     assert_attempts(r, "a:retry_same_backend a:retry_same_backend a:next_backend d:succeeded");
     assert_calls("sk-aaaa-1111 sk-aaaa-1111 sk-aaaa-1111 sk-dddd-4444");
-    assert_int_equal(M.n_sleeps, 2);
-    assert_in_range(M.slept[0], 125, 250); /* 250 ms base, jitter [b/2, b] */
-    assert_in_range(M.slept[1], 250, 500);
+    assert_int_equal(M.clock.n_sleeps, 2);
+    assert_in_range(M.clock.slept[0], 125, 250); /* 250 ms base, jitter [b/2, b] */
+    assert_in_range(M.clock.slept[1], 250, 500);
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 2)), "overloaded");
     assert_string_equal(aigw_attempt_provider(aigw_response_attempt(r, 3)), "other");
     assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 3)), "m9");
@@ -404,7 +212,7 @@ static void test_timeout_skips_sibling_keys(void **state)
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "timeout");
     assert_int_equal(aigw_attempt_status_code(aigw_response_attempt(r, 0)), 0);
     assert_int_equal(aigw_attempt_duration_ms(aigw_response_attempt(r, 0)), 60000);
-    assert_int_equal(M.n_sleeps, 0);
+    assert_int_equal(M.clock.n_sleeps, 0);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -418,7 +226,7 @@ static void test_network_errors_skip_sibling_keys(void **state)
     for (i = 0; i < sizeof trs / sizeof trs[0]; i++) {
         aigw_client *c;
         aigw_response *r;
-        mock_reset();
+        mock_reset(NULL);
         c = client_for(CFG_TWO_STEPS);
         push_tr(trs[i], 1);
         r = send_body(c, BODY);
@@ -472,7 +280,7 @@ static void test_context_length_next_model_never_again(void **state)
     assert_string_equal(M.bodies[1], "{\"model\":\"m2\"}");
     aigw_response_free(r);
 
-    mock_reset();
+    mock_reset(NULL);
     push(400, "{\"error\":{\"code\":\"context_length_exceeded\"}}");
     push(400, "{\"error\":{\"code\":\"context_length_exceeded\"}}");
     r = send_body(c, "{\"model\":\"fake:m1\",\"models\":[\"fake:m2\",\"other:m1\",\"other:m3\"]}");
@@ -509,7 +317,7 @@ static void test_fail_fast_returns_upstream_answer(void **state)
         aigw_client *c;
         aigw_response *r;
         size_t len;
-        mock_reset();
+        mock_reset(NULL);
         c = client_for(CFG_TWO_STEPS);
         push_h(cases[i].status, "content-type", "application/json", cases[i].body);
         r = send_body(c, BODY);
@@ -577,9 +385,9 @@ static void test_retry_resends_only_the_chosen_key(void **state)
     r = send_body(c, BODY);
     assert_attempts(r, "a:next_key b:next_key c:retry_same_backend a:retry_same_backend a:succeeded");
     assert_calls("sk-aaaa-1111 sk-bbbb-2222 sk-cccc-3333 sk-aaaa-1111 sk-aaaa-1111");
-    assert_int_equal(M.n_sleeps, 2);
-    assert_int_equal(M.slept[0], 1000);
-    assert_int_equal(M.slept[1], 1000);
+    assert_int_equal(M.clock.n_sleeps, 2);
+    assert_int_equal(M.clock.slept[0], 1000);
+    assert_int_equal(M.clock.slept[1], 1000);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -599,12 +407,12 @@ static void test_retry_after_counts_from_the_answer(void **state)
     /* b (500) would be a back-off retry, a (429) has 500 ms left: b wins only
      * if its back-off is shorter, which is 125..250 ms */
     assert_attempts(r, "a:next_key b:next_key c:retry_same_backend b:succeeded");
-    assert_int_equal(M.n_sleeps, 1);
-    assert_in_range(M.slept[0], 125, 250);
+    assert_int_equal(M.clock.n_sleeps, 1);
+    assert_in_range(M.clock.slept[0], 125, 250);
     aigw_response_free(r);
     aigw_client_free(c);
 
-    mock_reset();
+    mock_reset(NULL);
     c = client_for(CFG_THREE_KEYS);
     push_h(429, "retry-after", "2", RL_BODY);
     push(401, "{}");
@@ -612,7 +420,7 @@ static void test_retry_after_counts_from_the_answer(void **state)
     push(403, "{}");
     r = send_body(c, BODY);
     assert_attempts(r, "a:next_key b:next_key c:retry_same_backend a:succeeded");
-    assert_int_equal(M.slept[0], 500);
+    assert_int_equal(M.clock.slept[0], 500);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -629,7 +437,7 @@ static void test_rate_limit_without_wait_moves_down(void **state)
     push(429, RL_BODY);
     r = send_body(c, BODY);
     assert_attempts(r, "a:next_backend c:succeeded");
-    assert_int_equal(M.n_sleeps, 0);
+    assert_int_equal(M.clock.n_sleeps, 0);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -646,7 +454,7 @@ static void test_max_attempts_does_not_sleep(void **state)
     push_h(429, "retry-after", "3", RL_BODY);
     r = send_body(c, BODY);
     assert_attempts(r, "a:exhausted");
-    assert_int_equal(M.n_sleeps, 0);
+    assert_int_equal(M.clock.n_sleeps, 0);
     assert_int_equal(aigw_attempt_waited_ms(aigw_response_attempt(r, 0)), 0);
     aigw_response_free(r);
     aigw_client_free(c);
@@ -873,7 +681,7 @@ static void test_ngrok_step(void **state)
     aigw_client_free(c);
 
     /* with one: managed fallback to the hosted gateway */
-    mock_reset();
+    mock_reset(NULL);
     snprintf(cfg, sizeof cfg, "%s,\"ngrokAccessKey\":{\"value\":\"ng-secret-6666\"},"
                               "\"ngrokGatewayUrl\":\"http://127.0.0.1:6/v1\"}", cfg_no_key);
     c = client_for(cfg);
@@ -970,8 +778,8 @@ static void test_secret_scrubbed_and_trace_shape(void **state)
 static void test_bad_vtables_and_args(void **state)
 {
     aigw_client *c = client_for(CFG_TWO_STEPS);
-    aigw_transport t = {7, mock_send, NULL, NULL};
-    aigw_clock k = {AIGW_CLOCK_VERSION, NULL, fake_sleep, NULL};
+    aigw_transport t = {7, MOCK_TRANSPORT.send, NULL, NULL};
+    aigw_clock k = {AIGW_CLOCK_VERSION, NULL, FAKE_CLOCK.sleep_ms, NULL};
     aigw_request *req;
     aigw_response *resp;
     (void)state;
@@ -1006,7 +814,7 @@ static void test_send_allocation_failures(void **state)
         aigw_response *resp = NULL;
         aigw_error *err = NULL;
         aigw_status st;
-        M.n_script = 0;
+        mock_rewind(); /* each round: a's 429, then b */
         push(429, RL_BODY);
         assert_int_equal(aigw_request_new(&req), AIGW_OK);
         assert_int_equal(aigw_request_set_body(req, BODY, strlen(BODY)), AIGW_OK);
@@ -1023,15 +831,6 @@ static void test_send_allocation_failures(void **state)
         }
         aigw_error_free(err);
         aigw_request_free(req);
-        {
-            int i;
-            for (i = 0; i < M.n_calls; i++) {
-                free(M.keys[i]);
-                free(M.urls[i]);
-                free(M.bodies[i]);
-            }
-            M.n_calls = 0;
-        }
     }
     assert_true(nomem > 10);
     assert_true(ok > 0);
@@ -1041,38 +840,38 @@ static void test_send_allocation_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_success_first_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate_limit_next_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_auth_401_403_next_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_quota_next_quota_pool, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate_limit_waits_shortest_retry_after, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate_limit_wait_too_long_moves_down, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_server_error_backoff_then_next_model, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout_skips_sibling_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_network_errors_skip_sibling_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_408_is_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_redirect_not_served, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_context_length_next_model_never_again, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fail_fast_returns_upstream_answer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_503_with_retry_after_is_rate_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_provider_model_id_sent_upstream, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_resends_only_the_chosen_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_after_counts_from_the_answer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rate_limit_without_wait_moves_down, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_attempts_does_not_sleep, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_all_rate_limited_429_with_shortest_wait, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_all_auth_401, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mixed_failures_502_names_last, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_total_timeout_504, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_access_scope, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_primary_model_rejected, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_request_bodies, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ngrok_step, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_custom_strategy, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_secret_scrubbed_and_trace_shape, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_vtables_and_args, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_send_allocation_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_success_first_key, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_next_key, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_auth_401_403_next_key, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_quota_next_quota_pool, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_waits_shortest_retry_after, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_wait_too_long_moves_down, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_server_error_backoff_then_next_model, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_skips_sibling_keys, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_network_errors_skip_sibling_keys, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_408_is_timeout, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_redirect_not_served, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_context_length_next_model_never_again, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_fail_fast_returns_upstream_answer, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_503_with_retry_after_is_rate_limit, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_provider_model_id_sent_upstream, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_resends_only_the_chosen_key, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_counts_from_the_answer, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_without_wait_moves_down, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_max_attempts_does_not_sleep, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_all_rate_limited_429_with_shortest_wait, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_all_auth_401, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_mixed_failures_502_names_last, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_total_timeout_504, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_max_attempts, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_access_scope, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_primary_model_rejected, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_request_bodies, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_ngrok_step, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_custom_strategy, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_secret_scrubbed_and_trace_shape, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_vtables_and_args, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_send_allocation_failures, mock_setup, mock_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,178 +15,22 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "aigw.h"
+#include "support.h"
 
-/* ---- a scripted transport and a fake clock ---- */
+/* ---- the scripted transport M and its fake clock (support.h) ---- */
 
-#define MAX_CALLS 128
-#define MAX_SLEEPS 32
-#define T0 1000000
-
-typedef void (*hook_fn)(void);
-
-typedef struct scripted {
-    int status;                  /* 0 with tr != OK: a transport failure */
-    aigw_transport_result tr;
-    const char *headers[6];      /* name, value pairs, NULL-terminated */
-    const char *body;
-    int64_t takes_ms;            /* the fake clock advances this much */
-    hook_fn hook;                /* runs inside the call, before it answers */
-} scripted;
-
-typedef struct mock {
-    scripted script[MAX_CALLS];
-    int n_script;                /* answers pushed */
-    int next;                    /* the next answer to pop */
-    int n_calls;
-    char *keys[MAX_CALLS];       /* the key id each call carried ("sk-<id>") */
-    char *models[MAX_CALLS];     /* the model each call asked for */
-    char *urls[MAX_CALLS];
-    int64_t now;
-    int64_t slept[MAX_SLEEPS];
-    int n_sleeps;
-    aigw_client *client;         /* for hooks */
-    aigw_config *swap_to;        /* for the config-swapping hook */
-} mock;
-
-static mock M;
-
-static char *dupstr(const char *s)
-{
-    char *d = malloc(strlen(s) + 1);
-    assert_non_null(d);
-    strcpy(d, s);
-    return d;
-}
-
-/* The key id from the credential: every key value here is "sk-<id>". */
-static char *key_of(const aigw_transport_request *req)
-{
-    size_t i;
-    for (i = 0; i < req->n_headers; i++)
-        if (strcmp(req->headers[i].name, "authorization") == 0) {
-            const char *v = req->headers[i].value;
-            assert_true(strncmp(v, "Bearer sk-", 10) == 0);
-            return dupstr(v + 10);
-        }
-    return dupstr("-");
-}
-
-static char *model_of(const aigw_transport_request *req)
-{
-    char *body = malloc(req->body_len + 1), *p, *end, *m;
-    assert_non_null(body);
-    memcpy(body, req->body, req->body_len);
-    body[req->body_len] = '\0';
-    p = strstr(body, "\"model\":\"");
-    if (!p) {
-        free(body);
-        return dupstr("?");
-    }
-    p += 9;
-    end = strchr(p, '"');
-    assert_non_null(end);
-    *end = '\0';
-    m = dupstr(p);
-    free(body);
-    return m;
-}
-
-static aigw_transport_result mock_send(void *ud, const aigw_transport_request *req,
-                                       aigw_transport_response *resp)
-{
-    mock *m = ud;
-    const scripted *s;
-    int i = m->n_calls++, h;
-    assert_true(i < MAX_CALLS);
-    m->keys[i] = key_of(req);
-    m->models[i] = model_of(req);
-    m->urls[i] = dupstr(req->url);
-    /* Each call pops the next scripted answer; with none left it succeeds
-     * at once. */
-    if (m->next >= m->n_script) {
-        aigw_transport_response_set_status(resp, 200);
-        aigw_transport_response_append_body(resp, "{\"ok\":true}", 11);
-        return AIGW_TR_OK;
-    }
-    s = &m->script[m->next++];
-    if (s->hook)
-        s->hook();
-    m->now += s->takes_ms;
-    if (s->tr != AIGW_TR_OK)
-        return s->tr;
-    assert_int_equal(aigw_transport_response_set_status(resp, s->status), AIGW_OK);
-    for (h = 0; s->headers[h]; h += 2)
-        assert_int_equal(aigw_transport_response_add_header(resp, s->headers[h], s->headers[h + 1]),
-                         AIGW_OK);
-    if (s->body)
-        aigw_transport_response_append_body(resp, s->body, strlen(s->body));
-    return AIGW_TR_OK;
-}
-
-static int64_t fake_now(void *ud)
-{
-    return ((mock *)ud)->now;
-}
-
-static void fake_sleep(void *ud, int64_t ms)
-{
-    mock *m = ud;
-    if (m->n_sleeps < MAX_SLEEPS)
-        m->slept[m->n_sleeps] = ms;
-    m->n_sleeps++;
-    m->now += ms;
-}
-
-static const aigw_transport mock_transport = {AIGW_TRANSPORT_VERSION, mock_send, NULL, NULL};
-static const aigw_clock fake_clock = {AIGW_CLOCK_VERSION, fake_now, fake_sleep, NULL};
-
-static void mock_reset(void)
-{
-    int i;
-    for (i = 0; i < M.n_calls && i < MAX_CALLS; i++) {
-        free(M.keys[i]);
-        free(M.models[i]);
-        free(M.urls[i]);
-    }
-    memset(&M, 0, sizeof M);
-    M.now = T0;
-}
-
-static scripted *push(int status, const char *body)
-{
-    scripted *s;
-    assert_true(M.n_script < MAX_CALLS);
-    s = &M.script[M.n_script++];
-    s->status = status;
-    s->body = body;
-    return s;
-}
-
-static scripted *push_h(int status, const char *hname, const char *hvalue, const char *body)
-{
-    scripted *s = push(status, body);
-    s->headers[0] = hname;
-    s->headers[1] = hvalue;
-    return s;
-}
-
-static scripted *push_tr(aigw_transport_result tr)
-{
-    scripted *s = push(0, NULL);
-    s->tr = tr;
-    return s;
-}
+#define T0 MOCK_T0
+#define KEY_PREFIX "sk-" /* every key value here is "sk-<id>": M records the id */
 
 static void set_now(int64_t t)
 {
-    assert_true(t >= M.now); /* a monotonic clock */
-    M.now = t;
+    assert_true(t >= M.clock.now); /* a monotonic clock */
+    M.clock.now = t;
 }
 
 /* ---- configurations ---- */
@@ -234,8 +78,6 @@ static const char *BODY_M2_M9 = "{\"model\":\"fake:m2\",\"models\":[\"other:m9\"
 static aigw_config *make_cfg(const char *fake_steps, const char *gateway, const char *extra)
 {
     char json[4096];
-    aigw_config *cfg = NULL;
-    aigw_error *err = NULL;
     int n = snprintf(json, sizeof json,
                      "{" PROVIDERS "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\","
                      "\"router\":{\"rules\":[{\"provider\":\"fake\",\"steps\":[%s]},"
@@ -243,117 +85,39 @@ static aigw_config *make_cfg(const char *fake_steps, const char *gateway, const 
                      "\"gatewayConfig\":{%s}%s%s}",
                      fake_steps, gateway, extra ? "," : "", extra ? extra : "");
     assert_true(n > 0 && (size_t)n < sizeof json);
-    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
-        fail_msg("config: %s", aigw_error_message(err));
-    return cfg;
+    return config_from_json(json);
 }
 
-static aigw_config *parse_cfg(const char *json)
+/* A client on cfg (the caller keeps its own reference), sending through M. */
+static aigw_client *client_on_mock(aigw_config *cfg)
 {
-    aigw_config *cfg = NULL;
-    aigw_error *err = NULL;
-    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
-        fail_msg("config: %s", aigw_error_message(err));
-    return cfg;
-}
-
-/* A client on cfg (the caller keeps its own reference). */
-static aigw_client *client_on(aigw_config *cfg)
-{
-    aigw_client *c = NULL;
-    aigw_error *err = NULL;
-    if (aigw_client_new(cfg, &c, &err) != AIGW_OK)
-        fail_msg("client: %s", aigw_error_message(err));
-    assert_int_equal(aigw_client_set_transport(c, &mock_transport, &M), AIGW_OK);
-    assert_int_equal(aigw_client_set_clock(c, &fake_clock, &M), AIGW_OK);
-    M.client = c;
-    return c;
+    return mock_attach(client_on(cfg));
 }
 
 static aigw_client *client_for(const char *fake_steps, const char *gateway, const char *extra)
 {
     aigw_config *cfg = make_cfg(fake_steps, gateway, extra);
-    aigw_client *c = client_on(cfg);
+    aigw_client *c = client_on_mock(cfg);
     aigw_config_unref(cfg); /* the client holds its own reference */
     return c;
 }
 
-static aigw_response *send_body(aigw_client *c, const char *body)
-{
-    aigw_request *req = NULL;
-    aigw_response *resp = NULL;
-    aigw_error *err = NULL;
-    assert_int_equal(aigw_request_new(&req), AIGW_OK);
-    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
-    if (aigw_client_send(c, req, &resp, &err) != AIGW_OK)
-        fail_msg("send: %s", aigw_error_message(err));
-    aigw_request_free(req);
-    assert_non_null(aigw_response_trace_json(resp));
-    return resp;
-}
-
 /* ---- what a response says ---- */
-
-/* "model/key/status/verdict" per attempt ("connect" etc. for a transport
- * error), space separated. */
-static void attempts_string(const aigw_response *r, char *got, size_t cap)
-{
-    size_t i;
-    got[0] = '\0';
-    for (i = 0; i < aigw_response_attempt_count(r); i++) {
-        const aigw_attempt *a = aigw_response_attempt(r, i);
-        size_t n = strlen(got);
-        char st[16];
-        if (aigw_attempt_transport_error(a))
-            snprintf(st, sizeof st, "%s", aigw_attempt_transport_error(a));
-        else
-            snprintf(st, sizeof st, "%d", aigw_attempt_status_code(a));
-        snprintf(got + n, cap - n, "%s%s/%s/%s/%s", i ? " " : "", aigw_attempt_model(a),
-                 aigw_attempt_key_id(a), st, aigw_attempt_verdict(a));
-        assert_int_equal(aigw_attempt_number(a), (int)i + 1);
-    }
-}
 
 /* The helpers below report the caller's line. */
 #define WHERE const char *file, int line
 #define HERE __FILE__, __LINE__
 
-static void assert_attempts_at(const aigw_response *r, const char *want, WHERE)
-{
-    char got[2048];
-    attempts_string(r, got, sizeof got);
-    _assert_string_equal(got, want, file, line);
-}
-#define assert_attempts(r, want) assert_attempts_at(r, want, HERE)
+/* "model/key/status/verdict" per attempt ("connect" etc. for a transport
+ * error), space separated. */
+#define ATTEMPT_FIELDS "model/key/result/verdict"
+#define assert_attempts(r, want) assert_attempts_as(r, ATTEMPT_FIELDS, want)
 
 /* "model/reason/key/waitMs" per skip, space separated. */
-static void assert_skips_at(const aigw_response *r, const char *want, WHERE)
-{
-    char got[2048] = "";
-    size_t i;
-    for (i = 0; i < aigw_response_skip_count(r); i++) {
-        const char *prov, *model, *reason;
-        size_t n = strlen(got);
-        assert_int_equal(aigw_response_skip(r, i, &prov, &model, &reason), AIGW_OK);
-        snprintf(got + n, sizeof got - n, "%s%s/%s/%s/%lld", i ? " " : "", model, reason,
-                 aigw_response_skip_key_id(r, i), (long long)aigw_response_skip_wait_ms(r, i));
-    }
-    _assert_string_equal(got, want, file, line);
-}
-#define assert_skips(r, want) assert_skips_at(r, want, HERE)
+#define assert_skips(r, want) assert_skips_as(r, "model/reason/key/wait", want)
 
 /* The calls the transport saw, as "key@model", in order. */
-static void assert_calls_at(const char *want, WHERE)
-{
-    char got[4096] = "";
-    int i;
-    for (i = 0; i < M.n_calls; i++) {
-        size_t n = strlen(got);
-        snprintf(got + n, sizeof got - n, "%s%s@%s", i ? " " : "", M.keys[i], M.models[i]);
-    }
-    _assert_string_equal(got, want, file, line);
-}
-#define assert_calls(want) assert_calls_at(want, HERE)
+#define assert_calls(want) assert_calls_as("key@model", want)
 
 static int calls_of(const char *key)
 {
@@ -368,15 +132,15 @@ static void assert_sleeps_at(const char *want, WHERE)
 {
     char got[512] = "";
     int i;
-    for (i = 0; i < M.n_sleeps && i < MAX_SLEEPS; i++) {
+    for (i = 0; i < M.clock.n_sleeps && i < FAKE_CLOCK_MAX_SLEEPS; i++) {
         size_t n = strlen(got);
-        snprintf(got + n, sizeof got - n, "%s%lld", i ? " " : "", (long long)M.slept[i]);
+        snprintf(got + n, sizeof got - n, "%s%lld", i ? " " : "", (long long)M.clock.slept[i]);
     }
     _assert_string_equal(got, want, file, line);
 }
 #define assert_sleeps(want) assert_sleeps_at(want, HERE)
 
-#define assert_now(want) _assert_int_equal(cast_to_largest_integral_type(M.now), \
+#define assert_now(want) _assert_int_equal(cast_to_largest_integral_type(M.clock.now), \
                                            cast_to_largest_integral_type(want), HERE)
 
 /* The answer: status, the library's error code (NULL: the upstream's). */
@@ -400,18 +164,6 @@ static void assert_retry_after_at(const aigw_response *r, const char *s, const c
 #define assert_retry_after(r, s, ms) assert_retry_after_at(r, s, ms, HERE)
 
 /* ---- snapshots ---- */
-
-static const aigw_stat *find_stat(const aigw_stats *s, const char *kind, const char *name)
-{
-    size_t i;
-    for (i = 0; i < aigw_stats_count(s); i++) {
-        const aigw_stat *e = aigw_stats_at(s, i);
-        if (strcmp(e->kind, kind) == 0 && strcmp(e->name, name) == 0)
-            return e;
-    }
-    fail_msg("no %s %s in the snapshot", kind, name);
-    return NULL;
-}
 
 /* "state reason wait=W req=R ok=S fail=F skips=K" of one entry, now. */
 static void assert_stat_at(aigw_client *c, const char *kind, const char *name, const char *want,
@@ -451,14 +203,7 @@ static void assert_budget_at(aigw_client *c, const char *want, WHERE)
 static int setup(void **state)
 {
     (void)state;
-    mock_reset();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    mock_reset();
+    mock_reset(KEY_PREFIX);
     return 0;
 }
 
@@ -518,7 +263,7 @@ static void test_default_cooldown_without_wait(void **state)
         aigw_client *c;
         aigw_response *r;
         int64_t left, cool;
-        mock_reset();
+        mock_reset(KEY_PREFIX);
         c = client_for(STEP_AB, "\"keyCooldown\":\"2s\"", NULL);
         push(429, RL_BODY);
         r = send_body(c, BODY_M1);
@@ -566,7 +311,7 @@ static void test_default_cooldown_without_wait(void **state)
         aigw_response *r;
         aigw_stats *s = NULL;
         int64_t cool;
-        mock_reset();
+        mock_reset(KEY_PREFIX);
         c = client_for(STEP_AB, "\"keyCooldown\":\"2s\"", NULL);
         push(429, RL_BODY);
         r = send_body(c, BODY_M1);
@@ -591,7 +336,7 @@ static void test_default_cooldown_without_wait(void **state)
         aigw_stats *s = NULL;
         char ms[32], sec[32];
         int64_t cool;
-        mock_reset();
+        mock_reset(KEY_PREFIX);
         c = client_for(STEP_A, "\"keyCooldown\":\"2s\",\"sameBackendRetries\":0", NULL);
         push(429, RL_BODY);
         r = send_body(c, BODY_M1);
@@ -741,7 +486,7 @@ static void test_all_cooling_wait_does_not_fit(void **state)
     aigw_client_free(c);
 
     /* totalTimeout shorter than the wait */
-    mock_reset();
+    mock_reset(KEY_PREFIX);
     c = client_for(STEP_A, "\"totalTimeout\":\"700ms\",\"perRequestTimeout\":\"700ms\"", NULL);
     push_h(429, "retry-after-ms", "800", RL_BODY);
     r = send_body(c, BODY_M1);
@@ -786,7 +531,7 @@ static void test_all_cooling_wait_does_not_fit(void **state)
 static void test_benches(void **state)
 {
     aigw_config *cfg = make_cfg(STEP_AB, "\"keyBenchTime\":\"30s\"", NULL);
-    aigw_client *c = client_on(cfg);
+    aigw_client *c = client_on_mock(cfg);
     aigw_response *r;
     (void)state;
 
@@ -861,7 +606,7 @@ static void test_benches(void **state)
     aigw_config_unref(cfg);
 
     /* a quota-benched key among them: 429 quota_exceeded, no retry-after */
-    mock_reset();
+    mock_reset(KEY_PREFIX);
     c = client_for(STEP_AB, "\"keyBenchTime\":\"30s\"", NULL);
     push(429, QUOTA_BODY);
     push(401, AUTH_BODY);
@@ -1034,20 +779,20 @@ static const char *BODY_GPT = "{\"model\":\"openai:gpt-4o\"}";
 
 static void test_host_breaker_next_step_ngrok(void **state)
 {
-    aigw_config *cfg = parse_cfg(CFG_OPENAI_NGROK);
-    aigw_client *c = client_on(cfg);
+    aigw_config *cfg = config_from_json(CFG_OPENAI_NGROK);
+    aigw_client *c = client_on_mock(cfg);
     aigw_response *r;
     (void)state;
     aigw_config_unref(cfg);
     /* two connection failures to :9; ngrok's gateway (:6) serves */
-    push_tr(AIGW_TR_CONNECT);
+    push_tr(AIGW_TR_CONNECT, 0);
     push(200, "{}");
     r = send_body(c, BODY_GPT);
     assert_attempts(r, "gpt-4o/a/connect/managed_fallback gpt-4o/ngrok/200/succeeded");
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "network");
     aigw_response_free(r);
     set_now(T0 + 100);
-    push_tr(AIGW_TR_CONNECT);
+    push_tr(AIGW_TR_CONNECT, 0);
     push(200, "{}");
     r = send_body(c, BODY_GPT);
     assert_attempts(r, "gpt-4o/a/connect/managed_fallback gpt-4o/ngrok/200/succeeded");
@@ -1094,7 +839,7 @@ static void test_host_breaker_other_provider(void **state)
                                 NULL);
     aigw_response *r;
     (void)state;
-    push_tr(AIGW_TR_CONNECT);
+    push_tr(AIGW_TR_CONNECT, 0);
     r = send_body(c, BODY_M1_M9);
     assert_attempts(r, "m1/a/connect/next_backend m9/d/200/succeeded");
     aigw_response_free(r);
@@ -1182,7 +927,7 @@ static void test_retry_budget(void **state)
     aigw_client_free(c);
 
     /* a 429 then a served request: nothing charged */
-    mock_reset();
+    mock_reset(KEY_PREFIX);
     c = client_for(STEP_AB, GW_BUDGET, NULL);
     push(429, RL_BODY);
     r = send_body(c, BODY_M1);
@@ -1435,7 +1180,7 @@ static void test_round_robin_with_cooling_key(void **state)
 
     /* ordered, by contrast, keeps b in place: the walk steps over it to
      * reach c, and records the skip between the two attempts */
-    mock_reset();
+    mock_reset(KEY_PREFIX);
     c = client_for(STEP_ABC, "\"sameBackendRetries\":0", NULL);
     push(500, SERVER_BODY);
     push_h(429, "retry-after-ms", "60000", RL_BODY);
@@ -1686,7 +1431,7 @@ static void test_hot_swap_carries_cooldown(void **state)
     aigw_config *cfg1 = make_cfg(STEP_AB, "", NULL);
     aigw_config *cfg2 = make_cfg(STEP_AB, "", NULL); /* the same keys, a new object */
     aigw_config *cfg3;
-    aigw_client *c = client_on(cfg1);
+    aigw_client *c = client_on_mock(cfg1);
     aigw_response *r;
     static const char cfg3_json[] =
         "{" PROVIDERS ",\"providerKeys\":["
@@ -1696,7 +1441,7 @@ static void test_hot_swap_carries_cooldown(void **state)
         "{\"provider\":\"fake\",\"steps\":[" STEP_AB "]}]}}}";
     (void)state;
     aigw_config_unref(cfg1);
-    cfg3 = parse_cfg(cfg3_json);
+    cfg3 = config_from_json(cfg3_json);
 
     push_h(429, "retry-after-ms", "3000", RL_BODY);
     r = send_body(c, BODY_M1);
@@ -1733,12 +1478,14 @@ static void test_hot_swap_carries_cooldown(void **state)
     aigw_config_unref(cfg3);
 }
 
+static aigw_config *swap_to; /* for the config-swapping hook */
+
 /* Swaps the client's configuration from inside an upstream call. */
 static void swap_hook(void)
 {
-    assert_int_equal(aigw_client_set_config(M.client, M.swap_to, NULL), AIGW_OK);
-    aigw_config_unref(M.swap_to); /* the client's reference is now the only one */
-    M.swap_to = NULL;
+    assert_int_equal(aigw_client_set_config(M.client, swap_to, NULL), AIGW_OK);
+    aigw_config_unref(swap_to); /* the client's reference is now the only one */
+    swap_to = NULL;
 }
 
 static void test_hot_swap_mid_request(void **state)
@@ -1755,7 +1502,7 @@ static void test_hot_swap_mid_request(void **state)
     aigw_response *r;
     aigw_stats *s = NULL;
     (void)state;
-    M.swap_to = parse_cfg(new_json);
+    swap_to = config_from_json(new_json);
 
     /* during a's call the configuration is replaced: the request goes on
      * with the old one's keys and URL */
@@ -1816,16 +1563,16 @@ static void test_cooling_wait_must_leave_room_for_an_attempt(void **state)
     r = send_body(c, BODY_M1);
     status = aigw_response_status(r);
     snprintf(code, sizeof code, "%s", aigw_response_error_code(r) ? aigw_response_error_code(r) : "-");
-    snprintf(sleeps, sizeof sleeps, "%d sleep(s)%s", M.n_sleeps, M.n_sleeps ? " of " : "");
-    if (M.n_sleeps)
+    snprintf(sleeps, sizeof sleeps, "%d sleep(s)%s", M.clock.n_sleeps, M.clock.n_sleeps ? " of " : "");
+    if (M.clock.n_sleeps)
         snprintf(sleeps + strlen(sleeps), sizeof sleeps - strlen(sleeps), "%lld ms",
-                 (long long)M.slept[0]);
-    now = M.now;
+                 (long long)M.clock.slept[0]);
+    now = M.clock.now;
     assert_attempts(r, "");
     assert_skips(r, "m1/key_cooling/a/699");
     aigw_response_free(r);
     aigw_client_free(c);
-    if (status != 429 || strcmp(code, "rate_limited") != 0 || M.n_sleeps != 0 || now != T0 + 101)
+    if (status != 429 || strcmp(code, "rate_limited") != 0 || M.clock.n_sleeps != 0 || now != T0 + 101)
         fail_msg("every key cooling, 699 ms left, 700 ms of totalTimeout: want 429 rate_limited "
                  "at once (no sleep); got %d %s after %s, the clock at T0+%lld",
                  status, code, sleeps, (long long)(now - T0));
@@ -1849,8 +1596,8 @@ static void test_retry_wait_must_leave_room_for_an_attempt(void **state)
     r = send_body(c, BODY_M1);
     status = aigw_response_status(r);
     snprintf(code, sizeof code, "%s", aigw_response_error_code(r) ? aigw_response_error_code(r) : "-");
-    attempts_string(r, got, sizeof got);
-    n_sleeps = M.n_sleeps;
+    assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
+    n_sleeps = M.clock.n_sleeps;
     aigw_response_free(r);
     aigw_client_free(c);
     assert_int_equal(M.n_calls, 1);
@@ -1859,33 +1606,33 @@ static void test_retry_wait_must_leave_room_for_an_attempt(void **state)
         fail_msg("one key, 429 retry-after-ms 695, 700 ms of totalTimeout: want 429 rate_limited "
                  "at once (no sleep, attempts \"m1/a/429/exhausted\"); got %d %s, %d sleep(s) "
                  "(the clock at T0+%lld), attempts \"%s\"",
-                 status, code, n_sleeps, (long long)(M.now - T0), got);
+                 status, code, n_sleeps, (long long)(M.clock.now - T0), got);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_cooldown_expires_at_the_boundary, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_default_cooldown_without_wait, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cooldown_max_caps_upstream_wait, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_all_cooling_wait_fits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_waits_for_cooling_key_blames_each, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_all_cooling_wait_does_not_fit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_benches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backend_breaker, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_every_circuit_open_503, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_host_breaker_next_step_ngrok, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_host_breaker_other_provider, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_budget, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stats_match_responses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_round_robin_with_cooling_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_least_recently_limited, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_strategy_v2_sees_health, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_strategy_v1_still_works, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hot_swap_carries_cooldown, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hot_swap_mid_request, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cooling_wait_must_leave_room_for_an_attempt, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_wait_must_leave_room_for_an_attempt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cooldown_expires_at_the_boundary, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_default_cooldown_without_wait, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_cooldown_max_caps_upstream_wait, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_all_cooling_wait_fits, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_waits_for_cooling_key_blames_each, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_all_cooling_wait_does_not_fit, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_benches, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_backend_breaker, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_every_circuit_open_503, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_host_breaker_next_step_ngrok, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_host_breaker_other_provider, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_stats_match_responses, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_round_robin_with_cooling_key, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_least_recently_limited, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_user_strategy_v2_sees_health, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_user_strategy_v1_still_works, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_hot_swap_carries_cooldown, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_hot_swap_mid_request, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_cooling_wait_must_leave_room_for_an_attempt, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_wait_must_leave_room_for_an_attempt, setup, mock_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 
 #include "health.h"
 #include "htable.h"
+#include "support.h"
 
 static aigw_health_opts base_opts(void)
 {
@@ -84,18 +85,6 @@ static void fail_n(aigw_breaker *b, const aigw_health_opts *o, aigw_class cls, i
 }
 
 /* ---- snapshot helpers ---- */
-
-static const aigw_stat *stat_named(const aigw_stats *st, const char *kind, const char *name)
-{
-    size_t i;
-    for (i = 0; i < aigw_stats_count(st); i++) {
-        const aigw_stat *s = aigw_stats_at(st, i);
-        if (strcmp(s->kind, kind) == 0 && strcmp(s->name, name) == 0)
-            return s;
-    }
-    fail_msg("no %s %s", kind, name);
-    return NULL;
-}
 
 /* An endpoint's entry: its key's provider and id, and the model. */
 static const aigw_stat *stat_endpoint(const aigw_stats *st, const char *provider, const char *id,
@@ -1075,7 +1064,7 @@ static void test_endpoint_breakers_and_backend_state(void **state)
     /* 2 backends, no hosts, 5 endpoints */
     assert_int_equal(aigw_stats_count(st), 2 + 5);
     assert_int_equal(count_kind(st, "endpoint"), 5);
-    s = stat_named(st, "backend", "openai:gpt-4o");
+    s = find_stat(st, "backend", "openai:gpt-4o");
     assert_string_equal(s->state, "closed");
     assert_string_equal(s->reason, "");
     assert_int_equal(s->wait_ms, 0);
@@ -1095,8 +1084,8 @@ static void test_endpoint_breakers_and_backend_state(void **state)
     /* k2's too: k3's is still closed */
     fail_n(br(e2), &o, AIGW_CLASS_TIMEOUT, 2000);
     st = aigw__health_snapshot(h, NULL, &o, 3000);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "closed");
-    assert_int_equal(stat_named(st, "backend", "openai:gpt-4o")->wait_ms, 0);
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "closed");
+    assert_int_equal(find_stat(st, "backend", "openai:gpt-4o")->wait_ms, 0);
     aigw_stats_free(st);
 
     /* k3 benched: its endpoint does not count; the others are open.  The
@@ -1104,11 +1093,11 @@ static void test_endpoint_breakers_and_backend_state(void **state)
      * provider's endpoint of the same model name is not one of them */
     aigw__hkey_bench(k3, &o, AIGW_CLASS_AUTH, 3000);
     st = aigw__health_snapshot(h, NULL, &o, 3000);
-    s = stat_named(st, "backend", "openai:gpt-4o");
+    s = find_stat(st, "backend", "openai:gpt-4o");
     assert_string_equal(s->state, "open");
     assert_string_equal(s->reason, "server");
     assert_int_equal(s->wait_ms, 3000);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o-mini")->state, "closed");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o-mini")->state, "closed");
     assert_string_equal(stat_endpoint(st, "openai", "k3", "gpt-4o")->state, "benched");
     assert_string_equal(stat_endpoint(st, "azure", "kz", "gpt-4o")->state, "ready");
     aigw_stats_free(st);
@@ -1116,26 +1105,26 @@ static void test_endpoint_breakers_and_backend_state(void **state)
     /* the bench ended: k3's endpoint is closed, so the backend is */
     aigw__health_end_benches(h);
     st = aigw__health_snapshot(h, NULL, &o, 3000);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "closed");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "closed");
     aigw_stats_free(st);
 
     /* k3's opens too (at 3500, until 8500): open, the shortest wait still
      * k1's */
     fail_n(br(e3), &o, AIGW_CLASS_OVERLOADED, 3500);
     st = aigw__health_snapshot(h, NULL, &o, 4000);
-    s = stat_named(st, "backend", "openai:gpt-4o");
+    s = find_stat(st, "backend", "openai:gpt-4o");
     assert_string_equal(s->state, "open");
     assert_string_equal(s->reason, "server");
     assert_int_equal(s->wait_ms, 2000);
     aigw_stats_free(st);
     /* the shortest wait is whichever endpoint reopens first */
     st = aigw__health_snapshot(h, NULL, &o, 5999);
-    assert_int_equal(stat_named(st, "backend", "openai:gpt-4o")->wait_ms, 1);
+    assert_int_equal(find_stat(st, "backend", "openai:gpt-4o")->wait_ms, 1);
     aigw_stats_free(st);
 
     /* k1's may probe at 6000: the backend is half-open, no wait */
     st = aigw__health_snapshot(h, NULL, &o, 6000);
-    s = stat_named(st, "backend", "openai:gpt-4o");
+    s = find_stat(st, "backend", "openai:gpt-4o");
     assert_string_equal(s->state, "half_open");
     assert_int_equal(s->wait_ms, 0);
     assert_string_equal(s->reason, "server");
@@ -1146,11 +1135,11 @@ static void test_endpoint_breakers_and_backend_state(void **state)
     /* the probe goes and succeeds: closed again */
     assert_int_equal(aigw__breaker_admit(br(e1), &o, 6000, NULL), AIGW_ADMIT_PROBE);
     st = aigw__health_snapshot(h, NULL, &o, 6001);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "half_open");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "half_open");
     aigw_stats_free(st);
     aigw__breaker_report(br(e1), &o, AIGW_HEAR_SUCCESS, true, AIGW_CLASS_NONE, 30, 6100);
     st = aigw__health_snapshot(h, NULL, &o, 6100);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "closed");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "closed");
     assert_string_equal(stat_endpoint(st, "openai", "k1", "gpt-4o")->state, "ready");
     aigw_stats_free(st);
 
@@ -1161,7 +1150,7 @@ static void test_endpoint_breakers_and_backend_state(void **state)
     aigw__hkey_bench(k2, &o, AIGW_CLASS_AUTH, 6100);
     aigw__hkey_bench(k3, &o, AIGW_CLASS_AUTH, 6100);
     st = aigw__health_snapshot(h, NULL, &o, 6100);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "closed");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "closed");
     aigw_stats_free(st);
     (void)ez;
     aigw__health_free(h);
@@ -1419,11 +1408,11 @@ static void test_latency_percentiles(void **state)
     assert_non_null(st);
 
     /* past the last bucket (about an hour): the maximum */
-    s = stat_named(st, "backend", "p:hours");
+    s = find_stat(st, "backend", "p:hours");
     assert_int_equal(s->latency_p50_ms, 7200000);
     assert_int_equal(s->latency_p99_ms, 7200000);
 
-    s = stat_named(st, "backend", "p:uniform");
+    s = find_stat(st, "backend", "p:uniform");
     assert_int_equal(s->latency_count, 100);
     assert_int_equal(s->latency_mean_ms, 51); /* 50.5, rounded */
     assert_int_equal(s->latency_p50_ms, 53);  /* bucket (45, 53] */
@@ -1431,7 +1420,7 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_p99_ms, 100);
     assert_int_equal(s->latency_max_ms, 100);
 
-    s = stat_named(st, "backend", "p:skewed");
+    s = find_stat(st, "backend", "p:skewed");
     assert_int_equal(s->requests, 102);
     assert_int_equal(s->successes, 101);
     assert_int_equal(s->failures, 1);
@@ -1442,7 +1431,7 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_p99_ms, 1144); /* bucket (962, 1144] */
     assert_int_equal(s->latency_max_ms, 5000);
 
-    s = stat_named(st, "backend", "p:zero");
+    s = find_stat(st, "backend", "p:zero");
     assert_int_equal(s->latency_count, 10);
     assert_int_equal(s->latency_mean_ms, 0);
     assert_int_equal(s->latency_p50_ms, 0);
@@ -1450,14 +1439,14 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_max_ms, 0);
 
     /* ranks round up: the 2nd of 3 for p50, the 3rd for p90 and p99 */
-    s = stat_named(st, "backend", "p:three");
+    s = find_stat(st, "backend", "p:three");
     assert_int_equal(s->latency_count, 3);
     assert_int_equal(s->latency_mean_ms, 343);
     assert_int_equal(s->latency_p50_ms, 20);
     assert_int_equal(s->latency_p90_ms, 1000);
     assert_int_equal(s->latency_p99_ms, 1000);
 
-    s = stat_named(st, "backend", "p:none");
+    s = find_stat(st, "backend", "p:none");
     assert_int_equal(s->latency_count, 0);
     assert_int_equal(s->latency_mean_ms, -1);
     assert_int_equal(s->latency_p50_ms, -1);
@@ -1827,30 +1816,30 @@ static void test_snapshot_and_json(void **state)
      * open until 6000; k1's cooldown on gpt-4o-mini is over */
     st = aigw__health_snapshot(h, &t.cfg, o, 5000);
     assert_non_null(st);
-    assert_string_equal(stat_named(st, "backend", "anthropic:claude")->state, "half_open");
-    assert_string_equal(stat_named(st, "backend", "anthropic:claude")->reason, "timeout");
-    assert_int_equal(stat_named(st, "backend", "anthropic:claude")->wait_ms, 0);
+    assert_string_equal(find_stat(st, "backend", "anthropic:claude")->state, "half_open");
+    assert_string_equal(find_stat(st, "backend", "anthropic:claude")->reason, "timeout");
+    assert_int_equal(find_stat(st, "backend", "anthropic:claude")->wait_ms, 0);
     assert_string_equal(stat_endpoint(st, "anthropic", "k2", "claude")->state, "half_open");
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "open");
-    assert_int_equal(stat_named(st, "backend", "openai:gpt-4o")->wait_ms, 1000);
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "open");
+    assert_int_equal(find_stat(st, "backend", "openai:gpt-4o")->wait_ms, 1000);
     s = stat_endpoint(st, "openai", "k1", "gpt-4o-mini");
     assert_string_equal(s->state, "ready");
     assert_string_equal(s->reason, "");
     assert_int_equal(s->wait_ms, 0);
-    assert_string_equal(stat_named(st, "key", "k1")->state, "ready");
-    assert_int_equal(stat_named(st, "key", "k1")->wait_ms, 0);
+    assert_string_equal(find_stat(st, "key", "k1")->state, "ready");
+    assert_int_equal(find_stat(st, "key", "k1")->wait_ms, 0);
     aigw_stats_free(st);
     assert_int_equal(aigw__breaker_admit(br(k2_claude), o, 5000, NULL), AIGW_ADMIT_PROBE);
     st = aigw__health_snapshot(h, &t.cfg, o, 5001);
-    assert_string_equal(stat_named(st, "backend", "anthropic:claude")->state, "half_open");
+    assert_string_equal(find_stat(st, "backend", "anthropic:claude")->state, "half_open");
     assert_string_equal(stat_endpoint(st, "anthropic", "k2", "claude")->state, "half_open");
     assert_int_equal(stat_endpoint(st, "anthropic", "k2", "claude")->wait_ms, 0);
     aigw_stats_free(st);
     /* breakers off: reported closed (endpoints ready, unless benched) */
     t.cfg.health.breaker_threshold = 0;
     st = aigw__health_snapshot(h, &t.cfg, o, 5001);
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->state, "closed");
-    assert_string_equal(stat_named(st, "backend", "openai:gpt-4o")->reason, "");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->state, "closed");
+    assert_string_equal(find_stat(st, "backend", "openai:gpt-4o")->reason, "");
     s = stat_endpoint(st, "openai", "k1", "gpt-4o");
     assert_string_equal(s->state, "ready");
     assert_string_equal(s->reason, "");
@@ -2342,8 +2331,8 @@ static void test_threads(void **state)
     assert_int_equal(ep_requests + ep_skips, (uint64_t)N_THREADS * N_ITER);
     assert_int_equal(key_skips, ep_skips);
     assert_int_equal(backend_requests, (uint64_t)N_THREADS * N_ITER);
-    host_requests = stat_named(st, "host", "https://a.example:443")->requests +
-                    stat_named(st, "host", "https://b.example:443")->requests;
+    host_requests = find_stat(st, "host", "https://a.example:443")->requests +
+                    find_stat(st, "host", "https://b.example:443")->requests;
     assert_int_equal(host_requests, (uint64_t)N_THREADS * N_ITER);
     aigw_stats_budget(st, &req, &ret, &den, NULL);
     assert_int_equal(req, (uint64_t)N_THREADS * N_ITER);

@@ -18,13 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
 #include "aigw.h"
 #include "mockprov.h"
+#include "support.h"
 
 /* ---- keys, bodies, gateway files ---- */
 
@@ -59,118 +59,35 @@ static const char BODY_FLAP[] = "{\"model\":\"mock:primary-model\",\"models\":[\
 #define GW_BASE "\"perRequestTimeout\":\"5s\",\"totalTimeout\":\"10s\",\"connectTimeout\":\"2s\"," \
                 "\"sameBackendRetries\":0"
 
-static char *gateway_json(const char *base_url, const char *keys, const char *rules,
-                          const char *gw)
-{
-    static const char fmt[] =
-        "{\"providers\":[{\"providerId\":\"mock\",\"name\":\"Mock\",\"baseUrl\":\"%s\"}],"
-        "\"providerKeys\":[%s],"
-        "\"accessKeyConfiguration\":{\"name\":\"health\",\"router\":{\"rules\":[%s]}},"
-        "\"gatewayConfig\":{%s}}";
-    size_t n = sizeof fmt + strlen(base_url) + strlen(keys) + strlen(rules) + strlen(gw);
-    char *s = malloc(n);
-    assert_non_null(s);
-    snprintf(s, n, fmt, base_url, keys, rules, gw);
-    return s;
-}
-
-static aigw_config *parse_cfg(const char *json)
-{
-    aigw_config *cfg = NULL;
-    aigw_error *err = NULL;
-    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
-        fail_msg("config: %s\n%s", err ? aigw_error_message(err) : "?", json);
-    assert_non_null(cfg);
-    return cfg;
-}
-
-static mockprov *MP;
-
 static aigw_config *make_cfg(const char *keys, const char *rules, const char *gw)
 {
-    char *json = gateway_json(mockprov_base_url(MP), keys, rules, gw);
-    aigw_config *cfg = parse_cfg(json);
+    char *json = mock_gateway_json("health", mockprov_base_url(MP), keys, rules, gw);
+    aigw_config *cfg = config_from_json(json);
     free(json);
     return cfg;
-}
-
-static aigw_client *client_cfg(aigw_config *cfg)
-{
-    aigw_client *c = NULL;
-    aigw_error *err = NULL;
-    if (aigw_client_new(cfg, &c, &err) != AIGW_OK)
-        fail_msg("client: %s", err ? aigw_error_message(err) : "?");
-    assert_non_null(c);
-    return c;
 }
 
 static aigw_client *make_client(const char *keys, const char *rules, const char *gw)
 {
     aigw_config *cfg = make_cfg(keys, rules, gw);
-    aigw_client *c = client_cfg(cfg);
+    aigw_client *c = client_on(cfg);
     aigw_config_unref(cfg); /* the client holds its own reference */
     return c;
 }
 
-static void set_config(aigw_client *c, aigw_config *cfg)
-{
-    aigw_error *err = NULL;
-    if (aigw_client_set_config(c, cfg, &err) != AIGW_OK)
-        fail_msg("set_config: %s", err ? aigw_error_message(err) : "?");
-}
-
-static aigw_response *send_body(aigw_client *c, const char *body)
-{
-    aigw_request *req = NULL;
-    aigw_response *resp = NULL;
-    aigw_error *err = NULL;
-    assert_int_equal(aigw_request_new(&req), AIGW_OK);
-    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
-    if (aigw_client_send(c, req, &resp, &err) != AIGW_OK)
-        fail_msg("send: %s", err ? aigw_error_message(err) : "?");
-    aigw_request_free(req);
-    assert_non_null(resp);
-    assert_non_null(aigw_response_trace_json(resp));
-    return resp;
-}
-
 /* ---- what a response says ---- */
 
-/* "provider/model/key/status/verdict" per attempt, space separated. */
-static void attempts_string(const aigw_response *r, char *got, size_t size)
-{
-    size_t i;
-    got[0] = '\0';
-    for (i = 0; i < aigw_response_attempt_count(r); i++) {
-        const aigw_attempt *a = aigw_response_attempt(r, i);
-        size_t n = strlen(got);
-        assert_int_equal(aigw_attempt_number(a), (int)i + 1);
-        snprintf(got + n, size - n, "%s%s/%s/%s/%d/%s", i ? " " : "", aigw_attempt_provider(a),
-                 aigw_attempt_model(a), aigw_attempt_key_id(a), aigw_attempt_status_code(a),
-                 aigw_attempt_verdict(a));
-    }
-}
-
-/* "reason:provider/model/key" per skip ("" key for a model's skip). */
-static void skips_string(const aigw_response *r, char *got, size_t size)
-{
-    size_t i;
-    got[0] = '\0';
-    for (i = 0; i < aigw_response_skip_count(r); i++) {
-        const char *p, *m, *why, *k;
-        size_t n = strlen(got);
-        assert_int_equal(aigw_response_skip(r, i, &p, &m, &why), AIGW_OK);
-        k = aigw_response_skip_key_id(r, i);
-        assert_non_null(k);
-        snprintf(got + n, size - n, "%s%s:%s/%s/%s", i ? " " : "", why, p, m, k);
-    }
-}
+/* "provider/model/key/status/verdict" per attempt, space separated, and
+ * "reason:provider/model/key" per skip ("" key for a model's skip); skips
+ * NULL: any. */
+#define ATTEMPT_FIELDS "provider/model/key/status/verdict"
+#define SKIP_FIELDS "reason:provider/model/key"
 
 static void assert_seq(const aigw_response *r, const char *attempts, const char *skips)
 {
     char got[2048], sk[2048];
-    attempts_string(r, got, sizeof got);
-    skips_string(r, sk, sizeof sk);
+    assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
+    assert_int_equal(skips_string(r, SKIP_FIELDS, sk, sizeof sk), 0);
     if (strcmp(got, attempts) != 0 || (skips && strcmp(sk, skips) != 0))
         fail_msg("attempts \"%s\" skips \"%s\";\nwant     \"%s\" skips \"%s\";\ntrace: %s", got,
                  sk, attempts, skips ? skips : "(any)", aigw_response_trace_json(r));
@@ -185,65 +102,14 @@ static void assert_served(const aigw_response *r)
     assert_null(aigw_response_error_code(r));
 }
 
-/* The library's own JSON error answer with that status and code. */
-static void assert_error_answer(const aigw_response *r, int status, const char *code)
-{
-    size_t len;
-    const char *body = aigw_response_body(r, &len);
-    cJSON *j = cJSON_ParseWithLength(body, len), *e, *c;
-    if (!j)
-        fail_msg("not JSON: %.*s", (int)len, body);
-    if (aigw_response_status(r) != status || !aigw_response_error_code(r) ||
-        strcmp(aigw_response_error_code(r), code) != 0)
-        fail_msg("status %d code %s, want %d %s; body %s; trace %s", aigw_response_status(r),
-                 aigw_response_error_code(r) ? aigw_response_error_code(r) : "(null)", status,
-                 code, body, aigw_response_trace_json(r));
-    e = cJSON_GetObjectItemCaseSensitive(j, "error");
-    c = cJSON_GetObjectItemCaseSensitive(e, "code");
-    assert_true(cJSON_IsString(c));
-    assert_string_equal(c->valuestring, code);
-    cJSON_Delete(j);
-}
-
-static void assert_no_secret_in(const char *s)
-{
-    size_t i;
-    for (i = 0; i < sizeof ALL_KEYS / sizeof ALL_KEYS[0]; i++)
-        if (strstr(s, ALL_KEYS[i]))
-            fail_msg("a key value in: %s", s);
-}
+#define N_ALL_KEYS (sizeof ALL_KEYS / sizeof ALL_KEYS[0])
 
 static void assert_no_secret(const aigw_response *r)
 {
-    size_t len, j;
-    assert_no_secret_in(aigw_response_body(r, &len));
-    assert_no_secret_in(aigw_response_trace_json(r));
-    for (j = 0; j < aigw_response_header_count(r); j++) {
-        const char *name, *value;
-        assert_int_equal(aigw_response_header(r, j, &name, &value), AIGW_OK);
-        assert_no_secret_in(value);
-    }
+    assert_response_no_secret(r, ALL_KEYS, N_ALL_KEYS);
 }
 
 /* ---- time ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts;
-    if (ms <= 0)
-        return;
-    ts.tv_sec = (time_t)(ms / 1000);
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
 
 static void sleep_until(int64_t t)
 {
@@ -251,28 +117,6 @@ static void sleep_until(int64_t t)
 }
 
 /* ---- the mock provider ---- */
-
-static mockprov_rule rule(const char *key, const char *model, int status, const char *headers,
-                          const char *body, int times)
-{
-    mockprov_rule r;
-    memset(&r, 0, sizeof r);
-    r.key = key;
-    r.model = model;
-    r.action = MOCKPROV_RESPOND;
-    r.status = status;
-    r.headers = headers;
-    r.body = body;
-    r.times = times;
-    return r;
-}
-
-static void add_rule(const char *key, const char *model, int status, const char *headers,
-                     const char *body, int times)
-{
-    mockprov_rule r = rule(key, model, status, headers, body, times);
-    assert_int_equal(mockprov_add_rule(MP, &r), 0);
-}
 
 static void assert_count(const char *key, long want)
 {
@@ -292,18 +136,6 @@ static aigw_stats *snapshot(aigw_client *c)
     return s;
 }
 
-static const aigw_stat *find_stat(const aigw_stats *s, const char *kind, const char *name)
-{
-    size_t i;
-    for (i = 0; i < aigw_stats_count(s); i++) {
-        const aigw_stat *e = aigw_stats_at(s, i);
-        if (strcmp(e->kind, kind) == 0 && strcmp(e->name, name) == 0)
-            return e;
-    }
-    fail_msg("no %s entry \"%s\" in the snapshot: %s", kind, name, aigw_stats_json(s));
-    return NULL;
-}
-
 static void assert_stat_state(aigw_client *c, const char *kind, const char *name,
                               const char *state)
 {
@@ -314,28 +146,7 @@ static void assert_stat_state(aigw_client *c, const char *kind, const char *name
     aigw_stats_free(s);
 }
 
-/* ---- fixtures ---- */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    MP = mockprov_start(0);
-    return MP ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    mockprov_stop(MP);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    mockprov_reset(MP);
-    return 0;
-}
+/* ---- fixtures: MP for the whole run, reset per test (support.h) ---- */
 
 /* ------------------------------------------------------------------------ */
 /* (a) a 429 with Retry-After: 1 cools the primary for that second          */
@@ -360,7 +171,7 @@ static void test_a_retry_after_cools_primary(void **state)
     int i;
     size_t j;
     (void)state;
-    add_rule(K_PRIMARY, NULL, 429, "Retry-After: 1\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, "Retry-After: 1\r\n", RL_BODY, 1);
 
     r = send_body(c, BODY);
     t429 = now_ms(); /* primary's cooldown began before this */
@@ -492,7 +303,7 @@ static void test_i_stats_after_a(void **state)
 
     json = aigw_stats_json(A_STATS);
     assert_non_null(json);
-    assert_no_secret_in(json);
+    assert_no_secret_in(json, ALL_KEYS, N_ALL_KEYS);
     j = cJSON_Parse(json);
     if (!j)
         fail_msg("stats JSON does not parse: %s", json);
@@ -556,7 +367,7 @@ static void test_b_flapping_backend_circuit(void **state)
     long primary_seen;
     int i;
     (void)state;
-    add_rule(NULL, "primary-model", 503, NULL, UNAVAIL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, "primary-model", 503, NULL, UNAVAIL_BODY, 0);
 
     /* Three failures in a row: each request served by the fallback model. */
     for (i = 0; i < 3; i++) {
@@ -641,7 +452,7 @@ static void test_b_flapping_backend_circuit(void **state)
     assert_int_equal(e->wait_ms, 0);
     assert_int_equal(e->requests, 3 + 1 + 1);
     assert_int_equal(e->successes, 1);
-    assert_no_secret_in(aigw_stats_json(s));
+    assert_no_secret_in(aigw_stats_json(s), ALL_KEYS, N_ALL_KEYS);
     aigw_stats_free(s);
     /* closed: the next request goes straight to it */
     r = send_body(c, BODY_FLAP);
@@ -710,14 +521,14 @@ static void test_b3_one_probe_at_a_time(void **state)
     int64_t t_open;
     int i, probes = 0, skipped = 0;
     (void)state;
-    add_rule(NULL, "primary-model", 503, NULL, UNAVAIL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, "primary-model", 503, NULL, UNAVAIL_BODY, 1);
     r = send_body(c, BODY_FLAP);
     t_open = now_ms();
     assert_seq(r, FLAP_FAIL, "");
     aigw_response_free(r);
     assert_stat_state(c, "backend", "mock:primary-model", "open");
     /* healthy again, but slow: the probe is out for 300 ms */
-    slow = rule(NULL, "primary-model", 200, NULL, NULL, 0);
+    slow = mp_rule(MOCKPROV_RESPOND, NULL, "primary-model", 200, NULL, NULL, 0);
     slow.delay_ms = 300;
     assert_int_equal(mockprov_add_rule(MP, &slow), 0);
     sleep_until(t_open + 200 + 20);
@@ -769,10 +580,10 @@ static void test_c_all_keys_cooling_waits(void **state)
     aigw_response *r;
     int64_t t0, elapsed, w;
     (void)state;
-    add_rule(K_SOLO, NULL, 429, "Retry-After: 1\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_SOLO, NULL, 429, "Retry-After: 1\r\n", RL_BODY, 1);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/solo/429/exhausted", "");
-    assert_error_answer(r, 429, "rate_limited");
+    assert_error_answer(r, 429, "rate_limited", NULL);
     aigw_response_free(r);
 
     /* Started right after: the only key is cooling, its wait fits: the
@@ -807,10 +618,10 @@ static void test_c_all_keys_cooling_429_at_once(void **state)
         int64_t t0, elapsed, w;
         const char *ra, *ram;
         mockprov_reset(MP);
-        add_rule(K_SOLO, NULL, 429, "Retry-After: 1\r\n", RL_BODY, 1);
+        mp_add_rule(MP, MOCKPROV_RESPOND, K_SOLO, NULL, 429, "Retry-After: 1\r\n", RL_BODY, 1);
         r = send_body(c, BODY);
         assert_seq(r, "mock/m1/solo/429/exhausted", "");
-        assert_error_answer(r, 429, "rate_limited");
+        assert_error_answer(r, 429, "rate_limited", NULL);
         aigw_response_free(r);
 
         t0 = now_ms();
@@ -818,7 +629,7 @@ static void test_c_all_keys_cooling_429_at_once(void **state)
         elapsed = now_ms() - t0;
         assert_seq(r, "", "key_cooling:mock/m1/solo");
         assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
-        assert_error_answer(r, 429, "rate_limited");
+        assert_error_answer(r, 429, "rate_limited", NULL);
         w = aigw_response_skip_wait_ms(r, 0);
         assert_in_range(w, 1, 1000);
         ra = aigw_response_header_get(r, "retry-after");
@@ -858,10 +669,10 @@ static void test_c2_cooldown_default_and_cap(void **state)
         const aigw_stat *e;
         int64_t t0, elapsed;
         mockprov_reset(MP);
-        add_rule(K_SOLO, NULL, 429, v[i].headers, RL_BODY, 1);
+        mp_add_rule(MP, MOCKPROV_RESPOND, K_SOLO, NULL, 429, v[i].headers, RL_BODY, 1);
         r = send_body(c, BODY);
         assert_seq(r, "mock/m1/solo/429/exhausted", "");
-        assert_error_answer(r, 429, "rate_limited");
+        assert_error_answer(r, 429, "rate_limited", NULL);
         aigw_response_free(r);
         s = snapshot(c);
         e = find_stat(s, "key", "solo");
@@ -929,7 +740,7 @@ static void test_d_bench_until_new_config_or_reset(void **state)
     const aigw_stat *e;
     long skips = 0;
     (void)state;
-    add_rule(K_A, NULL, 401, NULL, AUTH_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 401, NULL, AUTH_BODY, 0);
 
     bench_round(c, 20, &skips);
     assert_count(K_A, 1);
@@ -983,7 +794,7 @@ static void test_d2_quota_bench_and_bench_time(void **state)
     aigw_response *r;
     int64_t t0;
     (void)state;
-    add_rule(K_SOLO, NULL, 429, NULL, QUOTA_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_SOLO, NULL, 429, NULL, QUOTA_BODY, 1);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/solo/429/exhausted", "");
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "quota");
@@ -991,7 +802,7 @@ static void test_d2_quota_bench_and_bench_time(void **state)
     t0 = now_ms();
     r = send_body(c, BODY);
     assert_seq(r, "", "key_benched:mock/m1/solo");
-    assert_error_answer(r, 429, "quota_exceeded");
+    assert_error_answer(r, 429, "quota_exceeded", NULL);
     assert_null(aigw_response_header_get(r, "retry-after"));
     assert_true(now_ms() - t0 < 100);
     aigw_response_free(r);
@@ -1003,15 +814,15 @@ static void test_d2_quota_bench_and_bench_time(void **state)
     mockprov_reset(MP);
     c = make_client(KEYS_SOLO, RULE_SOLO,
                     GW_BASE ",\"retryAfterMax\":\"2s\",\"keyBenchTime\":\"200ms\"");
-    add_rule(K_SOLO, NULL, 401, NULL, AUTH_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_SOLO, NULL, 401, NULL, AUTH_BODY, 1);
     r = send_body(c, BODY);
     t0 = now_ms();
     assert_seq(r, "mock/m1/solo/401/exhausted", "");
-    assert_error_answer(r, 401, "unauthorized");
+    assert_error_answer(r, 401, "unauthorized", NULL);
     aigw_response_free(r);
     r = send_body(c, BODY);
     assert_seq(r, "", "key_benched:mock/m1/solo");
-    assert_error_answer(r, 401, "unauthorized");
+    assert_error_answer(r, 401, "unauthorized", NULL);
     assert_in_range(aigw_response_skip_wait_ms(r, 0), 100, 200);
     aigw_response_free(r);
     sleep_until(t0 + 200 + 20);
@@ -1025,7 +836,7 @@ static void test_d2_quota_bench_and_bench_time(void **state)
     mockprov_reset(MP);
     c = make_client(KEYS_SOLO, RULE_SOLO,
                     GW_BASE ",\"retryAfterMax\":\"2s\",\"keyBenchTime\":\"0s\"");
-    add_rule(K_SOLO, NULL, 401, NULL, AUTH_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_SOLO, NULL, 401, NULL, AUTH_BODY, 1);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/solo/401/exhausted", "");
     aigw_response_free(r);
@@ -1048,13 +859,13 @@ static void test_d2_quota_bench_and_bench_time(void **state)
 static void test_d_set_config_same_object_ends_bench(void **state)
 {
     aigw_config *cfg = make_cfg(KEYS_AB, RULE_AB, GW_BASE ",\"retryAfterMax\":\"2s\"");
-    aigw_client *c = client_cfg(cfg);
+    aigw_client *c = client_on(cfg);
     aigw_response *r;
     aigw_stats *s;
     char state_after[32], got[512];
     long skips = 0, a_count;
     (void)state;
-    add_rule(K_A, NULL, 401, NULL, AUTH_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 401, NULL, AUTH_BODY, 0);
     bench_round(c, 3, &skips);
     assert_count(K_A, 1);
     set_config(c, cfg); /* the same object, again */
@@ -1062,7 +873,7 @@ static void test_d_set_config_same_object_ends_bench(void **state)
     snprintf(state_after, sizeof state_after, "%s", find_stat(s, "key", "A")->state);
     aigw_stats_free(s);
     r = send_body(c, BODY);
-    attempts_string(r, got, sizeof got);
+    assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
     aigw_response_free(r);
     a_count = mockprov_count(MP, K_A);
     aigw_config_unref(cfg);
@@ -1077,17 +888,6 @@ static void test_d_set_config_same_object_ends_bench(void **state)
 /* ------------------------------------------------------------------------ */
 /* (b2) a host's breaker: a dead host is skipped for any of its models      */
 /* ------------------------------------------------------------------------ */
-
-static int dead_port(void)
-{
-    /* a loopback port with nothing listening: start a server, stop it */
-    mockprov *m = mockprov_start(0);
-    int port;
-    assert_non_null(m);
-    port = mockprov_port(m);
-    mockprov_stop(m);
-    return port;
-}
 
 static void test_b2_host_circuit(void **state)
 {
@@ -1113,9 +913,9 @@ static void test_b2_host_circuit(void **state)
         assert_non_null(json);
         snprintf(json, n, fmt, mockprov_base_url(MP), dead);
     }
-    cfg = parse_cfg(json);
+    cfg = config_from_json(json);
     b2_json = json;
-    c = client_cfg(cfg);
+    c = client_on(cfg);
     aigw_config_unref(cfg);
     /* two refused connections: dead:m1's breaker and the host's open */
     for (i = 0; i < 2; i++) {
@@ -1156,12 +956,12 @@ static void test_b2_host_circuit(void **state)
         static const char BODY_D3[] = "{\"model\":\"dead:m3\",\"messages\":[]}";
         r = send_body(c, BODY_D3);
         assert_seq(r, "", "host_circuit_open:dead/m3/");
-        assert_error_answer(r, 503, "circuit_open");
+        assert_error_answer(r, 503, "circuit_open", NULL);
         assert_non_null(aigw_response_header_get(r, "retry-after"));
         aigw_response_free(r);
     }
     /* breakers carry over a hot swap */
-    cfg = parse_cfg(b2_json);
+    cfg = config_from_json(b2_json);
     set_config(c, cfg);
     aigw_config_unref(cfg);
     r = send_body(c, BODY_D2);
@@ -1189,7 +989,7 @@ static void test_e_hot_swap_carry_over(void **state)
     aigw_stats *s;
     const aigw_stat *e;
     (void)state;
-    add_rule(K_A, NULL, 429, "Retry-After: 5\r\n", RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 429, "Retry-After: 5\r\n", RL_BODY, 0);
 
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/A/429/next_key mock/m1/B/200/succeeded", "");
@@ -1221,7 +1021,7 @@ static void test_e_hot_swap_carry_over(void **state)
         static const char bare[] =
             "{\"name\":\"bare\",\"router\":{\"rules\":[{\"provider\":\"mock\",\"steps\":"
             "[{\"type\":\"user\",\"keys\":[{\"id\":\"A\"}]}]}]}}";
-        aigw_config *b = parse_cfg(bare);
+        aigw_config *b = config_from_json(bare);
         aigw_error *err = NULL;
         assert_true(aigw_config_is_bare(b));
         assert_int_equal(aigw_client_set_config(c, b, &err), AIGW_ECONFIG);
@@ -1245,7 +1045,7 @@ static void test_e_hot_swap_carry_over(void **state)
     e = find_stat(s, "key", "A");
     assert_string_equal(e->state, "ready");
     assert_int_equal(e->requests, 0);
-    assert_no_secret_in(aigw_stats_json(s));
+    assert_no_secret_in(aigw_stats_json(s), ALL_KEYS, N_ALL_KEYS);
     aigw_stats_free(s);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/A/200/succeeded", "");
@@ -1271,17 +1071,17 @@ static void test_f_retry_budget(void **state)
     uint64_t requests = 0, retries = 0, denied = 0;
     int i, granted = 0, refused = 0;
     (void)state;
-    add_rule(NULL, NULL, 500, NULL, SERVER_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, NULL, 500, NULL, SERVER_BODY, 0);
     for (i = 0; i < 100; i++) {
         aigw_response *r = send_body(c, BODY);
         char got[512];
-        attempts_string(r, got, sizeof got);
+        assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
         assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
         if (strcmp(got, "mock/m1/A/500/next_key mock/m1/B/500/exhausted") == 0) {
-            assert_error_answer(r, 502, "upstream_error");
+            assert_error_answer(r, 502, "upstream_error", NULL);
             granted++;
         } else if (strcmp(got, "mock/m1/A/500/exhausted") == 0) {
-            assert_error_answer(r, 503, "retry_budget_exhausted");
+            assert_error_answer(r, 503, "retry_budget_exhausted", NULL);
             refused++;
         } else {
             fail_msg("request %d: attempts %s; trace %s", i + 1, got,
@@ -1319,7 +1119,7 @@ static void test_f2_retry_budget_floor(void **state)
     uint64_t requests = 0, retries = 0, denied = 0;
     int i, granted = 0;
     (void)state;
-    add_rule(NULL, NULL, 500, NULL, SERVER_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, NULL, 500, NULL, SERVER_BODY, 0);
     for (i = 0; i < 30; i++) {
         aigw_response *r = send_body(c, BODY);
         granted += aigw_response_attempt_count(r) == 2;
@@ -1359,12 +1159,12 @@ static void test_f_budget_survives_window_change(void **state)
             "\"minPerSecond\":1,\"window\":\"" window "\"}"
     aigw_config *p = make_cfg(KEYS_AB, RULE_AB, BUDGET_GW("10s"));
     aigw_config *q = make_cfg(KEYS_AB, RULE_AB, BUDGET_GW("5s"));
-    aigw_client *c = client_cfg(p);
+    aigw_client *c = client_on(p);
     aigw_response *r;
     int i, granted = 0, q_granted, later = 0;
     int64_t t0 = now_ms();
     (void)state;
-    add_rule(NULL, NULL, 500, NULL, SERVER_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, NULL, 500, NULL, SERVER_BODY, 0);
     for (i = 0; i < 11; i++) {
         r = send_body(c, BODY);
         granted += aigw_response_attempt_count(r) == 2;
@@ -1458,7 +1258,7 @@ static void test_g_round_robin_skips_cooling_key(void **state)
     int i;
     (void)state;
     /* c answers 429 asking for 5 s: it cools at its first turn */
-    add_rule(K_C, NULL, 429, "retry-after-ms: 5000\r\n", RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_C, NULL, 429, "retry-after-ms: 5000\r\n", RL_BODY, 0);
     for (i = 0; i < 3 && mockprov_count(MP, K_C) == 0; i++) {
         aigw_response *r = send_body(c, BODY);
         assert_served(r);
@@ -1471,7 +1271,7 @@ static void test_g_round_robin_skips_cooling_key(void **state)
         aigw_response *r = send_body(c, BODY);
         char got[256];
         assert_served(r);
-        attempts_string(r, got, sizeof got);
+        assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
         if (strcmp(got, "mock/m1/a/200/succeeded") != 0 &&
             strcmp(got, "mock/m1/b/200/succeeded") != 0)
             fail_msg("request %d: %s", i, aigw_response_trace_json(r));
@@ -1510,7 +1310,7 @@ static void test_g_least_recently_limited(void **state)
         GW_BASE ",\"retryAfterMax\":\"2s\"");
     aigw_response *r;
     (void)state;
-    add_rule(K_A, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/a/429/next_key mock/m1/b/200/succeeded", "");
     aigw_response_free(r);
@@ -1518,7 +1318,7 @@ static void test_g_least_recently_limited(void **state)
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/b/200/succeeded", "");
     aigw_response_free(r);
-    add_rule(K_B, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_B, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/b/429/next_key mock/m1/c/200/succeeded", "");
     aigw_response_free(r);
@@ -1526,7 +1326,7 @@ static void test_g_least_recently_limited(void **state)
     r = send_body(c, BODY); /* c never limited, then a (older), then b */
     assert_seq(r, "mock/m1/c/200/succeeded", "");
     aigw_response_free(r);
-    add_rule(K_C, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_C, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/c/429/next_key mock/m1/a/200/succeeded", "");
     aigw_response_free(r);
@@ -1597,7 +1397,7 @@ static void test_h_strategy_v2_sees_health(void **state)
     N_SEEN = 0;
     DESTROYED = 0;
     assert_int_equal(aigw_client_set_strategy(c, &vt, &SEEN), AIGW_OK);
-    add_rule(K_A, NULL, 429, "retry-after-ms: 3000\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 429, "retry-after-ms: 3000\r\n", RL_BODY, 1);
 
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/A/429/next_key mock/m1/B/200/succeeded", "");
@@ -1677,7 +1477,7 @@ static void test_h_strategy_v1_still_works(void **state)
     vt.order_health = v1_must_not_see_health;
     DESTROYED = 0;
     assert_int_equal(aigw_client_set_strategy(c, &vt, NULL), AIGW_OK);
-    add_rule(K_B, NULL, 429, "retry-after-ms: 3000\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_B, NULL, 429, "retry-after-ms: 3000\r\n", RL_BODY, 1);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/B/429/next_key mock/m1/A/200/succeeded", "");
     aigw_response_free(r);
@@ -1707,34 +1507,13 @@ static const char *const S_HEALTHY[] = {S_ROLE, S_TOK("Hel"), S_TOK("lo"), S_FIN
 static const char S_HEALTHY_BYTES[] = S_ROLE S_TOK("Hel") S_TOK("lo") S_FINISH S_DONE;
 static const char BODY_STREAM[] = "{\"model\":\"mock:m1\",\"stream\":true,\"messages\":[]}";
 
-static char S_GOT[4096];
-static size_t S_LEN;
+static stream_caller S_CALLER;
 
-static int s_data(void *ud, const char *data, size_t len)
-{
-    (void)ud;
-    assert_true(S_LEN + len < sizeof S_GOT);
-    memcpy(S_GOT + S_LEN, data, len);
-    S_LEN += len;
-    S_GOT[S_LEN] = '\0';
-    return 0;
-}
-
+/* Streams body; S_CALLER holds what came. */
 static aigw_response *stream_body(aigw_client *c, const char *body)
 {
-    static const aigw_stream_handler h = {AIGW_STREAM_VERSION, NULL, s_data, NULL};
-    aigw_request *req = NULL;
-    aigw_response *resp = NULL;
-    aigw_error *err = NULL;
-    S_LEN = 0;
-    S_GOT[0] = '\0';
-    assert_int_equal(aigw_request_new(&req), AIGW_OK);
-    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
-    if (aigw_client_stream(c, req, &h, NULL, &resp, &err) != AIGW_OK)
-        fail_msg("stream: %s", err ? aigw_error_message(err) : "?");
-    aigw_request_free(req);
-    assert_non_null(resp);
-    return resp;
+    memset(&S_CALLER, 0, sizeof S_CALLER);
+    return stream_to(c, body, -1, &S_CALLER);
 }
 
 static void test_j_streams_share_key_health(void **state)
@@ -1745,15 +1524,15 @@ static void test_j_streams_share_key_health(void **state)
     aigw_stats *s;
     const aigw_stat *e;
     (void)state;
-    add_rule(K_PRIMARY, NULL, 429, "retry-after-ms: 5000\r\n", RL_BODY, 0);
-    sr = rule(K_BACKUP, NULL, 200, NULL, NULL, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, "retry-after-ms: 5000\r\n", RL_BODY, 0);
+    sr = mp_rule(MOCKPROV_RESPOND, K_BACKUP, NULL, 200, NULL, NULL, 0);
     sr.action = MOCKPROV_STREAM;
     sr.chunks = S_HEALTHY;
     assert_int_equal(mockprov_add_rule(MP, &sr), 0);
     r = stream_body(c, BODY_STREAM);
     assert_seq(r, "mock/m1/primary/429/next_key mock/m1/backup/200/succeeded", "");
     assert_served(r);
-    assert_string_equal(S_GOT, S_HEALTHY_BYTES);
+    assert_string_equal(S_CALLER.bytes, S_HEALTHY_BYTES);
     aigw_response_free(r);
     /* a whole answer next: primary cools for both kinds of request */
     r = send_body(c, BODY);
@@ -1761,7 +1540,7 @@ static void test_j_streams_share_key_health(void **state)
     aigw_response_free(r);
     r = stream_body(c, BODY_STREAM);
     assert_seq(r, "mock/m1/backup/200/succeeded", NULL);
-    assert_string_equal(S_GOT, S_HEALTHY_BYTES);
+    assert_string_equal(S_CALLER.bytes, S_HEALTHY_BYTES);
     aigw_response_free(r);
     assert_count(K_PRIMARY, 1);
     assert_count(K_BACKUP, 3);
@@ -1794,8 +1573,8 @@ static void test_k_retry_blames_the_key_that_failed(void **state)
     aigw_response *r;
     aigw_stats *st;
     (void)state;
-    add_rule(K_A, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
-    add_rule(K_B, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 429, "retry-after-ms: 100\r\n", RL_BODY, 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_B, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
     r = send_body(c, BODY);
     assert_served(r);
     assert_seq(r, "mock/m1/a/429/next_key mock/m1/b/429/retry_same_backend mock/m1/a/200/succeeded",
@@ -1827,10 +1606,10 @@ static void test_k_retry_after_includes_default_cooldown(void **state)
     aigw_response *r;
     const char *ram;
     (void)state;
-    add_rule(K_A, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
-    add_rule(K_B, NULL, 429, NULL, RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_B, NULL, 429, NULL, RL_BODY, 0);
     r = send_body(c, BODY);
-    assert_error_answer(r, 429, "rate_limited");
+    assert_error_answer(r, 429, "rate_limited", NULL);
     ram = aigw_response_header_get(r, "retry-after-ms");
     assert_non_null(ram);
     assert_in_range(atoll(ram), 900, 2000); /* b's jittered cooldown, not a's 30 s */
@@ -1845,17 +1624,17 @@ static void test_k_auth_and_rate_limit_is_429(void **state)
     aigw_client *c = make_client(KEYS_AB2, RULE_AB2, GW_BASE);
     aigw_response *r;
     (void)state;
-    add_rule(K_A, NULL, 401, NULL, AUTH_BODY, 0);
-    add_rule(K_B, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 401, NULL, AUTH_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_B, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
     r = send_body(c, BODY);
     assert_seq(r, "mock/m1/a/401/next_key mock/m1/b/429/exhausted", "");
-    assert_error_answer(r, 429, "rate_limited");
+    assert_error_answer(r, 429, "rate_limited", NULL);
     assert_string_equal(aigw_response_header_get(r, "retry-after"), "30");
     aigw_response_free(r);
     /* the next one, a benched and b cooling, says the same without a call */
     r = send_body(c, BODY);
     assert_seq(r, "", "key_benched:mock/m1/a key_cooling:mock/m1/b");
-    assert_error_answer(r, 429, "rate_limited");
+    assert_error_answer(r, 429, "rate_limited", NULL);
     aigw_response_free(r);
     assert_count(K_A, 1);
     assert_count(K_B, 1);
@@ -1870,7 +1649,7 @@ static void test_k_cooldown_max_caps_default(void **state)
     aigw_response *r;
     int i;
     (void)state;
-    add_rule(K_A, NULL, 429, NULL, RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_A, NULL, 429, NULL, RL_BODY, 0);
     for (i = 0; i < 3; i++) {
         r = send_body(c, BODY);
         assert_seq(r, "mock/m1/a/429/next_key mock/m1/b/200/succeeded", "");
@@ -1897,10 +1676,11 @@ static void test_k_ngrok_key_health_per_provider(void **state)
              "{\"ngrokAccessKey\":\"%s\",\"ngrokGatewayUrl\":\"%s\","
              "\"accessKeyConfiguration\":{\"name\":\"n\"},\"gatewayConfig\":{" GW_BASE "}}",
              K_SOLO, mockprov_base_url(MP));
-    cfg = parse_cfg(json);
-    c = client_cfg(cfg);
+    cfg = config_from_json(json);
+    c = client_on(cfg);
     aigw_config_unref(cfg);
-    add_rule(NULL, "openai:gpt-4o", 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, "openai:gpt-4o", 429, "Retry-After: 30\r\n", RL_BODY,
+                0);
     r = send_body(c, body_o);
     assert_seq(r, "openai/gpt-4o/ngrok/429/exhausted", "");
     aigw_response_free(r);
@@ -1920,7 +1700,7 @@ static void test_k_ngrok_key_health_per_provider(void **state)
         }
     }
     assert_int_equal(ngrok_entries, 2);
-    assert_no_secret_in(aigw_stats_json(st));
+    assert_no_secret_in(aigw_stats_json(st), ALL_KEYS, N_ALL_KEYS);
     aigw_stats_free(st);
     aigw_client_free(c);
 }
@@ -1928,37 +1708,37 @@ static void test_k_ngrok_key_health_per_provider(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_a_retry_after_cools_primary, setup),
-        cmocka_unit_test_setup(test_i_stats_after_a, setup),
-        cmocka_unit_test_setup(test_a_cooling_key_skip_recorded, setup),
-        cmocka_unit_test_setup(test_b_flapping_backend_circuit, setup),
-        cmocka_unit_test_setup(test_b2_host_circuit, setup),
-        cmocka_unit_test_setup(test_b3_one_probe_at_a_time, setup),
-        cmocka_unit_test_setup(test_c_all_keys_cooling_waits, setup),
-        cmocka_unit_test_setup(test_c_all_keys_cooling_429_at_once, setup),
-        cmocka_unit_test_setup(test_c2_cooldown_default_and_cap, setup),
-        cmocka_unit_test_setup(test_d_bench_until_new_config_or_reset, setup),
-        cmocka_unit_test_setup(test_d2_quota_bench_and_bench_time, setup),
-        cmocka_unit_test_setup(test_d_set_config_same_object_ends_bench, setup),
-        cmocka_unit_test_setup(test_e_hot_swap_carry_over, setup),
-        cmocka_unit_test_setup(test_f_retry_budget, setup),
-        cmocka_unit_test_setup(test_f2_retry_budget_floor, setup),
-        cmocka_unit_test_setup(test_f_budget_survives_window_change, setup),
-        cmocka_unit_test_setup(test_g_round_robin_even, setup),
-        cmocka_unit_test_setup(test_g_weighted, setup),
-        cmocka_unit_test_setup(test_g_round_robin_skips_cooling_key, setup),
-        cmocka_unit_test_setup(test_g_random, setup),
-        cmocka_unit_test_setup(test_g_least_recently_limited, setup),
-        cmocka_unit_test_setup(test_h_strategy_v2_sees_health, setup),
-        cmocka_unit_test_setup(test_h_strategy_v1_still_works, setup),
-        cmocka_unit_test_setup(test_j_streams_share_key_health, setup),
-        cmocka_unit_test_setup(test_k_retry_blames_the_key_that_failed, setup),
-        cmocka_unit_test_setup(test_k_retry_after_includes_default_cooldown, setup),
-        cmocka_unit_test_setup(test_k_auth_and_rate_limit_is_429, setup),
-        cmocka_unit_test_setup(test_k_cooldown_max_caps_default, setup),
-        cmocka_unit_test_setup(test_k_ngrok_key_health_per_provider, setup),
+        cmocka_unit_test_setup(test_a_retry_after_cools_primary, mp_setup),
+        cmocka_unit_test_setup(test_i_stats_after_a, mp_setup),
+        cmocka_unit_test_setup(test_a_cooling_key_skip_recorded, mp_setup),
+        cmocka_unit_test_setup(test_b_flapping_backend_circuit, mp_setup),
+        cmocka_unit_test_setup(test_b2_host_circuit, mp_setup),
+        cmocka_unit_test_setup(test_b3_one_probe_at_a_time, mp_setup),
+        cmocka_unit_test_setup(test_c_all_keys_cooling_waits, mp_setup),
+        cmocka_unit_test_setup(test_c_all_keys_cooling_429_at_once, mp_setup),
+        cmocka_unit_test_setup(test_c2_cooldown_default_and_cap, mp_setup),
+        cmocka_unit_test_setup(test_d_bench_until_new_config_or_reset, mp_setup),
+        cmocka_unit_test_setup(test_d2_quota_bench_and_bench_time, mp_setup),
+        cmocka_unit_test_setup(test_d_set_config_same_object_ends_bench, mp_setup),
+        cmocka_unit_test_setup(test_e_hot_swap_carry_over, mp_setup),
+        cmocka_unit_test_setup(test_f_retry_budget, mp_setup),
+        cmocka_unit_test_setup(test_f2_retry_budget_floor, mp_setup),
+        cmocka_unit_test_setup(test_f_budget_survives_window_change, mp_setup),
+        cmocka_unit_test_setup(test_g_round_robin_even, mp_setup),
+        cmocka_unit_test_setup(test_g_weighted, mp_setup),
+        cmocka_unit_test_setup(test_g_round_robin_skips_cooling_key, mp_setup),
+        cmocka_unit_test_setup(test_g_random, mp_setup),
+        cmocka_unit_test_setup(test_g_least_recently_limited, mp_setup),
+        cmocka_unit_test_setup(test_h_strategy_v2_sees_health, mp_setup),
+        cmocka_unit_test_setup(test_h_strategy_v1_still_works, mp_setup),
+        cmocka_unit_test_setup(test_j_streams_share_key_health, mp_setup),
+        cmocka_unit_test_setup(test_k_retry_blames_the_key_that_failed, mp_setup),
+        cmocka_unit_test_setup(test_k_retry_after_includes_default_cooldown, mp_setup),
+        cmocka_unit_test_setup(test_k_auth_and_rate_limit_is_429, mp_setup),
+        cmocka_unit_test_setup(test_k_cooldown_max_caps_default, mp_setup),
+        cmocka_unit_test_setup(test_k_ngrok_key_health_per_provider, mp_setup),
     };
-    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    int rc = cmocka_run_group_tests(tests, mp_group_setup, mp_group_teardown);
     aigw_stats_free(A_STATS);
     return rc;
 }

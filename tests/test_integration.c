@@ -10,8 +10,6 @@
  * small through gatewayConfig (retryAfterMax, sameBackendRetries): the whole
  * program sleeps well under two seconds.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,15 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
-#include <cjson/cJSON.h>
 
 #include "aigw.h"
 #include "mockprov.h"
+#include "support.h"
 
 /* ---- keys and gateway files ---- */
 
@@ -57,103 +52,46 @@ static const char BODY_FB_UP[] = "{\"model\":\"m1\","
 
 /* Provider "mock" (the mock provider) with keys primary, backup, third.
  * Rule: step 0 [primary, backup]; with two_steps, step 1 [third]. */
+#define KEYS_PBT                                                                        \
+    "{\"id\":\"primary\",\"providerId\":\"mock\",\"name\":\"p\",\"value\":\"" K_PRIMARY "\"}," \
+    "{\"id\":\"backup\",\"providerId\":\"mock\",\"name\":\"b\",\"value\":\"" K_BACKUP "\"},"   \
+    "{\"id\":\"third\",\"providerId\":\"mock\",\"name\":\"t\",\"value\":\"" K_THIRD "\"}"
+#define RULE_STEP0                                                                      \
+    "{\"provider\":\"mock\",\"steps\":["                                                 \
+    "{\"type\":\"user\",\"keySelectionStrategy\":\"ordered\","                            \
+    "\"keys\":[{\"id\":\"primary\"},{\"id\":\"backup\"}]}"
+#define STEP1_THIRD                                                                     \
+    ",{\"type\":\"user\",\"keySelectionStrategy\":\"ordered\",\"keys\":[{\"id\":\"third\"}]}"
+
 static char *gateway_file(const char *base_url, int two_steps, const char *gateway_config)
 {
-    static const char fmt[] =
-        "{\"providers\":[{\"providerId\":\"mock\",\"name\":\"Mock\",\"baseUrl\":\"%s\"}],"
-        "\"providerKeys\":["
-        "{\"id\":\"primary\",\"providerId\":\"mock\",\"name\":\"p\",\"value\":\"" K_PRIMARY "\"},"
-        "{\"id\":\"backup\",\"providerId\":\"mock\",\"name\":\"b\",\"value\":\"" K_BACKUP "\"},"
-        "{\"id\":\"third\",\"providerId\":\"mock\",\"name\":\"t\",\"value\":\"" K_THIRD "\"}],"
-        "\"accessKeyConfiguration\":{\"name\":\"integration\",\"router\":{\"rules\":["
-        "{\"provider\":\"mock\",\"steps\":["
-        "{\"type\":\"user\",\"keySelectionStrategy\":\"ordered\","
-        "\"keys\":[{\"id\":\"primary\"},{\"id\":\"backup\"}]}%s]}]}},"
-        "\"gatewayConfig\":{%s}}";
-    size_t n = sizeof fmt + strlen(base_url) + strlen(gateway_config) + 256;
-    char *s = malloc(n);
-    assert_non_null(s);
-    snprintf(s, n, fmt, base_url,
-             two_steps ? ",{\"type\":\"user\",\"keySelectionStrategy\":\"ordered\","
-                         "\"keys\":[{\"id\":\"third\"}]}"
-                       : "",
-             gateway_config);
-    return s;
+    return mock_gateway_json("integration", base_url, KEYS_PBT,
+                             two_steps ? RULE_STEP0 STEP1_THIRD "]}" : RULE_STEP0 "]}",
+                             gateway_config);
 }
 
 /* Timeouts small enough for a test, no same-backend retries unless asked. */
 #define GW_FAST "\"perRequestTimeout\":\"5s\",\"totalTimeout\":\"10s\",\"connectTimeout\":\"2s\"," \
                 "\"retryAfterMax\":\"2s\",\"sameBackendRetries\":0"
 
-static aigw_client *client_json(const char *json)
-{
-    aigw_config *cfg = NULL;
-    aigw_client *c = NULL;
-    aigw_error *err = NULL;
-    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
-        fail_msg("config: %s\n%s", err ? aigw_error_message(err) : "?", json);
-    assert_non_null(cfg);
-    if (aigw_client_new(cfg, &c, &err) != AIGW_OK)
-        fail_msg("client: %s", err ? aigw_error_message(err) : "?");
-    aigw_config_unref(cfg); /* the client holds its own reference */
-    return c;
-}
-
 static aigw_client *std_client(mockprov *m, int two_steps, const char *gw)
 {
     char *json = gateway_file(mockprov_base_url(m), two_steps, gw);
-    aigw_client *c = client_json(json);
+    aigw_client *c = client_from_json(json);
     free(json);
     return c;
 }
 
-static aigw_response *send_body(aigw_client *c, const char *body)
-{
-    aigw_request *req = NULL;
-    aigw_response *resp = NULL;
-    aigw_error *err = NULL;
-    assert_int_equal(aigw_request_new(&req), AIGW_OK);
-    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
-    if (aigw_client_send(c, req, &resp, &err) != AIGW_OK)
-        fail_msg("send: %s", err ? aigw_error_message(err) : "?");
-    aigw_request_free(req);
-    assert_non_null(resp);
-    assert_non_null(aigw_response_trace_json(resp));
-    return resp;
-}
-
-/* "key:verdict" per attempt, space separated; 0 when they match. */
-static int attempts_string(const aigw_response *r, char *got, size_t size)
-{
-    size_t i;
-    got[0] = '\0';
-    for (i = 0; i < aigw_response_attempt_count(r); i++) {
-        const aigw_attempt *a = aigw_response_attempt(r, i);
-        size_t n = strlen(got);
-        snprintf(got + n, size - n, "%s%s:%s", i ? " " : "", aigw_attempt_key_id(a),
-                 aigw_attempt_verdict(a));
-        if (aigw_attempt_number(a) != (int)i + 1)
-            return -1;
-    }
-    return 0;
-}
-
-static void assert_attempts(const aigw_response *r, const char *want)
-{
-    char got[1024];
-    assert_int_equal(attempts_string(r, got, sizeof got), 0);
-    if (strcmp(got, want) != 0)
-        fail_msg("attempts \"%s\", want \"%s\"; trace: %s", got, want,
-                 aigw_response_trace_json(r));
-}
+/* "key:verdict" per attempt, space separated. */
+#define ATTEMPT_FIELDS "key:verdict"
+#define assert_attempts(r, want) assert_attempts_as(r, ATTEMPT_FIELDS, want)
 
 /* What the mock provider received, per key. */
 static void assert_received(mockprov *m, long primary, long backup, long third)
 {
-    assert_int_equal(mockprov_count(m, K_PRIMARY), primary);
-    assert_int_equal(mockprov_count(m, K_BACKUP), backup);
-    assert_int_equal(mockprov_count(m, K_THIRD), third);
-    assert_int_equal(mockprov_count(m, NULL), primary + backup + third);
+    static const char *const keys[] = {K_PRIMARY, K_BACKUP, K_THIRD};
+    const long want[] = {primary, backup, third};
+    assert_received_by_key(m, keys, want, 3);
 }
 
 /* A header line "name: value" (name case-insensitive) in a raw request head. */
@@ -202,123 +140,20 @@ static void assert_raw_request(mockprov *m, long i, const char *key, const char 
     assert_int_equal((size_t)n - head_len - 2, strlen(body));
 }
 
-/* The library's own JSON error answer: its code, and its message contains
- * `needle` (when given). */
-static void assert_error_answer(const aigw_response *r, int status, const char *code,
-                                const char *needle)
-{
-    size_t len;
-    const char *body = aigw_response_body(r, &len);
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    cJSON *e, *c, *m, *t, *id;
-    if (!j)
-        fail_msg("not JSON: %.*s", (int)len, body);
-    assert_int_equal(aigw_response_status(r), status);
-    assert_non_null(aigw_response_error_code(r));
-    assert_string_equal(aigw_response_error_code(r), code);
-    e = cJSON_GetObjectItemCaseSensitive(j, "error");
-    c = cJSON_GetObjectItemCaseSensitive(e, "code");
-    m = cJSON_GetObjectItemCaseSensitive(e, "message");
-    t = cJSON_GetObjectItemCaseSensitive(e, "type");
-    id = cJSON_GetObjectItemCaseSensitive(e, "requestId");
-    assert_true(cJSON_IsString(c) && cJSON_IsString(m) && cJSON_IsString(t) && cJSON_IsString(id));
-    assert_string_equal(c->valuestring, code);
-    assert_string_equal(t->valuestring, "aigw_error");
-    assert_string_equal(id->valuestring, aigw_response_request_id(r));
-    if (needle && !strstr(m->valuestring, needle))
-        fail_msg("message '%s' does not name '%s'", m->valuestring, needle);
-    cJSON_Delete(j);
-}
-
 /* Neither the answer nor the trace holds any key value. */
 static void assert_no_secret(const aigw_response *r)
 {
     static const char *const keys[] = {K_PRIMARY, K_BACKUP, K_THIRD, K_DEAD, K_NGROK};
-    size_t i, j, len;
-    const char *body = aigw_response_body(r, &len);
-    const char *trace = aigw_response_trace_json(r);
-    for (i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        assert_null(strstr(trace, keys[i]));
-        assert_null(strstr(body, keys[i]));
-        for (j = 0; j < aigw_response_header_count(r); j++) {
-            const char *name, *value;
-            assert_int_equal(aigw_response_header(r, j, &name, &value), AIGW_OK);
-            assert_null(strstr(value, keys[i]));
-        }
-    }
+    assert_response_no_secret(r, keys, sizeof keys / sizeof keys[0]);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static mockprov_rule rule_for(const char *key, mockprov_action action, int status,
-                              const char *headers, const char *body)
-{
-    mockprov_rule r;
-    memset(&r, 0, sizeof r);
-    r.key = key;
-    r.action = action;
-    r.status = status;
-    r.headers = headers;
-    r.body = body;
-    return r;
-}
-
-static void add_rule(mockprov *m, const char *key, mockprov_action action, int status,
-                     const char *headers, const char *body)
-{
-    mockprov_rule r = rule_for(key, action, status, headers, body);
-    assert_int_equal(mockprov_add_rule(m, &r), 0);
-}
-
-/* A loopback port with nothing listening: bind one, then close it. */
-static int dead_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    assert_true(fd >= 0);
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
-/* ---- fixtures: two mock providers for the whole run, reset per test ---- */
-
-static mockprov *MP;  /* the provider */
-static mockprov *MP2; /* a second server: redirect target */
+/* ---- fixtures: two mock providers for the whole run (MP, and MP2 a
+ * redirect target), reset per test ---- */
 
 static int group_setup(void **state)
 {
     (void)state;
-    MP = mockprov_start(0);
-    MP2 = mockprov_start(0);
-    return MP && MP2 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    mockprov_stop(MP);
-    mockprov_stop(MP2);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    mockprov_reset(MP);
-    mockprov_reset(MP2);
-    return 0;
+    return mp_start(2);
 }
 
 /* ---- scenarios ---- */
@@ -333,7 +168,7 @@ static void test_429_backup_serves(void **state)
     const char *body;
     int64_t t0 = now_ms();
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 429, NULL, RL_BODY);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, NULL, RL_BODY, 0);
     r = send_body(c, BODY_FB);
     assert_attempts(r, "primary:next_key backup:succeeded");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
@@ -379,7 +214,7 @@ static void test_429_retry_after_waits(void **state)
     mockprov_rule rl;
     int64_t t0, elapsed;
     (void)state;
-    rl = rule_for(K_PRIMARY, MOCKPROV_RESPOND, 429, "Retry-After: 1\r\n", RL_BODY);
+    rl = mp_rule(MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, "Retry-After: 1\r\n", RL_BODY, 0);
     rl.times = 1;
     assert_int_equal(mockprov_add_rule(MP, &rl), 0);
     rl.key = K_BACKUP;
@@ -416,9 +251,10 @@ static void test_auth_next_key(void **state)
         aigw_response *r;
         const aigw_attempt *a;
         mockprov_reset(MP);
-        add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, statuses[i], NULL,
-                 "{\"error\":{\"message\":\"Incorrect API key provided\","
-                 "\"code\":\"invalid_api_key\"}}");
+        mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, statuses[i], NULL,
+                    "{\"error\":{\"message\":\"Incorrect API key provided\","
+                    "\"code\":\"invalid_api_key\"}}",
+                    0);
         r = send_body(c, BODY);
         assert_attempts(r, "primary:next_key backup:succeeded");
         assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
@@ -457,8 +293,8 @@ static void test_server_errors_next_key(void **state)
         const aigw_attempt *a;
         int64_t t0 = now_ms();
         mockprov_reset(MP);
-        add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, cases[i].status, cases[i].headers,
-                 "{\"error\":{\"message\":\"upstream trouble\",\"type\":\"server_error\"}}");
+        mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, cases[i].status, cases[i].headers,
+                    "{\"error\":{\"message\":\"upstream trouble\",\"type\":\"server_error\"}}", 0);
         r = send_body(c, BODY);
         assert_attempts(r, "primary:next_key backup:succeeded");
         assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
@@ -487,8 +323,10 @@ static void test_server_error_backoff_real_clock(void **state)
     (void)state;
     /* both keys 500; the back-off retry goes to the first key in the
      * strategy's order, which has recovered */
-    add_rule(MP, K_BACKUP, MOCKPROV_RESPOND, 500, NULL, "{\"error\":{\"type\":\"server_error\"}}");
-    rl = rule_for(K_PRIMARY, MOCKPROV_RESPOND, 500, NULL, "{\"error\":{\"type\":\"server_error\"}}");
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_BACKUP, NULL, 500, NULL,
+                "{\"error\":{\"type\":\"server_error\"}}", 0);
+    rl = mp_rule(MOCKPROV_RESPOND, K_PRIMARY, NULL, 500, NULL,
+                 "{\"error\":{\"type\":\"server_error\"}}", 0);
     rl.times = 1;
     assert_int_equal(mockprov_add_rule(MP, &rl), 0);
     t0 = now_ms();
@@ -530,12 +368,13 @@ static void test_context_length_next_model(void **state)
              "{\"provider\":\"mock2\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"third\"}]}]}"
              "]}},\"gatewayConfig\":{" GW_FAST "}}",
              mockprov_base_url(MP), mockprov_base_url(MP));
-    c = client_json(json);
-    rl = rule_for(NULL, MOCKPROV_RESPOND, 400, NULL,
-                  "{\"error\":{\"message\":\"This model's maximum context length is 8192 tokens. "
-                  "However, your messages resulted in 9000 tokens.\",\"type\":"
-                  "\"invalid_request_error\",\"param\":\"messages\",\"code\":"
-                  "\"context_length_exceeded\"}}");
+    c = client_from_json(json);
+    rl = mp_rule(MOCKPROV_RESPOND, NULL, NULL, 400, NULL,
+                 "{\"error\":{\"message\":\"This model's maximum context length is 8192 tokens. "
+                 "However, your messages resulted in 9000 tokens.\",\"type\":"
+                 "\"invalid_request_error\",\"param\":\"messages\",\"code\":"
+                 "\"context_length_exceeded\"}}",
+                 0);
     rl.model = "m1";
     assert_int_equal(mockprov_add_rule(MP, &rl), 0);
     r = send_body(c, "{\"model\":\"mock:m1\",\"models\":[\"mock2:m1\",\"mock:m2\"],"
@@ -575,7 +414,8 @@ static void test_content_policy_fail_fast(void **state)
     size_t len;
     const char *body;
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 400, "X-Upstream-Note: kept\r\n", upstream);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 400, "X-Upstream-Note: kept\r\n", upstream,
+                0);
     r = send_body(c, BODY);
     assert_attempts(r, "primary:fail_fast");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_FAIL_FAST);
@@ -616,7 +456,7 @@ static void test_connection_refused(void **state)
              "{\"provider\":\"mock\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"primary\"}]}]}"
              "]}},\"gatewayConfig\":{" GW_FAST "}}",
              url, mockprov_base_url(MP));
-    c = client_json(json);
+    c = client_from_json(json);
     t0 = now_ms();
     r = send_body(c, "{\"model\":\"dead:m1\",\"models\":[\"mock:m1\"],\"messages\":[]}");
     assert_attempts(r, "dead1:next_backend primary:succeeded");
@@ -645,7 +485,7 @@ static void test_no_answer_timeout(void **state)
     const aigw_attempt *a;
     int64_t t0, elapsed;
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_SILENT, 0, NULL, NULL);
+    mp_add_rule(MP, MOCKPROV_SILENT, K_PRIMARY, NULL, 0, NULL, NULL, 0);
     t0 = now_ms();
     r = send_body(c, BODY);
     elapsed = now_ms() - t0;
@@ -673,7 +513,7 @@ static void test_reset_before_headers(void **state)
     aigw_response *r;
     const aigw_attempt *a;
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_CLOSE, 0, NULL, NULL);
+    mp_add_rule(MP, MOCKPROV_CLOSE, K_PRIMARY, NULL, 0, NULL, NULL, 0);
     r = send_body(c, BODY);
     assert_attempts(r, "primary:next_backend third:succeeded");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
@@ -692,7 +532,7 @@ static void test_reset_before_headers(void **state)
      * the provider receives the POST twice although the library records one
      * attempt and never retries a reset.  This asserts what is observed. */
     mockprov_reset(MP);
-    add_rule(MP, K_PRIMARY, MOCKPROV_CLOSE, 0, NULL, NULL);
+    mp_add_rule(MP, MOCKPROV_CLOSE, K_PRIMARY, NULL, 0, NULL, NULL, 0);
     r = send_body(c, BODY);
     assert_attempts(r, "primary:next_backend third:succeeded");
     assert_string_equal(aigw_attempt_transport_error(aigw_response_attempt(r, 0)), "reset");
@@ -712,7 +552,7 @@ static void test_redirect_not_followed(void **state)
     (void)state;
     snprintf(loc, sizeof loc, "Location: %s/chat/completions?api_key=%s\r\n",
              mockprov_base_url(MP2), K_PRIMARY);
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 302, loc, "");
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 302, loc, "", 0);
     r = send_body(c, BODY);
     assert_attempts(r, "primary:next_backend third:succeeded");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
@@ -739,7 +579,7 @@ static void test_huge_body_too_large(void **state)
     const aigw_attempt *a;
     int64_t t0, elapsed;
     (void)state;
-    rl = rule_for(K_PRIMARY, MOCKPROV_HUGE, 200, NULL, NULL);
+    rl = mp_rule(MOCKPROV_HUGE, K_PRIMARY, NULL, 200, NULL, NULL, 0);
     rl.huge_bytes = (size_t)64 * 1024 * 1024;
     assert_int_equal(mockprov_add_rule(MP, &rl), 0);
     t0 = now_ms();
@@ -768,8 +608,8 @@ static void test_all_rate_limited_429(void **state)
     aigw_response *r;
     int64_t t0 = now_ms();
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 429, "Retry-After: 30\r\n", RL_BODY);
-    add_rule(MP, K_BACKUP, MOCKPROV_RESPOND, 429, "Retry-After: 20\r\n", RL_BODY);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, "Retry-After: 30\r\n", RL_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_BACKUP, NULL, 429, "Retry-After: 20\r\n", RL_BODY, 0);
     r = send_body(c, BODY);
     assert_attempts(r, "primary:next_key backup:exhausted");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
@@ -790,10 +630,14 @@ static void test_all_auth_401(void **state)
     aigw_client *c = std_client(MP, 0, GW_FAST);
     aigw_response *r;
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 401, NULL,
-             "{\"error\":{\"message\":\"Incorrect API key provided\",\"code\":\"invalid_api_key\"}}");
-    add_rule(MP, K_BACKUP, MOCKPROV_RESPOND, 403, NULL,
-             "{\"error\":{\"message\":\"Project does not have access\",\"code\":\"forbidden\"}}");
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 401, NULL,
+                "{\"error\":{\"message\":\"Incorrect API key provided\","
+                "\"code\":\"invalid_api_key\"}}",
+                0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_BACKUP, NULL, 403, NULL,
+                "{\"error\":{\"message\":\"Project does not have access\","
+                "\"code\":\"forbidden\"}}",
+                0);
     r = send_body(c, BODY);
     assert_attempts(r, "primary:next_key backup:exhausted");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_EXHAUSTED);
@@ -828,8 +672,8 @@ static void test_managed_fallback_to_ngrok_step(void **state)
              "\"ngrokAccessKey\":\"" K_NGROK "\",\"ngrokGatewayUrl\":\"%s\","
              "\"gatewayConfig\":{" GW_FAST "}}",
              mockprov_base_url(MP), mockprov_base_url(MP));
-    c = client_json(json);
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 429, NULL, RL_BODY);
+    c = client_from_json(json);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, NULL, RL_BODY, 0);
     r = send_body(c, "{\"model\":\"gpt-4o\",\"messages\":[]}");
     assert_attempts(r, "primary:managed_fallback ngrok:succeeded");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
@@ -858,10 +702,10 @@ static void test_echoed_key_redacted(void **state)
     size_t len;
     const char *body;
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 429, "X-Echo: " K_PRIMARY "\r\n",
-             "{\"error\":{\"message\":\"key " K_PRIMARY " is rate limited\"}}");
-    add_rule(MP, K_BACKUP, MOCKPROV_RESPOND, 200, "X-Echo: Bearer " K_BACKUP "\r\n",
-             "{\"seen\":\"" K_BACKUP "\",\"again\":\"" K_BACKUP K_BACKUP "\"}");
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, "X-Echo: " K_PRIMARY "\r\n",
+                "{\"error\":{\"message\":\"key " K_PRIMARY " is rate limited\"}}", 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_BACKUP, NULL, 200, "X-Echo: Bearer " K_BACKUP "\r\n",
+                "{\"seen\":\"" K_BACKUP "\",\"again\":\"" K_BACKUP K_BACKUP "\"}", 0);
     r = send_body(c, BODY);
     assert_attempts(r, "primary:next_key backup:succeeded");
     body = aigw_response_body(r, &len);
@@ -883,7 +727,7 @@ static void test_total_timeout_504(void **state)
     const aigw_attempt *a;
     int64_t t0, elapsed;
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_SILENT, 0, NULL, NULL);
+    mp_add_rule(MP, MOCKPROV_SILENT, K_PRIMARY, NULL, 0, NULL, NULL, 0);
     t0 = now_ms();
     r = send_body(c, BODY);
     elapsed = now_ms() - t0;
@@ -922,7 +766,7 @@ static void *worker_main(void *arg)
             aigw_request_set_body(req, BODY, strlen(BODY)) != AIGW_OK ||
             aigw_client_send(w->c, req, &resp, NULL) != AIGW_OK) {
             snprintf(w->first_bad, sizeof w->first_bad, "send failed");
-        } else if (attempts_string(resp, got, sizeof got) == 0 &&
+        } else if (attempts_string(resp, ATTEMPT_FIELDS, got, sizeof got) == 0 &&
                    strcmp(got, "primary:next_key backup:succeeded") == 0 &&
                    aigw_response_outcome(resp) == AIGW_OUTCOME_SERVED &&
                    aigw_response_status(resp) == 200) {
@@ -945,7 +789,7 @@ static void test_concurrent_shared_client(void **state)
     worker w[THREADS];
     int i;
     (void)state;
-    add_rule(MP, K_PRIMARY, MOCKPROV_RESPOND, 429, NULL, RL_BODY);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, NULL, RL_BODY, 0);
     memset(w, 0, sizeof w);
     for (i = 0; i < THREADS; i++) {
         w[i].c = c;
@@ -966,24 +810,24 @@ static void test_concurrent_shared_client(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_429_backup_serves, setup),
-        cmocka_unit_test_setup(test_429_retry_after_waits, setup),
-        cmocka_unit_test_setup(test_auth_next_key, setup),
-        cmocka_unit_test_setup(test_server_errors_next_key, setup),
-        cmocka_unit_test_setup(test_server_error_backoff_real_clock, setup),
-        cmocka_unit_test_setup(test_context_length_next_model, setup),
-        cmocka_unit_test_setup(test_content_policy_fail_fast, setup),
-        cmocka_unit_test_setup(test_connection_refused, setup),
-        cmocka_unit_test_setup(test_no_answer_timeout, setup),
-        cmocka_unit_test_setup(test_reset_before_headers, setup),
-        cmocka_unit_test_setup(test_redirect_not_followed, setup),
-        cmocka_unit_test_setup(test_huge_body_too_large, setup),
-        cmocka_unit_test_setup(test_all_rate_limited_429, setup),
-        cmocka_unit_test_setup(test_all_auth_401, setup),
-        cmocka_unit_test_setup(test_managed_fallback_to_ngrok_step, setup),
-        cmocka_unit_test_setup(test_echoed_key_redacted, setup),
-        cmocka_unit_test_setup(test_total_timeout_504, setup),
-        cmocka_unit_test_setup(test_concurrent_shared_client, setup),
+        cmocka_unit_test_setup(test_429_backup_serves, mp_setup),
+        cmocka_unit_test_setup(test_429_retry_after_waits, mp_setup),
+        cmocka_unit_test_setup(test_auth_next_key, mp_setup),
+        cmocka_unit_test_setup(test_server_errors_next_key, mp_setup),
+        cmocka_unit_test_setup(test_server_error_backoff_real_clock, mp_setup),
+        cmocka_unit_test_setup(test_context_length_next_model, mp_setup),
+        cmocka_unit_test_setup(test_content_policy_fail_fast, mp_setup),
+        cmocka_unit_test_setup(test_connection_refused, mp_setup),
+        cmocka_unit_test_setup(test_no_answer_timeout, mp_setup),
+        cmocka_unit_test_setup(test_reset_before_headers, mp_setup),
+        cmocka_unit_test_setup(test_redirect_not_followed, mp_setup),
+        cmocka_unit_test_setup(test_huge_body_too_large, mp_setup),
+        cmocka_unit_test_setup(test_all_rate_limited_429, mp_setup),
+        cmocka_unit_test_setup(test_all_auth_401, mp_setup),
+        cmocka_unit_test_setup(test_managed_fallback_to_ngrok_step, mp_setup),
+        cmocka_unit_test_setup(test_echoed_key_redacted, mp_setup),
+        cmocka_unit_test_setup(test_total_timeout_504, mp_setup),
+        cmocka_unit_test_setup(test_concurrent_shared_client, mp_setup),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, mp_group_teardown);
 }

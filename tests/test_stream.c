@@ -15,6 +15,7 @@
 
 #include "aigw.h"
 #include "internal.h"
+#include "support.h"
 
 #define MAX_CHUNKS 16
 #define MAX_CALLS 16
@@ -29,65 +30,20 @@ typedef struct script {
     end_mode end;
 } script;
 
-typedef struct mock {
+typedef struct stream_mock {
     script s[MAX_CALLS];
     int n_script;
     int n_calls;
     char keys[MAX_CALLS][64];
     char models[MAX_CALLS][64];
-    int64_t now;
-    int cancel_after; /* caller cancels at this on_data call (0: never) */
-} mock;
+    fake_clock clock;
+} stream_mock;
 
-static mock M;
+static stream_mock SM;
 
-/* ---- the caller's side ---- */
+/* ---- the caller's side: STREAM_CALLER recording into G (support.h) ---- */
 
-typedef struct got {
-    char bytes[8192];
-    size_t len;
-    int starts;
-    int status;
-    int resets;
-    char reset_reason[512];
-    int data_calls;
-} got;
-
-static got G;
-
-static int h_start(void *ud, int status, const aigw_header *h, size_t n)
-{
-    size_t i;
-    (void)ud;
-    G.starts++;
-    G.status = status;
-    for (i = 0; i < n; i++)
-        assert_true(strcmp(h[i].name, "transfer-encoding") != 0);
-    return 0;
-}
-
-static int h_data(void *ud, const char *data, size_t len)
-{
-    (void)ud;
-    assert_true(G.len + len < sizeof G.bytes);
-    memcpy(G.bytes + G.len, data, len);
-    G.len += len;
-    G.bytes[G.len] = '\0';
-    G.data_calls++;
-    return M.cancel_after && G.data_calls >= M.cancel_after;
-}
-
-static int h_reset(void *ud, const char *reason)
-{
-    (void)ud;
-    G.resets++;
-    snprintf(G.reset_reason, sizeof G.reset_reason, "%s", reason);
-    G.len = 0; /* what a caller does: discard */
-    G.bytes[0] = '\0';
-    return 0;
-}
-
-static const aigw_stream_handler HANDLER = {AIGW_STREAM_VERSION, h_start, h_data, h_reset};
+static stream_caller G;
 
 /* ---- the scripted streaming transport ---- */
 
@@ -114,10 +70,10 @@ static aigw_transport_result t_stream(void *ud, const aigw_transport_request *re
                                       aigw_transport_response *resp, aigw_transport_data_fn on_data,
                                       void *ctx)
 {
-    mock *m = ud;
+    stream_mock *m = ud;
     int i = m->n_calls++;
     const script *s;
-    int64_t budget = req->idle_timeout_ms, t_end = m->now + req->timeout_ms;
+    int64_t budget = req->idle_timeout_ms, t_end = m->clock.now + req->timeout_ms;
     size_t c;
     const char *mp;
     assert_true(req->stream);
@@ -135,11 +91,11 @@ static aigw_transport_result t_stream(void *ud, const aigw_transport_request *re
     for (c = 0; c < MAX_CHUNKS && s->chunks[c]; c++) {
         int64_t r;
         if (budget > 0 && s->gap_ms[c] >= budget) {
-            m->now += budget;
+            m->clock.now += budget;
             return AIGW_TR_TIMEOUT;
         }
-        m->now += s->gap_ms[c];
-        if (m->now > t_end)
+        m->clock.now += s->gap_ms[c];
+        if (m->clock.now > t_end)
             return AIGW_TR_TIMEOUT;
         r = on_data(ctx, s->chunks[c], strlen(s->chunks[c]));
         if (r == 0)
@@ -151,24 +107,13 @@ static aigw_transport_result t_stream(void *ud, const aigw_transport_request *re
     if (s->end == END_RESET)
         return AIGW_TR_RESET;
     if (s->end == END_STALL) {
-        m->now += budget;
+        m->clock.now += budget;
         return AIGW_TR_TIMEOUT;
     }
     return AIGW_TR_OK;
 }
 
-static int64_t f_now(void *ud)
-{
-    return ((mock *)ud)->now;
-}
-
-static void f_sleep(void *ud, int64_t ms)
-{
-    ((mock *)ud)->now += ms;
-}
-
 static const aigw_transport TRANSPORT = {AIGW_TRANSPORT_VERSION, t_send, NULL, t_stream};
-static const aigw_clock CLOCK = {AIGW_CLOCK_VERSION, f_now, f_sleep, NULL};
 
 /* ---- fixtures ---- */
 
@@ -198,51 +143,26 @@ static const char *BODY = "{\"model\":\"fake:m1\",\"models\":[\"other:m2\"],\"st
 static aigw_client *client(const char *extra)
 {
     char json[2048];
-    aigw_config *cfg = NULL;
-    aigw_client *c = NULL;
-    aigw_error *err = NULL;
+    aigw_client *c;
     snprintf(json, sizeof json, CFG, extra ? extra : "");
-    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
-        fail_msg("config: %s", aigw_error_message(err));
-    assert_int_equal(aigw_client_new(cfg, &c, NULL), AIGW_OK);
-    aigw_config_unref(cfg);
-    assert_int_equal(aigw_client_set_transport(c, &TRANSPORT, &M), AIGW_OK);
-    assert_int_equal(aigw_client_set_clock(c, &CLOCK, &M), AIGW_OK);
+    c = client_from_json(json);
+    assert_int_equal(aigw_client_set_transport(c, &TRANSPORT, &SM), AIGW_OK);
+    assert_int_equal(aigw_client_set_clock(c, &FAKE_CLOCK, &SM.clock), AIGW_OK);
     return c;
 }
 
+/* Streams BODY; G holds what came (G is not cleared). */
 static aigw_response *stream(aigw_client *c, int restart)
 {
-    aigw_request *req;
-    aigw_response *resp = NULL;
-    aigw_error *err = NULL;
-    assert_int_equal(aigw_request_new(&req), AIGW_OK);
-    assert_int_equal(aigw_request_set_body(req, BODY, strlen(BODY)), AIGW_OK);
-    assert_int_equal(aigw_request_set_stream_restart(req, restart), AIGW_OK);
-    if (aigw_client_stream(c, req, &HANDLER, NULL, &resp, &err) != AIGW_OK)
-        fail_msg("stream: %s", aigw_error_message(err));
-    aigw_request_free(req);
-    return resp;
+    return stream_to(c, BODY, restart, &G);
 }
 
 /* "key:verdict:completion" per attempt */
-static void assert_attempts(const aigw_response *r, const char *want)
-{
-    char buf[1024] = "";
-    size_t i;
-    for (i = 0; i < aigw_response_attempt_count(r); i++) {
-        const aigw_attempt *a = aigw_response_attempt(r, i);
-        size_t n = strlen(buf);
-        snprintf(buf + n, sizeof buf - n, "%s%s:%s:%s", i ? " " : "", aigw_attempt_key_id(a),
-                 aigw_attempt_verdict(a), aigw_attempt_completion(a));
-    }
-    if (strcmp(buf, want) != 0)
-        fail_msg("attempts \"%s\", want \"%s\"; trace %s", buf, want, aigw_response_trace_json(r));
-}
+#define assert_attempts(r, want) assert_attempts_as(r, "key:verdict:completion", want)
 
-static script *push(void)
+static script *push_script(void)
 {
-    script *s = &M.s[M.n_script++];
+    script *s = &SM.s[SM.n_script++];
     memset(s, 0, sizeof *s);
     return s;
 }
@@ -250,9 +170,9 @@ static script *push(void)
 static int setup(void **state)
 {
     (void)state;
-    memset(&M, 0, sizeof M);
+    memset(&SM, 0, sizeof SM);
     memset(&G, 0, sizeof G);
-    M.now = 1000;
+    SM.clock.now = 1000;
     return 0;
 }
 
@@ -261,7 +181,7 @@ static int setup(void **state)
 static void test_healthy_stream_byte_identical(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = ROLE;
@@ -285,20 +205,20 @@ static void test_healthy_stream_byte_identical(void **state)
 static void test_http_error_before_first_token_fails_over_unseen(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->status = 429;
     s->content_type = "application/json";
     s->chunks[0] = "{\"error\":{\"code\":\"rate_limit_exceeded\"}}";
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("ok") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_key:failed b:succeeded:succeeded");
     assert_string_equal(G.bytes, TOK("ok") FINISH DONE);
     assert_int_equal(G.starts, 1);
-    assert_string_equal(M.keys[0], "key-a");
-    assert_string_equal(M.keys[1], "key-b");
+    assert_string_equal(SM.keys[0], "key-a");
+    assert_string_equal(SM.keys[1], "key-b");
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -306,12 +226,12 @@ static void test_http_error_before_first_token_fails_over_unseen(void **state)
 static void test_inband_error_before_first_token(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = ROLE;
     s->chunks[1] = INBAND_ERR;
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("fine") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_key:failed b:succeeded:succeeded");
@@ -324,19 +244,19 @@ static void test_inband_error_before_first_token(void **state)
 static void test_silence_until_first_token_timeout(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = ROLE;
     s->chunks[1] = TOK("late");
     s->gap_ms[1] = 10000; /* past firstTokenTimeout 5s */
-    s = push();             /* the sibling key shares the host: skipped */
+    s = push_script();             /* the sibling key shares the host: skipped */
     s->chunks[0] = TOK("x") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_backend:timed_out d:succeeded:succeeded");
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "timeout");
     assert_int_equal(aigw_attempt_duration_ms(aigw_response_attempt(r, 0)), 5000);
-    assert_string_equal(M.models[1], "m2");
+    assert_string_equal(SM.models[1], "m2");
     assert_string_equal(G.bytes, TOK("x") FINISH DONE);
     aigw_response_free(r);
     aigw_client_free(c);
@@ -345,7 +265,7 @@ static void test_silence_until_first_token_timeout(void **state)
 static void test_cut_after_tokens_restart_off(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("one");
@@ -356,7 +276,7 @@ static void test_cut_after_tokens_restart_off(void **state)
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_STREAM_FAILED);
     assert_string_equal(aigw_response_error_code(r), "stream_failed");
     assert_string_equal(G.bytes, TOK("one") TOK("two"));
-    assert_int_equal(M.n_calls, 1);
+    assert_int_equal(SM.n_calls, 1);
     assert_non_null(strstr(aigw_response_trace_json(r), "\"streamError\":\"connection_cut\""));
     aigw_response_free(r);
     aigw_client_free(c);
@@ -365,12 +285,12 @@ static void test_cut_after_tokens_restart_off(void **state)
 static void test_cut_after_tokens_restart_on(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("one");
     s->end = END_RESET;
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("again") FINISH DONE;
     r = stream(c, 1);
     assert_attempts(r, "a:next_backend:stream_failed d:succeeded:succeeded");
@@ -380,7 +300,7 @@ static void test_cut_after_tokens_restart_on(void **state)
     assert_non_null(strstr(G.reset_reason, "\"attempt\":1"));
     assert_string_equal(G.bytes, TOK("again") FINISH DONE); /* after the discard */
     assert_int_equal(G.starts, 2);
-    assert_string_equal(M.models[1], "m2"); /* the next candidate, from the start */
+    assert_string_equal(SM.models[1], "m2"); /* the next candidate, from the start */
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -388,12 +308,12 @@ static void test_cut_after_tokens_restart_on(void **state)
 static void test_restart_from_configuration(void **state)
 {
     aigw_client *c = client(",\"streamRestart\":true");
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("one");
     s->end = END_STALL;
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("b") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_backend:stream_failed d:succeeded:succeeded");
@@ -405,7 +325,7 @@ static void test_restart_from_configuration(void **state)
 static void test_stall_after_tokens_idle_timeout(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("one");
@@ -424,7 +344,7 @@ static void test_stall_after_tokens_idle_timeout(void **state)
 static void test_malformed_event_skipped(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("a") "data: {not json\n\n" TOK("b") FINISH DONE;
@@ -439,7 +359,7 @@ static void test_malformed_event_skipped(void **state)
 static void test_no_done_with_finish_reason_is_success(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("a") FINISH;
@@ -450,14 +370,14 @@ static void test_no_done_with_finish_reason_is_success(void **state)
 
     /* the connection stays open after the finish reason: a short grace, not
      * the whole idle timeout */
-    memset(&M, 0, sizeof M);
-    M.now = 1000;
-    s = push();
+    memset(&SM, 0, sizeof SM);
+    SM.clock.now = 1000;
+    s = push_script();
     s->chunks[0] = TOK("a") FINISH;
     s->end = END_STALL;
     r = stream(c, -1);
     assert_attempts(r, "a:succeeded:succeeded");
-    assert_int_equal(M.now - 1000, 1000);
+    assert_int_equal(SM.clock.now - 1000, 1000);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -465,7 +385,7 @@ static void test_no_done_with_finish_reason_is_success(void **state)
 static void test_end_without_finish_or_done_fails(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("a");
@@ -474,8 +394,8 @@ static void test_end_without_finish_or_done_fails(void **state)
     assert_non_null(strstr(aigw_response_trace_json(r), "ended_without_finish"));
     aigw_response_free(r);
 
-    memset(&M, 0, sizeof M);
-    s = push();
+    memset(&SM, 0, sizeof SM);
+    s = push_script();
     s->chunks[0] = TOK("a") "data: {\"choices\":[{\"delta\":{\"content\":\"cut mid-ev";
     r = stream(c, 0);
     assert_attempts(r, "a:fail_fast:stream_failed");
@@ -487,7 +407,7 @@ static void test_end_without_finish_or_done_fails(void **state)
 static void test_inband_error_after_commit(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("a");
@@ -504,17 +424,17 @@ static void test_inband_error_after_commit(void **state)
 static void test_caller_cancels(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
-    M.cancel_after = 2;
+    G.cancel_at = 2;
     s->chunks[0] = TOK("a");
     s->chunks[1] = TOK("b");
     s->chunks[2] = TOK("c") FINISH DONE;
     r = stream(c, 1);
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_CANCELLED);
     assert_string_equal(G.bytes, TOK("a") TOK("b"));
-    assert_int_equal(M.n_calls, 1);
+    assert_int_equal(SM.n_calls, 1);
     assert_int_equal(G.resets, 0);
     aigw_response_free(r);
     aigw_client_free(c);
@@ -523,7 +443,7 @@ static void test_caller_cancels(void **state)
 static void test_plain_json_answer_to_a_stream_request(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->content_type = "application/json";
@@ -539,12 +459,12 @@ static void test_plain_json_answer_to_a_stream_request(void **state)
 static void test_role_only_then_cut_fails_over(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = ROLE; /* not content: nothing committed */
     s->end = END_RESET;
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("z") FINISH DONE;
     r = stream(c, 0);
     assert_attempts(r, "a:next_backend:failed d:succeeded:succeeded");
@@ -557,7 +477,7 @@ static void test_role_only_then_cut_fails_over(void **state)
 static void test_restart_needs_a_next_model(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     aigw_request *req;
     aigw_error *err = NULL;
@@ -568,8 +488,9 @@ static void test_restart_needs_a_next_model(void **state)
     assert_int_equal(aigw_request_new(&req), AIGW_OK);
     assert_int_equal(aigw_request_set_body(req, only, strlen(only)), AIGW_OK);
     assert_int_equal(aigw_request_set_stream_restart(req, 1), AIGW_OK);
-    assert_int_equal(aigw_client_stream(c, req, &HANDLER, NULL, &r, &err), AIGW_OK);
+    assert_int_equal(aigw_client_stream(c, req, &STREAM_CALLER, &G, &r, &err), AIGW_OK);
     aigw_request_free(req);
+    assert_false(G.hop_by_hop);
     /* no other model: no reset is announced, the stream failed */
     assert_attempts(r, "a:fail_fast:stream_failed");
     assert_int_equal(G.resets, 0);
@@ -581,14 +502,14 @@ static void test_restart_needs_a_next_model(void **state)
 static void test_restart_respects_max_attempts(void **state)
 {
     aigw_client *c = client(",\"maxAttempts\":1");
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("one");
     s->end = END_RESET;
     r = stream(c, 1);
     assert_attempts(r, "a:fail_fast:stream_failed");
-    assert_int_equal(M.n_calls, 1);
+    assert_int_equal(SM.n_calls, 1);
     assert_int_equal(G.resets, 0);
     aigw_response_free(r);
     aigw_client_free(c);
@@ -597,7 +518,7 @@ static void test_restart_respects_max_attempts(void **state)
 static void test_done_then_open_connection_is_success(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("a") FINISH DONE;
@@ -605,7 +526,7 @@ static void test_done_then_open_connection_is_success(void **state)
     r = stream(c, -1);
     assert_attempts(r, "a:succeeded:succeeded");
     assert_null(aigw_attempt_transport_error(aigw_response_attempt(r, 0)));
-    assert_int_equal(M.now - 1000, 200);
+    assert_int_equal(SM.clock.now - 1000, 200);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -613,11 +534,11 @@ static void test_done_then_open_connection_is_success(void **state)
 static void test_silence_names_first_token_timeout(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->end = END_STALL; /* headers, then nothing */
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("x") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_backend:timed_out d:succeeded:succeeded");
@@ -629,11 +550,11 @@ static void test_silence_names_first_token_timeout(void **state)
 static void test_error_then_content_in_one_read_fails_over(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = INBAND_ERR TOK("after the error");
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("ok") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_key:failed b:succeeded:succeeded");
@@ -645,7 +566,7 @@ static void test_error_then_content_in_one_read_fails_over(void **state)
 static void test_done_then_cut_is_success(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = TOK("a") DONE;
@@ -659,7 +580,7 @@ static void test_done_then_cut_is_success(void **state)
 static void test_drain_after_done_is_bounded(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     int i;
     (void)state;
@@ -671,7 +592,7 @@ static void test_drain_after_done_is_bounded(void **state)
     s->end = END_STALL;
     r = stream(c, 0);
     assert_attempts(r, "a:succeeded:succeeded");
-    assert_int_equal(M.now - 1000, 200);
+    assert_int_equal(SM.clock.now - 1000, 200);
     assert_string_equal(G.bytes, TOK("a") FINISH DONE); /* nothing after the end */
     aigw_response_free(r);
     aigw_client_free(c);
@@ -680,7 +601,7 @@ static void test_drain_after_done_is_bounded(void **state)
 static void test_whole_answer_keeps_its_deadline(void **state)
 {
     aigw_client *c = client(",\"perRequestTimeout\":\"2s\"");
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     int i;
     (void)state;
@@ -690,7 +611,7 @@ static void test_whole_answer_keeps_its_deadline(void **state)
         s->chunks[i] = "{";
         s->gap_ms[i] = 400; /* a trickle: each gap within the idle budget */
     }
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("b") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_backend:timed_out d:succeeded:succeeded");
@@ -702,20 +623,20 @@ static void test_whole_answer_keeps_its_deadline(void **state)
 static void test_empty_bodies(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     /* an empty event stream is no answer: fail over */
-    s = push();
+    s = push_script();
     s->chunks[0] = TOK("b") FINISH DONE;
     r = stream(c, -1);
     assert_attempts(r, "a:next_backend:failed d:succeeded:succeeded");
     aigw_response_free(r);
 
     /* an empty JSON 200 is a (whole, empty) answer */
-    memset(&M, 0, sizeof M);
+    memset(&SM, 0, sizeof SM);
     memset(&G, 0, sizeof G);
-    s = push();
+    s = push_script();
     s->content_type = "application/json";
     r = stream(c, -1);
     assert_attempts(r, "a:succeeded:succeeded");
@@ -727,7 +648,7 @@ static void test_empty_bodies(void **state)
 static void test_complete_answer_without_content(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = ROLE FINISH DONE;
@@ -735,7 +656,7 @@ static void test_complete_answer_without_content(void **state)
     r = stream(c, 0);
     assert_attempts(r, "a:succeeded:succeeded");
     assert_string_equal(G.bytes, ROLE FINISH DONE);
-    assert_int_equal(M.now - 1000, 200);
+    assert_int_equal(SM.clock.now - 1000, 200);
     aigw_response_free(r);
     aigw_client_free(c);
 }
@@ -746,7 +667,7 @@ static void test_complete_answer_without_content(void **state)
 static void test_every_choice_must_finish(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = CH(0, "a") CH(1, "b") CHFIN(0);
@@ -762,7 +683,7 @@ static void test_every_choice_must_finish(void **state)
 static void test_responses_incomplete_is_an_end(void **state)
 {
     aigw_client *c = client(NULL);
-    script *s = push();
+    script *s = push_script();
     aigw_response *r;
     (void)state;
     s->chunks[0] = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","

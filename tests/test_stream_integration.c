@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <pthread.h>
@@ -35,6 +34,7 @@
 
 #include "aigw.h"
 #include "mockprov.h"
+#include "support.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -79,25 +79,20 @@ static const char BODY[] = "{\"model\":\"mock:m1\",\"models\":[\"mock:m2\"],\"st
                            "\"messages\":[{\"role\":\"user\",\"content\":\"h\xc3\xa9llo\"}]}";
 
 /* Provider "mock": step 0 [primary, backup], step 1 [third]. */
+#define KEYS_PBT                                                                        \
+    "{\"id\":\"primary\",\"providerId\":\"mock\",\"name\":\"p\",\"value\":\"" K_PRIMARY "\"}," \
+    "{\"id\":\"backup\",\"providerId\":\"mock\",\"name\":\"b\",\"value\":\"" K_BACKUP "\"},"   \
+    "{\"id\":\"third\",\"providerId\":\"mock\",\"name\":\"t\",\"value\":\"" K_THIRD "\"}"
+#define RULES_2STEPS                                                                    \
+    "{\"provider\":\"mock\",\"steps\":["                                                 \
+    "{\"type\":\"user\",\"keySelectionStrategy\":\"ordered\","                            \
+    "\"keys\":[{\"id\":\"primary\"},{\"id\":\"backup\"}]},"                             \
+    "{\"type\":\"user\",\"keys\":[{\"id\":\"third\"}]}]}"
+
 static char *gateway_file(const char *base_url, const char *gateway_config)
 {
-    static const char fmt[] =
-        "{\"providers\":[{\"providerId\":\"mock\",\"name\":\"Mock\",\"baseUrl\":\"%s\"}],"
-        "\"providerKeys\":["
-        "{\"id\":\"primary\",\"providerId\":\"mock\",\"name\":\"p\",\"value\":\"" K_PRIMARY "\"},"
-        "{\"id\":\"backup\",\"providerId\":\"mock\",\"name\":\"b\",\"value\":\"" K_BACKUP "\"},"
-        "{\"id\":\"third\",\"providerId\":\"mock\",\"name\":\"t\",\"value\":\"" K_THIRD "\"}],"
-        "\"accessKeyConfiguration\":{\"name\":\"stream-integration\",\"router\":{\"rules\":["
-        "{\"provider\":\"mock\",\"steps\":["
-        "{\"type\":\"user\",\"keySelectionStrategy\":\"ordered\","
-        "\"keys\":[{\"id\":\"primary\"},{\"id\":\"backup\"}]},"
-        "{\"type\":\"user\",\"keys\":[{\"id\":\"third\"}]}]}]}},"
-        "\"gatewayConfig\":{%s}}";
-    size_t n = sizeof fmt + strlen(base_url) + strlen(gateway_config) + 64;
-    char *s = malloc(n);
-    assert_non_null(s);
-    snprintf(s, n, fmt, base_url, gateway_config);
-    return s;
+    return mock_gateway_json("stream-integration", base_url, KEYS_PBT, RULES_2STEPS,
+                             gateway_config);
 }
 
 #define GW_BASE "\"perRequestTimeout\":\"5s\",\"totalTimeout\":\"20s\",\"connectTimeout\":\"2s\"," \
@@ -112,145 +107,35 @@ static char *gateway_file(const char *base_url, const char *gateway_config)
 #define GW_TIGHT GW_BASE ",\"firstTokenTimeout\":\"400ms\",\"streamIdleTimeout\":\"400ms\""
 #define TIGHT_MS 400
 
+/* A client on the gateway file for m, with the default transport (libcurl)
+ * and clock. */
 static aigw_client *client_for(mockprov *m, const char *gw)
 {
     char *json = gateway_file(mockprov_base_url(m), gw);
-    aigw_config *cfg = NULL;
-    aigw_client *c = NULL;
-    aigw_error *err = NULL;
-    if (aigw_config_parse(json, strlen(json), &cfg, &err) != AIGW_OK)
-        fail_msg("config: %s\n%s", err ? aigw_error_message(err) : "?", json);
+    aigw_client *c = client_from_json(json);
     free(json);
-    if (aigw_client_new(cfg, &c, &err) != AIGW_OK)
-        fail_msg("client: %s", err ? aigw_error_message(err) : "?");
-    aigw_config_unref(cfg);
-    return c; /* the default transport (libcurl) and clock */
+    return c;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* ---- the caller's side: STREAM_CALLER recording into G (support.h) ---- */
 
-/* ---- the caller's side ---- */
-
-typedef struct caller {
-    char bytes[16384]; /* what is current: since the last reset */
-    size_t len;
-    char before_reset[16384]; /* what was discarded at the (last) reset */
-    size_t before_len;
-    int starts, status, resets, data_calls;
-    bool sse_ctype;      /* on_start saw content-type: text/event-stream */
-    bool hop_by_hop;     /* on_start saw transfer-encoding / connection */
-    bool data_before_start;
-    char reset_reason[512];
-    int64_t t_start, t_end;      /* around aigw_client_stream */
-    int64_t t_first_data, t_last_data;
-    int cancel_at; /* on_data returns non-zero at this call (0: never) */
-} caller;
-
-static caller G;
-
-static int h_start(void *ud, int status, const aigw_header *h, size_t n)
-{
-    size_t i;
-    (void)ud;
-    G.starts++;
-    G.status = status;
-    for (i = 0; i < n; i++) {
-        if (strcmp(h[i].name, "content-type") == 0 &&
-            strncmp(h[i].value, "text/event-stream", 17) == 0)
-            G.sse_ctype = true;
-        if (strcmp(h[i].name, "transfer-encoding") == 0 || strcmp(h[i].name, "connection") == 0)
-            G.hop_by_hop = true;
-    }
-    return 0;
-}
-
-static int h_data(void *ud, const char *data, size_t len)
-{
-    int64_t t = now_ms();
-    (void)ud;
-    if (G.starts == 0)
-        G.data_before_start = true;
-    assert_true(len > 0);
-    assert_true(G.len + len < sizeof G.bytes);
-    memcpy(G.bytes + G.len, data, len);
-    G.len += len;
-    G.bytes[G.len] = '\0';
-    G.data_calls++;
-    if (G.data_calls == 1)
-        G.t_first_data = t;
-    G.t_last_data = t;
-    return G.cancel_at && G.data_calls >= G.cancel_at;
-}
-
-static int h_reset(void *ud, const char *reason)
-{
-    (void)ud;
-    G.resets++;
-    snprintf(G.reset_reason, sizeof G.reset_reason, "%s", reason);
-    memcpy(G.before_reset, G.bytes, G.len + 1);
-    G.before_len = G.len;
-    G.len = 0; /* a caller discards what it had */
-    G.bytes[0] = '\0';
-    return 0;
-}
-
-static const aigw_stream_handler HANDLER = {AIGW_STREAM_VERSION, h_start, h_data, h_reset};
+static stream_caller G;
 
 /* Streams body (restart: -1 config, 0 off, 1 on); G holds what came. */
 static aigw_response *stream_body(aigw_client *c, const char *body, int restart)
 {
-    aigw_request *req = NULL;
-    aigw_response *resp = NULL;
-    aigw_error *err = NULL;
+    aigw_response *resp;
     int cancel_at = G.cancel_at;
     memset(&G, 0, sizeof G);
     G.cancel_at = cancel_at;
-    assert_int_equal(aigw_request_new(&req), AIGW_OK);
-    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
-    assert_int_equal(aigw_request_set_stream_restart(req, restart), AIGW_OK);
-    G.t_start = now_ms();
-    if (aigw_client_stream(c, req, &HANDLER, NULL, &resp, &err) != AIGW_OK)
-        fail_msg("stream: %s", err ? aigw_error_message(err) : "?");
-    G.t_end = now_ms();
-    aigw_request_free(req);
-    assert_non_null(resp);
+    resp = stream_to(c, body, restart, &G);
     assert_non_null(aigw_response_trace_json(resp));
-    assert_false(G.data_before_start);
-    assert_false(G.hop_by_hop);
     return resp;
 }
 
-/* "key:verdict:completion" per attempt, space separated; -1 when the
- * attempts are not numbered 1, 2, ...  (No cmocka assert: threads use it.) */
-static int attempts_string(const aigw_response *r, char *buf, size_t size)
-{
-    size_t i;
-    int rc = 0;
-    buf[0] = '\0';
-    for (i = 0; i < aigw_response_attempt_count(r); i++) {
-        const aigw_attempt *a = aigw_response_attempt(r, i);
-        size_t n = strlen(buf);
-        if (aigw_attempt_number(a) != (int)i + 1)
-            rc = -1;
-        snprintf(buf + n, size - n, "%s%s:%s:%s", i ? " " : "", aigw_attempt_key_id(a),
-                 aigw_attempt_verdict(a), aigw_attempt_completion(a));
-    }
-    return rc;
-}
-
-static void assert_attempts(const aigw_response *r, const char *want)
-{
-    char got[1024];
-    assert_int_equal(attempts_string(r, got, sizeof got), 0);
-    if (strcmp(got, want) != 0)
-        fail_msg("attempts \"%s\", want \"%s\"; trace: %s", got, want,
-                 aigw_response_trace_json(r));
-}
+/* "key:verdict:completion" per attempt, space separated. */
+#define ATTEMPT_FIELDS "key:verdict:completion"
+#define assert_attempts(r, want) assert_attempts_as(r, ATTEMPT_FIELDS, want)
 
 /* The caller holds exactly want (since the last reset). */
 static void assert_got(const char *want)
@@ -263,10 +148,9 @@ static void assert_got(const char *want)
 /* What the mock provider received, per key. */
 static void assert_received(mockprov *m, long primary, long backup, long third)
 {
-    assert_int_equal(mockprov_count(m, K_PRIMARY), primary);
-    assert_int_equal(mockprov_count(m, K_BACKUP), backup);
-    assert_int_equal(mockprov_count(m, K_THIRD), third);
-    assert_int_equal(mockprov_count(m, NULL), primary + backup + third);
+    static const char *const keys[] = {K_PRIMARY, K_BACKUP, K_THIRD};
+    const long want[] = {primary, backup, third};
+    assert_received_by_key(m, keys, want, 3);
 }
 
 /* The model the mock received in request i. */
@@ -290,67 +174,26 @@ static void assert_trace_has(const aigw_response *r, const char *needle)
 static void assert_no_secret(const aigw_response *r)
 {
     static const char *const keys[] = {K_PRIMARY, K_BACKUP, K_THIRD};
-    size_t i, len;
-    const char *body = aigw_response_body(r, &len);
-    for (i = 0; i < 3; i++) {
-        assert_null(strstr(aigw_response_trace_json(r), keys[i]));
-        assert_null(strstr(body, keys[i]));
-        assert_null(strstr(G.reset_reason, keys[i]));
-    }
+    assert_response_no_secret(r, keys, 3);
+    assert_no_secret_in(G.reset_reason, keys, 3);
 }
 
 static void stream_rule(mockprov *m, const char *key, const char *model, int status,
                         const char *const *chunks, int delay_ms, mockprov_stream_end end,
                         int times)
 {
-    mockprov_rule r;
-    memset(&r, 0, sizeof r);
-    r.key = key;
-    r.model = model;
-    r.action = MOCKPROV_STREAM;
-    r.status = status;
+    mockprov_rule r = mp_rule(MOCKPROV_STREAM, key, model, status, NULL, NULL, times);
     r.chunks = chunks;
     r.chunk_delay_ms = delay_ms;
     r.stream_end = end;
-    r.times = times;
-    assert_int_equal(mockprov_add_rule(m, &r), 0);
+    mp_add(m, r);
 }
 
-static void respond_rule(mockprov *m, const char *key, const char *model, int status,
-                         const char *body)
-{
-    mockprov_rule r;
-    memset(&r, 0, sizeof r);
-    r.key = key;
-    r.model = model;
-    r.action = MOCKPROV_RESPOND;
-    r.status = status;
-    r.body = body;
-    assert_int_equal(mockprov_add_rule(m, &r), 0);
-}
-
-/* ---- fixtures ---- */
-
-static mockprov *MP;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    MP = mockprov_start(0);
-    return MP ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    mockprov_stop(MP);
-    return 0;
-}
+/* ---- fixtures: MP for the whole run (support.h) ---- */
 
 static int setup(void **state)
 {
-    (void)state;
-    mockprov_reset(MP);
+    mp_setup(state);
     memset(&G, 0, sizeof G);
     return 0;
 }
@@ -437,7 +280,7 @@ static void test_429_before_first_token_backup_streams(void **state)
     aigw_response *r;
     const aigw_attempt *a;
     (void)state;
-    respond_rule(MP, K_PRIMARY, NULL, 429, RL_BODY);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, NULL, 429, NULL, RL_BODY, 0);
     stream_rule(MP, K_BACKUP, NULL, 200, HEALTHY, 0, MOCKPROV_END_OK, 0);
     r = stream_body(c, BODY, -1);
     assert_attempts(r, "primary:next_key:failed backup:succeeded:succeeded");
@@ -871,7 +714,7 @@ static void *cc_thread(void *arg)
             continue;
         }
         aigw_request_free(req);
-        if (attempts_string(r, got, sizeof got) != 0)
+        if (attempts_string(r, ATTEMPT_FIELDS, got, sizeof got) != 0)
             cc_fail(s, i, "attempt numbers", r);
         else if (aigw_response_outcome(r) != AIGW_OUTCOME_SERVED)
             cc_fail(s, i, "not served", r);
@@ -895,7 +738,7 @@ static void test_concurrent_streams_one_client(void **state)
     (void)state;
     /* a few ms between chunks so that the streams overlap */
     stream_rule(MP, NULL, "h", 200, HEALTHY, 2, MOCKPROV_END_OK, 0);
-    respond_rule(MP, K_PRIMARY, "r", 429, RL_BODY);
+    mp_add_rule(MP, MOCKPROV_RESPOND, K_PRIMARY, "r", 429, NULL, RL_BODY, 0);
     stream_rule(MP, NULL, "r", 200, HEALTHY, 2, MOCKPROV_END_OK, 0);
     for (i = 0; i < CC_THREADS; i++) {
         memset(&st[i], 0, sizeof st[i]);
@@ -929,7 +772,7 @@ static void soak_rules(mockprov *m)
     static const char *const inband[] = {A_START, A_OVERLOADED, NULL};
     static const char *const cut[] = {TOK("one"), TOK("two"), NULL};
     stream_rule(m, NULL, "h", 200, HEALTHY, 0, MOCKPROV_END_OK, 0);
-    respond_rule(m, K_PRIMARY, "r", 429, RL_BODY);
+    mp_add_rule(m, MOCKPROV_RESPOND, K_PRIMARY, "r", 429, NULL, RL_BODY, 0);
     stream_rule(m, NULL, "r", 200, HEALTHY, 0, MOCKPROV_END_OK, 0);
     stream_rule(m, K_PRIMARY, "e", 200, inband, 0, MOCKPROV_END_OK, 0);
     stream_rule(m, NULL, "e", 200, HEALTHY, 0, MOCKPROV_END_OK, 0);
@@ -956,28 +799,28 @@ static void soak_one(aigw_client *c, int i)
     switch (i % 4) {
     case 0:
         r = stream_body(c, SOAK_HEALTHY, -1);
-        assert_int_equal(attempts_string(r, got, sizeof got), 0);
+        assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
         if (strcmp(got, "primary:succeeded:succeeded") != 0)
             fail_msg("request %d (healthy): %s", i, aigw_response_trace_json(r));
         assert_int_equal(G.resets, 0);
         break;
     case 1:
         r = stream_body(c, SOAK_429, -1);
-        assert_int_equal(attempts_string(r, got, sizeof got), 0);
+        assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
         if (strcmp(got, "primary:next_key:failed backup:succeeded:succeeded") != 0)
             fail_msg("request %d (429): %s", i, aigw_response_trace_json(r));
         assert_int_equal(G.resets, 0);
         break;
     case 2:
         r = stream_body(c, SOAK_INBAND, -1);
-        assert_int_equal(attempts_string(r, got, sizeof got), 0);
+        assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
         if (strcmp(got, "primary:next_key:failed backup:succeeded:succeeded") != 0)
             fail_msg("request %d (in-band): %s", i, aigw_response_trace_json(r));
         assert_int_equal(G.resets, 0);
         break;
     default:
         r = stream_body(c, SOAK_CUT, 1);
-        assert_int_equal(attempts_string(r, got, sizeof got), 0);
+        assert_int_equal(attempts_string(r, ATTEMPT_FIELDS, got, sizeof got), 0);
         if (strcmp(got, "primary:next_backend:stream_failed primary:succeeded:succeeded") != 0)
             fail_msg("request %d (cut): %s", i, aigw_response_trace_json(r));
         assert_int_equal(G.resets, 1);
@@ -1058,5 +901,5 @@ int main(void)
         cmocka_unit_test_setup(test_concurrent_streams_one_client, setup),
         cmocka_unit_test_setup(test_soak_mixed_faults, setup),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, mp_group_setup, mp_group_teardown);
 }

@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 #include "mockprov.h"
+#include "support.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -27,21 +27,6 @@ static const char CHAT_BODY[] = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\
                                 "\"content\":\"hi\"}]}";
 
 /* ---- helpers ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
 
 typedef struct tr_fixture {
     aigw_transport vt;
@@ -125,22 +110,6 @@ static mockprov_rule rule_of(mockprov_action action, int status)
     r.action = action;
     r.status = status;
     return r;
-}
-
-/* A port with nothing listening: bind one, then close it. */
-static int dead_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
 }
 
 static int raw_connect(int port)
