@@ -30,7 +30,8 @@
 #define PROVIDERS                                                                          \
     "\"providers\":["                                                                      \
     "{\"providerId\":\"fake\",\"name\":\"Fake\",\"baseUrl\":\"http://127.0.0.1:9/v1\","    \
-    "\"models\":[{\"modelId\":\"m1\"},{\"modelId\":\"m2\"}]},"                             \
+    "\"models\":[{\"modelId\":\"m1\"},{\"modelId\":\"m2\"},"                                \
+    "{\"modelId\":\"m1-alias\",\"providerModelId\":\"m1\"}]},"                            \
     "{\"providerId\":\"other\",\"name\":\"Other\",\"baseUrl\":\"http://127.0.0.1:8/v1\"}]"
 
 /* fake: step 0 [a, b], step 1 [c]; other: [d]. */
@@ -280,18 +281,24 @@ static void test_context_length_next_model_never_again(void **state)
     assert_string_equal(M.bodies[1], "{\"model\":\"m2\"}");
     aigw_response_free(r);
 
+    /* The ban is (provider, upstream model): fake:m1-alias is m1 upstream
+     * and is skipped; other:m1 is another provider's m1, whose context
+     * window may differ, and is tried. */
     mock_reset(NULL);
     push(400, "{\"error\":{\"code\":\"context_length_exceeded\"}}");
     push(400, "{\"error\":{\"code\":\"context_length_exceeded\"}}");
-    r = send_body(c, "{\"model\":\"fake:m1\",\"models\":[\"fake:m2\",\"other:m1\",\"other:m3\"]}");
+    r = send_body(c, "{\"model\":\"fake:m1\",\"models\":[\"fake:m2\",\"fake:m1-alias\","
+                     "\"other:m1\",\"other:m3\"]}");
     assert_attempts(r, "a:next_backend a:next_backend d:succeeded");
-    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 2)), "m3");
+    assert_string_equal(aigw_attempt_provider(aigw_response_attempt(r, 2)), "other");
+    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 2)), "m1");
+    assert_int_equal(M.n_calls, 3);
     {
         const char *prov, *model, *reason;
         assert_int_equal(aigw_response_skip_count(r), 1);
         assert_int_equal(aigw_response_skip(r, 0, &prov, &model, &reason), AIGW_OK);
-        assert_string_equal(prov, "other");
-        assert_string_equal(model, "m1");
+        assert_string_equal(prov, "fake");
+        assert_string_equal(model, "m1-alias");
         assert_string_equal(reason, "context_length_exceeded");
     }
     aigw_response_free(r);

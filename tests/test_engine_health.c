@@ -225,7 +225,9 @@ static void test_cooldown_expires_at_the_boundary(void **state)
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "rate_limit");
     assert_answer(r, 200, NULL);
     aigw_response_free(r);
-    assert_stat(c, "key", "a", "cooling rate_limit wait=1500 req=1 ok=0 fail=1 skips=0");
+    /* the key is ready; it cools for the model that was limited */
+    assert_stat(c, "key", "a", "ready - wait=0 req=1 ok=0 fail=1 skips=0");
+    assert_stat(c, "endpoint", "a", "cooling rate_limit wait=1500 req=1 ok=0 fail=1 skips=0");
 
     /* one ms before the end: passed over, no upstream call */
     set_now(T0 + 1499);
@@ -317,8 +319,9 @@ static void test_default_cooldown_without_wait(void **state)
         r = send_body(c, BODY_M1);
         aigw_response_free(r);
         assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
-        cool = find_stat(s, "key", "a")->wait_ms;
-        assert_string_equal(find_stat(s, "key", "a")->state, "cooling");
+        cool = find_stat(s, "endpoint", "a")->wait_ms;
+        assert_string_equal(find_stat(s, "endpoint", "a")->state, "cooling");
+        assert_string_equal(find_stat(s, "key", "a")->state, "ready");
         aigw_stats_free(s);
         assert_in_range(cool, 1000, 2000);
         set_now(T0 + cool);
@@ -341,7 +344,7 @@ static void test_default_cooldown_without_wait(void **state)
         push(429, RL_BODY);
         r = send_body(c, BODY_M1);
         assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
-        cool = find_stat(s, "key", "a")->wait_ms;
+        cool = find_stat(s, "endpoint", "a")->wait_ms;
         aigw_stats_free(s);
         assert_in_range(cool, 1000, 2000);
         snprintf(ms, sizeof ms, "%lld", (long long)cool);
@@ -369,7 +372,9 @@ static void test_cooldown_max_caps_upstream_wait(void **state)
     /* the attempt records what was asked; the key cools for the cap */
     assert_int_equal(aigw_attempt_requested_wait_ms(aigw_response_attempt(r, 0)), 3600000);
     aigw_response_free(r);
-    assert_stat(c, "key", "a", "cooling rate_limit wait=10000 req=1 ok=0 fail=1 skips=0");
+    /* the key is ready; it cools for the model that was limited */
+    assert_stat(c, "key", "a", "ready - wait=0 req=1 ok=0 fail=1 skips=0");
+    assert_stat(c, "endpoint", "a", "cooling rate_limit wait=10000 req=1 ok=0 fail=1 skips=0");
 
     set_now(T0 + 9999);
     r = send_body(c, BODY_M1);
@@ -439,7 +444,9 @@ static void test_retry_waits_for_cooling_key_blames_each(void **state)
     assert_calls("a@m1 b@m1 a@m1");
     assert_stat(c, "key", "a", "ready - wait=0 req=2 ok=1 fail=1 skips=0");
     /* b answered its 429 at T0+20: cooling until T0+320 */
-    assert_stat(c, "key", "b", "cooling rate_limit wait=220 req=1 ok=0 fail=1 skips=0");
+    /* the key is ready; it cools for the model that was limited */
+    assert_stat(c, "key", "b", "ready - wait=0 req=1 ok=0 fail=1 skips=0");
+    assert_stat(c, "endpoint", "b", "cooling rate_limit wait=220 req=1 ok=0 fail=1 skips=0");
 
     r = send_body(c, BODY_M1);
     assert_attempts(r, "m1/a/200/succeeded");
@@ -852,10 +859,11 @@ static void test_host_breaker_other_provider(void **state)
     assert_skips(r, "m2/host_circuit_open//990");
     aigw_response_free(r);
 
-    /* the model that failed: its own breaker is checked first */
+    /* the model that failed: a refused connection says nothing of the
+     * endpoint (a key with m1), only of the host, which skips it too */
     r = send_body(c, BODY_M1_M9);
     assert_attempts(r, "m9/d/200/succeeded");
-    assert_skips(r, "m1/circuit_open//990");
+    assert_skips(r, "m1/host_circuit_open//990");
     aigw_response_free(r);
     assert_calls("a@m1 d@m9 d@m9 d@m9");
     assert_string_equal(M.urls[1], "http://127.0.0.1:8/v1/chat/completions");
@@ -968,8 +976,8 @@ static void tally_response(const aigw_response *r, tally *t, size_t n)
 
 static const char STATS_JSON[] =
     "{\"keys\":["
-    "{\"provider\":\"fake\",\"id\":\"a\",\"state\":\"cooling\",\"reason\":\"rate_limit\","
-    "\"waitMs\":3000,\"requests\":1,\"successes\":0,\"failures\":1,"
+    "{\"provider\":\"fake\",\"id\":\"a\",\"state\":\"ready\",\"reason\":null,"
+    "\"waitMs\":0,\"requests\":1,\"successes\":0,\"failures\":1,"
     "\"failuresByClass\":{\"rate_limit\":1},\"skips\":2,\"latencyMs\":{\"count\":0,"
     "\"mean\":null,\"p50\":null,\"p90\":null,\"p99\":null,\"max\":null}},"
     "{\"provider\":\"fake\",\"id\":\"b\",\"state\":\"benched\",\"reason\":\"auth\","
@@ -982,6 +990,20 @@ static const char STATS_JSON[] =
     "\"mean\":null,\"p50\":null,\"p90\":null,\"p99\":null,\"max\":null}},"
     "{\"provider\":\"other\",\"id\":\"d\",\"state\":\"ready\",\"reason\":null,"
     "\"waitMs\":0,\"requests\":2,\"successes\":2,\"failures\":0,"
+    "\"failuresByClass\":{},\"skips\":0,\"latencyMs\":{\"count\":2,"
+    "\"mean\":15,\"p50\":10,\"p90\":20,\"p99\":20,\"max\":20}}],"
+    /* a key with one model: a cools for m1 (rate limits are per model) */
+    "\"endpoints\":["
+    "{\"provider\":\"fake\",\"id\":\"a\",\"model\":\"m1\",\"state\":\"cooling\","
+    "\"reason\":\"rate_limit\",\"waitMs\":3000,\"requests\":1,\"successes\":0,\"failures\":1,"
+    "\"failuresByClass\":{\"rate_limit\":1},\"skips\":2,\"latencyMs\":{\"count\":0,"
+    "\"mean\":null,\"p50\":null,\"p90\":null,\"p99\":null,\"max\":null}},"
+    "{\"provider\":\"fake\",\"id\":\"b\",\"model\":\"m1\",\"state\":\"benched\","
+    "\"reason\":\"auth\",\"waitMs\":3599500,\"requests\":3,\"successes\":1,\"failures\":2,"
+    "\"failuresByClass\":{\"auth\":1,\"server\":1},\"skips\":0,\"latencyMs\":{\"count\":1,"
+    "\"mean\":30,\"p50\":30,\"p90\":30,\"p99\":30,\"max\":30}},"
+    "{\"provider\":\"other\",\"id\":\"d\",\"model\":\"m9\",\"state\":\"ready\","
+    "\"reason\":null,\"waitMs\":0,\"requests\":2,\"successes\":2,\"failures\":0,"
     "\"failuresByClass\":{},\"skips\":0,\"latencyMs\":{\"count\":2,"
     "\"mean\":15,\"p50\":10,\"p90\":20,\"p99\":20,\"max\":20}}],"
     "\"backends\":["
@@ -1048,8 +1070,8 @@ static void test_stats_match_responses(void **state)
 
     set_now(T0 + 2000);
     assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
-    /* every key of the configuration, then backends, then hosts */
-    assert_int_equal(aigw_stats_count(s), 4 + 2 + 2);
+    /* every key of the configuration, then backends, hosts, endpoints */
+    assert_int_equal(aigw_stats_count(s), 4 + 2 + 2 + 3);
     for (k = 0; k < nt; k++) {
         const aigw_stat *e = aigw_stats_at(s, k);
         assert_string_equal(e->kind, "key");
@@ -1062,9 +1084,15 @@ static void test_stats_match_responses(void **state)
     {
         const aigw_stat *a = aigw_stats_at(s, 0), *b = aigw_stats_at(s, 1);
         const aigw_stat *d = aigw_stats_at(s, 3), *be = aigw_stats_at(s, 4);
-        assert_string_equal(a->state, "cooling");
-        assert_string_equal(a->reason, "rate_limit");
-        assert_int_equal(a->wait_ms, 3000); /* limited at T0 for 5000 ms */
+        const aigw_stat *am1 = aigw_stats_at(s, 8);
+        assert_string_equal(a->state, "ready"); /* the key; it cools for m1 */
+        assert_string_equal(am1->kind, "endpoint");
+        assert_string_equal(am1->name, "a");
+        assert_string_equal(am1->model, "m1");
+        assert_string_equal(am1->state, "cooling");
+        assert_string_equal(am1->reason, "rate_limit");
+        assert_int_equal(am1->wait_ms, 3000); /* limited at T0 for 5000 ms */
+        assert_int_equal(am1->skips, 2);
         assert_int_equal(a->requests, 1);
         assert_int_equal(a->skips, 2);
         assert_int_equal(aigw_stat_failures(a, "rate_limit"), 1);
@@ -1159,7 +1187,9 @@ static void test_round_robin_with_cooling_key(void **state)
     assert_attempts(r, "m1/a/500/next_key m1/c/500/exhausted");
     assert_skips(r, "");
     aigw_response_free(r);
-    assert_stat(c, "key", "b", "cooling rate_limit wait=59990 req=1 ok=0 fail=1 skips=0");
+    /* the key is ready; it cools for the model that was limited */
+    assert_stat(c, "key", "b", "ready - wait=0 req=1 ok=0 fail=1 skips=0");
+    assert_stat(c, "endpoint", "b", "cooling rate_limit wait=59990 req=1 ok=0 fail=1 skips=0");
 
     /* turn 7 (c a b): c and a rate limited for a minute too */
     push_h(429, "retry-after-ms", "60000", RL_BODY);
@@ -1194,7 +1224,9 @@ static void test_round_robin_with_cooling_key(void **state)
     assert_skips(r, "m1/key_cooling/b/59990");
     aigw_response_free(r);
     assert_calls("a@m1 b@m1 c@m1 a@m1 c@m1");
-    assert_stat(c, "key", "b", "cooling rate_limit wait=59990 req=1 ok=0 fail=1 skips=1");
+    /* the key is ready; it cools for the model that was limited */
+    assert_stat(c, "key", "b", "ready - wait=0 req=1 ok=0 fail=1 skips=1");
+    assert_stat(c, "endpoint", "b", "cooling rate_limit wait=59990 req=1 ok=0 fail=1 skips=1");
     aigw_client_free(c);
 }
 
@@ -1455,7 +1487,9 @@ static void test_hot_swap_carries_cooldown(void **state)
     assert_attempts(r, "m1/b/200/succeeded");
     assert_skips(r, "m1/key_cooling/a/2000");
     aigw_response_free(r);
-    assert_stat(c, "key", "a", "cooling rate_limit wait=2000 req=1 ok=0 fail=1 skips=1");
+    /* the key is ready; it cools for the model that was limited */
+    assert_stat(c, "key", "a", "ready - wait=0 req=1 ok=0 fail=1 skips=1");
+    assert_stat(c, "endpoint", "a", "cooling rate_limit wait=2000 req=1 ok=0 fail=1 skips=1");
 
     /* a's value changed: a fresh key, ready, no counts */
     assert_int_equal(aigw_client_set_config(c, cfg3, NULL), AIGW_OK);

@@ -248,9 +248,21 @@ static void test_i_stats_after_a(void **state)
     assert_string_equal(p->name, "primary");
     assert_string_equal(p->provider, "mock");
     assert_string_equal(p->model, "");
-    assert_string_equal(p->state, "cooling");
-    assert_string_equal(p->reason, "rate_limit");
-    assert_in_range(p->wait_ms, 1, 1000);
+    /* the key is ready: its rate limit was for m1, where it cools */
+    assert_string_equal(p->state, "ready");
+    assert_string_equal(p->reason, "");
+    assert_int_equal(p->wait_ms, 0);
+    {
+        const aigw_stat *pm = find_stat(A_STATS, "endpoint", "primary");
+        assert_string_equal(pm->provider, "mock");
+        assert_string_equal(pm->model, "m1");
+        assert_string_equal(pm->state, "cooling");
+        assert_string_equal(pm->reason, "rate_limit");
+        assert_in_range(pm->wait_ms, 1, 1000);
+        assert_int_equal(pm->requests, 1);
+        assert_int_equal(pm->failures, 1);
+        assert_int_equal(pm->skips, 199);
+    }
     assert_int_equal(p->requests, 1);
     assert_int_equal(p->successes, 0);
     assert_int_equal(p->failures, 1);
@@ -675,7 +687,8 @@ static void test_c2_cooldown_default_and_cap(void **state)
         assert_error_answer(r, 429, "rate_limited", NULL);
         aigw_response_free(r);
         s = snapshot(c);
-        e = find_stat(s, "key", "solo");
+        assert_string_equal(find_stat(s, "key", "solo")->state, "ready");
+        e = find_stat(s, "endpoint", "solo");
         assert_string_equal(e->state, "cooling");
         if (e->wait_ms < v[i].lo || e->wait_ms > v[i].hi)
             fail_msg("variant %zu: the key cools for %lld ms, want %lld..%lld", i,
@@ -917,7 +930,8 @@ static void test_b2_host_circuit(void **state)
     b2_json = json;
     c = client_on(cfg);
     aigw_config_unref(cfg);
-    /* two refused connections: dead:m1's breaker and the host's open */
+    /* two refused connections: the host's breaker opens (a refused
+     * connection says nothing of dead:m1's endpoint: no HTTP answer came) */
     for (i = 0; i < 2; i++) {
         r = send_body(c, BODY_D1);
         assert_seq(r, "dead/m1/d/0/next_backend mock/m1/solo/200/succeeded", "");
@@ -926,9 +940,9 @@ static void test_b2_host_circuit(void **state)
         aigw_response_free(r);
     }
     r = send_body(c, BODY_D1);
-    assert_seq(r, "mock/m1/solo/200/succeeded", "circuit_open:dead/m1/");
+    assert_seq(r, "mock/m1/solo/200/succeeded", "host_circuit_open:dead/m1/");
     aigw_response_free(r);
-    /* another model of the dead host: its backend is closed, the host not */
+    /* another model of the dead host: skipped by the host's breaker too */
     r = send_body(c, BODY_D2);
     assert_seq(r, "mock/m1/solo/200/succeeded", "host_circuit_open:dead/m2/");
     assert_in_range(aigw_response_skip_wait_ms(r, 0), 1, 5000);
@@ -945,10 +959,11 @@ static void test_b2_host_circuit(void **state)
         assert_string_equal(e->provider, "");
         assert_int_equal(e->failures, 2);
         assert_int_equal(aigw_stat_failures(e, "network"), 2);
-        assert_true(e->skips >= 1);
+        assert_int_equal(e->skips, 2);
         e = find_stat(s, "backend", "dead:m1");
-        assert_string_equal(e->state, "open");
-        assert_true(e->skips >= 1);
+        assert_string_equal(e->state, "closed");
+        assert_int_equal(aigw_stat_failures(e, "network"), 2);
+        assert_int_equal(e->skips, 0);
         aigw_stats_free(s);
     }
     /* only when nothing is left to try: 503 circuit_open, with the wait */
@@ -1005,7 +1020,7 @@ static void test_e_hot_swap_carry_over(void **state)
     set_config(c, same);
     aigw_config_unref(same);
     s = snapshot(c);
-    e = find_stat(s, "key", "A");
+    e = find_stat(s, "endpoint", "A");
     assert_string_equal(e->state, "cooling");
     assert_in_range(e->wait_ms, 3000, 5000);
     assert_int_equal(e->requests, 1);
@@ -1265,7 +1280,8 @@ static void test_g_round_robin_skips_cooling_key(void **state)
         aigw_response_free(r);
     }
     assert_count(K_C, 1);
-    assert_stat_state(c, "key", "c", "cooling");
+    assert_stat_state(c, "key", "c", "ready");
+    assert_stat_state(c, "endpoint", "c", "cooling");
     mockprov_reset(MP);
     for (i = 0; i < 300; i++) {
         aigw_response *r = send_body(c, BODY);
@@ -1545,7 +1561,7 @@ static void test_j_streams_share_key_health(void **state)
     assert_count(K_PRIMARY, 1);
     assert_count(K_BACKUP, 3);
     s = snapshot(c);
-    e = find_stat(s, "key", "primary");
+    e = find_stat(s, "endpoint", "primary");
     assert_string_equal(e->state, "cooling");
     assert_int_equal(aigw_stat_failures(e, "rate_limit"), 1);
     e = find_stat(s, "key", "backup");
@@ -1584,9 +1600,10 @@ static void test_k_retry_blames_the_key_that_failed(void **state)
     assert_string_equal(find_stat(st, "key", "a")->state, "ready");
     assert_int_equal(find_stat(st, "key", "a")->failures, 1);
     assert_int_equal(find_stat(st, "key", "a")->successes, 1);
-    assert_string_equal(find_stat(st, "key", "b")->state, "cooling");
-    assert_int_equal(find_stat(st, "key", "b")->requests, 1);
-    assert_in_range(find_stat(st, "key", "b")->wait_ms, 29000, 30000);
+    assert_string_equal(find_stat(st, "key", "b")->state, "ready");
+    assert_string_equal(find_stat(st, "endpoint", "b")->state, "cooling");
+    assert_int_equal(find_stat(st, "endpoint", "b")->requests, 1);
+    assert_in_range(find_stat(st, "endpoint", "b")->wait_ms, 29000, 30000);
     aigw_stats_free(st);
     /* the next request goes to a, skipping the cooling b: nothing wasted */
     r = send_body(c, BODY);
@@ -1668,7 +1685,7 @@ static void test_k_ngrok_key_health_per_provider(void **state)
     aigw_client *c;
     aigw_response *r;
     aigw_stats *st;
-    size_t i, ngrok_entries = 0;
+    size_t i, ngrok_entries = 0, ngrok_endpoints = 0;
     static const char body_o[] = "{\"model\":\"openai:gpt-4o\",\"messages\":[]}";
     static const char body_a[] = "{\"model\":\"anthropic:claude-x\",\"messages\":[]}";
     (void)state;
@@ -1696,10 +1713,16 @@ static void test_k_ngrok_key_health_per_provider(void **state)
         const aigw_stat *e = aigw_stats_at(st, i);
         if (strcmp(e->kind, "key") == 0 && strcmp(e->name, "ngrok") == 0) {
             ngrok_entries++;
+            assert_string_equal(e->state, "ready");
+        }
+        /* its rate limit: openai's gpt-4o, not anthropic's claude-x */
+        if (strcmp(e->kind, "endpoint") == 0 && strcmp(e->name, "ngrok") == 0) {
+            ngrok_endpoints++;
             assert_string_equal(e->state, strcmp(e->provider, "openai") == 0 ? "cooling" : "ready");
         }
     }
     assert_int_equal(ngrok_entries, 2);
+    assert_int_equal(ngrok_endpoints, 2);
     assert_no_secret_in(aigw_stats_json(st), ALL_KEYS, N_ALL_KEYS);
     aigw_stats_free(st);
     aigw_client_free(c);

@@ -356,7 +356,9 @@ static void test_context_length_next_model(void **state)
     char line[128], key[128], mdl[64];
     (void)state;
     snprintf(json, sizeof json,
-             "{\"providers\":[{\"providerId\":\"mock\",\"name\":\"Mock\",\"baseUrl\":\"%s\"},"
+             "{\"providers\":[{\"providerId\":\"mock\",\"name\":\"Mock\",\"baseUrl\":\"%s\","
+             "\"models\":[{\"modelId\":\"m1\"},{\"modelId\":\"m2\"},"
+             "{\"modelId\":\"m1-alias\",\"providerModelId\":\"m1\"}]},"
              "{\"providerId\":\"mock2\",\"name\":\"Mock 2\",\"baseUrl\":\"%s\"}],"
              "\"providerKeys\":["
              "{\"id\":\"primary\",\"providerId\":\"mock\",\"value\":\"" K_PRIMARY "\"},"
@@ -375,27 +377,34 @@ static void test_context_length_next_model(void **state)
                  "\"invalid_request_error\",\"param\":\"messages\",\"code\":"
                  "\"context_length_exceeded\"}}",
                  0);
+    rl.key = K_PRIMARY; /* mock's m1: 8192 tokens; mock2's m1 takes more */
     rl.model = "m1";
     assert_int_equal(mockprov_add_rule(MP, &rl), 0);
-    r = send_body(c, "{\"model\":\"mock:m1\",\"models\":[\"mock2:m1\",\"mock:m2\"],"
-                     "\"messages\":[{\"role\":\"user\",\"content\":\"a long story\"}]}");
-    assert_attempts(r, "primary:next_backend primary:succeeded");
+    /* The ban is (provider, upstream model): mock:m1-alias is mock's m1 and
+     * is skipped; mock2:m1 is another provider's m1, with its own context
+     * window, and serves. */
+    r = send_body(c, "{\"model\":\"mock:m1\",\"models\":[\"mock:m1-alias\",\"mock2:m1\","
+                     "\"mock:m2\"],\"messages\":[{\"role\":\"user\",\"content\":\"a long story\"}]}");
+    assert_attempts(r, "primary:next_backend third:succeeded");
     assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_SERVED);
     assert_int_equal(aigw_response_status(r), 200);
     assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "context_length");
     assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 0)), "m1");
-    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 1)), "m2");
-    assert_string_equal(aigw_response_model(r), "m2");
-    assert_received(MP, 2, 0, 0);
+    assert_string_equal(aigw_attempt_provider(aigw_response_attempt(r, 1)), "mock2");
+    assert_string_equal(aigw_attempt_model(aigw_response_attempt(r, 1)), "m1");
+    assert_string_equal(aigw_response_model(r), "m1");
+    assert_received(MP, 1, 0, 1);
     assert_int_equal(mockprov_log_get(MP, 0, line, sizeof line, key, sizeof key, mdl, sizeof mdl), 0);
     assert_string_equal(mdl, "m1");
+    assert_string_equal(key, K_PRIMARY);
     assert_int_equal(mockprov_log_get(MP, 1, line, sizeof line, key, sizeof key, mdl, sizeof mdl), 0);
-    assert_string_equal(mdl, "m2");
+    assert_string_equal(mdl, "m1");
+    assert_string_equal(key, K_THIRD);
     assert_string_equal(line, "POST /v1/chat/completions");
     assert_int_equal(aigw_response_skip_count(r), 1);
     assert_int_equal(aigw_response_skip(r, 0, &prov, &model, &reason), AIGW_OK);
-    assert_string_equal(prov, "mock2");
-    assert_string_equal(model, "m1");
+    assert_string_equal(prov, "mock");
+    assert_string_equal(model, "m1-alias");
     assert_string_equal(reason, "context_length_exceeded");
     aigw_response_free(r);
     aigw_client_free(c);
