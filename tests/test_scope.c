@@ -152,13 +152,17 @@ static void test_one_key_fallback_model(void **state)
 /* 2. one broken key, one good key: the broken key's endpoint opens alone   */
 /* ------------------------------------------------------------------------ */
 
-static char *broken_key_gateway(const char *keys, const char *gw)
+/* A client whose one step is [k500, kok], in that order. */
+static aigw_client *broken_key_client(const char *gw)
 {
-    char rule[256];
-    snprintf(rule, sizeof rule,
-             "{\"provider\":\"mock\",\"steps\":[{\"type\":\"user\",\"keys\":[%s]}]}", keys);
-    return mock_gateway_json("scope", mockprov_base_url(MP),
-                             KEY("k500", K_500) "," KEY("kok", K_OK), rule, gw);
+    char *json = mock_gateway_json(
+        "scope", mockprov_base_url(MP), KEY("k500", K_500) "," KEY("kok", K_OK),
+        "{\"provider\":\"mock\",\"steps\":[{\"type\":\"user\","
+        "\"keys\":[{\"id\":\"k500\"},{\"id\":\"kok\"}]}]}",
+        gw);
+    aigw_client *c = client_from_json(json);
+    free(json);
+    return c;
 }
 
 static const char BODY_M1[] = "{\"model\":\"mock:m1\",\"messages\":[{\"role\":\"user\","
@@ -167,13 +171,11 @@ static const char BODY_M1[] = "{\"model\":\"mock:m1\",\"messages\":[{\"role\":\"
 static void test_broken_key_one_thread(void **state)
 {
     static const char *const keys[] = {K_500, K_OK};
-    char *json = broken_key_gateway("{\"id\":\"k500\"},{\"id\":\"kok\"}", GW);
-    aigw_client *c = client_from_json(json);
+    aigw_client *c = broken_key_client(GW);
     aigw_response *r;
     aigw_stats *s = NULL;
     int i;
     (void)state;
-    free(json);
     mp_add_rule(MP, MOCKPROV_RESPOND, K_500, NULL, 500, NULL, SERVER_BODY, 0);
     /* five failures (circuitBreaker.failures) open k500's endpoint ... */
     for (i = 0; i < 5; i++) {
@@ -247,14 +249,12 @@ static void *work(void *arg)
 static void test_broken_key_eight_threads(void **state)
 {
     static const char *const keys[] = {K_500, K_OK};
-    char *json = broken_key_gateway("{\"id\":\"k500\"},{\"id\":\"kok\"}", GW);
-    aigw_client *c = client_from_json(json);
+    aigw_client *c = broken_key_client(GW);
     pthread_t th[THREADS];
     worker w[THREADS];
     long k500 = 0, served = 0, skipped = 0;
     int i;
     (void)state;
-    free(json);
     mp_add_rule(MP, MOCKPROV_RESPOND, K_500, NULL, 500, NULL, SERVER_BODY, 0);
     memset(w, 0, sizeof w);
     for (i = 0; i < THREADS; i++) {
@@ -286,15 +286,12 @@ static void test_backend_open_only_when_every_endpoint_is(void **state)
 {
     static const char *const keys[] = {K_500, K_OK};
     static const char body[] = "{\"model\":\"mock:m1\",\"models\":[\"mock:m2\"],\"messages\":[]}";
-    char *json = broken_key_gateway("{\"id\":\"k500\"},{\"id\":\"kok\"}",
-                                    GW ",\"sameBackendRetries\":0,"
-                                       "\"circuitBreaker\":{\"failures\":2,\"cooloff\":\"5s\"}");
-    aigw_client *c = client_from_json(json);
+    aigw_client *c = broken_key_client(GW ",\"sameBackendRetries\":0,"
+                                          "\"circuitBreaker\":{\"failures\":2,\"cooloff\":\"5s\"}");
     aigw_response *r;
     aigw_stats *s = NULL;
     int i;
     (void)state;
-    free(json);
     mp_add_rule(MP, MOCKPROV_RESPOND, NULL, "m1", 503, NULL, SERVER_BODY, 0);
     for (i = 0; i < 2; i++) {
         r = send_body(c, body);

@@ -1,31 +1,23 @@
 /*
  * clock.c - time for the tests: the real monotonic clock in ms and a sleep
- * that finishes what it started, for the tests on loopback; and a fake
+ * that finishes what it started (the library's own), for the tests on
+ * loopback; and a fake
  * clock (FAKE_CLOCK over a fake_clock) for the tests on the scripted
  * transport, whose "now" moves only when the library sleeps or a scripted
  * answer takes time, and which records every sleep it was asked for.
  */
-#include <errno.h>
-#include <time.h>
-
 #include "support.h"
+#include "internal.h"
 
+/* The library's own clock and sleep (lib/util.c). */
 int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return aigw__mono_ms();
 }
 
 void sleep_ms(int64_t ms)
 {
-    struct timespec ts;
-    if (ms <= 0)
-        return;
-    ts.tv_sec = (time_t)(ms / 1000);
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+    aigw__sleep_ms(ms);
 }
 
 static int64_t fake_now(void *ud)
