@@ -73,13 +73,18 @@ static int add_retry_after(aigw_response *resp, int64_t ms)
     return rc | aigw__hdrs_add(&resp->headers, "retry-after-ms", v);
 }
 
-int aigw__finish_unserved(run *r)
+/* What the library answers for a request that ended unserved. */
+typedef struct unserved {
+    int status;
+    const char *code;
+    aigw_buf msg;
+    int64_t retry_after; /* ms, or -1 none */
+} unserved;
+
+/* Decides the status, code and message from what the request met. */
+static void judge_unserved(const run *r, const aigw_attempt *last, unserved *u)
 {
-    aigw_response *resp = r->resp;
-    aigw_buf msg = AIGW_BUF_INIT;
-    const aigw_attempt *last = resp->n_attempts ? &resp->attempts[resp->n_attempts - 1] : NULL;
-    aigw_outcome oc = r->end == END_TIMED_OUT ? AIGW_OUTCOME_TIMED_OUT : AIGW_OUTCOME_EXHAUSTED;
-    int status = 502, rc;
+    const aigw_response *resp = r->resp;
     int n = judged(r, false);
     int rate_limited = r->attempts_by_class[AIGW_CLASS_RATE_LIMIT];
     int cool_skips = r->skips_by_reason[AIGW_SKIP_KEY_COOLING];
@@ -87,9 +92,86 @@ int aigw__finish_unserved(run *r)
     int open_skips = r->skips_by_reason[AIGW_SKIP_CIRCUIT_OPEN] +
                      r->skips_by_reason[AIGW_SKIP_HOST_CIRCUIT_OPEN];
     bool quota = r->quota_bench_skips > 0;
-    const char *code = "upstream_error";
-    int64_t ra;
-    bool quota_answer = false;
+    const char *s = resp->n_attempts == 1 ? "" : "s";
+    aigw_buf *msg = &u->msg;
+
+    u->status = 502;
+    u->code = "upstream_error";
+    u->retry_after = -1;
+    if (r->end == END_TIMED_OUT) {
+        u->status = 504;
+        u->code = "timeout";
+        aigw__buf_printf(msg, "totalTimeout (%lld ms) passed after %zu attempt%s",
+                         (long long)r->cfg->total_timeout_ms, resp->n_attempts, s);
+    } else if (!last && cool_skips) {
+        /* every usable key is cooling and waiting does not fit */
+        u->status = 429;
+        u->code = "rate_limited";
+        aigw__buf_printf(msg, "every key is cooling after a rate limit; the first is ready in "
+                              "%lld ms", (long long)(r->min_wait > 0 ? r->min_wait : 0));
+    } else if (!last && open_skips) {
+        u->status = 503;
+        u->code = "circuit_open";
+        u->retry_after = r->open_wait;
+        aigw__buf_printf(msg, "every backend's circuit breaker is open; the next probe may go "
+                              "in %lld ms", (long long)(r->open_wait > 0 ? r->open_wait : 0));
+    } else if (!last && bench_skips) {
+        u->status = quota ? 429 : 401;
+        u->code = quota ? "quota_exceeded" : "unauthorized";
+        aigw__buf_puts(msg, quota ? "every key is benched after a quota or auth failure"
+                                  : "every key is benched after an auth failure");
+        return; /* waiting does not end a bench: no Retry-After */
+    } else if (!last) {
+        size_t i;
+        u->code = "no_route";
+        aigw__buf_puts(msg, "no attempt could be made");
+        for (i = 0; i < resp->n_skips; i++)
+            aigw__buf_printf(msg, "%s %s %s: %s", i ? ";" : ":", resp->skips[i].provider,
+                             resp->skips[i].model,
+                             aigw__skip_reason_name(resp->skips[i].reason));
+    } else if (r->end == END_BUDGET) {
+        u->status = 503;
+        u->code = "retry_budget_exhausted";
+        aigw__buf_printf(msg, "the client's retry budget is spent (retries may be %d%% of "
+                              "requests plus %d per second); %zu attempt%s made",
+                         r->ho->budget_percent, r->ho->budget_min_per_sec, resp->n_attempts, s);
+    } else if (n == rate_limited) {
+        u->status = 429;
+        u->code = "rate_limited";
+        aigw__buf_printf(msg, "every attempt (%zu) was rate limited", resp->n_attempts);
+    } else if (judged(r, true) == 0 && (rate_limited || cool_skips)) {
+        /* only the keys failed, and waiting will free one of them */
+        u->status = 429;
+        u->code = "rate_limited";
+        aigw__buf_printf(msg, "no key is usable: each was rate limited or failed auth or quota "
+                              "(%zu attempt%s)", resp->n_attempts, s);
+    } else if (n == r->attempts_by_class[AIGW_CLASS_AUTH]) {
+        u->status = 401;
+        u->code = "unauthorized";
+        aigw__buf_printf(msg, "every attempt (%zu) failed authentication", resp->n_attempts);
+    } else if (r->end == END_MAX_ATTEMPTS) {
+        u->code = "max_attempts_reached";
+        aigw__buf_printf(msg, "maxAttempts (%d) reached", r->cfg->max_attempts);
+    } else if (resp->n_attempts == 1) {
+        aigw__buf_puts(msg, "the only attempt failed");
+    } else {
+        aigw__buf_printf(msg, "all %zu attempts failed", resp->n_attempts);
+    }
+    /* a 429 names when the first key is ready again */
+    if (u->status == 429)
+        u->retry_after = r->min_wait;
+    if (last && !(last->cls == AIGW_CLASS_NONE && last->tr == AIGW_TR_OK)) {
+        aigw__buf_puts(msg, "; last: ");
+        describe_attempt(msg, last, r->cfg->max_response_bytes);
+    }
+}
+
+int aigw__finish_unserved(run *r)
+{
+    aigw_response *resp = r->resp;
+    const aigw_attempt *last = resp->n_attempts ? &resp->attempts[resp->n_attempts - 1] : NULL;
+    unserved u;
+    int rc = -1;
 
     if (last)
         resp->attempts[resp->n_attempts - 1].verdict = AIGW_VERDICT_EXHAUSTED;
@@ -101,83 +183,15 @@ int aigw__finish_unserved(run *r)
         r->done = true;
         return 0;
     }
-    if (r->end == END_TIMED_OUT) {
-        status = 504;
-        code = "timeout";
-        aigw__buf_printf(&msg, "totalTimeout (%lld ms) passed after %zu attempt%s",
-                         (long long)r->cfg->total_timeout_ms, resp->n_attempts,
-                         resp->n_attempts == 1 ? "" : "s");
-    } else if (!last && cool_skips) {
-        /* every usable key is cooling and waiting does not fit */
-        status = 429;
-        code = "rate_limited";
-        aigw__buf_printf(&msg, "every key is cooling after a rate limit; the first is ready in "
-                               "%lld ms", (long long)(r->min_wait > 0 ? r->min_wait : 0));
-    } else if (!last && open_skips) {
-        status = 503;
-        code = "circuit_open";
-        aigw__buf_printf(&msg, "every backend's circuit breaker is open; the next probe may go "
-                               "in %lld ms", (long long)(r->open_wait > 0 ? r->open_wait : 0));
-    } else if (!last && bench_skips) {
-        status = quota ? 429 : 401;
-        code = quota ? "quota_exceeded" : "unauthorized";
-        quota_answer = quota;
-        aigw__buf_puts(&msg, quota ? "every key is benched after a quota or auth failure"
-                                   : "every key is benched after an auth failure");
-    } else if (!last) {
-        size_t i;
-        code = "no_route";
-        aigw__buf_puts(&msg, "no attempt could be made");
-        for (i = 0; i < resp->n_skips; i++)
-            aigw__buf_printf(&msg, "%s %s %s: %s", i ? ";" : ":", resp->skips[i].provider,
-                             resp->skips[i].model,
-                             aigw__skip_reason_name(resp->skips[i].reason));
-    } else if (r->end == END_BUDGET) {
-        status = 503;
-        code = "retry_budget_exhausted";
-        aigw__buf_printf(&msg, "the client's retry budget is spent (retries may be %d%% of "
-                               "requests plus %d per second); %zu attempt%s made",
-                         r->ho->budget_percent, r->ho->budget_min_per_sec, resp->n_attempts,
-                         resp->n_attempts == 1 ? "" : "s");
-    } else if (n == rate_limited) {
-        status = 429;
-        code = "rate_limited";
-        aigw__buf_printf(&msg, "every attempt (%zu) was rate limited", resp->n_attempts);
-    } else if (judged(r, true) == 0 && (rate_limited || cool_skips)) {
-        /* only the keys failed, and waiting will free one of them */
-        status = 429;
-        code = "rate_limited";
-        aigw__buf_printf(&msg, "no key is usable: each was rate limited or failed auth or quota "
-                               "(%zu attempt%s)",
-                         resp->n_attempts, resp->n_attempts == 1 ? "" : "s");
-    } else if (n == r->attempts_by_class[AIGW_CLASS_AUTH]) {
-        status = 401;
-        code = "unauthorized";
-        aigw__buf_printf(&msg, "every attempt (%zu) failed authentication", resp->n_attempts);
-    } else if (r->end == END_MAX_ATTEMPTS) {
-        code = "max_attempts_reached";
-        aigw__buf_printf(&msg, "maxAttempts (%d) reached", r->cfg->max_attempts);
-    } else {
-        if (resp->n_attempts == 1)
-            aigw__buf_puts(&msg, "the only attempt failed");
-        else
-            aigw__buf_printf(&msg, "all %zu attempts failed", resp->n_attempts);
-    }
-    if (last && !(last->cls == AIGW_CLASS_NONE && last->tr == AIGW_TR_OK)) {
-        aigw__buf_puts(&msg, "; last: ");
-        describe_attempt(&msg, last, r->cfg->max_response_bytes);
-    }
-    if (!msg.data) {
-        aigw__buf_free(&msg);
-        return -1;
-    }
-    rc = set_error_answer(r, oc, status, code, msg.data);
-    aigw__buf_free(&msg);
-    /* the wait an SDK should back off for: the first key ready again, or
-     * the next probe of an open circuit; none for quota */
-    ra = status == 429 && !quota_answer ? r->min_wait : status == 503 && !last ? r->open_wait : -1;
-    if (rc == 0 && ra >= 0)
-        rc = add_retry_after(resp, ra);
+    memset(&u, 0, sizeof u);
+    judge_unserved(r, last, &u);
+    if (u.msg.data)
+        rc = set_error_answer(r, r->end == END_TIMED_OUT ? AIGW_OUTCOME_TIMED_OUT
+                                                         : AIGW_OUTCOME_EXHAUSTED,
+                              u.status, u.code, u.msg.data);
+    if (rc == 0 && u.retry_after >= 0)
+        rc = add_retry_after(resp, u.retry_after);
+    aigw__buf_free(&u.msg);
     return rc;
 }
 
