@@ -277,6 +277,63 @@ static move decide(run *r, step_walk *w, aigw_attempt *a, int64_t *sleep_ms)
 }
 
 /* ------------------------------------------------------------------------ */
+/* health: before and after an attempt                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The breakers in force for one attempt, and whether it holds their probes. */
+typedef struct gate {
+    aigw_breaker *endpoint;
+    aigw_breaker *backend; /* counters only */
+    aigw_breaker *host;
+    bool endpoint_probe;
+    bool host_probe;
+} gate;
+
+/* Tells health what an attempt taught, each fact at the scope its class's
+ * row names (a NULL: it was never made; its probes are released). */
+static void report(run *r, const slot *s, const gate *g, const aigw_attempt *a)
+{
+    int64_t now = aigw__run_now(r), lat = -1;
+    const aigw_policy_row *row;
+    aigw_hear heard;
+    bool answered;
+    if (!a || a->tr == AIGW_TR_CANCELLED) {
+        if (g->endpoint_probe)
+            aigw__breaker_report(g->endpoint, r->ho, AIGW_HEAR_ABANDON, true, AIGW_CLASS_NONE,
+                                 -1, now);
+        if (g->host_probe)
+            aigw__breaker_report(g->host, r->ho, AIGW_HEAR_ABANDON, true, AIGW_CLASS_NONE, -1,
+                                 now);
+        return;
+    }
+    row = aigw__policy_row(a->cls);
+    answered = a->answered;
+    heard = aigw__policy_endpoint_hears(a->cls, answered);
+    if (a->cls == AIGW_CLASS_NONE)
+        lat = r->sh && a->first_token_ms >= 0 ? a->first_token_ms : a->duration_ms;
+    /* The endpoint's entry is made when there is something to record (a
+     * success, a failure its breaker counts, a cooldown, a bench), so
+     * model names that only ever fail fast take no room in the table. */
+    if (!s->key->ep && (heard == AIGW_HEAR_SUCCESS || heard == AIGW_HEAR_FAILURE ||
+                        aigw__policy_key_failure(a->cls)))
+        s->key->ep = aigw__health_endpoint(r->h, s->key->hk, s->cd->upstream, true);
+    aigw__hkey_count(s->key->hk, a->cls, lat);
+    if (row->remember == AIGW_REMEMBER_COOL_ENDPOINT) {
+        int64_t cool = aigw__endpoint_cool(s->key->ep, r->ho, a->requested_wait_ms, now);
+        /* a 429 naming no wait still cools the key: that is its wait */
+        if (a->requested_wait_ms < 0 && cool > 0)
+            min_into(&r->min_wait, cool);
+    } else if (row->remember == AIGW_REMEMBER_BENCH_KEY) {
+        aigw__hkey_bench(s->key->hk, r->ho, a->cls, now);
+    }
+    aigw__breaker_report(aigw__endpoint_breaker(s->key->ep), r->ho, heard, g->endpoint_probe,
+                         a->cls, lat, now);
+    aigw__breaker_report(g->backend, NULL, heard, false, a->cls, lat, now);
+    aigw__breaker_report(g->host, r->ho, aigw__policy_host_hears(a->cls, answered),
+                         g->host_probe, a->cls, lat, now);
+}
+
+/* ------------------------------------------------------------------------ */
 /* one attempt                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -302,33 +359,34 @@ static int record_attempt(run *r, const slot *s, aigw_attempt **out)
     return 0;
 }
 
-/* Runs one attempt and decides.  Returns the move, or -1 on no memory. */
-static int attempt(run *r, const slot *s, step_walk *w, int64_t *sleep_ms)
+/* Runs one attempt, tells health what it taught (before deciding, so a
+ * same-backend retry sees the breaker as this attempt left it), and
+ * decides.  Returns the move, or -1 on no memory (probes released). */
+static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *sleep_ms)
 {
     aigw_transport_response t;
     aigw_transport_result tr = AIGW_TR_OTHER;
-    aigw_attempt *a;
+    aigw_attempt *a = NULL;
     int64_t t0, wait = -1;
-    int mv;
+    int mv = -1;
 
     memset(&t, 0, sizeof t);
     if (record_attempt(r, s, &a) != 0)
-        return -1;
+        goto out;
     if (r->sh) {
         mv = aigw__stream_once(r, s, &t, a, &wait);
-        if (mv != -2) {
-            aigw__tres_free(&t);
-            return mv;
-        }
+        if (mv != -2) /* served, restarted or ended: no decision left */
+            goto out;
     } else {
         t0 = aigw__run_now(r);
         if (aigw__send_once(r, s, &t, &tr) != 0) {
-            aigw__tres_free(&t);
-            return -1;
+            mv = -1;
+            goto out;
         }
         a->duration_ms = aigw__run_now(r) - t0;
         a->tr = tr;
         a->status = tr == AIGW_TR_OK ? t.status : 0;
+        a->answered = t.status > 0;
         a->cls = aigw__classify(tr, a->status, &t.headers, t.body.data, t.body.len,
                                 aigw__unix_ms(), &wait);
     }
@@ -338,7 +396,8 @@ static int attempt(run *r, const slot *s, step_walk *w, int64_t *sleep_ms)
     r->attempts_by_class[a->cls]++;
     if (wait >= 0)
         min_into(&r->min_wait, wait);
-
+    report(r, s, g, a);
+    g = NULL; /* reported */
     if (a->cls == AIGW_CLASS_NONE) {
         a->served = true;
         a->verdict = AIGW_VERDICT_SUCCEEDED;
@@ -351,64 +410,17 @@ static int attempt(run *r, const slot *s, step_walk *w, int64_t *sleep_ms)
         if (mv == MV_RETRY)
             a->waited_ms = *sleep_ms;
     }
+out:
+    if (g)
+        report(r, s, g, mv < 0 ? NULL : a);
     aigw__tres_free(&t);
     return mv;
-}
-
-/* ------------------------------------------------------------------------ */
-/* health: before and after an attempt                                      */
-/* ------------------------------------------------------------------------ */
-
-/* The breakers in force for one attempt, and whether it holds their probes. */
-typedef struct gate {
-    aigw_breaker *endpoint;
-    aigw_breaker *backend; /* counters only */
-    aigw_breaker *host;
-    bool endpoint_probe;
-    bool host_probe;
-} gate;
-
-/* Tells health what an attempt taught, each fact at the scope its class's
- * row names (a NULL: it was never made; its probes are released). */
-static void report(run *r, const slot *s, const gate *g, const aigw_attempt *a)
-{
-    int64_t now = aigw__run_now(r), lat = -1;
-    const aigw_policy_row *row;
-    bool answered;
-    if (!a || a->tr == AIGW_TR_CANCELLED) {
-        if (g->endpoint_probe)
-            aigw__breaker_report(g->endpoint, r->ho, AIGW_HEAR_ABANDON, true, AIGW_CLASS_NONE,
-                                 -1, now);
-        if (g->host_probe)
-            aigw__breaker_report(g->host, r->ho, AIGW_HEAR_ABANDON, true, AIGW_CLASS_NONE, -1,
-                                 now);
-        return;
-    }
-    row = aigw__policy_row(a->cls);
-    answered = a->status > 0;
-    if (a->cls == AIGW_CLASS_NONE)
-        lat = r->sh && a->first_token_ms >= 0 ? a->first_token_ms : a->duration_ms;
-    aigw__hkey_count(s->key->hk, a->cls, lat);
-    if (row->remember == AIGW_REMEMBER_COOL_ENDPOINT) {
-        int64_t cool = aigw__endpoint_cool(s->key->ep, r->ho, a->requested_wait_ms, now);
-        /* a 429 naming no wait still cools the key: that is its wait */
-        if (a->requested_wait_ms < 0 && cool > 0)
-            min_into(&r->min_wait, cool);
-    } else if (row->remember == AIGW_REMEMBER_BENCH_KEY) {
-        aigw__hkey_bench(s->key->hk, r->ho, a->cls, now);
-    }
-    aigw__breaker_report(g->endpoint, r->ho, aigw__policy_endpoint_hears(a->cls, answered),
-                         g->endpoint_probe, a->cls, lat, now);
-    aigw__breaker_report(g->backend, NULL, aigw__policy_endpoint_hears(a->cls, answered), false,
-                         a->cls, lat, now);
-    aigw__breaker_report(g->host, r->ho, aigw__policy_host_hears(a->cls, answered),
-                         g->host_probe, a->cls, lat, now);
 }
 
 /* A key the walk passes over: recorded as a skip, not an attempt. */
 static int skip_key(run *r, const slot *s, aigw_key_state st, int64_t left)
 {
-    aigw__endpoint_skipped(s->key->ep);
+    aigw__key_skipped(s->key->hk, s->key->ep);
     if (st == AIGW_KEY_COOLING) {
         min_into(&r->pass_cool_wait, left);
         min_into(&r->min_wait, left);
@@ -439,7 +451,7 @@ static int admit(run *r, const slot *s, gate *g)
     g->endpoint = aigw__endpoint_breaker(s->key->ep);
     ae = aigw__breaker_admit(g->endpoint, r->ho, now, &left);
     if (ae == AIGW_ADMIT_OPEN) {
-        aigw__endpoint_skipped(s->key->ep);
+        aigw__key_skipped(s->key->hk, s->key->ep);
         return skip_open(r, s, AIGW_SKIP_CIRCUIT_OPEN, left) == 0 ? MV_NEXT_KEY : -1;
     }
     g->endpoint_probe = ae == AIGW_ADMIT_PROBE;
@@ -477,7 +489,7 @@ static bool request_over(const run *r)
 /* Walks one step's keys.  Returns MV_SERVE / MV_FAIL_FAST (answer set),
  * MV_NEXT_STEP, MV_NEXT_CAND, MV_RESTART, MV_END, or -1 on no memory.
  * Sets r->end when the request must end. */
-static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, const key_ref *keys,
+static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref *keys,
                      size_t n_keys, const aigw_buf *body)
 {
     step_walk w;
@@ -524,9 +536,8 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, const k
         }
         if (mv != 0)
             break;
-        mv = attempt(r, &s, &w, &sleep_ms);
+        mv = attempt(r, &s, &g, &w, &sleep_ms);
         a = mv < 0 ? NULL : &r->resp->attempts[r->resp->n_attempts - 1];
-        report(r, &s, &g, a);
         if (mv < 0 || mv == MV_SERVE || mv == MV_FAIL_FAST || mv == MV_NEXT_CAND ||
             mv == MV_RESTART || mv == MV_END || r->end != END_NONE)
             break;
@@ -562,7 +573,7 @@ static void key_at(run *r, const cand *cd, key_ref *k, const char *id, const aig
     k->id = id;
     k->secret = v;
     k->hk = aigw__health_key(r->h, cd->prov->id, id, v, origin);
-    k->ep = aigw__health_endpoint(r->h, k->hk, cd->upstream);
+    k->ep = aigw__health_endpoint(r->h, k->hk, cd->upstream, false);
 }
 
 /* Orders a user step's keys: the client's strategy, or the step's own
@@ -726,7 +737,8 @@ static int run_cand(run *r, const cand *cd)
     aigw__buf_free(&body_ngrok);
     if (mv == MV_NEXT_CAND)
         ban_model(r, cd);
-    if (mv >= 0 && fold_open_skips(r, cd, skips0, attempts0) != 0)
+    /* only a walk that covered every key may say the backend is open */
+    if (mv >= 0 && r->end == END_NONE && fold_open_skips(r, cd, skips0, attempts0) != 0)
         return -1;
     return mv == MV_RESTART ? MV_NEXT_CAND : mv;
 }

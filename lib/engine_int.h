@@ -27,7 +27,8 @@ typedef struct key_ref {
     const char *id;
     const aigw_secret *secret; /* NULL: send without credentials */
     aigw_hkey *hk;             /* its health; NULL: untracked */
-    aigw_endpoint *ep;         /* its health with the candidate's model */
+    aigw_endpoint *ep;         /* its health with the candidate's model;
+                                  NULL until there is something to record */
 } key_ref;
 
 /* Where one attempt goes. */
@@ -35,7 +36,7 @@ typedef struct slot {
     const cand *cd;
     int step;            /* the step (0-based); -1 an implicit one */
     bool ngrok;          /* through ngrok's gateway with the ngrok key */
-    const key_ref *key;
+    key_ref *key;         /* the walk's: report() fills in key->ep */
     const aigw_buf *body; /* the body for this candidate and key source */
 } slot;
 

@@ -72,6 +72,12 @@ static const aigw_entry_ops key_ops = {key_eq, key_make, key_destroy};
 /* Endpoint entries: a key (by identity: keys never move) with a model      */
 /* ------------------------------------------------------------------------ */
 
+typedef struct site_ctx {
+    const char *name;
+    const char *provider; /* NULL for a host */
+    const char *model;
+} site_ctx;
+
 typedef struct endpoint_ctx {
     aigw_hkey *key;
     const char *model;
@@ -115,11 +121,6 @@ static const aigw_entry_ops endpoint_ops = {endpoint_eq, endpoint_make, endpoint
 /* Site entries: backends and hosts                                         */
 /* ------------------------------------------------------------------------ */
 
-typedef struct site_ctx {
-    const char *name;
-    const char *provider; /* NULL for a host */
-    const char *model;
-} site_ctx;
 
 static bool site_eq(const aigw_node *n, const void *ctx)
 {
@@ -176,20 +177,29 @@ static const aigw_entry_ops site_ops = {site_eq, site_make, site_destroy};
 aigw_health *aigw__health_new(void)
 {
     aigw_health *h = aigw__calloc(1, sizeof *h);
-    int ok = 0;
     if (!h)
         return NULL;
-    ok += aigw__table_init(&h->keys, AIGW_HEALTH_MAX_KEYS, &key_ops) == 0;
-    ok += aigw__table_init(&h->endpoints, AIGW_HEALTH_MAX_ENDPOINTS, &endpoint_ops) == 0;
-    ok += aigw__table_init(&h->backends, AIGW_HEALTH_MAX_BACKENDS, &site_ops) == 0;
-    ok += aigw__table_init(&h->hosts, AIGW_HEALTH_MAX_HOSTS, &site_ops) == 0;
+    if (aigw__table_init(&h->keys, AIGW_HEALTH_MAX_KEYS, &key_ops) != 0)
+        goto fail_keys;
+    if (aigw__table_init(&h->endpoints, AIGW_HEALTH_MAX_ENDPOINTS, &endpoint_ops) != 0)
+        goto fail_endpoints;
+    if (aigw__table_init(&h->backends, AIGW_HEALTH_MAX_BACKENDS, &site_ops) != 0)
+        goto fail_backends;
+    if (aigw__table_init(&h->hosts, AIGW_HEALTH_MAX_HOSTS, &site_ops) != 0)
+        goto fail_hosts;
     aigw__budget_init(&h->budget);
     aigw__random_bytes(h->sipkey, sizeof h->sipkey);
-    if (ok != 4) {
-        aigw__health_free(h);
-        return NULL;
-    }
     return h;
+    /* only the tables made so far are freed */
+fail_hosts:
+    aigw__table_free(&h->backends);
+fail_backends:
+    aigw__table_free(&h->endpoints);
+fail_endpoints:
+    aigw__table_free(&h->keys);
+fail_keys:
+    aigw__free(h);
+    return NULL;
 }
 
 void aigw__health_free(aigw_health *h)
@@ -232,10 +242,11 @@ aigw_hkey *aigw__health_key(aigw_health *h, const char *provider, const char *id
     return (aigw_hkey *)aigw__table_get(&h->keys, aigw__sip_final(&s), &c);
 }
 
-aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *model)
+aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *model, bool make)
 {
     endpoint_ctx c;
     aigw_sip s;
+    uint64_t hash;
     if (!h || !k)
         return NULL;
     c.key = k;
@@ -243,7 +254,10 @@ aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *m
     aigw__sip_init(&s, h->sipkey);
     aigw__sip_update(&s, &k->nd.hash, sizeof k->nd.hash);
     aigw__sip_str(&s, c.model);
-    return (aigw_endpoint *)aigw__table_get(&h->endpoints, aigw__sip_final(&s), &c);
+    hash = aigw__sip_final(&s);
+    if (!make)
+        return (aigw_endpoint *)aigw__table_find(&h->endpoints, hash, &c);
+    return (aigw_endpoint *)aigw__table_get(&h->endpoints, hash, &c);
 }
 
 aigw_key_state aigw__key_state(const aigw_hkey *k, const aigw_endpoint *e, int64_t now,
@@ -300,12 +314,12 @@ void aigw__key_view(const aigw_hkey *k, const aigw_endpoint *e, int64_t now, uin
     out->latency_mean_ms = aigw__counters_mean(&e->br.c);
 }
 
-void aigw__endpoint_skipped(aigw_endpoint *e)
+void aigw__key_skipped(aigw_hkey *k, aigw_endpoint *e)
 {
-    if (e) {
-        aigw__counters_skip(&e->key->c);
+    if (k)
+        aigw__counters_skip(&k->c);
+    if (e)
         aigw__counters_skip(&e->br.c);
-    }
 }
 
 void aigw__hkey_count(aigw_hkey *k, aigw_class cls, int64_t latency_ms)
@@ -411,10 +425,9 @@ size_t aigw__health_reset(aigw_health *h, const char *id)
 /* Backends and hosts                                                       */
 /* ------------------------------------------------------------------------ */
 
-static aigw_breaker *get_site(aigw_health *h, aigw_table *t, const site_ctx *c)
+static aigw_site *get_site(aigw_health *h, aigw_table *t, const site_ctx *c)
 {
     aigw_sip s;
-    aigw_site *site;
     aigw__sip_init(&s, h->sipkey);
     if (c->provider) {
         aigw__sip_str(&s, c->provider);
@@ -422,8 +435,7 @@ static aigw_breaker *get_site(aigw_health *h, aigw_table *t, const site_ctx *c)
     } else {
         aigw__sip_str(&s, c->name);
     }
-    site = (aigw_site *)aigw__table_get(t, aigw__sip_final(&s), c);
-    return site ? &site->br : NULL;
+    return (aigw_site *)aigw__table_get(t, aigw__sip_final(&s), c);
 }
 
 aigw_breaker *aigw__health_backend(aigw_health *h, const char *provider, const char *model)
@@ -431,23 +443,25 @@ aigw_breaker *aigw__health_backend(aigw_health *h, const char *provider, const c
     site_ctx c;
     if (!h)
         return NULL;
+    aigw_site *site;
     c.name = NULL;
     c.provider = nz(provider);
     c.model = nz(model);
-    return get_site(h, &h->backends, &c);
+    site = get_site(h, &h->backends, &c);
+    return site ? &site->br : NULL;
 }
 
 aigw_breaker *aigw__health_host(aigw_health *h, const char *url)
 {
     site_ctx c;
-    aigw_breaker *b;
+    aigw_site *site;
     char *origin;
     if (!h || !url || !(origin = aigw__url_origin(url)))
         return NULL;
     c.name = origin;
     c.provider = NULL;
     c.model = NULL;
-    b = get_site(h, &h->hosts, &c);
+    site = get_site(h, &h->hosts, &c);
     aigw__free(origin);
-    return b;
+    return site ? &site->br : NULL;
 }

@@ -59,9 +59,11 @@ typedef enum aigw_key_origin {
  * of memory. */
 aigw_hkey *aigw__health_key(aigw_health *h, const char *provider, const char *id,
                             const aigw_secret *value, aigw_key_origin origin);
-/* The key with one upstream model, found or made; NULL as above (k NULL:
- * NULL). */
-aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *model);
+/* The key with one upstream model: found, or (make) made; NULL as above (k
+ * NULL: NULL).  The engine makes one only when an attempt has something
+ * to record there (a success, a cooldown, a failure its breaker counts):
+ * model names from request bodies that only ever fail fast take no room. */
+aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *model, bool make);
 
 /* The state of a key for one model: benched (the key) before cooling (the
  * endpoint) before ready; *wait_ms gets the time left (0 when ready).
@@ -76,9 +78,9 @@ aigw_class aigw__key_reason(const aigw_hkey *k, const aigw_endpoint *e, int64_t 
  * name). */
 void aigw__key_view(const aigw_hkey *k, const aigw_endpoint *e, int64_t now, uint32_t weight,
                     aigw_key_health *out);
-/* A request passed the key over on that endpoint (cooling, benched, its
- * breaker open). */
-void aigw__endpoint_skipped(aigw_endpoint *e);
+/* A request passed the key over (cooling, benched, its endpoint's breaker
+ * open): counted on the key, and on the endpoint when there is one. */
+void aigw__key_skipped(aigw_hkey *k, aigw_endpoint *e);
 
 /* An attempt with the key: counted (cls AIGW_CLASS_NONE: a success with
  * latency_ms, < 0 unknown). */
@@ -168,8 +170,9 @@ bool aigw__budget_retry(aigw_health *h, const aigw_health_opts *o, int64_t now);
  * configuration order; then the ngrok access key once per provider it was
  * used for, or once with provider "ngrok" before any use; then the key-less
  * calls to custom providers, id ""), then every backend and host tracked,
- * then every endpoint, each in the order first seen; a key the table cannot
- * hold is listed untracked (ready, no counts).  The JSON is built with it.
+ * then every endpoint of the keys listed (cfg NULL: every endpoint), each
+ * in the order first seen; a key the table cannot hold is listed untracked
+ * (ready, no counts).  The JSON is built with it.
  * NULL when out of memory. */
 aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
                                   const aigw_health_opts *o, int64_t now);

@@ -67,6 +67,15 @@ static int grow(aigw_table *t)
     return 0;
 }
 
+aigw_node *aigw__table_find(aigw_table *t, uint64_t hash, const void *ctx)
+{
+    aigw_node *n;
+    pthread_rwlock_rdlock(&t->lock);
+    n = find(t, hash, ctx);
+    pthread_rwlock_unlock(&t->lock);
+    return n;
+}
+
 aigw_node *aigw__table_get(aigw_table *t, uint64_t hash, const void *ctx)
 {
     aigw_node *n, *fresh;

@@ -66,6 +66,8 @@ void aigw__table_free(aigw_table *t);
 /* The entry equal to ctx, made (outside the lock) when it is new; NULL when
  * the table is full or out of memory. */
 aigw_node *aigw__table_get(aigw_table *t, uint64_t hash, const void *ctx);
+/* The entry equal to ctx, or NULL; never makes one. */
+aigw_node *aigw__table_find(aigw_table *t, uint64_t hash, const void *ctx);
 /* Listing: between these, walk t->first along ->order. */
 void aigw__table_rdlock(aigw_table *t);
 void aigw__table_unlock(aigw_table *t);

@@ -60,8 +60,10 @@ aigw_hear aigw__policy_endpoint_hears(aigw_class c, bool answered)
 {
     aigw_hear h = aigw__policy_row(c)->endpoint;
     if (h == AIGW_HEAR_FAILURE_IF_ANSWERED)
-        return answered ? AIGW_HEAR_FAILURE : AIGW_HEAR_NEUTRAL;
-    return h;
+        h = answered ? AIGW_HEAR_FAILURE : AIGW_HEAR_NEUTRAL;
+    /* Nothing answered: the endpoint said nothing at all, so a probe is
+     * released rather than taken for a sign of health. */
+    return !answered && h == AIGW_HEAR_NEUTRAL ? AIGW_HEAR_ABANDON : h;
 }
 
 aigw_hear aigw__policy_host_hears(aigw_class c, bool answered)

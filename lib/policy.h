@@ -115,7 +115,9 @@ extern const aigw_policy_row aigw__policy[AIGW_CLASS__COUNT];
 /* The row of a class (the success row for one out of range). */
 const aigw_policy_row *aigw__policy_row(aigw_class c);
 /* What the endpoint's and the host's breakers hear of an attempt of class
- * c; answered: an HTTP status came back. */
+ * c; answered: an HTTP status came back (for a stream, its headers, even
+ * when no token followed).  An endpoint that did not answer and whose row
+ * holds nothing against it hears ABANDON: no verdict. */
 aigw_hear aigw__policy_endpoint_hears(aigw_class c, bool answered);
 aigw_hear aigw__policy_host_hears(aigw_class c, bool answered);
 /* A failure of one key (cooled or benched), not of the backend or host. */

@@ -17,6 +17,8 @@ struct aigw_attempt {
     int status;
     aigw_transport_result tr;
     aigw_class cls;
+    bool answered;   /* an HTTP status came back (a stream: its headers),
+                        whatever followed; status may still be 0 */
     aigw_verdict verdict;
     bool served;
     int64_t duration_ms;

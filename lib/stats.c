@@ -9,6 +9,7 @@
 #include "health_int.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct stat_entry {
@@ -159,48 +160,7 @@ static int fill_host(stat_entry *e, aigw_site *s, const aigw_health_opts *o, int
     return 0;
 }
 
-/* Under the endpoints' read lock.  A backend is open when every endpoint of
- * it whose key is not benched is open; half-open when each is open or
- * half-open and one is half-open; else closed.  Its wait: the shortest of
- * its endpoints'; its reason: that endpoint's. */
-static void backend_state(aigw_health *h, const aigw_site *b, const aigw_health_opts *o,
-                          int64_t now, stat_entry *e)
-{
-    aigw_node *n;
-    size_t open = 0, half = 0, counted = 0;
-    int64_t wait = -1;
-    aigw_class reason = AIGW_CLASS_NONE;
-    for (n = h->endpoints.first; n; n = n->order) {
-        aigw_endpoint *ep = (aigw_endpoint *)n;
-        aigw_class r;
-        int64_t w;
-        const char *st;
-        if (strcmp(ep->model, b->model) != 0 || strcmp(ep->key->provider, b->provider) != 0 ||
-            aigw__key_state(ep->key, NULL, now, NULL) == AIGW_KEY_BENCHED)
-            continue;
-        counted++;
-        st = aigw__breaker_state(&ep->br, o, now, &w, &r);
-        if (strcmp(st, "closed") == 0)
-            return;
-        if (strcmp(st, "half_open") == 0)
-            half++;
-        else
-            open++;
-        if (wait < 0 || w < wait) {
-            wait = w;
-            reason = r;
-        }
-    }
-    if (counted == 0)
-        return;
-    e->pub.state = half ? "half_open" : "open";
-    e->pub.wait_ms = half ? 0 : wait;
-    e->pub.reason = aigw__class_name(reason) ? aigw__class_name(reason) : "";
-    (void)open;
-}
-
-static int fill_backend(aigw_health *h, stat_entry *e, aigw_site *s, const aigw_health_opts *o,
-                        int64_t now)
+static int fill_backend(stat_entry *e, aigw_site *s)
 {
     entry_init(e, "backend");
     e->pub.name = own(e, 0, s->name);
@@ -209,9 +169,81 @@ static int fill_backend(aigw_health *h, stat_entry *e, aigw_site *s, const aigw_
     if (!e->own[0] || (*s->provider && !e->own[1]) || (*s->model && !e->own[2]))
         return -1;
     e->pub.state = "closed";
-    backend_state(h, s, o, now, e);
     fill_counters(e, &s->br.c);
     return 0;
+}
+
+/* ---- a backend's state, from its endpoints ---- */
+
+/* What a backend's endpoints say, gathered in one pass over them. */
+typedef struct backend_tally {
+    const aigw_site *site;
+    size_t index;      /* the backend's place among the snapshot's backends */
+    long ready_keys;   /* the configuration's keys for its provider, not
+                          benched; -1 with no configuration */
+    size_t counted, half;
+    bool closed;       /* an endpoint of it is closed: so is the backend */
+    int64_t wait;      /* the shortest wait of the others; -1 */
+    aigw_class reason; /* that endpoint's */
+} backend_tally;
+
+/* By (provider, model). */
+static int tally_cmp(const void *a, const void *b)
+{
+    const aigw_site *x = ((const backend_tally *)a)->site, *y = ((const backend_tally *)b)->site;
+    int c = strcmp(x->provider, y->provider);
+    return c ? c : strcmp(x->model, y->model);
+}
+
+/* An endpoint's breaker counted into its backend's tally (t sorted by
+ * provider and model), unless its key is benched: a benched key serves no
+ * model, so it neither opens nor closes the backend. */
+static void tally_endpoint(backend_tally *t, size_t n, aigw_endpoint *ep,
+                           const aigw_health_opts *o, int64_t now)
+{
+    backend_tally want, *bt;
+    aigw_site probe;
+    const char *st;
+    int64_t w;
+    aigw_class r;
+    probe.provider = ep->key->provider;
+    probe.model = ep->model;
+    want.site = &probe;
+    if (!(bt = bsearch(&want, t, n, sizeof *t, tally_cmp)) ||
+        aigw__key_state(ep->key, NULL, now, NULL) == AIGW_KEY_BENCHED)
+        return;
+    bt->counted++;
+    st = aigw__breaker_state(&ep->br, o, now, &w, &r);
+    if (strcmp(st, "closed") == 0) {
+        bt->closed = true;
+        return;
+    }
+    if (strcmp(st, "half_open") == 0)
+        bt->half++;
+    if (bt->wait < 0 || w < bt->wait) {
+        bt->wait = w;
+        bt->reason = r;
+    }
+}
+
+/* A backend is open when every key of the configuration for its provider
+ * that is not benched has an open endpoint for its model (a key never sent
+ * to for it counts as closed); half-open when each is open or half-open and
+ * one is half-open; else closed.  Its wait: the shortest of its endpoints';
+ * its reason: that endpoint's.  With no configuration, its endpoints
+ * decide alone. */
+static void backend_states(aigw_stats *st, const backend_tally *t, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        stat_entry *e = &st->v[st->n_keys + t[i].index];
+        if (t[i].counted == 0 || t[i].closed ||
+            (t[i].ready_keys >= 0 && (long)t[i].counted < t[i].ready_keys))
+            continue;
+        e->pub.state = t[i].half ? "half_open" : "open";
+        e->pub.wait_ms = t[i].half ? 0 : t[i].wait;
+        e->pub.reason = aigw__class_name(t[i].reason) ? aigw__class_name(t[i].reason) : "";
+    }
 }
 
 /* ---- the keys to list ---- */
@@ -394,22 +426,80 @@ fail:
 
 /* ---- building ---- */
 
-/* Under the backends', hosts' and endpoints' read locks: every entry after
- * the n_keys keys. */
-static int snapshot_tables(aigw_health *h, const aigw_health_opts *o, int64_t now,
-                           aigw_stats *st)
+/* Whether the configuration sends requests for the backend's model with
+ * the key k: a user step of the model's rule names it, an ngrok step makes
+ * it the ngrok key; with no rule, every key of the provider. */
+static bool serves(const aigw_config *cfg, const aigw_site *b, const listed_key *lk,
+                   const aigw_hkey *k)
 {
+    const aigw_rule *rule;
+    size_t s, j;
+    if (strcmp(lk->provider, b->provider) != 0)
+        return false;
+    if (!(rule = aigw__rule_for(cfg, b->provider, b->model)))
+        return true;
+    for (s = 0; s < rule->n_steps; s++) {
+        const aigw_step *st = &rule->steps[s];
+        if (st->type == AIGW_STEP_NGROK && k->origin == AIGW_ORIGIN_NGROK)
+            return true;
+        for (j = 0; st->type == AIGW_STEP_USER && j < st->n_keys; j++)
+            if (strcmp(st->keys[j].id, lk->id) == 0)
+                return true;
+    }
+    return false;
+}
+
+static int ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(const void *const *)a, y = (uintptr_t)*(const void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Under the backends', hosts' and endpoints' read locks: every entry after
+ * the n_keys keys.  Endpoints are listed (and counted into their backend's
+ * state) only for the keys listed, hk: sorted, n_hk of them, so a key
+ * rotated away or an old configuration's leaves no trace (hk NULL, with no
+ * configuration: every endpoint). */
+static int snapshot_tables(aigw_health *h, const aigw_config *cfg, const aigw_health_opts *o,
+                           int64_t now, aigw_stats *st, const key_list *keys,
+                           aigw_hkey *const *listed, aigw_hkey *const *hk, size_t n_hk)
+{
+    backend_tally *t = aigw__calloc(h->backends.n + 1, sizeof *t);
+    size_t nb = 0, i;
     aigw_node *n;
-    for (n = h->backends.first; n; n = n->order)
-        if (fill_backend(h, &st->v[st->n++], (aigw_site *)n, o, now) != 0)
-            return -1;
+    int rc = -1;
+    if (!t)
+        return -1;
+    for (n = h->backends.first; n; n = n->order, nb++) {
+        aigw_site *site = (aigw_site *)n;
+        if (fill_backend(&st->v[st->n++], site) != 0)
+            goto out;
+        t[nb].site = site;
+        t[nb].index = nb;
+        t[nb].wait = -1;
+        t[nb].ready_keys = hk ? 0 : -1;
+        for (i = 0; hk && i < keys->n; i++)
+            if (listed[i] && serves(cfg, site, &keys->v[i], listed[i]) &&
+                aigw__key_state(listed[i], NULL, now, NULL) != AIGW_KEY_BENCHED)
+                t[nb].ready_keys++;
+    }
+    qsort(t, nb, sizeof *t, tally_cmp);
     for (n = h->hosts.first; n; n = n->order)
         if (fill_host(&st->v[st->n++], (aigw_site *)n, o, now) != 0)
-            return -1;
-    for (n = h->endpoints.first; n; n = n->order)
-        if (fill_endpoint(&st->v[st->n++], (aigw_endpoint *)n, o, now) != 0)
-            return -1;
-    return 0;
+            goto out;
+    for (n = h->endpoints.first; n; n = n->order) {
+        aigw_endpoint *ep = (aigw_endpoint *)n;
+        if (hk && !bsearch(&ep->key, hk, n_hk, sizeof *hk, ptr_cmp))
+            continue;
+        if (fill_endpoint(&st->v[st->n++], ep, o, now) != 0)
+            goto out;
+        tally_endpoint(t, nb, ep, o, now);
+    }
+    backend_states(st, t, nb);
+    rc = 0;
+out:
+    aigw__free(t);
+    return rc;
 }
 
 aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
@@ -417,7 +507,7 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
 {
     key_list keys = {NULL, 0, 0};
     aigw_stats *st;
-    aigw_hkey **hk = NULL;
+    aigw_hkey **hk = NULL, **sorted = NULL;
     size_t i, total;
     int rc;
     if (!h || !(st = aigw__calloc(1, sizeof *st)))
@@ -440,8 +530,13 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
     st->n_keys = keys.n;
     st->n_backends = h->backends.n;
     st->n_hosts = h->hosts.n;
+    if (rc == 0 && (sorted = aigw__calloc(keys.n + 1, sizeof *sorted)) != NULL) {
+        memcpy(sorted, hk, keys.n * sizeof *hk);
+        qsort(sorted, keys.n, sizeof *sorted, ptr_cmp);
+    }
     if (rc == 0)
-        rc = snapshot_tables(h, o, now, st);
+        rc = sorted ? snapshot_tables(h, cfg, o, now, st, &keys, hk, cfg ? sorted : NULL, keys.n)
+                    : -1;
     aigw__table_unlock(&h->endpoints);
     aigw__table_unlock(&h->hosts);
     aigw__table_unlock(&h->backends);
@@ -458,10 +553,12 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
     if (!(st->json = stats_to_json(st)))
         goto fail;
     aigw__free(hk);
+    aigw__free(sorted);
     aigw__free(keys.v);
     return st;
 fail:
     aigw__free(hk);
+    aigw__free(sorted);
     aigw__free(keys.v);
     aigw_stats_free(st);
     return NULL;

@@ -422,6 +422,7 @@ int aigw__stream_once(run *r, const slot *sl, aigw_transport_response *t, aigw_a
     aigw__req_free(&b);
     a->duration_ms = aigw__run_now(r) - s.t0;
     a->status = t->status;
+    a->answered = t->status > 0;
     if (!s.started && tr == AIGW_TR_OK)
         note_start(&s, aigw__run_now(r)); /* an answer with no body */
     mv = conclude(&s, tr, wait);

@@ -183,6 +183,20 @@ static void assert_stat_at(aigw_client *c, const char *kind, const char *name, c
 }
 #define assert_stat(c, kind, name, want) assert_stat_at(c, kind, name, want, HERE)
 
+/* How many entries of that kind and name the snapshot has now. */
+static size_t entries_named(aigw_client *c, const char *kind, const char *name)
+{
+    aigw_stats *s = NULL;
+    size_t i, n = 0;
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    for (i = 0; i < aigw_stats_count(s); i++)
+        if (strcmp(aigw_stats_at(s, i)->kind, kind) == 0 &&
+            strcmp(aigw_stats_at(s, i)->name, name) == 0)
+            n++;
+    aigw_stats_free(s);
+    return n;
+}
+
 /* "requests retries denied available" of the retry budget, now. */
 static void assert_budget_at(aigw_client *c, const char *want, WHERE)
 {
@@ -728,6 +742,132 @@ static void test_backend_breaker(void **state)
     assert_int_equal(calls_of("a"), 14);
     assert_sleeps("");
     assert_now(T0 + 2200);
+    aigw_client_free(c);
+}
+
+/* A probe that gets no HTTP answer says nothing of the endpoint: the probe
+ * is released (half-open), never taken for a recovery. */
+static void test_probe_without_answer_keeps_endpoint_suspect(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "\"sameBackendRetries\":0,\"retryBudget\":false,"
+                                        "\"circuitBreaker\":{\"failures\":2,\"cooloff\":\"5s\"}",
+                                NULL);
+    aigw_response *r;
+    int i;
+    (void)state;
+    for (i = 0; i < 2; i++) {
+        push(500, SERVER_BODY);
+        r = send_body(c, BODY_M1);
+        assert_attempts(r, "m1/a/500/exhausted");
+        aigw_response_free(r);
+    }
+    assert_stat(c, "endpoint", "a", "open server wait=5000 req=2 ok=0 fail=2 skips=0");
+    set_now(T0 + 5000);
+    push_tr(AIGW_TR_RESET, 0); /* the probe: reset, no answer */
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/reset/exhausted");
+    aigw_response_free(r);
+    /* still suspect: the next request probes again (the host heard the
+     * reset), and its 500 re-opens the endpoint for a full cool-off */
+    assert_stat(c, "endpoint", "a", "half_open server wait=0 req=3 ok=0 fail=3 skips=0");
+    push(500, SERVER_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/exhausted");
+    aigw_response_free(r);
+    assert_stat(c, "endpoint", "a", "open server wait=5000 req=4 ok=0 fail=4 skips=0");
+    assert_calls("a@m1 a@m1 a@m1 a@m1");
+    aigw_client_free(c);
+}
+
+/* The probe's own answer decides its breaker before the next move: a probe
+ * answered 429 with a named wait closes it, so the same-backend retry may
+ * wait for it. */
+static void test_probe_answered_429_may_be_retried(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "\"circuitBreaker\":{\"failures\":1,\"cooloff\":\"5s\"}",
+                                NULL);
+    aigw_response *r;
+    (void)state;
+    push(500, SERVER_BODY);
+    push(500, SERVER_BODY);
+    push(500, SERVER_BODY);
+    r = send_body(c, BODY_M1);
+    /* the first 500 opens the endpoint: no back-off is spent on it */
+    assert_attempts(r, "m1/a/500/exhausted");
+    assert_sleeps("");
+    aigw_response_free(r);
+    mock_rewind();
+    set_now(T0 + 5000);
+    push_h(429, "retry-after-ms", "300", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/retry_same_backend m1/a/200/succeeded");
+    assert_sleeps("300");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* Model names that only ever fail fast (a 404) take no room among the
+ * endpoints, whose cooldowns and breakers the policy relies on: that table
+ * cannot be filled from request bodies that way (backends still count
+ * every attempt, for the stats). */
+static void test_fail_fast_models_take_no_endpoint(void **state)
+{
+    aigw_client *c = client_for(STEP_A, "", NULL);
+    aigw_response *r;
+    aigw_stats *s = NULL;
+    char body[128], want[64];
+    size_t i, n;
+    (void)state;
+    for (i = 0; i < 50; i++) {
+        snprintf(body, sizeof body, "{\"model\":\"fake:junk-%zu\",\"messages\":[]}", i);
+        snprintf(want, sizeof want, "junk-%zu/a/404/fail_fast", i);
+        push(404, "{\"error\":{\"message\":\"The model does not exist\","
+                  "\"code\":\"model_not_found\"}}");
+        r = send_body(c, body);
+        assert_attempts(r, want);
+        aigw_response_free(r);
+    }
+    /* a real model's answer makes its entries */
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/200/succeeded");
+    aigw_response_free(r);
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    n = aigw_stats_count(s);
+    for (i = 0; i < n; i++) {
+        const aigw_stat *e = aigw_stats_at(s, i);
+        if (strcmp(e->kind, "endpoint") == 0)
+            assert_string_equal(e->model, "m1");
+    }
+    assert_string_equal(find_stat(s, "endpoint", "a")->model, "m1");
+    assert_int_equal(find_stat(s, "key", "a")->requests, 51); /* the key counts them all */
+    aigw_stats_free(s);
+    aigw_client_free(c);
+}
+
+/* One skip stands for a candidate's keys only when the walk saw them all:
+ * when the retry budget ends the request after a's endpoint was skipped,
+ * the skip stays a's, and the backend is not counted as skipped. */
+static void test_no_backend_skip_from_a_walk_cut_short(void **state)
+{
+    aigw_client *c = client_for(STEP_AB, "\"sameBackendRetries\":0,"
+                                         "\"circuitBreaker\":{\"failures\":1,\"cooloff\":\"5s\"},"
+                                         "\"retryBudget\":{\"percent\":0,\"minPerSecond\":0}",
+                                NULL);
+    aigw_response *r;
+    (void)state;
+    push(500, SERVER_BODY); /* opens a's endpoint; the budget refuses b */
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/500/exhausted");
+    assert_answer(r, 503, "retry_budget_exhausted");
+    aigw_response_free(r);
+    push(500, SERVER_BODY);
+    r = send_body(c, "{\"model\":\"other:m9\",\"models\":[\"fake:m1\"],\"messages\":[]}");
+    assert_attempts(r, "m9/d/500/exhausted");
+    assert_skips(r, "m1/circuit_open/a/5000");
+    assert_answer(r, 503, "retry_budget_exhausted");
+    aigw_response_free(r);
+    assert_stat(c, "backend", "fake:m1", "closed - wait=0 req=1 ok=0 fail=1 skips=0");
+    assert_calls("a@m1 d@m9");
     aigw_client_free(c);
 }
 
@@ -1491,9 +1631,11 @@ static void test_hot_swap_carries_cooldown(void **state)
     assert_stat(c, "key", "a", "ready - wait=0 req=1 ok=0 fail=1 skips=1");
     assert_stat(c, "endpoint", "a", "cooling rate_limit wait=2000 req=1 ok=0 fail=1 skips=1");
 
-    /* a's value changed: a fresh key, ready, no counts */
+    /* a's value changed: a fresh key, ready, no counts; the old value's
+     * endpoint is not listed (nor counted into its backend's state) */
     assert_int_equal(aigw_client_set_config(c, cfg3, NULL), AIGW_OK);
     assert_stat(c, "key", "a", "ready - wait=0 req=0 ok=0 fail=0 skips=0");
+    assert_int_equal(entries_named(c, "endpoint", "a"), 0);
     r = send_body(c, BODY_M1);
     assert_attempts(r, "m1/a/200/succeeded");
     assert_skips(r, "");
@@ -1655,6 +1797,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_benches, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_backend_breaker, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_every_circuit_open_503, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_probe_without_answer_keeps_endpoint_suspect, setup,
+                                        mock_teardown),
+        cmocka_unit_test_setup_teardown(test_probe_answered_429_may_be_retried, setup,
+                                        mock_teardown),
+        cmocka_unit_test_setup_teardown(test_fail_fast_models_take_no_endpoint, setup,
+                                        mock_teardown),
+        cmocka_unit_test_setup_teardown(test_no_backend_skip_from_a_walk_cut_short, setup,
+                                        mock_teardown),
         cmocka_unit_test_setup_teardown(test_host_breaker_next_step_ngrok, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_host_breaker_other_provider, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_retry_budget, setup, mock_teardown),

@@ -20,6 +20,7 @@
 #include <pthread.h>
 
 #include "health.h"
+#include "health_int.h" /* white box: an endpoint's key */
 #include "htable.h"
 #include "support.h"
 
@@ -281,21 +282,21 @@ static void test_key_identity(void **state)
     assert_null(aigw__health_key(NULL, "openai", "k1", &a, AIGW_ORIGIN_CONFIG));
 
     /* endpoints: one per key and model */
-    ep = aigw__health_endpoint(h, k, "gpt-4o");
+    ep = aigw__health_endpoint(h, k, "gpt-4o", true);
     assert_non_null(ep);
-    assert_ptr_equal(ep, aigw__health_endpoint(h, k, "gpt-4o"));
+    assert_ptr_equal(ep, aigw__health_endpoint(h, k, "gpt-4o", true));
     assert_ptr_equal(ep, aigw__health_endpoint(
                              h, aigw__health_key(h, "openai", "k1", &a2, AIGW_ORIGIN_CONFIG),
-                             "gpt-4o"));
-    assert_ptr_not_equal(ep, aigw__health_endpoint(h, k, "gpt-4o-mini"));
+                             "gpt-4o", true));
+    assert_ptr_not_equal(ep, aigw__health_endpoint(h, k, "gpt-4o-mini", true));
     k2 = aigw__health_key(h, "openai", "k1", &b, AIGW_ORIGIN_CONFIG); /* same id, other value */
-    assert_ptr_not_equal(ep, aigw__health_endpoint(h, k2, "gpt-4o"));
-    assert_ptr_not_equal(ep, aigw__health_endpoint(h, key_of(h, "azure", "k1"), "gpt-4o"));
+    assert_ptr_not_equal(ep, aigw__health_endpoint(h, k2, "gpt-4o", true));
+    assert_ptr_not_equal(ep, aigw__health_endpoint(h, key_of(h, "azure", "k1"), "gpt-4o", true));
     assert_non_null(br(ep));
-    assert_ptr_equal(br(ep), br(aigw__health_endpoint(h, k, "gpt-4o")));
-    assert_ptr_not_equal(br(ep), br(aigw__health_endpoint(h, k, "gpt-4o-mini")));
-    assert_null(aigw__health_endpoint(h, NULL, "gpt-4o"));
-    assert_null(aigw__health_endpoint(NULL, k, "gpt-4o"));
+    assert_ptr_equal(br(ep), br(aigw__health_endpoint(h, k, "gpt-4o", true)));
+    assert_ptr_not_equal(br(ep), br(aigw__health_endpoint(h, k, "gpt-4o-mini", true)));
+    assert_null(aigw__health_endpoint(h, NULL, "gpt-4o", true));
+    assert_null(aigw__health_endpoint(NULL, k, "gpt-4o", true));
     assert_null(br(NULL));
     aigw__health_free(h);
     aigw__health_free(NULL);
@@ -309,7 +310,7 @@ static void test_cooldown_with_wait(void **state)
     aigw_health_opts o = base_opts();
     aigw_secret s = secret(v1);
     aigw_hkey *k = aigw__health_key(h, "openai", "k1", &s, AIGW_ORIGIN_CONFIG);
-    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o");
+    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o", true);
     aigw_key_health v;
     (void)state;
     assert_int_equal(aigw__key_state(k, e, 1000, NULL), AIGW_KEY_READY);
@@ -357,7 +358,7 @@ static void test_cooldown_jitter(void **state)
     aigw_health *h = aigw__health_new();
     aigw_health_opts o = base_opts();
     aigw_hkey *k = key_of(h, "openai", "k1");
-    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o");
+    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o", true);
     int64_t lo = INT64_MAX, hi = 0;
     int i;
     (void)state;
@@ -404,7 +405,7 @@ static void test_cooldown_only_extends_and_cap(void **state)
     aigw_health *h = aigw__health_new();
     aigw_health_opts o = base_opts();
     aigw_hkey *k = key_of(h, "openai", "k1");
-    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o");
+    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o", true);
     aigw_key_health v;
     (void)state;
     assert_int_equal(aigw__endpoint_cool(e, &o, 5000, 0), 5000);
@@ -451,8 +452,8 @@ static void test_cool_none_in_force(void **state)
     aigw_health *h = aigw__health_new();
     aigw_health_opts o = base_opts();
     aigw_hkey *k = key_of(h, "openai", "k1");
-    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o");
-    aigw_endpoint *e2 = aigw__health_endpoint(h, k, "gpt-4o-mini");
+    aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o", true);
+    aigw_endpoint *e2 = aigw__health_endpoint(h, k, "gpt-4o-mini", true);
     (void)state;
     /* never cooled */
     assert_int_equal(aigw__endpoint_cool(e, &o, 0, 5000), 0);
@@ -479,9 +480,9 @@ static void test_rate_limit_per_model(void **state)
     aigw_health_opts o = base_opts();
     aigw_hkey *k = key_of(h, "openai", "k1");
     aigw_hkey *k2 = key_of(h, "openai", "k2");
-    aigw_endpoint *big = aigw__health_endpoint(h, k, "gpt-4o");
-    aigw_endpoint *mini = aigw__health_endpoint(h, k, "gpt-4o-mini");
-    aigw_endpoint *other = aigw__health_endpoint(h, k2, "gpt-4o");
+    aigw_endpoint *big = aigw__health_endpoint(h, k, "gpt-4o", true);
+    aigw_endpoint *mini = aigw__health_endpoint(h, k, "gpt-4o-mini", true);
+    aigw_endpoint *other = aigw__health_endpoint(h, k2, "gpt-4o", true);
     aigw_key_health v;
     aigw_stats *st;
     const aigw_stat *s;
@@ -490,7 +491,7 @@ static void test_rate_limit_per_model(void **state)
     aigw__breaker_report(br(big), &o, AIGW_HEAR_NEUTRAL, false, AIGW_CLASS_RATE_LIMIT, -1, 1000);
     assert_int_equal(aigw__endpoint_cool(big, &o, 3000, 1000), 3000);
     aigw__breaker_report(br(mini), &o, AIGW_HEAR_SUCCESS, false, AIGW_CLASS_NONE, 40, 1200);
-    aigw__endpoint_skipped(big);
+    aigw__key_skipped(big ? big->key : NULL, big);
 
     assert_int_equal(aigw__key_state(k, big, 1500, &w), AIGW_KEY_COOLING);
     assert_int_equal(w, 2500);
@@ -559,8 +560,8 @@ static void test_bench(void **state)
     aigw_hkey *q = key_of(h, "openai", "q");
     aigw_hkey *s = key_of(h, "openai", "s");
     aigw_hkey *z = key_of(h, "openai", "z");
-    aigw_endpoint *ea = aigw__health_endpoint(h, a, "gpt-4o");
-    aigw_endpoint *eq = aigw__health_endpoint(h, q, "gpt-4o");
+    aigw_endpoint *ea = aigw__health_endpoint(h, a, "gpt-4o", true);
+    aigw_endpoint *eq = aigw__health_endpoint(h, q, "gpt-4o", true);
     (void)state;
     aigw__hkey_bench(a, &o, AIGW_CLASS_AUTH, 1000);
     aigw__hkey_bench(q, &o, AIGW_CLASS_QUOTA, 1000);
@@ -620,15 +621,15 @@ static void test_bench_every_model(void **state)
     aigw_health_opts o = base_opts();
     aigw_hkey *k = key_of(h, "openai", "k1");
     aigw_hkey *k2 = key_of(h, "openai", "k2");
-    aigw_endpoint *e1 = aigw__health_endpoint(h, k, "gpt-4o");
-    aigw_endpoint *e2 = aigw__health_endpoint(h, k, "gpt-4o-mini");
-    aigw_endpoint *e3, *other = aigw__health_endpoint(h, k2, "gpt-4o");
+    aigw_endpoint *e1 = aigw__health_endpoint(h, k, "gpt-4o", true);
+    aigw_endpoint *e2 = aigw__health_endpoint(h, k, "gpt-4o-mini", true);
+    aigw_endpoint *e3, *other = aigw__health_endpoint(h, k2, "gpt-4o", true);
     aigw_key_health v;
     aigw_stats *st;
     const aigw_stat *s;
     (void)state;
     aigw__hkey_bench(k, &o, AIGW_CLASS_QUOTA, 1000);
-    e3 = aigw__health_endpoint(h, k, "o1"); /* first seen after the bench */
+    e3 = aigw__health_endpoint(h, k, "o1", true); /* first seen after the bench */
     assert_int_equal(aigw__key_state(k, e1, 1000, NULL), AIGW_KEY_BENCHED);
     assert_int_equal(aigw__key_state(k, e2, 1000, NULL), AIGW_KEY_BENCHED);
     assert_int_equal(aigw__key_state(k, e3, 1000, NULL), AIGW_KEY_BENCHED);
@@ -681,9 +682,9 @@ static void test_reset(void **state)
     aigw_hkey *a1 = key_of(h, "openai", "a");
     aigw_hkey *a2 = key_of(h, "anthropic", "a");
     aigw_hkey *b = key_of(h, "openai", "b");
-    aigw_endpoint *ea1 = aigw__health_endpoint(h, a1, "gpt-4o");
-    aigw_endpoint *ea2 = aigw__health_endpoint(h, a2, "claude");
-    aigw_endpoint *eb = aigw__health_endpoint(h, b, "gpt-4o");
+    aigw_endpoint *ea1 = aigw__health_endpoint(h, a1, "gpt-4o", true);
+    aigw_endpoint *ea2 = aigw__health_endpoint(h, a2, "claude", true);
+    aigw_endpoint *eb = aigw__health_endpoint(h, b, "gpt-4o", true);
     aigw_breaker *host = aigw__health_host(h, "https://api.openai.com/v1");
     aigw_key_health v;
     int64_t w;
@@ -721,11 +722,11 @@ static void test_reset_endpoints(void **state)
     aigw_hkey *k1 = key_of(h, "openai", "k1");
     aigw_hkey *k1b = key_of(h, "anthropic", "k1");
     aigw_hkey *k2 = key_of(h, "openai", "k2");
-    aigw_endpoint *k1m1 = aigw__health_endpoint(h, k1, "m1");
-    aigw_endpoint *k1m2 = aigw__health_endpoint(h, k1, "m2");
-    aigw_endpoint *k1bm1 = aigw__health_endpoint(h, k1b, "m1");
-    aigw_endpoint *k2m1 = aigw__health_endpoint(h, k2, "m1");
-    aigw_endpoint *k2m2 = aigw__health_endpoint(h, k2, "m2");
+    aigw_endpoint *k1m1 = aigw__health_endpoint(h, k1, "m1", true);
+    aigw_endpoint *k1m2 = aigw__health_endpoint(h, k1, "m2", true);
+    aigw_endpoint *k1bm1 = aigw__health_endpoint(h, k1b, "m1", true);
+    aigw_endpoint *k2m1 = aigw__health_endpoint(h, k2, "m1", true);
+    aigw_endpoint *k2m2 = aigw__health_endpoint(h, k2, "m2", true);
     aigw_key_health v;
     int64_t w = -1;
     (void)state;
@@ -790,8 +791,8 @@ static void test_key_counters(void **state)
     (void)state;
     make_cfg(&t);
     k = aigw__health_key(h, "openai", "k1", &t.keys[0].value, AIGW_ORIGIN_CONFIG);
-    e = aigw__health_endpoint(h, k, "gpt-4o");
-    e2 = aigw__health_endpoint(h, k, "gpt-4o-mini");
+    e = aigw__health_endpoint(h, k, "gpt-4o", true);
+    e2 = aigw__health_endpoint(h, k, "gpt-4o-mini", true);
     /* on the key */
     aigw__hkey_count(k, AIGW_CLASS_NONE, 100);
     aigw__hkey_count(k, AIGW_CLASS_NONE, 301);
@@ -803,8 +804,8 @@ static void test_key_counters(void **state)
     aigw__breaker_report(br(e), &o, AIGW_HEAR_SUCCESS, false, AIGW_CLASS_NONE, -1, 0);
     aigw__breaker_report(br(e), &o, AIGW_HEAR_FAILURE, false, AIGW_CLASS_SERVER, 5000, 0);
     /* a skip counts on the endpoint and on its key */
-    aigw__endpoint_skipped(e);
-    aigw__endpoint_skipped(e2);
+    aigw__key_skipped(e ? e->key : NULL, e);
+    aigw__key_skipped(e2 ? e2->key : NULL, e2);
     aigw__key_view(k, e, 0, 3, &v);
     assert_string_equal(v.id, "k1");
     assert_int_equal(v.weight, 3);
@@ -849,7 +850,7 @@ static void test_key_counters(void **state)
     /* an untracked key or endpoint (NULL): ready, never counted */
     aigw__hkey_count(NULL, AIGW_CLASS_AUTH, -1);
     aigw__hkey_bench(NULL, &o, AIGW_CLASS_AUTH, 0);
-    aigw__endpoint_skipped(NULL);
+    aigw__key_skipped(NULL, NULL);
     assert_int_equal(aigw__key_state(NULL, NULL, 0, &w), AIGW_KEY_READY);
     assert_int_equal(w, 0);
     assert_int_equal(aigw__key_reason(NULL, NULL, 0), AIGW_CLASS_NONE);
@@ -870,7 +871,7 @@ static void test_breaker_opens_after_threshold(void **state)
     aigw_health *h = aigw__health_new();
     aigw_health_opts o = base_opts();
     aigw_hkey *k = key_of(h, "openai", "k1");
-    aigw_breaker *b = br(aigw__health_endpoint(h, k, "gpt-4o"));
+    aigw_breaker *b = br(aigw__health_endpoint(h, k, "gpt-4o", true));
     aigw_breaker *bk = aigw__health_backend(h, "openai", "gpt-4o");
     int64_t w = -1;
     (void)state;
@@ -933,7 +934,7 @@ static void test_breaker_opens_after_threshold(void **state)
 static aigw_breaker *opened(aigw_health *h, const aigw_health_opts *o, const char *model,
                             int64_t now)
 {
-    aigw_breaker *b = br(aigw__health_endpoint(h, key_of(h, "openai", "k1"), model));
+    aigw_breaker *b = br(aigw__health_endpoint(h, key_of(h, "openai", "k1"), model, true));
     fail_n(b, o, AIGW_CLASS_SERVER, now);
     return b;
 }
@@ -989,8 +990,8 @@ static void test_breaker_off(void **state)
     aigw_health *h = aigw__health_new();
     aigw_health_opts o = base_opts();
     aigw_hkey *k = key_of(h, "openai", "k1");
-    aigw_breaker *b = br(aigw__health_endpoint(h, k, "gpt-4o"));
-    aigw_breaker *c = br(aigw__health_endpoint(h, k, "gpt-4o-mini"));
+    aigw_breaker *b = br(aigw__health_endpoint(h, k, "gpt-4o", true));
+    aigw_breaker *c = br(aigw__health_endpoint(h, k, "gpt-4o-mini", true));
     aigw_class reason = AIGW_CLASS_AUTH;
     int64_t w = -1;
     int i;
@@ -1031,11 +1032,11 @@ static void test_endpoint_breakers_and_backend_state(void **state)
     aigw_hkey *k2 = key_of(h, "openai", "k2");
     aigw_hkey *k3 = key_of(h, "openai", "k3");
     aigw_hkey *kz = key_of(h, "azure", "kz");
-    aigw_endpoint *e1 = aigw__health_endpoint(h, k1, "gpt-4o");
-    aigw_endpoint *e2 = aigw__health_endpoint(h, k2, "gpt-4o");
-    aigw_endpoint *e3 = aigw__health_endpoint(h, k3, "gpt-4o");
-    aigw_endpoint *ez = aigw__health_endpoint(h, kz, "gpt-4o");     /* another provider */
-    aigw_endpoint *e1m = aigw__health_endpoint(h, k1, "gpt-4o-mini"); /* another model */
+    aigw_endpoint *e1 = aigw__health_endpoint(h, k1, "gpt-4o", true);
+    aigw_endpoint *e2 = aigw__health_endpoint(h, k2, "gpt-4o", true);
+    aigw_endpoint *e3 = aigw__health_endpoint(h, k3, "gpt-4o", true);
+    aigw_endpoint *ez = aigw__health_endpoint(h, kz, "gpt-4o", true);     /* another provider */
+    aigw_endpoint *e1m = aigw__health_endpoint(h, k1, "gpt-4o-mini", true); /* another model */
     aigw_breaker *bk = aigw__health_backend(h, "openai", "gpt-4o");
     aigw_breaker *bkm = aigw__health_backend(h, "openai", "gpt-4o-mini");
     aigw_stats *st;
@@ -1542,10 +1543,10 @@ static void test_snapshot_and_json(void **state)
     k1 = aigw__health_key(h, "openai", "k1", &t.keys[0].value, AIGW_ORIGIN_CONFIG);
     k2 = aigw__health_key(h, "anthropic", "k2", &t.keys[1].value, AIGW_ORIGIN_CONFIG);
     i2 = aigw__health_key(h, "openai", "inline2", &t.sk2[0].value, AIGW_ORIGIN_CONFIG);
-    k1_mini = aigw__health_endpoint(h, k1, "gpt-4o-mini");
-    k1_4o = aigw__health_endpoint(h, k1, "gpt-4o");
-    k2_claude = aigw__health_endpoint(h, k2, "claude");
-    i2_mini = aigw__health_endpoint(h, i2, "gpt-4o-mini");
+    k1_mini = aigw__health_endpoint(h, k1, "gpt-4o-mini", true);
+    k1_4o = aigw__health_endpoint(h, k1, "gpt-4o", true);
+    k2_claude = aigw__health_endpoint(h, k2, "claude", true);
+    i2_mini = aigw__health_endpoint(h, i2, "gpt-4o-mini", true);
     b1 = aigw__health_backend(h, "openai", "gpt-4o");
     b2 = aigw__health_backend(h, "anthropic", "claude");
 
@@ -1557,14 +1558,14 @@ static void test_snapshot_and_json(void **state)
     aigw__breaker_report(br(k1_mini), o, AIGW_HEAR_NEUTRAL, false, AIGW_CLASS_RATE_LIMIT, -1,
                          1000);
     assert_int_equal(aigw__endpoint_cool(k1_mini, o, 1500, 1000), 1500);
-    aigw__endpoint_skipped(k1_mini);
+    aigw__key_skipped(k1_mini ? k1_mini->key : NULL, k1_mini);
     /* k1 on gpt-4o: three server errors (open until 6000), then a skip */
     for (i = 0; i < 3; i++) {
         aigw__hkey_count(k1, AIGW_CLASS_SERVER, -1);
         aigw__breaker_report(br(k1_4o), o, AIGW_HEAR_FAILURE, false, AIGW_CLASS_SERVER, -1, 1000);
         aigw__breaker_report(b1, NULL, AIGW_HEAR_FAILURE, false, AIGW_CLASS_SERVER, -1, 1000);
     }
-    aigw__endpoint_skipped(k1_4o);
+    aigw__key_skipped(k1_4o ? k1_4o->key : NULL, k1_4o);
     aigw__breaker_skipped(b1);
     /* k2 on claude: three timeouts (open until 5000) */
     for (i = 0; i < 3; i++) {
@@ -2072,14 +2073,14 @@ static void test_out_of_memory(void **state)
         if (h) {
             aigw_hkey *k = aigw__health_key(h, "openai", "k1", &t.keys[0].value,
                                             AIGW_ORIGIN_CONFIG);
-            aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o");
+            aigw_endpoint *e = aigw__health_endpoint(h, k, "gpt-4o", true);
             aigw_breaker *b = aigw__health_backend(h, "openai", "gpt-4o");
             aigw_breaker *hb = aigw__health_host(h, "https://api.openai.com/v1");
             ok = k && e && b && hb;
             aigw__hkey_count(k, AIGW_CLASS_AUTH, -1);
             aigw__hkey_bench(k, &t.cfg.health, AIGW_CLASS_AUTH, 0);
             aigw__endpoint_cool(e, &t.cfg.health, -1, 0);
-            aigw__endpoint_skipped(e);
+            aigw__key_skipped(e ? e->key : NULL, e);
             aigw__breaker_report(br(e), &t.cfg.health, AIGW_HEAR_FAILURE, false,
                                  AIGW_CLASS_SERVER, -1, 0);
             aigw__breaker_report(b, NULL, AIGW_HEAR_FAILURE, false, AIGW_CLASS_SERVER, -1, 0);
@@ -2099,7 +2100,7 @@ static void test_out_of_memory(void **state)
         aigw_stats *st;
         aigw__health_endpoint(
             h, aigw__health_key(h, "openai", "k1", &t.keys[0].value, AIGW_ORIGIN_CONFIG),
-            "gpt-4o");
+            "gpt-4o", true);
         aigw__health_backend(h, "openai", "gpt-4o");
         aigw__health_host(h, "https://api.openai.com/v1");
         aigw_stats_free(aigw__health_snapshot(h, &t.cfg, &t.cfg.health, 0));
@@ -2176,7 +2177,7 @@ static void test_table_caps(void **state)
     /* an untracked key: always ready, never counted, no endpoints */
     aigw__hkey_count(k, AIGW_CLASS_AUTH, -1);
     aigw__hkey_bench(k, &o, AIGW_CLASS_AUTH, 0);
-    assert_null(aigw__health_endpoint(h, k, "m"));
+    assert_null(aigw__health_endpoint(h, k, "m", true));
     assert_int_equal(aigw__key_state(k, NULL, 0, NULL), AIGW_KEY_READY);
     assert_int_equal(aigw__health_reset(h, NULL), AIGW_HEALTH_MAX_KEYS);
 
@@ -2185,19 +2186,19 @@ static void test_table_caps(void **state)
     assert_non_null(k0);
     for (i = 0; i < AIGW_HEALTH_MAX_ENDPOINTS; i++) {
         snprintf(name, sizeof name, "m-%d", i);
-        e = aigw__health_endpoint(h, i % 2 ? key_of(h, "p", "key-1") : k0, name);
+        e = aigw__health_endpoint(h, i % 2 ? key_of(h, "p", "key-1") : k0, name, true);
         assert_non_null(e);
         if (i == 0)
             first_ep = e;
     }
-    assert_null(aigw__health_endpoint(h, k0, "one-too-many"));
-    assert_null(aigw__health_endpoint(h, key_of(h, "p", "key-2"), "m-0"));
-    assert_ptr_equal(first_ep, aigw__health_endpoint(h, k0, "m-0")); /* still found */
+    assert_null(aigw__health_endpoint(h, k0, "one-too-many", true));
+    assert_null(aigw__health_endpoint(h, key_of(h, "p", "key-2"), "m-0", true));
+    assert_ptr_equal(first_ep, aigw__health_endpoint(h, k0, "m-0", true)); /* still found */
     /* an untracked endpoint: never cools, its (absent) breaker admits */
-    e = aigw__health_endpoint(h, k0, "one-too-many");
+    e = aigw__health_endpoint(h, k0, "one-too-many", true);
     assert_null(e);
     assert_int_equal(aigw__endpoint_cool(e, &o, 5000, 0), 0);
-    aigw__endpoint_skipped(e);
+    aigw__key_skipped(e ? e->key : NULL, e);
     assert_int_equal(aigw__key_state(k0, e, 0, NULL), AIGW_KEY_READY);
     assert_null(br(e));
     assert_int_equal(aigw__breaker_admit(br(e), &o, 0, &w), AIGW_ADMIT_GO);
@@ -2238,7 +2239,7 @@ static void *work(void *arg)
         snprintf(id, sizeof id, "k%d", i % N_KEYS);
         snprintf(model, sizeof model, "m%d", (i * 7 + w->index) % N_MODELS);
         k = key_of(w->h, "p", id);
-        e = aigw__health_endpoint(w->h, k, model);
+        e = aigw__health_endpoint(w->h, k, model, true);
         aigw__key_state(k, e, now, &wait);
         aigw__key_reason(k, e, now);
         aigw__key_view(k, e, now, 1, &v);
@@ -2251,7 +2252,7 @@ static void *work(void *arg)
         (void)aigw__breaker_would_admit(br(e), &w->o, now);
         a = aigw__breaker_admit(br(e), &w->o, now, &wait);
         if (a == AIGW_ADMIT_OPEN)
-            aigw__endpoint_skipped(e);
+            aigw__key_skipped(e ? e->key : NULL, e);
         else
             aigw__breaker_report(br(e), &w->o, i % 4 ? AIGW_HEAR_FAILURE : AIGW_HEAR_SUCCESS,
                                  a == AIGW_ADMIT_PROBE, AIGW_CLASS_SERVER, i % 100, now);

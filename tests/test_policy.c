@@ -131,10 +131,15 @@ static void test_scopes(void **state)
     assert_int_equal(aigw__policy_host_hears(AIGW_CLASS_SERVER, true), AIGW_HEAR_SUCCESS);
     /* a 408 is the endpoint's; a timeout with no answer the host's */
     assert_int_equal(aigw__policy_endpoint_hears(AIGW_CLASS_TIMEOUT, true), AIGW_HEAR_FAILURE);
-    assert_int_equal(aigw__policy_endpoint_hears(AIGW_CLASS_TIMEOUT, false), AIGW_HEAR_NEUTRAL);
+    /* nothing answered: no verdict on the endpoint (a probe is released,
+     * never taken for a sign of health) */
+    assert_int_equal(aigw__policy_endpoint_hears(AIGW_CLASS_TIMEOUT, false), AIGW_HEAR_ABANDON);
     assert_int_equal(aigw__policy_host_hears(AIGW_CLASS_TIMEOUT, false), AIGW_HEAR_FAILURE);
     /* connection refused: the host only */
-    assert_int_equal(aigw__policy_endpoint_hears(AIGW_CLASS_NETWORK, false), AIGW_HEAR_NEUTRAL);
+    assert_int_equal(aigw__policy_endpoint_hears(AIGW_CLASS_NETWORK, false), AIGW_HEAR_ABANDON);
+    assert_int_equal(aigw__policy_endpoint_hears(AIGW_CLASS_NETWORK, true), AIGW_HEAR_FAILURE);
+    /* a 429 answered: neutral; it closes a half-open breaker */
+    assert_int_equal(aigw__policy_endpoint_hears(AIGW_CLASS_RATE_LIMIT, true), AIGW_HEAR_NEUTRAL);
     assert_int_equal(aigw__policy_host_hears(AIGW_CLASS_NETWORK, false), AIGW_HEAR_FAILURE);
     /* out of range: the success row, never a crash */
     assert_ptr_equal(aigw__policy_row((aigw_class)99), aigw__policy_row(AIGW_CLASS_NONE));

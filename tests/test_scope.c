@@ -347,6 +347,59 @@ static void test_context_length_other_provider_tried(void **state)
     aigw_client_free(c);
 }
 
+/* ------------------------------------------------------------------------ */
+/* 4. a stream that answered 200 and then stalled is the endpoint's failure */
+/* ------------------------------------------------------------------------ */
+
+/* The host answered (its headers came), so its breaker hears success; the
+ * model that went silent is the (key, model) endpoint's, whose breaker
+ * opens; another model on the same host and key is still served. */
+static void test_stalled_stream_blames_endpoint_not_host(void **state)
+{
+    static const char *const keys[] = {K_SOLO};
+    static const char *const role_only[] = {
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n", NULL};
+    char *json = mock_gateway_json(
+        "scope", mockprov_base_url(MP), KEY("solo", K_SOLO), "",
+        GW ",\"firstTokenTimeout\":\"300ms\",\"sameBackendRetries\":0,"
+           "\"circuitBreaker\":{\"failures\":2,\"cooloff\":\"5s\"}");
+    aigw_client *c = client_from_json(json);
+    mockprov_rule stall = mp_rule(MOCKPROV_STREAM, K_SOLO, "slow", 200, NULL, NULL, 0);
+    stream_caller g;
+    aigw_response *r;
+    aigw_stats *s = NULL;
+    char host[64];
+    int i;
+    (void)state;
+    free(json);
+    stall.chunks = role_only;
+    stall.stream_end = MOCKPROV_END_STALL;
+    mp_add(MP, stall);
+    for (i = 0; i < 2; i++) {
+        memset(&g, 0, sizeof g);
+        r = stream_to(c, "{\"model\":\"mock:slow\",\"stream\":true,\"messages\":[]}", -1, &g);
+        assert_seq(r, "slow/solo/timeout/exhausted", "");
+        assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "timeout");
+        assert_int_equal(g.starts, 0); /* nothing reached the caller */
+        aigw_response_free(r);
+    }
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    assert_string_equal(endpoint(s, "solo", "slow")->state, "open");
+    assert_string_equal(endpoint(s, "solo", "slow")->reason, "timeout");
+    snprintf(host, sizeof host, "http://127.0.0.1:%d", mockprov_port(MP));
+    assert_string_equal(find_stat(s, "host", host)->state, "closed");
+    aigw_stats_free(s);
+    /* the slow model: skipped without a call; another model: served */
+    r = send_body(c, "{\"model\":\"mock:slow\",\"messages\":[]}");
+    assert_seq(r, "", "circuit_open:slow/");
+    aigw_response_free(r);
+    r = send_body(c, "{\"model\":\"mock:quick\",\"messages\":[]}");
+    assert_seq(r, "quick/solo/200/succeeded", "");
+    aigw_response_free(r);
+    assert_received(keys, (const long[]){3}, 1);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +408,7 @@ int main(void)
         cmocka_unit_test_setup(test_broken_key_eight_threads, mp_setup),
         cmocka_unit_test_setup(test_backend_open_only_when_every_endpoint_is, mp_setup),
         cmocka_unit_test_setup(test_context_length_other_provider_tried, mp_setup),
+        cmocka_unit_test_setup(test_stalled_stream_blames_endpoint_not_host, mp_setup),
     };
     return cmocka_run_group_tests(tests, mp_group_setup, mp_group_teardown);
 }
