@@ -179,8 +179,6 @@ static int fill_backend(stat_entry *e, aigw_site *s)
 typedef struct backend_tally {
     const aigw_site *site;
     size_t index;      /* the backend's place among the snapshot's backends */
-    long ready_keys;   /* the configuration's keys for its provider, not
-                          benched; -1 with no configuration */
     size_t counted, half;
     bool closed;       /* an endpoint of it is closed: so is the backend */
     int64_t wait;      /* the shortest wait of the others; -1 */
@@ -226,19 +224,18 @@ static void tally_endpoint(backend_tally *t, size_t n, aigw_endpoint *ep,
     }
 }
 
-/* A backend is open when every key of the configuration for its provider
- * that is not benched has an open endpoint for its model (a key never sent
- * to for it counts as closed); half-open when each is open or half-open and
- * one is half-open; else closed.  Its wait: the shortest of its endpoints';
- * its reason: that endpoint's.  With no configuration, its endpoints
- * decide alone. */
+/* A backend is open when every endpoint of it (of the configuration's keys
+ * that are not benched) is open; half-open when each is open or half-open
+ * and one is half-open; else closed.  Its wait: the shortest of its
+ * endpoints'; its reason: that endpoint's.  A key never sent to for the
+ * model has no endpoint and does not count: the stats say what was seen,
+ * and the engine decides from each key's own endpoint, not from this. */
 static void backend_states(aigw_stats *st, const backend_tally *t, size_t n)
 {
     size_t i;
     for (i = 0; i < n; i++) {
         stat_entry *e = &st->v[st->n_keys + t[i].index];
-        if (t[i].counted == 0 || t[i].closed ||
-            (t[i].ready_keys >= 0 && (long)t[i].counted < t[i].ready_keys))
+        if (t[i].counted == 0 || t[i].closed)
             continue;
         e->pub.state = t[i].half ? "half_open" : "open";
         e->pub.wait_ms = t[i].half ? 0 : t[i].wait;
@@ -426,29 +423,6 @@ fail:
 
 /* ---- building ---- */
 
-/* Whether the configuration sends requests for the backend's model with
- * the key k: a user step of the model's rule names it, an ngrok step makes
- * it the ngrok key; with no rule, every key of the provider. */
-static bool serves(const aigw_config *cfg, const aigw_site *b, const listed_key *lk,
-                   const aigw_hkey *k)
-{
-    const aigw_rule *rule;
-    size_t s, j;
-    if (strcmp(lk->provider, b->provider) != 0)
-        return false;
-    if (!(rule = aigw__rule_for(cfg, b->provider, b->model)))
-        return true;
-    for (s = 0; s < rule->n_steps; s++) {
-        const aigw_step *st = &rule->steps[s];
-        if (st->type == AIGW_STEP_NGROK && k->origin == AIGW_ORIGIN_NGROK)
-            return true;
-        for (j = 0; st->type == AIGW_STEP_USER && j < st->n_keys; j++)
-            if (strcmp(st->keys[j].id, lk->id) == 0)
-                return true;
-    }
-    return false;
-}
-
 static int ptr_cmp(const void *a, const void *b)
 {
     uintptr_t x = (uintptr_t)*(const void *const *)a, y = (uintptr_t)*(const void *const *)b;
@@ -460,12 +434,11 @@ static int ptr_cmp(const void *a, const void *b)
  * state) only for the keys listed, hk: sorted, n_hk of them, so a key
  * rotated away or an old configuration's leaves no trace (hk NULL, with no
  * configuration: every endpoint). */
-static int snapshot_tables(aigw_health *h, const aigw_config *cfg, const aigw_health_opts *o,
-                           int64_t now, aigw_stats *st, const key_list *keys,
-                           aigw_hkey *const *listed, aigw_hkey *const *hk, size_t n_hk)
+static int snapshot_tables(aigw_health *h, const aigw_health_opts *o, int64_t now,
+                           aigw_stats *st, aigw_hkey *const *hk, size_t n_hk)
 {
     backend_tally *t = aigw__calloc(h->backends.n + 1, sizeof *t);
-    size_t nb = 0, i;
+    size_t nb = 0;
     aigw_node *n;
     int rc = -1;
     if (!t)
@@ -477,11 +450,6 @@ static int snapshot_tables(aigw_health *h, const aigw_config *cfg, const aigw_he
         t[nb].site = site;
         t[nb].index = nb;
         t[nb].wait = -1;
-        t[nb].ready_keys = hk ? 0 : -1;
-        for (i = 0; hk && i < keys->n; i++)
-            if (listed[i] && serves(cfg, site, &keys->v[i], listed[i]) &&
-                aigw__key_state(listed[i], NULL, now, NULL) != AIGW_KEY_BENCHED)
-                t[nb].ready_keys++;
     }
     qsort(t, nb, sizeof *t, tally_cmp);
     for (n = h->hosts.first; n; n = n->order)
@@ -535,8 +503,7 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
         qsort(sorted, keys.n, sizeof *sorted, ptr_cmp);
     }
     if (rc == 0)
-        rc = sorted ? snapshot_tables(h, cfg, o, now, st, &keys, hk, cfg ? sorted : NULL, keys.n)
-                    : -1;
+        rc = sorted ? snapshot_tables(h, o, now, st, cfg ? sorted : NULL, keys.n) : -1;
     aigw__table_unlock(&h->endpoints);
     aigw__table_unlock(&h->hosts);
     aigw__table_unlock(&h->backends);

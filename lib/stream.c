@@ -385,6 +385,9 @@ static int conclude(sctx *s, aigw_transport_result tr, int64_t *wait)
         return MV_SERVE;
     }
     if (s->cancelled) {
+        /* the caller's cancel says nothing of the upstream: health releases
+         * what the attempt held instead of counting a failure */
+        a->tr = AIGW_TR_CANCELLED;
         a->completion = "stream_failed";
         a->stream_error = why;
         a->cls = AIGW_CLASS_NETWORK;

@@ -400,6 +400,36 @@ static void test_stalled_stream_blames_endpoint_not_host(void **state)
     aigw_client_free(c);
 }
 
+/* A caller that cancels from its callback says nothing of the upstream:
+ * the endpoint's breaker does not count it, even at a threshold of 1. */
+static void test_caller_cancel_is_no_failure(void **state)
+{
+    char *json = mock_gateway_json("scope", mockprov_base_url(MP), KEY("solo", K_SOLO), "",
+                                   GW ",\"circuitBreaker\":{\"failures\":1,\"cooloff\":\"5s\"}");
+    aigw_client *c = client_from_json(json);
+    stream_caller g;
+    aigw_response *r;
+    aigw_stats *s = NULL;
+    (void)state;
+    free(json);
+    memset(&g, 0, sizeof g);
+    g.cancel_at = 1; /* the whole (non-SSE) answer's first bytes */
+    r = stream_to(c, "{\"model\":\"mock:whole\",\"stream\":true,\"messages\":[]}", -1, &g);
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_CANCELLED);
+    aigw_response_free(r);
+    assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
+    {
+        size_t i; /* nothing recorded against the endpoint: no entry made */
+        for (i = 0; i < aigw_stats_count(s); i++)
+            assert_string_not_equal(aigw_stats_at(s, i)->kind, "endpoint");
+    }
+    aigw_stats_free(s);
+    r = send_body(c, "{\"model\":\"mock:whole\",\"messages\":[]}");
+    assert_seq(r, "whole/solo/200/succeeded", "");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -409,6 +439,7 @@ int main(void)
         cmocka_unit_test_setup(test_backend_open_only_when_every_endpoint_is, mp_setup),
         cmocka_unit_test_setup(test_context_length_other_provider_tried, mp_setup),
         cmocka_unit_test_setup(test_stalled_stream_blames_endpoint_not_host, mp_setup),
+        cmocka_unit_test_setup(test_caller_cancel_is_no_failure, mp_setup),
     };
     return cmocka_run_group_tests(tests, mp_group_setup, mp_group_teardown);
 }
