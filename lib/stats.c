@@ -475,7 +475,7 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
 {
     key_list keys = {NULL, 0, 0};
     aigw_stats *st;
-    aigw_hkey **hk = NULL, **sorted = NULL;
+    aigw_hkey **hk = NULL;
     size_t i, total;
     int rc;
     if (!h || !(st = aigw__calloc(1, sizeof *st)))
@@ -498,12 +498,9 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
     st->n_keys = keys.n;
     st->n_backends = h->backends.n;
     st->n_hosts = h->hosts.n;
-    if (rc == 0 && (sorted = aigw__calloc(keys.n + 1, sizeof *sorted)) != NULL) {
-        memcpy(sorted, hk, keys.n * sizeof *hk);
-        qsort(sorted, keys.n, sizeof *sorted, ptr_cmp);
-    }
+    qsort(hk, keys.n, sizeof *hk, ptr_cmp); /* the keys are filled: now a set */
     if (rc == 0)
-        rc = sorted ? snapshot_tables(h, o, now, st, cfg ? sorted : NULL, keys.n) : -1;
+        rc = snapshot_tables(h, o, now, st, cfg ? hk : NULL, keys.n);
     aigw__table_unlock(&h->endpoints);
     aigw__table_unlock(&h->hosts);
     aigw__table_unlock(&h->backends);
@@ -520,12 +517,10 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
     if (!(st->json = stats_to_json(st)))
         goto fail;
     aigw__free(hk);
-    aigw__free(sorted);
     aigw__free(keys.v);
     return st;
 fail:
     aigw__free(hk);
-    aigw__free(sorted);
     aigw__free(keys.v);
     aigw_stats_free(st);
     return NULL;
