@@ -179,6 +179,7 @@ static void print_trace(const aigw_response *resp, FILE *out)
     if (aigw_response_error_code(resp))
         cJSON_AddStringToObject(sum, "errorCode", aigw_response_error_code(resp));
     cJSON_AddItemReferenceToObject(sum, "skipped", cJSON_GetObjectItem(t, "skipped"));
+    cJSON_AddStringToObject(sum, "healthStore", aigw_response_health_store(resp));
     s = cJSON_PrintUnformatted(sum);
     if (s)
         fprintf(out, "%s\n", s);
@@ -548,6 +549,11 @@ static void print_stats_human(FILE *out, const char *indent, const aigw_stats *s
             "%sretry budget: requests %" PRIu64 ", retries %" PRIu64 ", denied %" PRIu64
             ", available %" PRId64 "\n",
             indent, requests, retries, denied, available);
+    {
+        const char *state = NULL, *kind = aigw_stats_health_store(stats, &state);
+        fprintf(out, "%shealth store: %s (%s)\n", indent, kind ? kind : "local",
+                state ? state : "ok");
+    }
 }
 
 /* Prints the client's health snapshot; 0, or EXIT_FAILED when none could

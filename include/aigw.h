@@ -302,6 +302,56 @@ typedef struct aigw_clock {
 } aigw_clock;
 
 /* ------------------------------------------------------------------------ */
+/* Health store (versioned vtable; the default keeps key health in-process) */
+/* ------------------------------------------------------------------------ */
+
+#define AIGW_HEALTH_STORE_VERSION 1
+#define AIGW_STORE_VALUE_MAX 64 /* a fact's value, with its NUL */
+#define AIGW_STORE_ABSENT (-1)     /* ttl_ms: nothing under the name          */
+#define AIGW_STORE_UNREADABLE (-2) /* ttl_ms: something no fact was written as:
+                                      another type, no expiry, too long      */
+
+/* One fact under one name.  The library writes names (printable ASCII, at
+ * most 64 bytes, the same in every process that loads the same
+ * configuration, never holding a key value or anything it could be
+ * recovered from) and values (printable ASCII, NUL-terminated); a store may
+ * prefix the names. */
+typedef struct aigw_store_entry {
+    const char *name;
+    char value[AIGW_STORE_VALUE_MAX];
+    int64_t ttl_ms; /* the time left; AIGW_STORE_ABSENT, AIGW_STORE_UNREADABLE */
+} aigw_store_entry;
+
+/*
+ * Where a client's key health is shared (see README, "A health store for a
+ * fleet"): cooldowns, benches and open circuit breakers, each written with
+ * its expiry, and the claims that let exactly one process probe.  The
+ * client keeps its own copy and reads the store at most every syncInterval,
+ * so a store is never on every request's path; it starts no threads.
+ * Every function may be called from several threads at once; each is one
+ * round trip and returns 0, or -1 when the store did not answer in time
+ * (the client then goes on with its own state and tries the store again
+ * later, with back-off).  Values that do not parse are ignored.
+ * - get: reads n names: for each, its value and the time left
+ *   (AIGW_STORE_ABSENT, AIGW_STORE_UNREADABLE).
+ * - put: writes n facts: a value with ttl_ms > 0 expires after it (set,
+ *   whatever was there); ttl_ms 0 deletes the name: whatever it holds when
+ *   value is "", else only if it still holds value.
+ * - claim: writes e->value for e->ttl_ms only if the name is absent: 1
+ *   written; 0 held, with what holds it in e->value and e->ttl_ms (as get).
+ * - destroy, if set, runs once when the client lets the store go.
+ * - kind names the store in stats and traces ("redis"; at most 15 bytes).
+ */
+typedef struct aigw_health_store {
+    uint32_t version; /* AIGW_HEALTH_STORE_VERSION */
+    const char *kind;
+    int (*get)(void *userdata, aigw_store_entry *entries, size_t n);
+    int (*put)(void *userdata, const aigw_store_entry *entries, size_t n);
+    int (*claim)(void *userdata, aigw_store_entry *entry);
+    void (*destroy)(void *userdata);
+} aigw_health_store;
+
+/* ------------------------------------------------------------------------ */
 /* Client                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -309,7 +359,7 @@ typedef struct aigw_clock {
  * A client sends requests through failover with one configuration.
  * Thread-safety: aigw_client_send may be called from any number of threads
  * at once on one client.  The setters (set_strategy, set_transport,
- * set_clock) must be called before the client is shared, never while a send
+ * set_clock, set_health_store) must be called before the client is shared, never while a send
  * is running; set_config, reset_health and stats may be called at any time.
  * A client remembers, across its requests, each key's health, each
  * backend's and host's circuit breaker and its retry budget (see README,
@@ -336,6 +386,14 @@ AIGW_API aigw_status aigw_client_set_transport(aigw_client *client,
 /* Replace the clock (NULL restores the system clock). */
 AIGW_API aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock *clock,
                                            void *userdata);
+/* Replace the health store (NULL: in-process only).  A configuration's
+ * gatewayConfig.healthStore makes one when the client is made; this one
+ * replaces it.  The client's own state is kept; facts are then shared
+ * through the new store.  Names are keyed by the configuration's
+ * healthStore salt (see README). */
+AIGW_API aigw_status aigw_client_set_health_store(aigw_client *client,
+                                                  const aigw_health_store *store,
+                                                  void *userdata);
 
 /*
  * Hot swap: give the client a new configuration (it takes a reference; the
@@ -419,6 +477,10 @@ AIGW_API void aigw_stats_budget(const aigw_stats *stats, uint64_t *requests,
  * {"keys":[...],"backends":[...],"hosts":[...],"retryBudget":{...}}.
  * Owned by the snapshot; NULL only when out of memory. */
 AIGW_API const char *aigw_stats_json(const aigw_stats *stats);
+/* The health store: its kind ("local", "redis") and, in *state, "ok" (local),
+ * "connecting" (not used yet), "connected" or "fallback" (it did not answer:
+ * the client is on its own state, and tries it again later). */
+AIGW_API const char *aigw_stats_health_store(const aigw_stats *stats, const char **state);
 
 /* ------------------------------------------------------------------------ */
 /* Request                                                                  */
@@ -531,6 +593,10 @@ AIGW_API const char *aigw_response_header_get(const aigw_response *resp, const c
 AIGW_API const char *aigw_response_request_id(const aigw_response *resp);
 /* The model that served, or the last one tried ("" when none was). */
 AIGW_API const char *aigw_response_model(const aigw_response *resp);
+/* Where the key health this request went by came from: "local" (the
+ * client's own, with no store or while the store does not answer) or the
+ * store's kind ("redis"). */
+AIGW_API const char *aigw_response_health_store(const aigw_response *resp);
 /* The library's error code when it made the answer ("rate_limited",
  * "unauthorized", "quota_exceeded", "timeout", "upstream_error",
  * "max_attempts_reached", "no_route", "circuit_open",

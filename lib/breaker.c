@@ -3,10 +3,22 @@
  * probe.  An endpoint's (a key with a model), a host's; a backend's only
  * counts.  State changes under a small mutex of the breaker's own; a closed
  * breaker admits with a single atomic load.
+ *
+ * With a health store, an endpoint's or a host's breaker is shared: opening
+ * writes "open <class> <window>" with an expiry of the cool-off plus the
+ * window (the half-open time); the probe is claimed in the store, so one
+ * client of the fleet probes per cool-off; the probe's answer closes (the
+ * fact deleted) or reopens it.  What the store holds is applied when the
+ * client reads it (aigw__breaker_apply).  Store calls are made outside the
+ * mutex.
  */
 #include "health_int.h"
 
+#include <string.h>
+
 enum { BR_CLOSED = 0, BR_OPEN = 1 };
+
+static void set_closed(aigw_breaker *b);
 
 void aigw__breaker_init(aigw_breaker *b)
 {
@@ -17,7 +29,159 @@ void aigw__breaker_init(aigw_breaker *b)
     atomic_init(&b->probe_out, false);
     atomic_init(&b->probe_at, AIGW_NONE_MS);
     atomic_init(&b->reason, AIGW_CLASS_NONE);
+    atomic_init(&b->opened_at, AIGW_NONE_MS);
+    atomic_init(&b->synced_at, AIGW_NONE_MS);
+    atomic_init(&b->probe_shared, false);
+    b->st = NULL;
+    b->kind = 0;
+    b->fid = 0;
     aigw__counters_init(&b->c);
+}
+
+void aigw__breaker_share(aigw_breaker *b, aigw_store *st, char kind, uint64_t fid)
+{
+    b->st = st;
+    b->kind = kind;
+    b->fid = fid;
+}
+
+void aigw__breaker_names(const aigw_breaker *b, char open[24], char probe[24])
+{
+    aigw__store_name(open, b->kind, b->fid);
+    aigw__store_name(probe, b->kind == 'o' ? 'p' : 'q', b->fid);
+}
+
+static bool shared(const aigw_breaker *b)
+{
+    return b->kind && b->st && b->st->on;
+}
+
+/* The half-open time a shared open fact ends with: a probe's longest life. */
+static int64_t window(const aigw_health_opts *o)
+{
+    return o->breaker_cooloff_ms + o->probe_timeout_ms;
+}
+
+/* Tells the store the breaker opened (cls) or closed (cls NONE); a probe
+ * this client claimed is let go. */
+static void publish(aigw_breaker *b, const aigw_health_opts *o, bool open, aigw_class cls,
+                    bool release_probe, int64_t now)
+{
+    char on[24], pn[24];
+    aigw_store_entry e[2];
+    size_t n = 1;
+    if (!shared(b) || !aigw__store_usable(b->st, now))
+        return;
+    aigw__breaker_names(b, on, pn);
+    if (open) {
+        aigw__fact_entry(&e[0], on, b->st, AIGW_FACT_OPEN, cls, window(o),
+                         o->breaker_cooloff_ms + window(o));
+    } else {
+        memset(&e[0], 0, sizeof e[0]); /* deleted, whatever it holds */
+        e[0].name = on;
+    }
+    if (release_probe) {
+        /* closed: let go of the probe; open again: hold it through the new
+         * cool-off, so that no client that has not read the new open fact
+         * yet probes in it; at its end the first to claim probes */
+        aigw__fact_entry(&e[1], pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0,
+                         open ? o->breaker_cooloff_ms : 0);
+        n = 2;
+    }
+    aigw__store_put(b->st, e, n, now);
+}
+
+/* Lets go of the probe this client claimed (if it still holds it). */
+static void release(aigw_breaker *b, int64_t now)
+{
+    char on[24], pn[24];
+    aigw_store_entry e;
+    aigw__breaker_names(b, on, pn);
+    aigw__fact_entry(&e, pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0, 0);
+    aigw__store_put(b->st, &e, 1, now);
+}
+
+/* Claims the probe in the store: true when this client may probe. */
+static bool claim_probe(aigw_breaker *b, const aigw_health_opts *o, int64_t now,
+                        int64_t *wait_ms)
+{
+    char on[24], pn[24];
+    aigw_store_entry e;
+    aigw_fact f;
+    int rc;
+    aigw__breaker_names(b, on, pn);
+    aigw__fact_entry(&e, pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0, window(o));
+    rc = aigw__store_claim(b->st, &e, now);
+    if (rc < 0)
+        return true; /* on its own: the local probe goes */
+    if (rc == 1) {
+        atomic_store(&b->probe_shared, true);
+        return true;
+    }
+    if (e.ttl_ms == AIGW_STORE_ABSENT)
+        return true; /* let go meanwhile: nobody probes */
+    if (e.ttl_ms < 0 || aigw__fact_parse(b->st, e.value, &f) != 0 || f.kind != AIGW_FACT_PROBE) {
+        /* not a probe: written over */
+        aigw__fact_entry(&e, pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0, window(o));
+        if (aigw__store_put(b->st, &e, 1, now) == 0)
+            atomic_store(&b->probe_shared, true);
+        return true;
+    }
+    if (f.ours) {
+        atomic_store(&b->probe_shared, true);
+        return true;
+    }
+    /* another client probes: open for us until its answer is read */
+    *wait_ms = e.ttl_ms < b->st->sync_ms ? e.ttl_ms : b->st->sync_ms;
+    if (*wait_ms < 1)
+        *wait_ms = 1;
+    pthread_mutex_lock(&b->mu);
+    atomic_store(&b->probe_out, false);
+    atomic_store(&b->reopen_at, now + *wait_ms);
+    pthread_mutex_unlock(&b->mu);
+    return false;
+}
+
+void aigw__breaker_apply(aigw_breaker *b, const aigw_health_opts *o, const aigw_store_entry *e,
+                         int64_t fetch_start, int64_t now)
+{
+    aigw_fact f;
+    int64_t ttl, left;
+    if (!o || o->breaker_threshold <= 0)
+        return;
+    if (e->ttl_ms == AIGW_STORE_ABSENT) {
+        /* closed in the store: closed here, unless it opened here since
+         * the store was read or this client's probe is out */
+        if (atomic_load(&b->state) == BR_CLOSED)
+            return;
+        pthread_mutex_lock(&b->mu);
+        if (atomic_load(&b->state) != BR_CLOSED && atomic_load(&b->opened_at) < fetch_start &&
+            !atomic_load(&b->probe_out))
+            set_closed(b);
+        pthread_mutex_unlock(&b->mu);
+        return;
+    }
+    if (e->ttl_ms < 0) {
+        atomic_fetch_add(&b->st->ignored, 1);
+        return;
+    }
+    if (aigw__fact_parse(b->st, e->value, &f) != 0 || f.kind != AIGW_FACT_OPEN)
+        return;
+    ttl = e->ttl_ms;
+    left = ttl > f.window ? ttl - f.window : 0;
+    if (left > o->breaker_cooloff_ms) /* never trusted past what this client would do */
+        left = o->breaker_cooloff_ms;
+    pthread_mutex_lock(&b->mu);
+    if (!atomic_load(&b->probe_out) &&
+        (atomic_load(&b->state) == BR_CLOSED || atomic_load(&b->reopen_at) < now + left)) {
+        atomic_store(&b->reopen_at, now + left);
+        atomic_store(&b->consecutive, 0);
+        atomic_store(&b->reason, (int)f.cls);
+        if (atomic_load(&b->state) == BR_CLOSED)
+            atomic_store(&b->opened_at, now);
+        atomic_store_explicit(&b->state, BR_OPEN, memory_order_release);
+    }
+    pthread_mutex_unlock(&b->mu);
 }
 
 void aigw__breaker_destroy(aigw_breaker *b)
@@ -80,8 +244,11 @@ aigw_admit aigw__breaker_admit(aigw_breaker *b, const aigw_health_opts *o, int64
     if (a == AIGW_ADMIT_PROBE) {
         atomic_store(&b->probe_out, true);
         atomic_store(&b->probe_at, now);
+        atomic_store(&b->probe_shared, false);
     }
     pthread_mutex_unlock(&b->mu);
+    if (a == AIGW_ADMIT_PROBE && shared(b) && !claim_probe(b, o, now, &w))
+        a = AIGW_ADMIT_OPEN;
     if (wait_ms)
         *wait_ms = w;
     return a;
@@ -103,6 +270,7 @@ bool aigw__breaker_would_admit(aigw_breaker *b, const aigw_health_opts *o, int64
 /* Under the mutex. */
 static void set_open(aigw_breaker *b, const aigw_health_opts *o, aigw_class cls, int64_t now)
 {
+    atomic_store(&b->opened_at, now);
     atomic_store(&b->reopen_at, now + o->breaker_cooloff_ms);
     atomic_store(&b->probe_out, false);
     atomic_store(&b->consecutive, 0);
@@ -113,7 +281,9 @@ static void set_open(aigw_breaker *b, const aigw_health_opts *o, aigw_class cls,
 static void probe_report(aigw_breaker *b, const aigw_health_opts *o, aigw_hear v,
                          aigw_class cls, int64_t now)
 {
+    bool claimed;
     pthread_mutex_lock(&b->mu);
+    claimed = atomic_exchange(&b->probe_shared, false);
     switch (v) {
     case AIGW_HEAR_SUCCESS:
     case AIGW_HEAR_NEUTRAL:
@@ -127,6 +297,12 @@ static void probe_report(aigw_breaker *b, const aigw_health_opts *o, aigw_hear v
         break;
     }
     pthread_mutex_unlock(&b->mu);
+    if (v == AIGW_HEAR_FAILURE)
+        publish(b, o, true, cls, claimed, now);
+    else if (v == AIGW_HEAR_SUCCESS || v == AIGW_HEAR_NEUTRAL)
+        publish(b, o, false, AIGW_CLASS_NONE, claimed, now);
+    else if (claimed)
+        release(b, now);
 }
 
 void aigw__breaker_report(aigw_breaker *b, const aigw_health_opts *o, aigw_hear v, bool probe,
@@ -149,14 +325,20 @@ void aigw__breaker_report(aigw_breaker *b, const aigw_health_opts *o, aigw_hear 
                 atomic_store(&b->consecutive, 0);
         } else if (v == AIGW_HEAR_FAILURE &&
                    atomic_fetch_add(&b->consecutive, 1) + 1 >= o->breaker_threshold) {
+            bool opened = false;
             pthread_mutex_lock(&b->mu);
-            if (atomic_load(&b->state) == BR_CLOSED)
+            if (atomic_load(&b->state) == BR_CLOSED) {
                 set_open(b, o, cls, now);
+                opened = true;
+            }
             pthread_mutex_unlock(&b->mu);
+            if (opened)
+                publish(b, o, true, cls, false, now);
         }
     } else if (v == AIGW_HEAR_SUCCESS) {
         /* A late success proves the backend answers: close. */
         aigw__breaker_close(b);
+        publish(b, o, false, AIGW_CLASS_NONE, false, now);
     }
 }
 

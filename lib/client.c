@@ -80,6 +80,21 @@ aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **er
         aigw__free(c);
         return aigw__fail(err, AIGW_ENOMEM, "out of memory");
     }
+    /* the store's names are keyed before any entry is made */
+    aigw__health_salt(c->health, cfg->has_store ? &cfg->store.salt : NULL);
+    if (cfg->has_store) {
+        aigw_health_store vt;
+        void *ud;
+        st = aigw__redis_store_new(&cfg->store, &vt, &ud);
+        if (st != AIGW_OK) {
+            aigw__health_free(c->health);
+            pthread_mutex_destroy(&c->cfg_lock);
+            aigw__free(c);
+            return aigw__fail(err, st, st == AIGW_ENOMEM ? "out of memory"
+                                                         : "this libaigw has no Redis store");
+        }
+        aigw__health_set_store(c->health, &vt, ud, cfg->store.sync_ms);
+    }
     st = aigw__curl_transport_new(&c->transport, &c->transport_ud);
     if (st != AIGW_OK) {
         aigw__health_free(c->health);
@@ -138,6 +153,28 @@ static aigw_config *current_config(aigw_client *c)
     return cfg;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool same_secret(const aigw_secret *a, const aigw_secret *b)
+{
+    return a->len == b->len && (a->len == 0 || memcmp(a->value, b->value, a->len) == 0);
+}
+
+/* Whether two configurations name the same health store. */
+static bool same_store(const aigw_config *a, const aigw_config *b)
+{
+    if (a->has_store != b->has_store)
+        return false;
+    return !a->has_store ||
+           (same_str(a->store.url, b->store.url) && same_str(a->store.prefix, b->store.prefix) &&
+            a->store.timeout_ms == b->store.timeout_ms && a->store.sync_ms == b->store.sync_ms &&
+            same_secret(&a->store.password, &b->store.password) &&
+            same_secret(&a->store.salt, &b->store.salt));
+}
+
 aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_error **err)
 {
     aigw_config *old;
@@ -149,8 +186,21 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
     st = check_keys_resolved(cfg, err);
     if (st != AIGW_OK)
         return st;
-    aigw_config_ref(cfg);
+    /* Decided: a client keeps the store it was made with (its names are
+     * keyed by the salt its entries were made under). */
     pthread_mutex_lock(&client->cfg_lock);
+    if (!same_store(client->cfg, cfg)) {
+        aigw_error *e = NULL;
+        pthread_mutex_unlock(&client->cfg_lock);
+        if (err && (e = aigw__error_new(AIGW_ECONFIG)) != NULL)
+            aigw__error_add(e, "gatewayConfig.healthStore",
+                            "the health store cannot change on a running client (make a new "
+                            "client for a new store)");
+        if (err)
+            *err = aigw__error_finish(e);
+        return AIGW_ECONFIG;
+    }
+    aigw_config_ref(cfg);
     old = client->cfg;
     client->cfg = cfg;
     pthread_mutex_unlock(&client->cfg_lock);
@@ -159,6 +209,7 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
      * for keys whose provider, id and value are unchanged. */
     aigw__health_configure(client->health, &cfg->health, client_now(client));
     aigw__health_end_benches(client->health);
+    aigw__health_forget_shared(client->health, NULL, false, client_now(client));
     /* Requests still running on the old one hold their own references; the
      * last of them frees it and wipes its secrets. */
     aigw_config_unref(old);
@@ -189,6 +240,7 @@ aigw_status aigw_client_reset_health(aigw_client *client, const char *key_id)
             return AIGW_EINVAL;
     }
     aigw__health_reset(client->health, key_id);
+    aigw__health_forget_shared(client->health, key_id, true, client_now(client));
     return AIGW_OK;
 }
 
@@ -229,6 +281,26 @@ aigw_status aigw_client_set_strategy(aigw_client *client, const aigw_strategy *s
         client->strategy_ud = userdata;
         client->has_strategy = true;
     }
+    return AIGW_OK;
+}
+
+aigw_status aigw_client_set_health_store(aigw_client *client, const aigw_health_store *store,
+                                         void *userdata)
+{
+    aigw_config *cfg;
+    int64_t sync_ms;
+    bool known = store && store->version == AIGW_HEALTH_STORE_VERSION;
+    if (!client || (store && (!known || !store->get || !store->put || !store->claim))) {
+        if (store && store->destroy)
+            store->destroy(userdata);
+        if (client && store && !known)
+            return AIGW_EVERSION;
+        return AIGW_EINVAL;
+    }
+    cfg = current_config(client);
+    sync_ms = cfg->has_store ? cfg->store.sync_ms : 100;
+    aigw_config_unref(cfg);
+    aigw__health_set_store(client->health, store, userdata, sync_ms);
     return AIGW_OK;
 }
 

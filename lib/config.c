@@ -1435,6 +1435,7 @@ enum {
     GC_KEY_BENCH,
     GC_BREAKER,
     GC_BUDGET,
+    GC_STORE,
     GC__N
 };
 static const char *const gateway_fields[] = {
@@ -1442,7 +1443,7 @@ static const char *const gateway_fields[] = {
     "metadata",      "connectTimeout",    "maxAttempts",        "retryAfterMax",
     "sameBackendRetries", "maxResponseBytes", "firstTokenTimeout", "streamIdleTimeout",
     "streamRestart", "maxEventBytes", "keyCooldown", "keyCooldownMax", "keyBenchTime",
-    "circuitBreaker", "retryBudget", NULL};
+    "circuitBreaker", "retryBudget", "healthStore", NULL};
 
 /* A member that is false (off), true (the defaults) or an object; whether
  * to read it as an object.  *on gets false for false. */
@@ -1515,6 +1516,98 @@ static void parse_budget(parser *p, const cJSON *v)
     h->budget_on = on;
 }
 
+enum { NK_VALUE, NK_VALUE_FROM, NK__N };
+static const char *const ngrok_key_fields[] = {"value", "valueFrom", NULL};
+
+/* A secret given as a string, {value} or {valueFrom}. */
+static void read_secret_member(parser *p, const cJSON *v, aigw_secret *out)
+{
+    const cJSON *f[NK__N];
+    if (cJSON_IsString(v))
+        secret_accept(p, v->valuestring, strlen(v->valuestring), "the value", out);
+    else if (cJSON_IsObject(v) && members(p, v, ngrok_key_fields, f))
+        read_secret(p, f[NK_VALUE], f[NK_VALUE_FROM], out);
+    else if (!cJSON_IsObject(v))
+        problem(p, "expected a string or an object, got %s", kind(v));
+}
+
+enum { RS_URL, RS_PREFIX, RS_TIMEOUT, RS_SYNC, RS_PASSWORD, RS_SALT, RS__N };
+static const char *const redis_fields[] = {"url",      "keyPrefix", "timeout", "syncInterval",
+                                           "password", "salt",      NULL};
+
+/* healthStore.redis: where a fleet shares key health. */
+static void parse_redis_store(parser *p, const cJSON *v)
+{
+    aigw_store_opts *o = &p->cfg->store;
+    const cJSON *f[RS__N];
+    const char *url, *prefix;
+    size_t mark;
+    if (!members(p, v, redis_fields, f))
+        return;
+    if (!aigw__have_redis()) {
+        problem(p, "this libaigw was built without the Redis health store (hiredis)");
+        return;
+    }
+    p->cfg->has_store = true;
+    if ((url = get_str(p, "url", f[RS_URL], true, 1, 4096)) != NULL) {
+        char *why = NULL;
+        mark = path_field(p, "url");
+        if (aigw__redis_url_check(url, &why) != 0) {
+            if (why)
+                problem(p, "%s", why);
+            else
+                p->oom = true;
+            aigw__free(why);
+        } else if (!(o->url = aigw__strdup(url))) {
+            p->oom = true;
+        }
+        path_pop(p, mark);
+    }
+    prefix = f[RS_PREFIX] ? get_str(p, "keyPrefix", f[RS_PREFIX], false, 0, 64) : "aigw:";
+    if (prefix) {
+        size_t i;
+        for (i = 0; prefix[i]; i++)
+            if ((unsigned char)prefix[i] < 0x21 || (unsigned char)prefix[i] > 0x7e)
+                break;
+        if (prefix[i]) {
+            mark = path_field(p, "keyPrefix");
+            problem(p, "must be printable ASCII without spaces");
+            path_pop(p, mark);
+        } else if (!(o->prefix = aigw__strdup(prefix))) {
+            p->oom = true;
+        }
+    }
+    get_duration_in(p, "timeout", f[RS_TIMEOUT], 1, 60 * 1000, &o->timeout_ms);
+    get_duration_in(p, "syncInterval", f[RS_SYNC], 1, 60 * 1000, &o->sync_ms);
+    if (f[RS_PASSWORD]) {
+        mark = path_field(p, "password");
+        read_secret_member(p, f[RS_PASSWORD], &o->password);
+        path_pop(p, mark);
+    }
+    if (f[RS_SALT]) {
+        mark = path_field(p, "salt");
+        read_secret_member(p, f[RS_SALT], &o->salt);
+        path_pop(p, mark);
+    }
+}
+
+enum { HS_REDIS, HS__N };
+static const char *const store_fields[] = {"redis", NULL};
+
+/* healthStore: {"redis": {...}}. */
+static void parse_health_store(parser *p, const cJSON *v)
+{
+    const cJSON *f[HS__N];
+    if (!members(p, v, store_fields, f))
+        return;
+    if (!f[HS_REDIS]) {
+        if (!v->child) /* else the unknown member was named */
+            problem(p, "needs \"redis\" (the one store a gateway file can name)");
+        return;
+    }
+    section(p, "redis", f[HS_REDIS], parse_redis_store);
+}
+
 /* The key-health extensions of gatewayConfig (see aigw_health_opts). */
 static void parse_health(parser *p, const cJSON *f[])
 {
@@ -1526,6 +1619,7 @@ static void parse_health(parser *p, const cJSON *f[])
     get_duration(p, "keyBenchTime", f[GC_KEY_BENCH], 0, &h->bench_ms);
     section(p, "circuitBreaker", f[GC_BREAKER], parse_breaker);
     section(p, "retryBudget", f[GC_BUDGET], parse_budget);
+    section(p, "healthStore", f[GC_STORE], parse_health_store);
 }
 
 static void parse_gateway_config(parser *p, const cJSON *v)
@@ -1567,20 +1661,11 @@ static void parse_gateway_config(parser *p, const cJSON *v)
     parse_health(p, f);
 }
 
-enum { NK_VALUE, NK_VALUE_FROM, NK__N };
-static const char *const ngrok_key_fields[] = {"value", "valueFrom", NULL};
-
 /* The ngrok access key: a string, {value} or {valueFrom}. */
 static void parse_ngrok_key(parser *p, const cJSON *v)
 {
     aigw_config *c = p->cfg;
-    const cJSON *f[NK__N];
-    if (cJSON_IsString(v))
-        secret_accept(p, v->valuestring, strlen(v->valuestring), "the value", &c->ngrok_key);
-    else if (cJSON_IsObject(v) && members(p, v, ngrok_key_fields, f))
-        read_secret(p, f[NK_VALUE], f[NK_VALUE_FROM], &c->ngrok_key);
-    else if (!cJSON_IsObject(v))
-        problem(p, "expected a string or an object, got %s", kind(v));
+    read_secret_member(p, v, &c->ngrok_key);
     c->has_ngrok_key = c->ngrok_key.value != NULL;
 }
 
@@ -1781,6 +1866,10 @@ static void config_free(aigw_config *cfg)
     aigw__free(cfg->rules);
     secret_free(&cfg->ngrok_key);
     aigw__free(cfg->ngrok_gateway_url);
+    aigw__free(cfg->store.url);
+    aigw__free(cfg->store.prefix);
+    secret_free(&cfg->store.password);
+    secret_free(&cfg->store.salt);
     aigw__free(cfg->all_keys);
     aigw__free(cfg);
 }
@@ -1880,6 +1969,8 @@ static void set_defaults(parser *p)
     c->health.budget_percent = 20;
     c->health.budget_min_per_sec = 10;
     c->health.budget_window_ms = 10 * 1000;
+    c->store.timeout_ms = 50;
+    c->store.sync_ms = 100;
     c->ngrok_gateway_url = str_copy(p, AIGW_NGROK_GATEWAY_URL);
 }
 

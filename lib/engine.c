@@ -8,6 +8,7 @@
  */
 #include "engine_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define BACKOFF_BASE_MS 250
@@ -285,6 +286,7 @@ typedef struct gate {
     aigw_breaker *endpoint;
     aigw_breaker *backend; /* counters only */
     aigw_breaker *host;
+    bool endpoint_trial; /* the first try after a cooldown, claimed */
     bool endpoint_probe;
     bool host_probe;
 } gate;
@@ -297,6 +299,9 @@ static void report(run *r, const slot *s, const gate *g, const aigw_attempt *a)
     const aigw_policy_row *row;
     aigw_hear heard;
     bool answered;
+    if (g->endpoint_trial)
+        aigw__endpoint_trial_done(s->key->ep, a ? a->cls : AIGW_CLASS_NONE,
+                                  !a || a->tr == AIGW_TR_CANCELLED, now);
     if (!a || a->tr == AIGW_TR_CANCELLED) {
         if (g->endpoint_probe)
             aigw__breaker_report(g->endpoint, r->ho, AIGW_HEAR_ABANDON, true, AIGW_CLASS_NONE,
@@ -448,9 +453,16 @@ static int admit(run *r, const slot *s, gate *g)
     aigw_admit ae, ah;
     const aigw_attempt *prev;
     memset(g, 0, sizeof *g);
+    /* with a health store, one client of the fleet tries a key first after
+     * its cooldown: the others pass it over as cooling meanwhile */
+    ae = aigw__endpoint_admit(s->key->ep, r->ho, now, &left);
+    if (ae == AIGW_ADMIT_OPEN)
+        return skip_key(r, s, AIGW_KEY_COOLING, left) == 0 ? MV_NEXT_KEY : -1;
+    g->endpoint_trial = ae == AIGW_ADMIT_PROBE;
     g->endpoint = aigw__endpoint_breaker(s->key->ep);
     ae = aigw__breaker_admit(g->endpoint, r->ho, now, &left);
     if (ae == AIGW_ADMIT_OPEN) {
+        report(r, s, g, NULL);
         aigw__key_skipped(s->key->hk, s->key->ep);
         return skip_open(r, s, AIGW_SKIP_CIRCUIT_OPEN, left) == 0 ? MV_NEXT_KEY : -1;
     }
@@ -576,6 +588,23 @@ static void key_at(run *r, const cand *cd, key_ref *k, const char *id, const aig
     k->ep = aigw__health_endpoint(r->h, k->hk, cd->upstream, false);
 }
 
+/* With a health store, reads what the fleet knows of a step's keys (with
+ * the candidate's model) and its host, when the client's copy is older
+ * than syncInterval: one round trip at most. */
+static void sync_step(run *r, const cand *cd, key_ref *refs, size_t n, bool ngrok)
+{
+    aigw_sync sy;
+    size_t i;
+    aigw__sync_begin(&sy, r->h, r->ho, aigw__run_now(r));
+    if (!sy.on)
+        return;
+    for (i = 0; i < n; i++)
+        aigw__sync_key(&sy, refs[i].hk, &refs[i].ep, cd->upstream);
+    aigw__sync_host(&sy, aigw__health_host(r->h, ngrok ? r->cfg->ngrok_gateway_url
+                                                        : cd->prov->base_url));
+    aigw__sync_end(&sy);
+}
+
 /* Orders a user step's keys: the client's strategy, or the step's own
  * (keySelectionStrategy).  Either sees each key's health for the
  * candidate's model; the walk skips the keys that are not ready, whatever
@@ -595,8 +624,11 @@ static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step
     int got = -1, rc = -1;
     if (!views || !pv || !order || !used || !all)
         goto out;
-    for (i = 0; i < nk; i++) {
+    for (i = 0; i < nk; i++)
         key_at(r, cd, &all[i], st->keys[i].id, &st->keys[i].value, AIGW_ORIGIN_CONFIG);
+    sync_step(r, cd, all, nk, false);
+    now = aigw__run_now(r);
+    for (i = 0; i < nk; i++) {
         aigw__key_view(all[i].hk, all[i].ep, now, st->keys[i].weight, &views[i]);
         views[i].id = st->keys[i].id;
         pv[i] = &views[i];
@@ -684,6 +716,8 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
         key_at(r, cd, &refs[0], "ngrok", &r->cfg->ngrok_key, AIGW_ORIGIN_NGROK);
         n = 1;
     }
+    if (!st || ngrok)
+        sync_step(r, cd, refs, n, ngrok);
     body = ngrok ? body_ngrok : body_user;
     if (!body->data && aigw__build_body(r, cd, ngrok, body) != 0)
         goto out;
@@ -809,6 +843,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     run r;
     char *model = NULL, **models = NULL;
     size_t n_models = 0;
+    uint64_t fallbacks0;
     aigw_status st;
     int rc = -1;
 
@@ -832,10 +867,16 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     r.body_len = req->body_len;
     r.min_wait = r.open_wait = r.pass_cool_wait = -1;
     r.deadline = aigw__run_now(&r) + r.cfg->total_timeout_ms;
+    fallbacks0 = aigw__health_store_fallbacks(r.h);
     if ((r.resp = aigw__response_new()) != NULL)
         rc = plan(&r, model, models, n_models);
     if (rc == 0 && !r.done)
         rc = run_all(&r);
+    if (r.resp)
+        snprintf(r.resp->health_store, sizeof r.resp->health_store, "%s",
+                 aigw__health_store_down(r.h) || aigw__health_store_fallbacks(r.h) != fallbacks0
+                     ? "local"
+                     : aigw__health_store_kind(r.h));
     if (rc == 0 && r.resp->n_attempts > 0) {
         const aigw_attempt *last = &r.resp->attempts[r.resp->n_attempts - 1];
         r.resp->model = aigw__strdup(last->model);

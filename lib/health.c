@@ -22,12 +22,30 @@ static const char *nz(const char *s)
 /* ------------------------------------------------------------------------ */
 
 typedef struct key_ctx {
+    aigw_health *h;
     const char *provider;
     const char *id;
+    const aigw_secret *value;
     uint64_t vhash;
     bool has_value;
     aigw_key_origin origin;
 } key_ctx;
+
+/* A key's identity in the store: its provider, id and a fleet-keyed hash
+ * of its value. */
+static uint64_t key_fid(const aigw_store *st, const key_ctx *c)
+{
+    aigw_sip s;
+    uint64_t v = c->has_value ? aigw__siphash24(st->fkey, c->value->value, c->value->len) : 0;
+    uint8_t tag = c->has_value ? 1 : 0;
+    aigw__sip_init(&s, st->fkey);
+    aigw__sip_str(&s, "key");
+    aigw__sip_str(&s, c->provider);
+    aigw__sip_str(&s, c->id);
+    aigw__sip_update(&s, &tag, 1);
+    aigw__sip_update(&s, &v, sizeof v);
+    return aigw__sip_final(&s);
+}
 
 static bool key_eq(const aigw_node *n, const void *ctx)
 {
@@ -60,8 +78,11 @@ static aigw_node *key_make(const void *ctx)
     k->vhash = c->vhash;
     k->has_value = c->has_value;
     k->origin = c->origin;
+    k->st = &c->h->st;
+    k->fid = key_fid(k->st, c);
     atomic_init(&k->bench_until, AIGW_NONE_MS);
     atomic_init(&k->bench_reason, AIGW_CLASS_NONE);
+    atomic_init(&k->synced_at, AIGW_NONE_MS);
     aigw__counters_init(&k->c);
     return &k->nd;
 }
@@ -73,15 +94,28 @@ static const aigw_entry_ops key_ops = {key_eq, key_make, key_destroy};
 /* ------------------------------------------------------------------------ */
 
 typedef struct site_ctx {
+    aigw_health *h;
     const char *name;
     const char *provider; /* NULL for a host */
     const char *model;
 } site_ctx;
 
 typedef struct endpoint_ctx {
+    aigw_health *h;
     aigw_hkey *key;
     const char *model;
 } endpoint_ctx;
+
+/* An identity in the store: a kind, a number, a string. */
+static uint64_t fid_of(const aigw_store *st, const char *kind, uint64_t n, const char *str)
+{
+    aigw_sip s;
+    aigw__sip_init(&s, st->fkey);
+    aigw__sip_str(&s, kind);
+    aigw__sip_update(&s, &n, sizeof n);
+    aigw__sip_str(&s, str);
+    return aigw__sip_final(&s);
+}
 
 static bool endpoint_eq(const aigw_node *n, const void *ctx)
 {
@@ -109,9 +143,17 @@ static aigw_node *endpoint_make(const void *ctx)
         return NULL;
     }
     e->key = c->key;
+    e->st = &c->h->st;
+    e->fid = fid_of(e->st, "endpoint", c->key->fid, c->model);
     atomic_init(&e->cool_until, AIGW_NONE_MS);
     atomic_init(&e->last_limited, AIGW_NONE_MS);
+    atomic_init(&e->synced_at, AIGW_NONE_MS);
+    atomic_init(&e->gated, false);
+    atomic_init(&e->trial_out, false);
+    atomic_init(&e->trial_at, AIGW_NONE_MS);
+    atomic_init(&e->trial_wait_until, AIGW_NONE_MS);
     aigw__breaker_init(&e->br);
+    aigw__breaker_share(&e->br, e->st, 'o', e->fid);
     return &e->nd;
 }
 
@@ -158,6 +200,8 @@ static aigw_node *site_make(const void *ctx)
         s->name = aigw__buf_take(&name);
     } else {
         s->name = aigw__strdup(c->name);
+        if (s->name)
+            aigw__breaker_share(&s->br, &c->h->st, 'h', fid_of(&c->h->st, "host", 0, s->name));
     }
     s->provider = aigw__strdup(c->provider ? c->provider : "");
     s->model = aigw__strdup(c->provider ? c->model : "");
@@ -189,6 +233,7 @@ aigw_health *aigw__health_new(void)
         goto fail_hosts;
     aigw__budget_init(&h->budget);
     aigw__random_bytes(h->sipkey, sizeof h->sipkey);
+    aigw__store_init(&h->st, NULL);
     return h;
     /* only the tables made so far are freed */
 fail_hosts:
@@ -212,6 +257,8 @@ void aigw__health_free(aigw_health *h)
     aigw__table_free(&h->backends);
     aigw__table_free(&h->hosts);
     aigw__budget_destroy(&h->budget);
+    aigw__store_set(&h->st, NULL, NULL, 0);
+    aigw__wipe(h->st.fkey, sizeof h->st.fkey);
     aigw__wipe(h->sipkey, sizeof h->sipkey);
     aigw__free(h);
 }
@@ -228,8 +275,10 @@ aigw_hkey *aigw__health_key(aigw_health *h, const char *provider, const char *id
     uint8_t tag;
     if (!h)
         return NULL;
+    c.h = h;
     c.provider = nz(provider);
     c.id = nz(id);
+    c.value = value;
     c.has_value = value && value->value;
     c.vhash = c.has_value ? aigw__siphash24(h->sipkey, value->value, value->len) : 0;
     c.origin = origin;
@@ -249,6 +298,7 @@ aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *m
     uint64_t hash;
     if (!h || !k)
         return NULL;
+    c.h = h;
     c.key = k;
     c.model = nz(model);
     aigw__sip_init(&s, h->sipkey);
@@ -339,10 +389,25 @@ static bool extend(_Atomic int64_t *until, int64_t t)
     return false;
 }
 
+/* Tells the store a fact of a key or an endpoint. */
+static void publish(aigw_store *st, char kind, uint64_t fid, aigw_fact_kind fk, aigw_class cls,
+                    int64_t ttl_ms, int64_t now)
+{
+    char name[24];
+    aigw_store_entry e;
+    if (!st->on || ttl_ms <= 0 || !aigw__store_usable(st, now))
+        return;
+    aigw__store_name(name, kind, fid);
+    aigw__fact_entry(&e, name, st, fk, cls, 0, ttl_ms);
+    aigw__store_put(st, &e, 1, now);
+}
+
 void aigw__hkey_bench(aigw_hkey *k, const aigw_health_opts *o, aigw_class reason, int64_t now)
 {
-    if (k && o && o->bench_ms > 0 && extend(&k->bench_until, now + o->bench_ms))
+    if (k && o && o->bench_ms > 0 && extend(&k->bench_until, now + o->bench_ms)) {
         atomic_store(&k->bench_reason, (int)reason);
+        publish(k->st, 'b', k->fid, AIGW_FACT_BENCH, reason, o->bench_ms, now);
+    }
 }
 
 static int64_t jittered(int64_t cooldown_ms)
@@ -366,8 +431,10 @@ int64_t aigw__endpoint_cool(aigw_endpoint *e, const aigw_health_opts *o, int64_t
     if (cool > o->cooldown_max_ms) /* the cap holds for the default too */
         cool = o->cooldown_max_ms;
     extend(&e->last_limited, now); /* the latest, whatever order reports come in */
-    if (cool > 0)
-        extend(&e->cool_until, now + cool);
+    if (cool > 0 && extend(&e->cool_until, now + cool) && e->st->on) {
+        atomic_store(&e->gated, true);
+        publish(e->st, 'c', e->fid, AIGW_FACT_COOL, AIGW_CLASS_RATE_LIMIT, cool, now);
+    }
     until = atomic_load(&e->cool_until);
     return until > now ? until - now : 0;
 }
@@ -441,9 +508,10 @@ static aigw_site *get_site(aigw_health *h, aigw_table *t, const site_ctx *c)
 aigw_breaker *aigw__health_backend(aigw_health *h, const char *provider, const char *model)
 {
     site_ctx c;
+    aigw_site *site;
     if (!h)
         return NULL;
-    aigw_site *site;
+    c.h = h;
     c.name = NULL;
     c.provider = nz(provider);
     c.model = nz(model);
@@ -458,10 +526,397 @@ aigw_breaker *aigw__health_host(aigw_health *h, const char *url)
     char *origin;
     if (!h || !url || !(origin = aigw__url_origin(url)))
         return NULL;
+    c.h = h;
     c.name = origin;
     c.provider = NULL;
     c.model = NULL;
     site = get_site(h, &h->hosts, &c);
     aigw__free(origin);
     return site ? &site->br : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The health store: shared facts (store.c has the calls and the values)   */
+/* ------------------------------------------------------------------------ */
+
+void aigw__health_salt(aigw_health *h, const aigw_secret *salt)
+{
+    aigw_store *st = &h->st;
+    if (salt && salt->value && salt->len) {
+        aigw_store fresh;
+        aigw__store_init(&fresh, salt);
+        memcpy(st->fkey, fresh.fkey, sizeof st->fkey);
+        aigw__wipe(fresh.fkey, sizeof fresh.fkey);
+    }
+}
+
+void aigw__health_set_store(aigw_health *h, const aigw_health_store *vt, void *ud,
+                            int64_t sync_ms)
+{
+    aigw__store_set(&h->st, vt, ud, sync_ms);
+}
+
+const char *aigw__health_store_kind(aigw_health *h)
+{
+    return h->st.on ? h->st.kind : "local";
+}
+
+uint64_t aigw__health_store_fallbacks(aigw_health *h)
+{
+    return atomic_load(&h->st.fallbacks);
+}
+
+bool aigw__health_store_down(aigw_health *h)
+{
+    return !h->st.on || atomic_load(&h->st.state) == AIGW_STORE_DOWN;
+}
+
+/* The longest another client's first try after a cooldown keeps a key to
+ * itself. */
+static int64_t trial_ms(const aigw_health_opts *o)
+{
+    return o->probe_timeout_ms < 1000 ? o->probe_timeout_ms : 1000;
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+aigw_admit aigw__endpoint_admit(aigw_endpoint *e, const aigw_health_opts *o, int64_t now,
+                                int64_t *wait_ms)
+{
+    char name[24];
+    aigw_store_entry se;
+    aigw_fact f;
+    int64_t t;
+    bool free_ = false;
+    int rc;
+    *wait_ms = 0;
+    if (!e || !o || !e->st->on || !atomic_load_explicit(&e->gated, memory_order_relaxed) ||
+        !aigw__store_usable(e->st, now))
+        return AIGW_ADMIT_GO;
+    t = atomic_load(&e->trial_wait_until);
+    if (now < t) {
+        *wait_ms = t - now;
+        return AIGW_ADMIT_OPEN;
+    }
+    /* one first try per client: its other requests leave the key to it */
+    if (!atomic_compare_exchange_strong(&e->trial_out, &free_, true)) {
+        int64_t at = atomic_load(&e->trial_at);
+        if (now < at + trial_ms(o)) {
+            *wait_ms = min64(e->st->sync_ms, at + trial_ms(o) - now);
+            return AIGW_ADMIT_OPEN;
+        }
+        /* presumed lost: this request takes it over */
+    }
+    atomic_store(&e->trial_at, now);
+    aigw__store_name(name, 'c', e->fid);
+    aigw__fact_entry(&se, name, e->st, AIGW_FACT_TRIAL, AIGW_CLASS_NONE, 0, trial_ms(o));
+    rc = aigw__store_claim(e->st, &se, now);
+    if (rc < 0) { /* on its own: as without a store */
+        atomic_store(&e->trial_out, false);
+        return AIGW_ADMIT_GO;
+    }
+    if (rc == 1 || se.ttl_ms == AIGW_STORE_ABSENT)
+        return AIGW_ADMIT_PROBE;
+    if (se.ttl_ms < 0 || aigw__fact_parse(e->st, se.value, &f) != 0 ||
+        (f.kind != AIGW_FACT_COOL && f.kind != AIGW_FACT_TRIAL)) {
+        /* not a fact of this name: written over */
+        aigw__fact_entry(&se, name, e->st, AIGW_FACT_TRIAL, AIGW_CLASS_NONE, 0, trial_ms(o));
+        aigw__store_put(e->st, &se, 1, now);
+        return AIGW_ADMIT_PROBE;
+    }
+    if (f.kind == AIGW_FACT_TRIAL && f.ours)
+        return AIGW_ADMIT_PROBE;
+    atomic_store(&e->trial_out, false);
+    if (f.kind == AIGW_FACT_COOL) { /* cooling again, fleet-wide */
+        t = min64(se.ttl_ms, o->cooldown_max_ms);
+        extend(&e->cool_until, now + t);
+        *wait_ms = t > 0 ? t : 1;
+        return AIGW_ADMIT_OPEN;
+    }
+    t = min64(se.ttl_ms, e->st->sync_ms); /* another client's first try */
+    if (t < 1)
+        t = 1;
+    atomic_store(&e->trial_wait_until, now + t);
+    *wait_ms = t;
+    return AIGW_ADMIT_OPEN;
+}
+
+void aigw__endpoint_trial_done(aigw_endpoint *e, aigw_class cls, bool abandoned, int64_t now)
+{
+    char name[24];
+    aigw_store_entry se;
+    if (!e || !atomic_exchange(&e->trial_out, false))
+        return;
+    if (!abandoned && cls == AIGW_CLASS_RATE_LIMIT)
+        return; /* its cooldown was written over the trial */
+    if (!abandoned && cls == AIGW_CLASS_NONE)
+        atomic_store(&e->gated, false); /* it answers again */
+    aigw__store_name(name, 'c', e->fid);
+    aigw__fact_entry(&se, name, e->st, AIGW_FACT_TRIAL, AIGW_CLASS_NONE, 0, 0);
+    aigw__store_write1(e->st, name, &se, now);
+}
+
+/* ---- reading the store ---- */
+
+enum { SY_BENCH = 'b', SY_COOL = 'c', SY_BREAKER = 'o' };
+
+void aigw__sync_begin(aigw_sync *s, aigw_health *h, const aigw_health_opts *o, int64_t now)
+{
+    s->h = h;
+    s->o = o;
+    s->now = now;
+    s->n = 0;
+    s->on = h && o && aigw__store_usable(&h->st, now);
+}
+
+/* Whether an entry read at *at is due, and if so this caller reads it. */
+static bool due(aigw_sync *s, _Atomic int64_t *at)
+{
+    int64_t t = atomic_load_explicit(at, memory_order_relaxed);
+    if (t != AIGW_NONE_MS && s->now - t < s->h->st.sync_ms)
+        return false;
+    return atomic_compare_exchange_strong(at, &t, s->now);
+}
+
+/* Republishes a fact this client holds that the store lost (restarted,
+ * flushed) or holds garbage for. */
+static void tell_again(aigw_sync *s, aigw_store_entry *w, size_t *nw, const char *name,
+                       aigw_fact_kind fk, aigw_class cls, int64_t until)
+{
+    if (until == AIGW_NONE_MS || until <= s->now || *nw >= AIGW_SYNC_MAX)
+        return;
+    aigw__fact_entry(&w[*nw], name, &s->h->st, fk, cls, 0, until - s->now);
+    (*nw)++;
+}
+
+static void apply_bench(aigw_sync *s, aigw_hkey *k, const aigw_store_entry *e,
+                        aigw_store_entry *w, size_t *nw)
+{
+    aigw_fact f;
+    int64_t until = atomic_load(&k->bench_until);
+    if (e->ttl_ms >= 0 && aigw__fact_parse(&s->h->st, e->value, &f) == 0 &&
+        f.kind == AIGW_FACT_BENCH) {
+        if (s->o->bench_ms > 0 && extend(&k->bench_until, s->now + min64(e->ttl_ms, s->o->bench_ms)))
+            atomic_store(&k->bench_reason, (int)f.cls);
+        return;
+    }
+    if (e->ttl_ms == AIGW_STORE_UNREADABLE)
+        atomic_fetch_add(&s->h->st.ignored, 1);
+    tell_again(s, w, nw, e->name, AIGW_FACT_BENCH,
+               (aigw_class)atomic_load(&k->bench_reason), until);
+}
+
+static void apply_cool(aigw_sync *s, aigw_endpoint *ep, const aigw_store_entry *e,
+                       aigw_store_entry *w, size_t *nw)
+{
+    aigw_fact f;
+    int64_t until = atomic_load(&ep->cool_until);
+    if (e->ttl_ms >= 0 && aigw__fact_parse(&s->h->st, e->value, &f) == 0) {
+        if (f.kind == AIGW_FACT_COOL) {
+            extend(&ep->cool_until, s->now + min64(e->ttl_ms, s->o->cooldown_max_ms));
+            atomic_store(&ep->gated, true);
+            return;
+        }
+        if (f.kind == AIGW_FACT_TRIAL) {
+            if (!f.ours) {
+                atomic_store(&ep->trial_wait_until,
+                             s->now + min64(e->ttl_ms, s->h->st.sync_ms));
+                atomic_store(&ep->gated, true);
+            }
+            return;
+        }
+    } else if (e->ttl_ms == AIGW_STORE_UNREADABLE) {
+        atomic_fetch_add(&s->h->st.ignored, 1);
+    }
+    tell_again(s, w, nw, e->name, AIGW_FACT_COOL, AIGW_CLASS_RATE_LIMIT, until);
+}
+
+/* The endpoint an entry is about: the caller's, or (a fact to apply) made
+ * now. */
+static aigw_endpoint *entry_endpoint(aigw_sync *s, size_t i, bool fact)
+{
+    aigw_endpoint **slot = s->slot[i];
+    if (!*slot && fact)
+        *slot = aigw__health_endpoint(s->h, (aigw_hkey *)s->what[i], s->model[i], true);
+    return *slot;
+}
+
+/* Whether an entry holds a fact of that kind (what holds no fact is
+ * counted as ignored). */
+static bool holds(aigw_sync *s, size_t i, aigw_fact_kind k1, aigw_fact_kind k2)
+{
+    aigw_fact f;
+    if (s->e[i].ttl_ms == AIGW_STORE_ABSENT)
+        return false;
+    if (s->e[i].ttl_ms < 0 || aigw__fact_parse(&s->h->st, s->e[i].value, &f) != 0) {
+        if (s->e[i].ttl_ms < 0)
+            atomic_fetch_add(&s->h->st.ignored, 1);
+        return false;
+    }
+    return f.kind == k1 || f.kind == k2;
+}
+
+static void flush(aigw_sync *s)
+{
+    aigw_store_entry w[AIGW_SYNC_MAX];
+    size_t i, nw = 0;
+    int64_t start = s->now;
+    aigw_endpoint *ep;
+    if (s->n == 0)
+        return;
+    for (i = 0; i < s->n; i++)
+        s->e[i].name = s->names[i];
+    if (aigw__store_get(&s->h->st, s->e, s->n, start) != 0) {
+        s->n = 0;
+        s->on = false;
+        return;
+    }
+    for (i = 0; i < s->n; i++) {
+        switch (s->kind[i]) {
+        case SY_BENCH:
+            apply_bench(s, (aigw_hkey *)s->what[i], &s->e[i], w, &nw);
+            break;
+        case SY_COOL:
+            ep = s->slot[i] ? entry_endpoint(s, i, holds(s, i, AIGW_FACT_COOL, AIGW_FACT_TRIAL))
+                            : (aigw_endpoint *)s->what[i];
+            if (ep)
+                apply_cool(s, ep, &s->e[i], w, &nw);
+            break;
+        default:
+            if (s->slot[i]) {
+                ep = entry_endpoint(s, i, holds(s, i, AIGW_FACT_OPEN, AIGW_FACT_OPEN));
+                if (ep)
+                    aigw__breaker_apply(&ep->br, s->o, &s->e[i], start, s->now);
+            } else {
+                aigw__breaker_apply((aigw_breaker *)s->what[i], s->o, &s->e[i], start, s->now);
+            }
+            break;
+        }
+    }
+    s->n = 0;
+    if (nw)
+        aigw__store_put(&s->h->st, w, nw, s->now);
+}
+
+/* One name to read: about what (a key, an endpoint, a breaker), or, slot
+ * set, about the endpoint of the key `what` with model, made only if the
+ * store holds a fact for it. */
+static void add(aigw_sync *s, char kind, void *what, aigw_endpoint **slot, const char *model,
+                char name_kind, uint64_t fid)
+{
+    if (s->n == AIGW_SYNC_MAX)
+        flush(s);
+    if (!s->on)
+        return;
+    aigw__store_name(s->names[s->n], name_kind, fid);
+    s->kind[s->n] = kind;
+    s->what[s->n] = what;
+    s->slot[s->n] = slot;
+    s->model[s->n] = model;
+    s->n++;
+}
+
+void aigw__sync_key(aigw_sync *s, aigw_hkey *k, aigw_endpoint **ep, const char *model)
+{
+    if (!s->on || !k)
+        return;
+    if (!*ep)
+        *ep = aigw__health_endpoint(s->h, k, model, false);
+    if (*ep) {
+        /* an entry made since its key was read: read with it */
+        int64_t never = AIGW_NONE_MS, ks = atomic_load(&k->synced_at);
+        if (ks != AIGW_NONE_MS)
+            atomic_compare_exchange_strong(&(*ep)->synced_at, &never, ks);
+        if (due(s, &k->synced_at))
+            add(s, SY_BENCH, k, NULL, NULL, 'b', k->fid);
+        if (due(s, &(*ep)->synced_at)) {
+            add(s, SY_COOL, *ep, NULL, NULL, 'c', (*ep)->fid);
+            add(s, SY_BREAKER, &(*ep)->br, NULL, NULL, 'o', (*ep)->fid);
+        }
+    } else if (due(s, &k->synced_at)) {
+        /* no entry for the model yet: one is made only for a fact (model
+         * names that only ever fail fast take no room) */
+        uint64_t fid = fid_of(&s->h->st, "endpoint", k->fid, nz(model));
+        add(s, SY_BENCH, k, NULL, NULL, 'b', k->fid);
+        add(s, SY_COOL, k, ep, nz(model), 'c', fid);
+        add(s, SY_BREAKER, k, ep, nz(model), 'o', fid);
+    }
+}
+
+void aigw__sync_host(aigw_sync *s, aigw_breaker *host)
+{
+    if (s->on && host && host->kind && due(s, &host->synced_at))
+        add(s, SY_BREAKER, host, NULL, NULL, host->kind, host->fid);
+}
+
+void aigw__sync_end(aigw_sync *s)
+{
+    if (s->on)
+        flush(s);
+}
+
+/* ---- forgetting in the store too ---- */
+
+/* Deletes the facts of the keys with that id (NULL: all) and, with
+ * endpoints, their endpoints' (and with hosts, every host's). */
+static void forget_shared(aigw_health *h, const char *id, bool endpoints, bool hosts,
+                          int64_t now)
+{
+    aigw_store_entry w[AIGW_SYNC_MAX];
+    char names[AIGW_SYNC_MAX][24];
+    size_t n = 0;
+    aigw_node *nd;
+#define FORGET(kind, fid)                                                                   \
+    do {                                                                                    \
+        if (n == AIGW_SYNC_MAX) {                                                           \
+            aigw__store_put(&h->st, w, n, now);                                             \
+            n = 0;                                                                          \
+        }                                                                                   \
+        aigw__store_name(names[n], (kind), (fid));                                          \
+        memset(&w[n], 0, sizeof w[n]);                                                      \
+        w[n].name = names[n];                                                               \
+        n++;                                                                                \
+    } while (0)
+    if (!aigw__store_usable(&h->st, now))
+        return;
+    aigw__table_rdlock(&h->keys);
+    for (nd = h->keys.first; nd; nd = nd->order) {
+        aigw_hkey *k = (aigw_hkey *)nd;
+        if (!id || strcmp(k->id, id) == 0)
+            FORGET('b', k->fid);
+    }
+    aigw__table_unlock(&h->keys);
+    if (endpoints) {
+        aigw__table_rdlock(&h->endpoints);
+        for (nd = h->endpoints.first; nd; nd = nd->order) {
+            aigw_endpoint *e = (aigw_endpoint *)nd;
+            if (id && strcmp(e->key->id, id) != 0)
+                continue;
+            FORGET('c', e->fid);
+            FORGET('o', e->fid);
+            FORGET('p', e->fid);
+        }
+        aigw__table_unlock(&h->endpoints);
+    }
+    if (hosts) {
+        aigw__table_rdlock(&h->hosts);
+        for (nd = h->hosts.first; nd; nd = nd->order) {
+            aigw_site *site = (aigw_site *)nd;
+            FORGET('h', site->br.fid);
+            FORGET('q', site->br.fid);
+        }
+        aigw__table_unlock(&h->hosts);
+    }
+#undef FORGET
+    if (n)
+        aigw__store_put(&h->st, w, n, now);
+}
+
+void aigw__health_forget_shared(aigw_health *h, const char *id, bool all_scopes, int64_t now)
+{
+    if (h && h->st.on)
+        forget_shared(h, id, all_scopes, all_scopes && !id, now);
 }

@@ -164,6 +164,63 @@ void aigw__budget_request(aigw_health *h, const aigw_health_opts *o, int64_t now
  * Always true when o->budget_on is false. */
 bool aigw__budget_retry(aigw_health *h, const aigw_health_opts *o, int64_t now);
 
+/* ---- the health store (store.c, health.c) ---- */
+
+/* Keys the store's names with the configuration's salt (NULL or empty: the
+ * library's fixed key): before the first entry is made. */
+void aigw__health_salt(aigw_health *h, const aigw_secret *salt);
+/* Sets the store facts are shared through (vt NULL: none, in-process
+ * only); the old one is destroyed.  Not while requests run. */
+void aigw__health_set_store(aigw_health *h, const aigw_health_store *vt, void *ud,
+                            int64_t sync_ms);
+/* The store's kind ("local" without one); whether it is set and answered
+ * last time (false: the client is on its own state); how many times the
+ * client fell back to its own state. */
+const char *aigw__health_store_kind(aigw_health *h);
+bool aigw__health_store_down(aigw_health *h);
+uint64_t aigw__health_store_fallbacks(aigw_health *h);
+/* Deletes from the store the facts of the keys whose id is id (NULL: all),
+ * with all_scopes also of their endpoints (and, id NULL, of every host). */
+void aigw__health_forget_shared(aigw_health *h, const char *id, bool all_scopes, int64_t now);
+
+/* Reading the store for one step's keys (with the candidate's model) and
+ * its host, in one round trip, for the entries the client has not read
+ * within syncInterval; a no-op without a store or while it is backing off.
+ * The batch lives on the caller's stack. */
+#define AIGW_SYNC_MAX 48
+typedef struct aigw_sync {
+    aigw_health *h;
+    const aigw_health_opts *o;
+    int64_t now;
+    bool on;
+    size_t n;
+    aigw_store_entry e[AIGW_SYNC_MAX];
+    char names[AIGW_SYNC_MAX][24];
+    void *what[AIGW_SYNC_MAX];
+    aigw_endpoint **slot[AIGW_SYNC_MAX]; /* an endpoint not made yet */
+    const char *model[AIGW_SYNC_MAX];
+    char kind[AIGW_SYNC_MAX];
+} aigw_sync;
+
+void aigw__sync_begin(aigw_sync *s, aigw_health *h, const aigw_health_opts *o, int64_t now);
+/* The key k, and its endpoint for model (*ep: found, or made when the
+ * store holds a fact for it). */
+void aigw__sync_key(aigw_sync *s, aigw_hkey *k, aigw_endpoint **ep, const char *model);
+void aigw__sync_host(aigw_sync *s, aigw_breaker *host);
+/* Reads what is left and applies what the store holds. */
+void aigw__sync_end(aigw_sync *s);
+
+/* The first try after an endpoint's cooldown, with a store: one client of
+ * the fleet claims it.  AIGW_ADMIT_GO (no claim needed), AIGW_ADMIT_PROBE
+ * (this request holds it: report with aigw__endpoint_trial_done), or
+ * AIGW_ADMIT_OPEN (another has it, or the endpoint cools again: pass the
+ * key over for *wait_ms). */
+aigw_admit aigw__endpoint_admit(aigw_endpoint *e, const aigw_health_opts *o, int64_t now,
+                                int64_t *wait_ms);
+/* The held first try ended with class cls (AIGW_CLASS_NONE: served), or
+ * was abandoned. */
+void aigw__endpoint_trial_done(aigw_endpoint *e, aigw_class cls, bool abandoned, int64_t now);
+
 /* ---- snapshot (stats.c) ---- */
 
 /* Builds a snapshot: an entry for each key of cfg (aigw__config_keys, in

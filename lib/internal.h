@@ -216,6 +216,19 @@ typedef struct aigw_health_opts {
     int64_t budget_window_ms;   /* retryBudget.window, 10s (1s..1h)         */
 } aigw_health_opts;
 
+/* gatewayConfig.healthStore: where key health is shared (see health.h and
+ * store_redis.c).  Only Redis for now. */
+typedef struct aigw_store_opts {
+    char *url;            /* redis://[[user]:password@]host[:port][/db], or
+                             unix:///path/to/socket[?db=N]                   */
+    char *prefix;         /* keyPrefix, "aigw:"                              */
+    aigw_secret password; /* password: {value} / {valueFrom}; empty: none   */
+    aigw_secret salt;     /* salt: {value} / {valueFrom}; keys the names    */
+    int64_t timeout_ms;   /* timeout, 50ms: connecting, and each round trip  */
+    int64_t sync_ms;      /* syncInterval, 100ms: the longest a client goes
+                             on its own copy before reading the store again */
+} aigw_store_opts;
+
 struct aigw_config {
     int refs; /* atomic */
     bool bare;
@@ -247,6 +260,8 @@ struct aigw_config {
     bool stream_restart;            /* false */
     size_t max_event_bytes;         /* 1 MiB: one SSE event */
     aigw_health_opts health;
+    bool has_store; /* gatewayConfig.healthStore.redis */
+    aigw_store_opts store;
 
     bool has_ngrok_key;
     aigw_secret ngrok_key;
@@ -406,6 +421,21 @@ struct aigw_transport_response {
 /* libcurl's transport: fills *vt and *userdata (destroy frees it). */
 aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata);
 const char *aigw__transport_result_name(aigw_transport_result r); /* NULL for OK */
+
+/* ---- store_redis.c: the Redis health store ---- */
+
+/* Whether this build has the Redis store (hiredis was found). */
+bool aigw__have_redis(void);
+/* Checks a healthStore.redis url: 0, or -1 with *why (allocated with
+ * aigw__malloc; NULL when out of memory) saying what is wrong with it, never
+ * quoting a password it holds.  Compiled with or without hiredis:
+ * `rediss://` is refused here (the hiredis libaigw builds against has no
+ * TLS). */
+int aigw__redis_url_check(const char *url, char **why);
+/* Fills *vt and *ud with a Redis store for o (copied: o may go away).  It
+ * connects at first use, not here.  AIGW_OK; AIGW_ENOMEM; AIGW_EINVAL when
+ * this build has no Redis store. */
+aigw_status aigw__redis_store_new(const aigw_store_opts *o, aigw_health_store *vt, void **ud);
 
 /* ---- url.c ---- */
 /* "scheme://host:port" of url (allocated: default ports made explicit,

@@ -155,7 +155,9 @@ char *aigw__response_build_trace(const aigw_response *r)
             rc |= aigw__buf_printf(&b, ",\"waitMs\":%lld", (long long)r->skips[i].wait_ms);
         rc |= aigw__buf_puts(&b, "}");
     }
-    rc |= aigw__buf_puts(&b, "]}");
+    rc |= aigw__buf_puts(&b, "],\"healthStore\":");
+    rc |= aigw__buf_json_cstr(&b, r->health_store[0] ? r->health_store : "local");
+    rc |= aigw__buf_puts(&b, "}");
     if (rc != 0) {
         aigw__buf_free(&b);
         return NULL;
@@ -220,6 +222,13 @@ const char *aigw_response_header_get(const aigw_response *resp, const char *name
     if (!resp || !name)
         return NULL;
     return aigw__hdrs_get(&resp->headers, name);
+}
+
+const char *aigw_response_health_store(const aigw_response *resp)
+{
+    if (!resp)
+        return NULL;
+    return resp->health_store[0] ? resp->health_store : "local";
 }
 
 const char *aigw_response_request_id(const aigw_response *resp)

@@ -46,6 +46,7 @@ struct aigw_response {
     aigw_hdrs headers;
     aigw_buf body;
     char request_id[32];
+    char health_store[16]; /* the store that answered: "local", "redis", ... */
     char *model;
     const char *error_code; /* static, or NULL */
     aigw_attempt *attempts;

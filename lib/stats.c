@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct stat_entry {
@@ -31,6 +32,10 @@ struct aigw_stats {
     int64_t budget_window_ms;
     uint64_t budget_requests, budget_retries, budget_denied;
     int64_t budget_available;
+    char store_kind[16];
+    const char *store_state;
+    int64_t store_retry_ms; /* in fallback: until the next try */
+    uint64_t store_n[7];    /* syncs, writes, claims, errors, fallbacks, recoveries, ignored */
     char *json; /* built with the snapshot */
 };
 
@@ -391,6 +396,23 @@ static int json_budget(aigw_buf *b, const aigw_stats *st)
     return aigw__buf_printf(b, "%" PRId64 "}}", st->budget_available);
 }
 
+static int json_store(aigw_buf *b, const aigw_stats *st)
+{
+    static const char *const names[7] = {"syncs",     "writes",     "claims", "errors",
+                                         "fallbacks", "recoveries", "ignored"};
+    int i, rc = 0;
+    rc |= aigw__buf_puts(b, ",\"healthStore\":{\"kind\":");
+    rc |= aigw__buf_json_cstr(b, st->store_kind);
+    rc |= aigw__buf_printf(b, ",\"state\":\"%s\"", st->store_state);
+    if (strcmp(st->store_kind, "local") != 0) {
+        for (i = 0; i < 7; i++)
+            rc |= aigw__buf_printf(b, ",\"%s\":%" PRIu64, names[i], st->store_n[i]);
+        if (st->store_retry_ms >= 0)
+            rc |= aigw__buf_printf(b, ",\"retryInMs\":%" PRId64, st->store_retry_ms);
+    }
+    return rc | aigw__buf_puts(b, "}");
+}
+
 static char *stats_to_json(const aigw_stats *st)
 {
     /* v holds keys, backends, hosts, endpoints; the JSON lists the
@@ -413,7 +435,7 @@ static char *stats_to_json(const aigw_stats *st)
                 json_entry(&b, &st->v[i]) != 0)
                 goto fail;
     }
-    if (aigw__buf_puts(&b, "]") != 0 || json_budget(&b, st) != 0)
+    if (aigw__buf_puts(&b, "]") != 0 || json_store(&b, st) != 0 || json_budget(&b, st) != 0)
         goto fail;
     return aigw__buf_take(&b);
 fail:
@@ -422,6 +444,37 @@ fail:
 }
 
 /* ---- building ---- */
+
+static void store_figures(aigw_store *sto, int64_t now, aigw_stats *st)
+{
+    int64_t until;
+    snprintf(st->store_kind, sizeof st->store_kind, "%s", sto->on ? sto->kind : "local");
+    st->store_retry_ms = -1;
+    if (!sto->on) {
+        st->store_state = "ok";
+        return;
+    }
+    switch (atomic_load(&sto->state)) {
+    case AIGW_STORE_UP:
+        st->store_state = "connected";
+        break;
+    case AIGW_STORE_DOWN:
+        st->store_state = "fallback";
+        until = atomic_load(&sto->down_until);
+        st->store_retry_ms = until != AIGW_NONE_MS && until > now ? until - now : 0;
+        break;
+    default:
+        st->store_state = "connecting";
+        break;
+    }
+    st->store_n[0] = atomic_load(&sto->syncs);
+    st->store_n[1] = atomic_load(&sto->writes);
+    st->store_n[2] = atomic_load(&sto->claims);
+    st->store_n[3] = atomic_load(&sto->errors);
+    st->store_n[4] = atomic_load(&sto->fallbacks);
+    st->store_n[5] = atomic_load(&sto->recoveries);
+    st->store_n[6] = atomic_load(&sto->ignored);
+}
 
 static int ptr_cmp(const void *a, const void *b)
 {
@@ -514,6 +567,7 @@ aigw_stats *aigw__health_snapshot(aigw_health *h, const aigw_config *cfg,
     }
     aigw__budget_figures(&h->budget, o, now, &st->budget_requests, &st->budget_retries,
                          &st->budget_denied, &st->budget_available);
+    store_figures(&h->st, now, st);
     if (!(st->json = stats_to_json(st)))
         goto fail;
     aigw__free(hk);
@@ -585,4 +639,11 @@ void aigw_stats_budget(const aigw_stats *stats, uint64_t *requests, uint64_t *re
 const char *aigw_stats_json(const aigw_stats *stats)
 {
     return stats ? stats->json : NULL;
+}
+
+const char *aigw_stats_health_store(const aigw_stats *stats, const char **state)
+{
+    if (state)
+        *state = stats ? stats->store_state : NULL;
+    return stats ? stats->store_kind : NULL;
 }

@@ -14,16 +14,20 @@ aigw_need_pkgs() {
     if command -v pkg-config >/dev/null 2>&1; then
         pkg-config --exists libcurl || missing+=(libcurl4-openssl-dev)
         pkg-config --exists libcjson || missing+=(libcjson-dev)
+        # the Redis health store (the demo's build has it too)
+        pkg-config --exists hiredis || missing+=(libhiredis-dev)
         if [ "${1:-}" = test ]; then
             pkg-config --exists cmocka || missing+=(libcmocka-dev)
         fi
     else
-        missing+=(libcurl4-openssl-dev libcjson-dev)
+        missing+=(libcurl4-openssl-dev libcjson-dev libhiredis-dev)
         [ "${1:-}" = test ] && missing+=(libcmocka-dev)
     fi
     if [ "${1:-}" = test ]; then
         command -v go >/dev/null 2>&1 || missing+=(golang-go)
         command -v nm >/dev/null 2>&1 || missing+=(binutils)
+        # tests/test_store_redis.c runs a real server
+        command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     fi
     printf '%s\n' "${missing[@]+"${missing[@]}"}"
 }

@@ -232,7 +232,7 @@ ATTEMPT_EXTRA = {"step", "errorClass", "transportError", "requestedWaitMs", "wai
 # ... and for streamed attempts
 STREAM_EXTRA = {"timeToFirstByteMs", "timeToFirstTokenMs", "malformedEvents", "streamError"}
 SUMMARY_FIELDS = {"requestId", "attempts", "outcome", "model"}
-SUMMARY_EXTRA = {"statusCode", "errorCode", "skipped"}
+SUMMARY_EXTRA = {"statusCode", "errorCode", "skipped", "healthStore"}
 VERDICTS = {"succeeded", "next_key", "next_quota_pool", "next_backend", "managed_fallback",
             "retry_same_backend", "fail_fast", "exhausted"}
 PATH_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\])*(\.[A-Za-z_][A-Za-z0-9_]*(\[\d+\])*)*: \S")
@@ -836,7 +836,7 @@ class CliBase(unittest.TestCase):
                 if s.get("providerKeyId")]
 
     def stats_keys(self, stats):
-        self.assertEqual(set(stats), {"keys", "endpoints", "backends", "hosts", "retryBudget"},
+        self.assertEqual(set(stats), {"keys", "endpoints", "backends", "hosts", "healthStore", "retryBudget"},
                          stats)
         return {k["id"]: k for k in stats["keys"]}
 

@@ -1009,7 +1009,7 @@ static void test_health_problems(void **state)
     /* the list of gatewayConfig's members is whole */
     only_problem("{\"gatewayConfig\":{\"cooldown\":\"1s\"}}", "gatewayConfig.cooldown",
                  "maxEventBytes, keyCooldown, keyCooldownMax, keyBenchTime, circuitBreaker, "
-                 "retryBudget)");
+                 "retryBudget, healthStore)");
     /* all of them at once, each at its path */
     {
         aigw_error *err = parse_err(
@@ -1498,6 +1498,84 @@ static void test_alloc_failures_load_file(void **state)
     free(file);
 }
 
+/* gatewayConfig.healthStore.redis, exactly the issue's shape; its errors
+ * at their paths, and never a password in them. */
+static void test_health_store(void **state)
+{
+    aigw_config *cfg;
+    aigw_error *err;
+    size_t i;
+    (void)state;
+    if (!aigw__have_redis()) {
+        only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":"
+                     "\"redis://127.0.0.1:6379/0\"}}}}",
+                     "gatewayConfig.healthStore.redis", "without the Redis health store");
+        return;
+    }
+    cfg = parse_ok("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":"
+                   "\"redis://127.0.0.1:6379/0\",\"keyPrefix\":\"aigw:\",\"timeout\":\"50ms\","
+                   "\"syncInterval\":\"100ms\"}}}}");
+    assert_true(cfg->has_store);
+    assert_string_equal(cfg->store.url, "redis://127.0.0.1:6379/0");
+    assert_string_equal(cfg->store.prefix, "aigw:");
+    assert_int_equal(cfg->store.timeout_ms, 50);
+    assert_int_equal(cfg->store.sync_ms, 100);
+    assert_null(cfg->store.password.value);
+    aigw_config_unref(cfg);
+    /* only url is required: the defaults */
+    setenv("AIGW_TEST_REDIS_PW", "s3cret-pw", 1);
+    cfg = parse_ok("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":"
+                   "\"unix:///run/redis.sock?db=2\",\"password\":{\"valueFrom\":{\"env\":"
+                   "\"AIGW_TEST_REDIS_PW\"}},\"salt\":\"fleet-1\"}}}}");
+    assert_string_equal(cfg->store.prefix, "aigw:");
+    assert_int_equal(cfg->store.timeout_ms, 50);
+    assert_int_equal(cfg->store.sync_ms, 100);
+    assert_string_equal(cfg->store.password.value, "s3cret-pw");
+    assert_string_equal(cfg->store.salt.value, "fleet-1");
+    aigw_config_unref(cfg);
+    cfg = parse_ok("{\"gatewayConfig\":{\"totalTimeout\":\"30s\"}}");
+    assert_false(cfg->has_store);
+    aigw_config_unref(cfg);
+
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{}}}", "gatewayConfig.healthStore",
+                 "needs \"redis\"");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"memcached\":{}}}}",
+                 "gatewayConfig.healthStore.memcached", "unknown field (expected one of: redis)");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{}}}}",
+                 "gatewayConfig.healthStore.redis.url", "required field is missing");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"rediss://h:6380\"}}}}",
+                 "gatewayConfig.healthStore.redis.url", "TLS");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"http://h\"}}}}",
+                 "gatewayConfig.healthStore.redis.url", "redis://");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"redis://h\","
+                 "\"timeout\":\"fast\"}}}}",
+                 "gatewayConfig.healthStore.redis.timeout", "not a valid duration");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"redis://h\","
+                 "\"syncInterval\":\"0s\"}}}}",
+                 "gatewayConfig.healthStore.redis.syncInterval", "at least");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"redis://h\","
+                 "\"keyPrefix\":\"a b\"}}}}",
+                 "gatewayConfig.healthStore.redis.keyPrefix", "printable");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"redis://h\","
+                 "\"db\":1}}}}",
+                 "gatewayConfig.healthStore.redis.db", "unknown field");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"redis://h\","
+                 "\"password\":{\"value\":\"x\",\"valueFrom\":{\"env\":\"X\"}}}}}}",
+                 "gatewayConfig.healthStore.redis.password", "not both");
+    only_problem("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":\"redis://h\","
+                 "\"password\":{\"valueFrom\":{\"env\":\"AIGW_TEST_NO_SUCH_VAR\"}}}}}}",
+                 "gatewayConfig.healthStore.redis.password.valueFrom.env", "not set");
+    /* a password in a bad url is never quoted back */
+    err = parse_err("{\"gatewayConfig\":{\"healthStore\":{\"redis\":{\"url\":"
+                    "\"redis://:hunter2@h:99999/0\"}}}}");
+    assert_int_equal(aigw_error_count(err), 1);
+    assert_string_equal(aigw_error_path(err, 0), "gatewayConfig.healthStore.redis.url");
+    for (i = 0; i < aigw_error_count(err); i++)
+        assert_null(strstr(aigw_error_problem(err, i), "hunter2"));
+    assert_null(strstr(aigw_error_message(err), "hunter2"));
+    aigw_error_free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1521,6 +1599,7 @@ int main(void)
         cmocka_unit_test(test_durations_and_limits),
         cmocka_unit_test(test_health_knobs),
         cmocka_unit_test(test_health_problems),
+        cmocka_unit_test(test_health_store),
         cmocka_unit_test(test_strategies),
         cmocka_unit_test(test_key_weights),
         cmocka_unit_test(test_secret_sources),

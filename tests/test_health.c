@@ -1516,7 +1516,7 @@ static void test_snapshot_and_json(void **state)
     uint64_t req, ret, den;
     int64_t avail;
     static const char *const members[] = {"keys", "endpoints", "backends", "hosts",
-                                          "retryBudget"};
+                                          "healthStore", "retryBudget"};
     static const char want_endpoints[] =
         "["
         "{\"provider\":\"openai\",\"id\":\"k1\",\"model\":\"gpt-4o-mini\",\"state\":\"cooling\","
@@ -1724,10 +1724,10 @@ static void test_snapshot_and_json(void **state)
     assert_non_null(root);
     /* the members, in this order */
     for (i = 0, m = root->child; m; m = m->next, i++) {
-        assert_true(i < 5);
+        assert_true(i < 6);
         assert_string_equal(m->string, members[i]);
     }
-    assert_int_equal(i, 5);
+    assert_int_equal(i, 6);
     keys = item(root, "keys");
     assert_int_equal(cJSON_GetArraySize(keys), 5);
     e = cJSON_GetArrayItem(keys, 0);
@@ -1886,6 +1886,7 @@ static void test_snapshot_json_empty(void **state)
     assert_non_null(st);
     assert_string_equal(aigw_stats_json(st),
                         "{\"keys\":[],\"endpoints\":[],\"backends\":[],\"hosts\":[],"
+                        "\"healthStore\":{\"kind\":\"local\",\"state\":\"ok\"},"
                         "\"retryBudget\":{\"enabled\":true,\"percent\":20,\"minPerSecond\":0,"
                         "\"windowMs\":10000,\"requests\":0,\"retries\":0,\"denied\":0,"
                         "\"available\":0}}");

@@ -191,6 +191,34 @@ extern const aigw_stream_handler STREAM_CALLER;
  * hop-by-hop header.  g is not cleared first. */
 aigw_response *stream_to(aigw_client *c, const char *body, int restart, stream_caller *g);
 
+/* ---- a fake health store (store.c) ---- */
+
+/* Several clients of one test program share it as a fleet shares Redis:
+ * facts expire by the clock given (the fake clock: time moves only when the
+ * test moves it). */
+typedef struct fake_store fake_store;
+/* Its vtable for aigw_client_set_health_store (userdata: a fake_store *;
+ * the test frees it, after the clients). */
+extern const aigw_health_store FAKE_STORE;
+fake_store *fake_store_new(const fake_clock *clock);
+void fake_store_free(fake_store *s);
+/* Every call fails (the store does not answer) until switched back. */
+void fake_store_fail(fake_store *s, bool fail);
+/* Calls made: op "get", "put" or "claim" (also the failed ones). */
+long fake_store_calls(fake_store *s, const char *op);
+/* Writes as another client of the store would: ttl_ms < 0 no expiry;
+ * wrong_type: not a string at all. */
+void fake_store_raw(fake_store *s, const char *name, const char *value, int64_t ttl_ms,
+                    bool wrong_type);
+/* How many live names start with prefix and hold a value starting with
+ * value_prefix; the first one's name, value and time left (-1: none) into
+ * the buffers given (each may be NULL). */
+size_t fake_store_find(fake_store *s, const char *prefix, const char *value_prefix,
+                       char *name, size_t name_size, char *value, size_t value_size,
+                       int64_t *ttl);
+/* "name=value\n" for every live name into buf; returns how many. */
+size_t fake_store_dump(fake_store *s, char *buf, size_t size);
+
 /* ---- the mock provider (provider.c) ---- */
 
 /* The test program's mock providers, started by mp_start. */

@@ -148,10 +148,24 @@ int mock_teardown(void **state)
     return 0;
 }
 
+static void owned_store_free(void *ud)
+{
+    fake_store_free(ud);
+}
+
 aigw_client *mock_attach(aigw_client *c)
 {
+    const char *store = getenv("AIGW_TEST_HEALTH_STORE");
     assert_int_equal(aigw_client_set_transport(c, &MOCK_TRANSPORT, &M), AIGW_OK);
     assert_int_equal(aigw_client_set_clock(c, &FAKE_CLOCK, &M.clock), AIGW_OK);
+    if (store && strcmp(store, "fake") == 0) {
+        /* the same suite through a health store: a fake one of its own */
+        aigw_health_store vt = FAKE_STORE;
+        fake_store *fs = fake_store_new(&M.clock);
+        assert_non_null(fs);
+        vt.destroy = owned_store_free;
+        assert_int_equal(aigw_client_set_health_store(c, &vt, fs), AIGW_OK);
+    }
     M.client = c;
     return c;
 }
