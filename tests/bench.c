@@ -25,6 +25,17 @@
 #include "aigw.h"
 #include "mockprov.h"
 
+#ifdef BENCH_REDIS
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+#endif
+
 #define ROUNDS 15
 
 static const char BODY[] = "{\"model\":\"mock:m1\",\"messages\":[{\"role\":\"user\","
@@ -141,9 +152,10 @@ static aigw_client *make_client(const char *base_url, const char *gateway)
 
 /* failover: the raw side tries the second key after a 429 on the first;
  * want: the attempts libaigw makes per request; gateway: its knobs. */
-static void bench_case(const char *name, mockprov *mp, int n, int failover, int want,
-                       const char *gateway)
+static double bench_case(const char *name, mockprov *mp, int n, int failover, int want,
+                         const char *gateway)
 {
+    double median;
     static const char *const keys[] = {"key-primary", "key-backup"};
     char url[256];
     double raw[ROUNDS], lib[ROUNDS], craw[ROUNDS], clib[ROUNDS];
@@ -194,16 +206,109 @@ static void bench_case(const char *name, mockprov *mp, int n, int failover, int 
            name, raw[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] * 1e6, lib[ROUNDS / 2] / raw[ROUNDS / 2],
            craw[ROUNDS / 2] * 1e6, clib[ROUNDS / 2] * 1e6, clib[ROUNDS / 2] / craw[ROUNDS / 2]);
     fflush(stdout);
+    median = lib[ROUNDS / 2];
     curl_easy_cleanup(h);
     aigw_request_free(req);
     aigw_client_free(c);
+    return median;
 }
+
+/* The requests bench_case sends through libaigw. */
+static long case_requests(int n)
+{
+    return 1 + 20 + (long)ROUNDS * n;
+}
+
+#ifdef BENCH_REDIS
+/* A redis-server of the bench's own on a free loopback port, and the
+ * commands it has run (INFO commandstats, the INFO calls excluded). */
+static pid_t redis_pid;
+
+static int redis_start(char *url, size_t size)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    char port[16];
+    int fd = socket(AF_INET, SOCK_STREAM, 0), i;
+    char *argv[] = {(char *)"redis-server", (char *)"--port", port, (char *)"--bind",
+                    (char *)"127.0.0.1", (char *)"--save", (char *)"", (char *)"--appendonly",
+                    (char *)"no", NULL};
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        return -1;
+    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+    close(fd);
+    {
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", 1, 0);
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", 1, 0);
+        if (posix_spawnp(&redis_pid, "redis-server", &fa, NULL, argv, environ) != 0)
+            return -1;
+        posix_spawn_file_actions_destroy(&fa);
+    }
+    for (i = 0; i < 100; i++) {
+        redisContext *c = redisConnect("127.0.0.1", atoi(port));
+        if (c && !c->err) {
+            redisFree(c);
+            snprintf(url, size, "redis://127.0.0.1:%s/0", port);
+            return atoi(port);
+        }
+        if (c)
+            redisFree(c);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+static long redis_commands(int port)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *r;
+    long total = 0;
+    const char *p;
+    if (!c || c->err || !(r = redisCommand(c, "INFO commandstats"))) {
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    for (p = r->str; (p = strstr(p, "calls=")) != NULL; p++) {
+        const char *line = p;
+        while (line > r->str && line[-1] != '\n')
+            line--;
+        if (strncmp(line, "cmdstat_info:", 13) != 0 && strncmp(line, "cmdstat_command", 15) != 0)
+            total += atol(p + 6);
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return total;
+}
+
+static void redis_stop(void)
+{
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGKILL);
+        waitpid(redis_pid, NULL, 0);
+    }
+}
+#endif
 
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 500;
     mockprov *mp;
     mockprov_rule rl;
+    double local_one, local_rl;
+#ifdef BENCH_REDIS
+    double redis_one, redis_rl;
+    long c0, c1;
+    int redis_port = 0;
+    char redis_gw[256];
+#endif
     if (n < 10)
         n = 10;
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -224,7 +329,27 @@ int main(int argc, char **argv)
     printf("libaigw %s bench: %d requests x %d interleaved rounds per case, per-request "
            "medians, loopback %s\n",
            aigw_version_string(), n, ROUNDS, mockprov_base_url(mp));
-    bench_case("served by the first key", mp, n, 0, 1, "");
+    local_one = bench_case("served by the first key", mp, n, 0, 1, "");
+#ifdef BENCH_REDIS
+    {
+        /* The same through the Redis health store at steady state: the
+         * store read at most every syncInterval (100 ms), nothing written */
+        char url[128], gw[256];
+        int port = redis_start(url, sizeof url);
+        if (port < 0) {
+            fprintf(stderr, "bench: cannot start redis-server\n");
+            return 1;
+        }
+        snprintf(gw, sizeof gw, "\"healthStore\":{\"redis\":{\"url\":\"%s\"}}", url);
+        c0 = redis_commands(port);
+        redis_one = bench_case("  same, Redis health store", mp, n, 0, 1, gw);
+        c1 = redis_commands(port);
+        printf("  Redis store vs in-process: %.3f; Redis commands per request %.4f\n",
+               redis_one / local_one, (double)(c1 - c0) / (double)case_requests(n));
+        redis_port = port;
+        snprintf(redis_gw, sizeof redis_gw, "%s", gw);
+    }
+#endif
     memset(&rl, 0, sizeof rl);
     rl.key = "key-primary";
     rl.status = 429;
@@ -238,7 +363,19 @@ int main(int argc, char **argv)
                "\"keyCooldown\":\"0\",\"keyCooldownMax\":\"0\"");
     /* what remembering buys: the primary cools for its Retry-After and is
      * skipped; raw libcurl (naive failover) still asks it every time */
-    bench_case("429 primary, remembered", mp, n, 1, 1, "");
+    local_rl = bench_case("429 primary, remembered", mp, n, 1, 1, "");
+#ifdef BENCH_REDIS
+    c0 = redis_commands(redis_port);
+    redis_rl = bench_case("  same, Redis health store", mp, n, 1, 1, redis_gw);
+    c1 = redis_commands(redis_port);
+    printf("  Redis store vs in-process: %.3f; Redis commands per request %.4f\n",
+           redis_rl / local_rl, (double)(c1 - c0) / (double)case_requests(n));
+    redis_stop();
+#else
+    (void)local_one;
+    (void)local_rl;
+    (void)case_requests;
+#endif
     mockprov_stop(mp);
     curl_global_cleanup();
     return 0;

@@ -1103,6 +1103,141 @@ class CliTest(CliBase):
                         lines[1].startswith("providerKeys[1].valueFrom.env: "), lines)
 
 
+def free_port():
+    import socket
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+class CliRedisTest(CliBase):
+    """`aigw request --repeat` and `--stats` with the Redis health store: a
+    real redis-server started here on a free loopback port (scripts/deps.sh
+    installs it), shared by separate aigw processes; and every scenario
+    again with the store on."""
+
+    REDIS_PW = "redis-pw-canary-4242"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise RuntimeError("redis-server is not installed (scripts/deps.sh installs it)")
+        cls.redis_port = free_port()
+        cls.redis = subprocess.Popen(
+            [exe, "--port", str(cls.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--requirepass", cls.REDIS_PW],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", cls.redis_port), timeout=1) as so:
+                    so.sendall(b"PING\r\n")
+                    if so.recv(64):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.kill()
+        cls.redis.wait()
+        super().tearDownClass()
+
+    def check_run(self, p):
+        super().check_run(p)
+        for out in (p.stdout, p.stderr):
+            self.assertNotIn(self.REDIS_PW.encode(), out)
+
+    runs = 0
+
+    def gateway(self, **gw):
+        """Every scenario of CliBase runs again through the Redis store, each
+        gateway file with a prefix of its own (the scenarios' separate runs
+        are not one fleet): the behaviour is the same."""
+        return self.store_gateway(**gw)
+
+    def store_gateway(self, port=None, **gw):
+        cfg = super().gateway(**gw)
+        CliRedisTest.runs += 1
+        redis = {"url": "redis://127.0.0.1:%d/0" % (port or self.redis_port),
+                 "keyPrefix": "cli-%s-%d:" % (self._testMethodName, CliRedisTest.runs),
+                 "password": {"valueFrom": {"env": "AIGW_TEST_REDIS_PW"}}}
+        cfg["gatewayConfig"]["healthStore"] = {"redis": redis}
+        return cfg
+
+    def env(self):
+        env = super().env()
+        env["AIGW_TEST_REDIS_PW"] = self.REDIS_PW
+        return env
+
+    def test_two_processes_share_a_cooldown(self):
+        self.fake.script(self.KEYS[0], {"status": 429, "headers": {"Retry-After": "30"},
+                                        "body": RATE_LIMITED},
+                         {"status": 429, "headers": {"Retry-After": "30"},
+                          "body": RATE_LIMITED})
+        cfg = self.store_gateway()
+        first = self.request("--repeat", "3", "--trace", "json", "--stats", "json", cfg=cfg)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        objs = self.json_lines(first.stderr)
+        reqs = self.per_request(objs[:-1])
+        self.assertEqual([s["attempts"] for _, s in reqs], [2, 1, 1])
+        self.assertEqual([s["healthStore"] for _, s in reqs], ["redis"] * 3)
+        store = objs[-1]["healthStore"]
+        self.assertEqual((store["kind"], store["state"]), ("redis", "connected"))
+        # another process of the fleet: the cooldown is known from the start
+        second = self.request("--repeat", "2", "--trace", "json", "--stats", "json", cfg=cfg)
+        self.assertEqual(second.returncode, 0, second.stderr)
+        objs = self.json_lines(second.stderr)
+        reqs = self.per_request(objs[:-1])
+        self.assertEqual([self.skipped_keys(s) for _, s in reqs],
+                         [[("primary", "key_cooling")]] * 2)
+        self.assertEqual([self.attempt_keys(a) for a, _ in reqs],
+                         [[(1, "backup", "succeeded")]] * 2)
+        pm = self.stats_endpoints(objs[-1])[("primary", "m1")]
+        self.assertEqual((pm["state"], pm["requests"], pm["skips"]), ("cooling", 0, 2))
+        self.assertGreater(pm["waitMs"], 25000)
+        self.assertEqual(self.counts(), (1, 5, 0))
+
+    def test_stats_human_names_the_store(self):
+        p = self.request("--stats", "human", cfg=self.store_gateway())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"health store: redis (connected)", p.stderr)
+
+    def test_redis_down_serves_alone(self):
+        self.rate_limit_primary()
+        cfg = self.store_gateway(port=free_port())  # nothing listens there
+        p = self.request("--repeat", "3", "--trace", "json", "--stats", "json", cfg=cfg)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        objs = self.json_lines(p.stderr)
+        reqs = self.per_request(objs[:-1])
+        self.assertEqual([s["healthStore"] for _, s in reqs], ["local"] * 3)
+        self.assertEqual([s["attempts"] for _, s in reqs], [2, 1, 1])  # remembered locally
+        store = objs[-1]["healthStore"]
+        self.assertEqual((store["kind"], store["state"]), ("redis", "fallback"))
+        self.assertGreaterEqual(store["errors"], 1)
+        self.assertEqual(self.counts(), (1, 3, 0))
+
+    def test_validate_store_problems(self):
+        cfg = self.store_gateway()
+        cfg["gatewayConfig"]["healthStore"]["redis"]["url"] = \
+            "rediss://:%s@127.0.0.1:6380/0" % self.REDIS_PW
+        p = self.aigw("validate", self.config_file(cfg))
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"gatewayConfig.healthStore.redis.url: rediss:// (TLS) is not available",
+                      p.stderr)
+        cfg["gatewayConfig"]["healthStore"]["redis"] = {"keyPrefix": "x"}
+        p = self.aigw("validate", self.config_file(cfg))
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"gatewayConfig.healthStore.redis.url: required field is missing",
+                      p.stderr)
+
+
 class CanaryMixin:
     """No 8-character piece of any key value in any output of any run."""
 

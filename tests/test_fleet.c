@@ -171,6 +171,16 @@ static long store_figure(const worker *w, const char *name)
     return v ? (long)v->valuedouble : -1;
 }
 
+/* The worker's healthStore stats as JSON, for a message (freed at the
+ * next call; w NULL: only that). */
+static const char *store_text(const worker *w)
+{
+    static char *last;
+    free(last);
+    last = w ? cJSON_PrintUnformatted(store_stats(w)) : NULL;
+    return last ? last : "?";
+}
+
 static const char *store_state(const worker *w)
 {
     cJSON *v = cJSON_GetObjectItem(store_stats(w), "state");
@@ -272,7 +282,7 @@ static void test_fleet_redis_killed_and_restarted(void **state)
     for (i = 0; i < 2; i++) {
         print_message("worker %d: local %d, store %s\n", i,
                       cJSON_GetObjectItem(w[i].result, "local")->valueint,
-                      cJSON_PrintUnformatted(store_stats(&w[i])));
+                      store_text(&w[i]));
         assert_true(cJSON_GetObjectItem(w[i].result, "local")->valueint > 0);
         assert_true(store_figure(&w[i], "fallbacks") >= 1);
         assert_true(store_figure(&w[i], "recoveries") >= 1);
@@ -312,7 +322,7 @@ static void test_fleet_garbage_ignored_and_overwritten(void **state)
     spawn_workers(w, 1, cfg, (char[]){"3"}, (char[]){"2"});
     wait_workers(w, 1);
     print_message("garbage under %d names; the worker's store: %s\n", n,
-                  cJSON_PrintUnformatted(store_stats(&w[0])));
+                  store_text(&w[0]));
     assert_true(store_figure(&w[0], "ignored") > 0);
     assert_string_equal(store_state(&w[0]), "connected");
     /* k429's cooldown is a fact again, written over the garbage */
@@ -363,5 +373,7 @@ int main(void)
         cmocka_unit_test_setup(test_fleet_garbage_ignored_and_overwritten, setup),
         cmocka_unit_test_setup(test_fleet_redis_stalled, setup),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    store_text(NULL);
+    return rc;
 }
