@@ -364,6 +364,63 @@ static void test_fleet_redis_stalled(void **state)
     unlink(cfg);
 }
 
+/* The retry budget stays per process (README): each process of the fleet
+ * holds its own retries to percent of its own requests plus the floor; the
+ * fleet's are their sum.  Measured, not shared: sharing it would put a
+ * Redis write on every request's path. */
+static void test_fleet_retry_budget_per_process(void **state)
+{
+    char cfg[64];
+    worker w[2];
+    long upstream, requests = 0, retries = 0;
+    int i;
+    (void)state;
+    mp_add_rule(MP, MOCKPROV_RESPOND, "kdead", NULL, 500, NULL, SERVER_BODY, 0);
+    mp_add_rule(MP, MOCKPROV_RESPOND, "kok", NULL, 500, NULL, SERVER_BODY, 0);
+    write_config(cfg, sizeof cfg, "kdead",
+                 "\"circuitBreaker\":false,\"sameBackendRetries\":2,"
+                 "\"retryBudget\":{\"percent\":20,\"minPerSecond\":1,\"window\":\"10s\"}");
+    spawn_workers(w, 2, cfg, (char[]){"2"}, (char[]){"1"});
+    for (i = 0; i < 2; i++) {
+        int status;
+        assert_int_equal(waitpid(w[i].pid, &status, 0), w[i].pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    for (i = 0; i < 2; i++) {
+        char buf[1 << 16];
+        FILE *f = fopen(w[i].out, "r");
+        size_t len;
+        cJSON *rb;
+        long rq, rt;
+        assert_non_null(f);
+        len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        unlink(w[i].out);
+        buf[len] = '\0';
+        w[i].result = cJSON_Parse(buf);
+        assert_non_null(w[i].result);
+        rb = cJSON_GetObjectItem(cJSON_GetObjectItem(w[i].result, "stats"), "retryBudget");
+        rq = (long)cJSON_GetObjectItem(rb, "requests")->valuedouble;
+        rt = (long)cJSON_GetObjectItem(rb, "retries")->valuedouble;
+        print_message("process %d: %ld requests, %ld retries, %ld denied\n", i, rq, rt,
+                      (long)cJSON_GetObjectItem(rb, "denied")->valuedouble);
+        /* 20 % of its requests plus 1/s over the 10 s window */
+        assert_true(rt <= rq / 5 + 10 + 1);
+        assert_true(rt > 0);
+        requests += rq;
+        retries += rt;
+    }
+    /* every attempt reached the upstream: each request's first, and the
+     * retries (the second key after a 500 is one: the signs of an outage);
+     * the fleet retried more than one process's budget allows */
+    upstream = mockprov_count(MP, NULL);
+    print_message("fleet: %ld requests, %ld retries, %ld upstream calls\n", requests, retries,
+                  upstream);
+    assert_int_equal(upstream, requests + retries);
+    free_workers(w, 2);
+    unlink(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,6 +429,7 @@ int main(void)
         cmocka_unit_test_setup(test_fleet_redis_killed_and_restarted, setup),
         cmocka_unit_test_setup(test_fleet_garbage_ignored_and_overwritten, setup),
         cmocka_unit_test_setup(test_fleet_redis_stalled, setup),
+        cmocka_unit_test_setup(test_fleet_retry_budget_per_process, setup),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     store_text(NULL);
