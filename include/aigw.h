@@ -389,8 +389,9 @@ AIGW_API aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock
 /* Replace the health store (NULL: in-process only).  A configuration's
  * gatewayConfig.healthStore makes one when the client is made; this one
  * replaces it.  The client's own state is kept; facts are then shared
- * through the new store.  Names are keyed by the configuration's
- * healthStore salt (see README). */
+ * through the new store.  Names are keyed by the healthStore.redis salt of
+ * the configuration the client was made with, else by a fixed key (see
+ * README). */
 AIGW_API aigw_status aigw_client_set_health_store(aigw_client *client,
                                                   const aigw_health_store *store,
                                                   void *userdata);

@@ -18,7 +18,7 @@
 
 enum { BR_CLOSED = 0, BR_OPEN = 1 };
 
-static void set_closed(aigw_breaker *b);
+static void set_closed(aigw_breaker *b, int64_t now);
 
 void aigw__breaker_init(aigw_breaker *b)
 {
@@ -30,6 +30,7 @@ void aigw__breaker_init(aigw_breaker *b)
     atomic_init(&b->probe_at, AIGW_NONE_MS);
     atomic_init(&b->reason, AIGW_CLASS_NONE);
     atomic_init(&b->opened_at, AIGW_NONE_MS);
+    atomic_init(&b->closed_at, AIGW_NONE_MS);
     atomic_init(&b->synced_at, AIGW_NONE_MS);
     atomic_init(&b->probe_shared, false);
     b->st = NULL;
@@ -81,11 +82,10 @@ static void publish(aigw_breaker *b, const aigw_health_opts *o, bool open, aigw_
         e[0].name = on;
     }
     if (release_probe) {
-        /* closed: let go of the probe; open again: hold it through the new
-         * cool-off, so that no client that has not read the new open fact
-         * yet probes in it; at its end the first to claim probes */
-        aigw__fact_entry(&e[1], pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0,
-                         open ? o->breaker_cooloff_ms : 0);
+        /* let go of the probe, after the open fact is written (one
+         * pipeline, in order): a client that claims it next finds the new
+         * cool-off when it checks (check_half_open) */
+        aigw__fact_entry(&e[1], pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0, 0);
         n = 2;
     }
     aigw__store_put(b->st, e, n, now);
@@ -101,9 +101,60 @@ static void release(aigw_breaker *b, int64_t now)
     aigw__store_put(b->st, &e, 1, now);
 }
 
-/* Claims the probe in the store: true when this client may probe. */
-static bool claim_probe(aigw_breaker *b, const aigw_health_opts *o, int64_t now,
-                        int64_t *wait_ms)
+/* Another client has the probe, or reopened the breaker: open for this
+ * one for wait ms (the store is read again meanwhile). */
+static aigw_admit stay_open(aigw_breaker *b, int64_t now, int64_t wait, int64_t *wait_ms)
+{
+    if (wait < 1)
+        wait = 1;
+    *wait_ms = wait;
+    pthread_mutex_lock(&b->mu);
+    atomic_store(&b->probe_out, false);
+    if (atomic_load(&b->reopen_at) < now + wait)
+        atomic_store(&b->reopen_at, now + wait);
+    pthread_mutex_unlock(&b->mu);
+    return AIGW_ADMIT_OPEN;
+}
+
+/* The probe was claimed: is the breaker still half-open in the store?  A
+ * client that had not read a reopening (another's probe failed just
+ * before) must not probe in the new cool-off; one that had not read a
+ * closing goes as a plain request. */
+static aigw_admit check_half_open(aigw_breaker *b, const aigw_health_opts *o, int64_t now,
+                                  int64_t *wait_ms)
+{
+    char on[24], pn[24];
+    aigw_store_entry e;
+    aigw_fact f;
+    aigw__breaker_names(b, on, pn);
+    memset(&e, 0, sizeof e);
+    e.name = on;
+    if (aigw__store_get(b->st, &e, 1, now) != 0)
+        return AIGW_ADMIT_PROBE;
+    if (e.ttl_ms == AIGW_STORE_ABSENT) { /* closed by another's probe */
+        release(b, now);
+        pthread_mutex_lock(&b->mu);
+        atomic_store(&b->probe_shared, false);
+        set_closed(b, now);
+        pthread_mutex_unlock(&b->mu);
+        return AIGW_ADMIT_GO;
+    }
+    if (e.ttl_ms >= 0 && aigw__fact_parse(b->st, e.value, &f) == 0 &&
+        f.kind == AIGW_FACT_OPEN && e.ttl_ms > f.window) {
+        int64_t left = e.ttl_ms - f.window;
+        release(b, now);
+        atomic_store(&b->probe_shared, false);
+        return stay_open(b, now, left < o->breaker_cooloff_ms ? left : o->breaker_cooloff_ms,
+                         wait_ms);
+    }
+    return AIGW_ADMIT_PROBE;
+}
+
+/* Claims the probe in the store for a client whose breaker is half-open:
+ * AIGW_ADMIT_PROBE (this request probes), AIGW_ADMIT_GO (closed meanwhile)
+ * or AIGW_ADMIT_OPEN (another probes, or it reopened). */
+static aigw_admit claim_probe(aigw_breaker *b, const aigw_health_opts *o, int64_t now,
+                              int64_t *wait_ms)
 {
     char on[24], pn[24];
     aigw_store_entry e;
@@ -113,33 +164,28 @@ static bool claim_probe(aigw_breaker *b, const aigw_health_opts *o, int64_t now,
     aigw__fact_entry(&e, pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0, window(o));
     rc = aigw__store_claim(b->st, &e, now);
     if (rc < 0)
-        return true; /* on its own: the local probe goes */
+        return AIGW_ADMIT_PROBE; /* on its own: the local probe goes */
     if (rc == 1) {
         atomic_store(&b->probe_shared, true);
-        return true;
+        return check_half_open(b, o, now, wait_ms);
     }
     if (e.ttl_ms == AIGW_STORE_ABSENT)
-        return true; /* let go meanwhile: nobody probes */
+        return AIGW_ADMIT_PROBE; /* let go meanwhile: nobody probes */
     if (e.ttl_ms < 0 || aigw__fact_parse(b->st, e.value, &f) != 0 || f.kind != AIGW_FACT_PROBE) {
         /* not a probe: written over */
         aigw__fact_entry(&e, pn, b->st, AIGW_FACT_PROBE, AIGW_CLASS_NONE, 0, window(o));
-        if (aigw__store_put(b->st, &e, 1, now) == 0)
+        if (aigw__store_put(b->st, &e, 1, now) == 0) {
             atomic_store(&b->probe_shared, true);
-        return true;
+            return check_half_open(b, o, now, wait_ms);
+        }
+        return AIGW_ADMIT_PROBE;
     }
     if (f.ours) {
         atomic_store(&b->probe_shared, true);
-        return true;
+        return AIGW_ADMIT_PROBE;
     }
     /* another client probes: open for us until its answer is read */
-    *wait_ms = e.ttl_ms < b->st->sync_ms ? e.ttl_ms : b->st->sync_ms;
-    if (*wait_ms < 1)
-        *wait_ms = 1;
-    pthread_mutex_lock(&b->mu);
-    atomic_store(&b->probe_out, false);
-    atomic_store(&b->reopen_at, now + *wait_ms);
-    pthread_mutex_unlock(&b->mu);
-    return false;
+    return stay_open(b, now, e.ttl_ms < b->st->sync_ms ? e.ttl_ms : b->st->sync_ms, wait_ms);
 }
 
 void aigw__breaker_apply(aigw_breaker *b, const aigw_health_opts *o, const aigw_store_entry *e,
@@ -157,7 +203,7 @@ void aigw__breaker_apply(aigw_breaker *b, const aigw_health_opts *o, const aigw_
         pthread_mutex_lock(&b->mu);
         if (atomic_load(&b->state) != BR_CLOSED && atomic_load(&b->opened_at) < fetch_start &&
             !atomic_load(&b->probe_out))
-            set_closed(b);
+            set_closed(b, now);
         pthread_mutex_unlock(&b->mu);
         return;
     }
@@ -167,6 +213,8 @@ void aigw__breaker_apply(aigw_breaker *b, const aigw_health_opts *o, const aigw_
     }
     if (aigw__fact_parse(b->st, e->value, &f) != 0 || f.kind != AIGW_FACT_OPEN)
         return;
+    if (atomic_load(&b->closed_at) >= fetch_start)
+        return; /* read before this client closed it (its probe answered) */
     ttl = e->ttl_ms;
     left = ttl > f.window ? ttl - f.window : 0;
     if (left > o->breaker_cooloff_ms) /* never trusted past what this client would do */
@@ -190,18 +238,19 @@ void aigw__breaker_destroy(aigw_breaker *b)
 }
 
 /* Under the mutex. */
-static void set_closed(aigw_breaker *b)
+static void set_closed(aigw_breaker *b, int64_t now)
 {
+    atomic_store(&b->closed_at, now);
     atomic_store(&b->consecutive, 0);
     atomic_store(&b->probe_out, false);
     atomic_store(&b->reason, AIGW_CLASS_NONE);
     atomic_store(&b->state, BR_CLOSED);
 }
 
-void aigw__breaker_close(aigw_breaker *b)
+void aigw__breaker_close(aigw_breaker *b, int64_t now)
 {
     pthread_mutex_lock(&b->mu);
-    set_closed(b);
+    set_closed(b, now);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -247,8 +296,8 @@ aigw_admit aigw__breaker_admit(aigw_breaker *b, const aigw_health_opts *o, int64
         atomic_store(&b->probe_shared, false);
     }
     pthread_mutex_unlock(&b->mu);
-    if (a == AIGW_ADMIT_PROBE && shared(b) && !claim_probe(b, o, now, &w))
-        a = AIGW_ADMIT_OPEN;
+    if (a == AIGW_ADMIT_PROBE && shared(b))
+        a = claim_probe(b, o, now, &w);
     if (wait_ms)
         *wait_ms = w;
     return a;
@@ -287,7 +336,7 @@ static void probe_report(aigw_breaker *b, const aigw_health_opts *o, aigw_hear v
     switch (v) {
     case AIGW_HEAR_SUCCESS:
     case AIGW_HEAR_NEUTRAL:
-        set_closed(b);
+        set_closed(b, now);
         break;
     case AIGW_HEAR_FAILURE:
         set_open(b, o, cls, now);
@@ -337,7 +386,7 @@ void aigw__breaker_report(aigw_breaker *b, const aigw_health_opts *o, aigw_hear 
         }
     } else if (v == AIGW_HEAR_SUCCESS) {
         /* A late success proves the backend answers: close. */
-        aigw__breaker_close(b);
+        aigw__breaker_close(b, now);
         publish(b, o, false, AIGW_CLASS_NONE, false, now);
     }
 }

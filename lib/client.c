@@ -209,7 +209,7 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
      * for keys whose provider, id and value are unchanged. */
     aigw__health_configure(client->health, &cfg->health, client_now(client));
     aigw__health_end_benches(client->health);
-    aigw__health_forget_shared(client->health, NULL, false, client_now(client));
+    aigw__health_forget_shared(client->health, &cfg->health, NULL, false, client_now(client));
     /* Requests still running on the old one hold their own references; the
      * last of them frees it and wipes its secrets. */
     aigw_config_unref(old);
@@ -240,7 +240,9 @@ aigw_status aigw_client_reset_health(aigw_client *client, const char *key_id)
             return AIGW_EINVAL;
     }
     aigw__health_reset(client->health, key_id);
-    aigw__health_forget_shared(client->health, key_id, true, client_now(client));
+    cfg = current_config(client);
+    aigw__health_forget_shared(client->health, &cfg->health, key_id, true, client_now(client));
+    aigw_config_unref(cfg);
     return AIGW_OK;
 }
 

@@ -1866,6 +1866,8 @@ static void config_free(aigw_config *cfg)
     aigw__free(cfg->rules);
     secret_free(&cfg->ngrok_key);
     aigw__free(cfg->ngrok_gateway_url);
+    if (cfg->store.url) /* may hold a password */
+        aigw__wipe(cfg->store.url, strlen(cfg->store.url));
     aigw__free(cfg->store.url);
     aigw__free(cfg->store.prefix);
     secret_free(&cfg->store.password);

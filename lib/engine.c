@@ -14,6 +14,8 @@
 #define BACKOFF_BASE_MS 250
 /* Less time than this left of totalTimeout: no new attempt is started. */
 #define MIN_ATTEMPT_MS 10
+/* A retry waits out at most this much more for its key (see admit). */
+#define SHORT_WAIT_MS 100
 /* At most this many waits for a cooling key in one request. */
 #define MAX_COOL_WAITS 8
 
@@ -447,17 +449,28 @@ static int skip_open(run *r, const slot *s, aigw_skip_reason why, int64_t left)
 /* Health's word before an attempt: 0 go (g filled), MV_NEXT_KEY when the
  * key's endpoint is open, MV_NEXT_STEP when the host is (a skip recorded)
  * or the retry budget refuses, or -1 on no memory. */
-static int admit(run *r, const slot *s, gate *g)
+static int admit(run *r, const slot *s, gate *g, bool retrying)
 {
     int64_t now = aigw__run_now(r), left = 0;
+    int tries;
     aigw_admit ae, ah;
     const aigw_attempt *prev;
     memset(g, 0, sizeof *g);
     /* with a health store, one client of the fleet tries a key first after
      * its cooldown: the others pass it over as cooling meanwhile */
-    ae = aigw__endpoint_admit(s->key->ep, r->ho, now, &left);
-    if (ae == AIGW_ADMIT_OPEN)
-        return skip_key(r, s, AIGW_KEY_COOLING, left) == 0 ? MV_NEXT_KEY : -1;
+    for (tries = 0;; tries++) {
+        ae = aigw__endpoint_admit(s->key->ep, r->ho, now, &left);
+        if (ae != AIGW_ADMIT_OPEN)
+            break;
+        /* A retry that waited for this key is not dropped for what is
+         * left: the store's own latency (its cooldown was written a round
+         * trip after the wait began) or another client's first try: waited
+         * out, briefly. */
+        if (!retrying || tries >= 3 || left > SHORT_WAIT_MS || !wait_fits(r, left))
+            return skip_key(r, s, AIGW_KEY_COOLING, left) == 0 ? MV_NEXT_KEY : -1;
+        run_sleep(r, left);
+        now = aigw__run_now(r);
+    }
     g->endpoint_trial = ae == AIGW_ADMIT_PROBE;
     g->endpoint = aigw__endpoint_breaker(s->key->ep);
     ae = aigw__breaker_admit(g->endpoint, r->ho, now, &left);
@@ -540,7 +553,7 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
             w.k++;
             continue;
         }
-        mv = admit(r, &s, &g);
+        mv = admit(r, &s, &g, w.retrying);
         if (mv == MV_NEXT_KEY && !w.retrying) {
             w.k++;
             mv = MV_NEXT_STEP;
@@ -590,7 +603,7 @@ static void key_at(run *r, const cand *cd, key_ref *k, const char *id, const aig
 
 /* With a health store, reads what the fleet knows of a step's keys (with
  * the candidate's model) and its host, when the client's copy is older
- * than syncInterval: one round trip at most. */
+ * than syncInterval: one round trip (per 16 keys). */
 static void sync_step(run *r, const cand *cd, key_ref *refs, size_t n, bool ngrok)
 {
     aigw_sync sy;

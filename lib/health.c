@@ -82,6 +82,7 @@ static aigw_node *key_make(const void *ctx)
     k->fid = key_fid(k->st, c);
     atomic_init(&k->bench_until, AIGW_NONE_MS);
     atomic_init(&k->bench_reason, AIGW_CLASS_NONE);
+    atomic_init(&k->bench_at, AIGW_NONE_MS);
     atomic_init(&k->synced_at, AIGW_NONE_MS);
     aigw__counters_init(&k->c);
     return &k->nd;
@@ -149,8 +150,8 @@ static aigw_node *endpoint_make(const void *ctx)
     atomic_init(&e->last_limited, AIGW_NONE_MS);
     atomic_init(&e->synced_at, AIGW_NONE_MS);
     atomic_init(&e->gated, false);
-    atomic_init(&e->trial_out, false);
     atomic_init(&e->trial_at, AIGW_NONE_MS);
+    atomic_init(&e->cool_at, AIGW_NONE_MS);
     atomic_init(&e->trial_wait_until, AIGW_NONE_MS);
     aigw__breaker_init(&e->br);
     aigw__breaker_share(&e->br, e->st, 'o', e->fid);
@@ -406,6 +407,7 @@ void aigw__hkey_bench(aigw_hkey *k, const aigw_health_opts *o, aigw_class reason
 {
     if (k && o && o->bench_ms > 0 && extend(&k->bench_until, now + o->bench_ms)) {
         atomic_store(&k->bench_reason, (int)reason);
+        atomic_store(&k->bench_at, now);
         publish(k->st, 'b', k->fid, AIGW_FACT_BENCH, reason, o->bench_ms, now);
     }
 }
@@ -431,7 +433,9 @@ int64_t aigw__endpoint_cool(aigw_endpoint *e, const aigw_health_opts *o, int64_t
     if (cool > o->cooldown_max_ms) /* the cap holds for the default too */
         cool = o->cooldown_max_ms;
     extend(&e->last_limited, now); /* the latest, whatever order reports come in */
-    if (cool > 0 && extend(&e->cool_until, now + cool) && e->st->on) {
+    if (cool > 0 && extend(&e->cool_until, now + cool))
+        atomic_store(&e->cool_at, now);
+    if (cool > 0 && atomic_load(&e->cool_at) == now && e->st->on) {
         atomic_store(&e->gated, true);
         publish(e->st, 'c', e->fid, AIGW_FACT_COOL, AIGW_CLASS_RATE_LIMIT, cool, now);
     }
@@ -476,13 +480,15 @@ size_t aigw__health_reset(aigw_health *h, const char *id)
         if (id && strcmp(e->key->id, id) != 0)
             continue;
         atomic_store(&e->cool_until, AIGW_NONE_MS);
-        aigw__breaker_close(&e->br);
+        atomic_store(&e->gated, false);
+        atomic_store(&e->trial_wait_until, AIGW_NONE_MS);
+        aigw__breaker_close(&e->br, AIGW_NONE_MS);
     }
     aigw__table_unlock(&h->endpoints);
     if (!id) {
         aigw__table_rdlock(&h->hosts);
         for (n = h->hosts.first; n; n = n->order)
-            aigw__breaker_close(&((aigw_site *)n)->br);
+            aigw__breaker_close(&((aigw_site *)n)->br, AIGW_NONE_MS);
         aigw__table_unlock(&h->hosts);
     }
     return matched;
@@ -590,49 +596,53 @@ aigw_admit aigw__endpoint_admit(aigw_endpoint *e, const aigw_health_opts *o, int
     aigw_store_entry se;
     aigw_fact f;
     int64_t t;
-    bool free_ = false;
     int rc;
     *wait_ms = 0;
     if (!e || !o || !e->st->on || !atomic_load_explicit(&e->gated, memory_order_relaxed) ||
         !aigw__store_usable(e->st, now))
+        return AIGW_ADMIT_GO;
+    /* a breaker that will not let it go anyway: no claim for nothing */
+    if (!aigw__breaker_would_admit(&e->br, o, now))
         return AIGW_ADMIT_GO;
     t = atomic_load(&e->trial_wait_until);
     if (now < t) {
         *wait_ms = t - now;
         return AIGW_ADMIT_OPEN;
     }
-    /* one first try per client: its other requests leave the key to it */
-    if (!atomic_compare_exchange_strong(&e->trial_out, &free_, true)) {
-        int64_t at = atomic_load(&e->trial_at);
-        if (now < at + trial_ms(o)) {
-            *wait_ms = min64(e->st->sync_ms, at + trial_ms(o) - now);
-            return AIGW_ADMIT_OPEN;
-        }
-        /* presumed lost: this request takes it over */
+    /* one first try per client: its other requests leave the key to it
+     * (one that has not answered within trial_ms is presumed lost) */
+    t = atomic_load(&e->trial_at);
+    if (t != AIGW_NONE_MS && now < t + trial_ms(o)) {
+        *wait_ms = min64(e->st->sync_ms, t + trial_ms(o) - now);
+        return AIGW_ADMIT_OPEN;
     }
-    atomic_store(&e->trial_at, now);
+    if (!atomic_compare_exchange_strong(&e->trial_at, &t, now)) {
+        *wait_ms = min64(e->st->sync_ms, trial_ms(o));
+        return AIGW_ADMIT_OPEN;
+    }
     aigw__store_name(name, 'c', e->fid);
     aigw__fact_entry(&se, name, e->st, AIGW_FACT_TRIAL, AIGW_CLASS_NONE, 0, trial_ms(o));
     rc = aigw__store_claim(e->st, &se, now);
     if (rc < 0) { /* on its own: as without a store */
-        atomic_store(&e->trial_out, false);
+        atomic_store(&e->trial_at, AIGW_NONE_MS);
         return AIGW_ADMIT_GO;
     }
     if (rc == 1 || se.ttl_ms == AIGW_STORE_ABSENT)
         return AIGW_ADMIT_PROBE;
     if (se.ttl_ms < 0 || aigw__fact_parse(e->st, se.value, &f) != 0 ||
         (f.kind != AIGW_FACT_COOL && f.kind != AIGW_FACT_TRIAL)) {
-        /* not a fact of this name: written over */
+        /* not a fact of this name (or a reset's "clear"): written over */
         aigw__fact_entry(&se, name, e->st, AIGW_FACT_TRIAL, AIGW_CLASS_NONE, 0, trial_ms(o));
         aigw__store_put(e->st, &se, 1, now);
         return AIGW_ADMIT_PROBE;
     }
     if (f.kind == AIGW_FACT_TRIAL && f.ours)
         return AIGW_ADMIT_PROBE;
-    atomic_store(&e->trial_out, false);
+    atomic_store(&e->trial_at, AIGW_NONE_MS);
     if (f.kind == AIGW_FACT_COOL) { /* cooling again, fleet-wide */
         t = min64(se.ttl_ms, o->cooldown_max_ms);
-        extend(&e->cool_until, now + t);
+        if (extend(&e->cool_until, now + t))
+            atomic_store(&e->cool_at, now);
         *wait_ms = t > 0 ? t : 1;
         return AIGW_ADMIT_OPEN;
     }
@@ -648,12 +658,12 @@ void aigw__endpoint_trial_done(aigw_endpoint *e, aigw_class cls, bool abandoned,
 {
     char name[24];
     aigw_store_entry se;
-    if (!e || !atomic_exchange(&e->trial_out, false))
+    if (!e || atomic_exchange(&e->trial_at, AIGW_NONE_MS) == AIGW_NONE_MS)
         return;
     if (!abandoned && cls == AIGW_CLASS_RATE_LIMIT)
         return; /* its cooldown was written over the trial */
-    if (!abandoned && cls == AIGW_CLASS_NONE)
-        atomic_store(&e->gated, false); /* it answers again */
+    if (!abandoned) /* answered otherwise: the rate limit is behind it */
+        atomic_store(&e->gated, false);
     aigw__store_name(name, 'c', e->fid);
     aigw__fact_entry(&se, name, e->st, AIGW_FACT_TRIAL, AIGW_CLASS_NONE, 0, 0);
     aigw__store_write1(e->st, name, &se, now);
@@ -697,11 +707,20 @@ static void apply_bench(aigw_sync *s, aigw_hkey *k, const aigw_store_entry *e,
 {
     aigw_fact f;
     int64_t until = atomic_load(&k->bench_until);
-    if (e->ttl_ms >= 0 && aigw__fact_parse(&s->h->st, e->value, &f) == 0 &&
-        f.kind == AIGW_FACT_BENCH) {
-        if (s->o->bench_ms > 0 && extend(&k->bench_until, s->now + min64(e->ttl_ms, s->o->bench_ms)))
-            atomic_store(&k->bench_reason, (int)f.cls);
-        return;
+    if (e->ttl_ms >= 0 && aigw__fact_parse(&s->h->st, e->value, &f) == 0) {
+        if (f.kind == AIGW_FACT_BENCH) {
+            if (s->o->bench_ms > 0 &&
+                extend(&k->bench_until, s->now + min64(e->ttl_ms, s->o->bench_ms))) {
+                atomic_store(&k->bench_reason, (int)f.cls);
+                atomic_store(&k->bench_at, s->now);
+            }
+            return;
+        }
+        if (f.kind == AIGW_FACT_CLEAR) { /* reset: ends what was known before */
+            if (atomic_load(&k->bench_at) < s->now)
+                atomic_store(&k->bench_until, AIGW_NONE_MS);
+            return;
+        }
     }
     if (e->ttl_ms == AIGW_STORE_UNREADABLE)
         atomic_fetch_add(&s->h->st.ignored, 1);
@@ -716,8 +735,16 @@ static void apply_cool(aigw_sync *s, aigw_endpoint *ep, const aigw_store_entry *
     int64_t until = atomic_load(&ep->cool_until);
     if (e->ttl_ms >= 0 && aigw__fact_parse(&s->h->st, e->value, &f) == 0) {
         if (f.kind == AIGW_FACT_COOL) {
-            extend(&ep->cool_until, s->now + min64(e->ttl_ms, s->o->cooldown_max_ms));
+            if (extend(&ep->cool_until, s->now + min64(e->ttl_ms, s->o->cooldown_max_ms)))
+                atomic_store(&ep->cool_at, s->now);
             atomic_store(&ep->gated, true);
+            return;
+        }
+        if (f.kind == AIGW_FACT_CLEAR) { /* reset: ends what was known before */
+            if (atomic_load(&ep->cool_at) < s->now) {
+                atomic_store(&ep->cool_until, AIGW_NONE_MS);
+                atomic_store(&ep->gated, false);
+            }
             return;
         }
         if (f.kind == AIGW_FACT_TRIAL) {
@@ -860,63 +887,86 @@ void aigw__sync_end(aigw_sync *s)
 
 /* ---- forgetting in the store too ---- */
 
-/* Deletes the facts of the keys with that id (NULL: all) and, with
- * endpoints, their endpoints' (and with hosts, every host's). */
-static void forget_shared(aigw_health *h, const char *id, bool endpoints, bool hosts,
-                          int64_t now)
+/* A list of names to forget, collected under the tables' locks and
+ * written after. */
+typedef struct forget_list {
+    char (*names)[24];
+    aigw_store_entry *e;
+    size_t n, cap;
+} forget_list;
+
+static void forget_add(forget_list *l, const aigw_store *st, char kind, uint64_t fid,
+                       bool tombstone, int64_t ttl)
 {
-    aigw_store_entry w[AIGW_SYNC_MAX];
-    char names[AIGW_SYNC_MAX][24];
-    size_t n = 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 32;
+        char(*nn)[24] = aigw__malloc(cap * sizeof *nn);
+        aigw_store_entry *ne = aigw__malloc(cap * sizeof *ne);
+        if (!nn || !ne) {
+            aigw__free(nn);
+            aigw__free(ne);
+            return; /* out of memory: those are not forgotten in the store */
+        }
+        if (l->n) {
+            memcpy(nn, l->names, l->n * sizeof *nn);
+            memcpy(ne, l->e, l->n * sizeof *ne);
+        }
+        aigw__free(l->names);
+        aigw__free(l->e);
+        l->names = nn;
+        l->e = ne;
+        l->cap = cap;
+    }
+    aigw__store_name(l->names[l->n], kind, fid);
+    if (tombstone) /* "clear": whoever learned the fact before ends it too */
+        aigw__fact_entry(&l->e[l->n], NULL, st, AIGW_FACT_CLEAR, AIGW_CLASS_NONE, 0,
+                         ttl > 1000 ? ttl : 1000);
+    else /* deleted, whatever it holds (a breaker: closed) */
+        memset(&l->e[l->n], 0, sizeof l->e[l->n]);
+    l->n++;
+}
+
+void aigw__health_forget_shared(aigw_health *h, const aigw_health_opts *o, const char *id,
+                                bool all_scopes, int64_t now)
+{
+    forget_list l = {NULL, NULL, 0, 0};
     aigw_node *nd;
-#define FORGET(kind, fid)                                                                   \
-    do {                                                                                    \
-        if (n == AIGW_SYNC_MAX) {                                                           \
-            aigw__store_put(&h->st, w, n, now);                                             \
-            n = 0;                                                                          \
-        }                                                                                   \
-        aigw__store_name(names[n], (kind), (fid));                                          \
-        memset(&w[n], 0, sizeof w[n]);                                                      \
-        w[n].name = names[n];                                                               \
-        n++;                                                                                \
-    } while (0)
-    if (!aigw__store_usable(&h->st, now))
+    size_t i;
+    if (!h || !o || !aigw__store_usable(&h->st, now))
         return;
     aigw__table_rdlock(&h->keys);
     for (nd = h->keys.first; nd; nd = nd->order) {
         aigw_hkey *k = (aigw_hkey *)nd;
         if (!id || strcmp(k->id, id) == 0)
-            FORGET('b', k->fid);
+            forget_add(&l, &h->st, 'b', k->fid, true, o->bench_ms);
     }
     aigw__table_unlock(&h->keys);
-    if (endpoints) {
+    if (all_scopes) {
         aigw__table_rdlock(&h->endpoints);
         for (nd = h->endpoints.first; nd; nd = nd->order) {
             aigw_endpoint *e = (aigw_endpoint *)nd;
             if (id && strcmp(e->key->id, id) != 0)
                 continue;
-            FORGET('c', e->fid);
-            FORGET('o', e->fid);
-            FORGET('p', e->fid);
+            forget_add(&l, &h->st, 'c', e->fid, true, o->cooldown_max_ms);
+            forget_add(&l, &h->st, 'o', e->fid, false, 0);
+            forget_add(&l, &h->st, 'p', e->fid, false, 0);
         }
         aigw__table_unlock(&h->endpoints);
     }
-    if (hosts) {
+    if (all_scopes && !id) {
         aigw__table_rdlock(&h->hosts);
         for (nd = h->hosts.first; nd; nd = nd->order) {
             aigw_site *site = (aigw_site *)nd;
-            FORGET('h', site->br.fid);
-            FORGET('q', site->br.fid);
+            forget_add(&l, &h->st, 'h', site->br.fid, false, 0);
+            forget_add(&l, &h->st, 'q', site->br.fid, false, 0);
         }
         aigw__table_unlock(&h->hosts);
     }
-#undef FORGET
-    if (n)
-        aigw__store_put(&h->st, w, n, now);
-}
-
-void aigw__health_forget_shared(aigw_health *h, const char *id, bool all_scopes, int64_t now)
-{
-    if (h && h->st.on)
-        forget_shared(h, id, all_scopes, all_scopes && !id, now);
+    /* written outside the locks, AIGW_SYNC_MAX names a round trip */
+    for (i = 0; i < l.n; i++)
+        l.e[i].name = l.names[i];
+    for (i = 0; i < l.n; i += AIGW_SYNC_MAX)
+        aigw__store_put(&h->st, l.e + i, l.n - i < AIGW_SYNC_MAX ? l.n - i : AIGW_SYNC_MAX, now);
+    aigw__free(l.names);
+    aigw__free(l.e);
 }

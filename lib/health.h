@@ -179,9 +179,13 @@ void aigw__health_set_store(aigw_health *h, const aigw_health_store *vt, void *u
 const char *aigw__health_store_kind(aigw_health *h);
 bool aigw__health_store_down(aigw_health *h);
 uint64_t aigw__health_store_fallbacks(aigw_health *h);
-/* Deletes from the store the facts of the keys whose id is id (NULL: all),
- * with all_scopes also of their endpoints (and, id NULL, of every host). */
-void aigw__health_forget_shared(aigw_health *h, const char *id, bool all_scopes, int64_t now);
+/* Ends in the store the benches of the keys whose id is id (NULL: all),
+ * with all_scopes also their endpoints' cooldowns and breakers (and, id
+ * NULL, every host's): a bench or cooldown is written over with "clear"
+ * (for as long as it could have lasted), so that the clients that learned
+ * it end it too rather than tell it again; a breaker is deleted. */
+void aigw__health_forget_shared(aigw_health *h, const aigw_health_opts *o, const char *id,
+                                bool all_scopes, int64_t now);
 
 /* Reading the store for one step's keys (with the candidate's model) and
  * its host, in one round trip, for the entries the client has not read

@@ -50,7 +50,9 @@ typedef enum aigw_fact_kind {
                             cooldown ended                                    */
     AIGW_FACT_OPEN,      /* "open <class> <window ms>": a breaker open; its
                             last window ms are the half-open time for a probe */
-    AIGW_FACT_PROBE      /* "probe <token>": the one probe of a breaker       */
+    AIGW_FACT_PROBE,     /* "probe <token>": the one probe of a breaker       */
+    AIGW_FACT_CLEAR      /* "clear": a bench or cooldown ended by a reset;
+                            whoever learned it before ends it too           */
 } aigw_fact_kind;
 
 typedef struct aigw_fact {
@@ -111,6 +113,7 @@ struct aigw_breaker {
     _Atomic int64_t probe_at;  /* when the probe went                      */
     _Atomic int reason;        /* the class that opened it                 */
     _Atomic int64_t opened_at; /* when it last opened (here or in the store) */
+    _Atomic int64_t closed_at; /* when it last closed here                  */
     _Atomic int64_t synced_at; /* when the store was last read for it       */
     _Atomic bool probe_shared; /* the probe out is claimed in the store     */
     pthread_mutex_t mu;        /* serializes state changes                 */
@@ -130,8 +133,8 @@ void aigw__breaker_apply(aigw_breaker *b, const aigw_health_opts *o, const aigw_
 /* The names of its open fact and its probe claim. */
 void aigw__breaker_names(const aigw_breaker *b, char open[24], char probe[24]);
 void aigw__breaker_destroy(aigw_breaker *b);
-/* Closes it (under its mutex). */
-void aigw__breaker_close(aigw_breaker *b);
+/* Closes it (under its mutex); now: when (AIGW_NONE_MS: unknown). */
+void aigw__breaker_close(aigw_breaker *b, int64_t now);
 
 /* ---- health.c: the entries ---- */
 struct aigw_hkey {
@@ -145,6 +148,7 @@ struct aigw_hkey {
     aigw_store *st;
     _Atomic int64_t bench_until;
     _Atomic int bench_reason;
+    _Atomic int64_t bench_at; /* when the bench in force was set or read */
     _Atomic int64_t synced_at;
     aigw_counters c;
 };
@@ -155,13 +159,14 @@ struct aigw_endpoint {
     char *model;  /* the upstream model id */
     _Atomic int64_t cool_until;
     _Atomic int64_t last_limited;
+    _Atomic int64_t cool_at; /* when the cooldown in force was set or read */
     uint64_t fid;
     aigw_store *st;
     _Atomic int64_t synced_at;
     _Atomic bool gated;     /* a cooldown was in force: the first try after
                                it is claimed in the store                  */
-    _Atomic bool trial_out; /* this client holds (or is claiming) it       */
-    _Atomic int64_t trial_at;
+    _Atomic int64_t trial_at; /* this client's first try went then (NONE: none
+                                 out): one atomic, so one thread owns it   */
     _Atomic int64_t trial_wait_until; /* another client's first try is out */
     aigw_breaker br; /* the outlier breaker; its counters are the endpoint's */
 };

@@ -83,9 +83,30 @@ bool aigw__store_usable(aigw_store *st, int64_t now)
     return until == AIGW_NONE_MS || now >= until;
 }
 
-/* After a call: the store answered (rc >= 0) or not. */
-static int settle(aigw_store *st, int rc, int64_t now)
+/* Whether this caller may call the store now: always while it answers;
+ * once its back-off is over, one caller tries it again (the others go on
+ * alone until that one has its answer).  *retry: this caller is the one. */
+static bool may_call(aigw_store *st, int64_t now, bool *retry)
 {
+    int64_t until = atomic_load(&st->down_until);
+    *retry = false;
+    if (!st->on)
+        return false;
+    if (until == AIGW_NONE_MS)
+        return true;
+    if (now < until)
+        return false;
+    *retry = atomic_compare_exchange_strong(&st->down_until, &until,
+                                            now + atomic_load(&st->backoff_ms) + 1);
+    return *retry;
+}
+
+/* After a call: the store answered (rc >= 0) or not.  The back-off starts
+ * at its first step when the store stops answering and doubles each time a
+ * try after it fails (per incident, not per caller). */
+static int settle(aigw_store *st, int rc, bool retry, int64_t now)
+{
+    int64_t b;
     if (rc >= 0) {
         if (atomic_exchange(&st->state, AIGW_STORE_UP) == AIGW_STORE_DOWN)
             atomic_fetch_add(&st->recoveries, 1);
@@ -94,11 +115,14 @@ static int settle(aigw_store *st, int rc, int64_t now)
         return rc;
     }
     atomic_fetch_add(&st->errors, 1);
-    {
-        int64_t b = atomic_load(&st->backoff_ms);
-        b = b <= 0 ? BACKOFF_FIRST_MS : (b * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b * 2);
+    if (retry) {
+        b = atomic_load(&st->backoff_ms) * 2;
+        b = b < BACKOFF_FIRST_MS ? BACKOFF_FIRST_MS : b > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b;
         atomic_store(&st->backoff_ms, b);
         atomic_store(&st->down_until, now + b);
+    } else if (atomic_load(&st->state) != AIGW_STORE_DOWN) {
+        atomic_store(&st->backoff_ms, BACKOFF_FIRST_MS);
+        atomic_store(&st->down_until, now + BACKOFF_FIRST_MS);
     }
     if (atomic_exchange(&st->state, AIGW_STORE_DOWN) != AIGW_STORE_DOWN)
         atomic_fetch_add(&st->fallbacks, 1);
@@ -107,32 +131,35 @@ static int settle(aigw_store *st, int rc, int64_t now)
 
 int aigw__store_get(aigw_store *st, aigw_store_entry *e, size_t n, int64_t now)
 {
-    if (!aigw__store_usable(st, now))
-        return -1;
+    bool retry;
     if (n == 0)
-        return 0;
+        return aigw__store_usable(st, now) ? 0 : -1;
+    if (!may_call(st, now, &retry))
+        return -1;
     atomic_fetch_add(&st->syncs, 1);
-    return settle(st, st->vt.get(st->ud, e, n) == 0 ? 0 : -1, now);
+    return settle(st, st->vt.get(st->ud, e, n) == 0 ? 0 : -1, retry, now);
 }
 
 int aigw__store_put(aigw_store *st, const aigw_store_entry *e, size_t n, int64_t now)
 {
-    if (!aigw__store_usable(st, now))
-        return -1;
+    bool retry;
     if (n == 0)
-        return 0;
+        return aigw__store_usable(st, now) ? 0 : -1;
+    if (!may_call(st, now, &retry))
+        return -1;
     atomic_fetch_add(&st->writes, 1);
-    return settle(st, st->vt.put(st->ud, e, n) == 0 ? 0 : -1, now);
+    return settle(st, st->vt.put(st->ud, e, n) == 0 ? 0 : -1, retry, now);
 }
 
 int aigw__store_claim(aigw_store *st, aigw_store_entry *e, int64_t now)
 {
+    bool retry;
     int rc;
-    if (!aigw__store_usable(st, now))
+    if (!may_call(st, now, &retry))
         return -1;
     atomic_fetch_add(&st->claims, 1);
     rc = st->vt.claim(st->ud, e);
-    return settle(st, rc == 0 || rc == 1 ? rc : -1, now);
+    return settle(st, rc == 0 || rc == 1 ? rc : -1, retry, now);
 }
 
 void aigw__store_name(char out[24], char kind, uint64_t fid)
@@ -161,6 +188,9 @@ void aigw__fact_entry(aigw_store_entry *e, const char *name, const aigw_store *s
         break;
     case AIGW_FACT_PROBE:
         snprintf(e->value, sizeof e->value, "probe %s", st->token);
+        break;
+    case AIGW_FACT_CLEAR:
+        snprintf(e->value, sizeof e->value, "clear");
         break;
     }
 }
@@ -192,6 +222,10 @@ static int parse(aigw_store *st, const char *v, aigw_fact *f)
     memset(f, 0, sizeof *f);
     if (strcmp(v, "cool") == 0) {
         f->kind = AIGW_FACT_COOL;
+        return 0;
+    }
+    if (strcmp(v, "clear") == 0) {
+        f->kind = AIGW_FACT_CLEAR;
         return 0;
     }
     if (strncmp(v, "trial ", 6) == 0 || strncmp(v, "probe ", 6) == 0) {

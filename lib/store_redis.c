@@ -464,10 +464,22 @@ typedef struct trip {
 
 static int trip_begin(trip *t, rstore *s)
 {
+    struct timespec until;
     t->s = s;
     t->appended = 0;
     t->broken = false;
-    pthread_mutex_lock(&s->lock);
+    /* Behind a call in flight no longer than the timeout: callers queued
+     * on a stalled Redis would otherwise each wait a whole timeout in
+     * turn. */
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(s->timeout_ms / 1000);
+    until.tv_nsec += (long)(s->timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    if (pthread_mutex_timedlock(&s->lock, &until) != 0)
+        return -1;
     sigpipe_block(&t->g);
     if (connect_store(s) != 0) {
         sigpipe_unblock(&t->g);

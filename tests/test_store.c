@@ -241,6 +241,36 @@ static void test_breaker_is_shared_and_probed_once(void **state)
     aigw_client_free(b);
 }
 
+/* One probe per cool-off even for a client that has not read the reopening
+ * yet: a's probe fails and lets the claim go; b, half-open by what it read
+ * before, wins the claim, finds the new cool-off in the store and stays
+ * open. */
+static void test_no_second_probe_after_a_reopening(void **state)
+{
+    aigw_client *a = fleet_client(BREAKER), *b = fleet_client(BREAKER);
+    (void)state;
+    push(500, SERVER_BODY);
+    push(200, OK_BODY);
+    send_expect(a, "a/500/next_key b/200/succeeded", "");
+    push(500, SERVER_BODY);
+    push(200, OK_BODY);
+    send_expect(a, "a/500/next_key b/200/succeeded", "");
+    M.clock.now += 950;
+    push(200, OK_BODY);
+    send_expect(b, "b/200/succeeded", "circuit_open/a/50"); /* b read it: 50 ms left */
+    M.clock.now += 50;
+    push(500, SERVER_BODY); /* a's probe fails: open again for a cool-off */
+    push(200, OK_BODY);
+    send_expect(a, "a/500/next_key b/200/succeeded", "");
+    M.clock.now += 40; /* b has not read the store since: half-open for b */
+    push(200, OK_BODY);
+    send_expect(b, "b/200/succeeded", "circuit_open/a/960");
+    assert_int_equal(fake_store_find(FS, "p:", "", NULL, 0, NULL, 0, NULL), 0);
+    assert_calls_as("key", "a b a b b a b b");
+    aigw_client_free(a);
+    aigw_client_free(b);
+}
+
 /* A store that does not answer never fails a request: the client goes on
  * with its own state, says so, and comes back with back-off. */
 static void test_store_down_falls_back(void **state)
@@ -359,21 +389,53 @@ static void test_names_hold_no_secret(void **state)
     aigw_client_free(b);
 }
 
-/* Resetting a key forgets its facts in the store too. */
+/* Resetting a key ends its facts for the fleet: a "clear" over them, so
+ * that a client that learned them ends them too rather than tell them
+ * again. */
 static void test_reset_forgets_in_the_store(void **state)
 {
     aigw_client *a = fleet_client(NULL), *b = fleet_client(NULL);
+    char value[64];
     (void)state;
     push_h(429, "retry-after", "2", RL_BODY);
     push(200, OK_BODY);
     send_expect(a, "a/429/next_key b/200/succeeded", "");
-    assert_int_equal(fake_store_find(FS, "c:", "", NULL, 0, NULL, 0, NULL), 1);
+    push(200, OK_BODY);
+    send_expect(b, "b/200/succeeded", "key_cooling/a/2000"); /* b learned it */
     assert_int_equal(aigw_client_reset_health(a, "a"), AIGW_OK);
-    assert_int_equal(fake_store_find(FS, "c:", "", NULL, 0, NULL, 0, NULL), 0);
+    assert_int_equal(fake_store_find(FS, "c:", "", NULL, 0, value, sizeof value, NULL), 1);
+    assert_string_equal(value, "clear");
+    M.clock.now += 100;
     push(200, OK_BODY);
     send_expect(b, "a/200/succeeded", "");
+    push(200, OK_BODY);
+    send_expect(a, "a/200/succeeded", "");
+    /* nobody told it again */
+    assert_int_equal(fake_store_find(FS, "c:", "cool", NULL, 0, NULL, 0, NULL), 0);
     aigw_client_free(a);
     aigw_client_free(b);
+}
+
+/* A retry that waited for its key's Retry-After is not dropped because the
+ * store holds the cooldown a round trip longer (it was written after the
+ * wait began). */
+static void test_retry_waits_out_the_store_latency(void **state)
+{
+    aigw_client *a;
+    char json[2048];
+    (void)state;
+    snprintf(json, sizeof json,
+             "{" PROVIDER "," KEYS ",\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":"
+             "{\"rules\":[{\"provider\":\"fake\",\"steps\":[{\"type\":\"user\",\"keys\":"
+             "[{\"id\":\"a\"}]}]}]}},\"gatewayConfig\":{\"sameBackendRetries\":1}}");
+    a = mock_attach(client_from_json(json));
+    assert_int_equal(aigw_client_set_health_store(a, &FAKE_STORE, FS), AIGW_OK);
+    fake_store_latency(FS, 1, 5);
+    push_h(429, "retry-after", "1", RL_BODY);
+    push(200, OK_BODY);
+    send_expect(a, "a/429/retry_same_backend a/200/succeeded", "");
+    assert_calls_as("key", "a a");
+    aigw_client_free(a);
 }
 
 /* The store is read at most every syncInterval, once for a step's keys. */
@@ -421,10 +483,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_first_try_held_elsewhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_is_shared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breaker_is_shared_and_probed_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_second_probe_after_a_reopening, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_down_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_is_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_names_hold_no_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_forgets_in_the_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_waits_out_the_store_latency, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sync_interval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_health_store_checks, setup, teardown),
     };

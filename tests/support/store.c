@@ -24,14 +24,16 @@ typedef struct fs_entry {
 
 struct fake_store {
     pthread_mutex_t mu;
-    const fake_clock *clock;
+    fake_clock *clock;
+    int64_t latency; /* each call moves the clock this much */
+    int64_t late;    /* each write lands this much later than asked */
     fs_entry v[FAKE_STORE_MAX];
     size_t n;
     bool fail;
     long calls[3];
 };
 
-fake_store *fake_store_new(const fake_clock *clock)
+fake_store *fake_store_new(fake_clock *clock)
 {
     fake_store *s = calloc(1, sizeof *s);
     if (!s)
@@ -98,6 +100,7 @@ static int fs_get(void *ud, aigw_store_entry *entries, size_t n)
     size_t i;
     pthread_mutex_lock(&s->mu);
     s->calls[0]++;
+    s->clock->now += s->latency;
     if (s->fail) {
         pthread_mutex_unlock(&s->mu);
         return -1;
@@ -114,6 +117,7 @@ static int fs_put(void *ud, const aigw_store_entry *entries, size_t n)
     size_t i;
     pthread_mutex_lock(&s->mu);
     s->calls[1]++;
+    s->clock->now += s->latency;
     if (s->fail) {
         pthread_mutex_unlock(&s->mu);
         return -1;
@@ -124,7 +128,7 @@ static int fs_put(void *ud, const aigw_store_entry *entries, size_t n)
         if (w->ttl_ms > 0) {
             if ((e = make(s, w->name)) != NULL) {
                 snprintf(e->value, sizeof e->value, "%s", w->value);
-                e->expires = s->clock->now + w->ttl_ms;
+                e->expires = s->clock->now + w->ttl_ms + s->late;
                 e->wrong_type = false;
             }
         } else if (e && (w->value[0] == '\0' || (!e->wrong_type && strcmp(e->value, w->value) == 0))) {
@@ -141,6 +145,7 @@ static int fs_claim(void *ud, aigw_store_entry *w)
     fs_entry *e;
     pthread_mutex_lock(&s->mu);
     s->calls[2]++;
+    s->clock->now += s->latency;
     if (s->fail) {
         pthread_mutex_unlock(&s->mu);
         return -1;
@@ -160,6 +165,14 @@ static int fs_claim(void *ud, aigw_store_entry *w)
 
 const aigw_health_store FAKE_STORE = {AIGW_HEALTH_STORE_VERSION, "fake", fs_get, fs_put,
                                       fs_claim, NULL};
+
+void fake_store_latency(fake_store *s, int64_t ms, int64_t late_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    s->latency = ms;
+    s->late = late_ms;
+    pthread_mutex_unlock(&s->mu);
+}
 
 void fake_store_fail(fake_store *s, bool fail)
 {

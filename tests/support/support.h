@@ -200,7 +200,11 @@ typedef struct fake_store fake_store;
 /* Its vtable for aigw_client_set_health_store (userdata: a fake_store *;
  * the test frees it, after the clients). */
 extern const aigw_health_store FAKE_STORE;
-fake_store *fake_store_new(const fake_clock *clock);
+fake_store *fake_store_new(fake_clock *clock);
+/* Each call moves the clock ms, as a round trip takes time; each write's
+ * expiry lands late_ms later than asked (as a write reaches a real store
+ * some time after the caller chose its expiry). */
+void fake_store_latency(fake_store *s, int64_t ms, int64_t late_ms);
 void fake_store_free(fake_store *s);
 /* Every call fails (the store does not answer) until switched back. */
 void fake_store_fail(fake_store *s, bool fail);
