@@ -126,27 +126,35 @@ static void spawn_workers(worker *w, int n, char *config, char *seconds, char *t
     }
 }
 
+/* Waits for worker i to exit 0 and reads its line into w->result, or
+ * fails; buf keeps the line for messages. */
+static void read_worker(worker *w, int i, char *buf, size_t size)
+{
+    int status;
+    size_t len;
+    FILE *f;
+    assert_int_equal(waitpid(w->pid, &status, 0), w->pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    f = fopen(w->out, "r");
+    assert_non_null(f);
+    len = fread(buf, 1, size - 1, f);
+    fclose(f);
+    unlink(w->out);
+    buf[len] = '\0';
+    w->result = cJSON_Parse(buf);
+    if (!w->result)
+        fail_msg("worker %d printed: %s", i, buf);
+}
+
 /* Waits for each, reads its line; fails unless it exited 0 having served
  * and failed nothing. */
 static void wait_workers(worker *w, int n)
 {
-    int i, status;
+    int i;
     for (i = 0; i < n; i++) {
         char buf[1 << 16];
-        size_t len;
-        FILE *f;
-        assert_int_equal(waitpid(w[i].pid, &status, 0), w[i].pid);
-        assert_true(WIFEXITED(status));
-        assert_int_equal(WEXITSTATUS(status), 0);
-        f = fopen(w[i].out, "r");
-        assert_non_null(f);
-        len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        unlink(w[i].out);
-        buf[len] = '\0';
-        w[i].result = cJSON_Parse(buf);
-        if (!w[i].result)
-            fail_msg("worker %d printed: %s", i, buf);
+        read_worker(&w[i], i, buf, sizeof buf);
         if (cJSON_GetObjectItem(w[i].result, "failed")->valueint != 0)
             fail_msg("worker %d failed requests: %s", i, buf);
         assert_true(cJSON_GetObjectItem(w[i].result, "served")->valueint > 0);
@@ -382,23 +390,10 @@ static void test_fleet_retry_budget_per_process(void **state)
                  "\"retryBudget\":{\"percent\":20,\"minPerSecond\":1,\"window\":\"10s\"}");
     spawn_workers(w, 2, cfg, (char[]){"2"}, (char[]){"1"});
     for (i = 0; i < 2; i++) {
-        int status;
-        assert_int_equal(waitpid(w[i].pid, &status, 0), w[i].pid);
-        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    }
-    for (i = 0; i < 2; i++) {
         char buf[1 << 16];
-        FILE *f = fopen(w[i].out, "r");
-        size_t len;
         cJSON *rb;
         long rq, rt;
-        assert_non_null(f);
-        len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        unlink(w[i].out);
-        buf[len] = '\0';
-        w[i].result = cJSON_Parse(buf);
-        assert_non_null(w[i].result);
+        read_worker(&w[i], i, buf, sizeof buf); /* every request fails here */
         rb = cJSON_GetObjectItem(cJSON_GetObjectItem(w[i].result, "stats"), "retryBudget");
         rq = (long)cJSON_GetObjectItem(rb, "requests")->valuedouble;
         rt = (long)cJSON_GetObjectItem(rb, "retries")->valuedouble;

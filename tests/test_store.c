@@ -95,6 +95,17 @@ static char *stats_json(aigw_client *c)
     return j;
 }
 
+/* a meets a 429 on key a (Retry-After: 2) and is served by key b; then b,
+ * reading the store, passes key a over. */
+static void a_limited_b_learns(aigw_client *a, aigw_client *b)
+{
+    push_h(429, "retry-after", "2", RL_BODY);
+    push(200, OK_BODY);
+    send_expect(a, "a/429/next_key b/200/succeeded", "");
+    push(200, OK_BODY);
+    send_expect(b, "b/200/succeeded", "key_cooling/a/2000");
+}
+
 /* A 429 one client met is known to the other at its next request: it
  * passes the key over without calling it. */
 static void test_cooldown_is_learned_by_the_fleet(void **state)
@@ -123,11 +134,7 @@ static void test_one_first_try_after_a_cooldown(void **state)
     aigw_client *a = fleet_client(NULL), *b = fleet_client(NULL);
     char value[64];
     (void)state;
-    push_h(429, "retry-after", "2", RL_BODY);
-    push(200, OK_BODY);
-    send_expect(a, "a/429/next_key b/200/succeeded", "");
-    push(200, OK_BODY);
-    send_expect(b, "b/200/succeeded", "key_cooling/a/2000");
+    a_limited_b_learns(a, b);
     M.clock.now += 2000; /* the cooldown is over for both */
     push_h(429, "retry-after", "2", RL_BODY);
     push(200, OK_BODY);
@@ -397,11 +404,7 @@ static void test_reset_forgets_in_the_store(void **state)
     aigw_client *a = fleet_client(NULL), *b = fleet_client(NULL);
     char value[64];
     (void)state;
-    push_h(429, "retry-after", "2", RL_BODY);
-    push(200, OK_BODY);
-    send_expect(a, "a/429/next_key b/200/succeeded", "");
-    push(200, OK_BODY);
-    send_expect(b, "b/200/succeeded", "key_cooling/a/2000"); /* b learned it */
+    a_limited_b_learns(a, b);
     assert_int_equal(aigw_client_reset_health(a, "a"), AIGW_OK);
     assert_int_equal(fake_store_find(FS, "c:", "", NULL, 0, value, sizeof value, NULL), 1);
     assert_string_equal(value, "clear");
