@@ -194,9 +194,11 @@ typedef struct aigw_strategy {
 /* ------------------------------------------------------------------------ */
 
 /* Version 2 appended `send_stream` to the vtable and `stream`,
- * `idle_timeout_ms` to the request; a version 1 vtable is still accepted
- * (its transport is then used for whole answers only). */
-#define AIGW_TRANSPORT_VERSION 2
+ * `idle_timeout_ms` to the request; version 3 `cancel` to the request (a
+ * transport of an older version is handed none: it runs its exchange to its
+ * end, the library stops after it).  Older vtables are still accepted (a
+ * version 1 transport is then used for whole answers only). */
+#define AIGW_TRANSPORT_VERSION 3
 
 typedef struct aigw_header {
     const char *name;
@@ -219,6 +221,11 @@ typedef struct aigw_transport_request {
     int64_t idle_timeout_ms;     /* send_stream: the longest wait for the
                                     first body bytes (after that, on_data's
                                     return sets it); <= 0 = none */
+    /* -- version 3 -- */
+    const struct aigw_cancel *cancel; /* non-NULL: the caller's cancel token;
+                                    a transport polls aigw_cancel_fired(cancel)
+                                    during the exchange and, once fired,
+                                    stops and returns AIGW_TR_CANCELLED */
 } aigw_transport_request;
 
 /* What a transport reports besides the HTTP answer. */
@@ -500,6 +507,29 @@ AIGW_API aigw_status aigw_request_set_path(aigw_request *req, const char *path);
  * (1), never (0), or as gatewayConfig.streamRestart says (-1, the default). */
 AIGW_API aigw_status aigw_request_set_stream_restart(aigw_request *req, int restart);
 AIGW_API void aigw_request_free(aigw_request *req);
+
+/*
+ * Cancelling a request from another thread (a binding's Ctrl-C, a Go
+ * context): a cancel token, set on requests with aigw_request_set_cancel.
+ * aigw_cancel_fire may be called from any thread at any time (also from a
+ * signal handler: it is one atomic store); every request carrying the token
+ * then stops as soon as it can: no new attempt starts, a wait (a retry's,
+ * a cooldown's) ends, and the attempt in flight is abandoned through the
+ * transport (libcurl's stops within about 50 ms).  The request then returns
+ * AIGW_OK with a response whose outcome is AIGW_OUTCOME_CANCELLED (status
+ * 499, error code "cancelled"), its attempts recorded; an abandoned attempt
+ * tells key health nothing.  A token fired before the request starts
+ * cancels it at once.  The token must outlive every request that carries
+ * it; it is never reset (make a new one).
+ */
+typedef struct aigw_cancel aigw_cancel;
+AIGW_API aigw_status aigw_cancel_new(aigw_cancel **out);
+AIGW_API void aigw_cancel_fire(aigw_cancel *cancel);
+/* Non-zero once fired; thread-safe. */
+AIGW_API int aigw_cancel_fired(const aigw_cancel *cancel);
+AIGW_API void aigw_cancel_free(aigw_cancel *cancel);
+/* The request stops when cancel is fired (NULL: no token).  Borrowed. */
+AIGW_API aigw_status aigw_request_set_cancel(aigw_request *req, aigw_cancel *cancel);
 
 /* ------------------------------------------------------------------------ */
 /* Response                                                                 */

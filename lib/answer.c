@@ -173,6 +173,9 @@ int aigw__finish_unserved(run *r)
     unserved u;
     int rc = -1;
 
+    if (r->end == END_CANCELLED) /* the caller's token: its own answer */
+        return set_error_answer(r, AIGW_OUTCOME_CANCELLED, 499, "cancelled",
+                                "the caller cancelled the request");
     if (last)
         resp->attempts[resp->n_attempts - 1].verdict = AIGW_VERDICT_EXHAUSTED;
     /* a committed stream broke and a restart found nothing left */

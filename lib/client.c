@@ -4,6 +4,7 @@
 #include "engine.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -414,6 +415,49 @@ aigw_status aigw_request_set_stream_restart(aigw_request *req, int restart)
     if (!req || restart < -1 || restart > 1)
         return AIGW_EINVAL;
     req->stream_restart = restart;
+    return AIGW_OK;
+}
+
+/* ---- cancel tokens ---- */
+
+struct aigw_cancel {
+    _Atomic int fired;
+};
+
+aigw_status aigw_cancel_new(aigw_cancel **out)
+{
+    aigw_cancel *c;
+    if (!out)
+        return AIGW_EINVAL;
+    *out = NULL;
+    if (!(c = aigw__calloc(1, sizeof *c)))
+        return AIGW_ENOMEM;
+    atomic_init(&c->fired, 0);
+    *out = c;
+    return AIGW_OK;
+}
+
+void aigw_cancel_fire(aigw_cancel *cancel)
+{
+    if (cancel) /* one lock-free store: safe in a signal handler */
+        atomic_store(&cancel->fired, 1);
+}
+
+int aigw_cancel_fired(const aigw_cancel *cancel)
+{
+    return cancel ? atomic_load(&((aigw_cancel *)(uintptr_t)cancel)->fired) : 0;
+}
+
+void aigw_cancel_free(aigw_cancel *cancel)
+{
+    aigw__free(cancel);
+}
+
+aigw_status aigw_request_set_cancel(aigw_request *req, aigw_cancel *cancel)
+{
+    if (!req)
+        return AIGW_EINVAL;
+    req->cancel = cancel;
     return AIGW_OK;
 }
 

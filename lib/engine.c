@@ -25,13 +25,32 @@ int64_t aigw__run_now(const run *r)
     return e->clock ? e->clock->now_ms(e->clock_ud) : aigw__mono_ms();
 }
 
+bool aigw__run_cancelled(run *r)
+{
+    if (r->end == END_CANCELLED)
+        return true;
+    if (!r->cancel || !aigw_cancel_fired(r->cancel))
+        return false;
+    r->end = END_CANCELLED;
+    return true;
+}
+
+/* Sleeps ms on the client's clock; with a cancel token, in slices of at
+ * most CANCEL_SLICE_MS, ending early once it fires. */
+#define CANCEL_SLICE_MS 20
 static void run_sleep(const run *r, int64_t ms)
 {
     const aigw_engine_env *e = r->env;
-    if (e->clock)
-        e->clock->sleep_ms(e->clock_ud, ms);
-    else
-        aigw__sleep_ms(ms);
+    while (ms > 0) {
+        int64_t slice = r->cancel && ms > CANCEL_SLICE_MS ? CANCEL_SLICE_MS : ms;
+        if (r->cancel && aigw_cancel_fired(r->cancel))
+            return;
+        if (e->clock)
+            e->clock->sleep_ms(e->clock_ud, slice);
+        else
+            aigw__sleep_ms(slice);
+        ms -= slice;
+    }
 }
 
 static void min_into(int64_t *least, int64_t v)
@@ -392,6 +411,15 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
         }
         a->duration_ms = aigw__run_now(r) - t0;
         a->tr = tr;
+        if (tr == AIGW_TR_CANCELLED && aigw__run_cancelled(r)) {
+            /* the caller's cancel: no verdict on the key (report releases
+             * what the attempt held), the request ends */
+            a->completion = "cancelled";
+            a->verdict = AIGW_VERDICT_FAIL_FAST;
+            a->cls = AIGW_CLASS_NETWORK;
+            mv = MV_NEXT_STEP;
+            goto out;
+        }
         a->status = tr == AIGW_TR_OK ? t.status : 0;
         a->answered = t.status > 0;
         a->cls = aigw__classify(tr, a->status, &t.headers, t.body.data, t.body.len,
@@ -538,6 +566,8 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
         aigw_key_state ks;
         const aigw_attempt *a;
         gate g;
+        if (aigw__run_cancelled(r))
+            break;
         if (r->deadline - aigw__run_now(r) < MIN_ATTEMPT_MS) {
             r->end = END_TIMED_OUT;
             break;
@@ -824,6 +854,8 @@ static int run_all(run *r)
             !wait_fits(r, r->pass_cool_wait))
             break;
         run_sleep(r, r->pass_cool_wait > 0 ? r->pass_cool_wait : 1);
+        if (aigw__run_cancelled(r))
+            break;
     }
     if (!r->done && aigw__finish_unserved(r) != 0)
         return -1;
@@ -874,6 +906,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     r.ho = &env->cfg->health;
     r.sh = sh;
     r.sud = sud;
+    r.cancel = req->cancel;
     r.restart = req->stream_restart < 0 ? r.cfg->stream_restart : req->stream_restart == 1;
     r.path = surface_path(req->path);
     r.body = req->body;

@@ -13,6 +13,7 @@ struct aigw_request {
     char *path;
     char *body;
     size_t body_len;
+    const aigw_cancel *cancel; /* the caller's token, borrowed; NULL none */
 };
 
 typedef struct aigw_engine_env {

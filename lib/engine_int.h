@@ -45,7 +45,8 @@ typedef enum end_reason {
     END_NONE = 0,
     END_TIMED_OUT,    /* totalTimeout */
     END_MAX_ATTEMPTS, /* maxAttempts */
-    END_BUDGET        /* the retry budget refused a retry */
+    END_BUDGET,       /* the retry budget refused a retry */
+    END_CANCELLED     /* the caller fired the request's cancel token */
 } end_reason;
 
 /* A (provider, upstream model) banned for the rest of the request. */
@@ -69,6 +70,7 @@ typedef struct run {
     size_t cur_cand;   /* the candidate being tried */
     model_ban *bans;   /* context length exceeded */
     size_t n_bans;
+    const aigw_cancel *cancel;     /* the caller's token; NULL none */
     const aigw_stream_handler *sh; /* streaming: where the answer goes */
     void *sud;
     bool restart;      /* streaming: restart a broken committed stream */
@@ -97,6 +99,9 @@ typedef enum move {
 } move;
 
 int64_t aigw__run_now(const run *r);
+/* Whether the caller fired the request's cancel token (then r->end is set
+ * to END_CANCELLED). */
+bool aigw__run_cancelled(run *r);
 
 /* upstream.c */
 typedef struct built_req {

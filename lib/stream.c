@@ -350,6 +350,8 @@ static int conclude(sctx *s, aigw_transport_result tr, int64_t *wait)
     aigw_attempt *a = s->a;
     aigw_transport_response *t = s->t;
     const char *why;
+    if (tr == AIGW_TR_CANCELLED && aigw__run_cancelled(r))
+        s->cancelled = true; /* the caller's token, not on_data */
     if (s->cancelled) {
         a->tr = AIGW_TR_CANCELLED;
         a->completion = s->committed ? "stream_failed" : "failed";

@@ -32,6 +32,12 @@
 /* The longest single wait in the loop when no deadline is nearer; libcurl
  * shortens it to its own timers anyway. */
 #define POLL_MAX_MS 1000
+#define CANCEL_POLL_MS 20
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
 #define NO_DEADLINE INT64_MAX
 
 /* An easy handle and the multi handle that runs it and caches its
@@ -68,6 +74,7 @@ typedef struct call {
     aigw_transport_data_fn on_data;
     void *ctx;
     int64_t idle_deadline; /* monotonic ms; NO_DEADLINE when none */
+    const aigw_cancel *cancel; /* the caller's token (NULL: none) */
     stop_reason stop;
 } call;
 
@@ -535,13 +542,18 @@ static aigw_transport_result drive(pair *p, call *c, int64_t deadline)
             failed = true;
             break;
         }
+        if (c->cancel && aigw_cancel_fired(c->cancel)) {
+            c->stop = STOP_CANCELLED;
+            break;
+        }
         now = aigw__mono_ms();
         next = deadline < c->idle_deadline ? deadline : c->idle_deadline;
         if (now >= next) {
             timed_out = true;
             break;
         }
-        if (wait_io(p->multi, next - now < POLL_MAX_MS ? next - now : POLL_MAX_MS) !=
+        /* with a cancel token, looked at every CANCEL_POLL_MS */
+        if (wait_io(p->multi, min64(next - now, c->cancel ? CANCEL_POLL_MS : POLL_MAX_MS)) !=
             CURLM_OK) {
             failed = true;
             break;
@@ -590,6 +602,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     c.cap = on_data ? 0 : req->max_response_bytes; /* a stream has no cap */
     c.on_data = on_data;
     c.ctx = ctx;
+    c.cancel = req->cancel;
     start = aigw__mono_ms();
     c.idle_deadline = on_data && req->idle_timeout_ms > 0 ? add_ms(start, req->idle_timeout_ms)
                                                           : NO_DEADLINE;

@@ -109,6 +109,7 @@ int aigw__build_req(run *r, const slot *s, built_req *b)
     req->connect_timeout_ms = cfg->connect_timeout_ms < req->timeout_ms ? cfg->connect_timeout_ms
                                                                           : req->timeout_ms;
     req->max_response_bytes = cfg->max_response_bytes;
+    req->cancel = r->cancel;
     return 0;
 }
 
