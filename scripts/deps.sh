@@ -28,6 +28,13 @@ aigw_need_pkgs() {
         command -v nm >/dev/null 2>&1 || missing+=(binutils)
         # tests/test_store_redis.c runs a real server
         command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+        # the Python package's tests: Debian's interpreter with its httpx, a
+        # venv and pip to install the package as a user would
+        [ -x /usr/bin/python3 ] || missing+=(python3)
+        /usr/bin/python3 -c 'import httpx' >/dev/null 2>&1 || missing+=(python3-httpx)
+        /usr/bin/python3 -c 'import setuptools' >/dev/null 2>&1 || missing+=(python3-setuptools)
+        /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+        /usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
     fi
     printf '%s\n' "${missing[@]+"${missing[@]}"}"
 }

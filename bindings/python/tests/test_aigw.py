@@ -6,7 +6,6 @@ import sys
 import threading
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import aigw  # noqa: E402
 
 
