@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 #define BAD SIZE_MAX
@@ -207,19 +208,36 @@ static int survey(const char *s, size_t len, bool *has_model, size_t *first)
     return r;
 }
 
+/* Why a body is not one: BAD, or where it is not UTF-8 or nested deeper
+ * than cJSON goes. */
+typedef struct refusal {
+    size_t bad_utf8;
+    size_t too_deep;
+} refusal;
+
 /* The body parsed as one JSON object with nothing after it but whitespace
  * (cJSON_ParseWithLength alone accepts "{} trailing junk"), which the
  * scanner can walk too: cJSON takes any byte up to 0x20, NUL included, for
- * whitespace, the scanner only JSON's four. */
-static cJSON *parse_object(const char *body, size_t len)
+ * whitespace, the scanner only JSON's four.  And valid UTF-8: cJSON takes
+ * any byte in a string, and the model ids read from it end up as text in
+ * traces, answers and bindings. */
+static cJSON *parse_object(const char *body, size_t len, refusal *why)
 {
     const char *end = NULL;
     cJSON *root;
     bool has_model;
-    size_t first;
+    size_t first, off;
+    why->bad_utf8 = why->too_deep = BAD;
     if (!body || len == 0)
         return NULL;
+    if ((off = aigw__utf8_check(body, len)) < len) {
+        why->bad_utf8 = off;
+        return NULL;
+    }
     root = aigw__json_parse(body, len, &end);
+    if (!root && end && end >= body && (size_t)(end - body) < len &&
+        aigw__json_too_deep(body, len, (size_t)(end - body)))
+        why->too_deep = (size_t)(end - body);
     if (root && cJSON_IsObject(root) && end &&
         aigw__skip_ws(body, len, (size_t)(end - body)) == len &&
         survey(body, len, &has_model, &first) == 0)
@@ -299,7 +317,8 @@ static int splice(const char *s, size_t len, const char *model, aigw_buf *out)
 int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf *out)
 {
     cJSON *root;
-    if (!model || !out || !(root = parse_object(body, len)))
+    refusal why;
+    if (!model || !out || !(root = parse_object(body, len, &why)))
         return -1;
     cJSON_Delete(root);
     return aigw__body_splice(body, len, model, out);
@@ -344,17 +363,45 @@ static int refuse(char **why, const char *msg)
     return *why ? -1 : -2;
 }
 
-static int refuse_item(char **why, size_t index)
+static int refuse_fmt(char **why, const char *fmt, ...) AIGW__PRINTF(2, 3);
+static int refuse_fmt(char **why, const char *fmt, ...)
 {
     aigw_buf b = AIGW_BUF_INIT;
+    va_list ap;
+    char tmp[160];
     if (!why)
         return -1;
-    if (aigw__buf_printf(&b, "\"models[%zu]\" must be a non-empty string", index) != 0) {
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (aigw__buf_puts(&b, tmp) != 0) {
         aigw__buf_free(&b);
         return -2;
     }
     *why = aigw__buf_take(&b);
     return -1;
+}
+
+static int refuse_item(char **why, size_t index)
+{
+    return refuse_fmt(why, "\"models[%zu]\" must be a non-empty string", index);
+}
+
+/* A body parse_object refused: the first byte that is not UTF-8 (from 0,
+ * as a binding indexes bytes), where the nesting passed cJSON's limit, or
+ * just that it is not an object. */
+static int refuse_body(char **why, const char *body, const refusal *r)
+{
+    size_t line, col;
+    if (r->bad_utf8 != BAD)
+        return refuse_fmt(why, "not valid UTF-8 at byte %zu", r->bad_utf8);
+    if (r->too_deep != BAD) {
+        char what[64];
+        aigw__text_pos(body, r->too_deep, &line, &col);
+        snprintf(what, sizeof what, AIGW_JSON_TOO_DEEP_FMT, CJSON_NESTING_LIMIT);
+        return refuse_fmt(why, "%s at line %zu, column %zu", what, line, col);
+    }
+    return refuse(why, "the request body is not a JSON object");
 }
 
 static bool nonempty_string(const cJSON *v)
@@ -422,14 +469,15 @@ int aigw__body_models(const char *body, size_t len, char **model, char ***models
                       size_t *n_models, char **why)
 {
     cJSON *root;
+    refusal bad;
     int rc;
     *model = NULL;
     *models = NULL;
     *n_models = 0;
     if (why)
         *why = NULL;
-    if (!(root = parse_object(body, len)))
-        return refuse(why, "the request body is not a JSON object");
+    if (!(root = parse_object(body, len, &bad)))
+        return refuse_body(why, body, &bad);
     /* cJSON ends a string at an escaped NUL, so "gpt-4o\u0000x" would be
      * routed as "gpt-4o": refuse the escape rather than route a model id
      * that is not the one written. */

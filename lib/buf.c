@@ -76,7 +76,20 @@ int aigw__buf_json_str(aigw_buf *b, const char *s, size_t len)
     for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         char esc[7];
-        size_t elen = 2;
+        size_t elen = 2, k;
+        if (c >= 0x80) {
+            /* Well-formed UTF-8 as it is; any other byte becomes U+FFFD,
+             * so the text is valid JSON whatever came in. */
+            if ((k = aigw__utf8_seq(s + i, len - i)) > 0) {
+                i += k - 1;
+                continue;
+            }
+            if (aigw__buf_append(b, s + start, i - start) != 0 ||
+                aigw__buf_append(b, "\\ufffd", 6) != 0)
+                return -1;
+            start = i + 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         esc[0] = '\\';

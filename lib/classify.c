@@ -10,7 +10,9 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <string.h>
+#include <time.h>
 
 /* No upstream wait is honoured beyond a day: a larger one is a bug or an
  * attack, and the policy caps waits far lower anyway (retryAfterMax). */
@@ -265,12 +267,14 @@ static int full_year(int yy, int64_t now_ms)
     return y > now_year + 50 ? y - 100 : y;
 }
 
-/* After "Weekday,": "06 Nov 1994 08:49:37 GMT" or "06-Nov-94 08:49:37 GMT". */
-static bool parse_after_comma(const char *s, civil *c, int64_t now_ms)
+/* After "Weekday,": "06 Nov 1994 08:49:37 GMT" or "06-Nov-94 08:49:37 GMT"
+ * (*rfc850). */
+static bool parse_after_comma(const char *s, civil *c, int64_t now_ms, bool *rfc850)
 {
     bool ok = take_spaces(&s) && take_int(&s, 2, 2, &c->day);
     if (ok && *s == '-') {
         int yy;
+        *rfc850 = true;
         ok = take_char(&s, '-') && take_month(&s, &c->mon) && take_char(&s, '-') &&
              take_int(&s, 2, 2, &yy);
         c->year = ok ? full_year(yy, now_ms) : 0;
@@ -291,19 +295,32 @@ static bool parse_asctime_rest(const char *s, civil *c)
     return ok && *skip_space(s) == '\0';
 }
 
+/* An HTTP-date: the grammar above says whether v is one (RFC 9110: GMT
+ * only, seconds and all, nothing after it); libcurl's curl_getdate, which
+ * reads many more forms, says when.  Not for an RFC 850 date: curl_getdate
+ * reads a two-digit year 70..99 as 19yy and 00..69 as 20yy, where RFC 9110
+ * reads one more than 50 years ahead as the last century's, whatever the
+ * year now. */
 static bool parse_http_date(const char *v, int64_t now_ms, int64_t *unix_ms)
 {
     civil c = {0, 0, 0, 0, 0, 0, 0};
     const char *s = skip_space(v), *word = s;
-    bool ok;
+    bool ok, rfc850 = false;
+    time_t t;
     while ((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z'))
         s++;
     if (s - word < 3)
         return false;
-    ok = *s == ',' ? parse_after_comma(s + 1, &c, now_ms) : parse_asctime_rest(s, &c);
+    ok = *s == ',' ? parse_after_comma(s + 1, &c, now_ms, &rfc850) : parse_asctime_rest(s, &c);
     if (!ok || !civil_valid(&c))
         return false;
-    *unix_ms = civil_to_unix_ms(&c);
+    if (rfc850) {
+        *unix_ms = civil_to_unix_ms(&c);
+        return true;
+    }
+    if ((t = curl_getdate(v, NULL)) == (time_t)-1)
+        return false;
+    *unix_ms = (int64_t)t * 1000;
     return true;
 }
 

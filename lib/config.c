@@ -3,6 +3,10 @@
  *
  * Validation reports every problem it finds, each at its JSON path, and
  * carries on after the first: someone fixing a file wants the whole list.
+ * Every string and member name must be valid UTF-8; that is checked first,
+ * on the whole tree, and the rest only once it holds (the rest quotes
+ * strings in problems and copies them out, for bindings that read them as
+ * text).  URLs are read by libcurl's URL API (aigw__url_parse).
  * ngrok's schemas forbid unknown members (additionalProperties: false), so
  * do we.  Secrets (key values, the ngrok access key) are copied out of the
  * cJSON tree, never named in a problem, and wiped wherever they lie once
@@ -41,8 +45,14 @@ typedef struct parser {
 static void path_put(parser *p, int n)
 {
     size_t room = PATH_CAP - 1 - p->plen;
-    if (n > 0)
-        p->plen += (size_t)n < room ? (size_t)n : room;
+    if (n > 0 && (size_t)n <= room) {
+        p->plen += (size_t)n;
+    } else if (n > 0) {
+        /* cut short, but never inside a character: the names put in a
+         * path are valid UTF-8, so what is not is a character cut */
+        p->plen += aigw__utf8_check(p->path + p->plen, room);
+        p->path[p->plen] = '\0';
+    }
 }
 
 /* Appends ".name" ("name" at the root); returns the mark to pop back to. */
@@ -282,6 +292,13 @@ static bool get_int(parser *p, const char *field, const cJSON *v, int64_t min, i
     return ok;
 }
 
+/* How much of s (valid UTF-8) a problem quotes: at most max bytes, whole
+ * characters. */
+static size_t quoted(const char *s, size_t max)
+{
+    return aigw__utf8_prefix(s, strlen(s), max);
+}
+
 /* A bound for a problem, in the largest unit that divides it: "1ms", "1s",
  * "1h". */
 static const char *ms_text(int64_t ms, char *buf, size_t n)
@@ -313,8 +330,8 @@ static void get_duration_in(parser *p, const char *field, const cJSON *v, int64_
     if (!cJSON_IsString(v))
         problem(p, "expected a string (a duration such as \"30s\"), got %s", kind(v));
     else if (aigw__parse_duration(v->valuestring, &ms) != 0)
-        problem(p, "'%.40s' is not a valid duration (Go syntax, e.g. \"30s\", \"1m30s\", "
-                   "\"500ms\")", v->valuestring);
+        problem(p, "'%.*s' is not a valid duration (Go syntax, e.g. \"30s\", \"1m30s\", "
+                   "\"500ms\")", (int)quoted(v->valuestring, 40), v->valuestring);
     else if (ms < min_ms)
         problem(p, "must be at least %s", ms_text(min_ms, bound, sizeof bound));
     else if (ms > max_ms)
@@ -449,6 +466,12 @@ static void secret_accept(parser *p, const char *v, size_t len, const char *what
             return;
         }
     }
+    /* Like every string of a configuration (a value read from the
+     * environment or a file too); where, never which byte: a secret. */
+    if ((i = aigw__utf8_check(v, len)) < len) {
+        problem(p, "%s is not valid UTF-8 (at offset %zu)", what, i);
+        return;
+    }
     out->value = aigw__strndup(v, len);
     if (!out->value) {
         p->oom = true;
@@ -478,7 +501,8 @@ static void secret_from_env(parser *p, const cJSON *v, aigw_secret *out)
         if (!(val = getenv(name))) {
             problem(p, "environment variable %s is not set", name);
         } else {
-            snprintf(what, sizeof what, "environment variable %.100s", name);
+            snprintf(what, sizeof what, "environment variable %.*s", (int)quoted(name, 100),
+                     name);
             secret_accept(p, val, strlen(val), what, out);
         }
     }
@@ -504,7 +528,7 @@ static void secret_from_file(parser *p, const cJSON *v, aigw_secret *out)
             /* Editors and `echo` end files with a newline; a key never does. */
             while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
                 b.len--;
-            snprintf(what, sizeof what, "file '%.100s'", name);
+            snprintf(what, sizeof what, "file '%.*s'", (int)quoted(name, 100), name);
             secret_accept(p, b.data, b.len, what, out);
         }
     }
@@ -575,7 +599,8 @@ static bool is_ipv4_loopback(const char *h, size_t n)
     return parts == 4 && digits > 0;
 }
 
-/* Plain HTTP would carry provider keys in the clear: only to this host. */
+/* Plain HTTP would carry provider keys in the clear: only to this host
+ * (as curl reads it: "127.1" is 127.0.0.1, "[0::1]" is [::1]). */
 static bool is_loopback(const char *h, size_t n)
 {
     return (n == 9 && aigw__strncasecmp(h, "localhost", 9) == 0) ||
@@ -596,40 +621,6 @@ static bool host_chars_ok(const char *h, size_t n)
     return n > 0;
 }
 
-/* Splits the authority [start, end) into host and port and checks both. */
-static const char *check_authority(const char *a, size_t n, size_t *hlen)
-{
-    const char *colon;
-    size_t i;
-    unsigned long port = 0;
-    if (memchr(a, '@', n))
-        return "must not hold credentials (user:password@)";
-    if (n > 0 && a[0] == '[') {
-        const char *close = memchr(a, ']', n);
-        colon = close && (size_t)(close - a) + 1 < n ? close + 1 : NULL;
-        *hlen = close ? (size_t)(close - a) + 1 : n;
-        if (colon && *colon != ':')
-            return "has an invalid host";
-    } else {
-        colon = memchr(a, ':', n);
-        *hlen = colon ? (size_t)(colon - a) : n;
-    }
-    if (*hlen == 0)
-        return "must have a host";
-    if (!host_chars_ok(a, *hlen))
-        return "has an invalid host";
-    if (!colon)
-        return NULL;
-    for (i = (size_t)(colon - a) + 1; i < n; i++) {
-        if (a[i] < '0' || a[i] > '9' || port > 65535)
-            return "has an invalid port";
-        port = port * 10 + (unsigned long)(a[i] - '0');
-    }
-    if (port == 0 || port > 65535)
-        return "has an invalid port";
-    return NULL;
-}
-
 static char *url_copy(parser *p, const char *u, size_t n)
 {
     char *s = aigw__strndup(u, n);
@@ -638,47 +629,55 @@ static char *url_copy(parser *p, const char *u, size_t n)
     return s;
 }
 
-/* A base URL: https://host[:port][/path], or http:// to a loopback host.
- * Returns it allocated without trailing '/' (paths are appended to it), or
- * NULL after reporting the problem at the current path. */
+/* A base URL: https://host[:port][/path], or http:// to a loopback host,
+ * as libcurl's URL API reads it (aigw__url_parse).  Returns it allocated,
+ * as written but without trailing '/' (paths are appended to it), or NULL
+ * after reporting the problem at the current path. */
 static char *check_url(parser *p, const char *u)
 {
-    size_t n = strlen(u), i, skip, hlen;
-    const char *auth, *end, *why;
-    bool https;
-    for (i = 0; i < n; i++)
-        if ((unsigned char)u[i] <= 0x20 || u[i] == 0x7f) {
-            problem(p, "must not contain whitespace or control characters");
-            return NULL;
-        }
+    static const char scheme_text[] = "must start with https:// (or http:// to a loopback host)";
+    size_t n = strlen(u);
+    const char *why = NULL;
+    char *curl_why = NULL, *out = NULL;
+    aigw_url url;
+    bool https = false;
+    int rc;
     if (n > MAX_URL) {
         problem(p, "must be at most %d characters", MAX_URL);
         return NULL;
     }
-    https = aigw__strncasecmp(u, "https://", 8) == 0;
-    skip = https ? 8 : 7;
-    if (!https && aigw__strncasecmp(u, "http://", 7) != 0) {
-        problem(p, "must start with https:// (or http:// to a loopback host)");
+    rc = aigw__url_parse(u, &url, &curl_why);
+    if (rc == -2 || (rc == -1 && !curl_why)) {
+        p->oom = true;
         return NULL;
     }
-    auth = u + skip;
-    end = auth + strcspn(auth, "/?#");
-    if (strpbrk(end, "?#")) {
-        problem(p, "must not have a query or a fragment");
-        return NULL;
+    if (rc != 0) {
+        /* not http(s) at all: say what is wanted rather than what is wrong */
+        bool http_ish = aigw__strncasecmp(u, "https://", 8) == 0 ||
+                        aigw__strncasecmp(u, "http://", 7) == 0;
+        why = !http_ish && strstr(curl_why, "whitespace") == NULL ? scheme_text : curl_why;
+    } else if (!(https = strcmp(url.scheme, "https") == 0) && strcmp(url.scheme, "http") != 0) {
+        why = scheme_text;
+    } else if (url.has_query || url.has_fragment) {
+        why = "must not have a query or a fragment";
+    } else if (url.has_userinfo) {
+        why = "must not hold credentials (user:password@)";
+    } else if (!host_chars_ok(url.host, strlen(url.host))) {
+        why = "has an invalid host";
+    } else if (!https && !is_loopback(url.host, strlen(url.host))) {
+        why = "http:// is only allowed to a loopback host (127.0.0.0/8, localhost, [::1]); "
+              "use https://";
     }
-    if ((why = check_authority(auth, (size_t)(end - auth), &hlen)) != NULL) {
+    if (why) {
         problem(p, "%s", why);
-        return NULL;
+    } else {
+        while (n > 0 && u[n - 1] == '/')
+            n--;
+        out = url_copy(p, u, n);
     }
-    if (!https && !is_loopback(auth, hlen)) {
-        problem(p, "http:// is only allowed to a loopback host (127.0.0.0/8, localhost, "
-                   "[::1]); use https://");
-        return NULL;
-    }
-    while (n > 0 && u[n - 1] == '/')
-        n--;
-    return url_copy(p, u, n);
+    aigw__free(curl_why);
+    aigw__url_free(&url);
+    return out;
 }
 
 /* A URL member; NULL when absent or bad. */
@@ -1748,15 +1747,8 @@ static void parse_root(parser *p, const cJSON *root)
 
 static void json_problem(parser *p, const char *s, size_t off, const char *what)
 {
-    size_t i, line = 1, col = 1;
-    for (i = 0; i < off; i++) {
-        if (s[i] == '\n') {
-            line++;
-            col = 1;
-        } else {
-            col++;
-        }
-    }
+    size_t line, col;
+    aigw__text_pos(s, off, &line, &col);
     problem(p, "%s at line %zu, column %zu", what, line, col);
 }
 
@@ -1780,6 +1772,59 @@ static size_t find_nul(const char *s, size_t len)
         }
     }
     return len;
+}
+
+/* ---- UTF-8: every string and member name, before anything reads them ---- */
+
+/* Members whose strings are secrets (or may hold one, as a Redis URL's
+ * password): a problem says where, never which byte. */
+static bool secret_member(const char *name)
+{
+    static const char *const names[] = {"value", "ngrokAccessKey", "password", "salt", "url",
+                                         NULL};
+    return one_of(name, names);
+}
+
+/* s at the current path: false after reporting where it is not UTF-8. */
+static bool utf8_ok(parser *p, const char *what, const char *s, bool secret)
+{
+    size_t len = strlen(s), off = aigw__utf8_check(s, len);
+    if (off == len)
+        return true;
+    if (secret)
+        problem(p, "%snot valid UTF-8 (at offset %zu)", what, off);
+    else
+        problem(p, "%snot valid UTF-8 (byte 0x%02x at offset %zu)", what,
+                (unsigned)(unsigned char)s[off], off);
+    return false;
+}
+
+/* Every string of the tree at n (the current path) and every member name:
+ * a problem at each that is not valid UTF-8.  A name that is not is
+ * reported at its object, and its value is not looked into (its path could
+ * not be written). */
+static void check_utf8(parser *p, const cJSON *n, bool secret)
+{
+    const cJSON *c;
+    size_t i = 0, mark;
+    if (cJSON_IsString(n) && n->valuestring) {
+        utf8_ok(p, "", n->valuestring, secret);
+        return;
+    }
+    cJSON_ArrayForEach(c, n) {
+        if (p->oom)
+            return;
+        if (!cJSON_IsObject(n)) {
+            mark = path_index(p, i++);
+            check_utf8(p, c, secret);
+        } else if (!c->string || !utf8_ok(p, "a member name is ", c->string, false)) {
+            continue;
+        } else {
+            mark = path_field(p, c->string);
+            check_utf8(p, c, secret || secret_member(c->string));
+        }
+        path_pop(p, mark);
+    }
 }
 
 /* The strings of a parsed tree may be secrets: wipe them before cJSON
@@ -1812,7 +1857,12 @@ static cJSON *parse_text(parser *p, const char *json, size_t len)
     root = aigw__json_parse(json, len, &end);
     off = end && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json) : len;
     if (!root) {
-        json_problem(p, json, off, "invalid JSON");
+        char what[64];
+        if (aigw__json_too_deep(json, len, off))
+            snprintf(what, sizeof what, AIGW_JSON_TOO_DEEP_FMT, CJSON_NESTING_LIMIT);
+        else
+            snprintf(what, sizeof what, "invalid JSON");
+        json_problem(p, json, off, what);
         return NULL;
     }
     if ((off = aigw__skip_ws(json, len, off)) < len) {
@@ -2016,7 +2066,12 @@ aigw_status aigw_config_parse(const char *json, size_t len, aigw_config **out, a
     }
     set_defaults(&p);
     if (!p.oom && (root = parse_text(&p, json, len)) != NULL) {
-        parse_root(&p, root);
+        /* Encoding first: the checks after it quote strings in problems
+         * and copy them into the configuration (ids, names, models), where
+         * a binding reads them as text. */
+        check_utf8(&p, root, false);
+        if (!p.oom && p.e->n == 0)
+            parse_root(&p, root);
         json_free(root);
     }
     /* a probe through an open breaker lives as long as any attempt */

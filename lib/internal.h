@@ -46,7 +46,9 @@ typedef struct aigw_buf {
 int aigw__buf_append(aigw_buf *b, const void *data, size_t len); /* 0 or -1 */
 int aigw__buf_puts(aigw_buf *b, const char *s);
 int aigw__buf_printf(aigw_buf *b, const char *fmt, ...) AIGW__PRINTF(2, 3);
-/* Appends s (len bytes) as a JSON string literal, quotes included. */
+/* Appends s (len bytes) as a JSON string literal, quotes included: always
+ * valid JSON and valid UTF-8 - '"', '\\' and control characters escaped,
+ * each byte that is not part of well-formed UTF-8 written as \ufffd. */
 int aigw__buf_json_str(aigw_buf *b, const char *s, size_t len);
 int aigw__buf_json_cstr(aigw_buf *b, const char *s); /* NULL -> null */
 /* Gives up ownership of the data (NULL-safe; "" when empty). */
@@ -329,14 +331,16 @@ const aigw_rule *aigw__rule_for(const aigw_config *cfg, const char *provider,
 /* ---- body.c: request body handling ---- */
 /* Copies a JSON object body with its top-level "model" replaced by model and
  * its top-level "models" removed, keeping every other byte as it was.
- * 0 on success, -1 not a JSON object, -2 no memory. */
+ * 0 on success, -1 not a JSON object (or not valid UTF-8), -2 no memory. */
 int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf *out);
 /* The same without validating first: for a body aigw__body_models has
  * already accepted (the engine parses each request body once). */
 int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf *out);
 /* Extracts the top-level "model" (a non-empty string) and the optional
  * "models" (an array of non-empty strings).  0; -1 with *why (allocated) when
- * the body is unusable; -2 no memory. */
+ * the body is unusable ("not valid UTF-8 at byte N" (from 0), "nested deeper
+ * than 1000 levels at line L, column C", "the request body is not a JSON
+ * object", ...); -2 no memory. */
 int aigw__body_models(const char *body, size_t len, char **model, char ***models,
                       size_t *n_models, char **why);
 void aigw__strv_free(char **v, size_t n);
@@ -437,11 +441,36 @@ int aigw__redis_url_check(const char *url, char **why);
  * this build has no Redis store. */
 aigw_status aigw__redis_store_new(const aigw_store_opts *o, aigw_health_store *vt, void **ud);
 
-/* ---- url.c ---- */
+/* ---- url.c: URLs, parsed by libcurl's URL API (curl_url) ---- */
+typedef struct aigw_url {
+    char *scheme;      /* lower-cased */
+    char *host;        /* lower-cased (ASCII letters); an IPv6 literal in
+                          brackets, with its zone as "%25zone" */
+    long port;         /* as written, else the scheme's default (http, ws
+                          80; https, wss 443); -1 when neither */
+    bool port_written; /* the URL names a port */
+    char *path;        /* as written (no dot segments removed), "/" when
+                          the URL has none */
+    bool has_userinfo; /* user[:password]@ */
+    bool has_query;    /* a '?' (even an empty query) */
+    bool has_fragment; /* a '#' */
+} aigw_url;
+
+/* Parses an absolute URL "scheme://authority[path][?query][#fragment]".
+ * 0 and *out (free with aigw__url_free); -1 and, when why is not NULL,
+ * *why: what is wrong, as a phrase after "the URL" ("must have a host",
+ * "has an invalid port", ...; allocated, NULL when out of memory);
+ * -2 out of memory.  Refused: whitespace or control characters, a scheme
+ * not of the form letter (letter | digit | + - .)*, an empty authority
+ * ("https:///v1"), a percent-encoded host, port 0, and whatever curl_url
+ * refuses (bad host, IPv6 literal or port).  The user info ends at the
+ * last '@' of the authority. */
+int aigw__url_parse(const char *url, aigw_url *out, char **why);
+void aigw__url_free(aigw_url *u);
 /* "scheme://host:port" of url (allocated: default ports made explicit,
- * scheme and host lower-cased, user info dropped), or NULL when it has no
- * scheme, no host, a bad port, or no port and a scheme without a default
- * one (or out of memory). */
+ * scheme and host lower-cased, user info dropped), or NULL when it does not
+ * parse (aigw__url_parse), has no port and a scheme without a default
+ * one, or memory ran out. */
 char *aigw__url_origin(const char *url);
 
 /* ---- misc (util.c) ---- */
@@ -459,5 +488,31 @@ void aigw__random_bytes(void *out, size_t n);
 void aigw__fast_random(void *out, size_t n);
 int aigw__strcasecmp(const char *a, const char *b);
 int aigw__strncasecmp(const char *a, const char *b, size_t n);
+
+/* ---- UTF-8 (util.c): the one validator every check uses ---- */
+/* The length (1 to 4) of the well-formed UTF-8 sequence at the start of
+ * s[0..n), or 0 when there is none (RFC 3629: no overlong form, no
+ * surrogate, nothing past U+10FFFF; a sequence cut short by n is not one). */
+size_t aigw__utf8_seq(const char *s, size_t n);
+/* The offset of the first byte of s[0..len) that is not part of well-formed
+ * UTF-8; len when all of it is. */
+size_t aigw__utf8_check(const char *s, size_t len);
+static inline bool aigw__utf8_valid(const char *s, size_t len)
+{
+    return aigw__utf8_check(s, len) == len;
+}
+/* The longest prefix of the valid UTF-8 s[0..len), at most max bytes, that
+ * does not cut a character in two (for "%.*s" in messages). */
+size_t aigw__utf8_prefix(const char *s, size_t len, size_t max);
+
+/* ---- JSON text (util.c) ---- */
+/* The line and column (both from 1; columns count bytes) of offset off. */
+void aigw__text_pos(const char *s, size_t off, size_t *line, size_t *col);
+/* Whether a failed aigw__json_parse of s[0..len) that stopped at off (its
+ * end pointer) stopped at cJSON's nesting limit (CJSON_NESTING_LIMIT, 1000
+ * levels): off is an opening bracket one level too deep. */
+bool aigw__json_too_deep(const char *s, size_t len, size_t off);
+/* The text of that problem: "nested deeper than 1000 levels". */
+#define AIGW_JSON_TOO_DEEP_FMT "nested deeper than %d levels"
 
 #endif /* AIGW_INTERNAL_H */

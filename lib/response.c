@@ -1,4 +1,6 @@
-/* response.c - the answer of one request and the record of its attempts. */
+/* response.c - the answer of one request and the record of its attempts.
+ * The trace is valid JSON and UTF-8 whatever the strings in it hold: each
+ * goes through aigw__buf_json_str. */
 #include "response.h"
 
 #include <string.h>
@@ -119,8 +121,10 @@ static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
         r |= aigw__buf_printf(b, ",\"timeToFirstTokenMs\":%lld", (long long)a->first_token_ms);
     if (a->malformed_events > 0)
         r |= aigw__buf_printf(b, ",\"malformedEvents\":%ld", a->malformed_events);
-    if (a->stream_error)
-        r |= aigw__buf_printf(b, ",\"streamError\":\"%s\"", a->stream_error);
+    if (a->stream_error) {
+        r |= aigw__buf_puts(b, ",\"streamError\":");
+        r |= aigw__buf_json_cstr(b, a->stream_error);
+    }
     r |= aigw__buf_puts(b, "}");
     return r;
 }

@@ -47,10 +47,17 @@ void aigw__tres_free(aigw_transport_response *t)
     aigw__buf_free(&t->body);
 }
 
-static bool url_has_path(const char *url)
+/* 1 when the base URL has a path ("/" is none), 0 when not, -1 out of
+ * memory (aigw__url_parse: libcurl's URL API). */
+static int url_has_path(const char *url)
 {
-    const char *p = url ? strstr(url, "://") : NULL;
-    return p && strchr(p + 3, '/') != NULL;
+    aigw_url u;
+    int rc = aigw__url_parse(url, &u, NULL), has;
+    if (rc == -2)
+        return -1;
+    has = rc == 0 && strcmp(u.path, "/") != 0 && u.path[0] != '\0';
+    aigw__url_free(&u);
+    return has;
 }
 
 void aigw__req_free(built_req *b)
@@ -68,7 +75,7 @@ int aigw__build_req(run *r, const slot *s, built_req *b)
     aigw_buf scratch = AIGW_BUF_INIT;
     aigw_transport_request *req = &b->req;
     int64_t left = r->deadline - aigw__run_now(r);
-    int rc = 0;
+    int rc = 0, has_path;
     size_t i;
 
     memset(b, 0, sizeof *b);
@@ -76,7 +83,9 @@ int aigw__build_req(run *r, const slot *s, built_req *b)
     /* A base URL with a path ("https://api.example.com/v1") takes the surface
      * path; one without ("https://my-ollama.internal") the whole API path,
      * as ngrok's examples of custom providers show both. */
-    if (!url_has_path(b->url.data) && strncmp(r->path, "/v1", 3) != 0)
+    if ((has_path = url_has_path(b->url.data)) < 0)
+        rc = -1;
+    else if (!has_path && strncmp(r->path, "/v1", 3) != 0)
         rc |= aigw__buf_puts(&b->url, "/v1");
     rc |= aigw__buf_puts(&b->url, r->path);
     rc |= aigw__hdrs_add(&b->h, "content-type", "application/json");

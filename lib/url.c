@@ -1,99 +1,263 @@
-/* url.c - the origin of a URL ("scheme://host:port"), the name a host's
- * circuit breaker goes by: default ports made explicit, scheme and host
+/* url.c - URLs, parsed by libcurl's URL API (curl_url, libcurl >= 7.62):
+ * the same parser as the transport that will use them.  Used for the base
+ * URLs of a configuration (config.c), for whether a base URL has a path
+ * (upstream.c), and for the origin ("scheme://host:port") a host's circuit
+ * breaker goes by (health.c): default ports made explicit, scheme and host
  * lower-cased, user info dropped, so every spelling of one server meets at
- * one breaker. */
+ * one breaker.
+ *
+ * curl_url is lenient where a configuration should not be, so a few things
+ * are settled on the text before it sees it: the scheme's form (curl takes
+ * "1http:"), an empty authority (curl reads "https:///v1" as host "v1"),
+ * percent-encoding in a host (curl decodes "exa%6dple.com"), and several
+ * '@' in an authority (the user info ends at the last one, as browsers read
+ * it; curl refuses the URL). */
 #include "internal.h"
 
+#include <curl/curl.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* The port: digits, 1..65535 (leading zeros allowed); -1 otherwise. */
-static long parse_port(const char *s, size_t n)
+/* ---- the text before curl ---- */
+
+/* Where the authority of url lies ([*auth, *auth_end)) and how many '@' it
+ * holds; NULL, or a problem. */
+static const char *split(const char *url, const char **auth, const char **auth_end,
+                         size_t *n_at)
 {
-    long v = 0;
+    const char *p = url;
     size_t i;
-    if (n == 0)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (!aigw__is_digit(s[i]))
-            return -1;
-        v = v * 10 + (s[i] - '0');
-        if (v > 65535)
-            return -1;
-    }
-    return v > 0 ? v : -1;
+    for (i = 0; url[i]; i++)
+        if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f)
+            return "must not contain whitespace or control characters";
+    if (!aigw__is_alpha((unsigned char)*p))
+        return "must start with a scheme such as https://";
+    while (aigw__is_alpha((unsigned char)*p) || aigw__is_digit((unsigned char)*p) || *p == '+' ||
+           *p == '-' || *p == '.')
+        p++;
+    if (strncmp(p, "://", 3) != 0)
+        return "must start with a scheme such as https://";
+    *auth = p + 3;
+    *auth_end = *auth + strcspn(*auth, "/?#");
+    if (*auth_end == *auth)
+        return "must have a host";
+    for (*n_at = 0, p = *auth; p < *auth_end; p++)
+        *n_at += *p == '@';
+    return NULL;
 }
 
-static long default_port(const char *scheme, size_t n)
+/* The host as written: after the last '@', up to the port.  A '%' outside
+ * an IPv6 literal (whose zone is written "%25eth0") is percent-encoding. */
+static bool host_encoded(const char *auth, const char *auth_end)
 {
-    if ((n == 4 && aigw__strncasecmp(scheme, "http", 4) == 0) ||
-        (n == 2 && aigw__strncasecmp(scheme, "ws", 2) == 0))
+    const char *p, *host = auth;
+    for (p = auth; p < auth_end; p++)
+        if (*p == '@')
+            host = p + 1;
+    if (host < auth_end && *host == '[')
+        return false; /* curl checks the literal */
+    return memchr(host, '%', (size_t)(auth_end - host)) != NULL;
+}
+
+/* url with every '@' of the authority but the last written as %40. */
+static char *escape_ats(const char *url, const char *auth, const char *auth_end, size_t n_at)
+{
+    aigw_buf b = AIGW_BUF_INIT;
+    const char *p;
+    int rc = aigw__buf_append(&b, url, (size_t)(auth - url));
+    for (p = auth; p < auth_end; p++) {
+        if (*p == '@' && n_at > 1) {
+            rc |= aigw__buf_puts(&b, "%40");
+            n_at--;
+        } else {
+            rc |= aigw__buf_append(&b, p, 1);
+        }
+    }
+    rc |= aigw__buf_puts(&b, auth_end);
+    if (rc != 0) {
+        aigw__buf_free(&b);
+        return NULL;
+    }
+    return aigw__buf_take(&b);
+}
+
+/* ---- curl ---- */
+
+static const char *curl_problem(CURLUcode rc)
+{
+    switch (rc) {
+    case CURLUE_BAD_PORT_NUMBER: return "has an invalid port";
+    case CURLUE_NO_HOST: return "must have a host";
+#if LIBCURL_VERSION_NUM >= 0x075100 /* 7.81: finer codes */
+    case CURLUE_BAD_HOSTNAME:
+    case CURLUE_BAD_IPV6: return "has an invalid host";
+    case CURLUE_BAD_SCHEME: return "must start with a scheme such as https://";
+    case CURLUE_BAD_LOGIN:
+    case CURLUE_BAD_USER:
+    case CURLUE_BAD_PASSWORD: return "has invalid user info (user:password@)";
+    case CURLUE_BAD_PATH: return "has an invalid path";
+#endif
+    default: return "is not a valid URL";
+    }
+}
+
+/* A part of h as an allocated copy (lower-cased when asked); NULL when the
+ * URL has none.  -2 out of memory. */
+static int get_part(CURLU *h, CURLUPart what, bool lower, char **out)
+{
+    char *v = NULL;
+    size_t i;
+    CURLUcode rc = curl_url_get(h, what, &v, 0);
+    *out = NULL;
+    if (rc == CURLUE_OUT_OF_MEMORY)
+        return -2;
+    if (rc != CURLUE_OK || !v) {
+        curl_free(v);
+        return 0;
+    }
+    *out = aigw__strdup(v);
+    curl_free(v);
+    if (!*out)
+        return -2;
+    for (i = 0; lower && (*out)[i]; i++)
+        (*out)[i] = (char)aigw__lower((unsigned char)(*out)[i]);
+    return 0;
+}
+
+/* Whether h has the part (user, password: only whether, and the copy curl
+ * made is wiped); -2 out of memory. */
+static int has_part(CURLU *h, CURLUPart what, bool *has)
+{
+    char *v = NULL;
+    CURLUcode rc = curl_url_get(h, what, &v, 0);
+    *has = rc == CURLUE_OK && v;
+    if (v)
+        aigw__wipe(v, strlen(v));
+    curl_free(v);
+    return rc == CURLUE_OUT_OF_MEMORY ? -2 : 0;
+}
+
+static long default_port(const char *scheme)
+{
+    if (strcmp(scheme, "http") == 0 || strcmp(scheme, "ws") == 0)
         return 80;
-    if ((n == 5 && aigw__strncasecmp(scheme, "https", 5) == 0) ||
-        (n == 3 && aigw__strncasecmp(scheme, "wss", 3) == 0))
+    if (strcmp(scheme, "https") == 0 || strcmp(scheme, "wss") == 0)
         return 443;
     return -1;
 }
 
-/* "scheme://host:port" for url (allocated), or NULL when it has no scheme,
- * no host, a bad port, or no port and a scheme without a default one. */
+/* The parts of a URL curl accepted. */
+static const char *read_parts(CURLU *h, aigw_url *out, int *rc)
+{
+    char *port = NULL, *zone = NULL;
+    bool user = false, password = false;
+    const char *why = NULL;
+    *rc = get_part(h, CURLUPART_SCHEME, true, &out->scheme);
+    *rc |= get_part(h, CURLUPART_HOST, true, &out->host);
+#if LIBCURL_VERSION_NUM >= 0x074100 /* 7.65 */
+    *rc |= get_part(h, CURLUPART_ZONEID, false, &zone);
+#endif
+    *rc |= get_part(h, CURLUPART_PORT, false, &port);
+    *rc |= get_part(h, CURLUPART_PATH, false, &out->path);
+    *rc |= has_part(h, CURLUPART_USER, &user);
+    *rc |= has_part(h, CURLUPART_PASSWORD, &password);
+    if (*rc == 0 && (!out->scheme || !out->host || !out->path))
+        why = "is not a valid URL";
+    if (*rc == 0 && !why && zone && out->host[0] == '[') {
+        /* "[fe80::1]" + "eth0" -> "[fe80::1%25eth0]", as written */
+        aigw_buf b = AIGW_BUF_INIT;
+        *rc = aigw__buf_append(&b, out->host, strlen(out->host) - 1) |
+              aigw__buf_printf(&b, "%%25%s]", zone);
+        if (*rc != 0) {
+            aigw__buf_free(&b);
+            *rc = -2;
+        } else {
+            aigw__free(out->host);
+            out->host = aigw__buf_take(&b);
+        }
+    }
+    if (*rc == 0 && !why) {
+        out->has_userinfo = user || password;
+        out->port_written = port != NULL;
+        /* curl took the digits (leading zeros and all, up to 65535) */
+        out->port = port ? strtol(port, NULL, 10) : default_port(out->scheme);
+        if (port && out->port == 0)
+            why = "has an invalid port";
+    }
+    aigw__free(port);
+    aigw__free(zone);
+    if (*rc != 0)
+        *rc = -2;
+    return why;
+}
+
+void aigw__url_free(aigw_url *u)
+{
+    if (!u)
+        return;
+    aigw__free(u->scheme);
+    aigw__free(u->host);
+    aigw__free(u->path);
+    memset(u, 0, sizeof *u);
+    u->port = -1;
+}
+
+int aigw__url_parse(const char *url, aigw_url *out, char **why)
+{
+    const char *auth = NULL, *auth_end = NULL, *problem;
+    char *text = NULL;
+    size_t n_at = 0;
+    CURLU *h = NULL;
+    CURLUcode cu;
+    int rc = 0;
+    memset(out, 0, sizeof *out);
+    out->port = -1;
+    if (why)
+        *why = NULL;
+    problem = url ? split(url, &auth, &auth_end, &n_at) : "is not a URL";
+    if (!problem && host_encoded(auth, auth_end))
+        problem = "has an invalid host (percent-encoded)";
+    if (!problem && n_at > 1 && !(text = escape_ats(url, auth, auth_end, n_at)))
+        return -2;
+    if (!problem && !(h = curl_url()))
+        rc = -2;
+    if (!problem && rc == 0) {
+        cu = curl_url_set(h, CURLUPART_URL, text ? text : url,
+                          CURLU_NON_SUPPORT_SCHEME | CURLU_PATH_AS_IS);
+        if (cu == CURLUE_OUT_OF_MEMORY)
+            rc = -2;
+        else if (cu != CURLUE_OK)
+            problem = curl_problem(cu);
+        else
+            problem = read_parts(h, out, &rc);
+    }
+    curl_url_cleanup(h);
+    aigw__free(text);
+    if (rc == 0 && problem) {
+        rc = -1;
+        if (why && !(*why = aigw__strdup(problem)))
+            rc = -2;
+    }
+    if (rc == 0 && url) {
+        const char *q = strchr(auth_end, '?'), *f = strchr(auth_end, '#');
+        out->has_fragment = f != NULL;
+        out->has_query = q != NULL && (!f || q < f);
+    }
+    if (rc != 0)
+        aigw__url_free(out);
+    return rc;
+}
+
 char *aigw__url_origin(const char *url)
 {
-    const char *p = url, *auth, *end, *at, *host, *host_end, *port = NULL;
-    size_t scheme_len, i;
-    long portnum;
+    aigw_url u;
     aigw_buf b = AIGW_BUF_INIT;
-    if (!aigw__is_alpha((unsigned char)*p))
+    char *origin = NULL;
+    if (aigw__url_parse(url, &u, NULL) != 0)
         return NULL;
-    while (aigw__is_alpha((unsigned char)*p) || aigw__is_digit((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.')
-        p++;
-    if (strncmp(p, "://", 3) != 0)
-        return NULL;
-    scheme_len = (size_t)(p - url);
-    auth = p + 3;
-    end = auth + strcspn(auth, "/?#");
-    for (at = NULL, p = auth; p < end; p++)
-        if (*p == '@')
-            at = p;
-    host = at ? at + 1 : auth;
-    if (*host == '[') {
-        const char *close = memchr(host, ']', (size_t)(end - host));
-        if (!close || close == host + 1)
-            return NULL;
-        host_end = close + 1;
-        if (host_end < end && *host_end != ':')
-            return NULL;
-    } else {
-        host_end = memchr(host, ':', (size_t)(end - host));
-        if (!host_end)
-            host_end = end;
-    }
-    if (host_end == host)
-        return NULL;
-    for (p = host; p < host_end; p++)
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-            return NULL;
-    if (host_end < end)
-        port = host_end + 1;
-    portnum = port && port < end ? parse_port(port, (size_t)(end - port))
-                                 : default_port(url, scheme_len);
-    if (portnum < 0)
-        return NULL;
-    for (i = 0; i < scheme_len; i++) {
-        char c = (char)aigw__lower((unsigned char)url[i]);
-        if (aigw__buf_append(&b, &c, 1) != 0)
-            goto fail;
-    }
-    if (aigw__buf_puts(&b, "://") != 0)
-        goto fail;
-    for (p = host; p < host_end; p++) {
-        char c = (char)aigw__lower((unsigned char)*p);
-        if (aigw__buf_append(&b, &c, 1) != 0)
-            goto fail;
-    }
-    if (aigw__buf_printf(&b, ":%ld", portnum) != 0)
-        goto fail;
-    return aigw__buf_take(&b);
-fail:
+    if (u.port > 0 && aigw__buf_printf(&b, "%s://%s:%ld", u.scheme, u.host, u.port) == 0)
+        origin = aigw__buf_take(&b);
     aigw__buf_free(&b);
-    return NULL;
+    aigw__url_free(&u);
+    return origin;
 }

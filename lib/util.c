@@ -1,4 +1,5 @@
-/* util.c - clocks, randomness, ASCII case-insensitive compares. */
+/* util.c - clocks, randomness, ASCII case-insensitive compares, the UTF-8
+ * validator, and where a JSON text went wrong. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -141,4 +142,110 @@ struct cJSON *aigw__json_parse(const char *s, size_t len, const char **end)
     root = cJSON_ParseWithLengthOpts(s, len, end, 0);
     pthread_mutex_unlock(&mu);
     return root;
+}
+
+/* ---- UTF-8 ---- */
+
+size_t aigw__utf8_seq(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range */
+    size_t need, i;
+    if (n == 0)
+        return 0;
+    if (u[0] < 0x80)
+        return 1;
+    if (u[0] < 0xC2) /* a continuation byte, or an overlong 2-byte form */
+        return 0;
+    if (u[0] < 0xE0) {
+        need = 2;
+    } else if (u[0] < 0xF0) {
+        need = 3;
+        if (u[0] == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (u[0] == 0xED)
+            hi = 0x9F; /* a surrogate, U+D800..U+DFFF */
+    } else if (u[0] < 0xF5) {
+        need = 4;
+        if (u[0] == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (u[0] == 0xF4)
+            hi = 0x8F; /* past U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < need || u[1] < lo || u[1] > hi)
+        return 0;
+    for (i = 2; i < need; i++)
+        if (u[i] < 0x80 || u[i] > 0xBF)
+            return 0;
+    return need;
+}
+
+size_t aigw__utf8_check(const char *s, size_t len)
+{
+    size_t i = 0, k;
+    while (i < len) {
+        if ((unsigned char)s[i] < 0x80) { /* the common case, byte by byte */
+            i++;
+            continue;
+        }
+        if ((k = aigw__utf8_seq(s + i, len - i)) == 0)
+            return i;
+        i += k;
+    }
+    return len;
+}
+
+size_t aigw__utf8_prefix(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    /* s[max] starts the first character left out unless it continues one */
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+/* ---- JSON text ---- */
+
+void aigw__text_pos(const char *s, size_t off, size_t *line, size_t *col)
+{
+    size_t i;
+    *line = 1;
+    *col = 1;
+    for (i = 0; i < off; i++) {
+        if (s[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+bool aigw__json_too_deep(const char *s, size_t len, size_t off)
+{
+    size_t i, depth = 0;
+    bool in_str = false;
+    if (!s || off >= len || (s[off] != '[' && s[off] != '{'))
+        return false;
+    /* cJSON read everything before off, so this is JSON up to there:
+     * brackets count outside strings only. */
+    for (i = 0; i < off; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            depth++;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return !in_str && depth >= CJSON_NESTING_LIMIT;
 }

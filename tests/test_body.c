@@ -1,15 +1,20 @@
-/* test_body.c - the request body rewrite (byte for byte) and the model list. */
+/* test_body.c - the request body rewrite (byte for byte) and the model list;
+ * bodies that are not UTF-8 or nest too deep; and, through the scripted
+ * transport, what a request with such bytes (or an upstream answering with
+ * them) gets back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "support.h"
 
 /* ---- helpers ---- */
 
@@ -409,6 +414,158 @@ static void test_models_alloc_failures(void **state)
     assert_int_equal(rc, -1);
 }
 
+/* ---- UTF-8 and nesting ---- */
+
+static void test_models_utf8(void **state)
+{
+    static const char lone_ff[] = "{\"model\":\"m\xff\"}";
+    models_result r;
+    (void)state;
+    /* refused before anything else, at the first bad byte (from 0) */
+    models_bad(lone_ff, "not valid UTF-8 at byte 11");
+    r = read_models(lone_ff);
+    assert_string_equal(r.why, "not valid UTF-8 at byte 11");
+    models_result_free(&r);
+    models_bad("{\"model\":\"m\",\"messages\":[{\"content\":\"caf\xe9\"}]}",
+               "not valid UTF-8 at byte 40");
+    models_bad("\xff", "not valid UTF-8 at byte 0");
+    models_bad("{\"model\":\"m\"} \xc3", "not valid UTF-8 at byte 14");
+    models_bad("{\"model\":\"\xed\xa0\x80\"}", "not valid UTF-8 at byte 10"); /* surrogate */
+    models_bad("{\"model\":\"\xc0\xae\"}", "not valid UTF-8 at byte 10");     /* overlong */
+    /* the rewrite refuses it too */
+    refused(lone_ff);
+    refused("{\"model\":\"m\",\"x\":\"\x80\"}");
+    /* valid UTF-8, raw or escaped, and a BOM: fine */
+    models_ok("\xef\xbb\xbf{\"model\":\"caf\xc3\xa9\xf0\x9f\x98\x80\",\"x\":\"\\ud83d\\ude00\"}",
+              "caf\xc3\xa9\xf0\x9f\x98\x80", NULL, 0);
+    /* a lone surrogate escape is not JSON (cJSON) */
+    models_bad("{\"model\":\"\\ud800\"}", "not a JSON object");
+}
+
+static char *deep_body(size_t n)
+{
+    static const char head[] = "{\"model\":\"m\",\"x\":";
+    size_t len = sizeof head - 1, i;
+    char *s = malloc(len + 2 * n + 2);
+    assert_non_null(s);
+    memcpy(s, head, len);
+    for (i = 0; i < n; i++)
+        s[len++] = '[';
+    for (i = 0; i < n; i++)
+        s[len++] = ']';
+    s[len++] = '}';
+    s[len] = '\0';
+    return s;
+}
+
+static void test_models_nesting(void **state)
+{
+    char *s;
+    models_result r;
+    (void)state;
+    /* the object is level 1: 1000 brackets in it make 1001 */
+    s = deep_body(1000);
+    r = read_models(s);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(r.why);
+    assert_string_equal(r.why, "nested deeper than 1000 levels at line 1, column 1017");
+    models_result_free(&r);
+    refused(s);
+    free(s);
+    s = deep_body(999);
+    models_ok(s, "m", NULL, 0);
+    free(s);
+}
+
+/* ---- through the engine ---- */
+
+#define CFG                                                                                \
+    "{\"providers\":[{\"providerId\":\"fake\",\"name\":\"Fake\","                          \
+    "\"baseUrl\":\"http://127.0.0.1:9/v1\",\"models\":[{\"modelId\":\"m1\"}]}],"           \
+    "\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"fake\",\"value\":\"sk-aaaa-1111\"}," \
+    "{\"id\":\"b\",\"providerId\":\"fake\",\"value\":\"sk-bbbb-2222\"}],"                  \
+    "\"accessKeyConfiguration\":{\"name\":\"t\"},"                                         \
+    "\"gatewayConfig\":{\"sameBackendRetries\":0}}"
+
+/* s is one JSON text and valid UTF-8. */
+static void assert_json_text(const char *s, size_t len)
+{
+    cJSON *j;
+    assert_non_null(s);
+    if (!aigw__utf8_valid(s, len))
+        fail_msg("not UTF-8: %.*s", (int)len, s);
+    if (!(j = cJSON_ParseWithLength(s, len)))
+        fail_msg("not JSON: %.*s", (int)len, s);
+    cJSON_Delete(j);
+}
+
+static void test_send_refuses_bad_utf8(void **state)
+{
+    static const char body[] = "{\"model\":\"fake:m1\",\"messages\":[{\"content\":\"\xff\"}]}";
+    aigw_client *c = mock_attach(client_from_json(CFG));
+    aigw_request *req = NULL;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    (void)state;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, body, sizeof body - 1), AIGW_OK);
+    assert_int_equal(aigw_client_send(c, req, &resp, &err), AIGW_EREQUEST);
+    assert_null(resp);
+    assert_string_equal(aigw_error_message(err), "request body: not valid UTF-8 at byte 43");
+    assert_int_equal(M.n_calls, 0); /* nothing was sent */
+    aigw_error_free(err);
+    err = NULL;
+    /* nested too deep: the same, before anything is sent */
+    {
+        char *deep = deep_body(1000);
+        assert_int_equal(aigw_request_set_body(req, deep, strlen(deep)), AIGW_OK);
+        assert_int_equal(aigw_client_send(c, req, &resp, &err), AIGW_EREQUEST);
+        assert_string_equal(aigw_error_message(err), "request body: nested deeper than 1000 "
+                                                     "levels at line 1, column 1017");
+        assert_int_equal(M.n_calls, 0);
+        free(deep);
+    }
+    aigw_error_free(err);
+    aigw_request_free(req);
+    aigw_client_free(c);
+}
+
+static void test_upstream_bad_utf8(void **state)
+{
+    /* an upstream error message and header value that are not UTF-8 */
+    static const char bad_body[] = "{\"error\":{\"message\":\"over\xff\xfe loaded \x01\","
+                                   "\"type\":\"server_error\"}}";
+    aigw_client *c = mock_attach(client_from_json(CFG));
+    aigw_response *r;
+    const char *v, *body;
+    size_t len;
+    (void)state;
+    /* every key fails: the library's own answer and the trace are JSON */
+    push_h(500, "x-upstream", "a\xff\x80z", bad_body);
+    push_h(500, "x-upstream", "a\xff\x80z", bad_body);
+    r = send_body(c, "{\"model\":\"fake:m1\",\"note\":\"caf\xc3\xa9\"}");
+    assert_error_answer(r, 502, "upstream_error", NULL);
+    body = aigw_response_body(r, &len);
+    assert_json_text(body, len);
+    v = aigw_response_trace_json(r);
+    assert_json_text(v, strlen(v));
+    aigw_response_free(r);
+    /* a fail-fast answer is the upstream's, bytes as they came (header
+     * values are bytes); the trace stays JSON */
+    mock_rewind();
+    push_h(400, "x-upstream", "a\xff\x80z", "{\"error\":{\"message\":\"bad \xff\"}}");
+    r = send_body(c, "{\"model\":\"fake:m1\"}");
+    assert_int_equal(aigw_response_status(r), 400);
+    assert_string_equal(aigw_response_body(r, &len), "{\"error\":{\"message\":\"bad \xff\"}}");
+    v = aigw_response_header_get(r, "x-upstream");
+    assert_non_null(v);
+    assert_string_equal(v, "a\xff\x80z");
+    v = aigw_response_trace_json(r);
+    assert_json_text(v, strlen(v));
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 static void test_strv_free(void **state)
 {
     char **v = aigw__calloc(2, sizeof *v);
@@ -438,6 +595,10 @@ int main(void)
         cmocka_unit_test(test_models_bad),
         cmocka_unit_test(test_models_alloc_failures),
         cmocka_unit_test(test_strv_free),
+        cmocka_unit_test(test_models_utf8),
+        cmocka_unit_test(test_models_nesting),
+        cmocka_unit_test_setup_teardown(test_send_refuses_bad_utf8, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_bad_utf8, mock_setup, mock_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -377,6 +377,48 @@ static void test_retry_after_dates(void **state)
     expect(429, H("retry-after", "Wed,"), NULL, "rate_limit", -1);
 }
 
+/* The three HTTP-date forms (RFC 9110), read by the grammar and, for the
+ * instant, by libcurl's curl_getdate; what curl_getdate alone would take but
+ * an HTTP-date is not, refused. */
+static void test_retry_after_date_forms(void **state)
+{
+    (void)state;
+    /* IMF-fixdate, RFC 850, asctime: the same instant */
+    expect(429, H("retry-after", "Wed, 25 Nov 2026 10:00:07 GMT"), NULL, "rate_limit", 7000);
+    expect(429, H("retry-after", "Wednesday, 25-Nov-26 10:00:07 GMT"), NULL, "rate_limit",
+           7000);
+    expect(429, H("retry-after", "Wed Nov 25 10:00:07 2026"), NULL, "rate_limit", 7000);
+    expect(429, H("retry-after", "  Wed, 25 Nov 2026 10:00:07 GMT  "), NULL, "rate_limit",
+           7000);
+    expect(429, H("retry-after", "Thu Nov 26 09:00:00 2026"), NULL, "rate_limit",
+           23 * 3600 * 1000);
+    expect(429, H("retry-after", "Thu Nov 26  9:00:00 2026"), NULL, "rate_limit", -1);
+    /* asctime's day may be one digit after two spaces */
+    expect(429, H("retry-after", "Tue Dec  1 10:00:00 2026"), NULL, "rate_limit", DAY_MS);
+    /* a leap second: the next minute */
+    expect(429, H("retry-after", "Wed, 25 Nov 2026 10:00:60 GMT"), NULL, "rate_limit", 60000);
+    /* RFC 850's two-digit year: more than 50 years ahead is the last
+     * century's (RFC 9110); curl_getdate would read 72 as 1972 */
+    expect(429, H("retry-after", "Friday, 25-Nov-72 10:00:07 GMT"), NULL, "rate_limit",
+           DAY_MS);
+    expect(429, H("retry-after", "Thursday, 25-Nov-77 10:00:07 GMT"), NULL, "rate_limit", 0);
+    expect(429, H("retry-after", "Tuesday, 25-Nov-25 10:00:07 GMT"), NULL, "rate_limit", 0);
+    /* garbage, and forms curl_getdate reads but an HTTP-date is not */
+    expect(429, H("retry-after", "garbage"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "tomorrow"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Wed, 25 Nov 2026 10:00:07 GMT junk"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "25 Nov 2026 10:00:07 GMT"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "wed, 25 nov 2026 10:00:07 gmt"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Wed, 25 Nov 2026 10:00:07 UTC"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Wed, 25 Nov 2026 10:00:07 +0000"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Wed, 25 Nov 26 10:00:07 GMT"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Wed Nov 25 10:00:07 2026 GMT"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Nov 25 2026"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "2026-11-25T10:00:07Z"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Wed, 25 Nov 2026 10:00:07 GMT\xff"), NULL, "rate_limit", -1);
+    expect(429, H("retry-after", "Wed, 25 Nov 1969 10:00:07 GMT"), NULL, "rate_limit", -1);
+}
+
 static void test_retry_after_ms(void **state)
 {
     (void)state;
@@ -486,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_odd_bodies),
         cmocka_unit_test(test_retry_after_seconds),
         cmocka_unit_test(test_retry_after_dates),
+        cmocka_unit_test(test_retry_after_date_forms),
         cmocka_unit_test(test_retry_after_ms),
         cmocka_unit_test(test_retry_info),
         cmocka_unit_test(test_openai_resets),

@@ -765,6 +765,205 @@ static void test_urls(void **state)
     url_bad("https://exa%6dple.com/", "invalid host");
     url_bad("", "must not be empty");
     only_problem("{\"ngrokGatewayUrl\":7}", "ngrokGatewayUrl", "expected a string");
+    /* as libcurl's URL API reads them (aigw__url_parse) */
+    url_ok("http://[0:0:0:0:0:0:0:1]:9/v1", "http://[0:0:0:0:0:0:0:1]:9/v1"); /* [::1] */
+    url_ok("http://127.1:8/v1", "http://127.1:8/v1");                         /* 127.0.0.1 */
+    url_ok("http://[::1]", "http://[::1]");
+    url_ok("https://API.Example.COM/V1", "https://API.Example.COM/V1"); /* kept as written */
+    url_ok("https://api.example.com:443/v1", "https://api.example.com:443/v1");
+    url_ok("http://localhost:08080/v1", "http://localhost:08080/v1");
+    url_ok("https://exa_mple.com", "https://exa_mple.com");
+    url_bad("http://[::1", "invalid host");
+    url_bad("https://[fe80::1%25eth0]/v1", "invalid host"); /* a zone */
+    url_bad("https://h\u00e9.example/v1", "invalid host");  /* not ASCII */
+    url_bad("http://0x7f000002.evil/", "loopback");
+    url_bad("https://user@example.com/", "credentials");
+    url_bad("https://:pw@example.com/", "credentials");
+    url_bad("https://a@b@example.com/", "credentials");
+    url_bad("1http://example.com", "https://");
+    url_bad("wss://example.com", "https://");
+    url_bad("https:/example.com", "https://");
+    url_bad("https://example.com/v1?", "query");
+    url_bad("https://example.com#", "fragment");
+    url_bad("http://localhost:0/", "port");
+    url_bad("http://u@/x", "must have a host");
+}
+
+/* ------------------------------------------------------------------------ */
+/* UTF-8 and nesting                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Exactly one problem, and the whole message is want. */
+static void only_message(const char *json, const char *want)
+{
+    aigw_error *err = parse_err(json);
+    if (aigw_error_count(err) != 1 || strcmp(aigw_error_message(err), want) != 0) {
+        print_problems(err);
+        fail_msg("got \"%s\", want \"%s\"", aigw_error_message(err), want);
+    }
+    aigw_error_free(err);
+}
+
+static void test_utf8_strings(void **state)
+{
+    aigw_error *err;
+    aigw_config *cfg;
+    char json[1024], *file;
+    size_t i;
+    (void)state;
+    /* a key id (the binding read it as text after the upstream served) */
+    only_message("{\"providerKeys\":[{\"id\":\"abc\xff\",\"providerId\":\"openai\","
+                 "\"value\":\"sk-1\"}]}",
+                 "providerKeys[0].id: not valid UTF-8 (byte 0xff at offset 3)");
+    /* a provider name, a custom provider's model, a rule's model */
+    only_problem("{\"providers\":[{\"providerId\":\"p\",\"name\":\"N\xc3\",\"baseUrl\":\"https://a\"}]}",
+                 "providers[0].name", "not valid UTF-8 (byte 0xc3 at offset 1)");
+    only_problem("{\"providers\":[{\"providerId\":\"p\",\"baseUrl\":\"https://a\","
+                 "\"models\":[{\"modelId\":\"ok\"},{\"modelId\":\"m\xed\xa0\x80\"}]}]}",
+                 "providers[0].models[1].modelId", "not valid UTF-8 (byte 0xed at offset 1)");
+    only_problem(AKC("{\"model\":\"openai:gpt-\xc0\xaf\",\"steps\":[{\"type\":\"ngrok\"}]}"),
+                 "accessKeyConfiguration.router.rules[0].model",
+                 "not valid UTF-8 (byte 0xc0 at offset 11)");
+    only_problem("{\"accessKeyConfiguration\":{\"name\":\"t\",\"access\":{\"models\":"
+                 "{\"allow\":[\"gpt-4o\",\"\x80\"]}}}}",
+                 "accessKeyConfiguration.access.models.allow[1]",
+                 "not valid UTF-8 (byte 0x80 at offset 0)");
+    /* member names: at their object (the value is not looked into) */
+    only_message("{\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"openai\",\"value\":\"v\","
+                 "\"x\xfe\":\"\xff\"}]}",
+                 "providerKeys[0]: a member name is not valid UTF-8 (byte 0xfe at offset 1)");
+    only_message("{\"\xf5x\":1}", "a member name is not valid UTF-8 (byte 0xf5 at offset 0)");
+    /* a bare configuration too */
+    only_problem("{\"name\":\"n\xff\",\"router\":{\"rules\":[]}}", "name",
+                 "not valid UTF-8 (byte 0xff at offset 1)");
+    /* every one is reported, and nothing else is checked until they are
+     * fixed: the checks after quote strings and copy them */
+    err = parse_err("{\"providerKeys\":[{\"id\":\"\xff\",\"providerId\":\"nope\",\"value\":\"v\"},"
+                    "{\"id\":\"b\",\"providerId\":\"openai\",\"name\":\"\xfe\",\"value\":\"v\"}],"
+                    "\"gatewayConfig\":{\"metadata\":\"\xc3\"}}");
+    assert_int_equal(aigw_error_count(err), 3);
+    has_problem(err, "providerKeys[0].id", "byte 0xff at offset 0");
+    has_problem(err, "providerKeys[1].name", "byte 0xfe at offset 0");
+    has_problem(err, "gatewayConfig.metadata", "byte 0xc3 at offset 0");
+    aigw_error_free(err);
+
+    /* A key value becomes a header value (here for a custom provider):
+     * where, never which byte - it is a secret. */
+    err = parse_err("{\"providers\":[{\"providerId\":\"p\",\"baseUrl\":\"https://a\"}],"
+                    "\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"p\","
+                    "\"value\":\"SECRET\xe9VALUE\"}]}");
+    assert_int_equal(aigw_error_count(err), 1);
+    has_problem(err, "providerKeys[0].value", "not valid UTF-8 (at offset 6)");
+    assert_null(strstr(aigw_error_problem(err, 0), "0x"));
+    no_secret_in(err, "SECRET");
+    aigw_error_free(err);
+    only_problem(AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"user\",\"keys\":"
+                     "[{\"name\":\"n\",\"value\":\"\xff\"}]}]}"),
+                 "accessKeyConfiguration.router.rules[0].steps[0].keys[0].value",
+                 "not valid UTF-8 (at offset 0)");
+    only_problem("{\"ngrokAccessKey\":{\"value\":\"ng\xff\"}}", "ngrokAccessKey.value",
+                 "not valid UTF-8 (at offset 2)");
+    only_problem("{\"ngrokAccessKey\":\"ng\xff\"}", "ngrokAccessKey", "(at offset 2)");
+    err = parse_err("{\"gatewayConfig\":{\"healthStore\":{\"redis\":"
+                    "{\"url\":\"redis://:pa\xffss@h\",\"password\":\"\xfe\"}}}}");
+    assert_int_equal(aigw_error_count(err), 2);
+    has_problem(err, "gatewayConfig.healthStore.redis.url", "not valid UTF-8 (at offset 11)");
+    has_problem(err, "gatewayConfig.healthStore.redis.password", "(at offset 0)");
+    assert_null(strstr(aigw_error_message(err), "0x"));
+    aigw_error_free(err);
+    /* from the environment or a file: the same */
+    setenv("AIGW_TEST_UTF8_ENV", "sk-\xff-SECRET", 1);
+    only_problem("{\"ngrokAccessKey\":{\"valueFrom\":{\"env\":\"AIGW_TEST_UTF8_ENV\"}}}",
+                 "ngrokAccessKey.valueFrom.env",
+                 "environment variable AIGW_TEST_UTF8_ENV is not valid UTF-8 (at offset 3)");
+    unsetenv("AIGW_TEST_UTF8_ENV");
+    file = write_temp("sk-\xc3\x28-SECRET\n", 13);
+    snprintf(json, sizeof json, "{\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"openai\","
+                                "\"valueFrom\":{\"file\":\"%s\"}}]}", file);
+    only_problem(json, "providerKeys[0].valueFrom.file", "is not valid UTF-8 (at offset 3)");
+    unlink(file);
+    free(file);
+
+    /* valid UTF-8 goes through as it is, raw or escaped */
+    cfg = parse_ok("{\"providers\":[{\"providerId\":\"p\",\"name\":\"Caf\xc3\xa9 \\ud83d\\ude00\","
+                   "\"baseUrl\":\"https://a\",\"models\":[{\"modelId\":\"m\xe2\x82\xac\"}]}],"
+                   "\"providerKeys\":[{\"id\":\"k\xf0\x9f\x98\x80\",\"providerId\":\"p\","
+                   "\"value\":\"v\"}],\"gatewayConfig\":{\"metadata\":\"\xef\xbf\xbf\"}}");
+    assert_string_equal(aigw__config_provider(cfg, "p")->name, "Caf\xc3\xa9 \xf0\x9f\x98\x80");
+    assert_string_equal(aigw__config_provider(cfg, "p")->models[0], "m\xe2\x82\xac");
+    assert_string_equal(cfg->keys[0].id, "k\xf0\x9f\x98\x80");
+    aigw_config_unref(cfg);
+
+    /* A problem quoting a string cuts it between characters: 39 'a' and an
+     * 'é' (bytes 40 and 41) quoted at most 40 bytes long. */
+    err = parse_err("{\"gatewayConfig\":{\"totalTimeout\":"
+                    "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9zz\"}}");
+    has_problem(err, "gatewayConfig.totalTimeout",
+                "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' is not a valid duration");
+    aigw_error_free(err);
+    /* and a path cut at its cap keeps whole characters */
+    {
+        char big[1400];
+        size_t n = (size_t)snprintf(big, sizeof big, "{\"gatewayConfig\":{\"x");
+        for (i = 0; i < 300; i++) {
+            memcpy(big + n, "\xc3\xa9", 2);
+            n += 2;
+        }
+        memcpy(big + n, "\":1}}", 6);
+        err = parse_err(big);
+        assert_int_equal(aigw_error_count(err), 1);
+        assert_true(strlen(aigw_error_path(err, 0)) > 400);
+        assert_true(aigw__utf8_valid(aigw_error_path(err, 0), strlen(aigw_error_path(err, 0))));
+        assert_true(aigw__utf8_valid(aigw_error_message(err), strlen(aigw_error_message(err))));
+        aigw_error_free(err);
+    }
+}
+
+/* "{"gatewayConfig":{"metadata":" then n '[': the metadata array is level 3. */
+static char *deep_json(size_t n, const char *open)
+{
+    static const char head[] = "{\"gatewayConfig\":{\"metadata\":";
+    size_t k = strlen(open), i, len = sizeof head - 1;
+    char *s = malloc(len + n * k + n + 8);
+    assert_non_null(s);
+    memcpy(s, head, len);
+    for (i = 0; i < n; i++, len += k)
+        memcpy(s + len, open, k);
+    for (i = 0; i < n; i++)
+        s[len++] = open[0] == '[' ? ']' : '}';
+    memcpy(s + len, "}}", 3);
+    return s;
+}
+
+static void test_nesting_limit(void **state)
+{
+    char want[128], *s;
+    aigw_error *err;
+    (void)state;
+    /* 999 levels under the root and gatewayConfig: one too many */
+    s = deep_json(999, "[");
+    snprintf(want, sizeof want, "nested deeper than 1000 levels at line 1, column %zu",
+             strlen("{\"gatewayConfig\":{\"metadata\":") + 999);
+    only_problem(s, "", want);
+    free(s);
+    /* objects count the same */
+    s = deep_json(999, "{\"a\":");
+    snprintf(want, sizeof want, "nested deeper than 1000 levels at line 1, column %zu",
+             strlen("{\"gatewayConfig\":{\"metadata\":") + 998 * 5 + 1);
+    only_problem(s, "", want);
+    free(s);
+    /* 1000 levels: JSON, so the problems are about its meaning */
+    s = deep_json(998, "[");
+    err = parse_err(s);
+    has_problem(err, "gatewayConfig.metadata", "expected a string");
+    assert_null(strstr(aigw_error_message(err), "nested"));
+    aigw_error_free(err);
+    free(s);
+    /* on another line */
+    only_problem("\n\n  [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                 "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                 "[[[[[[[[[[[[[",
+                 "", "invalid JSON at line 3"); /* not deep: cut short */
 }
 
 static void test_control_chars_in_secrets(void **state)
@@ -1607,6 +1806,8 @@ int main(void)
         cmocka_unit_test(test_providers_and_keys_problems),
         cmocka_unit_test(test_many_problems_at_once),
         cmocka_unit_test(test_invalid_json),
+        cmocka_unit_test(test_utf8_strings),
+        cmocka_unit_test(test_nesting_limit),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_alloc_failures_load_file),
     };

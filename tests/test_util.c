@@ -1,13 +1,18 @@
-/* test_util.c - durations, JSON string escaping, error objects, headers. */
+/* test_util.c - durations, JSON string escaping, error objects, headers, the
+ * UTF-8 validator, URLs (libcurl's URL API), and the JSON the library writes
+ * itself (traces, its own error answers) whatever bytes went in. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "engine_int.h"
 #include "internal.h"
 
 /* ---- durations ---- */
@@ -114,6 +119,394 @@ static void test_buf_json(void **state)
     assert_int_equal(aigw__buf_puts(&b, "]"), 0);
     assert_string_equal(b.data, "[\"x\",null]");
     aigw__buf_free(&b);
+}
+
+/* ---- UTF-8 ---- */
+
+static void test_utf8_validator(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t len;
+        size_t bad; /* the offset of the first bad byte; len when valid */
+    } cases[] = {
+        {"", 0, 0},
+        {"plain ascii", 11, 11},
+        {"a\0b", 3, 3},                                /* NUL is U+0000 */
+        {"caf\xc3\xa9", 5, 5},                         /* U+00E9 */
+        {"\xc2\x80", 2, 2},                            /* U+0080, the first 2-byte */
+        {"\xdf\xbf", 2, 2},                            /* U+07FF */
+        {"\xe0\xa0\x80", 3, 3},                        /* U+0800 */
+        {"\xe2\x82\xac", 3, 3},                        /* the euro sign */
+        {"\xed\x9f\xbf", 3, 3},                        /* U+D7FF, before the surrogates */
+        {"\xee\x80\x80", 3, 3},                        /* U+E000, after them */
+        {"\xef\xbf\xbf", 3, 3},                        /* U+FFFF */
+        {"\xef\xbb\xbf{}", 5, 5},                      /* a BOM is a character */
+        {"\xf0\x90\x80\x80", 4, 4},                    /* U+10000 */
+        {"\xf0\x9f\x98\x80", 4, 4},                    /* an emoji */
+        {"\xf4\x8f\xbf\xbf", 4, 4},                    /* U+10FFFF, the last */
+        {"abc\xff", 4, 3},                             /* a byte UTF-8 never uses */
+        {"\xfe", 1, 0},
+        {"ab\x80", 3, 2},                              /* a lone continuation byte */
+        {"\xc3", 1, 0},                                /* cut short at the end */
+        {"\xe2\x82", 2, 0},
+        {"\xf0\x9f\x98", 3, 0},
+        {"\xc3(", 2, 0},                               /* not continued */
+        {"\xe2(\xac", 3, 0},
+        {"\xc0\x80", 2, 0},                            /* overlong NUL */
+        {"\xc1\xbf", 2, 0},                            /* overlong 2-byte */
+        {"\xe0\x9f\xbf", 3, 0},                        /* overlong 3-byte */
+        {"\xf0\x8f\xbf\xbf", 4, 0},                    /* overlong 4-byte */
+        {"x\xed\xa0\x80", 4, 1},                       /* U+D800, a surrogate */
+        {"\xed\xbf\xbf", 3, 0},                        /* U+DFFF */
+        {"\xf4\x90\x80\x80", 4, 0},                    /* U+110000 */
+        {"\xf5\x80\x80\x80", 4, 0},
+        {"ok\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 then \xff", 18, 17},
+    };
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t got = aigw__utf8_check(cases[i].s, cases[i].len);
+        if (got != cases[i].bad)
+            fail_msg("case %zu: first bad byte at %zu, want %zu", i, got, cases[i].bad);
+        assert_int_equal(aigw__utf8_valid(cases[i].s, cases[i].len),
+                         cases[i].bad == cases[i].len);
+    }
+    /* one sequence */
+    assert_int_equal(aigw__utf8_seq("a", 1), 1);
+    assert_int_equal(aigw__utf8_seq("\xc3\xa9x", 3), 2);
+    assert_int_equal(aigw__utf8_seq("\xe2\x82\xac", 3), 3);
+    assert_int_equal(aigw__utf8_seq("\xe2\x82\xac", 2), 0); /* n cuts it */
+    assert_int_equal(aigw__utf8_seq("\xf0\x9f\x98\x80", 4), 4);
+    assert_int_equal(aigw__utf8_seq("", 0), 0);
+}
+
+static void test_utf8_prefix(void **state)
+{
+    static const char s[] = "ab\xc3\xa9\xe2\x82\xac"; /* a b é € */
+    (void)state;
+    assert_int_equal(aigw__utf8_prefix(s, 7, 100), 7);
+    assert_int_equal(aigw__utf8_prefix(s, 7, 7), 7);
+    assert_int_equal(aigw__utf8_prefix(s, 7, 6), 4); /* not into the euro sign */
+    assert_int_equal(aigw__utf8_prefix(s, 7, 5), 4);
+    assert_int_equal(aigw__utf8_prefix(s, 7, 4), 4);
+    assert_int_equal(aigw__utf8_prefix(s, 7, 3), 2); /* not into the é */
+    assert_int_equal(aigw__utf8_prefix(s, 7, 2), 2);
+    assert_int_equal(aigw__utf8_prefix(s, 7, 0), 0);
+}
+
+/* s is one JSON text and valid UTF-8. */
+static void assert_json_at(const char *s, const char *file, int line)
+{
+    cJSON *j;
+    if (!s)
+        _fail(file, line);
+    if (!aigw__utf8_valid(s, strlen(s))) {
+        print_error("not UTF-8: %s\n", s);
+        _fail(file, line);
+    }
+    j = cJSON_ParseWithOpts(s, NULL, 1);
+    if (!j) {
+        print_error("not JSON: %s\n", s);
+        _fail(file, line);
+    }
+    cJSON_Delete(j);
+}
+#define assert_json(s) assert_json_at(s, __FILE__, __LINE__)
+
+static void test_buf_json_invalid_utf8(void **state)
+{
+    /* every byte that is not part of well-formed UTF-8: U+FFFD, escaped */
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *want;
+    } cases[] = {
+        {"abc\xff", 4, "\"abc\\ufffd\""},
+        {"\x80\x80", 2, "\"\\ufffd\\ufffd\""},
+        {"a\xc3(b", 4, "\"a\\ufffd(b\""},
+        {"\xe2\x82", 2, "\"\\ufffd\\ufffd\""},             /* cut short */
+        {"\xc0\x80", 2, "\"\\ufffd\\ufffd\""},             /* overlong */
+        {"\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""},  /* a surrogate */
+        {"\xe2\x82\xac\xff\xe2\x82\xac", 7, "\"\xe2\x82\xac\\ufffd\xe2\x82\xac\""},
+        {"\xf0\x9f\x98\x80\"\x01", 6, "\"\xf0\x9f\x98\x80\\\"\\u0001\""},
+    };
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        aigw_buf b = AIGW_BUF_INIT;
+        assert_int_equal(aigw__buf_json_str(&b, cases[i].in, cases[i].len), 0);
+        assert_string_equal(b.data, cases[i].want);
+        assert_json(b.data);
+        aigw__buf_free(&b);
+    }
+}
+
+/* ---- JSON text positions and nesting ---- */
+
+/* prefix, then depth opening brackets. */
+static char *nested(size_t depth, const char *prefix)
+{
+    size_t n = strlen(prefix), i;
+    char *s = malloc(n + depth + 1);
+    assert_non_null(s);
+    memcpy(s, prefix, n);
+    for (i = 0; i < depth; i++)
+        s[n + i] = '[';
+    s[n + depth] = '\0';
+    return s;
+}
+
+static void test_json_too_deep(void **state)
+{
+    size_t line, col, off;
+    const char *end = NULL;
+    cJSON *j;
+    char *s;
+    (void)state;
+    aigw__text_pos("ab\ncd\n\nx", 0, &line, &col);
+    assert_true(line == 1 && col == 1);
+    aigw__text_pos("ab\ncd\n\nx", 4, &line, &col);
+    assert_true(line == 2 && col == 2);
+    aigw__text_pos("ab\ncd\n\nx", 7, &line, &col);
+    assert_true(line == 4 && col == 1);
+    /* level 1 is the prefix's '[' (a string with brackets in it first),
+     * then 1000 more: cJSON stops at the last, one level too deep */
+    s = nested(1000, "\n [\"[{\\\"[\",");
+    j = aigw__json_parse(s, strlen(s), &end);
+    assert_null(j);
+    assert_non_null(end);
+    off = (size_t)(end - s);
+    assert_int_equal(off, strlen(s) - 1);
+    assert_true(aigw__json_too_deep(s, strlen(s), off));
+    aigw__text_pos(s, off, &line, &col);
+    assert_int_equal(line, 2);
+    assert_int_equal(col, 10 + 1000);
+    /* not at any other place */
+    assert_false(aigw__json_too_deep(s, strlen(s), off - 1));
+    assert_false(aigw__json_too_deep(s, strlen(s), 2));
+    free(s);
+    /* 1000 levels parse; other errors are not nesting */
+    s = nested(999, "[");
+    assert_false(aigw__json_too_deep(s, strlen(s), strlen(s) - 1));
+    free(s);
+    j = aigw__json_parse("[[1,]]", 6, &end);
+    assert_null(j);
+    assert_false(aigw__json_too_deep("[[1,]]", 6, (size_t)(end - "[[1,]]")));
+    assert_false(aigw__json_too_deep(NULL, 0, 0));
+}
+
+/* ---- URLs (libcurl's URL API) ---- */
+
+static void url_is(const char *in, const char *scheme, const char *host, long port,
+                   bool written, const char *path)
+{
+    aigw_url u;
+    char *why = NULL;
+    int rc = aigw__url_parse(in, &u, &why);
+    if (rc != 0)
+        fail_msg("%s: refused (%s)", in, why ? why : "?");
+    assert_null(why);
+    assert_string_equal(u.scheme, scheme);
+    assert_string_equal(u.host, host);
+    if (u.port != port || u.port_written != written)
+        fail_msg("%s: port %ld (%s), want %ld", in, u.port, u.port_written ? "written" : "default",
+                 port);
+    assert_string_equal(u.path, path);
+    aigw__url_free(&u);
+}
+
+static void url_refused(const char *in, const char *want)
+{
+    aigw_url u;
+    char *why = NULL;
+    int rc = aigw__url_parse(in, &u, &why);
+    if (rc != -1)
+        fail_msg("%s: accepted", in ? in : "(null)");
+    assert_non_null(why);
+    if (!strstr(why, want))
+        fail_msg("%s: \"%s\" does not say \"%s\"", in ? in : "(null)", why, want);
+    assert_null(u.scheme);
+    assert_null(u.host);
+    aigw__free(why);
+    /* why is optional */
+    assert_int_equal(aigw__url_parse(in, &u, NULL), -1);
+}
+
+static void test_url_parse(void **state)
+{
+    aigw_url u;
+    (void)state;
+    /* default ports, and ports as written */
+    url_is("https://api.openai.com/v1", "https", "api.openai.com", 443, false, "/v1");
+    url_is("http://example.com", "http", "example.com", 80, false, "/");
+    url_is("http://example.com/", "http", "example.com", 80, false, "/");
+    url_is("wss://h/x", "wss", "h", 443, false, "/x");
+    url_is("ws://h", "ws", "h", 80, false, "/");
+    url_is("https://h:8443/a/b//", "https", "h", 8443, true, "/a/b//");
+    url_is("http://h:0080/", "http", "h", 80, true, "/"); /* leading zeros */
+    url_is("http://h:/x", "http", "h", 80, false, "/x");  /* an empty port */
+    url_is("ftp://h:21/x", "ftp", "h", 21, true, "/x");
+    url_is("ftp://h/x", "ftp", "h", -1, false, "/x");      /* no default known */
+    /* scheme and host lower-cased; the path as written, dot segments too */
+    url_is("HTTPS://Api.Example.COM/V1/../x", "https", "api.example.com", 443, false,
+           "/V1/../x");
+    /* IPv6 literals: in brackets, lower-cased; a zone as written */
+    url_is("http://[::1]:11434/v1", "http", "[::1]", 11434, true, "/v1");
+    url_is("https://[2001:DB8::1]/v1", "https", "[2001:db8::1]", 443, false, "/v1");
+    url_is("http://[fe80::1%25eth0]:8/", "http", "[fe80::1%25eth0]", 8, true, "/");
+    /* IPv4 as curl reads it */
+    url_is("http://127.1/", "http", "127.0.0.1", 80, false, "/");
+    /* user info: noted, not part of the host; it ends at the last '@' */
+    assert_int_equal(aigw__url_parse("https://user:pa%40ss@Example.COM:8443/x", &u, NULL), 0);
+    assert_true(u.has_userinfo);
+    assert_string_equal(u.host, "example.com");
+    assert_int_equal(u.port, 8443);
+    aigw__url_free(&u);
+    assert_int_equal(aigw__url_parse("https://u@h@host.example/x", &u, NULL), 0);
+    assert_true(u.has_userinfo);
+    assert_string_equal(u.host, "host.example");
+    aigw__url_free(&u);
+    assert_int_equal(aigw__url_parse("https://:pw@host.example/x", &u, NULL), 0);
+    assert_true(u.has_userinfo);
+    aigw__url_free(&u);
+    /* query and fragment, even empty */
+    assert_int_equal(aigw__url_parse("https://h/p?", &u, NULL), 0);
+    assert_true(u.has_query && !u.has_fragment && !u.has_userinfo);
+    aigw__url_free(&u);
+    assert_int_equal(aigw__url_parse("https://h#", &u, NULL), 0);
+    assert_true(!u.has_query && u.has_fragment);
+    aigw__url_free(&u);
+    assert_int_equal(aigw__url_parse("https://h/a#b?c", &u, NULL), 0);
+    assert_true(!u.has_query && u.has_fragment);
+    aigw__url_free(&u);
+    /* refused */
+    url_refused(NULL, "not a URL");
+    url_refused("", "scheme");
+    url_refused("api.openai.com/v1", "scheme");
+    url_refused("1http://h/", "scheme");
+    url_refused("https:/h", "scheme");
+    url_refused("https://", "must have a host");
+    url_refused("https:///v1", "must have a host");
+    url_refused("https://:443/v1", "must have a host");
+    url_refused("http://u@/x", "must have a host");
+    url_refused("https://h:0/", "invalid port");
+    url_refused("https://h:65536/", "invalid port");
+    url_refused("https://h:12a/", "invalid port");
+    url_refused("http://[::1]x/", "invalid port");
+    url_refused("http://[::1/", "invalid host");
+    url_refused("http://[]:80", "invalid host");
+    url_refused("https://exa%6dple.com/", "invalid host");
+    url_refused("https://a b/", "whitespace");
+    url_refused("https://h/\x01", "control characters");
+    url_refused("https://h/ ", "whitespace");
+}
+
+static void test_url_origin(void **state)
+{
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"https://API.OpenAI.com/v1/chat/completions", "https://api.openai.com:443"},
+        {"http://localhost:08080/v1", "http://localhost:8080"},
+        {"https://u:p@Example.COM:8443/x?y#z", "https://example.com:8443"},
+        {"http://[::1]:11434/v1", "http://[::1]:11434"},
+        {"https://[2001:DB8::1]/v1", "https://[2001:db8::1]:443"},
+        {"wss://h", "wss://h:443"},
+        {"ftp://files.example/x", NULL},
+        {"https://", NULL},
+        {"nope", NULL},
+        {NULL, NULL},
+    };
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *o = aigw__url_origin(cases[i].in);
+        if (!cases[i].want) {
+            if (o)
+                fail_msg("%s: origin %s, want none", cases[i].in ? cases[i].in : "(null)", o);
+        } else {
+            assert_non_null(o);
+            assert_string_equal(o, cases[i].want);
+        }
+        aigw__free(o);
+    }
+}
+
+static void test_url_alloc_failures(void **state)
+{
+    long n;
+    int rc = -2;
+    (void)state;
+    for (n = 1; n < 50 && rc != 0; n++) {
+        aigw_url u;
+        char *why = NULL;
+        aigw__alloc_fail_at(n);
+        rc = aigw__url_parse("https://a@b@Host.example:8443/v1", &u, &why);
+        aigw__alloc_fail_at(0);
+        assert_true(rc == 0 || rc == -2);
+        assert_null(why);
+        if (rc == 0) {
+            assert_string_equal(u.host, "host.example");
+            aigw__url_free(&u);
+        } else {
+            assert_null(u.host);
+        }
+    }
+    assert_int_equal(rc, 0);
+    /* a problem's text is allocated too */
+    for (rc = -2, n = 1; n < 50 && rc != -1; n++) {
+        aigw_url u;
+        char *why = NULL;
+        aigw__alloc_fail_at(n);
+        rc = aigw__url_parse("https://h:0/", &u, &why);
+        aigw__alloc_fail_at(0);
+        assert_true(rc == -1 || rc == -2);
+        if (rc == -1)
+            assert_string_equal(why, "has an invalid port");
+        else
+            assert_null(why);
+        aigw__free(why);
+    }
+    assert_int_equal(rc, -1);
+}
+
+/* ---- what the library writes: traces and its own answers ---- */
+
+static void test_trace_and_answer_stay_json(void **state)
+{
+    /* strings as an upstream or a caller might have them: bytes that are
+     * not UTF-8, control characters, quotes */
+    static const char odd[] = "m\xff\xfe\x01\"\\\xc3";
+    aigw_response *resp = aigw__response_new();
+    aigw_attempt *a;
+    run r;
+    const char *trace, *body;
+    size_t len;
+    (void)state;
+    assert_non_null(resp);
+    a = aigw__response_add_attempt(resp);
+    assert_non_null(a);
+    a->provider = aigw__strdup("p\x80");
+    a->model = aigw__strdup(odd);
+    a->key_id = aigw__strdup("k\xed\xa0\x80");
+    a->key_source = "config";
+    a->status = 500;
+    a->cls = AIGW_CLASS_SERVER;
+    assert_int_equal(aigw__response_add_skip(resp, odd, odd, AIGW_SKIP_KEY_COOLING, odd, 0, 5),
+                     0);
+    resp->model = aigw__strdup(odd);
+    trace = aigw_response_trace_json(resp);
+    assert_json(trace);
+    assert_non_null(strstr(trace, "\"model\":\"m\\ufffd\\ufffd\\u0001\\\"\\\\\\ufffd\""));
+    /* the library's own error answer naming the model */
+    memset(&r, 0, sizeof r);
+    r.resp = resp;
+    assert_int_equal(aigw__reject(&r, odd, -1), 0);
+    body = aigw_response_body(resp, &len);
+    assert_json(body);
+    assert_non_null(strstr(body, "model 'm\\ufffd\\ufffd\\u0001\\\"\\\\\\ufffd'"));
+    aigw_response_free(resp);
 }
 
 static void test_buf_basics(void **state)
@@ -264,6 +657,14 @@ int main(void)
         cmocka_unit_test(test_error_fail_and_null),
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_strcasecmp),
+        cmocka_unit_test(test_utf8_validator),
+        cmocka_unit_test(test_utf8_prefix),
+        cmocka_unit_test(test_buf_json_invalid_utf8),
+        cmocka_unit_test(test_json_too_deep),
+        cmocka_unit_test(test_url_parse),
+        cmocka_unit_test(test_url_origin),
+        cmocka_unit_test(test_url_alloc_failures),
+        cmocka_unit_test(test_trace_and_answer_stay_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
