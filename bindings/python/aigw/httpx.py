@@ -75,8 +75,32 @@ def _headers_for(headers: Headers, trace: Dict[str, Any]):
     return out
 
 
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 405: "invalid_request_error",
+                    422: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error",
+                    529: "overloaded_error"}
+
+
+def _anthropic_error(status: int, body: bytes) -> bytes:
+    """The library's own errors are OpenAI's shape; on /v1/messages they
+    become Anthropic's {"type":"error","error":{"type","message",...}}."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(err, dict) or err.get("type") != "aigw_error":
+        return body
+    err = dict(err, type=_ANTHROPIC_TYPES.get(status, "api_error"))
+    return json.dumps({"type": "error", "error": err}).encode()
+
+
 def _whole(request: httpx.Request, r: Response) -> httpx.Response:
-    return httpx.Response(r.status, headers=_headers_for(r.headers, r.trace), content=r.body,
+    body = r.body
+    if r.error_code and request.url.path.endswith("/messages"):
+        body = _anthropic_error(r.status, body)
+    return httpx.Response(r.status, headers=_headers_for(r.headers, r.trace), content=body,
                           request=request, extensions={"aigw": r.trace})
 
 

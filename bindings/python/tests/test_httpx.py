@@ -163,6 +163,17 @@ class HttpxTest(unittest.TestCase):
         self.assertTrue(int(r.headers["retry-after"]) > 0)
         self.assertEqual(r.headers["x-aigw-attempts"], "2")
 
+    def test_anthropic_errors_in_anthropic_shape(self):
+        cfg = gateway(self.port, second="k-limited")
+        with httpx.Client(transport=aigw.httpx.Transport(cfg)) as hc:
+            r = hc.post("http://aigw.invalid/v1/messages", json=CHAT,
+                        headers={"x-api-key": "unused"})
+        self.assertEqual(r.status_code, 429)
+        doc = r.json()
+        self.assertEqual(doc["type"], "error")
+        self.assertEqual(doc["error"]["type"], "rate_limit_error")
+        self.assertEqual(doc["error"]["code"], "rate_limited")
+
     def test_bad_body_is_a_400_in_the_provider_shape(self):
         with httpx.Client(transport=aigw.httpx.Transport(gateway(self.port))) as hc:
             r = hc.post(URL, content=b"not json")
