@@ -3,13 +3,16 @@
  * (or the same request N times through one client) through failover with a
  * per-attempt trace and the client's key health, or run the offline demo.
  *
- *   aigw validate FILE
- *   aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH] [--trace json]
- *                [--repeat N] [--interval MS] [--stats [human|json]]
+ *   aigw validate FILE|-
+ *   aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH]
+ *                [--trace human|json] [--repeat N] [--interval MS]
+ *                [--stats [human|json]]
  *   aigw demo
+ *   aigw help [COMMAND] | aigw COMMAND --help | aigw --version
  *
  * Exit status: 0 success (every request served); 1 a request ended in an
- * error; 2 usage or configuration error (nothing sent).
+ * error; 2 usage or configuration error (nothing sent).  The manual page is
+ * examples/aigw.1.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -26,22 +29,35 @@
 
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
+#define EXIT_HELP (-1) /* an option parser saw --help: print it, exit 0 */
 
-static const char USAGE[] =
+static const char USAGE_HEAD[] =
     "aigw - provider-key failover for LLM APIs, in process (libaigw " AIGW_VERSION_STRING ")\n"
     "\n"
-    "Usage:\n"
+    "Usage:\n";
+
+static const char USAGE_VALIDATE[] =
     "  aigw validate FILE\n"
-    "      Check a gateway file (or a bare ngrok access key configuration).\n"
-    "      Exit 0 when valid; exit 2 with one line per problem on stderr.\n"
-    "  aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH] [--trace json]\n"
-    "               [--repeat N] [--interval MS] [--stats [human|json]]\n"
+    "  aigw validate -\n"
+    "      Check a gateway file (or a bare ngrok access key configuration); with -,\n"
+    "      read it from stdin. Exit 0 when valid; exit 2 with one line per problem\n"
+    "      on stderr (\"JSON.path: problem\"; \"FILE: problem\" for the file as a\n"
+    "      whole). Another of ngrok's resource bodies (a provider key, a custom\n"
+    "      provider, a gateway configuration) or a request body is named as such,\n"
+    "      with where it belongs.\n";
+
+static const char USAGE_REQUEST[] =
+    "  aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH]\n"
+    "               [--trace human|json] [--repeat N] [--interval MS]\n"
+    "               [--stats [human|json]]\n"
     "      Send a request through failover and print the served body on stdout\n"
     "      (a streamed answer, \"stream\": true, as it arrives).\n"
-    "      -c, --config FILE   the gateway file\n"
+    "      -c, --config FILE   the gateway file (- for stdin, when the body is not)\n"
     "      -d, --data DATA     the request body: JSON text, @FILE, or - for stdin\n"
     "                          (default: read stdin)\n"
     "      --path PATH         API path (default /v1/chat/completions)\n"
+    "      --trace human       a table of the attempts (and keys skipped) on stderr,\n"
+    "                          then the request's outcome\n"
     "      --trace json        one JSON attempt record per attempt on stderr, then a\n"
     "                          summary line {requestId, attempts, outcome, model}\n"
     "      --repeat N          send the same request N times (1..1000000, default 1)\n"
@@ -53,14 +69,68 @@ static const char USAGE[] =
     "                          after the last request, the client's key health on\n"
     "                          stderr: a table (human, the default), or one JSON\n"
     "                          line (json; the default with --trace json)\n"
-    "      Exit 0 when every request was served a complete 2xx answer, 1 when any\n"
-    "      ended in an error, 2 on a usage or configuration error (nothing sent).\n"
+    "      -h, --help          this help\n"
+    "      Long options also take their value after '=' (--repeat=5). Exit 0 when\n"
+    "      every request was served a complete 2xx answer, 1 when any ended in an\n"
+    "      error, 2 on a usage or configuration error (nothing sent).\n";
+
+static const char USAGE_DEMO[] =
     "  aigw demo\n"
     "      Offline: start an embedded mock provider whose first key is rate\n"
     "      limited and second answers, and show the failover with its trace; then\n"
-    "      send again and show the cooling key skipped, and the key health.\n"
-    "  aigw version\n"
-    "  aigw help\n";
+    "      send again and show the cooling key skipped, and the key health.\n";
+
+static const char USAGE_VERSION[] =
+    "  aigw version, aigw --version, aigw -V\n"
+    "      Print aigw's version and the version of the libaigw it runs with.\n";
+
+static const char USAGE_HELP[] =
+    "  aigw help [COMMAND], aigw COMMAND --help, aigw --help\n"
+    "      Print this help, or one command's. The manual: man aigw.\n";
+
+static const char USAGE_TAIL[] =
+    "\n"
+    "Exit status: 0 success; 1 a request ended in an error; 2 a usage or\n"
+    "configuration error (nothing sent).\n";
+
+typedef struct command_help {
+    const char *name;
+    const char *usage;
+} command_help;
+
+static const command_help COMMANDS[] = {
+    {"validate", USAGE_VALIDATE}, {"request", USAGE_REQUEST}, {"demo", USAGE_DEMO},
+    {"version", USAGE_VERSION},   {"help", USAGE_HELP},       {NULL, NULL}};
+
+/* The whole help (cmd NULL), or one command's; NULL for an unknown one. */
+static const char *command_usage(const char *cmd)
+{
+    size_t i;
+    for (i = 0; COMMANDS[i].name; i++)
+        if (!strcmp(cmd, COMMANDS[i].name))
+            return COMMANDS[i].usage;
+    return NULL;
+}
+
+static int print_help(const char *cmd)
+{
+    size_t i;
+    if (cmd) {
+        fputs("Usage:\n", stdout);
+        fputs(command_usage(cmd), stdout);
+        return 0;
+    }
+    fputs(USAGE_HEAD, stdout);
+    for (i = 0; COMMANDS[i].name; i++)
+        fputs(COMMANDS[i].usage, stdout);
+    fputs(USAGE_TAIL, stdout);
+    return 0;
+}
+
+static int is_help(const char *a)
+{
+    return !strcmp(a, "--help") || !strcmp(a, "-h");
+}
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -68,6 +138,17 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg ? arg : "");
     fputs("\nTry 'aigw help'.\n", stderr);
     return EXIT_USAGE;
+}
+
+/* Zeroes memory that may hold key values (a gateway file), then frees it. */
+static void wipe_free(char *p, size_t n)
+{
+    volatile char *v = p;
+    if (!p)
+        return;
+    while (n--)
+        *v++ = 0;
+    free(p);
 }
 
 /* Reads a whole stream; NULL on error (errno set). */
@@ -80,13 +161,16 @@ static char *read_stream(FILE *f, size_t *len)
     for (;;) {
         size_t got;
         if (n + 1 >= cap) {
-            cap *= 2;
-            nb = realloc(buf, cap);
+            /* not realloc: the old block may hold key values, wiped first */
+            nb = malloc(cap * 2);
             if (!nb) {
-                free(buf);
+                wipe_free(buf, cap);
                 return NULL;
             }
+            memcpy(nb, buf, n);
+            wipe_free(buf, cap);
             buf = nb;
+            cap *= 2;
         }
         got = fread(buf + n, 1, cap - n - 1, f);
         n += got;
@@ -94,7 +178,7 @@ static char *read_stream(FILE *f, size_t *len)
             break;
     }
     if (ferror(f)) {
-        free(buf);
+        wipe_free(buf, cap);
         return NULL;
     }
     buf[n] = '\0';
@@ -113,43 +197,164 @@ static char *read_file(const char *path, size_t *len)
     return d;
 }
 
-static void print_config_error(const aigw_error *err, const char *file)
+/* Whether the text holds nothing but white space. */
+static int blank(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+            return 0;
+    return 1;
+}
+
+static int has_member(const cJSON *o, const char *const names[])
+{
+    size_t i;
+    for (i = 0; names[i]; i++)
+        if (cJSON_GetObjectItemCaseSensitive(o, names[i]))
+            return 1;
+    return 0;
+}
+
+/* Zeroes the strings of a parsed tree (they may be key values). */
+static void wipe_tree(cJSON *n)
+{
+    for (; n; n = n->next) {
+        if (n->valuestring) {
+            volatile char *v = n->valuestring;
+            while (*v)
+                *v++ = 0;
+        }
+        wipe_tree(n->child);
+    }
+}
+
+/*
+ * A file that is not a gateway file but another of ngrok's resource bodies
+ * (or a request): says what it looks like and where it belongs, on one line;
+ * returns 1 when it did.  Names members only, never a value.
+ */
+static int explain_other_body(const char *text, size_t len, const char *name)
+{
+    static const char *const gateway_file[] = {
+        "providers", "providerKeys", "accessKeyConfiguration", "gatewayConfig",
+        "ngrokAccessKey", "ngrokGatewayUrl", "access", "router", NULL};
+    static const char *const key[] = {"value", "valueFrom", NULL};
+    static const char *const provider[] = {"baseUrl", "supportedApiSurfaces", NULL};
+    static const char *const gateway_config[] = {
+        "totalTimeout", "perRequestTimeout", "maxInputTokens", "maxOutputTokens",
+        "connectTimeout", "maxAttempts", "retryAfterMax", "sameBackendRetries",
+        "maxResponseBytes", "firstTokenTimeout", "streamIdleTimeout", "streamRestart",
+        "maxEventBytes", "keyCooldown", "keyCooldownMax", "keyBenchTime", "circuitBreaker",
+        "retryBudget", "healthStore", NULL};
+    static const char *const request[] = {"messages", "input", "prompt", NULL};
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    const char *what = NULL;
+    if (!cJSON_IsObject(root) || has_member(root, gateway_file)) {
+        wipe_tree(root); /* its strings may be key values */
+        cJSON_Delete(root);
+        return 0;
+    }
+    if (has_member(root, key))
+        what = "a provider key (ngrok's POST /provider-keys body): put it in the gateway "
+               "file's \"providerKeys\" list, with an \"id\" for the router's steps to name";
+    else if (has_member(root, provider))
+        what = "a custom provider (ngrok's POST /providers body): put it in the gateway "
+               "file's \"providers\" list";
+    else if (has_member(root, gateway_config))
+        what = "a gateway configuration (ngrok's PATCH /gateway-config body): put it in the "
+               "gateway file as its \"gatewayConfig\" object";
+    else if (has_member(root, request))
+        what = "a request body (POST /v1/chat/completions), not configuration: send it "
+               "with aigw request -c GATEWAY_FILE -d @FILE";
+    else if (cJSON_GetObjectItemCaseSensitive(root, "requestId") &&
+             cJSON_GetObjectItemCaseSensitive(root, "attempts"))
+        what = "a request's attempt record (ngrok's GET /usage/requests/{id} answer, what "
+               "aigw request --trace json prints), not configuration";
+    wipe_tree(root); /* its strings may be key values */
+    cJSON_Delete(root);
+    if (!what)
+        return 0;
+    fprintf(stderr, "%s: this looks like %s (see aigw help validate)\n", name, what);
+    return 1;
+}
+
+/* The problems of a configuration that did not load: one line each, "JSON
+ * path: problem", or "FILE: problem" for the file as a whole.  text: the
+ * file's content when known (NULL: not read), for what the library cannot
+ * say (an empty file; another kind of body). */
+static void print_config_error(const aigw_error *err, const char *name, const char *text,
+                               size_t len)
 {
     size_t i, n = aigw_error_count(err);
     if (aigw_error_code(err) != AIGW_ECONFIG) {
-        fprintf(stderr, "aigw: %s: %s\n", file, aigw_error_message(err));
+        fprintf(stderr, "aigw: %s: %s\n", name, aigw_error_message(err));
         return;
     }
+    if (text && blank(text, len)) {
+        fprintf(stderr, "%s: empty file\n", name);
+        return;
+    }
+    if (text && explain_other_body(text, len, name))
+        return;
     for (i = 0; i < n; i++) {
         const char *path = aigw_error_path(err, i);
         if (path && path[0])
             fprintf(stderr, "%s: %s\n", path, aigw_error_problem(err, i));
         else
-            fprintf(stderr, "%s\n", aigw_error_problem(err, i));
+            fprintf(stderr, "%s: %s\n", name, aigw_error_problem(err, i));
     }
 }
 
+/* What the CLI calls a file it was given: "<stdin>" for "-". */
+static const char *display_name(const char *file)
+{
+    return strcmp(file, "-") ? file : "<stdin>";
+}
+
+/* Loads a gateway file ("-": stdin); NULL after printing its problems. */
 static aigw_config *load_config(const char *file)
 {
     aigw_config *cfg = NULL;
     aigw_error *err = NULL;
-    if (aigw_config_load_file(file, &cfg, &err) != AIGW_OK) {
-        print_config_error(err, file);
-        aigw_error_free(err);
-        return NULL;
+    const char *name = display_name(file);
+    char *text = NULL;
+    size_t len = 0;
+    aigw_status st;
+    if (!strcmp(file, "-")) {
+        text = read_stream(stdin, &len);
+        if (!text) {
+            fprintf(stderr, "aigw: cannot read the gateway file from stdin: %s\n",
+                    strerror(errno));
+            return NULL;
+        }
+        st = aigw_config_parse(text, len, &cfg, &err);
+    } else {
+        st = aigw_config_load_file(file, &cfg, &err);
+        if (st == AIGW_ECONFIG) /* read again to say more than the library can */
+            text = read_file(file, &len);
     }
+    if (st != AIGW_OK) {
+        print_config_error(err, name, text, len);
+        aigw_error_free(err);
+        cfg = NULL;
+    }
+    if (text)
+        wipe_free(text, len + 1);
     return cfg;
 }
 
 static int cmd_validate(int argc, char **argv)
 {
     aigw_config *cfg;
+    if (argc == 3 && is_help(argv[2]))
+        return print_help("validate");
     if (argc != 3)
-        return usage_error("validate takes exactly one FILE", NULL);
+        return usage_error("validate takes exactly one FILE (or - for stdin)", NULL);
     cfg = load_config(argv[2]);
     if (!cfg)
         return EXIT_USAGE;
-    printf("%s: valid%s\n", argv[2],
+    printf("%s: valid%s\n", display_name(argv[2]),
            aigw_config_is_bare(cfg) ? " (bare access key configuration)" : "");
     aigw_config_unref(cfg);
     return 0;
@@ -191,11 +396,14 @@ static void print_trace(const aigw_response *resp, FILE *out)
 
 typedef enum stats_mode { STATS_NONE = 0, STATS_AUTO, STATS_HUMAN, STATS_JSON } stats_mode;
 
+typedef enum trace_mode { TRACE_NONE = 0, TRACE_HUMAN, TRACE_JSON } trace_mode;
+
 typedef struct request_opts {
     const char *config;
     const char *data;
     const char *path;
     const char *trace;
+    trace_mode trace_mode;
     long repeat;      /* --repeat N: 1..REPEAT_MAX */
     long interval_ms; /* --interval MS: 0..INTERVAL_MAX */
     stats_mode stats;
@@ -275,6 +483,8 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
             repeat = a + 9;
         else if (!strncmp(a, "--interval=", 11))
             interval = a + 11;
+        else if (is_help(a))
+            return EXIT_HELP;
         else
             return usage_error("unknown option '%s'", a);
         if (slot) {
@@ -285,8 +495,15 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
     }
     if (!o->config)
         return usage_error("request needs -c FILE%s", "");
-    if (o->trace && strcmp(o->trace, "json") != 0)
-        return usage_error("--trace takes 'json', not '%s'", o->trace);
+    if (o->trace && !strcmp(o->trace, "json"))
+        o->trace_mode = TRACE_JSON;
+    else if (o->trace && !strcmp(o->trace, "human"))
+        o->trace_mode = TRACE_HUMAN;
+    else if (o->trace)
+        return usage_error("--trace takes 'human' or 'json', not '%s'", o->trace);
+    if (!strcmp(o->config, "-") && (!o->data || !strcmp(o->data, "-")))
+        return usage_error("-c - reads the gateway file from stdin: give the body with -d "
+                           "JSON or -d @FILE%s", "");
     if (repeat && parse_long(repeat, 1, REPEAT_MAX, &o->repeat) != 0)
         return usage_error("--repeat takes a whole number from 1 to 1000000, not '%s'", repeat);
     if (interval && parse_long(interval, 0, INTERVAL_MAX, &o->interval_ms) != 0)
@@ -294,7 +511,7 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
                            interval);
     /* with --trace json, stderr holds JSON lines only */
     if (o->stats == STATS_AUTO)
-        o->stats = o->trace ? STATS_JSON : STATS_HUMAN;
+        o->stats = o->trace_mode == TRACE_JSON ? STATS_JSON : STATS_HUMAN;
     return 0;
 }
 
@@ -366,9 +583,11 @@ static int wants_stream(const char *body, size_t len)
     return yes;
 }
 
+static void print_attempt_table(FILE *out, const aigw_response *resp, const char *indent);
+
 /* Sends one request; prints body and trace; returns the exit status.  With
  * line_end, the body is followed by a newline unless it ends with one. */
-static int send_and_print(aigw_client *client, aigw_request *req, int stream, int trace,
+static int send_and_print(aigw_client *client, aigw_request *req, int stream, trace_mode trace,
                           FILE *body_out, int line_end)
 {
     static const aigw_stream_handler handler = {AIGW_STREAM_VERSION, so_start, so_data,
@@ -394,11 +613,19 @@ static int send_and_print(aigw_client *client, aigw_request *req, int stream, in
     if (line_end && so.last != '\n')
         fputc('\n', body_out);
     fflush(body_out);
-    if (trace)
+    if (trace == TRACE_JSON)
         print_trace(resp, stderr);
+    else if (trace == TRACE_HUMAN)
+        print_attempt_table(stderr, resp, "  ");
     rc = aigw_response_outcome(resp) == AIGW_OUTCOME_SERVED ? 0 : EXIT_FAILED;
+    if (rc == 0 && trace == TRACE_HUMAN)
+        fprintf(stderr, "aigw: request %s served: HTTP %d (model %s) after %zu attempt%s\n",
+                aigw_response_request_id(resp), aigw_response_status(resp),
+                aigw_response_model(resp) ? aigw_response_model(resp) : "-",
+                aigw_response_attempt_count(resp),
+                aigw_response_attempt_count(resp) == 1 ? "" : "s");
     /* With --trace json, stderr holds JSON lines only: the summary says it. */
-    if (rc != 0 && !trace)
+    if (rc != 0 && trace != TRACE_JSON)
         fprintf(stderr, "aigw: request %s ended %s: HTTP %d%s%s after %zu attempt%s\n",
                 aigw_response_request_id(resp), aigw_outcome_name(aigw_response_outcome(resp)),
                 aigw_response_status(resp), aigw_response_error_code(resp) ? " " : "",
@@ -605,6 +832,8 @@ static int cmd_request(int argc, char **argv)
     long n;
     int stream, r;
     int rc = parse_request_opts(argc, argv, &o);
+    if (rc == EXIT_HELP)
+        return print_help("request");
     if (rc != 0)
         return rc;
     cfg = load_config(o.config);
@@ -616,7 +845,7 @@ static int cmd_request(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (aigw_client_new(cfg, &client, &err) != AIGW_OK) {
-        print_config_error(err, o.config);
+        print_config_error(err, display_name(o.config), NULL, 0);
         rc = EXIT_USAGE;
     } else if (aigw_request_new(&req) != AIGW_OK ||
                aigw_request_set_body(req, body, len) != AIGW_OK) {
@@ -631,7 +860,7 @@ static int cmd_request(int argc, char **argv)
         for (n = 0; n < o.repeat; n++) {
             if (n > 0 && o.interval_ms > 0)
                 sleep_ms(o.interval_ms);
-            r = send_and_print(client, req, stream, o.trace != NULL, stdout, o.repeat > 1);
+            r = send_and_print(client, req, stream, o.trace_mode, stdout, o.repeat > 1);
             if (r == EXIT_USAGE && n == 0) {
                 rc = EXIT_USAGE; /* the body is unusable: nothing was sent */
                 break;
@@ -655,35 +884,54 @@ static int cmd_request(int argc, char **argv)
 #define DEMO_PRIMARY "demo-primary-value-not-a-real-key"
 #define DEMO_BACKUP "demo-backup-value-not-a-real-key"
 
-static void demo_print_attempts(const aigw_response *resp)
+/* The attempts of one response as a table (--trace human, demo): first
+ * what it passed over without an upstream call (skips), then each attempt:
+ * provider/model, key id, HTTP status, error class, verdict, duration. */
+static void print_attempt_table(FILE *out, const aigw_response *resp, const char *indent)
 {
-    size_t i;
-    for (i = 0; i < aigw_response_attempt_count(resp); i++) {
-        const aigw_attempt *a = aigw_response_attempt(resp, i);
-        const char *cls = aigw_attempt_error_class(a);
-        printf("  attempt %d  %s/%s  key %-8s HTTP %d  %-10s -> %s  (%lld ms)\n",
-               aigw_attempt_number(a), aigw_attempt_provider(a), aigw_attempt_model(a),
-               aigw_attempt_key_id(a), aigw_attempt_status_code(a), cls ? cls : "ok",
-               aigw_attempt_verdict(a), (long long)aigw_attempt_duration_ms(a));
-    }
-}
-
-/* Skips: what the request passed over without an upstream call. */
-static void demo_print_skips(const aigw_response *resp)
-{
-    size_t i;
+    size_t i, w = 8, na = aigw_response_attempt_count(resp), ns = aigw_response_skip_count(resp);
     char wait[STAT_CELL];
-    for (i = 0; i < aigw_response_skip_count(resp); i++) {
+    for (i = 0; i < na; i++) { /* the key column: the longest id and a space */
+        const char *key = aigw_attempt_key_id(aigw_response_attempt(resp, i));
+        if (key && strlen(key) + 1 > w)
+            w = strlen(key) + 1;
+    }
+    for (i = 0; i < ns; i++) {
+        const char *key = aigw_response_skip_key_id(resp, i);
+        if (key && strlen(key) + 1 > w)
+            w = strlen(key) + 1;
+    }
+    for (i = 0; i < ns; i++) {
         const char *provider = "", *model = "", *reason = "";
         const char *key = aigw_response_skip_key_id(resp, i);
         int64_t ms = aigw_response_skip_wait_ms(resp, i);
         aigw_response_skip(resp, i, &provider, &model, &reason);
-        printf("  skipped    %s/%s  key %-8s %s", provider, model, key && key[0] ? key : "-",
-               reason);
+        fprintf(out, "%sskipped    %s/%s  key %-*s %s", indent, provider, model, (int)w,
+                key && key[0] ? key : "-", reason);
         if (ms > 0)
-            printf("  (%s left)", fmt_wait(ms, wait, sizeof wait));
-        printf(", no upstream call\n");
+            fprintf(out, "  (%s left)", fmt_wait(ms, wait, sizeof wait));
+        fprintf(out, ", no upstream call\n");
     }
+    for (i = 0; i < na; i++) {
+        const aigw_attempt *a = aigw_response_attempt(resp, i);
+        const char *cls = aigw_attempt_error_class(a), *key = aigw_attempt_key_id(a);
+        const char *terr = aigw_attempt_transport_error(a);
+        int status = aigw_attempt_status_code(a);
+        int64_t waited = aigw_attempt_waited_ms(a);
+        char http[32];
+        if (status > 0)
+            snprintf(http, sizeof http, "HTTP %d", status);
+        else
+            snprintf(http, sizeof http, "%s", terr && terr[0] ? terr : "no answer");
+        fprintf(out, "%sattempt %d  %s/%s  key %-*s%-8s  %-10s -> %s  (%lld ms", indent,
+                aigw_attempt_number(a), aigw_attempt_provider(a), aigw_attempt_model(a), (int)w,
+                key && key[0] ? key : "-", http, cls ? cls : "ok", aigw_attempt_verdict(a),
+                (long long)aigw_attempt_duration_ms(a));
+        if (waited > 0)
+            fprintf(out, ", after a wait of %s", fmt_wait(waited, wait, sizeof wait));
+        fprintf(out, ")\n");
+    }
+    fflush(out);
 }
 
 static void demo_print_outcome(const aigw_response *resp)
@@ -754,7 +1002,8 @@ static int cmd_demo(void)
         goto done;
     }
     printf("Attempts:\n");
-    demo_print_attempts(resp);
+    fflush(stdout);
+    print_attempt_table(stdout, resp, "  ");
     out = aigw_response_body(resp, &len);
     demo_print_outcome(resp);
     printf("Served body:\n%.*s\n\n", (int)len, out);
@@ -778,8 +1027,8 @@ static int cmd_demo(void)
         goto done;
     }
     printf("Attempts:\n");
-    demo_print_skips(resp);
-    demo_print_attempts(resp);
+    fflush(stdout);
+    print_attempt_table(stdout, resp, "  ");
     demo_print_outcome(resp);
     printf("\n");
     demo_print_counts(mp);
@@ -805,22 +1054,40 @@ done:
     return rc;
 }
 
+static int cmd_version(void)
+{
+    printf("aigw %s (libaigw %s)\n", AIGW_VERSION_STRING, aigw_version_string());
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : NULL;
-    if (!cmd || !strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-        fputs(USAGE, stdout);
-        return 0;
+    if (!cmd || is_help(cmd))
+        return print_help(NULL);
+    if (!strcmp(cmd, "help")) { /* aigw help [COMMAND] */
+        if (argc == 2)
+            return print_help(NULL);
+        if (argc > 3)
+            return usage_error("help takes at most one COMMAND%s", "");
+        if (is_help(argv[2]))
+            return print_help("help");
+        if (!command_usage(argv[2]))
+            return usage_error("no such command: '%s'", argv[2]);
+        return print_help(argv[2]);
     }
-    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("aigw %s (libaigw %s)\n", AIGW_VERSION_STRING, aigw_version_string());
-        return 0;
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        if (argc == 3 && is_help(argv[2]))
+            return print_help("version");
+        return cmd_version(); /* further arguments ignored, as ever */
     }
     if (!strcmp(cmd, "validate"))
         return cmd_validate(argc, argv);
     if (!strcmp(cmd, "request"))
         return cmd_request(argc, argv);
     if (!strcmp(cmd, "demo")) {
+        if (argc == 3 && is_help(argv[2]))
+            return print_help("demo");
         if (argc != 2)
             return usage_error("demo takes no arguments%s", "");
         return cmd_demo();

@@ -483,6 +483,119 @@ class CliBase(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn(b"no-such-file.json", p.stderr)
 
+    def test_validate_names_the_file(self):
+        """Problems of the file as a whole name it: FILE: problem."""
+        for name, text in (("empty.json", b""), ("blank.json", b" \n\t\r\n")):
+            path = self.write(name, text)
+            p = self.aigw("validate", path)
+            self.assertEqual(p.returncode, 2)
+            self.assertEqual(p.stdout, b"")
+            self.assertEqual(p.stderr.decode(), "%s: empty file\n" % path)
+        path = self.write("broken.json", b'{\n  "providers": [\n    }\n')
+        p = self.aigw("validate", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertRegex(p.stderr.decode(),
+                         r"^%s: invalid JSON at line 3, column \d+\n$" % re.escape(path))
+        path = self.write("array.json", b"[1, 2]")
+        p = self.aigw("validate", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertTrue(p.stderr.decode().startswith(path + ": "), p.stderr)
+        # the same through `request -c`, nothing sent
+        p = self.aigw("request", "-c", self.write("empty2.json", b""), "-d", REQUEST.decode())
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"empty2.json: empty file", p.stderr)
+        self.assertEqual(self.fake.count(), 0)
+
+    def test_validate_stdin(self):
+        text = json.dumps(self.gateway()).encode()
+        p = self.aigw("validate", "-", stdin=text)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"<stdin>: valid\n")
+        with open(os.path.join(FIXTURES, "01-akc-create-production-openai-byok.json"), "rb") as f:
+            p = self.aigw("validate", "-", stdin=f.read())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"<stdin>: valid (bare access key configuration)\n")
+        p = self.aigw("validate", "-", stdin=b"")
+        self.assertEqual((p.returncode, p.stderr), (2, b"<stdin>: empty file\n"))
+        p = self.aigw("validate", "-", stdin=b'{"providers":\n  [1,\n')
+        self.assertEqual(p.returncode, 2)
+        self.assertRegex(p.stderr.decode(), r"^<stdin>: invalid JSON at line \d+, column \d+\n$")
+        cfg = self.gateway()
+        cfg["gatewayConfig"]["perRequestTimeout"] = "soon"
+        p = self.aigw("validate", "-", stdin=json.dumps(cfg).encode())
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"gatewayConfig.perRequestTimeout: ", p.stderr)
+
+    def test_request_config_from_stdin(self):
+        p = self.aigw("request", "-c", "-", "-d", REQUEST.decode(),
+                      stdin=json.dumps(self.gateway()).encode())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, completion())
+        # stdin cannot hold both the file and the body
+        for args in (["-c", "-"], ["-c", "-", "-d", "-"]):
+            p = self.aigw("request", *args, stdin=json.dumps(self.gateway()).encode())
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(b"-c -", p.stderr)
+        self.assertEqual(self.fake.count(), 1)
+
+    # ---- validate: ngrok's other resource bodies ----
+
+    OTHER_BODIES = (
+        ("14-api-provider-key-create.json",
+         "this looks like a provider key (ngrok's POST /provider-keys body): "
+         "put it in the gateway file's \"providerKeys\" list"),
+        ("16-api-custom-provider-create.json",
+         "this looks like a custom provider (ngrok's POST /providers body): "
+         "put it in the gateway file's \"providers\" list"),
+        ("17-api-gateway-config-patch.json",
+         "this looks like a gateway configuration (ngrok's PATCH /gateway-config body): "
+         "put it in the gateway file as its \"gatewayConfig\" object"),
+        ("21-req-fallback-model-ids.json", "this looks like a request body"),
+        ("20-api-usage-request-attempts-response.json",
+         "this looks like a request's attempt record"),
+    )
+
+    def test_validate_other_ngrok_bodies(self):
+        for name, says in self.OTHER_BODIES:
+            path = os.path.join(FIXTURES, name)
+            p = self.aigw("validate", path)
+            self.assertEqual(p.returncode, 2, name)
+            self.assertEqual(p.stdout, b"", name)
+            lines = p.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 1, lines)  # that, not a list of unknown fields
+            self.assertTrue(lines[0].startswith("%s: %s" % (path, says)), lines)
+            with open(path, "rb") as f:
+                p = self.aigw("validate", "-", stdin=f.read())
+            self.assertTrue(p.stderr.decode().startswith("<stdin>: " + says), p.stderr)
+            p = self.aigw("request", "-c", path, "-d", REQUEST.decode())
+            self.assertEqual(p.returncode, 2)
+            self.assertIn(says.encode(), p.stderr)
+        self.assertEqual(self.fake.count(), 0)
+
+    def test_validate_other_bodies_follow_the_advice(self):
+        """Each body where the message puts it makes a valid gateway file."""
+        def fixture(name):
+            with open(os.path.join(FIXTURES, name)) as f:
+                return json.load(f)
+        cfg = self.gateway()
+        cfg["providerKeys"].append(dict(fixture("14-api-provider-key-create.json"), id="k14"))
+        cfg["providers"].append(fixture("16-api-custom-provider-create.json"))
+        cfg["gatewayConfig"] = fixture("17-api-gateway-config-patch.json")
+        p = self.aigw("validate", self.config_file(cfg))
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_validate_provider_key_body_holds_no_secret_in_output(self):
+        """A provider key body with a real value (inline or from env): the
+        message names it, never shows the value (the canary classes check)."""
+        for body in ({"providerId": "fake", "name": "k", "value": self.KEYS[0]},
+                     {"providerId": "fake", "name": "k",
+                      "valueFrom": {"env": "AIGW_TEST_BACKUP_KEY"}}):
+            p = self.aigw("validate", self.write("key-body.json", json.dumps(body)))
+            self.assertEqual(p.returncode, 2)
+            self.assertIn(b"this looks like a provider key", p.stderr)
+            p = self.aigw("validate", "-", stdin=json.dumps(body).encode())
+            self.assertIn(b"<stdin>: this looks like a provider key", p.stderr)
+
     # ---- request ----
 
     def test_request_served_byte_for_byte(self):
@@ -559,6 +672,58 @@ class CliBase(unittest.TestCase):
         self.assertEqual(attempts[0]["completion"], "timed_out")
         self.assertEqual(attempts[0]["event"]["statusCode"], 0)
         self.assertEqual((self.fake.count(self.KEYS[0]), self.fake.count(self.KEYS[1])), (1, 0))
+
+    # ---- --trace human ----
+
+    ROW = r"^  attempt (\d+)  fake/m1  key (\S+) +(HTTP \d+|[a-z_]+) +(\S+) +-> (\S+)  \(\d+ ms"
+
+    def human_rows(self, p):
+        """The attempt rows of --trace human: [(number, key, http, class, verdict)]."""
+        return [re.match(self.ROW, l).groups() for l in p.stderr.decode().splitlines()
+                if re.match(self.ROW, l)]
+
+    def test_trace_human(self):
+        self.fake.script(self.KEYS[0], {"status": 429, "body": RATE_LIMITED,
+                                        "headers": {"Retry-After": "30"}})
+        p = self.request("--trace", "human")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, completion())
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        self.assertEqual(self.human_rows(p), [
+            ("1", "primary", "HTTP 429", "rate_limit", "next_key"),
+            ("2", "backup", "HTTP 200", "ok", "succeeded")])
+        self.assertRegex(lines[2], r"^aigw: request rq_[0-9A-Za-z]{26} served: HTTP 200 "
+                                   r"\(model m1\) after 2 attempts$")
+        for l in lines:
+            self.assertFalse(l.startswith("{"), l)  # no JSON
+        # repeated: the cooling key is a skip row; a bare --stats is the table
+        self.fake.reset()
+        self.fake.script(self.KEYS[0], {"status": 429, "body": RATE_LIMITED,
+                                        "headers": {"Retry-After": "30"}})
+        p = self.request("--trace=human", "--repeat", "2", "--stats")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        err = p.stderr.decode()
+        self.assertRegex(err, r"(?m)^  skipped    fake/m1  key primary +key_cooling  "
+                              r"\(\d+\.\ds left\), no upstream call$")
+        self.assertEqual(len(re.findall(r"(?m)^aigw: request rq_\S+ served: ", err)), 2)
+        self.assertIn("retry budget: requests 2", err)
+        self.assertEqual(self.counts(), (1, 2, 0))
+
+    def test_trace_human_failures(self):
+        self.fake.script(self.KEYS[0], {"close": True})
+        for k in self.KEYS[1:]:
+            self.fake.script(k, {"status": 429, "body": RATE_LIMITED})
+        p = self.request("--trace", "human")
+        self.assertEqual(p.returncode, 1)
+        rows = self.human_rows(p)
+        self.assertEqual([(r[0], r[1], r[4]) for r in rows],
+                         [("1", "primary", "next_backend"), ("2", "third", "exhausted")])
+        self.assertNotEqual(rows[0][2].split()[0], "HTTP")  # no answer: the transport error
+        self.assertEqual(rows[0][3], "network")
+        self.assertEqual(rows[1][2:4], ("HTTP 429", "rate_limit"))
+        self.assertRegex(p.stderr.decode().splitlines()[-1],
+                         r"^aigw: request rq_\S+ ended exhausted: HTTP \d+ \S+ after 2 attempts$")
 
     def test_fail_fast_400(self):
         upstream = (b'{"error":{"message":"Invalid value for \'temperature\': \xc3\xa9",'
@@ -1102,6 +1267,110 @@ class CliTest(CliBase):
         self.assertTrue(lines[0].startswith("providerKeys[1].valueFrom.env: ") or
                         lines[1].startswith("providerKeys[1].valueFrom.env: "), lines)
 
+    # ---- help, version, the manual ----
+
+    COMMANDS = {"validate": "aigw validate FILE", "request": "aigw request -c FILE",
+                "demo": "aigw demo", "version": "aigw --version", "help": "aigw help [COMMAND]"}
+
+    def test_help_everywhere(self):
+        full = self.aigw("--help")
+        self.assertEqual(full.returncode, 0, full.stderr)
+        for args in ([], ["help"], ["-h"]):
+            p = self.aigw(*args)
+            self.assertEqual((p.returncode, p.stdout, p.stderr), (0, full.stdout, b""), args)
+        for cmd, synopsis in self.COMMANDS.items():
+            self.assertIn(synopsis.encode(), full.stdout)
+            one = self.aigw("help", cmd)
+            self.assertEqual(one.returncode, 0, one.stderr)
+            self.assertTrue(one.stdout.startswith(b"Usage:\n"), one.stdout)
+            self.assertIn(synopsis.encode(), one.stdout)
+            for other, syn in self.COMMANDS.items():
+                if other != cmd:
+                    self.assertNotIn(syn.encode(), one.stdout, (cmd, other))
+            for flag in ("--help", "-h"):
+                p = self.aigw(cmd, flag)
+                self.assertEqual((p.returncode, p.stdout, p.stderr), (0, one.stdout, b""),
+                                 (cmd, flag))
+        # --help among request's options, wherever it stands; nothing sent
+        for args in (["request", "-c", "gw.json", "--help"],
+                     ["request", "--trace", "json", "-h", "-c", "x"]):
+            p = self.aigw(*args)
+            self.assertEqual(p.returncode, 0, args)
+            self.assertIn(b"aigw request -c FILE", p.stdout)
+        # ... but not as an option's value
+        p = self.request("--path", "--help")
+        self.assertEqual(p.returncode, 2)
+        p = self.aigw("help", "frobnicate")
+        self.assertEqual((p.returncode, p.stdout), (2, b""))
+        self.assertIn(b"frobnicate", p.stderr)
+        self.assertEqual(self.fake.count(), 0)
+
+    def lib_version(self):
+        """aigw_version_string() of AIGW_LIB, through ctypes in a child (a
+        sanitizer build cannot be loaded by Python: then the header's)."""
+        if AIGW_LIB:
+            code = ("import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); "
+                    "lib.aigw_version_string.restype = ctypes.c_char_p; "
+                    "print(lib.aigw_version_string().decode())")
+            p = subprocess.run([sys.executable, "-c", code, AIGW_LIB], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, timeout=30)
+            if p.returncode == 0 and p.stdout.strip():
+                return p.stdout.decode().strip()
+        with open(os.path.join(HERE, "..", "include", "aigw.h")) as f:
+            return re.search(r'#define AIGW_VERSION_STRING "([^"]+)"', f.read()).group(1)
+
+    def test_version(self):
+        want = self.lib_version()
+        outs = set()
+        for args in (["--version"], ["-V"], ["version"]):
+            p = self.aigw(*args)
+            self.assertEqual((p.returncode, p.stderr), (0, b""), args)
+            self.assertRegex(p.stdout.decode(), r"^aigw \d+\.\d+\.\d+ \(libaigw (\S+)\)\n$")
+            self.assertIn("(libaigw %s)" % want, p.stdout.decode())
+            outs.add(p.stdout)
+        self.assertEqual(len(outs), 1)
+
+    MAN = os.path.join(HERE, "..", "examples", "aigw.1")
+
+    def man_text(self):
+        with open(self.MAN, encoding="utf-8") as f:
+            return f.read().replace("\\-", "-").replace("\\(dq", '"')
+
+    def test_man_page_documents_every_command_and_option(self):
+        man = self.man_text()
+        self.assertTrue(man.startswith(".\\\"") or man.startswith(".TH"), man[:80])
+        self.assertIn(".TH AIGW 1", man)
+        for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "EXIT STATUS"):
+            self.assertIn(".SH " + section, man)
+        usage = self.aigw("--help").stdout.decode()
+        options = set(re.findall(r"(?<![\w-])(--?[A-Za-z][A-Za-z-]*)", usage))
+        self.assertTrue({"-c", "--config", "-d", "--data", "--path", "--trace", "--repeat",
+                         "--interval", "--stats", "--help", "-h", "--version", "-V"} <= options,
+                        options)
+        for opt in options:
+            self.assertRegex(man, r"(?<![\w-])%s(?![\w-])" % re.escape(opt), opt)
+        for cmd in self.COMMANDS:
+            self.assertRegex(man, r"(?m)^\.(TP\n\.)?B[I]? \"?%s\b" % cmd, cmd)
+        for value in ("human", "json", "<stdin>", "empty file", "providerKeys", "gatewayConfig"):
+            self.assertIn(value, man)
+
+    def test_man_page_formats_cleanly_and_is_installed(self):
+        groff = shutil.which("groff")
+        if groff:
+            p = subprocess.run([groff, "-man", "-ww", "-z", self.MAN], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual((p.returncode, p.stderr), (0, b""), p.stderr)
+        # meson installs it (install_man): the build's list of installed files
+        info = os.path.join(os.path.dirname(os.path.dirname(AIGW)), "meson-info",
+                            "intro-installed.json")
+        if not os.path.exists(info):
+            self.skipTest("no meson-info next to AIGW_BIN")
+        with open(info) as f:
+            installed = json.load(f)
+        dest = [d for src, d in installed.items() if src.endswith(os.sep + "aigw.1")]
+        self.assertEqual(len(dest), 1, installed)
+        self.assertTrue(dest[0].endswith(os.path.join("man1", "aigw.1")), dest)
+
 
 def free_port():
     import socket
@@ -1386,7 +1655,7 @@ class CanaryValueFromTest(CanaryMixin, CliBase):
 
 def load_tests(loader, tests, pattern):
     suite = unittest.TestSuite()
-    for cls in (CliTest, CanaryInlineTest, CanaryValueFromTest):
+    for cls in (CliTest, CliRedisTest, CanaryInlineTest, CanaryValueFromTest):
         suite.addTests(loader.loadTestsFromTestCase(cls))
     return suite
 
