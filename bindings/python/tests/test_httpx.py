@@ -57,6 +57,16 @@ class Fake(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(out)
             return
+        if doc.get("stream") and key == "k-cut" and doc.get("model") == "m1":
+            # a committed stream cut after its first token
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(FIRST), FIRST))
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if doc.get("stream"):
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
@@ -380,6 +390,23 @@ class ClientTest(unittest.TestCase):
                              [None, "Hel", "lo", None])
             self.assertIn("aigw.Stream", repr(s))
             self.assertIn("aigw.Client open", repr(c))
+
+    def test_stream_restart_on_the_next_model(self):
+        cfg = gateway(self.port, first="k-cut", streamRestart=True)
+        with aigw.Client(cfg) as c:
+            got, resets = [], []
+            r = c.stream({"model": "fake:m1", "models": ["fake:m2"], "stream": True,
+                          "messages": [{"role": "user", "content": "hi"}]},
+                         on_data=got.append,
+                         on_reset=lambda reason: resets.append(reason) and False)
+        self.assertEqual(r.outcome, "served")
+        self.assertEqual(len(resets), 1)
+        self.assertEqual(resets[0]["model"], "m1")
+        # what came before the reset, then the whole answer of m2
+        self.assertTrue(b"".join(got).startswith(FIRST))
+        self.assertTrue(b"".join(got).endswith(FIRST + REST))
+        self.assertEqual([(a["event"]["model"], a["completion"]) for a in r.attempts],
+                         [("m1", "stream_failed"), ("m2", "succeeded")])
 
     def test_typed_stats_and_repr(self):
         with aigw.Client(gateway(self.port)) as c:
