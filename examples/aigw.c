@@ -591,7 +591,7 @@ static int send_and_print(aigw_client *client, aigw_request *req, int stream, tr
                           FILE *body_out, int line_end)
 {
     static const aigw_stream_handler handler = {AIGW_STREAM_VERSION, so_start, so_data,
-                                                so_reset};
+                                                so_reset, NULL};
     stream_out so = {body_out, 0, -1};
     aigw_response *resp = NULL;
     aigw_error *err = NULL;

@@ -105,6 +105,9 @@ typedef struct aigw_config aigw_config;
  *   "providers"              custom providers / catalog base URL overrides
  *   "providerKeys"           provider keys (ngrok POST /provider-keys + "id")
  *   "accessKeyConfiguration" ngrok's POST /access-key-configurations body
+ *   "accessKeyConfigurations" more of them, each with its "name"
+ *   "accessKeys"             callers' credentials (aigw serve), each bound
+ *                            to one configuration by name
  *   "gatewayConfig"          timeouts and limits
  *   "ngrokAccessKey", "ngrokGatewayUrl"  for `ngrok` steps
  * A bare access key configuration (the ngrok POST body alone) is accepted as
@@ -127,6 +130,40 @@ AIGW_API aigw_config *aigw_config_ref(aigw_config *cfg);
 AIGW_API aigw_config *aigw_config_unref(aigw_config *cfg);
 /* Non-zero when the config was a bare access key configuration. */
 AIGW_API int aigw_config_is_bare(const aigw_config *cfg);
+
+/*
+ * Access key configurations and access keys: what a gateway in front of
+ * several callers (aigw serve) needs.  A file holds one or more access key
+ * configurations: accessKeyConfiguration (number 0, the default, when
+ * present), then each of accessKeyConfigurations in order.  A file with
+ * none has one, unnamed, without rules.  A request uses the default unless
+ * aigw_request_set_configuration names another.
+ */
+AIGW_API size_t aigw_config_configuration_count(const aigw_config *cfg);
+/* The name of configuration i ("" when it has none; NULL out of range). */
+AIGW_API const char *aigw_config_configuration_name(const aigw_config *cfg, size_t i);
+/* The access keys ("accessKeys"): how many, and key i's id and the name of
+ * the configuration its callers use (NULL out of range).  Their values are
+ * never handed out. */
+AIGW_API size_t aigw_config_access_key_count(const aigw_config *cfg);
+AIGW_API const char *aigw_config_access_key_id(const aigw_config *cfg, size_t i);
+AIGW_API const char *aigw_config_access_key_configuration(const aigw_config *cfg, size_t i);
+/* Which access key a caller presented (len bytes, e.g. a Bearer token):
+ * its index, or -1 when it is none of them.  Every key is compared, each
+ * over its whole length, so the time taken says nothing of which key
+ * matched or where a guess went wrong. */
+AIGW_API int aigw_config_access_key_find(const aigw_config *cfg, const char *presented,
+                                         size_t len);
+/* One model a configuration offers; a non-zero return stops the listing. */
+typedef int (*aigw_model_fn)(void *userdata, const char *provider, const char *model);
+/* The models a configuration lets its callers use, each (provider, model)
+ * once, in this order: the models its rules name, the models custom
+ * providers declare, and the exact entries of its access.models allow-list
+ * (patterns with '*' name no model); each only when its access scope allows
+ * it.  configuration: a name, or NULL for the default.  AIGW_EINVAL when
+ * there is no configuration of that name. */
+AIGW_API aigw_status aigw_config_models(const aigw_config *cfg, const char *configuration,
+                                        aigw_model_fn fn, void *userdata);
 
 /* ------------------------------------------------------------------------ */
 /* Key-selection strategy (versioned vtable)                                */
@@ -503,6 +540,12 @@ AIGW_API aigw_status aigw_request_new(aigw_request **out);
 AIGW_API aigw_status aigw_request_set_body(aigw_request *req, const char *body, size_t len);
 /* The API path, e.g. "/v1/chat/completions" (a leading "/v1" is optional). */
 AIGW_API aigw_status aigw_request_set_path(aigw_request *req, const char *path);
+/* The access key configuration whose access scope and routing rules the
+ * request follows, by name (NULL or "": the default, number 0).  A name the
+ * client's configuration does not hold makes the send fail with
+ * AIGW_EREQUEST.  AIGW_EINVAL for a name that is not UTF-8 or is longer than
+ * 255 bytes. */
+AIGW_API aigw_status aigw_request_set_configuration(aigw_request *req, const char *name);
 /* Streams only: restart a broken committed stream on the next candidate
  * (1), never (0), or as gatewayConfig.streamRestart says (-1, the default). */
 AIGW_API aigw_status aigw_request_set_stream_restart(aigw_request *req, int restart);
@@ -536,6 +579,8 @@ AIGW_API aigw_status aigw_request_set_cancel(aigw_request *req, aigw_cancel *can
 /* ------------------------------------------------------------------------ */
 
 typedef struct aigw_response aigw_response;
+/* One attempt's record (below, "attempt records"). */
+typedef struct aigw_attempt aigw_attempt;
 
 /* How a request ended. */
 typedef enum aigw_outcome {
@@ -568,7 +613,7 @@ AIGW_API aigw_status aigw_client_send(aigw_client *client, const aigw_request *r
 
 /* ---- streaming ---- */
 
-#define AIGW_STREAM_VERSION 1
+#define AIGW_STREAM_VERSION 2 /* 1 is still accepted (no on_commit) */
 
 /*
  * What a streamed answer is delivered to, on the caller's thread, as it
@@ -590,6 +635,11 @@ typedef struct aigw_stream_handler {
      * to the next candidate from the start: discard what was received.
      * reason_json: {"reason":"...","attempt":N,"provider":"...","model":"..."}. */
     int (*on_reset)(void *userdata, const char *reason_json);
+    /* Version 2: called just before on_start, with the request's id and the
+     * attempt being served (provider, model, key id, number: see the
+     * aigw_attempt_* functions; valid during the call only) — what a gateway
+     * puts in its answer's headers. */
+    int (*on_commit)(void *userdata, const char *request_id, const aigw_attempt *attempt);
 } aigw_stream_handler;
 
 /*
@@ -637,8 +687,6 @@ AIGW_API const char *aigw_response_error_code(const aigw_response *resp);
 AIGW_API void aigw_response_free(aigw_response *resp);
 
 /* ---- attempt records ---- */
-
-typedef struct aigw_attempt aigw_attempt;
 
 /* Attempts: one per upstream call, in order. */
 AIGW_API size_t aigw_response_attempt_count(const aigw_response *resp);

@@ -34,11 +34,12 @@ static aigw_status check_keys_resolved(const aigw_config *cfg, aigw_error **err)
 {
     aigw_error *e = NULL;
     size_t r, s, k;
-    for (r = 0; r < cfg->n_rules; r++)
-        for (s = 0; s < cfg->rules[r].n_steps; s++)
-            for (k = 0; k < cfg->rules[r].steps[s].n_keys; k++) {
+    const aigw_akc *akc = &cfg->akcs[0]; /* bare: the only one */
+    for (r = 0; r < akc->n_rules; r++)
+        for (s = 0; s < akc->rules[r].n_steps; s++)
+            for (k = 0; k < akc->rules[r].steps[s].n_keys; k++) {
                 char path[96];
-                if (cfg->rules[r].steps[s].keys[k].resolved)
+                if (akc->rules[r].steps[s].keys[k].resolved)
                     continue;
                 if (!e && !(e = aigw__error_new(AIGW_ECONFIG)))
                     return AIGW_ENOMEM;
@@ -396,7 +397,7 @@ aigw_status aigw_client_stream(aigw_client *client, const aigw_request *req,
                                const aigw_stream_handler *handler, void *userdata,
                                aigw_response **out, aigw_error **err)
 {
-    static const aigw_stream_handler none = {AIGW_STREAM_VERSION, NULL, NULL, NULL};
+    static const aigw_stream_handler none = {AIGW_STREAM_VERSION, NULL, NULL, NULL, NULL};
     if (err)
         *err = NULL;
     if (out)
@@ -404,7 +405,7 @@ aigw_status aigw_client_stream(aigw_client *client, const aigw_request *req,
     if (!client || !req || !out)
         return aigw__fail(err, AIGW_EINVAL,
                           "aigw_client_stream: client, req and out must not be NULL");
-    if (handler && handler->version != AIGW_STREAM_VERSION)
+    if (handler && (handler->version < 1 || handler->version > AIGW_STREAM_VERSION))
         return aigw__fail(err, AIGW_EVERSION, "aigw_client_stream: unknown handler version %u",
                           (unsigned)handler->version);
     return send(client, req, handler ? handler : &none, userdata, out, err);
@@ -515,10 +516,29 @@ aigw_status aigw_request_set_path(aigw_request *req, const char *path)
     return AIGW_OK;
 }
 
+aigw_status aigw_request_set_configuration(aigw_request *req, const char *name)
+{
+    char *copy = NULL;
+    size_t len;
+    if (!req)
+        return AIGW_EINVAL;
+    if (name && *name) {
+        len = strlen(name);
+        if (len > 255 || aigw__utf8_check(name, len) != len)
+            return AIGW_EINVAL;
+        if (!(copy = aigw__strdup(name)))
+            return AIGW_ENOMEM;
+    }
+    aigw__free(req->configuration);
+    req->configuration = copy;
+    return AIGW_OK;
+}
+
 void aigw_request_free(aigw_request *req)
 {
     if (!req)
         return;
+    aigw__free(req->configuration);
     aigw__free(req->path);
     aigw__free(req->body);
     aigw__free(req);

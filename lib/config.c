@@ -31,6 +31,7 @@
 
 typedef struct parser {
     aigw_config *cfg;
+    aigw_akc *akc; /* the access key configuration being read */
     aigw_error *e;
     bool oom;
     bool bare;
@@ -1245,7 +1246,7 @@ static const char *const rule_fields[] = {"provider", "model", "steps", NULL};
 
 static void parse_rule(parser *p, const cJSON *v, size_t i, void *ctx)
 {
-    aigw_rule *r = &p->cfg->rules[i];
+    aigw_rule *r = &p->akc->rules[i];
     const cJSON *f[RU__N];
     const char *prov, *model;
     size_t n, mark;
@@ -1278,7 +1279,7 @@ static bool same_str(const char *a, const char *b)
  * (ngrok: "at most one provider rule per upstream"). */
 static void check_duplicate_rules(parser *p)
 {
-    const aigw_config *cfg = p->cfg;
+    const aigw_akc *cfg = p->akc;
     size_t i, j, mark;
     for (j = 1; j < cfg->n_rules; j++) {
         const aigw_rule *b = &cfg->rules[j];
@@ -1306,8 +1307,8 @@ static void parse_router(parser *p, const cJSON *v)
     if (!members(p, v, router_fields, f) || !f[RO_RULES])
         return;
     mark = path_field(p, "rules");
-    if ((p->cfg->rules = new_array(p, f[RO_RULES], sizeof *p->cfg->rules, &n)) != NULL) {
-        p->cfg->n_rules = n;
+    if ((p->akc->rules = new_array(p, f[RO_RULES], sizeof *p->akc->rules, &n)) != NULL) {
+        p->akc->n_rules = n;
         each(p, f[RO_RULES], parse_rule, NULL);
         if (!p->oom)
             check_duplicate_rules(p);
@@ -1326,7 +1327,7 @@ static void parse_provider_allow(parser *p, const cJSON *v, size_t i, void *ctx)
     if (!pr && !p->bare)
         problem(p, "no provider with this id (neither built in nor in \"providers\")");
     else
-        p->cfg->provider_allow[i] = str_copy(p, pr ? pr->id : s);
+        p->akc->provider_allow[i] = str_copy(p, pr ? pr->id : s);
 }
 
 static void parse_model_allow(parser *p, const cJSON *v, size_t i, void *ctx)
@@ -1334,7 +1335,7 @@ static void parse_model_allow(parser *p, const cJSON *v, size_t i, void *ctx)
     const char *s = str_check(p, v, 1, 512);
     (void)ctx;
     if (s)
-        p->cfg->model_allow[i] = str_copy(p, s);
+        p->akc->model_allow[i] = str_copy(p, s);
 }
 
 enum { DI_ALLOW, DI__N };
@@ -1344,7 +1345,7 @@ static const char *const dimension_fields[] = {"allow", NULL};
  * an empty one allows nothing. */
 static void parse_dimension(parser *p, const char *field, const cJSON *v, bool providers)
 {
-    aigw_config *cfg = p->cfg;
+    aigw_akc *cfg = p->akc;
     const cJSON *f[DI__N];
     size_t n, mark, mark2;
     char **list;
@@ -1395,7 +1396,7 @@ static void parse_akc(parser *p, const cJSON *v)
         return;
     /* ngrok requires a name on create; the docs' bare examples omit it. */
     if ((name = get_str(p, "name", f[AKC_NAME], !p->bare, 1, 255)) != NULL)
-        p->cfg->name = str_copy(p, name);
+        p->akc->name = str_copy(p, name);
     get_str(p, "description", f[AKC_DESCRIPTION], false, 0, 255);
     get_str(p, "metadata", f[AKC_METADATA], false, 0, 4096);
     if (f[AKC_ACCESS]) {
@@ -1672,10 +1673,21 @@ static void parse_ngrok_key(parser *p, const cJSON *v)
 /* The file                                                                 */
 /* ------------------------------------------------------------------------ */
 
-enum { TOP_PROVIDERS, TOP_KEYS, TOP_AKC, TOP_GATEWAY, TOP_NGROK_KEY, TOP_NGROK_URL, TOP__N };
-static const char *const top_fields[] = {"providers",     "providerKeys",   "accessKeyConfiguration",
-                                         "gatewayConfig", "ngrokAccessKey", "ngrokGatewayUrl",
-                                         NULL};
+enum {
+    TOP_PROVIDERS,
+    TOP_KEYS,
+    TOP_AKC,
+    TOP_AKCS,
+    TOP_ACCESS_KEYS,
+    TOP_GATEWAY,
+    TOP_NGROK_KEY,
+    TOP_NGROK_URL,
+    TOP__N
+};
+static const char *const top_fields[] = {
+    "providers",     "providerKeys",   "accessKeyConfiguration", "accessKeyConfigurations",
+    "accessKeys",    "gatewayConfig",  "ngrokAccessKey",         "ngrokGatewayUrl",
+    NULL};
 
 /* The ngrok POST body alone: no gateway-file member, some AKC member. */
 static bool looks_bare(const cJSON *root)
@@ -1715,10 +1727,110 @@ static void parse_ngrok_url(parser *p, const cJSON *v)
     }
 }
 
+/* The access key configurations: akcs[0] is accessKeyConfiguration's
+ * when there is one (else the list's first, else an empty one). */
+static bool alloc_akcs(parser *p, size_t n)
+{
+    p->cfg->n_akcs = n ? n : 1;
+    if (!(p->cfg->akcs = aigw__calloc(p->cfg->n_akcs, sizeof *p->cfg->akcs))) {
+        p->oom = true;
+        return false;
+    }
+    p->akc = &p->cfg->akcs[0];
+    return true;
+}
+
+static void parse_listed_akc(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    size_t at = *(const size_t *)ctx + i, j;
+    aigw_akc *a = &p->cfg->akcs[at];
+    p->akc = a;
+    parse_akc(p, v);
+    p->akc = &p->cfg->akcs[0];
+    if (!a->name)
+        return;
+    for (j = 0; j < at; j++)
+        if (p->cfg->akcs[j].name && strcmp(p->cfg->akcs[j].name, a->name) == 0) {
+            if (*(const size_t *)ctx == 1 && j == 0)
+                problem_at(p, "name", "duplicate name (also accessKeyConfiguration's)");
+            else
+                problem_at(p, "name", "duplicate name (also accessKeyConfigurations[%zu])",
+                           j - *(const size_t *)ctx);
+            break;
+        }
+}
+
+static void parse_akc_list(parser *p, const cJSON *v)
+{
+    size_t first = p->cfg->n_akcs - (size_t)cJSON_GetArraySize(v);
+    if (is_array(p, v))
+        each(p, v, parse_listed_akc, &first);
+}
+
+static bool same_secret(const aigw_secret *a, const aigw_secret *b);
+
+enum { AK_ID, AK_DESCRIPTION, AK_METADATA, AK_VALUE, AK_VALUE_FROM, AK_CONFIGURATION, AK__N };
+static const char *const access_key_fields[] = {"id",        "description", "metadata",
+                                                "value",     "valueFrom",   "configuration",
+                                                NULL};
+
+static void parse_access_key(parser *p, const cJSON *v, size_t i, void *ctx)
+{
+    aigw_access_key *k = &p->cfg->access_keys[i];
+    const aigw_config *cfg = p->cfg;
+    const cJSON *f[AK__N];
+    const char *s;
+    size_t j;
+    (void)ctx;
+    if (!members(p, v, access_key_fields, f))
+        return;
+    if ((s = get_str(p, "id", f[AK_ID], true, 1, 255)) != NULL) {
+        for (j = 0; j < i && !(cfg->access_keys[j].id && strcmp(cfg->access_keys[j].id, s) == 0);
+             j++)
+            ;
+        if (j < i)
+            problem_at(p, "id", "duplicate id (also accessKeys[%zu])", j);
+        else
+            k->id = str_copy(p, s);
+    }
+    get_str(p, "description", f[AK_DESCRIPTION], false, 0, 255);
+    get_str(p, "metadata", f[AK_METADATA], false, 0, 4096);
+    /* Which configuration its caller uses: required when there is a choice. */
+    s = get_str(p, "configuration", f[AK_CONFIGURATION], cfg->n_akcs > 1, 1, 255);
+    if (s) {
+        for (j = 0; j < cfg->n_akcs && !(cfg->akcs[j].name && strcmp(cfg->akcs[j].name, s) == 0);
+             j++)
+            ;
+        if (j == cfg->n_akcs)
+            problem_at(p, "configuration", "no access key configuration with this name");
+        else
+            k->akc = j;
+    }
+    read_secret(p, f[AK_VALUE], f[AK_VALUE_FROM], &k->value);
+    if (k->value.value && k->value.len < 8)
+        problem_at(p, f[AK_VALUE] ? "value" : "valueFrom",
+                   "too short for an access key (at least 8 bytes)");
+    for (j = 0; k->value.value && j < i; j++)
+        if (same_secret(&cfg->access_keys[j].value, &k->value)) {
+            problem_at(p, f[AK_VALUE] ? "value" : "valueFrom",
+                       "the same value as accessKeys[%zu]", j);
+            break;
+        }
+}
+
+static void parse_access_keys(parser *p, const cJSON *v)
+{
+    size_t n;
+    if ((p->cfg->access_keys = new_array(p, v, sizeof *p->cfg->access_keys, &n)) != NULL) {
+        p->cfg->n_access_keys = n;
+        each(p, v, parse_access_key, NULL);
+    }
+}
+
 static void parse_root(parser *p, const cJSON *root)
 {
     const cJSON *f[TOP__N];
-    size_t n_custom = 0;
+    size_t n_custom = 0, n_akcs;
     if (!cJSON_IsObject(root)) {
         problem(p, "expected an object, got %s", kind(root));
         return;
@@ -1726,7 +1838,7 @@ static void parse_root(parser *p, const cJSON *root)
     p->bare = p->cfg->bare = looks_bare(root);
     if (p->bare) {
         init_providers(p, 0);
-        if (!p->oom)
+        if (!p->oom && alloc_akcs(p, 1))
             parse_akc(p, root);
         return;
     }
@@ -1734,10 +1846,18 @@ static void parse_root(parser *p, const cJSON *root)
     if (cJSON_IsArray(f[TOP_PROVIDERS]))
         n_custom = (size_t)cJSON_GetArraySize(f[TOP_PROVIDERS]);
     init_providers(p, n_custom);
-    /* Order matters: keys name providers, rules name both. */
+    n_akcs = f[TOP_AKC] ? 1 : 0;
+    if (cJSON_IsArray(f[TOP_AKCS]))
+        n_akcs += (size_t)cJSON_GetArraySize(f[TOP_AKCS]);
+    if (p->oom || !alloc_akcs(p, n_akcs))
+        return;
+    /* Order matters: keys name providers, rules name both, access keys
+     * name configurations. */
     section(p, "providers", f[TOP_PROVIDERS], parse_providers);
     section(p, "providerKeys", f[TOP_KEYS], parse_keys);
     section(p, "accessKeyConfiguration", f[TOP_AKC], parse_akc);
+    section(p, "accessKeyConfigurations", f[TOP_AKCS], parse_akc_list);
+    section(p, "accessKeys", f[TOP_ACCESS_KEYS], parse_access_keys);
     section(p, "gatewayConfig", f[TOP_GATEWAY], parse_gateway_config);
     section(p, "ngrokAccessKey", f[TOP_NGROK_KEY], parse_ngrok_key);
     section(p, "ngrokGatewayUrl", f[TOP_NGROK_URL], parse_ngrok_url);
@@ -1877,6 +1997,19 @@ static cJSON *parse_text(parser *p, const char *json, size_t len)
 /* The object                                                               */
 /* ------------------------------------------------------------------------ */
 
+static void rule_free(aigw_rule *r);
+
+static void akc_free(aigw_akc *a)
+{
+    size_t i;
+    aigw__free(a->name);
+    aigw__strv_free(a->provider_allow, a->n_provider_allow);
+    aigw__strv_free(a->model_allow, a->n_model_allow);
+    for (i = 0; a->rules && i < a->n_rules; i++)
+        rule_free(&a->rules[i]);
+    aigw__free(a->rules);
+}
+
 static void rule_free(aigw_rule *r)
 {
     size_t s, k;
@@ -1908,12 +2041,14 @@ static void config_free(aigw_config *cfg)
         secret_free(&cfg->keys[i].value);
     }
     aigw__free(cfg->keys);
-    aigw__free(cfg->name);
-    aigw__strv_free(cfg->provider_allow, cfg->n_provider_allow);
-    aigw__strv_free(cfg->model_allow, cfg->n_model_allow);
-    for (i = 0; cfg->rules && i < cfg->n_rules; i++)
-        rule_free(&cfg->rules[i]);
-    aigw__free(cfg->rules);
+    for (i = 0; cfg->akcs && i < cfg->n_akcs; i++)
+        akc_free(&cfg->akcs[i]);
+    aigw__free(cfg->akcs);
+    for (i = 0; cfg->access_keys && i < cfg->n_access_keys; i++) {
+        aigw__free(cfg->access_keys[i].id);
+        secret_free(&cfg->access_keys[i].value);
+    }
+    aigw__free(cfg->access_keys);
     secret_free(&cfg->ngrok_key);
     aigw__free(cfg->ngrok_gateway_url);
     if (cfg->store.url) /* may hold a password */
@@ -1969,25 +2104,28 @@ static const char *step_key_provider(const aigw_config *cfg, const aigw_rule *ru
 static void collect_keys(parser *p)
 {
     aigw_config *c = p->cfg;
-    size_t i, s, j, cap = c->n_keys;
-    for (i = 0; i < c->n_rules; i++)
-        for (s = 0; s < c->rules[i].n_steps; s++)
-            cap += c->rules[i].steps[s].n_keys;
+    size_t a, i, s, j, cap = c->n_keys;
+    for (a = 0; a < c->n_akcs; a++)
+        for (i = 0; i < c->akcs[a].n_rules; i++)
+            for (s = 0; s < c->akcs[a].rules[i].n_steps; s++)
+                cap += c->akcs[a].rules[i].steps[s].n_keys;
     if (!(c->all_keys = aigw__calloc(cap ? cap : 1, sizeof *c->all_keys))) {
         p->oom = true;
         return;
     }
     for (i = 0; i < c->n_keys; i++)
         list_key(p, c->keys[i].provider_id, c->keys[i].id, &c->keys[i].value);
-    for (i = 0; i < c->n_rules; i++)
-        for (s = 0; s < c->rules[i].n_steps; s++) {
-            const aigw_step *st = &c->rules[i].steps[s];
-            if (st->type != AIGW_STEP_USER)
-                continue;
-            for (j = 0; j < st->n_keys; j++)
-                list_key(p, step_key_provider(c, &c->rules[i], &st->keys[j]), st->keys[j].id,
-                         &st->keys[j].value);
-        }
+    for (a = 0; a < c->n_akcs; a++)
+        for (i = 0; i < c->akcs[a].n_rules; i++)
+            for (s = 0; s < c->akcs[a].rules[i].n_steps; s++) {
+                const aigw_rule *rule = &c->akcs[a].rules[i];
+                const aigw_step *st = &rule->steps[s];
+                if (st->type != AIGW_STEP_USER)
+                    continue;
+                for (j = 0; j < st->n_keys; j++)
+                    list_key(p, step_key_provider(c, rule, &st->keys[j]), st->keys[j].id,
+                             &st->keys[j].value);
+            }
 }
 
 const aigw_key_entry *aigw__config_keys(const aigw_config *cfg, size_t *n)
@@ -2142,4 +2280,157 @@ const aigw_provider *aigw__config_provider(const aigw_config *cfg, const char *i
     if ((e = aigw__catalog_find(id)) != NULL && strcmp(e->id, id) != 0)
         return aigw__config_provider(cfg, e->id);
     return NULL;
+}
+
+/* ---- access key configurations, access keys, the models offered ---- */
+
+const aigw_akc *aigw__config_akc(const aigw_config *cfg, const char *name)
+{
+    size_t i;
+    if (!name || !*name)
+        return &cfg->akcs[0];
+    for (i = 0; i < cfg->n_akcs; i++)
+        if (cfg->akcs[i].name && strcmp(cfg->akcs[i].name, name) == 0)
+            return &cfg->akcs[i];
+    return NULL;
+}
+
+size_t aigw_config_configuration_count(const aigw_config *cfg)
+{
+    return cfg ? cfg->n_akcs : 0;
+}
+
+const char *aigw_config_configuration_name(const aigw_config *cfg, size_t i)
+{
+    if (!cfg || i >= cfg->n_akcs)
+        return NULL;
+    return cfg->akcs[i].name ? cfg->akcs[i].name : "";
+}
+
+size_t aigw_config_access_key_count(const aigw_config *cfg)
+{
+    return cfg ? cfg->n_access_keys : 0;
+}
+
+const char *aigw_config_access_key_id(const aigw_config *cfg, size_t i)
+{
+    return cfg && i < cfg->n_access_keys ? cfg->access_keys[i].id : NULL;
+}
+
+const char *aigw_config_access_key_configuration(const aigw_config *cfg, size_t i)
+{
+    if (!cfg || i >= cfg->n_access_keys)
+        return NULL;
+    return aigw_config_configuration_name(cfg, cfg->access_keys[i].akc);
+}
+
+/*
+ * Every key is compared, whatever matches, and each comparison touches the
+ * longer of the two values whole: the time taken depends on the lengths of
+ * the presented text and the keys, never on where the bytes differ or which
+ * key matched.
+ */
+int aigw_config_access_key_find(const aigw_config *cfg, const char *presented, size_t len)
+{
+    size_t i, j;
+    int found = -1;
+    if (!cfg || !presented)
+        return -1;
+    for (i = 0; i < cfg->n_access_keys; i++) {
+        const aigw_secret *v = &cfg->access_keys[i].value;
+        size_t n = v->len > len ? v->len : len;
+        unsigned char d = (unsigned char)(v->len != len);
+        int eq, mask;
+        for (j = 0; j < n; j++) {
+            unsigned char a = j < len ? (unsigned char)presented[j] : 0;
+            unsigned char b = j < v->len ? (unsigned char)v->value[j] : 0;
+            d |= (unsigned char)(a ^ b);
+        }
+        eq = (int)(1u & (((unsigned)d - 1u) >> 8)); /* d == 0, without a branch */
+        mask = -eq;                                  /* all ones when equal */
+        found = (found & ~mask) | ((int)i & mask);
+    }
+    return found;
+}
+
+typedef struct model_pair {
+    const char *provider;
+    const char *model;
+    char *owned; /* the model, when resolving allocated it */
+} model_pair;
+
+typedef struct model_list {
+    model_pair *v;
+    size_t n, cap;
+    const aigw_akc *akc;
+} model_list;
+
+static int offer(model_list *l, const char *provider, const char *model, char *owned)
+{
+    size_t i;
+    if (!aigw__access_allows(l->akc, provider, model)) {
+        aigw__free(owned);
+        return 0;
+    }
+    for (i = 0; i < l->n; i++)
+        if (strcmp(l->v[i].provider, provider) == 0 && strcmp(l->v[i].model, model) == 0) {
+            aigw__free(owned);
+            return 0;
+        }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        model_pair *v = aigw__realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            aigw__free(owned);
+            return -1;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n].provider = provider;
+    l->v[l->n].model = model;
+    l->v[l->n].owned = owned;
+    l->n++;
+    return 0;
+}
+
+aigw_status aigw_config_models(const aigw_config *cfg, const char *configuration,
+                               aigw_model_fn fn, void *userdata)
+{
+    model_list l;
+    size_t i, j;
+    int rc = 0;
+    if (!cfg || !fn)
+        return AIGW_EINVAL;
+    memset(&l, 0, sizeof l);
+    if (!(l.akc = aigw__config_akc(cfg, configuration)))
+        return AIGW_EINVAL;
+    /* the rules' models, then the custom providers' declared ones, then the
+     * allow-list's exact entries */
+    for (i = 0; rc == 0 && i < l.akc->n_rules; i++)
+        if (l.akc->rules[i].provider && l.akc->rules[i].model)
+            rc = offer(&l, l.akc->rules[i].provider, l.akc->rules[i].model, NULL);
+    for (i = 0; rc == 0 && i < cfg->n_providers; i++)
+        for (j = 0; rc == 0 && j < cfg->providers[i].n_models; j++)
+            rc = offer(&l, cfg->providers[i].id, cfg->providers[i].models[j], NULL);
+    for (i = 0; rc == 0 && l.akc->has_model_allow && i < l.akc->n_model_allow; i++) {
+        const char *spec = l.akc->model_allow[i];
+        const aigw_provider *pr;
+        char *model = NULL;
+        int r;
+        if (strchr(spec, '*'))
+            continue;
+        r = aigw__resolve_model(cfg, spec, &pr, &model);
+        if (r == -2)
+            rc = -1;
+        else if (r == 0)
+            rc = offer(&l, pr->id, model, model);
+    }
+    for (i = 0; rc == 0 && i < l.n; i++)
+        if (fn(userdata, l.v[i].provider, l.v[i].model) != 0)
+            break;
+    for (i = 0; i < l.n; i++)
+        aigw__free(l.v[i].owned);
+    aigw__free(l.v);
+    return rc == 0 ? AIGW_OK : AIGW_ENOMEM;
 }

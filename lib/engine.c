@@ -102,7 +102,7 @@ static int add_cand(run *r, const char *spec, bool primary)
         return -2;
     if (rc != 0)
         why = AIGW_SKIP_UNKNOWN_MODEL;
-    else if (!aigw__access_allows(r->cfg, p->id, model))
+    else if (!aigw__access_allows(r->akc, p->id, model))
         why = AIGW_SKIP_MODEL_NOT_ALLOWED;
     else if (cand_seen(r, p, model))
         why = AIGW_SKIP_DUPLICATE_CANDIDATE;
@@ -794,7 +794,7 @@ static int fold_open_skips(run *r, const cand *cd, size_t skips0, size_t attempt
 /* Runs a candidate's plan.  Returns a move like walk_step. */
 static int run_cand(run *r, const cand *cd)
 {
-    const aigw_rule *rule = aigw__rule_for(r->cfg, cd->prov->id, cd->model);
+    const aigw_rule *rule = aigw__rule_for(r->akc, cd->prov->id, cd->model);
     aigw_buf body_user = AIGW_BUF_INIT, body_ngrok = AIGW_BUF_INIT;
     size_t s, skips0 = r->resp->n_skips, attempts0 = r->resp->n_attempts;
     int mv = MV_NEXT_STEP;
@@ -886,12 +886,18 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
                               aigw_error **err)
 {
     run r;
+    const aigw_akc *akc;
     char *model = NULL, **models = NULL;
     size_t n_models = 0;
     uint64_t fallbacks0;
     aigw_status st;
     int rc = -1;
 
+    akc = aigw__config_akc(env->cfg, req->configuration);
+    if (!akc)
+        return aigw__fail(err, AIGW_EREQUEST,
+                          "the configuration has no access key configuration named '%s'",
+                          req->configuration);
     st = read_body(req, &model, &models, &n_models, err);
     if (st != AIGW_OK)
         return st;
@@ -902,6 +908,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     memset(&r, 0, sizeof r);
     r.env = env;
     r.cfg = env->cfg;
+    r.akc = akc;
     r.h = env->health;
     r.ho = &env->cfg->health;
     r.sh = sh;

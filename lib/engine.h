@@ -14,6 +14,7 @@ struct aigw_request {
     char *body;
     size_t body_len;
     const aigw_cancel *cancel; /* the caller's token, borrowed; NULL none */
+    char *configuration;       /* the access key configuration's name; NULL: the default */
 };
 
 typedef struct aigw_engine_env {

@@ -58,6 +58,7 @@ typedef struct model_ban {
 typedef struct run {
     const aigw_engine_env *env;
     const aigw_config *cfg;
+    const aigw_akc *akc; /* the request's access key configuration */
     aigw_health *h;
     const aigw_health_opts *ho;
     aigw_response *resp;

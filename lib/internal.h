@@ -231,6 +231,26 @@ typedef struct aigw_store_opts {
                              on its own copy before reading the store again */
 } aigw_store_opts;
 
+/* One access key configuration: who may use which models, and the routes. */
+typedef struct aigw_akc {
+    char *name; /* NULL: unnamed (a bare body, or a file's single one) */
+    bool has_provider_allow;
+    char **provider_allow;
+    size_t n_provider_allow;
+    bool has_model_allow;
+    char **model_allow; /* as written: "gpt-4o", "openai/gpt-4o", "openai:gpt-4o" */
+    size_t n_model_allow;
+    aigw_rule *rules;
+    size_t n_rules;
+} aigw_akc;
+
+/* One access key of the gateway file (aigw serve's callers). */
+typedef struct aigw_access_key {
+    char *id;
+    aigw_secret value;
+    size_t akc; /* index into cfg->akcs */
+} aigw_access_key;
+
 struct aigw_config {
     int refs; /* atomic */
     bool bare;
@@ -240,15 +260,14 @@ struct aigw_config {
     aigw_pkey *keys;
     size_t n_keys;
 
-    char *name;
-    bool has_provider_allow;
-    char **provider_allow;
-    size_t n_provider_allow;
-    bool has_model_allow;
-    char **model_allow; /* as written: "gpt-4o", "openai/gpt-4o", "openai:gpt-4o" */
-    size_t n_model_allow;
-    aigw_rule *rules;
-    size_t n_rules;
+    /* The access key configurations: accessKeyConfiguration (or the bare
+     * body) first, then each of accessKeyConfigurations; akcs[0] is the
+     * default.  Never empty: a file without any has one with no rules. */
+    aigw_akc *akcs;
+    size_t n_akcs;
+    /* accessKeys: the callers' credentials, each bound to one akc */
+    aigw_access_key *access_keys;
+    size_t n_access_keys;
 
     int64_t per_request_timeout_ms; /* 60s  */
     int64_t total_timeout_ms;       /* 120s */
@@ -322,11 +341,13 @@ int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_pro
  * the model id itself. */
 const char *aigw__upstream_model(const aigw_provider *p, const char *model);
 /* Whether the access scope lets (provider, model) through. */
-bool aigw__access_allows(const aigw_config *cfg, const char *provider, const char *model);
+bool aigw__access_allows(const aigw_akc *akc, const char *provider, const char *model);
 /* The routing rule for (provider, model): a model rule beats a provider rule;
  * NULL when none matches. */
-const aigw_rule *aigw__rule_for(const aigw_config *cfg, const char *provider,
-                                const char *model);
+const aigw_rule *aigw__rule_for(const aigw_akc *akc, const char *provider, const char *model);
+/* The access key configuration of that name (NULL: the default); NULL when
+ * there is none of that name. */
+const aigw_akc *aigw__config_akc(const aigw_config *cfg, const char *name);
 
 /* ---- body.c: request body handling ---- */
 /* Copies a JSON object body with its top-level "model" replaced by model and

@@ -80,7 +80,7 @@ static bool entry_matches(const char *entry, const char *provider, const char *m
     return glob_eq(m, model);
 }
 
-bool aigw__access_allows(const aigw_config *cfg, const char *provider, const char *model)
+bool aigw__access_allows(const aigw_akc *cfg, const char *provider, const char *model)
 {
     size_t i;
     bool ok;
@@ -101,7 +101,7 @@ bool aigw__access_allows(const aigw_config *cfg, const char *provider, const cha
     return true;
 }
 
-const aigw_rule *aigw__rule_for(const aigw_config *cfg, const char *provider, const char *model)
+const aigw_rule *aigw__rule_for(const aigw_akc *cfg, const char *provider, const char *model)
 {
     size_t i;
     for (i = 0; i < cfg->n_rules; i++) {

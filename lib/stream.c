@@ -154,7 +154,11 @@ static int commit(sctx *s)
             n++;
         }
     s->committed = true;
-    if (h->on_start && h->on_start(s->r->sud, s->t->status, hv, n) != 0) {
+    if (h->version >= 2 && h->on_commit &&
+        h->on_commit(s->r->sud, s->r->resp->request_id, s->a) != 0) {
+        s->cancelled = true;
+        rc = -1;
+    } else if (h->on_start && h->on_start(s->r->sud, s->t->status, hv, n) != 0) {
         s->cancelled = true;
         rc = -1;
     }

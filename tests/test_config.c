@@ -169,18 +169,18 @@ static void test_fixture_01(void **state)
     aigw_config *cfg = load_fixture("01-akc-create-production-openai-byok.json");
     const aigw_step *st;
     (void)state;
-    assert_string_equal(cfg->name, "Production OpenAI BYOK");
-    assert_true(cfg->has_provider_allow);
-    assert_int_equal(cfg->n_provider_allow, 1);
-    assert_string_equal(cfg->provider_allow[0], "openai");
-    assert_true(cfg->has_model_allow);
-    assert_int_equal(cfg->n_model_allow, 1);
-    assert_string_equal(cfg->model_allow[0], "openai/gpt-4o");
-    assert_int_equal(cfg->n_rules, 1);
-    assert_string_equal(cfg->rules[0].provider, "openai");
-    assert_null(cfg->rules[0].model);
-    assert_int_equal(cfg->rules[0].n_steps, 1);
-    st = &cfg->rules[0].steps[0];
+    assert_string_equal(cfg->akcs[0].name, "Production OpenAI BYOK");
+    assert_true(cfg->akcs[0].has_provider_allow);
+    assert_int_equal(cfg->akcs[0].n_provider_allow, 1);
+    assert_string_equal(cfg->akcs[0].provider_allow[0], "openai");
+    assert_true(cfg->akcs[0].has_model_allow);
+    assert_int_equal(cfg->akcs[0].n_model_allow, 1);
+    assert_string_equal(cfg->akcs[0].model_allow[0], "openai/gpt-4o");
+    assert_int_equal(cfg->akcs[0].n_rules, 1);
+    assert_string_equal(cfg->akcs[0].rules[0].provider, "openai");
+    assert_null(cfg->akcs[0].rules[0].model);
+    assert_int_equal(cfg->akcs[0].rules[0].n_steps, 1);
+    st = &cfg->akcs[0].rules[0].steps[0];
     assert_int_equal(st->type, AIGW_STEP_USER);
     assert_int_equal(st->strategy, AIGW_STRATEGY_ORDERED);
     assert_int_equal(st->n_keys, 1);
@@ -198,34 +198,34 @@ static void test_fixture_others(void **state)
     aigw_config *cfg;
     (void)state;
     cfg = load_fixture("03-akc-router-single-user-key.json"); /* no name */
-    assert_null(cfg->name);
-    assert_false(cfg->has_provider_allow);
-    assert_false(cfg->has_model_allow);
-    assert_int_equal(cfg->rules[0].steps[0].n_keys, 1);
+    assert_null(cfg->akcs[0].name);
+    assert_false(cfg->akcs[0].has_provider_allow);
+    assert_false(cfg->akcs[0].has_model_allow);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[0].n_keys, 1);
     aigw_config_unref(cfg);
 
     cfg = load_fixture("04-akc-create-openai-with-failover.json");
-    assert_int_equal(cfg->rules[0].steps[0].n_keys, 2);
-    assert_string_equal(cfg->rules[0].steps[0].keys[0].id, "aigpk_primary");
-    assert_string_equal(cfg->rules[0].steps[0].keys[1].id, "aigpk_backup");
+    assert_int_equal(cfg->akcs[0].rules[0].steps[0].n_keys, 2);
+    assert_string_equal(cfg->akcs[0].rules[0].steps[0].keys[0].id, "aigpk_primary");
+    assert_string_equal(cfg->akcs[0].rules[0].steps[0].keys[1].id, "aigpk_backup");
     aigw_config_unref(cfg);
 
     cfg = load_fixture("06-akc-openai-only-ngrok-step.json");
-    assert_int_equal(cfg->rules[0].steps[0].type, AIGW_STEP_NGROK);
-    assert_int_equal(cfg->rules[0].steps[0].n_keys, 0);
-    assert_true(cfg->has_provider_allow);
-    assert_false(cfg->has_model_allow);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[0].type, AIGW_STEP_NGROK);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[0].n_keys, 0);
+    assert_true(cfg->akcs[0].has_provider_allow);
+    assert_false(cfg->akcs[0].has_model_allow);
     aigw_config_unref(cfg);
 
     cfg = load_fixture("08-akc-multi-provider-ngrok-steps.json");
-    assert_int_equal(cfg->n_rules, 2);
-    assert_string_equal(cfg->rules[1].provider, "anthropic");
-    assert_int_equal(cfg->n_provider_allow, 2);
+    assert_int_equal(cfg->akcs[0].n_rules, 2);
+    assert_string_equal(cfg->akcs[0].rules[1].provider, "anthropic");
+    assert_int_equal(cfg->akcs[0].n_provider_allow, 2);
     aigw_config_unref(cfg);
 
     cfg = load_fixture("09-akc-access-providers-only.json"); /* no name, no router */
-    assert_int_equal(cfg->n_rules, 0);
-    assert_string_equal(cfg->provider_allow[1], "anthropic");
+    assert_int_equal(cfg->akcs[0].n_rules, 0);
+    assert_string_equal(cfg->akcs[0].provider_allow[1], "anthropic");
     aigw_config_unref(cfg);
 }
 
@@ -347,10 +347,10 @@ static int full_teardown(void **state)
 
 static const aigw_step_key *rule_key(const aigw_config *cfg, size_t r, size_t s, size_t k)
 {
-    assert_true(r < cfg->n_rules);
-    assert_true(s < cfg->rules[r].n_steps);
-    assert_true(k < cfg->rules[r].steps[s].n_keys);
-    return &cfg->rules[r].steps[s].keys[k];
+    assert_true(r < cfg->akcs[0].n_rules);
+    assert_true(s < cfg->akcs[0].rules[r].n_steps);
+    assert_true(k < cfg->akcs[0].rules[r].steps[s].n_keys);
+    return &cfg->akcs[0].rules[r].steps[s].keys[k];
 }
 
 static void test_full_providers(void **state)
@@ -416,15 +416,15 @@ static void test_full_access_and_rules(void **state)
     const aigw_rule *r;
     const aigw_step_key *k;
     (void)state;
-    assert_string_equal(cfg->name, "Production");
-    assert_true(cfg->has_provider_allow);
-    assert_int_equal(cfg->n_provider_allow, 4);
-    assert_string_equal(cfg->provider_allow[3], "google"); /* "Gemini" canonicalised */
-    assert_true(cfg->has_model_allow);                     /* [] = nothing allowed */
-    assert_int_equal(cfg->n_model_allow, 0);
-    assert_int_equal(cfg->n_rules, 7);
+    assert_string_equal(cfg->akcs[0].name, "Production");
+    assert_true(cfg->akcs[0].has_provider_allow);
+    assert_int_equal(cfg->akcs[0].n_provider_allow, 4);
+    assert_string_equal(cfg->akcs[0].provider_allow[3], "google"); /* "Gemini" canonicalised */
+    assert_true(cfg->akcs[0].has_model_allow);                     /* [] = nothing allowed */
+    assert_int_equal(cfg->akcs[0].n_model_allow, 0);
+    assert_int_equal(cfg->akcs[0].n_rules, 7);
 
-    r = &cfg->rules[0];
+    r = &cfg->akcs[0].rules[0];
     assert_string_equal(r->provider, "openai");
     assert_null(r->model);
     assert_int_equal(r->n_steps, 3);
@@ -445,25 +445,25 @@ static void test_full_access_and_rules(void **state)
     assert_int_equal(r->steps[2].n_keys, 0);
 
     /* "anthropic:claude-sonnet-4-5": the provider from the prefix */
-    r = &cfg->rules[1];
+    r = &cfg->akcs[0].rules[1];
     assert_string_equal(r->provider, "anthropic");
     assert_string_equal(r->model, "claude-sonnet-4-5");
     assert_string_equal(rule_key(cfg, 1, 0, 0)->value.value, "sk-ant-from-file");
     /* a bare id: the catalog's prefixes */
-    assert_string_equal(cfg->rules[2].provider, "openai");
-    assert_string_equal(cfg->rules[2].model, "gpt-4o-mini");
+    assert_string_equal(cfg->akcs[0].rules[2].provider, "openai");
+    assert_string_equal(cfg->akcs[0].rules[2].model, "gpt-4o-mini");
     /* ngrok's "openai:openai/gpt-4o" names the provider twice */
-    assert_string_equal(cfg->rules[3].provider, "openai");
-    assert_string_equal(cfg->rules[3].model, "gpt-4o");
+    assert_string_equal(cfg->akcs[0].rules[3].provider, "openai");
+    assert_string_equal(cfg->akcs[0].rules[3].model, "gpt-4o");
     /* a custom provider's declared model */
-    assert_string_equal(cfg->rules[4].provider, "my-ollama");
-    assert_string_equal(cfg->rules[4].model, "llama3.2");
+    assert_string_equal(cfg->akcs[0].rules[4].provider, "my-ollama");
+    assert_string_equal(cfg->akcs[0].rules[4].model, "llama3.2");
     /* an explicit provider keeps the author of an author/model id */
-    assert_string_equal(cfg->rules[5].provider, "groq");
-    assert_string_equal(cfg->rules[5].model, "openai/gpt-oss-120b");
+    assert_string_equal(cfg->akcs[0].rules[5].provider, "groq");
+    assert_string_equal(cfg->akcs[0].rules[5].model, "openai/gpt-oss-120b");
     /* "provider/model" */
-    assert_string_equal(cfg->rules[6].provider, "google");
-    assert_string_equal(cfg->rules[6].model, "gemini-2.5-pro");
+    assert_string_equal(cfg->akcs[0].rules[6].provider, "google");
+    assert_string_equal(cfg->akcs[0].rules[6].model, "gemini-2.5-pro");
     aigw_config_unref(cfg);
 }
 
@@ -486,12 +486,12 @@ static void test_full_gateway_config(void **state)
     assert_int_equal(cfg->health.probe_timeout_ms, 45000); /* perRequestTimeout */
     assert_false(cfg->health.budget_on);
     /* the weighted step */
-    assert_int_equal(cfg->rules[0].steps[0].strategy, AIGW_STRATEGY_ORDERED);
-    assert_int_equal(cfg->rules[0].steps[1].strategy, AIGW_STRATEGY_WEIGHTED);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[0].strategy, AIGW_STRATEGY_ORDERED);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[1].strategy, AIGW_STRATEGY_WEIGHTED);
     assert_int_equal(rule_key(cfg, 0, 0, 0)->weight, 1);
     assert_int_equal(rule_key(cfg, 0, 1, 0)->weight, 3);
     assert_int_equal(rule_key(cfg, 0, 1, 1)->weight, 0);
-    assert_int_equal(cfg->rules[0].steps[1].turn, 0);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[1].turn, 0);
     aigw_config_unref(cfg);
 }
 
@@ -520,17 +520,144 @@ static void test_defaults(void **state)
     assert_false(cfg->has_ngrok_key);
     assert_string_equal(cfg->ngrok_gateway_url, AIGW_NGROK_GATEWAY_URL);
     assert_int_equal(cfg->n_providers, aigw__catalog_count());
-    assert_int_equal(cfg->n_rules, 0);
-    assert_null(cfg->name);
-    assert_false(cfg->has_provider_allow);
+    assert_int_equal(cfg->akcs[0].n_rules, 0);
+    assert_null(cfg->akcs[0].name);
+    assert_false(cfg->akcs[0].has_provider_allow);
     aigw_config_unref(cfg);
 
     /* An AKC without router; a string ngrok key; whitespace around. */
     cfg = parse_ok(" \n{\"accessKeyConfiguration\":{\"name\":\"x\"},\"ngrokAccessKey\":\"ng-1\"}\r\n ");
-    assert_string_equal(cfg->name, "x");
+    assert_string_equal(cfg->akcs[0].name, "x");
     assert_true(cfg->has_ngrok_key);
     assert_int_equal(cfg->ngrok_key.len, 4);
     aigw_config_unref(cfg);
+}
+
+/* ---- several access key configurations, access keys (aigw serve) ---- */
+
+#define AKS_FILE                                                                               \
+    "{\"providers\":[{\"providerId\":\"fake\",\"name\":\"F\",\"baseUrl\":\"http://127.0.0.1:9/v1\"," \
+    "\"models\":[{\"modelId\":\"m1\"},{\"modelId\":\"m2\"}]}],"                                  \
+    "\"providerKeys\":[{\"id\":\"p1\",\"providerId\":\"fake\",\"value\":\"sk-provider-1\"}],"     \
+    "\"accessKeyConfiguration\":{\"name\":\"dev\",\"router\":{\"rules\":[{\"provider\":\"fake\"," \
+    "\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"p1\"}]}]}]}},"                            \
+    "\"accessKeyConfigurations\":[{\"name\":\"prod\",\"access\":{\"models\":{\"allow\":"         \
+    "[\"fake:m2\",\"openai:gpt-4o\",\"gpt-*\"]}},\"router\":{\"rules\":[{\"model\":\"fake:m2\","  \
+    "\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"p1\"}]}]}]}},{\"name\":\"empty\"}],"       \
+    "\"accessKeys\":[{\"id\":\"team-a\",\"value\":\"ak-team-a-0123\",\"configuration\":\"prod\"}," \
+    "{\"id\":\"team-b\",\"value\":\"ak-team-b-0123\",\"configuration\":\"dev\",\"description\":\"b\"}]}"
+
+typedef struct listed {
+    char text[512];
+    int n;
+    int stop_at;
+} listed;
+
+static int list_model(void *ud, const char *provider, const char *model)
+{
+    listed *l = ud;
+    size_t len = strlen(l->text);
+    snprintf(l->text + len, sizeof l->text - len, "%s%s:%s", l->n ? " " : "", provider, model);
+    l->n++;
+    return l->stop_at && l->n >= l->stop_at;
+}
+
+static void test_access_key_configurations(void **state)
+{
+    aigw_config *cfg = parse_ok(AKS_FILE);
+    listed l;
+    (void)state;
+    assert_int_equal(aigw_config_configuration_count(cfg), 3);
+    assert_string_equal(aigw_config_configuration_name(cfg, 0), "dev");
+    assert_string_equal(aigw_config_configuration_name(cfg, 1), "prod");
+    assert_string_equal(aigw_config_configuration_name(cfg, 2), "empty");
+    assert_null(aigw_config_configuration_name(cfg, 3));
+    assert_int_equal(aigw_config_access_key_count(cfg), 2);
+    assert_string_equal(aigw_config_access_key_id(cfg, 0), "team-a");
+    assert_string_equal(aigw_config_access_key_configuration(cfg, 0), "prod");
+    assert_string_equal(aigw_config_access_key_id(cfg, 1), "team-b");
+    assert_string_equal(aigw_config_access_key_configuration(cfg, 1), "dev");
+    assert_null(aigw_config_access_key_id(cfg, 2));
+
+    /* exact matches only: a prefix, an extension, a case change are none */
+    assert_int_equal(aigw_config_access_key_find(cfg, "ak-team-a-0123", 14), 0);
+    assert_int_equal(aigw_config_access_key_find(cfg, "ak-team-b-0123", 14), 1);
+    assert_int_equal(aigw_config_access_key_find(cfg, "ak-team-b-012", 13), -1);
+    assert_int_equal(aigw_config_access_key_find(cfg, "ak-team-b-01234", 15), -1);
+    assert_int_equal(aigw_config_access_key_find(cfg, "AK-team-b-0123", 14), -1);
+    assert_int_equal(aigw_config_access_key_find(cfg, "", 0), -1);
+    assert_int_equal(aigw_config_access_key_find(cfg, NULL, 0), -1);
+    assert_int_equal(aigw_config_access_key_find(NULL, "x", 1), -1);
+
+    /* the models each offers: rules, custom providers' declared, allow-list
+     * exact entries; each within its access scope */
+    memset(&l, 0, sizeof l);
+    assert_int_equal(aigw_config_models(cfg, NULL, list_model, &l), AIGW_OK);
+    assert_string_equal(l.text, "fake:m1 fake:m2");
+    memset(&l, 0, sizeof l);
+    assert_int_equal(aigw_config_models(cfg, "prod", list_model, &l), AIGW_OK);
+    assert_string_equal(l.text, "fake:m2 openai:gpt-4o");
+    memset(&l, 0, sizeof l);
+    l.stop_at = 1;
+    assert_int_equal(aigw_config_models(cfg, "dev", list_model, &l), AIGW_OK);
+    assert_string_equal(l.text, "fake:m1");
+    assert_int_equal(aigw_config_models(cfg, "nope", list_model, &l), AIGW_EINVAL);
+    assert_int_equal(aigw_config_models(cfg, NULL, NULL, &l), AIGW_EINVAL);
+    aigw_config_unref(cfg);
+
+    /* a file with none has one configuration, unnamed, and no access keys */
+    cfg = parse_ok("{}");
+    assert_int_equal(aigw_config_configuration_count(cfg), 1);
+    assert_string_equal(aigw_config_configuration_name(cfg, 0), "");
+    assert_int_equal(aigw_config_access_key_count(cfg), 0);
+    assert_int_equal(aigw_config_access_key_find(cfg, "anything", 8), -1);
+    aigw_config_unref(cfg);
+
+    /* only the list: the first is the default; one configuration: an access
+     * key need not name it */
+    cfg = parse_ok("{\"accessKeyConfigurations\":[{\"name\":\"only\"}],"
+                   "\"accessKeys\":[{\"id\":\"a\",\"value\":\"ak-0123456789\"}]}");
+    assert_int_equal(aigw_config_configuration_count(cfg), 1);
+    assert_string_equal(aigw_config_access_key_configuration(cfg, 0), "only");
+    aigw_config_unref(cfg);
+}
+
+static void test_access_key_problems(void **state)
+{
+    aigw_error *err;
+    (void)state;
+    only_problem("{\"accessKeyConfiguration\":{\"name\":\"a\"},"
+                 "\"accessKeyConfigurations\":[{\"name\":\"b\"},{\"name\":\"a\"}]}",
+                 "accessKeyConfigurations[1].name", "duplicate name");
+    only_problem("{\"accessKeyConfigurations\":[{\"name\":\"b\"},{\"name\":\"b\"}]}",
+                 "accessKeyConfigurations[1].name", "duplicate name (also "
+                 "accessKeyConfigurations[0])");
+    only_problem("{\"accessKeyConfigurations\":[{\"router\":{}}]}",
+                 "accessKeyConfigurations[0].name", "required");
+    only_problem("{\"accessKeyConfigurations\":{}}", "accessKeyConfigurations", "expected an array");
+    only_problem("{\"accessKeyConfigurations\":[{\"name\":\"a\"},{\"name\":\"b\"}],"
+                 "\"accessKeys\":[{\"id\":\"k\",\"value\":\"ak-0123456789\"}]}",
+                 "accessKeys[0].configuration", "required");
+    only_problem("{\"accessKeyConfigurations\":[{\"name\":\"a\"}],"
+                 "\"accessKeys\":[{\"id\":\"k\",\"value\":\"ak-0123456789\",\"configuration\":\"b\"}]}",
+                 "accessKeys[0].configuration", "no access key configuration with this name");
+    only_problem("{\"accessKeys\":[{\"id\":\"k\",\"value\":\"ak-0123456789\"},"
+                 "{\"id\":\"k\",\"value\":\"ak-9876543210\"}]}",
+                 "accessKeys[1].id", "duplicate id (also accessKeys[0])");
+    only_problem("{\"accessKeys\":[{\"id\":\"k\",\"value\":\"ak-0123456789\"},"
+                 "{\"id\":\"j\",\"value\":\"ak-0123456789\"}]}",
+                 "accessKeys[1].value", "the same value as accessKeys[0]");
+    only_problem("{\"accessKeys\":[{\"id\":\"k\",\"value\":\"short\"}]}", "accessKeys[0].value",
+                 "too short");
+    only_problem("{\"accessKeys\":[{\"id\":\"k\"}]}", "accessKeys[0]", "needs \"value\" or");
+    only_problem("{\"accessKeys\":[{\"id\":\"k\",\"value\":\"ak-0123456789\",\"role\":\"x\"}]}",
+                 "accessKeys[0].role", "unknown field");
+    err = parse_err("{\"accessKeys\":[{\"id\":\"k\",\"value\":\"ak-secret\\r\\n\"},"
+                    "{\"id\":\"j\",\"valueFrom\":{\"env\":\"AIGW_TEST_SURELY_UNSET\"}}]}");
+    has_problem(err, "accessKeys[0].value", "control character");
+    has_problem(err, "accessKeys[1].valueFrom.env", "");
+    no_secret_in(err, "ak-secret");
+    aigw_error_free(err);
 }
 
 static void test_refcount(void **state)
@@ -559,12 +686,12 @@ static void test_bare_specifics(void **state)
                    "{\"provider\":\"aigp_123\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"x\"}]}]},"
                    "{\"model\":\"my-llm:llama3\",\"steps\":[{\"type\":\"ngrok\"}]}]}}");
     assert_true(aigw_config_is_bare(cfg));
-    assert_true(cfg->rules[0].steps[0].keys[0].resolved);
-    assert_string_equal(cfg->rules[0].steps[0].keys[0].value.value, "sk-1");
-    assert_false(cfg->rules[0].steps[0].keys[1].resolved);
-    assert_string_equal(cfg->rules[1].provider, "aigp_123");
-    assert_string_equal(cfg->rules[2].provider, "my-llm");
-    assert_string_equal(cfg->rules[2].model, "llama3");
+    assert_true(cfg->akcs[0].rules[0].steps[0].keys[0].resolved);
+    assert_string_equal(cfg->akcs[0].rules[0].steps[0].keys[0].value.value, "sk-1");
+    assert_false(cfg->akcs[0].rules[0].steps[0].keys[1].resolved);
+    assert_string_equal(cfg->akcs[0].rules[1].provider, "aigp_123");
+    assert_string_equal(cfg->akcs[0].rules[2].provider, "my-llm");
+    assert_string_equal(cfg->akcs[0].rules[2].model, "llama3");
     aigw_config_unref(cfg);
 
     /* The same rule in a full file: the provider must exist. */
@@ -1258,16 +1385,16 @@ static void test_strategies(void **state)
                      "\"value\":\"sk-a\"},{\"name\":\"b\",\"value\":\"sk-b\"}]}]}"),
                  all[i].name);
         cfg = parse_ok(json);
-        assert_int_equal(cfg->rules[0].steps[0].strategy, all[i].kind);
-        assert_int_equal(cfg->rules[0].steps[0].turn, 0);
+        assert_int_equal(cfg->akcs[0].rules[0].steps[0].strategy, all[i].kind);
+        assert_int_equal(cfg->akcs[0].rules[0].steps[0].turn, 0);
         aigw_config_unref(cfg);
     }
     /* absent: ordered */
     cfg = parse_ok(AKC("{\"provider\":\"openai\",\"steps\":[{\"type\":\"user\",\"keys\":"
                        "[{\"name\":\"a\",\"value\":\"sk-a\"}]},{\"type\":\"ngrok\","
                        "\"keySelectionStrategy\":\"ordered\"}]}"));
-    assert_int_equal(cfg->rules[0].steps[0].strategy, AIGW_STRATEGY_ORDERED);
-    assert_int_equal(cfg->rules[0].steps[1].strategy, AIGW_STRATEGY_ORDERED);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[0].strategy, AIGW_STRATEGY_ORDERED);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[1].strategy, AIGW_STRATEGY_ORDERED);
     aigw_config_unref(cfg);
 
     only_problem(USER_STEP("\"fastest\"", "{\"name\":\"a\",\"value\":\"sk-a\"}"),
@@ -1328,7 +1455,7 @@ static void test_key_weights(void **state)
                    "\"aigpk_a\",\"weight\":2}]}]}]}}");
     assert_true(aigw_config_is_bare(cfg));
     assert_int_equal(rule_key(cfg, 0, 0, 0)->weight, 2);
-    assert_int_equal(cfg->rules[0].steps[0].strategy, AIGW_STRATEGY_WEIGHTED);
+    assert_int_equal(cfg->akcs[0].rules[0].steps[0].strategy, AIGW_STRATEGY_WEIGHTED);
     aigw_config_unref(cfg);
 
     only_problem(USER_STEP("\"weighted\"", "{\"name\":\"a\",\"value\":\"sk-a\",\"weight\":0},"
@@ -1788,6 +1915,8 @@ int main(void)
         cmocka_unit_test(test_full_gateway_config),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_access_key_configurations),
+        cmocka_unit_test(test_access_key_problems),
         cmocka_unit_test(test_bare_specifics),
         cmocka_unit_test(test_catalog),
         cmocka_unit_test(test_unknown_fields),

@@ -163,6 +163,7 @@ typedef struct test_cfg {
     aigw_provider providers[2];
     aigw_pkey keys[2];
     aigw_rule rules[2];
+    aigw_akc akc;
     aigw_step steps1[2];
     aigw_step steps2[1];
     aigw_step_key sk1[2];
@@ -209,8 +210,10 @@ static void make_cfg(test_cfg *t)
     t->cfg.n_providers = 1;
     t->cfg.keys = t->keys;
     t->cfg.n_keys = 2;
-    t->cfg.rules = t->rules;
-    t->cfg.n_rules = 2;
+    t->akc.rules = t->rules;
+    t->akc.n_rules = 2;
+    t->cfg.akcs = &t->akc;
+    t->cfg.n_akcs = 1;
     t->cfg.has_ngrok_key = true;
     t->cfg.ngrok_key = secret(vngrok);
     t->cfg.health = base_opts();

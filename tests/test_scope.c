@@ -430,6 +430,83 @@ static void test_caller_cancel_is_no_failure(void **state)
     aigw_client_free(c);
 }
 
+/* ------------------------------------------------------------------------ */
+/* 8. each caller's access key configuration: its scope, its routes        */
+/* ------------------------------------------------------------------------ */
+
+static aigw_response *send_in(aigw_client *c, const char *configuration, const char *body,
+                              aigw_status want)
+{
+    aigw_request *req = NULL;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
+    assert_int_equal(aigw_request_set_configuration(req, configuration), AIGW_OK);
+    assert_int_equal(aigw_client_send(c, req, &resp, &err), want);
+    if (want != AIGW_OK) {
+        assert_null(resp);
+        assert_non_null(err);
+        assert_non_null(strstr(aigw_error_message(err), "no access key configuration named"));
+        aigw_error_free(err);
+    }
+    aigw_request_free(req);
+    return resp;
+}
+
+static void test_request_configuration(void **state)
+{
+    static const char body_m2[] = "{\"model\":\"mock:m2\",\"messages\":[]}";
+    static const char *const keys[] = {K_PA, K_PB};
+    char json[2048];
+    aigw_client *c;
+    aigw_response *r;
+    aigw_request *req = NULL;
+    (void)state;
+    snprintf(json, sizeof json,
+             "{\"providers\":[{\"providerId\":\"mock\",\"name\":\"Mock\",\"baseUrl\":\"%s\"}],"
+             "\"providerKeys\":[" KEY("pa", K_PA) "," KEY("pb", K_PB) "],"
+             "\"accessKeyConfiguration\":{\"name\":\"dev\",\"router\":{\"rules\":[{\"provider\":"
+             "\"mock\",\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"pa\"}]}]}]}},"
+             "\"accessKeyConfigurations\":[{\"name\":\"prod\",\"access\":{\"models\":{\"allow\":"
+             "[\"mock:m2\"]}},\"router\":{\"rules\":[{\"provider\":\"mock\",\"steps\":[{\"type\":"
+             "\"user\",\"keys\":[{\"id\":\"pb\"}]}]}]}}],"
+             "\"gatewayConfig\":{" GW "}}",
+             mockprov_base_url(MP));
+    c = client_from_json(json);
+
+    r = send_in(c, NULL, BODY_M1, AIGW_OK); /* the default: dev */
+    assert_seq(r, "m1/pa/200/succeeded", "");
+    aigw_response_free(r);
+    r = send_in(c, "", BODY_M1, AIGW_OK);
+    assert_seq(r, "m1/pa/200/succeeded", "");
+    aigw_response_free(r);
+    r = send_in(c, "dev", body_m2, AIGW_OK);
+    assert_seq(r, "m2/pa/200/succeeded", "");
+    aigw_response_free(r);
+    assert_received(keys, (const long[]){3, 0}, 2);
+
+    r = send_in(c, "prod", body_m2, AIGW_OK); /* prod's own route */
+    assert_seq(r, "m2/pb/200/succeeded", "");
+    aigw_response_free(r);
+    r = send_in(c, "prod", BODY_M1, AIGW_OK); /* outside prod's scope: nothing sent */
+    assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_REJECTED);
+    assert_int_equal(aigw_response_status(r), 403);
+    assert_string_equal(aigw_response_error_code(r), "model_not_allowed");
+    assert_seq(r, "", "");
+    aigw_response_free(r);
+    assert_received(keys, (const long[]){3, 1}, 2);
+
+    assert_null(send_in(c, "staging", BODY_M1, AIGW_EREQUEST));
+    assert_received(keys, (const long[]){3, 1}, 2);
+
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_configuration(req, "bad\xff"), AIGW_EINVAL);
+    assert_int_equal(aigw_request_set_configuration(NULL, "x"), AIGW_EINVAL);
+    aigw_request_free(req);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +517,7 @@ int main(void)
         cmocka_unit_test_setup(test_context_length_other_provider_tried, mp_setup),
         cmocka_unit_test_setup(test_stalled_stream_blames_endpoint_not_host, mp_setup),
         cmocka_unit_test_setup(test_caller_cancel_is_no_failure, mp_setup),
+        cmocka_unit_test_setup(test_request_configuration, mp_setup),
     };
     return cmocka_run_group_tests(tests, mp_group_setup, mp_group_teardown);
 }

@@ -694,7 +694,7 @@ static void cc_fail(cc_state *s, int i, const char *what, const aigw_response *r
 
 static void *cc_thread(void *arg)
 {
-    static const aigw_stream_handler h = {AIGW_STREAM_VERSION, cc_start, cc_data, NULL};
+    static const aigw_stream_handler h = {AIGW_STREAM_VERSION, cc_start, cc_data, NULL, NULL};
     static const char healthy[] = "{\"model\":\"mock:h\",\"stream\":true,\"messages\":[]}";
     static const char limited[] = "{\"model\":\"mock:r\",\"stream\":true,\"messages\":[]}";
     cc_state *s = arg;

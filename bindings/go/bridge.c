@@ -28,5 +28,6 @@ aigw_status aigw_go_stream(aigw_client *client, const aigw_request *req, uintptr
     h.on_start = bridge_start;
     h.on_data = bridge_data;
     h.on_reset = bridge_reset;
+    h.on_commit = NULL;
     return aigw_client_stream(client, req, &h, (void *)handle, out, err);
 }

@@ -57,7 +57,22 @@ static int h_reset(void *ud, const char *reason)
     return 0;
 }
 
-const aigw_stream_handler STREAM_CALLER = {AIGW_STREAM_VERSION, h_start, h_data, h_reset};
+static int h_commit(void *ud, const char *request_id, const aigw_attempt *a)
+{
+    stream_caller *g = ud;
+    g->commits++;
+    if (g->starts >= g->commits)
+        g->commit_after_start = true;
+    snprintf(g->commit_request_id, sizeof g->commit_request_id, "%s", request_id);
+    g->commit_attempt = aigw_attempt_number(a);
+    snprintf(g->commit_provider, sizeof g->commit_provider, "%s", aigw_attempt_provider(a));
+    snprintf(g->commit_model, sizeof g->commit_model, "%s", aigw_attempt_model(a));
+    snprintf(g->commit_key, sizeof g->commit_key, "%s", aigw_attempt_key_id(a));
+    return 0;
+}
+
+const aigw_stream_handler STREAM_CALLER = {AIGW_STREAM_VERSION, h_start, h_data, h_reset,
+                                           h_commit};
 
 aigw_response *stream_to(aigw_client *c, const char *body, int restart, stream_caller *g)
 {
@@ -77,5 +92,22 @@ aigw_response *stream_to(aigw_client *c, const char *body, int restart, stream_c
     assert_non_null(resp);
     assert_false(g->data_before_start);
     assert_false(g->hop_by_hop);
+    /* on_commit: once before each on_start, naming this request and the
+     * attempt that is served */
+    assert_int_equal(g->commits, g->starts);
+    assert_false(g->commit_after_start);
+    if (g->commits > 0) {
+        size_t i;
+        assert_string_equal(g->commit_request_id, aigw_response_request_id(resp));
+        for (i = 0; i < aigw_response_attempt_count(resp); i++) {
+            const aigw_attempt *a = aigw_response_attempt(resp, i);
+            if (!aigw_attempt_served(a))
+                continue;
+            assert_int_equal(g->commit_attempt, aigw_attempt_number(a));
+            assert_string_equal(g->commit_provider, aigw_attempt_provider(a));
+            assert_string_equal(g->commit_model, aigw_attempt_model(a));
+            assert_string_equal(g->commit_key, aigw_attempt_key_id(a));
+        }
+    }
     return resp;
 }

@@ -182,6 +182,12 @@ typedef struct stream_caller {
     int64_t t_start, t_end; /* now_ms() around aigw_client_stream */
     int64_t t_first_data, t_last_data;
     int cancel_at;     /* on_data returns non-zero at this call (0: never) */
+    /* on_commit: how often, and what it said the last time */
+    int commits;
+    bool commit_after_start; /* on_commit came after on_start (a breach) */
+    char commit_request_id[40];
+    int commit_attempt;
+    char commit_provider[64], commit_model[64], commit_key[64];
 } stream_caller;
 
 extern const aigw_stream_handler STREAM_CALLER;
