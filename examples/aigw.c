@@ -7,6 +7,7 @@
  *   aigw request -c FILE [-d JSON | -d @FILE | -d -] [--path PATH]
  *                [--trace human|json] [--repeat N] [--interval MS]
  *                [--stats [human|json]]
+ *   aigw serve -c FILE [--listen HOST:PORT] [options]   (serve.c)
  *   aigw demo
  *   aigw help [COMMAND] | aigw COMMAND --help | aigw --version
  *
@@ -25,10 +26,8 @@
 #include <cjson/cJSON.h>
 
 #include "aigw.h"
+#include "cli.h"
 #include "mockprov.h"
-
-#define EXIT_FAILED 1
-#define EXIT_USAGE 2
 #define EXIT_HELP (-1) /* an option parser saw --help: print it, exit 0 */
 
 static const char USAGE_HEAD[] =
@@ -99,8 +98,9 @@ typedef struct command_help {
 } command_help;
 
 static const command_help COMMANDS[] = {
-    {"validate", USAGE_VALIDATE}, {"request", USAGE_REQUEST}, {"demo", USAGE_DEMO},
-    {"version", USAGE_VERSION},   {"help", USAGE_HELP},       {NULL, NULL}};
+    {"validate", USAGE_VALIDATE}, {"request", USAGE_REQUEST}, {"serve", USAGE_SERVE},
+    {"demo", USAGE_DEMO},         {"version", USAGE_VERSION}, {"help", USAGE_HELP},
+    {NULL, NULL}};
 
 /* The whole help (cmd NULL), or one command's; NULL for an unknown one. */
 static const char *command_usage(const char *cmd)
@@ -132,7 +132,7 @@ static int is_help(const char *a)
     return !strcmp(a, "--help") || !strcmp(a, "-h");
 }
 
-static int usage_error(const char *fmt, const char *arg)
+int cli_usage_error(const char *fmt, const char *arg)
 {
     fputs("aigw: ", stderr);
     fprintf(stderr, fmt, arg ? arg : "");
@@ -312,8 +312,7 @@ static const char *display_name(const char *file)
     return strcmp(file, "-") ? file : "<stdin>";
 }
 
-/* Loads a gateway file ("-": stdin); NULL after printing its problems. */
-static aigw_config *load_config(const char *file)
+aigw_config *cli_load_config(const char *file)
 {
     aigw_config *cfg = NULL;
     aigw_error *err = NULL;
@@ -350,8 +349,8 @@ static int cmd_validate(int argc, char **argv)
     if (argc == 3 && is_help(argv[2]))
         return print_help("validate");
     if (argc != 3)
-        return usage_error("validate takes exactly one FILE (or - for stdin)", NULL);
-    cfg = load_config(argv[2]);
+        return cli_usage_error("validate takes exactly one FILE (or - for stdin)", NULL);
+    cfg = cli_load_config(argv[2]);
     if (!cfg)
         return EXIT_USAGE;
     printf("%s: valid%s\n", display_name(argv[2]),
@@ -470,7 +469,7 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
                 i++;
         } else if (!strncmp(a, "--stats=", 8)) {
             if (stats_value(a + 8, &o->stats) != 0)
-                return usage_error("--stats takes 'human' or 'json', not '%s'", a + 8);
+                return cli_usage_error("--stats takes 'human' or 'json', not '%s'", a + 8);
         } else if (!strncmp(a, "--trace=", 8))
             o->trace = a + 8;
         else if (!strncmp(a, "--path=", 7))
@@ -486,28 +485,28 @@ static int parse_request_opts(int argc, char **argv, request_opts *o)
         else if (is_help(a))
             return EXIT_HELP;
         else
-            return usage_error("unknown option '%s'", a);
+            return cli_usage_error("unknown option '%s'", a);
         if (slot) {
             if (i + 1 >= argc)
-                return usage_error("option '%s' needs a value", a);
+                return cli_usage_error("option '%s' needs a value", a);
             *slot = argv[++i];
         }
     }
     if (!o->config)
-        return usage_error("request needs -c FILE%s", "");
+        return cli_usage_error("request needs -c FILE%s", "");
     if (o->trace && !strcmp(o->trace, "json"))
         o->trace_mode = TRACE_JSON;
     else if (o->trace && !strcmp(o->trace, "human"))
         o->trace_mode = TRACE_HUMAN;
     else if (o->trace)
-        return usage_error("--trace takes 'human' or 'json', not '%s'", o->trace);
+        return cli_usage_error("--trace takes 'human' or 'json', not '%s'", o->trace);
     if (!strcmp(o->config, "-") && (!o->data || !strcmp(o->data, "-")))
-        return usage_error("-c - reads the gateway file from stdin: give the body with -d "
+        return cli_usage_error("-c - reads the gateway file from stdin: give the body with -d "
                            "JSON or -d @FILE%s", "");
     if (repeat && parse_long(repeat, 1, REPEAT_MAX, &o->repeat) != 0)
-        return usage_error("--repeat takes a whole number from 1 to 1000000, not '%s'", repeat);
+        return cli_usage_error("--repeat takes a whole number from 1 to 1000000, not '%s'", repeat);
     if (interval && parse_long(interval, 0, INTERVAL_MAX, &o->interval_ms) != 0)
-        return usage_error("--interval takes milliseconds from 0 to 3600000, not '%s'",
+        return cli_usage_error("--interval takes milliseconds from 0 to 3600000, not '%s'",
                            interval);
     /* with --trace json, stderr holds JSON lines only */
     if (o->stats == STATS_AUTO)
@@ -836,7 +835,7 @@ static int cmd_request(int argc, char **argv)
         return print_help("request");
     if (rc != 0)
         return rc;
-    cfg = load_config(o.config);
+    cfg = cli_load_config(o.config);
     if (!cfg)
         return EXIT_USAGE;
     body = read_body(o.data, &len);
@@ -852,7 +851,7 @@ static int cmd_request(int argc, char **argv)
         fprintf(stderr, "aigw: out of memory\n");
         rc = EXIT_FAILED;
     } else if (o.path && aigw_request_set_path(req, o.path) != AIGW_OK) {
-        rc = usage_error("--path must start with '/' and hold no spaces: '%s'", o.path);
+        rc = cli_usage_error("--path must start with '/' and hold no spaces: '%s'", o.path);
     } else {
         /* One client for every repetition: what it learns of each key
          * (cooldowns, benches, breakers) carries over to the next. */
@@ -1069,11 +1068,11 @@ int main(int argc, char **argv)
         if (argc == 2)
             return print_help(NULL);
         if (argc > 3)
-            return usage_error("help takes at most one COMMAND%s", "");
+            return cli_usage_error("help takes at most one COMMAND%s", "");
         if (is_help(argv[2]))
             return print_help("help");
         if (!command_usage(argv[2]))
-            return usage_error("no such command: '%s'", argv[2]);
+            return cli_usage_error("no such command: '%s'", argv[2]);
         return print_help(argv[2]);
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
@@ -1085,12 +1084,14 @@ int main(int argc, char **argv)
         return cmd_validate(argc, argv);
     if (!strcmp(cmd, "request"))
         return cmd_request(argc, argv);
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc, argv);
     if (!strcmp(cmd, "demo")) {
         if (argc == 3 && is_help(argv[2]))
             return print_help("demo");
         if (argc != 2)
-            return usage_error("demo takes no arguments%s", "");
+            return cli_usage_error("demo takes no arguments%s", "");
         return cmd_demo();
     }
-    return usage_error("unknown command '%s'", cmd);
+    return cli_usage_error("unknown command '%s'", cmd);
 }

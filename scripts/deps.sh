@@ -16,11 +16,13 @@ aigw_need_pkgs() {
         pkg-config --exists libcjson || missing+=(libcjson-dev)
         # the Redis health store (the demo's build has it too)
         pkg-config --exists hiredis || missing+=(libhiredis-dev)
+        # aigw serve's HTTP server
+        pkg-config --exists libmicrohttpd || missing+=(libmicrohttpd-dev)
         if [ "${1:-}" = test ]; then
             pkg-config --exists cmocka || missing+=(libcmocka-dev)
         fi
     else
-        missing+=(libcurl4-openssl-dev libcjson-dev libhiredis-dev)
+        missing+=(libcurl4-openssl-dev libcjson-dev libhiredis-dev libmicrohttpd-dev)
         [ "${1:-}" = test ] && missing+=(libcmocka-dev)
     fi
     if [ "${1:-}" = test ]; then

@@ -26,8 +26,8 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from test_cli import FakeProvider, completion  # noqa: E402  (the same fake provider)
+sys.path.insert(0, os.path.join(HERE, "support"))
+from fake_provider import FakeProvider, completion  # noqa: E402  (tests/support)
 
 BINS = {name: os.environ.get(var, "") for name, var in (
     ("quickstart", "QUICKSTART_BIN"), ("custom-strategy", "CUSTOM_STRATEGY_BIN"),

@@ -1420,6 +1420,8 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_count, 100);
     assert_int_equal(s->latency_mean_ms, 51); /* 50.5, rounded */
     assert_int_equal(s->latency_p50_ms, 53);  /* bucket (45, 53] */
+    assert_int_equal(aigw_stat_latency_le(s, 53), 53);
+    assert_int_equal(aigw_stat_latency_le(s, 0), 0);
     assert_int_equal(s->latency_p90_ms, 100); /* bucket (88, 104], clamped to the max */
     assert_int_equal(s->latency_p99_ms, 100);
     assert_int_equal(s->latency_max_ms, 100);
@@ -1434,6 +1436,16 @@ static void test_latency_percentiles(void **state)
     assert_int_equal(s->latency_p90_ms, 10);
     assert_int_equal(s->latency_p99_ms, 1144); /* bucket (962, 1144] */
     assert_int_equal(s->latency_max_ms, 5000);
+    /* the cumulative histogram: 90 at 10 ms, 9 at 1 s, 1 at 5 s */
+    assert_int_equal(s->latency_sum_ms, 90 * 10 + 9 * 1000 + 5000);
+    assert_int_equal(aigw_stat_latency_le(s, 9), 0);
+    assert_int_equal(aigw_stat_latency_le(s, 10), 90);
+    assert_int_equal(aigw_stat_latency_le(s, 961), 90);
+    assert_int_equal(aigw_stat_latency_le(s, 1144), 99);
+    assert_int_equal(aigw_stat_latency_le(s, 4999), 99);
+    assert_int_equal(aigw_stat_latency_le(s, 5000), 100);
+    assert_int_equal(aigw_stat_latency_le(s, INT64_MAX), 100);
+    assert_int_equal(aigw_stat_latency_le(NULL, 10), 0);
 
     s = find_stat(st, "backend", "p:zero");
     assert_int_equal(s->latency_count, 10);

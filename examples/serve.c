@@ -1,0 +1,1917 @@
+/*
+ * serve.c - `aigw serve`: libaigw as a local OpenAI/Anthropic-compatible
+ * gateway, for programs in any language.
+ *
+ *   aigw serve -c FILE [--listen HOST:PORT] [--access-log FILE]
+ *              [--max-body BYTES] [--max-header BYTES] [--max-connections N]
+ *              [--max-concurrent N] [--idle-timeout SECONDS]
+ *              [--drain-timeout SECONDS]
+ *
+ * One aigw_client serves every caller, so key health, breakers and the
+ * retry budget are shared.  It uses libaigw's public API only.
+ *
+ * The HTTP side is GNU libmicrohttpd (Debian's libmicrohttpd-dev): a small,
+ * long-maintained C server library that does the HTTP/1.1 parsing, chunked
+ * encoding, keep-alive, connection limits and timeouts.  It runs in its
+ * thread-per-connection mode, which matches libaigw's blocking API: a whole
+ * request is sent from the connection's own thread; a streamed one from a
+ * worker thread that feeds the connection's content reader, so that the
+ * answer's status and headers can wait for the library's commit point.
+ */
+#define _GNU_SOURCE /* POLLRDHUP */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "aigw.h"
+#include "cli.h"
+
+const char USAGE_SERVE[] =
+    "  aigw serve -c FILE [--listen HOST:PORT] [options]\n"
+    "      Run a local gateway in the foreground: POST /v1/chat/completions,\n"
+    "      /v1/responses, /v1/messages (Anthropic's shape), GET /v1/models,\n"
+    "      /healthz and /metrics (Prometheus), every request through failover\n"
+    "      with one shared client. SDK base URLs: http://HOST:PORT/v1 (OpenAI),\n"
+    "      http://HOST:PORT (Anthropic). The first line on stderr says\n"
+    "      \"listening on http://HOST:PORT\"; then one JSON access log line per\n"
+    "      request. SIGHUP re-reads FILE (a bad file keeps the old one);\n"
+    "      SIGTERM/SIGINT stop accepting, let requests finish, exit 0.\n"
+    "      -c, --config FILE       the gateway file; its \"accessKeys\" say who may\n"
+    "                              call (Authorization: Bearer KEY or x-api-key)\n"
+    "      --listen HOST:PORT      default 127.0.0.1:8080; port 0 picks a free one.\n"
+    "                              Beyond loopback only with accessKeys\n"
+    "      --access-log FILE       the access log (default - : stderr)\n"
+    "      --max-body BYTES        request body limit (default 8m; k, m suffixes)\n"
+    "      --max-header BYTES      request line and headers limit (default 32k)\n"
+    "      --max-connections N     open connections (default 256)\n"
+    "      --max-concurrent N      requests in flight; more get 503 (default 64)\n"
+    "      --idle-timeout SECONDS  close a connection idle this long (default 30)\n"
+    "      --drain-timeout SECONDS on SIGTERM, how long requests in flight may\n"
+    "                              finish before they are cancelled (default 30)\n"
+    "      -h, --help              this help\n";
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if (!(p = realloc(b->p, cap))) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        sb_add(b, tmp, (size_t)n);
+        return;
+    }
+    {
+        char *big = malloc((size_t)n + 1);
+        if (!big) {
+            b->oom = true;
+            return;
+        }
+        va_start(ap, fmt);
+        vsnprintf(big, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        sb_add(b, big, (size_t)n);
+        free(big);
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ascii_casecmp(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        int x = (*a >= 'A' && *a <= 'Z') ? *a + 32 : *a;
+        int y = (*b >= 'A' && *b <= 'Z') ? *b + 32 : *b;
+        if (x != y)
+            return x - y;
+    }
+    return (unsigned char)*a - (unsigned char)*b;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The server                                                               */
+/* ------------------------------------------------------------------------ */
+
+enum route {
+    R_CHAT,
+    R_RESPONSES,
+    R_MESSAGES,
+    R_MODELS,
+    R_HEALTHZ,
+    R_METRICS,
+    R_OTHER,
+    R__N
+};
+static const char *const ROUTE_NAMES[R__N] = {"/v1/chat/completions", "/v1/responses",
+                                              "/v1/messages",         "/v1/models",
+                                              "/healthz",             "/metrics",
+                                              "other"};
+
+/* the status codes /metrics counts per route; others go to "other" */
+static const int CODES[] = {200, 400, 401, 403, 404, 405, 408, 413, 429, 431,
+                            499, 500, 502, 503, 504, 0};
+#define N_CODES (sizeof CODES / sizeof CODES[0])
+
+/* request duration buckets (seconds), for /metrics */
+static const double DURATION_LE[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                     1,     2.5,  5,     10,   30,  60,  120};
+#define N_DURATION_LE (sizeof DURATION_LE / sizeof DURATION_LE[0])
+
+struct request;
+
+typedef struct server {
+    struct MHD_Daemon *daemon;
+    aigw_client *client;
+    const char *file;
+    pthread_mutex_t cfg_mu;
+    aigw_config *cfg; /* the current one; a reference is ours */
+    bool loopback;
+    char url[300];
+    /* limits */
+    size_t max_body;
+    size_t max_header;
+    unsigned max_connections;
+    unsigned max_concurrent;
+    unsigned idle_timeout_s;
+    int64_t drain_timeout_ms;
+    /* state */
+    atomic_uint in_flight;
+    atomic_bool stopping;
+    pthread_mutex_t active_mu;
+    struct request *active; /* requests running through the library */
+    /* the access log */
+    FILE *log;
+    bool own_log;
+    pthread_mutex_t log_mu;
+    /* metrics */
+    _Atomic uint64_t counts[R__N][N_CODES];
+    _Atomic uint64_t duration_bucket[N_DURATION_LE];
+    _Atomic uint64_t duration_count, duration_sum_us;
+    _Atomic uint64_t reloads, reload_failures;
+    int64_t started_ms;
+} server;
+
+/* A streamed answer on its way: the worker thread running
+ * aigw_client_stream fills it, the connection's content reader drains it. */
+typedef struct stream_state {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;              /* the request and the MHD response */
+    pthread_t worker;
+    bool worker_started, joined;
+    aigw_client *client;
+    aigw_request *areq;
+    aigw_cancel *cancel;
+    enum route route;
+    int fd;                /* the client's socket, to notice it leave */
+    /* what the worker learned */
+    bool committed, finished, gone;
+    int status;
+    char **hnames, **hvalues;
+    size_t n_headers;
+    char request_id[40];
+    char provider[128], model[256];
+    int attempt;
+    aigw_response *resp;
+    aigw_status st;
+    char errmsg[256];
+    /* bytes not yet handed to the connection */
+    char *q;
+    size_t qlen, qoff, qcap;
+    bool error_sent;
+    uint64_t bytes_out;
+} stream_state;
+
+typedef struct request {
+    server *srv;
+    enum route route;
+    bool post;
+    aigw_config *cfg;        /* the configuration it was authorised by */
+    int access_key;          /* index, or -1 */
+    char key_id[256];
+    char configuration[256];
+    bool authorised;
+    bool slot;               /* holds one of max_concurrent */
+    bool answered;           /* a response is queued */
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large;
+    int64_t t0;
+    struct MHD_Connection *conn;
+    aigw_cancel *cancel;
+    struct request *prev, *next; /* in srv->active while it runs */
+    bool in_active;
+    /* for the log */
+    int status;
+    bool stream;
+    uint64_t bytes_out;
+    char error_code[64];
+    aigw_response *resp;     /* whole: the library's answer */
+    stream_state *ss;
+} request;
+
+static void request_state_free(request *r);
+
+/* ---- the configuration in use ---- */
+
+static aigw_config *current_config(server *s)
+{
+    aigw_config *c;
+    pthread_mutex_lock(&s->cfg_mu);
+    c = aigw_config_ref(s->cfg);
+    pthread_mutex_unlock(&s->cfg_mu);
+    return c;
+}
+
+/* ---- requests the library is running (for the drain) ---- */
+
+static void active_add(request *r)
+{
+    server *s = r->srv;
+    pthread_mutex_lock(&s->active_mu);
+    r->prev = NULL;
+    r->next = s->active;
+    if (s->active)
+        s->active->prev = r;
+    s->active = r;
+    r->in_active = true;
+    pthread_mutex_unlock(&s->active_mu);
+}
+
+static void active_remove(request *r)
+{
+    server *s = r->srv;
+    pthread_mutex_lock(&s->active_mu);
+    if (r->in_active) {
+        if (r->prev)
+            r->prev->next = r->next;
+        else
+            s->active = r->next;
+        if (r->next)
+            r->next->prev = r->prev;
+        r->in_active = false;
+    }
+    pthread_mutex_unlock(&s->active_mu);
+}
+
+static void active_cancel_all(server *s)
+{
+    request *r;
+    pthread_mutex_lock(&s->active_mu);
+    for (r = s->active; r; r = r->next)
+        if (r->cancel)
+            aigw_cancel_fire(r->cancel);
+    pthread_mutex_unlock(&s->active_mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Answers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The error type Anthropic's API names for a status. */
+static const char *anthropic_type(int status)
+{
+    switch (status) {
+    case 400:
+    case 405:
+    case 422:
+        return "invalid_request_error";
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 504:
+        return "timeout_error";
+    case 529:
+    case 503:
+        return "overloaded_error";
+    default:
+        return "api_error";
+    }
+}
+
+/* An error body in the shape of the route's API: OpenAI's
+ * {"error":{"message","type","code"}}, or Anthropic's
+ * {"type":"error","error":{"type","message"}} on /v1/messages. */
+static char *error_body(enum route route, int status, const char *type, const char *code,
+                        const char *message)
+{
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_CreateObject();
+    char *out;
+    if (!o || !e) {
+        cJSON_Delete(o);
+        cJSON_Delete(e);
+        return NULL;
+    }
+    if (route == R_MESSAGES) {
+        cJSON_AddStringToObject(o, "type", "error");
+        cJSON_AddStringToObject(e, "type", anthropic_type(status));
+        cJSON_AddStringToObject(e, "message", message);
+        if (code)
+            cJSON_AddStringToObject(e, "code", code);
+    } else {
+        cJSON_AddStringToObject(e, "message", message);
+        cJSON_AddStringToObject(e, "type", type);
+        if (code)
+            cJSON_AddStringToObject(e, "code", code);
+        else
+            cJSON_AddNullToObject(e, "code");
+    }
+    cJSON_AddItemToObject(o, "error", e);
+    out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
+static bool hop_or_framing(const char *name)
+{
+    static const char *const drop[] = {"connection", "keep-alive", "transfer-encoding",
+                                       "content-length", "content-encoding", "te",
+                                       "trailer", "upgrade", "proxy-connection",
+                                       "proxy-authenticate", "set-cookie", "date", "server",
+                                       NULL};
+    size_t i;
+    for (i = 0; drop[i]; i++)
+        if (!ascii_casecmp(name, drop[i]))
+            return true;
+    return !strncmp(name, "x-aigw-", 7); /* ours are set by us */
+}
+
+static enum MHD_Result queue_body(request *r, int status, const char *ctype, const char *body,
+                                  size_t len, const char *retry_after)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result ret;
+    if (!resp)
+        return MHD_NO;
+    if (ctype)
+        MHD_add_response_header(resp, "content-type", ctype);
+    if (retry_after)
+        MHD_add_response_header(resp, "retry-after", retry_after);
+    ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->bytes_out = len;
+    r->answered = true;
+    return ret;
+}
+
+/* One of the gateway's own errors (not the library's). */
+static enum MHD_Result queue_error(request *r, int status, const char *type, const char *code,
+                                   const char *message, const char *retry_after)
+{
+    char *body = error_body(r->route, status, type, code, message);
+    enum MHD_Result ret;
+    snprintf(r->error_code, sizeof r->error_code, "%s", code ? code : type);
+    if (!body)
+        return queue_body(r, 500, "text/plain", "out of memory\n", 14, NULL);
+    ret = queue_body(r, status, "application/json", body, strlen(body), retry_after);
+    cJSON_free(body);
+    return ret;
+}
+
+/* The served attempt (or, for an upstream's answer that was not served,
+ * the last one): who answered. */
+static const aigw_attempt *answering_attempt(const aigw_response *resp)
+{
+    size_t i, n = aigw_response_attempt_count(resp);
+    for (i = 0; i < n; i++)
+        if (aigw_attempt_served(aigw_response_attempt(resp, i)))
+            return aigw_response_attempt(resp, i);
+    if (n > 0 && !aigw_response_error_code(resp))
+        return aigw_response_attempt(resp, n - 1);
+    return NULL;
+}
+
+static void add_attempt_headers(struct MHD_Response *m, size_t n_attempts, const char *provider,
+                                const char *model)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%zu", n_attempts);
+    MHD_add_response_header(m, "x-aigw-attempts", num);
+    if (provider && *provider)
+        MHD_add_response_header(m, "x-aigw-provider", provider);
+    if (model && *model)
+        MHD_add_response_header(m, "x-aigw-model", model);
+}
+
+/* The library's error answers are OpenAI's shape; on /v1/messages they
+ * become Anthropic's. */
+static char *library_error_for_route(const aigw_response *resp, enum route route,
+                                     size_t *len)
+{
+    const char *body = aigw_response_body(resp, len);
+    cJSON *doc, *e, *msg;
+    char *out = NULL;
+    if (route != R_MESSAGES || !aigw_response_error_code(resp))
+        return NULL;
+    if (!(doc = cJSON_ParseWithLength(body, *len)))
+        return NULL;
+    e = cJSON_GetObjectItemCaseSensitive(doc, "error");
+    msg = e ? cJSON_GetObjectItemCaseSensitive(e, "message") : NULL;
+    if (cJSON_IsString(msg))
+        out = error_body(R_MESSAGES, aigw_response_status(resp), "aigw_error",
+                         aigw_response_error_code(resp), msg->valuestring);
+    cJSON_Delete(doc);
+    if (out)
+        *len = strlen(out);
+    return out;
+}
+
+/* A whole answer from the library (served, fail-fast or its own error). */
+static enum MHD_Result queue_library_answer(request *r, const aigw_response *resp)
+{
+    size_t len, i, n = aigw_response_header_count(resp);
+    char *converted = library_error_for_route(resp, r->route, &len);
+    const char *body = converted ? converted : aigw_response_body(resp, &len);
+    const aigw_attempt *a = answering_attempt(resp);
+    struct MHD_Response *m =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result ret;
+    if (converted)
+        cJSON_free(converted);
+    if (!m)
+        return MHD_NO;
+    for (i = 0; i < n; i++) {
+        const char *name, *value;
+        if (aigw_response_header(resp, i, &name, &value) == AIGW_OK && !hop_or_framing(name))
+            MHD_add_response_header(m, name, value);
+    }
+    MHD_add_response_header(m, "x-aigw-request-id", aigw_response_request_id(resp));
+    add_attempt_headers(m, aigw_response_attempt_count(resp), a ? aigw_attempt_provider(a) : NULL,
+                        a ? aigw_attempt_model(a) : NULL);
+    r->status = aigw_response_status(resp);
+    ret = MHD_queue_response(r->conn, (unsigned)r->status, m);
+    MHD_destroy_response(m);
+    r->bytes_out = len;
+    r->answered = true;
+    if (aigw_response_error_code(resp))
+        snprintf(r->error_code, sizeof r->error_code, "%s", aigw_response_error_code(resp));
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Is the client still there?                                               */
+/* ------------------------------------------------------------------------ */
+
+static bool client_gone(int fd)
+{
+    struct pollfd p;
+    char c;
+    if (fd < 0)
+        return false;
+    p.fd = fd;
+    p.events = POLLIN | POLLRDHUP;
+    p.revents = 0;
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    if (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL))
+        return true;
+    if (p.revents & POLLIN) /* readable: data (a pipelined request) or EOF */
+        return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    return false;
+}
+
+static int connection_fd(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? (int)ci->connect_fd : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Streams                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define STREAM_QUEUE_MAX (1024 * 1024) /* bytes held for a slow client */
+#define STREAM_POLL_MS 100             /* how often a waiting side looks at the client */
+
+static void ss_wait(stream_state *s, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+static int ss_push(stream_state *s, const char *data, size_t len)
+{
+    if (s->qoff > 0 && s->qoff == s->qlen)
+        s->qoff = s->qlen = 0;
+    if (s->qlen + len > s->qcap) {
+        size_t cap = s->qcap ? s->qcap : 16384;
+        char *q;
+        if (s->qoff > 0) { /* compact first */
+            memmove(s->q, s->q + s->qoff, s->qlen - s->qoff);
+            s->qlen -= s->qoff;
+            s->qoff = 0;
+        }
+        while (cap < s->qlen + len)
+            cap *= 2;
+        if (cap > s->qcap) {
+            if (!(q = realloc(s->q, cap)))
+                return -1;
+            s->q = q;
+            s->qcap = cap;
+        }
+    }
+    memcpy(s->q + s->qlen, data, len);
+    s->qlen += len;
+    return 0;
+}
+
+static int on_commit(void *ud, const char *request_id, const aigw_attempt *a)
+{
+    stream_state *s = ud;
+    pthread_mutex_lock(&s->mu);
+    snprintf(s->request_id, sizeof s->request_id, "%s", request_id);
+    snprintf(s->provider, sizeof s->provider, "%s", aigw_attempt_provider(a));
+    snprintf(s->model, sizeof s->model, "%s", aigw_attempt_model(a));
+    s->attempt = aigw_attempt_number(a);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static int on_start(void *ud, int status, const aigw_header *h, size_t n)
+{
+    stream_state *s = ud;
+    size_t i;
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->committed) { /* a restarted stream: its headers went out already */
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    s->hnames = calloc(n ? n : 1, sizeof *s->hnames);
+    s->hvalues = calloc(n ? n : 1, sizeof *s->hvalues);
+    if (!s->hnames || !s->hvalues)
+        rc = 1;
+    for (i = 0; rc == 0 && i < n; i++) {
+        if (hop_or_framing(h[i].name))
+            continue;
+        s->hnames[s->n_headers] = strdup(h[i].name);
+        s->hvalues[s->n_headers] = strdup(h[i].value);
+        if (!s->hnames[s->n_headers] || !s->hvalues[s->n_headers])
+            rc = 1;
+        s->n_headers++;
+    }
+    s->status = status;
+    s->committed = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int on_data(void *ud, const char *data, size_t len)
+{
+    stream_state *s = ud;
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    while (!s->gone && s->qlen - s->qoff > STREAM_QUEUE_MAX)
+        ss_wait(s, STREAM_POLL_MS);
+    if (s->gone || ss_push(s, data, len) != 0)
+        rc = 1; /* the client left: cancel */
+    s->bytes_out += len;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* A committed stream broke and the next candidate answers from the start
+ * (gatewayConfig.streamRestart): the bytes sent cannot be taken back, so
+ * the client is told in the stream itself, with an event SDKs pass over
+ * ("aigw.reset", as the CLI writes it); what follows is the new answer whole. */
+static int on_reset(void *ud, const char *reason_json)
+{
+    stream_state *s = ud;
+    sbuf b = {0};
+    int rc = 0;
+    sb_printf(&b, "event: aigw.reset\ndata: %s\n\n", reason_json);
+    pthread_mutex_lock(&s->mu);
+    if (b.oom || ss_push(s, b.p, b.len) != 0)
+        rc = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    free(b.p);
+    return rc;
+}
+
+static const aigw_stream_handler STREAM_HANDLER = {AIGW_STREAM_VERSION, on_start, on_data,
+                                                   on_reset, on_commit};
+
+static void *stream_worker(void *arg)
+{
+    stream_state *s = arg;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    aigw_status st = aigw_client_stream(s->client, s->areq, &STREAM_HANDLER, s, &resp, &err);
+    pthread_mutex_lock(&s->mu);
+    s->resp = resp;
+    s->st = st;
+    if (err)
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", aigw_error_message(err));
+    s->finished = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    aigw_error_free(err);
+    return NULL;
+}
+
+/* Makes sure the worker has ended (cancelling it first when told to). */
+static void ss_finish(stream_state *s, bool cancel)
+{
+    bool join = false;
+    pthread_mutex_lock(&s->mu);
+    if (cancel && !s->finished) {
+        s->gone = true;
+        aigw_cancel_fire(s->cancel);
+        pthread_cond_broadcast(&s->cv);
+    }
+    if (s->worker_started && !s->joined) {
+        s->joined = true;
+        join = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (join)
+        pthread_join(s->worker, NULL);
+}
+
+static void ss_release(stream_state *s)
+{
+    int left;
+    size_t i;
+    pthread_mutex_lock(&s->mu);
+    left = --s->refs;
+    pthread_mutex_unlock(&s->mu);
+    if (left > 0)
+        return;
+    ss_finish(s, true);
+    for (i = 0; i < s->n_headers; i++) {
+        free(s->hnames[i]);
+        free(s->hvalues[i]);
+    }
+    free(s->hnames);
+    free(s->hvalues);
+    free(s->q);
+    aigw_response_free(s->resp);
+    aigw_request_free(s->areq);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* The error event that ends a committed stream that did not end well, in
+ * the route's shape (SDKs raise it as an API error). */
+static size_t stream_error_event(stream_state *s, char *buf, size_t max)
+{
+    const char *code = s->resp && aigw_response_error_code(s->resp)
+                           ? aigw_response_error_code(s->resp)
+                           : "stream_failed";
+    char msg[160];
+    char *body;
+    size_t n = 0;
+    snprintf(msg, sizeof msg, "the upstream stream did not end properly (%s)", code);
+    body = error_body(s->route, 502, "aigw_error", code, msg);
+    if (body) {
+        int w = s->route == R_MESSAGES ? snprintf(buf, max, "event: error\ndata: %s\n\n", body)
+                                       : snprintf(buf, max, "data: %s\n\n", body);
+        n = w > 0 && (size_t)w < max ? (size_t)w : 0;
+        cJSON_free(body);
+    }
+    return n;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_state *s = cls;
+    ssize_t ret;
+    (void)pos;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->qlen > s->qoff) {
+            size_t n = s->qlen - s->qoff < max ? s->qlen - s->qoff : max;
+            memcpy(buf, s->q + s->qoff, n);
+            s->qoff += n;
+            pthread_cond_broadcast(&s->cv); /* room for the worker */
+            ret = (ssize_t)n;
+            break;
+        }
+        if (s->finished) {
+            if (s->st == AIGW_OK && s->resp &&
+                aigw_response_outcome(s->resp) == AIGW_OUTCOME_SERVED) {
+                ret = MHD_CONTENT_READER_END_OF_STREAM;
+            } else if (!s->error_sent && !s->gone) {
+                size_t n = stream_error_event(s, buf, max);
+                s->error_sent = true;
+                ret = n ? (ssize_t)n : MHD_CONTENT_READER_END_WITH_ERROR;
+            } else {
+                ret = MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            break;
+        }
+        if (s->gone) {
+            ret = MHD_CONTENT_READER_END_WITH_ERROR;
+            break;
+        }
+        ss_wait(s, STREAM_POLL_MS);
+        if (s->qlen == s->qoff && !s->finished && client_gone(s->fd)) {
+            s->gone = true;
+            aigw_cancel_fire(s->cancel);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ret;
+}
+
+static void stream_reader_free(void *cls)
+{
+    ss_release(cls);
+}
+
+/* Sends a streamed request: waits for the commit point (or the end), then
+ * answers with the stream, or whole when nothing was committed. */
+static enum MHD_Result serve_stream(request *r, aigw_request *areq)
+{
+    server *srv = r->srv;
+    stream_state *s = calloc(1, sizeof *s);
+    struct MHD_Response *m;
+    enum MHD_Result ret;
+    size_t i;
+    if (!s) {
+        aigw_request_free(areq);
+        return queue_error(r, 500, "server_error", "out_of_memory", "out of memory", NULL);
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->refs = 1;
+    s->client = srv->client;
+    s->areq = areq;
+    s->cancel = r->cancel;
+    s->route = r->route;
+    s->fd = connection_fd(r->conn);
+    r->ss = s;
+    r->stream = true;
+    if (pthread_create(&s->worker, NULL, stream_worker, s) != 0)
+        return queue_error(r, 503, "server_error", "overloaded",
+                           "the gateway cannot start another stream now", "1");
+    s->worker_started = true;
+
+    pthread_mutex_lock(&s->mu);
+    while (!s->committed && !s->finished) {
+        ss_wait(s, STREAM_POLL_MS);
+        if (!s->committed && !s->finished && !s->gone && client_gone(s->fd)) {
+            s->gone = true;
+            aigw_cancel_fire(s->cancel);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+
+    if (!s->committed) { /* nothing reached the client: answer whole */
+        ss_finish(s, false);
+        if (s->st != AIGW_OK) {
+            r->status = 400;
+            return queue_error(r, s->st == AIGW_EREQUEST ? 400 : 500,
+                               s->st == AIGW_EREQUEST ? "invalid_request_error" : "server_error",
+                               s->st == AIGW_EREQUEST ? "invalid_request" : "internal_error",
+                               s->errmsg[0] ? s->errmsg : aigw_status_name(s->st), NULL);
+        }
+        return queue_library_answer(r, s->resp);
+    }
+
+    m = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, s,
+                                          stream_reader_free);
+    if (!m)
+        return MHD_NO;
+    pthread_mutex_lock(&s->mu);
+    s->refs++; /* the response's */
+    for (i = 0; i < s->n_headers; i++)
+        MHD_add_response_header(m, s->hnames[i], s->hvalues[i]);
+    MHD_add_response_header(m, "x-aigw-request-id", s->request_id);
+    {
+        char num[24];
+        snprintf(num, sizeof num, "%d", s->attempt);
+        MHD_add_response_header(m, "x-aigw-attempts", num);
+    }
+    if (s->provider[0])
+        MHD_add_response_header(m, "x-aigw-provider", s->provider);
+    if (s->model[0])
+        MHD_add_response_header(m, "x-aigw-model", s->model);
+    r->status = s->status;
+    pthread_mutex_unlock(&s->mu);
+    ret = MHD_queue_response(r->conn, (unsigned)r->status, m);
+    MHD_destroy_response(m);
+    r->answered = true;
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* GET /v1/models, /healthz, /metrics                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct models_ctx {
+    cJSON *data;
+    bool anthropic;
+} models_ctx;
+
+static int add_model(void *ud, const char *provider, const char *model)
+{
+    models_ctx *m = ud;
+    cJSON *o = cJSON_CreateObject();
+    char id[512];
+    snprintf(id, sizeof id, "%s:%s", provider, model);
+    if (!o)
+        return 1;
+    if (m->anthropic) {
+        cJSON_AddStringToObject(o, "type", "model");
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "display_name", id);
+        cJSON_AddStringToObject(o, "created_at", "1970-01-01T00:00:00Z");
+    } else {
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "object", "model");
+        cJSON_AddNumberToObject(o, "created", 0);
+        cJSON_AddStringToObject(o, "owned_by", provider);
+    }
+    cJSON_AddItemToArray(m->data, o);
+    return 0;
+}
+
+static enum MHD_Result serve_models(request *r)
+{
+    models_ctx m;
+    cJSON *o = cJSON_CreateObject();
+    char *text;
+    enum MHD_Result ret;
+    m.anthropic = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "anthropic-version") != NULL;
+    m.data = cJSON_CreateArray();
+    if (!o || !m.data) {
+        cJSON_Delete(o);
+        cJSON_Delete(m.data);
+        return queue_error(r, 500, "server_error", "out_of_memory", "out of memory", NULL);
+    }
+    aigw_config_models(r->cfg, r->configuration[0] ? r->configuration : NULL, add_model, &m);
+    if (!m.anthropic)
+        cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddItemToObject(o, "data", m.data);
+    if (m.anthropic) {
+        int n = cJSON_GetArraySize(m.data);
+        cJSON_AddBoolToObject(o, "has_more", 0);
+        if (n > 0) {
+            cJSON_AddStringToObject(o, "first_id", cJSON_GetArrayItem(m.data, 0)->child->next->valuestring);
+            cJSON_AddStringToObject(o, "last_id",
+                                    cJSON_GetArrayItem(m.data, n - 1)->child->next->valuestring);
+        } else {
+            cJSON_AddNullToObject(o, "first_id");
+            cJSON_AddNullToObject(o, "last_id");
+        }
+    }
+    text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text)
+        return queue_error(r, 500, "server_error", "out_of_memory", "out of memory", NULL);
+    ret = queue_body(r, 200, "application/json", text, strlen(text), NULL);
+    cJSON_free(text);
+    return ret;
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void sb_label(sbuf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            sb_add(b, "\\\\", 2);
+        else if (*v == '"')
+            sb_add(b, "\\\"", 2);
+        else if (*v == '\n')
+            sb_add(b, "\\n", 2);
+        else
+            sb_add(b, v, 1);
+    }
+}
+
+static void sb_entry_labels(sbuf *b, const aigw_stat *st)
+{
+    sb_add(b, "kind=\"", 6);
+    sb_label(b, st->kind);
+    sb_add(b, "\",name=\"", 8);
+    sb_label(b, st->name);
+    sb_add(b, "\",provider=\"", 12);
+    sb_label(b, st->provider);
+    sb_add(b, "\",model=\"", 9);
+    sb_label(b, st->model);
+    sb_add(b, "\"", 1);
+}
+
+static const char *const CLASSES[] = {"auth",           "quota",       "rate_limit",
+                                      "overloaded",     "server",      "timeout",
+                                      "network",        "context_length", "content_policy",
+                                      "bad_request",    "payload_too_large", "not_found",
+                                      "redirect",       NULL};
+
+/* upstream latency buckets, ms */
+static const int64_t LATENCY_LE_MS[] = {10,   25,   50,    100,   250,   500,
+                                        1000, 2500, 5000, 10000, 30000, 60000};
+#define N_LATENCY_LE (sizeof LATENCY_LE_MS / sizeof LATENCY_LE_MS[0])
+
+static void metric_head(sbuf *b, const char *name, const char *type, const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metrics_entries(sbuf *b, const aigw_stats *stats)
+{
+    size_t i, n = aigw_stats_count(stats), c, k;
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"aigw_upstream_requests_total", "Upstream calls, per key, backend, host and endpoint.",
+         offsetof(aigw_stat, requests)},
+        {"aigw_upstream_successes_total", "Upstream calls that succeeded.",
+         offsetof(aigw_stat, successes)},
+        {"aigw_upstream_failures_total", "Upstream calls that failed, any class.",
+         offsetof(aigw_stat, failures)},
+        {"aigw_upstream_skips_total", "Times a request passed an entry over while it was not "
+                                      "ready (cooling, benched, open).",
+         offsetof(aigw_stat, skips)},
+    };
+    for (c = 0; c < sizeof counters / sizeof counters[0]; c++) {
+        metric_head(b, counters[c].name, "counter", counters[c].help);
+        for (i = 0; i < n; i++) {
+            const aigw_stat *st = aigw_stats_at(stats, i);
+            sb_printf(b, "%s{", counters[c].name);
+            sb_entry_labels(b, st);
+            sb_printf(b, "} %" PRIu64 "\n",
+                      *(const uint64_t *)(const void *)((const char *)st + counters[c].off));
+        }
+    }
+    metric_head(b, "aigw_upstream_failures_by_class_total", "counter",
+                "Upstream calls that failed, by failure class.");
+    for (i = 0; i < n; i++) {
+        const aigw_stat *st = aigw_stats_at(stats, i);
+        for (k = 0; CLASSES[k]; k++) {
+            uint64_t v = aigw_stat_failures(st, CLASSES[k]);
+            if (!v)
+                continue;
+            sb_add(b, "aigw_upstream_failures_by_class_total{", 38);
+            sb_entry_labels(b, st);
+            sb_printf(b, ",class=\"%s\"} %" PRIu64 "\n", CLASSES[k], v);
+        }
+    }
+    metric_head(b, "aigw_health_state", "gauge",
+                "1 for the state an entry is in (ready, cooling, benched, closed, open, "
+                "half_open).");
+    for (i = 0; i < n; i++) {
+        const aigw_stat *st = aigw_stats_at(stats, i);
+        sb_add(b, "aigw_health_state{", 18);
+        sb_entry_labels(b, st);
+        sb_add(b, ",state=\"", 8);
+        sb_label(b, st->state);
+        sb_add(b, "\",reason=\"", 10);
+        sb_label(b, st->reason);
+        sb_add(b, "\"} 1\n", 5);
+    }
+    metric_head(b, "aigw_health_wait_seconds", "gauge",
+                "Time left in the entry's state (until a probe, for an open breaker).");
+    for (i = 0; i < n; i++) {
+        const aigw_stat *st = aigw_stats_at(stats, i);
+        sb_add(b, "aigw_health_wait_seconds{", 25);
+        sb_entry_labels(b, st);
+        sb_printf(b, "} %.3f\n", (double)st->wait_ms / 1000.0);
+    }
+    metric_head(b, "aigw_upstream_latency_seconds", "histogram",
+                "Upstream latency of successes (whole answers: until complete; streams: "
+                "until the first content event).");
+    for (i = 0; i < n; i++) {
+        const aigw_stat *st = aigw_stats_at(stats, i);
+        for (k = 0; k < N_LATENCY_LE; k++) {
+            sb_add(b, "aigw_upstream_latency_seconds_bucket{", 37);
+            sb_entry_labels(b, st);
+            sb_printf(b, ",le=\"%g\"} %" PRIu64 "\n", (double)LATENCY_LE_MS[k] / 1000.0,
+                      aigw_stat_latency_le(st, LATENCY_LE_MS[k]));
+        }
+        sb_add(b, "aigw_upstream_latency_seconds_bucket{", 37);
+        sb_entry_labels(b, st);
+        sb_printf(b, ",le=\"+Inf\"} %" PRIu64 "\n", st->latency_count);
+        sb_add(b, "aigw_upstream_latency_seconds_sum{", 34);
+        sb_entry_labels(b, st);
+        sb_printf(b, "} %.3f\n", (double)st->latency_sum_ms / 1000.0);
+        sb_add(b, "aigw_upstream_latency_seconds_count{", 36);
+        sb_entry_labels(b, st);
+        sb_printf(b, "} %" PRIu64 "\n", st->latency_count);
+    }
+}
+
+static enum MHD_Result serve_metrics(request *r)
+{
+    server *s = r->srv;
+    sbuf b = {0};
+    aigw_stats *stats = NULL;
+    size_t i, k;
+    uint64_t breq = 0, bret = 0, bden = 0, cum = 0;
+    int64_t bavail = 0;
+    const char *store_state = NULL, *store_kind;
+    enum MHD_Result ret;
+
+    metric_head(&b, "aigw_serve_requests_total", "counter",
+                "Requests answered by this gateway, by route and status code.");
+    for (i = 0; i < R__N; i++)
+        for (k = 0; k < N_CODES; k++) {
+            uint64_t v = atomic_load(&s->counts[i][k]);
+            if (!v)
+                continue;
+            if (CODES[k])
+                sb_printf(&b, "aigw_serve_requests_total{route=\"%s\",code=\"%d\"} %" PRIu64 "\n",
+                          ROUTE_NAMES[i], CODES[k], v);
+            else
+                sb_printf(&b, "aigw_serve_requests_total{route=\"%s\",code=\"other\"} %" PRIu64
+                              "\n", ROUTE_NAMES[i], v);
+        }
+    metric_head(&b, "aigw_serve_requests_in_flight", "gauge",
+                "Model requests running through the library now.");
+    sb_printf(&b, "aigw_serve_requests_in_flight %u\n", atomic_load(&s->in_flight));
+    metric_head(&b, "aigw_serve_request_duration_seconds", "histogram",
+                "Time from a request's headers to its answer's end.");
+    for (k = 0; k < N_DURATION_LE; k++) {
+        cum = atomic_load(&s->duration_bucket[k]);
+        sb_printf(&b, "aigw_serve_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                  DURATION_LE[k], cum);
+    }
+    sb_printf(&b, "aigw_serve_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+              atomic_load(&s->duration_count));
+    sb_printf(&b, "aigw_serve_request_duration_seconds_sum %.6f\n",
+              (double)atomic_load(&s->duration_sum_us) / 1e6);
+    sb_printf(&b, "aigw_serve_request_duration_seconds_count %" PRIu64 "\n",
+              atomic_load(&s->duration_count));
+    metric_head(&b, "aigw_serve_config_reloads_total", "counter",
+                "SIGHUP reloads of the gateway file, by result.");
+    sb_printf(&b, "aigw_serve_config_reloads_total{result=\"ok\"} %" PRIu64 "\n",
+              atomic_load(&s->reloads));
+    sb_printf(&b, "aigw_serve_config_reloads_total{result=\"failed\"} %" PRIu64 "\n",
+              atomic_load(&s->reload_failures));
+    metric_head(&b, "aigw_serve_uptime_seconds", "gauge", "Seconds since the gateway started.");
+    sb_printf(&b, "aigw_serve_uptime_seconds %.3f\n",
+              (double)(mono_ms() - s->started_ms) / 1000.0);
+
+    if (aigw_client_stats(s->client, &stats) == AIGW_OK) {
+        metrics_entries(&b, stats);
+        aigw_stats_budget(stats, &breq, &bret, &bden, &bavail);
+        metric_head(&b, "aigw_retry_budget_requests_total", "counter",
+                    "Requests the retry budget has seen.");
+        sb_printf(&b, "aigw_retry_budget_requests_total %" PRIu64 "\n", breq);
+        metric_head(&b, "aigw_retry_budget_retries_total", "counter", "Retries spent.");
+        sb_printf(&b, "aigw_retry_budget_retries_total %" PRIu64 "\n", bret);
+        metric_head(&b, "aigw_retry_budget_denied_total", "counter",
+                    "Retries refused because the budget was spent.");
+        sb_printf(&b, "aigw_retry_budget_denied_total %" PRIu64 "\n", bden);
+        metric_head(&b, "aigw_retry_budget_available", "gauge", "Retries available now.");
+        sb_printf(&b, "aigw_retry_budget_available %" PRId64 "\n", bavail);
+        store_kind = aigw_stats_health_store(stats, &store_state);
+        metric_head(&b, "aigw_health_store_info", "gauge",
+                    "The health store: its kind and state (1).");
+        sb_add(&b, "aigw_health_store_info{kind=\"", 29);
+        sb_label(&b, store_kind ? store_kind : "");
+        sb_add(&b, "\",state=\"", 9);
+        sb_label(&b, store_state ? store_state : "");
+        sb_add(&b, "\"} 1\n", 5);
+        aigw_stats_free(stats);
+    }
+    if (b.oom) {
+        free(b.p);
+        return queue_error(r, 500, "server_error", "out_of_memory", "out of memory", NULL);
+    }
+    ret = queue_body(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len, NULL);
+    free(b.p);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The access log                                                           */
+/* ------------------------------------------------------------------------ */
+
+static void add_attempts(cJSON *o, const aigw_response *resp)
+{
+    cJSON *arr = cJSON_AddArrayToObject(o, "attempts");
+    size_t i, n = aigw_response_attempt_count(resp);
+    for (i = 0; arr && i < n; i++) {
+        const aigw_attempt *a = aigw_response_attempt(resp, i);
+        cJSON *e = cJSON_CreateObject();
+        if (!e)
+            return;
+        cJSON_AddStringToObject(e, "provider", aigw_attempt_provider(a));
+        cJSON_AddStringToObject(e, "model", aigw_attempt_model(a));
+        cJSON_AddStringToObject(e, "key", aigw_attempt_key_id(a));
+        cJSON_AddNumberToObject(e, "status", aigw_attempt_status_code(a));
+        if (aigw_attempt_error_class(a))
+            cJSON_AddStringToObject(e, "errorClass", aigw_attempt_error_class(a));
+        cJSON_AddStringToObject(e, "verdict", aigw_attempt_verdict(a));
+        cJSON_AddNumberToObject(e, "durationMs", (double)aigw_attempt_duration_ms(a));
+        cJSON_AddItemToArray(arr, e);
+    }
+}
+
+static void access_log(request *r, int64_t duration_ms)
+{
+    server *s = r->srv;
+    const aigw_response *resp = r->resp ? r->resp : (r->ss ? r->ss->resp : NULL);
+    cJSON *o = cJSON_CreateObject();
+    char when[96], *line;
+    struct timespec ts;
+    struct tm tm;
+    if (!o)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             ts.tv_nsec / 1000000L);
+    cJSON_AddStringToObject(o, "time", when);
+    if (resp)
+        cJSON_AddStringToObject(o, "requestId", aigw_response_request_id(resp));
+    else if (r->ss && r->ss->request_id[0])
+        cJSON_AddStringToObject(o, "requestId", r->ss->request_id);
+    cJSON_AddStringToObject(o, "method", r->post ? "POST" : "GET");
+    cJSON_AddStringToObject(o, "route", ROUTE_NAMES[r->route]);
+    cJSON_AddNumberToObject(o, "status", r->status);
+    cJSON_AddNumberToObject(o, "durationMs", (double)duration_ms);
+    if (r->key_id[0])
+        cJSON_AddStringToObject(o, "accessKey", r->key_id);
+    if (r->configuration[0])
+        cJSON_AddStringToObject(o, "configuration", r->configuration);
+    if (r->route == R_CHAT || r->route == R_RESPONSES || r->route == R_MESSAGES)
+        cJSON_AddBoolToObject(o, "stream", r->stream);
+    cJSON_AddNumberToObject(o, "bytes", (double)(r->ss ? r->ss->bytes_out : r->bytes_out));
+    if (resp) {
+        const aigw_attempt *a = answering_attempt(resp);
+        cJSON_AddStringToObject(o, "outcome", aigw_outcome_name(aigw_response_outcome(resp)));
+        if (a) {
+            cJSON_AddStringToObject(o, "provider", aigw_attempt_provider(a));
+            cJSON_AddStringToObject(o, "model", aigw_attempt_model(a));
+        }
+        add_attempts(o, resp);
+    }
+    if (r->error_code[0])
+        cJSON_AddStringToObject(o, "errorCode", r->error_code);
+    line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!line)
+        return;
+    pthread_mutex_lock(&s->log_mu);
+    fputs(line, s->log);
+    fputc('\n', s->log);
+    fflush(s->log);
+    pthread_mutex_unlock(&s->log_mu);
+    cJSON_free(line);
+}
+
+static void count_request(server *s, request *r, int64_t duration_ms)
+{
+    size_t k;
+    for (k = 0; k < N_CODES - 1 && CODES[k] != r->status; k++)
+        ;
+    atomic_fetch_add(&s->counts[r->route][k], 1);
+    for (k = 0; k < N_DURATION_LE; k++)
+        if ((double)duration_ms / 1000.0 <= DURATION_LE[k])
+            atomic_fetch_add(&s->duration_bucket[k], 1);
+    atomic_fetch_add(&s->duration_count, 1);
+    atomic_fetch_add(&s->duration_sum_us, (uint64_t)(duration_ms > 0 ? duration_ms : 0) * 1000);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The request handler                                                      */
+/* ------------------------------------------------------------------------ */
+
+static enum route route_of(const char *url)
+{
+    size_t i;
+    for (i = 0; i < R_OTHER; i++)
+        if (!strcmp(url, ROUTE_NAMES[i]))
+            return (enum route)i;
+    return R_OTHER;
+}
+
+/* The access key the caller presented: "Authorization: Bearer KEY" or
+ * "x-api-key: KEY". */
+static const char *presented_key(struct MHD_Connection *conn, size_t *len)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (v && !strncmp(v, "Bearer ", 7)) {
+        v += 7;
+        while (*v == ' ')
+            v++;
+        *len = strlen(v);
+        return v;
+    }
+    v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-api-key");
+    if (v) {
+        *len = strlen(v);
+        return v;
+    }
+    *len = 0;
+    return NULL;
+}
+
+/* Who is calling: with access keys, one of them; without (loopback only),
+ * anyone, on the default configuration. */
+static bool authorise(request *r)
+{
+    aigw_config *cfg = r->cfg;
+    size_t len;
+    const char *key = presented_key(r->conn, &len);
+    int i;
+    if (aigw_config_access_key_count(cfg) == 0)
+        return true;
+    if (!key || (i = aigw_config_access_key_find(cfg, key, len)) < 0)
+        return false;
+    r->access_key = i;
+    snprintf(r->key_id, sizeof r->key_id, "%s", aigw_config_access_key_id(cfg, (size_t)i));
+    snprintf(r->configuration, sizeof r->configuration, "%s",
+             aigw_config_access_key_configuration(cfg, (size_t)i));
+    return true;
+}
+
+static bool wants_stream(const char *body, size_t len)
+{
+    cJSON *doc = cJSON_ParseWithLength(body, len);
+    bool on = doc && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
+    cJSON_Delete(doc);
+    return on;
+}
+
+/* A model request, its body read: through the library. */
+static enum MHD_Result serve_model(request *r)
+{
+    server *srv = r->srv;
+    aigw_request *areq = NULL;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    aigw_status st;
+    enum MHD_Result ret;
+    if (aigw_request_new(&areq) != AIGW_OK || aigw_cancel_new(&r->cancel) != AIGW_OK) {
+        aigw_request_free(areq);
+        return queue_error(r, 500, "server_error", "out_of_memory", "out of memory", NULL);
+    }
+    st = aigw_request_set_body(areq, r->body ? r->body : "", r->body_len);
+    if (st == AIGW_OK)
+        st = aigw_request_set_path(areq, ROUTE_NAMES[r->route]);
+    if (st == AIGW_OK)
+        st = aigw_request_set_configuration(areq, r->configuration);
+    if (st == AIGW_OK)
+        st = aigw_request_set_cancel(areq, r->cancel);
+    if (st != AIGW_OK) {
+        aigw_request_free(areq);
+        return queue_error(r, 400, "invalid_request_error", "invalid_request",
+                           "the request cannot be sent", NULL);
+    }
+    active_add(r);
+    if (wants_stream(r->body, r->body_len))
+        return serve_stream(r, areq); /* it owns areq now */
+    st = aigw_client_send(srv->client, areq, &resp, &err);
+    aigw_request_free(areq);
+    if (st != AIGW_OK) {
+        ret = queue_error(r, st == AIGW_EREQUEST ? 400 : 500,
+                          st == AIGW_EREQUEST ? "invalid_request_error" : "server_error",
+                          st == AIGW_EREQUEST ? "invalid_request" : "internal_error",
+                          err ? aigw_error_message(err) : aigw_status_name(st), NULL);
+        aigw_error_free(err);
+        return ret;
+    }
+    r->resp = resp;
+    return queue_library_answer(r, resp);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    server *srv = cls;
+    request *r = *con_cls;
+    (void)version;
+    if (!r) { /* the headers are in: decide what we can now */
+        const char *cl;
+        if (!(r = calloc(1, sizeof *r)))
+            return MHD_NO;
+        *con_cls = r;
+        r->srv = srv;
+        r->conn = conn;
+        r->t0 = mono_ms();
+        r->access_key = -1;
+        r->route = route_of(url);
+        r->post = !strcmp(method, "POST");
+        r->cfg = current_config(srv);
+        if (r->route == R_OTHER)
+            return queue_error(r, 404, "invalid_request_error", "not_found",
+                               "no such route: the gateway serves POST /v1/chat/completions, "
+                               "/v1/responses, /v1/messages and GET /v1/models, /healthz, "
+                               "/metrics",
+                               NULL);
+        if ((r->route <= R_MESSAGES) != r->post || (!r->post && strcmp(method, "GET") &&
+                                                    strcmp(method, "HEAD"))) {
+            struct MHD_Response *m;
+            char *body = error_body(r->route, 405, "invalid_request_error",
+                                    "method_not_allowed", r->route <= R_MESSAGES
+                                                              ? "use POST on this route"
+                                                              : "use GET on this route");
+            enum MHD_Result ret;
+            snprintf(r->error_code, sizeof r->error_code, "method_not_allowed");
+            m = MHD_create_response_from_buffer(body ? strlen(body) : 0, body ? body : (char *)"",
+                                                MHD_RESPMEM_MUST_COPY);
+            cJSON_free(body);
+            if (!m)
+                return MHD_NO;
+            MHD_add_response_header(m, "content-type", "application/json");
+            MHD_add_response_header(m, "allow", r->route <= R_MESSAGES ? "POST" : "GET, HEAD");
+            ret = MHD_queue_response(conn, 405, m);
+            MHD_destroy_response(m);
+            r->status = 405;
+            r->answered = true;
+            return ret;
+        }
+        if (r->route == R_HEALTHZ)
+            return queue_body(r, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+        if (!authorise(r))
+            return queue_error(r, 401, "invalid_request_error", "invalid_api_key",
+                               "missing or unknown access key: send one of the gateway's "
+                               "access keys as \"Authorization: Bearer KEY\" or \"x-api-key: "
+                               "KEY\"",
+                               NULL);
+        r->authorised = true;
+        if (!r->post)
+            return MHD_YES; /* answered at the next call */
+        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > srv->max_body) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the request body is larger than the gateway's limit "
+                                      "(--max-body, %zu bytes)", srv->max_body);
+            snprintf(r->error_code, sizeof r->error_code, "request_too_large");
+            return queue_error(r, 413, "invalid_request_error", "request_too_large", msg, NULL);
+        }
+        if (atomic_load(&srv->stopping))
+            return queue_error(r, 503, "server_error", "shutting_down",
+                               "the gateway is shutting down", "1");
+        if (atomic_fetch_add(&srv->in_flight, 1) >= srv->max_concurrent) {
+            char msg[128];
+            atomic_fetch_sub(&srv->in_flight, 1);
+            snprintf(msg, sizeof msg, "the gateway is busy: %u requests in flight "
+                                      "(--max-concurrent); retry shortly", srv->max_concurrent);
+            return queue_error(r, 503, "server_error", "overloaded", msg, "1");
+        }
+        r->slot = true;
+        return MHD_YES;
+    }
+    if (r->answered) { /* answered early: the body is not wanted */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_large)
+            return MHD_YES;
+        if (r->body_len + n > srv->max_body) {
+            r->too_large = true;
+            return MHD_YES;
+        }
+        if (r->body_len + n + 1 > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 4096;
+            char *p;
+            while (cap < r->body_len + n + 1)
+                cap *= 2;
+            if (!(p = realloc(r->body, cap)))
+                return MHD_NO;
+            r->body = p;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload_data, n);
+        r->body_len += n;
+        return MHD_YES;
+    }
+    /* the whole request is in */
+    if (r->too_large) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request body is larger than the gateway's limit "
+                                  "(--max-body, %zu bytes)", srv->max_body);
+        return queue_error(r, 413, "invalid_request_error", "request_too_large", msg, NULL);
+    }
+    if (r->route == R_MODELS)
+        return serve_models(r);
+    if (r->route == R_METRICS)
+        return serve_metrics(r);
+    return serve_model(r);
+}
+
+static void request_state_free(request *r)
+{
+    if (r->ss) {
+        ss_finish(r->ss, true);
+        ss_release(r->ss);
+        r->ss = NULL;
+    }
+    aigw_response_free(r->resp);
+    aigw_cancel_free(r->cancel);
+    aigw_config_unref(r->cfg);
+    free(r->body);
+    free(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    server *srv = cls;
+    request *r = *con_cls;
+    int64_t ms;
+    (void)conn;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    if (r->ss)
+        ss_finish(r->ss, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    active_remove(r);
+    if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT && !r->answered)
+        r->status = 499;
+    else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->ss && !r->ss->error_sent &&
+             r->ss->gone)
+        snprintf(r->error_code, sizeof r->error_code, "client_closed");
+    if (!r->status)
+        r->status = 499;
+    ms = mono_ms() - r->t0;
+    count_request(srv, r, ms);
+    access_log(r, ms);
+    if (r->slot)
+        atomic_fetch_sub(&srv->in_flight, 1);
+    request_state_free(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options, start, signals                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct serve_opts {
+    const char *config;
+    const char *listen;
+    const char *access_log;
+    size_t max_body, max_header;
+    unsigned long max_connections, max_concurrent, idle_timeout, drain_timeout;
+} serve_opts;
+
+static int parse_size(const char *s, size_t lo, size_t hi, size_t *out)
+{
+    char *end;
+    unsigned long long v;
+    if (!s || !*s || *s == '-')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    if (*end == 'k' || *end == 'K') {
+        v *= 1024;
+        end++;
+    } else if (*end == 'm' || *end == 'M') {
+        v *= 1024 * 1024;
+        end++;
+    }
+    if (*end || v < lo || v > hi)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+static int parse_count(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
+{
+    char *end;
+    unsigned long v;
+    if (!s || !*s || *s == '-')
+        return -1;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "--name VALUE" or "--name=VALUE": the value, else NULL. */
+static const char *opt_value(int argc, char **argv, int *i, const char *longname,
+                             const char *shortname, int *matched)
+{
+    size_t n = strlen(longname);
+    const char *a = argv[*i];
+    *matched = 0;
+    if (!strncmp(a, longname, n) && a[n] == '=') {
+        *matched = 1;
+        return a + n + 1;
+    }
+    if (!strcmp(a, longname) || (shortname && !strcmp(a, shortname))) {
+        *matched = 1;
+        if (*i + 1 >= argc)
+            return NULL;
+        return argv[++*i];
+    }
+    return NULL;
+}
+
+static int parse_serve_opts(int argc, char **argv, serve_opts *o)
+{
+    int i, m;
+    const char *v;
+    memset(o, 0, sizeof *o);
+    o->listen = "127.0.0.1:8080";
+    o->access_log = "-";
+    o->max_body = (size_t)8 * 1024 * 1024;
+    o->max_header = 32 * 1024;
+    o->max_connections = 256;
+    o->max_concurrent = 64;
+    o->idle_timeout = 30;
+    o->drain_timeout = 30;
+    for (i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+            return -1;
+        if ((v = opt_value(argc, argv, &i, "--config", "-c", &m)), m) {
+            if (!v)
+                return cli_usage_error("serve: %s needs a FILE", a);
+            o->config = v;
+        } else if ((v = opt_value(argc, argv, &i, "--listen", NULL, &m)), m) {
+            if (!v)
+                return cli_usage_error("serve: %s needs HOST:PORT", a);
+            o->listen = v;
+        } else if ((v = opt_value(argc, argv, &i, "--access-log", NULL, &m)), m) {
+            if (!v)
+                return cli_usage_error("serve: %s needs a FILE (or -)", a);
+            o->access_log = v;
+        } else if ((v = opt_value(argc, argv, &i, "--max-body", NULL, &m)), m) {
+            if (parse_size(v, 1, (size_t)1 << 30, &o->max_body))
+                return cli_usage_error("serve: --max-body takes 1 to 1g bytes (k, m suffixes), "
+                                       "not '%s'", v);
+        } else if ((v = opt_value(argc, argv, &i, "--max-header", NULL, &m)), m) {
+            if (parse_size(v, 4096, (size_t)1 << 20, &o->max_header))
+                return cli_usage_error("serve: --max-header takes 4k to 1m bytes, not '%s'", v);
+        } else if ((v = opt_value(argc, argv, &i, "--max-connections", NULL, &m)), m) {
+            if (parse_count(v, 1, 100000, &o->max_connections))
+                return cli_usage_error("serve: --max-connections takes 1 to 100000, not '%s'",
+                                       v);
+        } else if ((v = opt_value(argc, argv, &i, "--max-concurrent", NULL, &m)), m) {
+            if (parse_count(v, 1, 100000, &o->max_concurrent))
+                return cli_usage_error("serve: --max-concurrent takes 1 to 100000, not '%s'", v);
+        } else if ((v = opt_value(argc, argv, &i, "--idle-timeout", NULL, &m)), m) {
+            if (parse_count(v, 1, 86400, &o->idle_timeout))
+                return cli_usage_error("serve: --idle-timeout takes 1 to 86400 seconds, not "
+                                       "'%s'", v);
+        } else if ((v = opt_value(argc, argv, &i, "--drain-timeout", NULL, &m)), m) {
+            if (parse_count(v, 0, 86400, &o->drain_timeout))
+                return cli_usage_error("serve: --drain-timeout takes 0 to 86400 seconds, not "
+                                       "'%s'", v);
+        } else {
+            return cli_usage_error("serve: unknown argument '%s'", a);
+        }
+    }
+    if (!o->config)
+        return cli_usage_error("serve: -c FILE is required (the gateway file)%s", "");
+    return 0;
+}
+
+typedef struct listen_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    bool loopback;
+    char host[256];
+    unsigned port;
+} listen_addr;
+
+/* "HOST:PORT", "[V6]:PORT", "localhost:PORT". */
+static int parse_listen(const char *s, listen_addr *out)
+{
+    const char *colon, *h = s;
+    size_t hl;
+    char host[256], *end;
+    unsigned long port;
+    struct addrinfo hints, *res = NULL;
+    memset(out, 0, sizeof *out);
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        h = s + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        if (!(colon = strrchr(s, ':')))
+            return -1;
+        hl = (size_t)(colon - s);
+        if (memchr(s, ':', hl))
+            return -1; /* an IPv6 address needs brackets */
+    }
+    if (hl == 0 || hl >= sizeof host)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    errno = 0;
+    port = strtoul(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || port > 65535)
+        return -1;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || !res)
+        return -2;
+    memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+    out->len = res->ai_addrlen;
+    freeaddrinfo(res);
+    if (out->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&out->ss;
+        out->loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    } else if (out->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&out->ss;
+        out->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    snprintf(out->host, sizeof out->host, "%s", host);
+    out->port = (unsigned)port;
+    return 0;
+}
+
+/* A configuration serve can run with: beyond loopback, only with keys. */
+static bool config_acceptable(const server *s, const aigw_config *cfg, const char *listen)
+{
+    if (!s->loopback && aigw_config_access_key_count(cfg) == 0) {
+        fprintf(stderr,
+                "aigw: serve: refusing to listen on %s without access keys: anyone who can "
+                "reach it would spend your provider keys. Add \"accessKeys\" to %s, or listen "
+                "on 127.0.0.1\n",
+                listen, s->file);
+        return false;
+    }
+    return true;
+}
+
+static void reload(server *s, const char *listen)
+{
+    aigw_config *cfg = cli_load_config(s->file), *old;
+    aigw_error *err = NULL;
+    if (!cfg || !config_acceptable(s, cfg, listen)) {
+        fprintf(stderr, "aigw: serve: reload of %s failed; the previous configuration stays\n",
+                s->file);
+        aigw_config_unref(cfg);
+        atomic_fetch_add(&s->reload_failures, 1);
+        return;
+    }
+    if (aigw_client_set_config(s->client, cfg, &err) != AIGW_OK) {
+        fprintf(stderr, "aigw: serve: reload of %s failed: %s; the previous configuration "
+                        "stays\n",
+                s->file, err ? aigw_error_message(err) : "?");
+        aigw_error_free(err);
+        aigw_config_unref(cfg);
+        atomic_fetch_add(&s->reload_failures, 1);
+        return;
+    }
+    pthread_mutex_lock(&s->cfg_mu);
+    old = s->cfg;
+    s->cfg = cfg;
+    pthread_mutex_unlock(&s->cfg_mu);
+    aigw_config_unref(old);
+    atomic_fetch_add(&s->reloads, 1);
+    fprintf(stderr, "aigw: serve: reloaded %s (%zu access key configuration%s, %zu access "
+                    "key%s)\n",
+            s->file, aigw_config_configuration_count(cfg),
+            aigw_config_configuration_count(cfg) == 1 ? "" : "s",
+            aigw_config_access_key_count(cfg), aigw_config_access_key_count(cfg) == 1 ? "" : "s");
+}
+
+/* Stop accepting, let requests in flight finish (bounded), then stop. */
+static void drain(server *s)
+{
+    int64_t deadline = mono_ms() + s->drain_timeout_ms;
+    MHD_socket lsock;
+    atomic_store(&s->stopping, true);
+    lsock = MHD_quiesce_daemon(s->daemon);
+    while (atomic_load(&s->in_flight) > 0 && mono_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&s->in_flight) > 0) {
+        fprintf(stderr, "aigw: serve: %u request%s still in flight after the drain timeout: "
+                        "cancelling\n",
+                atomic_load(&s->in_flight), atomic_load(&s->in_flight) == 1 ? "" : "s");
+        active_cancel_all(s);
+        deadline = mono_ms() + 2000;
+        while (atomic_load(&s->in_flight) > 0 && mono_ms() < deadline) {
+            struct timespec ts = {0, 20 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
+}
+
+static void mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    (void)cls;
+    fprintf(stderr, "aigw: serve: libmicrohttpd failed (%s:%u): %s\n", file, line,
+            reason ? reason : "?");
+    abort();
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_opts o;
+    listen_addr la;
+    server *s;
+    aigw_error *err = NULL;
+    sigset_t sigs;
+    int rc, sig, exit_code = 0;
+    unsigned flags;
+
+    if ((rc = parse_serve_opts(argc, argv, &o)) != 0) {
+        if (rc < 0) {
+            fputs("Usage:\n", stdout);
+            fputs(USAGE_SERVE, stdout);
+            return 0;
+        }
+        return rc;
+    }
+    if ((rc = parse_listen(o.listen, &la)) != 0)
+        return cli_usage_error(rc == -2 ? "serve: --listen: cannot resolve the host of '%s'"
+                                        : "serve: --listen takes HOST:PORT ([ADDRESS]:PORT "
+                                          "for IPv6), not '%s'",
+                               o.listen);
+    if (!(s = calloc(1, sizeof *s)))
+        return EXIT_FAILED;
+    s->file = o.config;
+    s->loopback = la.loopback;
+    s->max_body = o.max_body;
+    s->max_header = o.max_header;
+    s->max_connections = (unsigned)o.max_connections;
+    s->max_concurrent = (unsigned)o.max_concurrent;
+    s->idle_timeout_s = (unsigned)o.idle_timeout;
+    s->drain_timeout_ms = (int64_t)o.drain_timeout * 1000;
+    s->started_ms = mono_ms();
+    pthread_mutex_init(&s->cfg_mu, NULL);
+    pthread_mutex_init(&s->active_mu, NULL);
+    pthread_mutex_init(&s->log_mu, NULL);
+
+    if (!strcmp(o.config, "-")) {
+        free(s);
+        return cli_usage_error("serve: the gateway file must be a file (SIGHUP re-reads it), "
+                               "not %s", "-");
+    }
+    if (!(s->cfg = cli_load_config(o.config))) {
+        free(s);
+        return EXIT_USAGE;
+    }
+    if (!config_acceptable(s, s->cfg, o.listen)) {
+        aigw_config_unref(s->cfg);
+        free(s);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(o.access_log, "-")) {
+        s->log = stderr;
+    } else if (!(s->log = fopen(o.access_log, "a"))) {
+        fprintf(stderr, "aigw: serve: cannot open the access log '%s': %s\n", o.access_log,
+                strerror(errno));
+        aigw_config_unref(s->cfg);
+        free(s);
+        return EXIT_FAILED;
+    } else {
+        s->own_log = true;
+    }
+    if (aigw_client_new(s->cfg, &s->client, &err) != AIGW_OK) {
+        fprintf(stderr, "aigw: serve: %s\n", err ? aigw_error_message(err) : "cannot start");
+        aigw_error_free(err);
+        aigw_config_unref(s->cfg);
+        free(s);
+        return EXIT_USAGE;
+    }
+
+    /* Signals go to this thread only (sigwait below); the threads started
+     * from here on inherit the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    MHD_set_panic_func(mhd_panic, NULL);
+    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
+    if (la.ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)la.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&la.ss, MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        s->max_header, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (!s->daemon) {
+        fprintf(stderr, "aigw: serve: cannot listen on %s: %s\n", o.listen,
+                errno ? strerror(errno) : "libmicrohttpd refused to start");
+        aigw_client_free(s->client);
+        aigw_config_unref(s->cfg);
+        if (s->own_log)
+            fclose(s->log);
+        free(s);
+        return EXIT_FAILED;
+    }
+    {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+        unsigned port = di ? di->port : la.port;
+        if (la.ss.ss_family == AF_INET6)
+            snprintf(s->url, sizeof s->url, "http://[%s]:%u", la.host, port);
+        else
+            snprintf(s->url, sizeof s->url, "http://%s:%u", la.host, port);
+    }
+    fprintf(stderr, "listening on %s\n", s->url);
+    fflush(stderr);
+
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload(s, o.listen);
+            continue;
+        }
+        fprintf(stderr, "aigw: serve: %s: finishing the requests in flight, then exiting\n",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    drain(s);
+    aigw_client_free(s->client);
+    aigw_config_unref(s->cfg);
+    if (s->own_log)
+        fclose(s->log);
+    pthread_mutex_destroy(&s->cfg_mu);
+    pthread_mutex_destroy(&s->active_mu);
+    pthread_mutex_destroy(&s->log_mu);
+    free(s);
+    return exit_code;
+}
