@@ -1748,12 +1748,19 @@ static void reload(server *s, const char *listen)
 }
 
 /* Stop accepting, let requests in flight finish (bounded), then stop. */
-static void drain(server *s)
+static void drain(server *s, const char *signame)
 {
     int64_t deadline = mono_ms() + s->drain_timeout_ms;
     MHD_socket lsock;
     atomic_store(&s->stopping, true);
     lsock = MHD_quiesce_daemon(s->daemon);
+    /* Stop listening now, so that new connections are refused rather than
+     * left in the backlog; the descriptor stays open until MHD has stopped
+     * (Linux: shutdown of a listening socket ends the listen). */
+    if (lsock != MHD_INVALID_SOCKET)
+        shutdown(lsock, SHUT_RD);
+    fprintf(stderr, "aigw: serve: %s: finishing the requests in flight, then exiting\n",
+            signame);
     while (atomic_load(&s->in_flight) > 0 && mono_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
@@ -1900,11 +1907,9 @@ int cmd_serve(int argc, char **argv)
             reload(s, o.listen);
             continue;
         }
-        fprintf(stderr, "aigw: serve: %s: finishing the requests in flight, then exiting\n",
-                sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
-    drain(s);
+    drain(s, sig == SIGTERM ? "SIGTERM" : "SIGINT");
     aigw_client_free(s->client);
     aigw_config_unref(s->cfg);
     if (s->own_log)

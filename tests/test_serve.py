@@ -752,6 +752,12 @@ class Signals(ServeBase):
         resp = conn.getresponse()
         first = resp.read1(65536)
         g.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while "SIGTERM" not in g.stderr() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # no new connection is taken while the stream drains
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", g.port), timeout=2).close()
         rest = b""
         while True:
             chunk = resp.read1(65536)
