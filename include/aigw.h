@@ -499,6 +499,7 @@ typedef struct aigw_stat {
     int64_t latency_p90_ms;   /* upper bounds of their buckets (within 19%)  */
     int64_t latency_p99_ms;
     int64_t latency_max_ms;
+    uint64_t latency_sum_ms;  /* the latencies timed, added up */
 } aigw_stat;
 
 /* A snapshot of the client's health: one entry per key of the current
@@ -513,6 +514,11 @@ AIGW_API const aigw_stat *aigw_stats_at(const aigw_stats *stats, size_t i);
 /* An entry's failures of one class (the names of aigw_attempt_error_class);
  * 0 for a name it does not know. */
 AIGW_API uint64_t aigw_stat_failures(const aigw_stat *stat, const char *error_class);
+/* How many of the entry's timed successes took le_ms or less: a cumulative
+ * histogram count (Prometheus' "le").  From the log-scale buckets: exact
+ * at or past the maximum, else it counts the buckets whose upper bound is
+ * at most le_ms (a latency within 19% below le_ms may be left out). */
+AIGW_API uint64_t aigw_stat_latency_le(const aigw_stat *stat, int64_t le_ms);
 /* The retry budget over its window: requests started, retries spent,
  * retries refused since the client was made, and retries available now.
  * Any output may be NULL. */

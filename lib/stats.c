@@ -16,6 +16,7 @@
 typedef struct stat_entry {
     aigw_stat pub; /* first: aigw_stat_failures finds its entry from it */
     uint64_t by_class[AIGW_CLASS__COUNT];
+    uint64_t hist[AIGW_LAT_BUCKETS]; /* the latency histogram, as taken */
     char *own[3];  /* the strings of pub it owns */
 } stat_entry;
 
@@ -69,7 +70,7 @@ static int64_t percentile(const uint64_t *hist, uint64_t total, int p, int64_t m
 
 static void fill_counters(stat_entry *e, const aigw_counters *c)
 {
-    uint64_t hist[AIGW_LAT_BUCKETS], total = 0;
+    uint64_t *hist = e->hist, total = 0;
     int i;
     e->pub.requests = atomic_load_explicit(&c->requests, memory_order_relaxed);
     e->pub.successes = atomic_load_explicit(&c->successes, memory_order_relaxed);
@@ -85,6 +86,7 @@ static void fill_counters(stat_entry *e, const aigw_counters *c)
         return;
     }
     e->pub.latency_mean_ms = aigw__counters_mean(c);
+    e->pub.latency_sum_ms = atomic_load_explicit(&c->lat_sum, memory_order_relaxed);
     e->pub.latency_max_ms = (int64_t)atomic_load_explicit(&c->lat_max, memory_order_relaxed);
     e->pub.latency_p50_ms = percentile(hist, total, 50, e->pub.latency_max_ms);
     e->pub.latency_p90_ms = percentile(hist, total, 90, e->pub.latency_max_ms);
@@ -646,4 +648,18 @@ const char *aigw_stats_health_store(const aigw_stats *stats, const char **state)
     if (state)
         *state = stats ? stats->store_state : NULL;
     return stats ? stats->store_kind : NULL;
+}
+
+uint64_t aigw_stat_latency_le(const aigw_stat *stat, int64_t le_ms)
+{
+    const stat_entry *e = (const stat_entry *)(const void *)stat;
+    uint64_t n = 0;
+    int i;
+    if (!stat || stat->latency_count == 0)
+        return 0;
+    if (le_ms >= stat->latency_max_ms)
+        return stat->latency_count;
+    for (i = 0; i < AIGW_LAT_BUCKETS - 1 && aigw__lat_bound(i) <= le_ms; i++)
+        n += e->hist[i];
+    return n;
 }
