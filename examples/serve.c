@@ -647,14 +647,15 @@ static int on_data(void *ud, const char *data, size_t len)
 
 /* A committed stream broke and the next candidate answers from the start
  * (gatewayConfig.streamRestart): the bytes sent cannot be taken back, so
- * the client is told in the stream itself, with an event SDKs pass over
- * ("aigw.reset", as the CLI writes it); what follows is the new answer whole. */
+ * the client is told in the stream itself, as an SSE comment that SDKs pass
+ * over (": aigw.reset {reason}"; an event of any name, even unknown, is
+ * handed to their callers); what follows is the next model's answer whole. */
 static int on_reset(void *ud, const char *reason_json)
 {
     stream_state *s = ud;
     sbuf b = {0};
     int rc = 0;
-    sb_printf(&b, "event: aigw.reset\ndata: %s\n\n", reason_json);
+    sb_printf(&b, ": aigw.reset %s\n\n", reason_json);
     pthread_mutex_lock(&s->mu);
     if (b.oom || ss_push(s, b.p, b.len) != 0)
         rc = 1;

@@ -510,7 +510,7 @@ class Streams(ServeBase):
         head = sse_role() + sse_token("par")
         self.assertTrue(data.startswith(head), data)
         rest = data[len(head):]
-        m = re.match(rb"event: aigw\.reset\ndata: (\{.*?\})\n\n", rest)
+        m = re.match(rb": aigw\.reset (\{.*?\})\n\n", rest)
         self.assertIsNotNone(m, rest)
         reason = json.loads(m.group(1))
         self.assertEqual(reason["attempt"], 1)

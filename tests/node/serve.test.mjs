@@ -294,11 +294,11 @@ function anthropic(gateway, opts = {}, raw = false) {
   return { client, calls: fetch.calls };
 }
 
-/** The restart event in a raw stream: (what came before it, its reason,
- * what came after it).  Named aigw.reset, as `aigw request` writes it
- * (aigw.restart in serve's first drafts). */
+/** The restart marker in a raw stream: (what came before it, its reason,
+ * what came after it).  An SSE comment, ": aigw.reset {reason}", which the
+ * SDKs pass over (an event of any name reaches their callers). */
 function splitAtRestart(raw) {
-  const m = /^([^]*?\n\n)event: aigw\.(?:reset|restart)\ndata: (\{[^\n]*\})\n\n([^]*)$/.exec(raw);
+  const m = /^([^]*?\n\n): aigw\.reset (\{[^\n]*\})\n\n([^]*)$/.exec(raw);
   assert.ok(m, `no restart event in the stream:\n${raw}`);
   return [m[1], JSON.parse(m[2]), m[3]];
 }
