@@ -18,7 +18,6 @@ Python 3 standard library only.  Exits non-zero when a test fails.
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "support"))
-from fake_provider import FakeProvider, completion  # noqa: E402  (tests/support)
+from fake_provider import FakeProviderCase, completion  # noqa: E402  (tests/support)
 
 BINS = {name: os.environ.get(var, "") for name, var in (
     ("quickstart", "QUICKSTART_BIN"), ("custom-strategy", "CUSTOM_STRATEGY_BIN"),
@@ -54,24 +53,17 @@ def code_blocks(section):
             for m in re.finditer(r"^```(\w*)\n(.*?)^```$", section, re.S | re.M)]
 
 
-class ExampleBase(unittest.TestCase):
+class ExampleBase(FakeProviderCase):
     BIN = None
+
+    TMP_PREFIX = "aigw-examples-"
 
     @classmethod
     def setUpClass(cls):
         path = BINS[cls.BIN]
         if not path or not os.access(path, os.X_OK):
             raise unittest.SkipTest("%s is not built: %r" % (cls.BIN, path))
-        cls.fake = FakeProvider()
-        cls.tmp = tempfile.mkdtemp(prefix="aigw-examples-")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fake.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def setUp(self):
-        self.fake.reset()
+        super().setUpClass()
 
     def env(self, **extra):
         env = dict(os.environ)

@@ -22,14 +22,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "support"))
-from fake_provider import (FakeProvider, SSE_OVERLOADED, completion,  # noqa: E402
+from fake_provider import (FakeProviderCase, SSE_OVERLOADED, completion,  # noqa: E402
                            sse_answer, sse_role, sse_token)
 
 AIGW = os.environ.get("AIGW_BIN", "")
@@ -49,6 +48,24 @@ LISTENING = re.compile(r"^listening on (http://127\.0\.0\.1:(\d+))$")
 
 def limited(wait="30"):
     return {"status": 429, "headers": {"Retry-After": wait}, "body": RATE_LIMITED}
+
+
+def raw_exchange(g, data):
+    """Sends raw bytes on a new connection; all that comes back until the
+    gateway closes it (or resets it)."""
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    s.sendall(data)
+    raw = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        raw += chunk
+    s.close()
+    return raw
 
 
 class Gateway:
@@ -101,21 +118,17 @@ class Gateway:
         return rc
 
 
-class ServeBase(unittest.TestCase):
+class ServeBase(FakeProviderCase):
+    TMP_PREFIX = "aigw-serve-"
+
     @classmethod
     def setUpClass(cls):
         if not AIGW or not os.path.exists(AIGW):
             raise unittest.SkipTest("AIGW_BIN is not set to the built aigw")
-        cls.fake = FakeProvider()
-        cls.tmp = tempfile.mkdtemp(prefix="aigw-serve-")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fake.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        super().setUpClass()
 
     def setUp(self):
-        self.fake.reset()
+        super().setUp()
         self.gateways = []
         self.seen = []  # every answer's text, for the secret check
 
@@ -276,6 +289,27 @@ class Serving(ServeBase):
         self.assertEqual((status, json.loads(data)), (200, {"status": "ok"}))
         status, h, data = self.request(g, "HEAD", "/healthz")
         self.assertEqual(status, 200)
+
+    def test_access_log_to_a_file(self):
+        path = os.path.join(self.tmp, "access.log")
+        if os.path.exists(path):
+            os.unlink(path)
+        g = self.start(None, "--access-log", path)
+        self.fake.script(KA, limited())
+        self.assertEqual(self.post(g)[0], 200)
+        self.assertEqual(self.request(g, "GET", "/healthz")[0], 200)
+        deadline = time.monotonic() + 5
+        lines = []
+        while len(lines) < 2 and time.monotonic() < deadline:
+            with open(path) as f:
+                lines = [json.loads(line) for line in f.read().splitlines()]
+            time.sleep(0.02)
+        self.assertEqual([(e["route"], e["status"]) for e in lines],
+                         [("/v1/chat/completions", 200), ("/healthz", 200)])
+        self.assertEqual(len(lines[0]["attempts"]), 2)
+        self.assertEqual(g.access_log(), [])  # nothing of it on stderr
+        with open(path) as f:
+            self.seen.append(f.read())
 
     def test_failover_whole(self):
         g = self.start()
@@ -475,20 +509,9 @@ class Streams(ServeBase):
     def test_cut_stream_error_event_bytes(self):
         g = self.start()
         self.fake.script(KA, {"stream": [sse_role(), sse_token("Hel")], "end": "cut"})
-        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                  b"application/json\r\nContent-Length: %d\r\n\r\n%s"
-                  % (len(STREAM_REQUEST), STREAM_REQUEST))
-        raw = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            raw += chunk
-        s.close()
+        raw = raw_exchange(g, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                 b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(STREAM_REQUEST), STREAM_REQUEST))
         self.assertIn(b"HTTP/1.1 200", raw)
         self.assertIn(b'"content":"Hel"', raw)
         m = re.search(rb'data: (\{"error":.*?\})\n\n', raw)
@@ -651,19 +674,8 @@ class Limits(ServeBase):
 
     def test_header_size(self):
         g = self.start(None, "--max-header", "4k")
-        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8192 +
-                  b"\r\nContent-Length: 2\r\n\r\n{}")
-        raw = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            raw += chunk
-        s.close()
+        raw = raw_exchange(g, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                           b"y" * 8192 + b"\r\nContent-Length: 2\r\n\r\n{}")
         self.assertRegex(raw.split(b"\r\n", 1)[0], rb"^HTTP/1\.1 431 ")
         self.assertEqual(self.fake.count(), 0)
 

@@ -8,8 +8,11 @@ with.  Python 3 standard library only.
 """
 import json
 import select
+import shutil
+import tempfile
 import threading
 import time
+import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -188,3 +191,23 @@ class FakeProvider:
         self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeProviderCase(unittest.TestCase):
+    """A test class with one fake provider (cls.fake), reset before each
+    test, and a temporary folder (cls.tmp) for its files."""
+
+    TMP_PREFIX = "aigw-test-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeProvider()
+        cls.tmp = tempfile.mkdtemp(prefix=cls.TMP_PREFIX)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.fake.reset()
