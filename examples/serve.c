@@ -196,8 +196,12 @@ typedef struct server {
     /* state */
     atomic_uint in_flight;
     atomic_bool stopping;
+    atomic_bool watch_stop; /* the watcher's end, once MHD has stopped */
     pthread_mutex_t active_mu;
     struct request *active; /* requests running through the library */
+    uint64_t next_serial;   /* under active_mu */
+    pthread_t watcher;      /* notices clients that leave a whole request */
+    bool watcher_started;
     /* the access log */
     FILE *log;
     bool own_log;
@@ -260,6 +264,9 @@ typedef struct request {
     aigw_cancel *cancel;
     struct request *prev, *next; /* in srv->active while it runs */
     bool in_active;
+    uint64_t serial;         /* unique while in srv->active */
+    bool watch;              /* a whole request: the watcher looks after it */
+    int fd;                  /* the client's socket; -1 unknown */
     /* for the log */
     int status;
     bool stream;
@@ -294,6 +301,7 @@ static void active_add(request *r)
         s->active->prev = r;
     s->active = r;
     r->in_active = true;
+    r->serial = ++s->next_serial;
     pthread_mutex_unlock(&s->active_mu);
 }
 
@@ -311,6 +319,68 @@ static void active_remove(request *r)
         r->in_active = false;
     }
     pthread_mutex_unlock(&s->active_mu);
+}
+
+/*
+ * Clients that go away while a whole request runs: one thread for the whole
+ * server polls the sockets of those requests for the peer's FIN (POLLRDHUP,
+ * which a pipelined next request does not raise) and fires their cancel
+ * tokens, so the upstream attempt stops.  (A stream's own waits watch its
+ * client.)
+ */
+#define WATCH_MAX 1024
+#define WATCH_EVERY_MS 100
+
+static void *watcher_main(void *arg)
+{
+    server *s = arg;
+    struct pollfd *fds = calloc(WATCH_MAX, sizeof *fds);
+    uint64_t *serials = calloc(WATCH_MAX, sizeof *serials);
+    if (!fds || !serials) {
+        free(fds);
+        free(serials);
+        return NULL;
+    }
+    while (!atomic_load(&s->watch_stop)) {
+        request *r;
+        size_t n = 0, i;
+        int ready;
+        pthread_mutex_lock(&s->active_mu);
+        for (r = s->active; r && n < WATCH_MAX; r = r->next)
+            if (r->watch && r->fd >= 0) {
+                fds[n].fd = r->fd;
+                fds[n].events = POLLRDHUP;
+                fds[n].revents = 0;
+                serials[n++] = r->serial;
+            }
+        pthread_mutex_unlock(&s->active_mu);
+        if (n == 0) {
+            struct timespec ts = {0, WATCH_EVERY_MS * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        ready = poll(fds, (nfds_t)n, WATCH_EVERY_MS);
+        if (ready > 0) {
+            pthread_mutex_lock(&s->active_mu);
+            for (i = 0; i < n; i++) {
+                if (!(fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                    continue;
+                for (r = s->active; r; r = r->next) /* still there, the same one */
+                    if (r->serial == serials[i]) {
+                        aigw_cancel_fire(r->cancel);
+                        break;
+                    }
+            }
+            pthread_mutex_unlock(&s->active_mu);
+            /* a socket that stays readable-at-hangup until its request ends
+             * must not make this loop spin */
+            struct timespec ts = {0, 20 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    free(fds);
+    free(serials);
+    return NULL;
 }
 
 static void active_cancel_all(server *s)
@@ -1332,8 +1402,9 @@ static enum MHD_Result serve_model(request *r)
         return queue_error(r, 400, "invalid_request_error", "invalid_request",
                            "the request cannot be sent", NULL);
     }
+    r->watch = !wants_stream(r->body, r->body_len); /* before the watcher can see it */
     active_add(r);
-    if (wants_stream(r->body, r->body_len))
+    if (!r->watch)
         return serve_stream(r, areq); /* it owns areq now */
     st = aigw_client_send(srv->client, areq, &resp, &err);
     aigw_request_free(areq);
@@ -1368,6 +1439,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->access_key = -1;
         r->route = route_of(url);
         r->post = !strcmp(method, "POST");
+        r->fd = connection_fd(conn);
         r->cfg = current_config(srv);
         if (r->route == R_OTHER)
             return queue_error(r, 404, "invalid_request_error", "not_found",
@@ -1779,6 +1851,9 @@ static void drain(server *s, const char *signame)
     }
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    atomic_store(&s->watch_stop, true);
+    if (s->watcher_started)
+        pthread_join(s->watcher, NULL);
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
 }
@@ -1898,6 +1973,7 @@ int cmd_serve(int argc, char **argv)
         else
             snprintf(s->url, sizeof s->url, "http://%s:%u", la.host, port);
     }
+    s->watcher_started = pthread_create(&s->watcher, NULL, watcher_main, s) == 0;
     fprintf(stderr, "listening on %s\n", s->url);
     fflush(stderr);
 

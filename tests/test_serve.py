@@ -561,6 +561,28 @@ class Streams(ServeBase):
         self.assertEqual(log[0]["outcome"], "cancelled")
         self.assertEqual(log[0]["errorCode"], "client_closed")
 
+    def test_client_leaving_a_whole_request_cancels_the_upstream(self):
+        g = self.start()
+        # a whole (not SSE) answer that starts and never ends
+        self.fake.script(KA, {"headers": {"Content-Type": "application/json"},
+                              "stream": [b'{"id":"chatcmpl-1",'], "end": "stall"})
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                  % (len(REQUEST), REQUEST))
+        deadline = time.monotonic() + 5
+        while self.fake.count(KA) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        s.close()
+        while not self.fake.client_closed and time.monotonic() < t0 + 5:
+            time.sleep(0.02)
+        self.assertTrue(self.fake.client_closed, "the upstream call went on")
+        self.assertLess(self.fake.client_closed[0] - t0, 2.0)
+        self.assertEqual(self.fake.count(KB), 0)
+        log = g.wait_log(1)
+        self.assertEqual((log[0]["outcome"], log[0]["status"]), ("cancelled", 499))
+
     def test_client_leaving_before_commit_cancels_the_upstream(self):
         g = self.start()
         # nothing but the role event, then silence: not committed yet
