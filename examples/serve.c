@@ -1968,7 +1968,7 @@ int cmd_serve(int argc, char **argv)
     {
         const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
         unsigned port = di ? di->port : la.port;
-        if (la.ss.ss_family == AF_INET6)
+        if (strchr(la.host, ':')) /* an IPv6 address */
             snprintf(s->url, sizeof s->url, "http://[%s]:%u", la.host, port);
         else
             snprintf(s->url, sizeof s->url, "http://%s:%u", la.host, port);

@@ -269,6 +269,22 @@ class CommandLine(ServeBase):
         status, _, _ = self.request(g, "GET", "/healthz")
         self.assertEqual(status, 200)
 
+    def test_listen_ipv6_loopback(self):
+        try:
+            socket.socket(socket.AF_INET6).bind(("::1", 0))
+        except OSError:
+            self.skipTest("no IPv6 loopback here")
+        path = self.write("v6.json", json.dumps(self.gateway_config()))
+        g = Gateway(path, "--listen", "[::1]:0")
+        self.gateways.append(g)
+        m = re.match(r"^listening on http://\[::1\]:(\d+)$", g.first_line)
+        self.assertIsNotNone(m, g.first_line)
+        conn = http.client.HTTPConnection("::1", int(m.group(1)), timeout=10)
+        conn.request("POST", "/v1/chat/completions", body=REQUEST)
+        resp = conn.getresponse()
+        self.assertEqual((resp.status, resp.read()), (200, completion()))
+        conn.close()
+
     def test_listen_busy_port_fails(self):
         g = self.start()
         path = self.write("again.json", json.dumps(self.gateway_config()))
