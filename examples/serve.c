@@ -77,6 +77,7 @@ typedef struct sbuf {
     char *p;
     size_t len, cap;
     bool oom;
+    bool on_stack; /* p is the caller's buffer: never freed nor realloc'd */
 } sbuf;
 
 static void sb_add(sbuf *b, const char *s, size_t n)
@@ -88,12 +89,19 @@ static void sb_add(sbuf *b, const char *s, size_t n)
         char *p;
         while (cap < b->len + n + 1)
             cap *= 2;
-        if (!(p = realloc(b->p, cap))) {
+        if (b->on_stack) { /* out of the caller's buffer, once */
+            if ((p = malloc(cap)) != NULL)
+                memcpy(p, b->p, b->len);
+        } else {
+            p = realloc(b->p, cap);
+        }
+        if (!p) {
             b->oom = true;
             return;
         }
         b->p = p;
         b->cap = cap;
+        b->on_stack = false;
     }
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -1228,79 +1236,102 @@ static enum MHD_Result serve_metrics(request *r)
 /* The access log                                                           */
 /* ------------------------------------------------------------------------ */
 
-static void add_attempts(cJSON *o, const aigw_response *resp)
+/* A JSON string: quotes, backslash and control characters escaped (the
+ * strings logged come from the configuration and the library, UTF-8). */
+static void sb_json_str(sbuf *b, const char *v)
 {
-    cJSON *arr = cJSON_AddArrayToObject(o, "attempts");
-    size_t i, n = aigw_response_attempt_count(resp);
-    for (i = 0; arr && i < n; i++) {
-        const aigw_attempt *a = aigw_response_attempt(resp, i);
-        cJSON *e = cJSON_CreateObject();
-        if (!e)
-            return;
-        cJSON_AddStringToObject(e, "provider", aigw_attempt_provider(a));
-        cJSON_AddStringToObject(e, "model", aigw_attempt_model(a));
-        cJSON_AddStringToObject(e, "key", aigw_attempt_key_id(a));
-        cJSON_AddNumberToObject(e, "status", aigw_attempt_status_code(a));
-        if (aigw_attempt_error_class(a))
-            cJSON_AddStringToObject(e, "errorClass", aigw_attempt_error_class(a));
-        cJSON_AddStringToObject(e, "verdict", aigw_attempt_verdict(a));
-        cJSON_AddNumberToObject(e, "durationMs", (double)aigw_attempt_duration_ms(a));
-        cJSON_AddItemToArray(arr, e);
+    const char *run = v;
+    sb_add(b, "\"", 1);
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_add(b, run, (size_t)(v - run));
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            sb_add(b, esc, 2);
+        } else {
+            sb_printf(b, "\\u%04x", c);
+        }
+        run = v + 1;
     }
+    sb_add(b, run, (size_t)(v - run));
+    sb_add(b, "\"", 1);
 }
 
+/* ,"name":"value" */
+static void sb_member_str(sbuf *b, const char *name, const char *v)
+{
+    sb_printf(b, ",\"%s\":", name);
+    sb_json_str(b, v ? v : "");
+}
+
+static void log_attempts(sbuf *b, const aigw_response *resp)
+{
+    size_t i, n = aigw_response_attempt_count(resp);
+    sb_add(b, ",\"attempts\":[", 13);
+    for (i = 0; i < n; i++) {
+        const aigw_attempt *a = aigw_response_attempt(resp, i);
+        sb_add(b, i ? ",{\"provider\":" : "{\"provider\":", i ? 13 : 12);
+        sb_json_str(b, aigw_attempt_provider(a));
+        sb_member_str(b, "model", aigw_attempt_model(a));
+        sb_member_str(b, "key", aigw_attempt_key_id(a));
+        sb_printf(b, ",\"status\":%d", aigw_attempt_status_code(a));
+        if (aigw_attempt_error_class(a))
+            sb_member_str(b, "errorClass", aigw_attempt_error_class(a));
+        sb_member_str(b, "verdict", aigw_attempt_verdict(a));
+        sb_printf(b, ",\"durationMs\":%" PRId64 "}", aigw_attempt_duration_ms(a));
+    }
+    sb_add(b, "]", 1);
+}
+
+/* One JSON line per request: what happened, never a secret (key ids only). */
 static void access_log(request *r, int64_t duration_ms)
 {
     server *s = r->srv;
     const aigw_response *resp = r->resp ? r->resp : (r->ss ? r->ss->resp : NULL);
-    cJSON *o = cJSON_CreateObject();
-    char when[96], *line;
+    char stack[2048];
+    sbuf b = {stack, 0, sizeof stack, false, true};
     struct timespec ts;
     struct tm tm;
-    if (!o)
-        return;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             ts.tv_nsec / 1000000L);
-    cJSON_AddStringToObject(o, "time", when);
+    sb_printf(&b, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\"", tm.tm_year + 1900,
+              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+              ts.tv_nsec / 1000000L);
     if (resp)
-        cJSON_AddStringToObject(o, "requestId", aigw_response_request_id(resp));
+        sb_member_str(&b, "requestId", aigw_response_request_id(resp));
     else if (r->ss && r->ss->request_id[0])
-        cJSON_AddStringToObject(o, "requestId", r->ss->request_id);
-    cJSON_AddStringToObject(o, "method", r->post ? "POST" : "GET");
-    cJSON_AddStringToObject(o, "route", ROUTE_NAMES[r->route]);
-    cJSON_AddNumberToObject(o, "status", r->status);
-    cJSON_AddNumberToObject(o, "durationMs", (double)duration_ms);
+        sb_member_str(&b, "requestId", r->ss->request_id);
+    sb_printf(&b, ",\"method\":\"%s\",\"route\":\"%s\",\"status\":%d,\"durationMs\":%" PRId64,
+              r->post ? "POST" : "GET", ROUTE_NAMES[r->route], r->status, duration_ms);
     if (r->key_id[0])
-        cJSON_AddStringToObject(o, "accessKey", r->key_id);
+        sb_member_str(&b, "accessKey", r->key_id);
     if (r->configuration[0])
-        cJSON_AddStringToObject(o, "configuration", r->configuration);
+        sb_member_str(&b, "configuration", r->configuration);
     if (r->route == R_CHAT || r->route == R_RESPONSES || r->route == R_MESSAGES)
-        cJSON_AddBoolToObject(o, "stream", r->stream);
-    cJSON_AddNumberToObject(o, "bytes", (double)(r->ss ? r->ss->bytes_out : r->bytes_out));
+        sb_printf(&b, ",\"stream\":%s", r->stream ? "true" : "false");
+    sb_printf(&b, ",\"bytes\":%" PRIu64, r->ss ? r->ss->bytes_out : r->bytes_out);
     if (resp) {
         const aigw_attempt *a = answering_attempt(resp);
-        cJSON_AddStringToObject(o, "outcome", aigw_outcome_name(aigw_response_outcome(resp)));
+        sb_member_str(&b, "outcome", aigw_outcome_name(aigw_response_outcome(resp)));
         if (a) {
-            cJSON_AddStringToObject(o, "provider", aigw_attempt_provider(a));
-            cJSON_AddStringToObject(o, "model", aigw_attempt_model(a));
+            sb_member_str(&b, "provider", aigw_attempt_provider(a));
+            sb_member_str(&b, "model", aigw_attempt_model(a));
         }
-        add_attempts(o, resp);
+        log_attempts(&b, resp);
     }
     if (r->error_code[0])
-        cJSON_AddStringToObject(o, "errorCode", r->error_code);
-    line = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!line)
-        return;
-    pthread_mutex_lock(&s->log_mu);
-    fputs(line, s->log);
-    fputc('\n', s->log);
-    fflush(s->log);
-    pthread_mutex_unlock(&s->log_mu);
-    cJSON_free(line);
+        sb_member_str(&b, "errorCode", r->error_code);
+    sb_add(&b, "}\n", 2);
+    if (!b.oom) {
+        pthread_mutex_lock(&s->log_mu);
+        fwrite(b.p, 1, b.len, s->log);
+        fflush(s->log);
+        pthread_mutex_unlock(&s->log_mu);
+    }
+    if (!b.on_stack)
+        free(b.p);
 }
 
 static void count_request(server *s, request *r, int64_t duration_ms)
@@ -1369,14 +1400,6 @@ static bool authorise(request *r)
     return true;
 }
 
-static bool wants_stream(const char *body, size_t len)
-{
-    cJSON *doc = cJSON_ParseWithLength(body, len);
-    bool on = doc && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "stream"));
-    cJSON_Delete(doc);
-    return on;
-}
-
 /* A model request, its body read: through the library. */
 static enum MHD_Result serve_model(request *r)
 {
@@ -1402,7 +1425,7 @@ static enum MHD_Result serve_model(request *r)
         return queue_error(r, 400, "invalid_request_error", "invalid_request",
                            "the request cannot be sent", NULL);
     }
-    r->watch = !wants_stream(r->body, r->body_len); /* before the watcher can see it */
+    r->watch = !aigw_request_wants_stream(areq); /* before the watcher can see it */
     active_add(r);
     if (!r->watch)
         return serve_stream(r, areq); /* it owns areq now */

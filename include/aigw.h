@@ -546,6 +546,11 @@ AIGW_API aigw_status aigw_request_new(aigw_request **out);
 AIGW_API aigw_status aigw_request_set_body(aigw_request *req, const char *body, size_t len);
 /* The API path, e.g. "/v1/chat/completions" (a leading "/v1" is optional). */
 AIGW_API aigw_status aigw_request_set_path(aigw_request *req, const char *path);
+/* 1 when the body asks for a streamed answer (its top-level "stream" is
+ * true): send it with aigw_client_stream; 0 otherwise (no body, not a JSON
+ * object, no "stream", any other value).  One pass over the body, no
+ * allocation: what a gateway or binding needs to pick the call. */
+AIGW_API int aigw_request_wants_stream(const aigw_request *req);
 /* The access key configuration whose access scope and routing rules the
  * request follows, by name (NULL or "": the default, number 0).  A name the
  * client's configuration does not hold makes the send fail with

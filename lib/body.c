@@ -465,6 +465,18 @@ static bool has_nul_escape(const char *s, size_t len)
     return false;
 }
 
+bool aigw__body_wants_stream(const char *body, size_t len)
+{
+    scanner sc;
+    member m;
+    if (!body || scan_open(&sc, body, len) != 0)
+        return false;
+    while (scan_member(&sc, &m) == 1)
+        if (key_is(body, &m, "stream")) /* the first, as cJSON reads it */
+            return m.value_end - m.value == 4 && memcmp(body + m.value, "true", 4) == 0;
+    return false;
+}
+
 int aigw__body_models(const char *body, size_t len, char **model, char ***models,
                       size_t *n_models, char **why)
 {

@@ -516,6 +516,11 @@ aigw_status aigw_request_set_path(aigw_request *req, const char *path)
     return AIGW_OK;
 }
 
+int aigw_request_wants_stream(const aigw_request *req)
+{
+    return req && aigw__body_wants_stream(req->body, req->body_len);
+}
+
 aigw_status aigw_request_set_configuration(aigw_request *req, const char *name)
 {
     char *copy = NULL;

@@ -365,6 +365,9 @@ int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf 
 int aigw__body_models(const char *body, size_t len, char **model, char ***models,
                       size_t *n_models, char **why);
 void aigw__strv_free(char **v, size_t n);
+/* Whether the body's top-level "stream" (the first) is true: one pass, no
+ * allocation; false for a body that is not a JSON object. */
+bool aigw__body_wants_stream(const char *body, size_t len);
 
 /* ---- classify.c ---- */
 typedef enum aigw_class {

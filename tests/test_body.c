@@ -577,6 +577,45 @@ static void test_strv_free(void **state)
     aigw__strv_free(NULL, 3);
 }
 
+/* aigw_request_wants_stream: the top-level "stream", exactly true. */
+static void wants(const char *body, int want)
+{
+    aigw_request *req = NULL;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, body, strlen(body)), AIGW_OK);
+    if (aigw_request_wants_stream(req) != want)
+        fail_msg("aigw_request_wants_stream(%s): expected %d", body, want);
+    assert_int_equal(aigw__body_wants_stream(body, strlen(body)), want);
+    aigw_request_free(req);
+}
+
+static void test_wants_stream(void **state)
+{
+    aigw_request *req = NULL;
+    (void)state;
+    wants("{\"model\":\"m\",\"stream\":true}", 1);
+    wants(" \xef\xbb\xbf{ \"stream\" :\ttrue }", 0); /* a BOM only at the very start */
+    wants("\xef\xbb\xbf{\"stream\":true}", 1);
+    wants("{ \"stream\" :\n true , \"model\":\"m\"}", 1);
+    wants("{\"st\\u0072eam\":true}", 1);                /* an escaped name is the name */
+    wants("{\"stream\":true,\"stream\":false}", 1);      /* the first, as cJSON reads it */
+    wants("{\"stream\":false}", 0);
+    wants("{\"stream\":\"true\"}", 0);
+    wants("{\"stream\":1}", 0);
+    wants("{\"stream\":trueish}", 0);
+    wants("{\"streams\":true}", 0);
+    wants("{\"a\":{\"stream\":true}}", 0);              /* not at the top */
+    wants("{\"messages\":[{\"content\":\"\\\"stream\\\":true\"}]}", 0);
+    wants("[{\"stream\":true}]", 0);
+    wants("not json", 0);
+    wants("", 0);
+    wants("{\"model\":\"m\",", 0);
+    assert_int_equal(aigw_request_wants_stream(NULL), 0);
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_wants_stream(req), 0); /* no body yet */
+    aigw_request_free(req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -597,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_strv_free),
         cmocka_unit_test(test_models_utf8),
         cmocka_unit_test(test_models_nesting),
+        cmocka_unit_test(test_wants_stream),
         cmocka_unit_test_setup_teardown(test_send_refuses_bad_utf8, mock_setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_upstream_bad_utf8, mock_setup, mock_teardown),
     };

@@ -327,6 +327,16 @@ class Serving(ServeBase):
         with open(path) as f:
             self.seen.append(f.read())
 
+    def test_access_log_lines_are_json_whatever_the_names(self):
+        cfg = self.gateway_config()
+        odd = 'k "q" \\ \u00e9\t\u2603'
+        cfg["providerKeys"][0]["id"] = odd
+        cfg["accessKeyConfiguration"]["router"]["rules"][0]["steps"][0]["keys"] = [{"id": odd}]
+        g = self.start(cfg)
+        self.assertEqual(self.post(g)[0], 200)
+        log = g.wait_log(1)
+        self.assertEqual(log[0]["attempts"][0]["key"], odd)
+
     def test_failover_whole(self):
         g = self.start()
         self.fake.script(KA, limited())
