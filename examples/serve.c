@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -246,9 +247,10 @@ typedef struct stream_state {
     aigw_response *resp;
     aigw_status st;
     char errmsg[256];
-    /* bytes not yet handed to the connection */
+    /* bytes not yet handed to the connection: q[qoff, qready) are whole
+     * events, ready to go; q[qready, qlen) is an event still arriving */
     char *q;
-    size_t qlen, qoff, qcap;
+    size_t qlen, qoff, qready, qcap;
     bool error_sent;
     uint64_t bytes_out;
 } stream_state;
@@ -257,6 +259,8 @@ typedef struct request {
     server *srv;
     enum route route;
     bool post;
+    char method[16];         /* as the client sent it, for the log */
+    bool checked;            /* on_headers has run */
     aigw_config *cfg;        /* the configuration it was authorised by */
     int access_key;          /* index, or -1 */
     char key_id[256];
@@ -480,6 +484,15 @@ static bool hop_or_framing(const char *name)
     return !strncmp(name, "x-aigw-", 7); /* ours are set by us */
 }
 
+/* Every answer goes out here: while the gateway drains, it asks the client
+ * to take its next request elsewhere (Connection: close). */
+static enum MHD_Result queue_response(request *r, unsigned status, struct MHD_Response *m)
+{
+    if (atomic_load(&r->srv->stopping))
+        MHD_add_response_header(m, MHD_HTTP_HEADER_CONNECTION, "close");
+    return MHD_queue_response(r->conn, status, m);
+}
+
 static enum MHD_Result queue_body(request *r, int status, const char *ctype, const char *body,
                                   size_t len, const char *retry_after)
 {
@@ -492,7 +505,7 @@ static enum MHD_Result queue_body(request *r, int status, const char *ctype, con
         MHD_add_response_header(resp, "content-type", ctype);
     if (retry_after)
         MHD_add_response_header(resp, "retry-after", retry_after);
-    ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    ret = queue_response(r, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;
     r->bytes_out = len;
@@ -585,7 +598,7 @@ static enum MHD_Result queue_library_answer(request *r, const aigw_response *res
     add_attempt_headers(m, aigw_response_attempt_count(resp), a ? aigw_attempt_provider(a) : NULL,
                         a ? aigw_attempt_model(a) : NULL);
     r->status = aigw_response_status(resp);
-    ret = MHD_queue_response(r->conn, (unsigned)r->status, m);
+    ret = queue_response(r, (unsigned)r->status, m);
     MHD_destroy_response(m);
     r->bytes_out = len;
     r->answered = true;
@@ -628,6 +641,7 @@ static int connection_fd(struct MHD_Connection *conn)
 /* ------------------------------------------------------------------------ */
 
 #define STREAM_QUEUE_MAX (1024 * 1024) /* bytes held for a slow client */
+#define STREAM_EVENT_MAX (256 * 1024)  /* an event longer than this goes out in pieces */
 #define STREAM_POLL_MS 100             /* how often a waiting side looks at the client */
 
 static void ss_wait(stream_state *s, int ms)
@@ -643,13 +657,14 @@ static void ss_wait(stream_state *s, int ms)
 static int ss_push(stream_state *s, const char *data, size_t len)
 {
     if (s->qoff > 0 && s->qoff == s->qlen)
-        s->qoff = s->qlen = 0;
+        s->qoff = s->qready = s->qlen = 0;
     if (s->qlen + len > s->qcap) {
         size_t cap = s->qcap ? s->qcap : 16384;
         char *q;
         if (s->qoff > 0) { /* compact first */
             memmove(s->q, s->q + s->qoff, s->qlen - s->qoff);
             s->qlen -= s->qoff;
+            s->qready -= s->qoff;
             s->qoff = 0;
         }
         while (cap < s->qlen + len)
@@ -664,6 +679,27 @@ static int ss_push(stream_state *s, const char *data, size_t len)
     memcpy(s->q + s->qlen, data, len);
     s->qlen += len;
     return 0;
+}
+
+/* Marks the events completed by the bytes from q[from] on as ready to go.
+ * An SSE event ends with an empty line (its last line's end, then a line
+ * end: "\n\n", "\r\r", "\n\r\n"); the client gets whole events only, so a
+ * stream cut inside one never hands it half an event followed by an error
+ * event or a restart marker. */
+static void ss_mark_events(stream_state *s, size_t from)
+{
+    size_t lo = from >= s->qready + 2 ? from - 2 : s->qready;
+    size_t i;
+    for (i = s->qlen; i > lo && i >= 2; i--) {
+        const char *p = s->q + i;
+        if ((p[-1] == '\n' && (p[-2] == '\n' || (i >= 3 && p[-2] == '\r' && p[-3] == '\n'))) ||
+            (p[-1] == '\r' && p[-2] == '\r')) {
+            s->qready = i;
+            break;
+        }
+    }
+    if (s->qlen - s->qready > STREAM_EVENT_MAX) /* no end in sight: pass it on */
+        s->qready = s->qlen;
 }
 
 static int on_commit(void *ud, const char *request_id, const aigw_attempt *a)
@@ -712,13 +748,17 @@ static int on_data(void *ud, const char *data, size_t len)
 {
     stream_state *s = ud;
     int rc = 0;
+    size_t from;
     pthread_mutex_lock(&s->mu);
-    while (!s->gone && s->qlen - s->qoff > STREAM_QUEUE_MAX)
+    while (!s->gone && s->qready - s->qoff > STREAM_QUEUE_MAX)
         ss_wait(s, STREAM_POLL_MS);
+    from = s->qlen;
     if (s->gone || ss_push(s, data, len) != 0)
         rc = 1; /* the client left: cancel */
-    s->bytes_out += len;
-    pthread_cond_broadcast(&s->cv);
+    else
+        ss_mark_events(s, from > s->qoff ? from : s->qoff);
+    if (s->qready > s->qoff)
+        pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -735,8 +775,10 @@ static int on_reset(void *ud, const char *reason_json)
     int rc = 0;
     sb_printf(&b, ": aigw.reset %s\n\n", reason_json);
     pthread_mutex_lock(&s->mu);
+    s->qlen = s->qready; /* the broken answer's unfinished event: gone */
     if (b.oom || ss_push(s, b.p, b.len) != 0)
         rc = 1;
+    s->qready = s->qlen;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     free(b.p);
@@ -835,21 +877,30 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     (void)pos;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        if (s->qlen > s->qoff) {
-            size_t n = s->qlen - s->qoff < max ? s->qlen - s->qoff : max;
+        bool served = s->finished && s->st == AIGW_OK && s->resp &&
+                      aigw_response_outcome(s->resp) == AIGW_OUTCOME_SERVED;
+        if (s->finished) { /* an answer that ended well ends as it ended; */
+            if (served)    /* one that broke loses its unfinished event */
+                s->qready = s->qlen;
+            else
+                s->qlen = s->qready;
+        }
+        if (s->qready > s->qoff) {
+            size_t n = s->qready - s->qoff < max ? s->qready - s->qoff : max;
             memcpy(buf, s->q + s->qoff, n);
             s->qoff += n;
+            s->bytes_out += n;
             pthread_cond_broadcast(&s->cv); /* room for the worker */
             ret = (ssize_t)n;
             break;
         }
         if (s->finished) {
-            if (s->st == AIGW_OK && s->resp &&
-                aigw_response_outcome(s->resp) == AIGW_OUTCOME_SERVED) {
+            if (served) {
                 ret = MHD_CONTENT_READER_END_OF_STREAM;
             } else if (!s->error_sent && !s->gone) {
                 size_t n = stream_error_event(s, buf, max);
                 s->error_sent = true;
+                s->bytes_out += n;
                 ret = n ? (ssize_t)n : MHD_CONTENT_READER_END_WITH_ERROR;
             } else {
                 ret = MHD_CONTENT_READER_END_WITH_ERROR;
@@ -861,7 +912,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             break;
         }
         ss_wait(s, STREAM_POLL_MS);
-        if (s->qlen == s->qoff && !s->finished && client_gone(s->fd)) {
+        if (s->qready == s->qoff && !s->finished && client_gone(s->fd)) {
             s->gone = true;
             aigw_cancel_fire(s->cancel);
         }
@@ -945,7 +996,7 @@ static enum MHD_Result serve_stream(request *r, aigw_request *areq)
         MHD_add_response_header(m, "x-aigw-model", s->model);
     r->status = s->status;
     pthread_mutex_unlock(&s->mu);
-    ret = MHD_queue_response(r->conn, (unsigned)r->status, m);
+    ret = queue_response(r, (unsigned)r->status, m);
     MHD_destroy_response(m);
     r->answered = true;
     return ret;
@@ -1303,8 +1354,9 @@ static void access_log(request *r, int64_t duration_ms)
         sb_member_str(&b, "requestId", aigw_response_request_id(resp));
     else if (r->ss && r->ss->request_id[0])
         sb_member_str(&b, "requestId", r->ss->request_id);
-    sb_printf(&b, ",\"method\":\"%s\",\"route\":\"%s\",\"status\":%d,\"durationMs\":%" PRId64,
-              r->post ? "POST" : "GET", ROUTE_NAMES[r->route], r->status, duration_ms);
+    sb_member_str(&b, "method", r->method);
+    sb_printf(&b, ",\"route\":\"%s\",\"status\":%d,\"durationMs\":%" PRId64,
+              ROUTE_NAMES[r->route], r->status, duration_ms);
     if (r->key_id[0])
         sb_member_str(&b, "accessKey", r->key_id);
     if (r->configuration[0])
@@ -1365,7 +1417,7 @@ static enum route route_of(const char *url)
 static const char *presented_key(struct MHD_Connection *conn, size_t *len)
 {
     const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-    if (v && !strncmp(v, "Bearer ", 7)) {
+    if (v && !strncasecmp(v, "Bearer ", 7)) { /* the scheme is case-insensitive */
         v += 7;
         while (*v == ' ')
             v++;
@@ -1443,27 +1495,16 @@ static enum MHD_Result serve_model(request *r)
     return queue_library_answer(r, resp);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+/* The headers are in: what can be decided before the body. An answer
+ * queued here, before a body has been read, ends the connection (MHD cannot
+ * know where the unread body ends), so requests without a body are decided
+ * once they are complete, and their connections stay open. */
+static enum MHD_Result on_headers(request *r, const char *method)
 {
-    server *srv = cls;
-    request *r = *con_cls;
-    (void)version;
-    if (!r) { /* the headers are in: decide what we can now */
+    server *srv = r->srv;
+    struct MHD_Connection *conn = r->conn;
+    {
         const char *cl;
-        if (!(r = calloc(1, sizeof *r)))
-            return MHD_NO;
-        *con_cls = r;
-        r->srv = srv;
-        r->conn = conn;
-        r->t0 = mono_ms();
-        r->access_key = -1;
-        r->route = route_of(url);
-        r->post = !strcmp(method, "POST");
-        r->fd = connection_fd(conn);
-        r->cfg = current_config(srv);
         if (r->route == R_OTHER)
             return queue_error(r, 404, "invalid_request_error", "not_found",
                                "no such route: the gateway serves POST /v1/chat/completions, "
@@ -1479,16 +1520,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                                               : "use GET on this route");
             enum MHD_Result ret;
             snprintf(r->error_code, sizeof r->error_code, "method_not_allowed");
-            m = MHD_create_response_from_buffer(body ? strlen(body) : 0, body ? body : (char *)"",
+            size_t len = body ? strlen(body) : 0;
+            m = MHD_create_response_from_buffer(len, body ? body : (char *)"",
                                                 MHD_RESPMEM_MUST_COPY);
             cJSON_free(body);
             if (!m)
                 return MHD_NO;
             MHD_add_response_header(m, "content-type", "application/json");
             MHD_add_response_header(m, "allow", r->route <= R_MESSAGES ? "POST" : "GET, HEAD");
-            ret = MHD_queue_response(conn, 405, m);
+            ret = queue_response(r, 405, m);
             MHD_destroy_response(m);
             r->status = 405;
+            r->bytes_out = len;
             r->answered = true;
             return ret;
         }
@@ -1502,7 +1545,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                NULL);
         r->authorised = true;
         if (!r->post)
-            return MHD_YES; /* answered at the next call */
+            return MHD_YES; /* answered when the request is complete */
         cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > srv->max_body) {
             char msg[128];
@@ -1511,9 +1554,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             snprintf(r->error_code, sizeof r->error_code, "request_too_large");
             return queue_error(r, 413, "invalid_request_error", "request_too_large", msg, NULL);
         }
-        if (atomic_load(&srv->stopping))
-            return queue_error(r, 503, "server_error", "shutting_down",
-                               "the gateway is shutting down", "1");
+        /* the slot first, then the flag: drain() sets the flag, then waits
+         * for in_flight to reach 0, so a request either is counted or sees
+         * the flag */
         if (atomic_fetch_add(&srv->in_flight, 1) >= srv->max_concurrent) {
             char msg[128];
             atomic_fetch_sub(&srv->in_flight, 1);
@@ -1521,8 +1564,52 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                       "(--max-concurrent); retry shortly", srv->max_concurrent);
             return queue_error(r, 503, "server_error", "overloaded", msg, "1");
         }
+        if (atomic_load(&srv->stopping)) {
+            atomic_fetch_sub(&srv->in_flight, 1);
+            return queue_error(r, 503, "server_error", "shutting_down",
+                               "the gateway is shutting down", "1");
+        }
         r->slot = true;
         return MHD_YES;
+    }
+}
+
+static bool has_body(struct MHD_Connection *conn)
+{
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length") ||
+           MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    server *srv = cls;
+    request *r = *con_cls;
+    (void)version;
+    if (!r) {
+        if (!(r = calloc(1, sizeof *r)))
+            return MHD_NO;
+        *con_cls = r;
+        r->srv = srv;
+        r->conn = conn;
+        r->t0 = mono_ms();
+        r->access_key = -1;
+        r->route = route_of(url);
+        r->post = !strcmp(method, "POST");
+        snprintf(r->method, sizeof r->method, "%s", method);
+        r->fd = connection_fd(conn);
+        r->cfg = current_config(srv);
+        if (!r->post && !has_body(conn))
+            return MHD_YES; /* decided at the next call, the request complete */
+    }
+    if (!r->checked) {
+        enum MHD_Result ret;
+        r->checked = true;
+        ret = on_headers(r, method);
+        if (ret != MHD_YES || r->answered || *upload_data_size > 0 || has_body(conn))
+            return ret;
     }
     if (r->answered) { /* answered early: the body is not wanted */
         *upload_data_size = 0;
@@ -1594,9 +1681,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     active_remove(r);
     if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT && !r->answered)
         r->status = 499;
-    else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->ss && !r->ss->error_sent &&
-             r->ss->gone)
-        snprintf(r->error_code, sizeof r->error_code, "client_closed");
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->error_code[0] &&
+        !(r->ss && r->ss->error_sent)) /* why the answer did not go out whole */
+        snprintf(r->error_code, sizeof r->error_code, "%s",
+                 toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED   ? "idle_timeout"
+                 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutting_down"
+                 : toe == MHD_REQUEST_TERMINATED_WITH_ERROR && !(r->ss && r->ss->gone)
+                     ? "send_failed"
+                     : "client_closed");
     if (!r->status)
         r->status = 499;
     ms = mono_ms() - r->t0;
@@ -1630,9 +1722,13 @@ static int parse_size(const char *s, size_t lo, size_t hi, size_t *out)
     if (errno || end == s)
         return -1;
     if (*end == 'k' || *end == 'K') {
+        if (v > hi / 1024)
+            return -1;
         v *= 1024;
         end++;
     } else if (*end == 'm' || *end == 'M') {
+        if (v > hi / (1024 * 1024))
+            return -1;
         v *= 1024 * 1024;
         end++;
     }
@@ -1970,7 +2066,10 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     MHD_set_panic_func(mhd_panic, NULL);
-    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
+    /* poll(), not select(): a descriptor past FD_SETSIZE must not end a
+     * connection */
+    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+            MHD_USE_POLL;
     if (la.ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(

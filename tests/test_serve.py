@@ -233,6 +233,8 @@ class CommandLine(ServeBase):
             (["serve", "-c", path, "--listen", "nope"], b"--listen takes HOST:PORT"),
             (["serve", "-c", path, "--listen", "127.0.0.1:99999"], b"--listen takes HOST:PORT"),
             (["serve", "-c", path, "--max-body", "0"], b"--max-body takes"),
+            (["serve", "-c", path, "--max-body", "18014398509481985k"], b"--max-body takes"),
+            (["serve", "-c", path, "--max-header", "17592186044417m"], b"--max-header takes"),
             (["serve", "-c", path, "--max-concurrent", "x"], b"--max-concurrent takes"),
             (["serve", "-c", path, "--bogus"], b"unknown argument '--bogus'"),
             (["serve", "-c", "-"], b"must be a file"),
@@ -306,6 +308,26 @@ class Serving(ServeBase):
         status, h, data = self.request(g, "HEAD", "/healthz")
         self.assertEqual(status, 200)
 
+    def test_connections_are_kept_alive(self):
+        g = self.start()
+        conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+        conn.connect()
+        sock = conn.sock
+        for method, path, body, status in (("GET", "/healthz", None, 200),
+                                           ("POST", "/v1/chat/completions", REQUEST, 200),
+                                           ("GET", "/v1/models", None, 200),
+                                           ("GET", "/nope", None, 404),
+                                           ("DELETE", "/v1/models", None, 405),
+                                           ("POST", "/v1/chat/completions", b"{", 400)):
+            conn.request(method, path, body=body)
+            resp = conn.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, status, (method, path))
+            self.assertIsNone(resp.getheader("connection"), (method, path))
+            self.assertIs(conn.sock, sock, (method, path))
+        conn.close()
+        self.assertEqual(self.fake.count(KA), 1)
+
     def test_access_log_to_a_file(self):
         path = os.path.join(self.tmp, "access.log")
         if os.path.exists(path):
@@ -314,14 +336,16 @@ class Serving(ServeBase):
         self.fake.script(KA, limited())
         self.assertEqual(self.post(g)[0], 200)
         self.assertEqual(self.request(g, "GET", "/healthz")[0], 200)
+        self.assertEqual(self.request(g, "HEAD", "/healthz")[0], 200)
         deadline = time.monotonic() + 5
         lines = []
-        while len(lines) < 2 and time.monotonic() < deadline:
+        while len(lines) < 3 and time.monotonic() < deadline:
             with open(path) as f:
                 lines = [json.loads(line) for line in f.read().splitlines()]
             time.sleep(0.02)
-        self.assertEqual([(e["route"], e["status"]) for e in lines],
-                         [("/v1/chat/completions", 200), ("/healthz", 200)])
+        self.assertEqual([(e["method"], e["route"], e["status"]) for e in lines],
+                         [("POST", "/v1/chat/completions", 200), ("GET", "/healthz", 200),
+                          ("HEAD", "/healthz", 200)])
         self.assertEqual(len(lines[0]["attempts"]), 2)
         self.assertEqual(g.access_log(), [])  # nothing of it on stderr
         with open(path) as f:
@@ -464,7 +488,7 @@ class Streams(ServeBase):
                     break
                 out += chunk
         except http.client.IncompleteRead as e:
-            out += e.partial
+            e.partial = out + e.partial  # everything read, for the caller
             raise
         return out
 
@@ -521,16 +545,65 @@ class Streams(ServeBase):
         self.fake.script(KA, {"stream": [sse_role(), sse_token("Hel")], "end": "cut"})
         conn, resp = self.open_stream(g)
         self.assertEqual(resp.status, 200)
-        data = b""
-        with self.assertRaises((http.client.IncompleteRead, ConnectionError)):
-            data = self.read_all(resp)
+        with self.assertRaises(http.client.IncompleteRead) as cm:
+            self.read_all(resp)  # no last chunk: a broken stream must not end cleanly
         conn.close()
+        data = cm.exception.partial
+        # what the client got: the content, then an OpenAI-shaped error event
+        head = sse_role() + sse_token("Hel")
+        self.assertTrue(data.startswith(head), data)
+        m = re.fullmatch(rb"data: (\{.*\})\n\n", data[len(head):])
+        self.assertIsNotNone(m, data)
+        self.assertEqual(json.loads(m.group(1))["error"]["code"], "stream_failed")
         log = g.wait_log(1)
         self.assertEqual(log[0]["outcome"], "stream_failed")
-        # what the client got: the content, then an OpenAI-shaped error event
+        self.assertEqual(log[0]["bytes"], len(data))
         self.assertEqual(self.fake.count(KA), 1)
         self.assertEqual(self.fake.count(KB), 0)
-        del data
+
+    def test_cut_mid_event_drops_the_partial_event(self):
+        # the upstream dies inside an event: what the client gets is whole
+        # events, then the error event, never a half line glued to it
+        g = self.start()
+        self.fake.script(KA, {"stream": [sse_role(), sse_token("Hel"), sse_token("lo")[:-9]],
+                              "end": "cut"})
+        conn, resp = self.open_stream(g)
+        with self.assertRaises(http.client.IncompleteRead) as cm:
+            self.read_all(resp)
+        conn.close()
+        data = cm.exception.partial
+        head = sse_role() + sse_token("Hel")
+        self.assertTrue(data.startswith(head), data)
+        m = re.fullmatch(rb"data: (\{.*\})\n\n", data[len(head):])
+        self.assertIsNotNone(m, data)
+        self.assertEqual(json.loads(m.group(1))["error"]["code"], "stream_failed")
+        self.assertEqual(g.wait_log(1)[0]["bytes"], len(data))
+
+    def test_events_split_across_chunks_arrive_whole(self):
+        g = self.start()
+        whole = b"".join(sse_answer("Hel", "lo"))
+        pieces = [whole[i:i + 7] for i in range(0, len(whole), 7)]
+        self.fake.script(KA, {"stream": pieces})
+        conn, resp = self.open_stream(g)
+        data = self.read_all(resp)
+        conn.close()
+        self.assertEqual(data, whole)
+        self.assertEqual(g.wait_log(1)[0]["outcome"], "served")
+
+    def test_quiet_upstream_outlives_the_idle_timeout(self):
+        # --idle-timeout is about clients that do not talk; an upstream that
+        # thinks for longer than it (before or inside a stream) is not one
+        g = self.start(None, "--idle-timeout", "1")
+        self.fake.script(KA, {"sleep": 2.5, "stream": [sse_role(), 2.5, sse_token("late"),
+                                                       b"data: [DONE]\n\n"]})
+        conn, resp = self.open_stream(g)
+        self.assertEqual(resp.status, 200)
+        data = self.read_all(resp)
+        conn.close()
+        self.assertEqual(data, sse_role() + sse_token("late") + b"data: [DONE]\n\n")
+        log = g.wait_log(1)[0]
+        self.assertEqual(log["outcome"], "served")
+        self.assertNotIn("errorCode", log)
 
     def test_cut_stream_error_event_bytes(self):
         g = self.start()
@@ -546,6 +619,23 @@ class Streams(ServeBase):
         self.assertEqual(err["error"]["code"], "stream_failed")
         self.assertEqual(err["error"]["type"], "aigw_error")
         self.assertNotIn(b"\r\n0\r\n\r\n", raw, "a broken stream must not end cleanly")
+
+    def test_stream_restart_after_a_cut_mid_event(self):
+        g = self.start(self.gateway_config(streamRestart=True))
+        body = b'{"model":"fake:m1","models":["fake:m2"],"stream":true,"messages":[]}'
+        self.fake.script(KA, {"stream": [sse_role(), sse_token("par"),
+                              b'data: {"choices":[{"delta":{"con'], "end": "cut"},
+                         {"stream": sse_answer("whole")})
+        conn, resp = self.open_stream(g, body)
+        data = self.read_all(resp)
+        conn.close()
+        head = sse_role() + sse_token("par")
+        self.assertTrue(data.startswith(head), data)
+        m = re.match(rb": aigw\.reset (\{.*?\})\n\n", data[len(head):])
+        self.assertIsNotNone(m, data)
+        json.loads(m.group(1))
+        self.assertEqual(data[len(head) + m.end():], b"".join(sse_answer("whole")))
+        self.assertEqual(self.fake.count(KA), 2)
 
     def test_stream_restart_on_the_next_candidate(self):
         g = self.start(self.gateway_config(streamRestart=True))
@@ -671,6 +761,13 @@ class AccessKeys(ServeBase):
         status, _, _ = self.request(g, "GET", "/healthz")
         self.assertEqual(status, 200)
 
+    def test_bearer_scheme_is_case_insensitive(self):
+        g = self.start_keyed()
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            status, _, data = self.post(g, headers={"Authorization": scheme + " " + ACCESS_B})
+            self.assertEqual(status, 200, (scheme, data))
+        self.assertEqual(self.fake.count(KA), 3)
+
     def test_each_key_its_configuration(self):
         g = self.start_keyed()
         # team-b: dev (keys a, b; any model)
@@ -750,6 +847,14 @@ class Limits(ServeBase):
         status, h, data = self.post(g)  # the slot is free again
         self.assertEqual(status, 200)
 
+    def test_slow_whole_answer_outlives_the_idle_timeout(self):
+        g = self.start(None, "--idle-timeout", "1")
+        self.fake.script(KA, {"sleep": 2.2})
+        status, h, data = self.post(g)
+        self.assertEqual(status, 200, data)
+        self.assertEqual(json.loads(data)["choices"][0]["message"]["content"], "Hello")
+        self.assertEqual(self.fake.count(KA), 1)
+
     def test_idle_connection_is_closed(self):
         g = self.start(None, "--idle-timeout", "1")
         s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
@@ -807,6 +912,8 @@ class Signals(ServeBase):
     def test_sigterm_lets_a_stream_finish(self):
         g = self.start()
         self.fake.script(KA, {"stream": sse_answer(*"abcdefgh"), "chunk_delay": 0.1})
+        idle = http.client.HTTPConnection("127.0.0.1", g.port, timeout=15)
+        idle.request("GET", "/healthz")
         conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=15)
         conn.request("POST", "/v1/chat/completions", body=STREAM_REQUEST)
         resp = conn.getresponse()
@@ -818,6 +925,16 @@ class Signals(ServeBase):
         # no new connection is taken while the stream drains
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", g.port), timeout=2).close()
+        # a connection kept alive from before is told no, and to go
+        hz = idle.getresponse()
+        self.assertEqual(hz.read(), b'{"status":"ok"}')
+        idle.request("POST", "/v1/chat/completions", body=REQUEST)
+        late = idle.getresponse()
+        self.assertEqual(late.status, 503)
+        self.assertEqual(late.getheader("retry-after"), "1")
+        self.assertEqual(late.getheader("connection"), "close")
+        self.assert_error(late.read(), "shutting_down", "server_error")
+        idle.close()
         rest = b""
         while True:
             chunk = resp.read1(65536)

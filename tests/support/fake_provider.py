@@ -59,8 +59,8 @@ class FakeProvider:
     token $AUTH is replaced by the Authorization header received), close
     (read the request, close without answering), sleep (seconds first).
     A streamed answer: stream (a list of bytes, each written as one HTTP
-    chunk and flushed; $AUTH replaced too), chunk_delay (seconds before
-    each chunk), end ("ok": the last chunk; "cut": close the connection
+    chunk and flushed; $AUTH replaced too; a number in the list is a pause
+    of that many seconds), chunk_delay (seconds before each chunk), end ("ok": the last chunk; "cut": close the connection
     mid-body; "stall": send nothing more until the client goes away).
     Content-Type is text/event-stream unless headers name one.
     """
@@ -124,6 +124,9 @@ class FakeProvider:
                 self.end_headers()
                 try:
                     for chunk in act["stream"]:
+                        if isinstance(chunk, (int, float)):
+                            time.sleep(chunk)
+                            continue
                         if act.get("chunk_delay"):
                             time.sleep(act["chunk_delay"])
                         chunk = chunk.replace(b"$AUTH", auth.encode("latin-1"))
