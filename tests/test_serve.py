@@ -855,6 +855,28 @@ class Limits(ServeBase):
         self.assertEqual(json.loads(data)["choices"][0]["message"]["content"], "Hello")
         self.assertEqual(self.fake.count(KA), 1)
 
+    def test_descriptors_past_fd_setsize(self):
+        # poll(), not select(): a connection whose descriptor is past 1024
+        # is served like any other
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 1400
+        if hard != resource.RLIM_INFINITY and hard < want:
+            self.skipTest("RLIMIT_NOFILE hard limit %d < %d" % (hard, want))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+        try:
+            g = self.start(None, "--max-connections", "2000")  # inherits the limit
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        socks = [socket.create_connection(("127.0.0.1", g.port), timeout=10)
+                 for _ in range(1100)]
+        try:
+            status, _, data = self.request(g, "GET", "/healthz")
+            self.assertEqual((status, data), (200, b'{"status":"ok"}'))
+        finally:
+            for x in socks:
+                x.close()
+
     def test_idle_connection_is_closed(self):
         g = self.start(None, "--idle-timeout", "1")
         s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
