@@ -752,11 +752,12 @@ static int on_data(void *ud, const char *data, size_t len)
     pthread_mutex_lock(&s->mu);
     while (!s->gone && s->qready - s->qoff > STREAM_QUEUE_MAX)
         ss_wait(s, STREAM_POLL_MS);
-    from = s->qlen;
-    if (s->gone || ss_push(s, data, len) != 0)
+    if (s->gone || ss_push(s, data, len) != 0) {
         rc = 1; /* the client left: cancel */
-    else
+    } else {
+        from = s->qlen - len; /* after the push: it may have moved the queue */
         ss_mark_events(s, from > s->qoff ? from : s->qoff);
+    }
     if (s->qready > s->qoff)
         pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -1682,6 +1683,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT && !r->answered)
         r->status = 499;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->error_code[0] &&
+        (r->ss || !r->answered) &&
         !(r->ss && r->ss->error_sent)) /* why the answer did not go out whole */
         snprintf(r->error_code, sizeof r->error_code, "%s",
                  toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED   ? "idle_timeout"

@@ -918,7 +918,8 @@ class Signals(ServeBase):
         self.write("gateway.json", '{"providerKeys":[{"id":"x"}]}')
         g.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
-        while "failed" not in g.stderr() and time.monotonic() < deadline:
+        while "the previous configuration stays" not in g.stderr() and \
+                time.monotonic() < deadline:
             time.sleep(0.02)
         err = g.stderr()
         self.assertIn("providerKeys[0].providerId: required", err)
