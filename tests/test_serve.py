@@ -677,14 +677,12 @@ class Streams(ServeBase):
         self.assertEqual(log[0]["outcome"], "cancelled")
         self.assertEqual(log[0]["errorCode"], "client_closed")
 
-    def test_client_leaving_a_whole_request_cancels_the_upstream(self):
-        g = self.start()
-        # a whole (not SSE) answer that starts and never ends
-        self.fake.script(KA, {"headers": {"Content-Type": "application/json"},
-                              "stream": [b'{"id":"chatcmpl-1",'], "end": "stall"})
+    def leave_once_upstream_answers(self, g, body):
+        """Sends body, closes the connection once key a's call is under way;
+        the upstream call must end within 2 s and key b stay untouched."""
         s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                  % (len(REQUEST), REQUEST))
+                  % (len(body), body))
         deadline = time.monotonic() + 5
         while self.fake.count(KA) == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -696,6 +694,13 @@ class Streams(ServeBase):
         self.assertTrue(self.fake.client_closed, "the upstream call went on")
         self.assertLess(self.fake.client_closed[0] - t0, 2.0)
         self.assertEqual(self.fake.count(KB), 0)
+
+    def test_client_leaving_a_whole_request_cancels_the_upstream(self):
+        g = self.start()
+        # a whole (not SSE) answer that starts and never ends
+        self.fake.script(KA, {"headers": {"Content-Type": "application/json"},
+                              "stream": [b'{"id":"chatcmpl-1",'], "end": "stall"})
+        self.leave_once_upstream_answers(g, REQUEST)
         log = g.wait_log(1)
         self.assertEqual((log[0]["outcome"], log[0]["status"]), ("cancelled", 499))
 
@@ -703,20 +708,7 @@ class Streams(ServeBase):
         g = self.start()
         # nothing but the role event, then silence: not committed yet
         self.fake.script(KA, {"stream": [sse_role()], "end": "stall"})
-        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                  % (len(STREAM_REQUEST), STREAM_REQUEST))
-        deadline = time.monotonic() + 5
-        while self.fake.count(KA) == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)
-        t0 = time.monotonic()
-        s.close()
-        while not self.fake.client_closed and time.monotonic() < t0 + 5:
-            time.sleep(0.02)
-        self.assertTrue(self.fake.client_closed, "the upstream call went on")
-        self.assertLess(self.fake.client_closed[0] - t0, 2.0)
-        self.assertEqual(self.fake.count(KB), 0)
+        self.leave_once_upstream_answers(g, STREAM_REQUEST)
 
 
 # ---------------------------------------------------------------------------
