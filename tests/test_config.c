@@ -1729,6 +1729,11 @@ static void test_invalid_json(void **state)
     only_problem("{\"a\":1", "", "invalid JSON at line 1, column 6");
     only_problem("", "", "invalid JSON at line 1, column 1");
     only_problem("{}\n{}", "", "invalid JSON (text after the value) at line 2, column 1");
+    /* cJSON would read "k\uzzzzX" as "k" (found by tests/fuzz) */
+    only_problem("{\"providerKeys\":[{\"id\":\"k\\uzzzzX\"}]}", "",
+                 "invalid JSON (a \\u escape that is not four hex digits) at line 1, column 26");
+    only_problem("{\"a\":\"\\u12\"}", "",
+                 "invalid JSON (a \\u escape that is not four hex digits) at line 1, column 7");
     only_problem("{\r\n\t\"x\": tru }", "", "invalid JSON at line 2");
     /* the length is what counts, not a NUL */
     assert_int_equal(aigw_config_parse("{}garbage", 2, &cfg, &err), AIGW_OK);
