@@ -119,7 +119,7 @@ class Gateway:
 
 
 class ServeBase(FakeProviderCase):
-    TMP_PREFIX = "aigw-serve-"
+    TMP_PREFIX = "aigw-gateway-"  # not "-serve-": the secrets hold "sk-serve-b..."
 
     @classmethod
     def setUpClass(cls):
@@ -540,21 +540,26 @@ class Streams(ServeBase):
         self.assertEqual(resp.getheader("content-type"), "application/json")
         self.assert_error(data, "rate_limited")
 
-    def test_cut_stream_ends_with_an_error_event(self):
-        g = self.start()
-        self.fake.script(KA, {"stream": [sse_role(), sse_token("Hel")], "end": "cut"})
+    def broken_stream(self, g, head):
+        """Reads a stream that breaks after the events `head`: what the client
+        got must be those, then one OpenAI-shaped error event, and no clean
+        end (no last chunk). Returns the bytes."""
         conn, resp = self.open_stream(g)
         self.assertEqual(resp.status, 200)
         with self.assertRaises(http.client.IncompleteRead) as cm:
-            self.read_all(resp)  # no last chunk: a broken stream must not end cleanly
+            self.read_all(resp)
         conn.close()
         data = cm.exception.partial
-        # what the client got: the content, then an OpenAI-shaped error event
-        head = sse_role() + sse_token("Hel")
         self.assertTrue(data.startswith(head), data)
         m = re.fullmatch(rb"data: (\{.*\})\n\n", data[len(head):])
         self.assertIsNotNone(m, data)
         self.assertEqual(json.loads(m.group(1))["error"]["code"], "stream_failed")
+        return data
+
+    def test_cut_stream_ends_with_an_error_event(self):
+        g = self.start()
+        self.fake.script(KA, {"stream": [sse_role(), sse_token("Hel")], "end": "cut"})
+        data = self.broken_stream(g, sse_role() + sse_token("Hel"))
         log = g.wait_log(1)
         self.assertEqual(log[0]["outcome"], "stream_failed")
         self.assertEqual(log[0]["bytes"], len(data))
@@ -567,16 +572,7 @@ class Streams(ServeBase):
         g = self.start()
         self.fake.script(KA, {"stream": [sse_role(), sse_token("Hel"), sse_token("lo")[:-9]],
                               "end": "cut"})
-        conn, resp = self.open_stream(g)
-        with self.assertRaises(http.client.IncompleteRead) as cm:
-            self.read_all(resp)
-        conn.close()
-        data = cm.exception.partial
-        head = sse_role() + sse_token("Hel")
-        self.assertTrue(data.startswith(head), data)
-        m = re.fullmatch(rb"data: (\{.*\})\n\n", data[len(head):])
-        self.assertIsNotNone(m, data)
-        self.assertEqual(json.loads(m.group(1))["error"]["code"], "stream_failed")
+        data = self.broken_stream(g, sse_role() + sse_token("Hel"))
         self.assertEqual(g.wait_log(1)[0]["bytes"], len(data))
 
     def test_events_split_across_chunks_arrive_whole(self):
