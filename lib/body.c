@@ -217,49 +217,6 @@ typedef struct refusal {
     size_t bad_escape; /* a \u escape that is not 4 hex digits, or \u0000 */
 } refusal;
 
-/* What cJSON reads differently from what was written, found in one pass:
- * a control byte (cJSON skips any byte up to 0x20 as whitespace, the
- * scanner does not, and inside a string JSON forbids it), a \u escape that
- * is not four hex digits (cJSON 1.7.15 decodes it as U+0000 and cuts the
- * string there) and \u0000 (cut the same way): "gpt-4o\u00zz-x" would be
- * routed as "gpt-4o". */
-static bool hex4(const char *s)
-{
-    size_t k;
-    for (k = 0; k < 4; k++)
-        if (!((s[k] >= '0' && s[k] <= '9') || (s[k] >= 'a' && s[k] <= 'f') ||
-              (s[k] >= 'A' && s[k] <= 'F')))
-            return false;
-    return true;
-}
-
-static bool strict_text(const char *s, size_t len, refusal *why)
-{
-    bool in_str = false;
-    size_t i;
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
-            why->bad_char = i;
-            return false;
-        }
-        if (c == '"') {
-            in_str = !in_str;
-        } else if (in_str && c == '\\') {
-            if (i + 1 < len && s[i + 1] == 'u') {
-                if (i + 6 > len || !hex4(s + i + 2) || memcmp(s + i + 2, "0000", 4) == 0) {
-                    why->bad_escape = i;
-                    return false;
-                }
-                i += 5;
-            } else {
-                i++;
-            }
-        }
-    }
-    return true;
-}
-
 /* The body parsed as one JSON object with nothing after it but whitespace
  * (cJSON_ParseWithLength alone accepts "{} trailing junk"), which the
  * scanner can walk too: cJSON takes any byte up to 0x20, NUL included, for
@@ -270,7 +227,7 @@ static cJSON *parse_object(const char *body, size_t len, refusal *why)
 {
     const char *end = NULL;
     cJSON *root;
-    bool has_model;
+    bool has_model, control;
     size_t first, off;
     why->bad_utf8 = why->too_deep = why->bad_char = why->bad_escape = BAD;
     if (!body || len == 0)
@@ -279,8 +236,10 @@ static cJSON *parse_object(const char *body, size_t len, refusal *why)
         why->bad_utf8 = off;
         return NULL;
     }
-    if (!strict_text(body, len, why))
+    if ((off = aigw__json_misread(body, len, true, &control)) < len) {
+        *(control ? &why->bad_char : &why->bad_escape) = off;
         return NULL;
+    }
     root = aigw__json_parse(body, len, &end);
     if (!root && end && end >= body && (size_t)(end - body) < len &&
         aigw__json_too_deep(body, len, (size_t)(end - body)))

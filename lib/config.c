@@ -1965,42 +1965,17 @@ static void json_free(cJSON *root)
     cJSON_Delete(root);
 }
 
-/* Where a \u escape inside a string is not four hex digits (cJSON 1.7.15
- * decodes it as U+0000 and cuts the string there: "k\uzzzzX" would be read
- * as "k"), or len. */
-static size_t find_bad_escape(const char *s, size_t len)
-{
-    bool in_str = false;
-    size_t i, k;
-    for (i = 0; i < len; i++) {
-        if (s[i] == '"') {
-            in_str = !in_str;
-        } else if (in_str && s[i] == '\\') {
-            if (i + 1 < len && s[i + 1] == 'u') {
-                for (k = 2; k < 6; k++)
-                    if (i + k >= len || !((s[i + k] >= '0' && s[i + k] <= '9') ||
-                                          (s[i + k] >= 'a' && s[i + k] <= 'f') ||
-                                          (s[i + k] >= 'A' && s[i + k] <= 'F')))
-                        return i;
-                i += 5;
-            } else {
-                i++;
-            }
-        }
-    }
-    return len;
-}
-
 static cJSON *parse_text(parser *p, const char *json, size_t len)
 {
     const char *end = NULL;
+    bool control;
     size_t off = find_nul(json, len);
     cJSON *root;
     if (off < len) {
         json_problem(p, json, off, "invalid JSON (a NUL character)");
         return NULL;
     }
-    if ((off = find_bad_escape(json, len)) < len) {
+    if ((off = aigw__json_misread(json, len, false, &control)) < len) {
         json_problem(p, json, off, "invalid JSON (a \\u escape that is not four hex digits)");
         return NULL;
     }

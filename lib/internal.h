@@ -536,6 +536,13 @@ void aigw__text_pos(const char *s, size_t off, size_t *line, size_t *col);
  * end pointer) stopped at cJSON's nesting limit (CJSON_NESTING_LIMIT, 1000
  * levels): off is an opening bracket one level too deep. */
 bool aigw__json_too_deep(const char *s, size_t len, size_t off);
+/* Where cJSON 1.7.15 would read JSON text s[0..len) otherwise than it was
+ * written, or len: a \u escape inside a string that is not four hex digits
+ * (decoded as U+0000, which cuts the string: "k\uzzzzX" reads as "k") and,
+ * when strict, \u0000 itself and a control byte other than JSON's
+ * whitespace (cJSON skips any byte up to 0x20 as whitespace; JSON allows
+ * none inside a string).  *control says whether it is such a byte. */
+size_t aigw__json_misread(const char *s, size_t len, bool strict, bool *control);
 /* The text of that problem: "nested deeper than 1000 levels". */
 #define AIGW_JSON_TOO_DEEP_FMT "nested deeper than %d levels"
 

@@ -224,6 +224,43 @@ void aigw__text_pos(const char *s, size_t off, size_t *line, size_t *col)
     }
 }
 
+static bool hex4(const char *s)
+{
+    size_t k;
+    for (k = 0; k < 4; k++)
+        if (!((s[k] >= '0' && s[k] <= '9') || (s[k] >= 'a' && s[k] <= 'f') ||
+              (s[k] >= 'A' && s[k] <= 'F')))
+            return false;
+    return true;
+}
+
+size_t aigw__json_misread(const char *s, size_t len, bool strict, bool *control)
+{
+    bool in_str = false;
+    size_t i;
+    *control = false;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (strict && c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+            *control = true;
+            return i;
+        }
+        if (c == '"') {
+            in_str = !in_str;
+        } else if (in_str && c == '\\') {
+            if (i + 1 < len && s[i + 1] == 'u') {
+                if (i + 6 > len || !hex4(s + i + 2) ||
+                    (strict && memcmp(s + i + 2, "0000", 4) == 0))
+                    return i;
+                i += 5;
+            } else {
+                i++;
+            }
+        }
+    }
+    return len;
+}
+
 bool aigw__json_too_deep(const char *s, size_t len, size_t off)
 {
     size_t i, depth = 0;
