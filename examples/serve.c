@@ -1504,75 +1504,73 @@ static enum MHD_Result on_headers(request *r, const char *method)
 {
     server *srv = r->srv;
     struct MHD_Connection *conn = r->conn;
-    {
-        const char *cl;
-        if (r->route == R_OTHER)
-            return queue_error(r, 404, "invalid_request_error", "not_found",
-                               "no such route: the gateway serves POST /v1/chat/completions, "
-                               "/v1/responses, /v1/messages and GET /v1/models, /healthz, "
-                               "/metrics",
-                               NULL);
-        if ((r->route <= R_MESSAGES) != r->post || (!r->post && strcmp(method, "GET") &&
-                                                    strcmp(method, "HEAD"))) {
-            struct MHD_Response *m;
-            char *body = error_body(r->route, 405, "invalid_request_error",
-                                    "method_not_allowed", r->route <= R_MESSAGES
-                                                              ? "use POST on this route"
-                                                              : "use GET on this route");
-            enum MHD_Result ret;
-            snprintf(r->error_code, sizeof r->error_code, "method_not_allowed");
-            size_t len = body ? strlen(body) : 0;
-            m = MHD_create_response_from_buffer(len, body ? body : (char *)"",
-                                                MHD_RESPMEM_MUST_COPY);
-            cJSON_free(body);
-            if (!m)
-                return MHD_NO;
-            MHD_add_response_header(m, "content-type", "application/json");
-            MHD_add_response_header(m, "allow", r->route <= R_MESSAGES ? "POST" : "GET, HEAD");
-            ret = queue_response(r, 405, m);
-            MHD_destroy_response(m);
-            r->status = 405;
-            r->bytes_out = len;
-            r->answered = true;
-            return ret;
-        }
-        if (r->route == R_HEALTHZ)
-            return queue_body(r, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
-        if (!authorise(r))
-            return queue_error(r, 401, "invalid_request_error", "invalid_api_key",
-                               "missing or unknown access key: send one of the gateway's "
-                               "access keys as \"Authorization: Bearer KEY\" or \"x-api-key: "
-                               "KEY\"",
-                               NULL);
-        r->authorised = true;
-        if (!r->post)
-            return MHD_YES; /* answered when the request is complete */
-        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > srv->max_body) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "the request body is larger than the gateway's limit "
-                                      "(--max-body, %zu bytes)", srv->max_body);
-            snprintf(r->error_code, sizeof r->error_code, "request_too_large");
-            return queue_error(r, 413, "invalid_request_error", "request_too_large", msg, NULL);
-        }
-        /* the slot first, then the flag: drain() sets the flag, then waits
-         * for in_flight to reach 0, so a request either is counted or sees
-         * the flag */
-        if (atomic_fetch_add(&srv->in_flight, 1) >= srv->max_concurrent) {
-            char msg[128];
-            atomic_fetch_sub(&srv->in_flight, 1);
-            snprintf(msg, sizeof msg, "the gateway is busy: %u requests in flight "
-                                      "(--max-concurrent); retry shortly", srv->max_concurrent);
-            return queue_error(r, 503, "server_error", "overloaded", msg, "1");
-        }
-        if (atomic_load(&srv->stopping)) {
-            atomic_fetch_sub(&srv->in_flight, 1);
-            return queue_error(r, 503, "server_error", "shutting_down",
-                               "the gateway is shutting down", "1");
-        }
-        r->slot = true;
-        return MHD_YES;
+    const char *cl;
+    if (r->route == R_OTHER)
+        return queue_error(r, 404, "invalid_request_error", "not_found",
+                           "no such route: the gateway serves POST /v1/chat/completions, "
+                           "/v1/responses, /v1/messages and GET /v1/models, /healthz, "
+                           "/metrics",
+                           NULL);
+    if ((r->route <= R_MESSAGES) != r->post || (!r->post && strcmp(method, "GET") &&
+                                                strcmp(method, "HEAD"))) {
+        struct MHD_Response *m;
+        char *body = error_body(r->route, 405, "invalid_request_error",
+                                "method_not_allowed", r->route <= R_MESSAGES
+                                                          ? "use POST on this route"
+                                                          : "use GET on this route");
+        size_t len = body ? strlen(body) : 0;
+        enum MHD_Result ret;
+        snprintf(r->error_code, sizeof r->error_code, "method_not_allowed");
+        m = MHD_create_response_from_buffer(len, body ? body : (char *)"",
+                                            MHD_RESPMEM_MUST_COPY);
+        cJSON_free(body);
+        if (!m)
+            return MHD_NO;
+        MHD_add_response_header(m, "content-type", "application/json");
+        MHD_add_response_header(m, "allow", r->route <= R_MESSAGES ? "POST" : "GET, HEAD");
+        ret = queue_response(r, 405, m);
+        MHD_destroy_response(m);
+        r->status = 405;
+        r->bytes_out = len;
+        r->answered = true;
+        return ret;
     }
+    if (r->route == R_HEALTHZ)
+        return queue_body(r, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+    if (!authorise(r))
+        return queue_error(r, 401, "invalid_request_error", "invalid_api_key",
+                           "missing or unknown access key: send one of the gateway's "
+                           "access keys as \"Authorization: Bearer KEY\" or \"x-api-key: "
+                           "KEY\"",
+                           NULL);
+    r->authorised = true;
+    if (!r->post)
+        return MHD_YES; /* answered when the request is complete */
+    cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > srv->max_body) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request body is larger than the gateway's limit "
+                                  "(--max-body, %zu bytes)", srv->max_body);
+        snprintf(r->error_code, sizeof r->error_code, "request_too_large");
+        return queue_error(r, 413, "invalid_request_error", "request_too_large", msg, NULL);
+    }
+    /* the slot first, then the flag: drain() sets the flag, then waits
+     * for in_flight to reach 0, so a request either is counted or sees
+     * the flag */
+    if (atomic_fetch_add(&srv->in_flight, 1) >= srv->max_concurrent) {
+        char msg[128];
+        atomic_fetch_sub(&srv->in_flight, 1);
+        snprintf(msg, sizeof msg, "the gateway is busy: %u requests in flight "
+                                  "(--max-concurrent); retry shortly", srv->max_concurrent);
+        return queue_error(r, 503, "server_error", "overloaded", msg, "1");
+    }
+    if (atomic_load(&srv->stopping)) {
+        atomic_fetch_sub(&srv->in_flight, 1);
+        return queue_error(r, 503, "server_error", "shutting_down",
+                           "the gateway is shutting down", "1");
+    }
+    r->slot = true;
+    return MHD_YES;
 }
 
 static bool has_body(struct MHD_Connection *conn)
@@ -1602,14 +1600,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(r->method, sizeof r->method, "%s", method);
         r->fd = connection_fd(conn);
         r->cfg = current_config(srv);
-        if (!r->post && !has_body(conn))
-            return MHD_YES; /* decided at the next call, the request complete */
+        if (r->post || has_body(conn)) { /* decided now, its body to come */
+            r->checked = true;
+            return on_headers(r, method);
+        }
+        return MHD_YES; /* decided at the next call, the request complete */
     }
-    if (!r->checked) {
+    if (!r->checked) { /* a request without a body, now complete */
         enum MHD_Result ret;
         r->checked = true;
-        ret = on_headers(r, method);
-        if (ret != MHD_YES || r->answered || *upload_data_size > 0 || has_body(conn))
+        if ((ret = on_headers(r, method)) != MHD_YES || r->answered)
             return ret;
     }
     if (r->answered) { /* answered early: the body is not wanted */
@@ -1716,7 +1716,7 @@ typedef struct serve_opts {
 static int parse_size(const char *s, size_t lo, size_t hi, size_t *out)
 {
     char *end;
-    unsigned long long v;
+    unsigned long long v, mult = 1;
     if (!s || !*s || *s == '-')
         return -1;
     errno = 0;
@@ -1724,18 +1724,15 @@ static int parse_size(const char *s, size_t lo, size_t hi, size_t *out)
     if (errno || end == s)
         return -1;
     if (*end == 'k' || *end == 'K') {
-        if (v > hi / 1024)
-            return -1;
-        v *= 1024;
+        mult = 1024;
         end++;
     } else if (*end == 'm' || *end == 'M') {
-        if (v > hi / (1024 * 1024))
-            return -1;
-        v *= 1024 * 1024;
+        mult = 1024 * 1024;
         end++;
     }
-    if (*end || v < lo || v > hi)
+    if (*end || v > hi / mult || v * mult < lo) /* checked before it can overflow */
         return -1;
+    v *= mult;
     *out = (size_t)v;
     return 0;
 }
