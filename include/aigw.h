@@ -233,9 +233,10 @@ typedef struct aigw_strategy {
 /* Version 2 appended `send_stream` to the vtable and `stream`,
  * `idle_timeout_ms` to the request; version 3 `cancel` to the request (a
  * transport of an older version is handed none: it runs its exchange to its
- * end, the library stops after it).  Older vtables are still accepted (a
+ * end, the library stops after it); version 4 `ca_file`, `client_cert_file`,
+ * `client_key_file` (gatewayConfig.tls).  Older vtables are still accepted (a
  * version 1 transport is then used for whole answers only). */
-#define AIGW_TRANSPORT_VERSION 3
+#define AIGW_TRANSPORT_VERSION 4
 
 typedef struct aigw_header {
     const char *name;
@@ -263,6 +264,14 @@ typedef struct aigw_transport_request {
                                     a transport polls aigw_cancel_fired(cancel)
                                     during the exchange and, once fired,
                                     stops and returns AIGW_TR_CANCELLED */
+    /* -- version 4 -- gatewayConfig.tls: PEM file paths, NULL when not set.
+     * A transport that speaks TLS trusts ca_file's CAs instead of the
+     * system's, and presents client_cert_file (with client_key_file, or the
+     * key in the same file) when the server asks.  Never a reason to skip
+     * verification. */
+    const char *ca_file;
+    const char *client_cert_file;
+    const char *client_key_file;
 } aigw_transport_request;
 
 /* What a transport reports besides the HTTP answer. */

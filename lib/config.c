@@ -12,6 +12,7 @@
  * cJSON tree, never named in a problem, and wiped wherever they lie once
  * they are no longer needed. */
 #include "internal.h"
+#include "htable.h" /* aigw__siphash24 */
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -25,9 +26,27 @@
 #define PATH_CAP 512
 #define ID_CAP 256
 #define MAX_SECRET_FILE ((size_t)64 * 1024)
+/* A secret becomes an HTTP header value: HTTP servers refuse a header line
+ * much past 8 KiB (nginx, Go's net/http per line; libcurl's own send
+ * buffer), so a longer key would fail every request as a network error. */
+#define MAX_SECRET ((size_t)8192)
 #define MAX_CONFIG_FILE ((size_t)16 * 1024 * 1024)
 #define MAX_URL 2048
 #define MAX_JSON_INT ((int64_t)9007199254740991) /* 2^53 - 1: exact in a double */
+
+/* An index of what the parse has seen, hash -> position: open addressing
+ * with linear probing, sized once for all its entries, so that the checks
+ * for duplicates and the lookups by id stay linear in the size of the file
+ * (a list searched item by item made 40,000 keys take 20 s).  A hit is only
+ * a candidate: the caller compares. */
+typedef struct idx_slot {
+    uint64_t hash;
+    size_t pos; /* position + 1; 0: empty */
+} idx_slot;
+typedef struct idx {
+    idx_slot *v;
+    size_t mask; /* capacity - 1 */
+} idx;
 
 typedef struct parser {
     aigw_config *cfg;
@@ -35,6 +54,11 @@ typedef struct parser {
     aigw_error *e;
     bool oom;
     bool bare;
+    uint8_t sipkey[16]; /* the indexes' hash key, random per parse */
+    idx key_ids;        /* providerKeys by id */
+    idx akc_names;      /* access key configurations by name */
+    idx access_ids;     /* accessKeys by id */
+    idx access_values;  /* accessKeys by value */
     char path[PATH_CAP]; /* where we are, e.g. "providerKeys[2].valueFrom" */
     size_t plen;
 } parser;
@@ -121,6 +145,86 @@ static void *zalloc(parser *p, size_t n, size_t size)
         p->oom = true;
     return v;
 }
+
+/* ---- the parse's indexes ---- */
+
+#define IDX_NONE SIZE_MAX
+
+/* An index for n entries (at most half full); false when memory ran out. */
+static bool idx_init(parser *p, idx *x, size_t n)
+{
+    size_t cap = 16;
+    while (cap / 2 < n && cap < SIZE_MAX / 4)
+        cap *= 2;
+    if (!(x->v = aigw__calloc(cap, sizeof *x->v))) {
+        p->oom = true;
+        return false;
+    }
+    x->mask = cap - 1;
+    return true;
+}
+
+static void idx_free(idx *x)
+{
+    aigw__free(x->v);
+    x->v = NULL;
+    x->mask = 0;
+}
+
+/* The next position filed under hash h, from the probe cursor *at (start
+ * it at h); IDX_NONE after the last. */
+static size_t idx_next(const idx *x, uint64_t h, size_t *at)
+{
+    if (!x->v)
+        return IDX_NONE;
+    for (;; (*at)++) {
+        const idx_slot *sl = &x->v[*at & x->mask];
+        if (sl->pos == 0)
+            return IDX_NONE;
+        if (sl->hash == h) {
+            (*at)++;
+            return sl->pos - 1;
+        }
+    }
+}
+
+static void idx_add(idx *x, uint64_t h, size_t pos)
+{
+    size_t at = (size_t)h;
+    if (!x->v)
+        return;
+    while (x->v[at & x->mask].pos != 0)
+        at++;
+    x->v[at & x->mask].hash = h;
+    x->v[at & x->mask].pos = pos + 1;
+}
+
+static uint64_t hash_bytes(const parser *p, const void *s, size_t n)
+{
+    return aigw__siphash24(p->sipkey, s, n);
+}
+
+static uint64_t hash_str(const parser *p, const char *s)
+{
+    return hash_bytes(p, s, strlen(s));
+}
+
+/* Strings that may be absent, and a secret's bytes, as one hash. */
+static uint64_t hash_tuple(const parser *p, const char *a, const char *b, const aigw_secret *v)
+{
+    aigw_sip st;
+    const unsigned char has[3] = {a != NULL, b != NULL, v && v->value};
+    aigw__sip_init(&st, p->sipkey);
+    aigw__sip_update(&st, has, sizeof has);
+    if (a)
+        aigw__sip_str(&st, a);
+    if (b)
+        aigw__sip_str(&st, b);
+    if (has[2])
+        aigw__sip_update(&st, v->value, v->len);
+    return aigw__sip_final(&st);
+}
+
 
 /* ------------------------------------------------------------------------ */
 /* JSON values                                                              */
@@ -456,6 +560,11 @@ static void secret_accept(parser *p, const char *v, size_t len, const char *what
     size_t i;
     if (len == 0) {
         problem(p, "%s is empty", what);
+        return;
+    }
+    if (len > MAX_SECRET) {
+        problem(p, "%s is %zu bytes, longer than the %zu an HTTP header can carry", what, len,
+                MAX_SECRET);
         return;
     }
     for (i = 0; i < len; i++) {
@@ -929,13 +1038,14 @@ static void parse_provider(parser *p, const cJSON *v, size_t i, void *ctx)
 /* Provider keys (ngrok POST /provider-keys, plus "id" and "valueFrom")     */
 /* ------------------------------------------------------------------------ */
 
-static const aigw_pkey *find_key(const aigw_config *cfg, const char *id)
+/* The providerKey with this id: its position, or IDX_NONE. */
+static size_t find_key(const parser *p, const char *id)
 {
-    size_t i;
-    for (i = 0; i < cfg->n_keys; i++)
-        if (cfg->keys[i].id && strcmp(cfg->keys[i].id, id) == 0)
-            return &cfg->keys[i];
-    return NULL;
+    uint64_t h = hash_str(p, id);
+    size_t at = (size_t)h, j;
+    while ((j = idx_next(&p->key_ids, h, &at)) != IDX_NONE && strcmp(p->cfg->keys[j].id, id) != 0)
+        ;
+    return j;
 }
 
 enum { PK_ID, PK_PROVIDER, PK_NAME, PK_DESCRIPTION, PK_METADATA, PK_VALUE, PK_VALUE_FROM, PK__N };
@@ -953,12 +1063,10 @@ static void parse_pkey(parser *p, const cJSON *v, size_t i, void *ctx)
     if (!members(p, v, pkey_fields, f))
         return;
     if ((s = get_str(p, "id", f[PK_ID], true, 1, 255)) != NULL) {
-        for (j = 0; j < i && !(p->cfg->keys[j].id && strcmp(p->cfg->keys[j].id, s) == 0); j++)
-            ;
-        if (j < i)
+        if ((j = find_key(p, s)) != IDX_NONE)
             problem_at(p, "id", "duplicate id (also providerKeys[%zu])", j);
-        else
-            k->id = str_copy(p, s);
+        else if ((k->id = str_copy(p, s)) != NULL)
+            idx_add(&p->key_ids, hash_str(p, s), i);
     }
     if ((s = get_str(p, "providerId", f[PK_PROVIDER], true, 1, 255)) != NULL) {
         if (!(pr = aigw__config_provider(p->cfg, s)))
@@ -1085,6 +1193,7 @@ static void key_by_id(parser *p, const cJSON *v, const aigw_rule *r, aigw_step_k
 {
     const char *id = get_str(p, "id", v, true, 1, 255);
     const aigw_pkey *k;
+    size_t at;
     if (!id)
         return;
     if (p->bare) {
@@ -1093,10 +1202,11 @@ static void key_by_id(parser *p, const cJSON *v, const aigw_rule *r, aigw_step_k
         sk->id = str_copy(p, id);
         return;
     }
-    if (!(k = find_key(p->cfg, id))) {
+    if ((at = find_key(p, id)) == IDX_NONE) {
         problem_at(p, "id", "no provider key with this id");
         return;
     }
+    k = &p->cfg->keys[at];
     if (r->provider && k->provider_id && strcmp(k->provider_id, r->provider) != 0) {
         problem_at(p, "id", "provider key '%s' is for provider '%s', but this rule is for "
                             "provider '%s'", id, k->provider_id, r->provider);
@@ -1280,21 +1390,29 @@ static bool same_str(const char *a, const char *b)
 static void check_duplicate_rules(parser *p)
 {
     const aigw_akc *cfg = p->akc;
+    idx seen;
     size_t i, j, mark;
-    for (j = 1; j < cfg->n_rules; j++) {
+    if (!idx_init(p, &seen, cfg->n_rules))
+        return;
+    for (j = 0; j < cfg->n_rules; j++) {
         const aigw_rule *b = &cfg->rules[j];
+        uint64_t h = hash_tuple(p, b->provider, b->model, NULL);
+        size_t at = (size_t)h;
         if (!b->provider && !b->model)
             continue;
-        for (i = 0; i < j; i++) {
-            const aigw_rule *a = &cfg->rules[i];
-            if (!same_str(a->provider, b->provider) || !same_str(a->model, b->model))
-                continue;
-            mark = path_index(p, j);
-            problem(p, "the same provider and model as rules[%zu]: only one would be used", i);
-            path_pop(p, mark);
-            break;
+        while ((i = idx_next(&seen, h, &at)) != IDX_NONE &&
+               !(same_str(cfg->rules[i].provider, b->provider) &&
+                 same_str(cfg->rules[i].model, b->model)))
+            ;
+        if (i == IDX_NONE) {
+            idx_add(&seen, h, j);
+            continue;
         }
+        mark = path_index(p, j);
+        problem(p, "the same provider and model as rules[%zu]: only one would be used", i);
+        path_pop(p, mark);
     }
+    idx_free(&seen);
 }
 
 enum { RO_RULES, RO__N };
@@ -1436,6 +1554,7 @@ enum {
     GC_BREAKER,
     GC_BUDGET,
     GC_STORE,
+    GC_TLS,
     GC__N
 };
 static const char *const gateway_fields[] = {
@@ -1443,7 +1562,7 @@ static const char *const gateway_fields[] = {
     "metadata",      "connectTimeout",    "maxAttempts",        "retryAfterMax",
     "sameBackendRetries", "maxResponseBytes", "firstTokenTimeout", "streamIdleTimeout",
     "streamRestart", "maxEventBytes", "keyCooldown", "keyCooldownMax", "keyBenchTime",
-    "circuitBreaker", "retryBudget", "healthStore", NULL};
+    "circuitBreaker", "retryBudget", "healthStore", "tls", NULL};
 
 /* A member that is false (off), true (the defaults) or an object; whether
  * to read it as an object.  *on gets false for false. */
@@ -1608,6 +1727,52 @@ static void parse_health_store(parser *p, const cJSON *v)
     section(p, "redis", f[HS_REDIS], parse_redis_store);
 }
 
+enum { TLS_CA, TLS_CERT, TLS_KEY, TLS__N };
+static const char *const tls_fields[] = {"caBundle", "clientCertificate", "clientKey", NULL};
+
+/* A path member of tls: a regular file this process can read now (libcurl
+ * reads it at each handshake; a problem is better named here, by its path,
+ * than as a TLS failure of every request).  Its contents are not read. */
+static void tls_file(parser *p, const char *field, const cJSON *v, char **out)
+{
+    char why[128];
+    const char *name;
+    struct stat st;
+    int fd;
+    size_t mark;
+    if (!v || !(name = get_str(p, field, v, false, 1, 4096)))
+        return;
+    mark = path_field(p, field);
+    if ((fd = open(name, O_RDONLY | O_CLOEXEC)) < 0) {
+        problem(p, "cannot read file '%s': %s", name, errno_text(errno, why, sizeof why));
+    } else {
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+            problem(p, "'%s' is not a regular file", name);
+        else if (!(*out = aigw__strdup(name)))
+            p->oom = true;
+        close(fd);
+    }
+    path_pop(p, mark);
+}
+
+/* tls: {caBundle, clientCertificate, clientKey}, PEM files.  caBundle
+ * replaces the system's trusted CAs; verification is never turned off. */
+static void parse_tls(parser *p, const cJSON *v)
+{
+    aigw_config *c = p->cfg;
+    const cJSON *f[TLS__N];
+    if (!members(p, v, tls_fields, f))
+        return;
+    tls_file(p, "caBundle", f[TLS_CA], &c->tls_ca_file);
+    tls_file(p, "clientCertificate", f[TLS_CERT], &c->tls_client_cert);
+    tls_file(p, "clientKey", f[TLS_KEY], &c->tls_client_key);
+    if (f[TLS_KEY] && !f[TLS_CERT]) {
+        size_t mark = path_field(p, "clientKey");
+        problem(p, "needs \"clientCertificate\" (the certificate this key is for)");
+        path_pop(p, mark);
+    }
+}
+
 /* The key-health extensions of gatewayConfig (see aigw_health_opts). */
 static void parse_health(parser *p, const cJSON *f[])
 {
@@ -1620,6 +1785,7 @@ static void parse_health(parser *p, const cJSON *f[])
     section(p, "circuitBreaker", f[GC_BREAKER], parse_breaker);
     section(p, "retryBudget", f[GC_BUDGET], parse_budget);
     section(p, "healthStore", f[GC_STORE], parse_health_store);
+    section(p, "tls", f[GC_TLS], parse_tls);
 }
 
 static void parse_gateway_config(parser *p, const cJSON *v)
@@ -1711,7 +1877,8 @@ static void parse_providers(parser *p, const cJSON *v)
 static void parse_keys(parser *p, const cJSON *v)
 {
     size_t n;
-    if ((p->cfg->keys = new_array(p, v, sizeof *p->cfg->keys, &n)) != NULL) {
+    if ((p->cfg->keys = new_array(p, v, sizeof *p->cfg->keys, &n)) != NULL &&
+        idx_init(p, &p->key_ids, n)) {
         p->cfg->n_keys = n;
         each(p, v, parse_pkey, NULL);
     }
@@ -1740,6 +1907,17 @@ static bool alloc_akcs(parser *p, size_t n)
     return true;
 }
 
+/* The access key configuration with this name: its position, or IDX_NONE. */
+static size_t find_akc(const parser *p, const char *name)
+{
+    uint64_t h = hash_str(p, name);
+    size_t at = (size_t)h, j;
+    while ((j = idx_next(&p->akc_names, h, &at)) != IDX_NONE &&
+           strcmp(p->cfg->akcs[j].name, name) != 0)
+        ;
+    return j;
+}
+
 static void parse_listed_akc(parser *p, const cJSON *v, size_t i, void *ctx)
 {
     size_t at = *(const size_t *)ctx + i, j;
@@ -1749,15 +1927,13 @@ static void parse_listed_akc(parser *p, const cJSON *v, size_t i, void *ctx)
     p->akc = &p->cfg->akcs[0];
     if (!a->name)
         return;
-    for (j = 0; j < at; j++)
-        if (p->cfg->akcs[j].name && strcmp(p->cfg->akcs[j].name, a->name) == 0) {
-            if (*(const size_t *)ctx == 1 && j == 0)
-                problem_at(p, "name", "duplicate name (also accessKeyConfiguration's)");
-            else
-                problem_at(p, "name", "duplicate name (also accessKeyConfigurations[%zu])",
-                           j - *(const size_t *)ctx);
-            break;
-        }
+    if ((j = find_akc(p, a->name)) == IDX_NONE)
+        idx_add(&p->akc_names, hash_str(p, a->name), at);
+    else if (*(const size_t *)ctx == 1 && j == 0)
+        problem_at(p, "name", "duplicate name (also accessKeyConfiguration's)");
+    else
+        problem_at(p, "name", "duplicate name (also accessKeyConfigurations[%zu])",
+                   j - *(const size_t *)ctx);
 }
 
 static void parse_akc_list(parser *p, const cJSON *v)
@@ -1785,23 +1961,22 @@ static void parse_access_key(parser *p, const cJSON *v, size_t i, void *ctx)
     if (!members(p, v, access_key_fields, f))
         return;
     if ((s = get_str(p, "id", f[AK_ID], true, 1, 255)) != NULL) {
-        for (j = 0; j < i && !(cfg->access_keys[j].id && strcmp(cfg->access_keys[j].id, s) == 0);
-             j++)
+        uint64_t h = hash_str(p, s);
+        size_t at = (size_t)h;
+        while ((j = idx_next(&p->access_ids, h, &at)) != IDX_NONE &&
+               strcmp(cfg->access_keys[j].id, s) != 0)
             ;
-        if (j < i)
+        if (j != IDX_NONE)
             problem_at(p, "id", "duplicate id (also accessKeys[%zu])", j);
-        else
-            k->id = str_copy(p, s);
+        else if ((k->id = str_copy(p, s)) != NULL)
+            idx_add(&p->access_ids, h, i);
     }
     get_str(p, "description", f[AK_DESCRIPTION], false, 0, 255);
     get_str(p, "metadata", f[AK_METADATA], false, 0, 4096);
     /* Which configuration its caller uses: required when there is a choice. */
     s = get_str(p, "configuration", f[AK_CONFIGURATION], cfg->n_akcs > 1, 1, 255);
     if (s) {
-        for (j = 0; j < cfg->n_akcs && !(cfg->akcs[j].name && strcmp(cfg->akcs[j].name, s) == 0);
-             j++)
-            ;
-        if (j == cfg->n_akcs)
+        if ((j = find_akc(p, s)) == IDX_NONE)
             problem_at(p, "configuration", "no access key configuration with this name");
         else
             k->akc = j;
@@ -1810,18 +1985,25 @@ static void parse_access_key(parser *p, const cJSON *v, size_t i, void *ctx)
     if (k->value.value && k->value.len < 8)
         problem_at(p, f[AK_VALUE] ? "value" : "valueFrom",
                    "too short for an access key (at least 8 bytes)");
-    for (j = 0; k->value.value && j < i; j++)
-        if (same_secret(&cfg->access_keys[j].value, &k->value)) {
+    if (k->value.value) {
+        uint64_t h = hash_bytes(p, k->value.value, k->value.len);
+        size_t at = (size_t)h;
+        while ((j = idx_next(&p->access_values, h, &at)) != IDX_NONE &&
+               !same_secret(&cfg->access_keys[j].value, &k->value))
+            ;
+        if (j != IDX_NONE)
             problem_at(p, f[AK_VALUE] ? "value" : "valueFrom",
                        "the same value as accessKeys[%zu]", j);
-            break;
-        }
+        else
+            idx_add(&p->access_values, h, i);
+    }
 }
 
 static void parse_access_keys(parser *p, const cJSON *v)
 {
     size_t n;
-    if ((p->cfg->access_keys = new_array(p, v, sizeof *p->cfg->access_keys, &n)) != NULL) {
+    if ((p->cfg->access_keys = new_array(p, v, sizeof *p->cfg->access_keys, &n)) != NULL &&
+        idx_init(p, &p->access_ids, n) && idx_init(p, &p->access_values, n)) {
         p->cfg->n_access_keys = n;
         each(p, v, parse_access_key, NULL);
     }
@@ -1849,13 +2031,15 @@ static void parse_root(parser *p, const cJSON *root)
     n_akcs = f[TOP_AKC] ? 1 : 0;
     if (cJSON_IsArray(f[TOP_AKCS]))
         n_akcs += (size_t)cJSON_GetArraySize(f[TOP_AKCS]);
-    if (p->oom || !alloc_akcs(p, n_akcs))
+    if (p->oom || !alloc_akcs(p, n_akcs) || !idx_init(p, &p->akc_names, p->cfg->n_akcs))
         return;
     /* Order matters: keys name providers, rules name both, access keys
      * name configurations. */
     section(p, "providers", f[TOP_PROVIDERS], parse_providers);
     section(p, "providerKeys", f[TOP_KEYS], parse_keys);
     section(p, "accessKeyConfiguration", f[TOP_AKC], parse_akc);
+    if (p->cfg->akcs[0].name)
+        idx_add(&p->akc_names, hash_str(p, p->cfg->akcs[0].name), 0);
     section(p, "accessKeyConfigurations", f[TOP_AKCS], parse_akc_list);
     section(p, "accessKeys", f[TOP_ACCESS_KEYS], parse_access_keys);
     section(p, "gatewayConfig", f[TOP_GATEWAY], parse_gateway_config);
@@ -2056,6 +2240,9 @@ static void config_free(aigw_config *cfg)
     aigw__free(cfg->access_keys);
     secret_free(&cfg->ngrok_key);
     aigw__free(cfg->ngrok_gateway_url);
+    aigw__free(cfg->tls_ca_file);
+    aigw__free(cfg->tls_client_cert);
+    aigw__free(cfg->tls_client_key);
     if (cfg->store.url) /* may hold a password */
         aigw__wipe(cfg->store.url, strlen(cfg->store.url));
     aigw__free(cfg->store.url);
@@ -2076,16 +2263,21 @@ static bool same_secret(const aigw_secret *a, const aigw_secret *b)
     return !ha || (a->len == b->len && memcmp(a->value, b->value, a->len) == 0);
 }
 
-static void list_key(parser *p, const char *provider, const char *id, const aigw_secret *value)
+static void list_key(parser *p, idx *seen, const char *provider, const char *id,
+                     const aigw_secret *value)
 {
     aigw_config *c = p->cfg;
-    size_t i;
+    uint64_t h;
+    size_t i, at;
     provider = provider ? provider : "";
     id = id ? id : "";
-    for (i = 0; i < c->n_all_keys; i++)
+    h = hash_tuple(p, provider, id, value);
+    at = (size_t)h;
+    while ((i = idx_next(seen, h, &at)) != IDX_NONE)
         if (strcmp(c->all_keys[i].provider, provider) == 0 &&
             strcmp(c->all_keys[i].id, id) == 0 && same_secret(c->all_keys[i].value, value))
             return;
+    idx_add(seen, h, c->n_all_keys);
     c->all_keys[c->n_all_keys].provider = provider;
     c->all_keys[c->n_all_keys].id = id;
     c->all_keys[c->n_all_keys].value = value;
@@ -2095,20 +2287,23 @@ static void list_key(parser *p, const char *provider, const char *id, const aigw
 /* The provider of a rule's step key: the providerKey it names (same id and
  * value), else the rule's provider (rule_target resolved it from the model
  * when the rule names none). */
-static const char *step_key_provider(const aigw_config *cfg, const aigw_rule *rule,
+static const char *step_key_provider(const parser *p, const aigw_rule *rule,
                                      const aigw_step_key *sk)
 {
+    const aigw_pkey *k;
     size_t i;
-    for (i = 0; i < cfg->n_keys; i++)
-        if (sk->id && cfg->keys[i].id && strcmp(cfg->keys[i].id, sk->id) == 0 &&
-            same_secret(&cfg->keys[i].value, &sk->value))
-            return cfg->keys[i].provider_id;
+    if (sk->id && (i = find_key(p, sk->id)) != IDX_NONE) {
+        k = &p->cfg->keys[i];
+        if (same_secret(&k->value, &sk->value))
+            return k->provider_id;
+    }
     return rule->provider;
 }
 
 static void collect_keys(parser *p)
 {
     aigw_config *c = p->cfg;
+    idx seen;
     size_t a, i, s, j, cap = c->n_keys;
     for (a = 0; a < c->n_akcs; a++)
         for (i = 0; i < c->akcs[a].n_rules; i++)
@@ -2118,8 +2313,10 @@ static void collect_keys(parser *p)
         p->oom = true;
         return;
     }
+    if (!idx_init(p, &seen, cap))
+        return;
     for (i = 0; i < c->n_keys; i++)
-        list_key(p, c->keys[i].provider_id, c->keys[i].id, &c->keys[i].value);
+        list_key(p, &seen, c->keys[i].provider_id, c->keys[i].id, &c->keys[i].value);
     for (a = 0; a < c->n_akcs; a++)
         for (i = 0; i < c->akcs[a].n_rules; i++)
             for (s = 0; s < c->akcs[a].rules[i].n_steps; s++) {
@@ -2128,9 +2325,10 @@ static void collect_keys(parser *p)
                 if (st->type != AIGW_STEP_USER)
                     continue;
                 for (j = 0; j < st->n_keys; j++)
-                    list_key(p, step_key_provider(c, rule, &st->keys[j]), st->keys[j].id,
-                             &st->keys[j].value);
+                    list_key(p, &seen, step_key_provider(p, rule, &st->keys[j]),
+                             st->keys[j].id, &st->keys[j].value);
             }
+    idx_free(&seen);
 }
 
 const aigw_key_entry *aigw__config_keys(const aigw_config *cfg, size_t *n)
@@ -2200,6 +2398,7 @@ aigw_status aigw_config_parse(const char *json, size_t len, aigw_config **out, a
     if (!json || !out)
         return aigw__fail(err, AIGW_EINVAL, "aigw_config_parse: json and out must not be NULL");
     memset(&p, 0, sizeof p);
+    aigw__random_bytes(p.sipkey, sizeof p.sipkey);
     p.e = aigw__error_new(AIGW_ECONFIG);
     p.cfg = aigw__calloc(1, sizeof *p.cfg);
     if (!p.e || !p.cfg) {
@@ -2221,6 +2420,10 @@ aigw_status aigw_config_parse(const char *json, size_t len, aigw_config **out, a
     p.cfg->health.probe_timeout_ms = p.cfg->per_request_timeout_ms;
     if (!p.oom && p.e->n == 0)
         collect_keys(&p);
+    idx_free(&p.key_ids);
+    idx_free(&p.akc_names);
+    idx_free(&p.access_ids);
+    idx_free(&p.access_values);
     return finish(&p, out, err);
 }
 

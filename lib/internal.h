@@ -283,6 +283,10 @@ struct aigw_config {
     aigw_health_opts health;
     bool has_store; /* gatewayConfig.healthStore.redis */
     aigw_store_opts store;
+    /* gatewayConfig.tls: PEM file paths, NULL when not set */
+    char *tls_ca_file;
+    char *tls_client_cert;
+    char *tls_client_key;
 
     bool has_ngrok_key;
     aigw_secret ngrok_key;

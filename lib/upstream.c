@@ -119,6 +119,9 @@ int aigw__build_req(run *r, const slot *s, built_req *b)
                                                                           : req->timeout_ms;
     req->max_response_bytes = cfg->max_response_bytes;
     req->cancel = r->cancel;
+    req->ca_file = cfg->tls_ca_file;
+    req->client_cert_file = cfg->tls_client_cert;
+    req->client_key_file = cfg->tls_client_key;
     return 0;
 }
 

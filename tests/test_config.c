@@ -1335,7 +1335,7 @@ static void test_health_problems(void **state)
     /* the list of gatewayConfig's members is whole */
     only_problem("{\"gatewayConfig\":{\"cooldown\":\"1s\"}}", "gatewayConfig.cooldown",
                  "maxEventBytes, keyCooldown, keyCooldownMax, keyBenchTime, circuitBreaker, "
-                 "retryBudget, healthStore)");
+                 "retryBudget, healthStore, tls)");
     /* all of them at once, each at its path */
     {
         aigw_error *err = parse_err(
