@@ -455,15 +455,50 @@ static CURLcode set_method(CURL *h, const aigw_transport_request *req)
     return rc;
 }
 
-static CURLcode set_options(CURL *h, const aigw_transport_request *req, struct curl_slist *hdrs,
-                            call *c)
-{
-    CURLcode rc = CURLE_OK;
 #define SET(opt, val)                                                                         \
     do {                                                                                      \
         if (rc == CURLE_OK)                                                                   \
             rc = curl_easy_setopt(h, opt, val);                                               \
     } while (0)
+
+/* gatewayConfig.tls.  Verification is always on, and set so rather than
+ * left to the defaults.  ca_file replaces the system's CAs: the build-time
+ * CA directory (Debian's /etc/ssl/certs) would otherwise be searched beside
+ * it.  The files are read at each handshake, so a file replaced in place
+ * counts from the next new connection.  libcurl reuses a connection (or
+ * resumes a TLS session) only for a request with the same CA and
+ * certificate paths, so the pooled handles never mix settings. */
+static CURLcode set_tls(CURL *h, const aigw_transport_request *req)
+{
+    CURLcode rc = CURLE_OK;
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (req->ca_file) {
+        SET(CURLOPT_CAINFO, req->ca_file);
+        SET(CURLOPT_CAPATH, (char *)NULL);
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0 */
+        /* not the CA store libcurl would keep for 24 hours */
+        SET(CURLOPT_CA_CACHE_TIMEOUT, 0L);
+#endif
+    }
+    if (req->client_cert_file) {
+        SET(CURLOPT_SSLCERT, req->client_cert_file);
+        SET(CURLOPT_SSLCERTTYPE, "PEM");
+        /* without it, the key is read from the certificate's file */
+        if (req->client_key_file)
+            SET(CURLOPT_SSLKEY, req->client_key_file);
+        SET(CURLOPT_SSLKEYTYPE, "PEM");
+        /* An encrypted key then fails the handshake; without a password
+         * OpenSSL would ask for one on the terminal. */
+        SET(CURLOPT_KEYPASSWD, "");
+    }
+    return rc;
+}
+
+static CURLcode set_options(CURL *h, const aigw_transport_request *req, struct curl_slist *hdrs,
+                            call *c)
+{
+    CURLcode rc = CURLE_OK;
     SET(CURLOPT_URL, req->url);
 #if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -489,11 +524,13 @@ static CURLcode set_options(CURL *h, const aigw_transport_request *req, struct c
      * libcurl checks only then; on_body covers the rest). */
     if (c->cap && c->cap <= (size_t)INT64_MAX)
         SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->cap);
-#undef SET
+    if (rc == CURLE_OK)
+        rc = set_tls(h, req);
     if (rc == CURLE_OK)
         rc = set_method(h, req);
     return rc;
 }
+#undef SET
 
 /* Waits for socket activity or libcurl's next timer, at most ms. */
 static CURLMcode wait_io(CURLM *m, int64_t ms)

@@ -30,6 +30,8 @@ aigw_need_pkgs() {
         command -v nm >/dev/null 2>&1 || missing+=(binutils)
         # tests/test_store_redis.c runs a real server
         command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+        # tests/test_tls.py makes its CA and certificates (Priority: optional)
+        command -v openssl >/dev/null 2>&1 || missing+=(openssl)
         # the Python package's tests: Debian's interpreter with its httpx, a
         # venv and pip to install the package as a user would
         [ -x /usr/bin/python3 ] || missing+=(python3)

@@ -1480,6 +1480,52 @@ static void test_key_weights(void **state)
     /* weights only on keys, not on steps (checked in test_unknown_fields) */
 }
 
+/* A secret becomes a header value: past 8192 bytes it is refused when the
+ * file is read, from every source, without quoting it. */
+static void test_secret_size_bound(void **state)
+{
+    static const size_t sizes[] = {8192, 8193, 1 << 20};
+    char *json, *file, *big;
+    aigw_config *cfg;
+    size_t i, n;
+    (void)state;
+    for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        n = sizes[i];
+        assert_non_null(big = malloc(n + 1));
+        memset(big, 'k', n);
+        big[n] = '\0';
+        assert_non_null(json = malloc(n + 256));
+        snprintf(json, n + 256, "{\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"openai\","
+                                "\"value\":\"%s\"}]}", big);
+        if (n == 8192) {
+            cfg = parse_ok(json);
+            assert_int_equal(cfg->keys[0].value.len, 8192);
+            aigw_config_unref(cfg);
+        } else {
+            char want[96];
+            snprintf(want, sizeof want, "the value is %zu bytes, longer than the 8192 an HTTP "
+                                        "header can carry", n);
+            only_problem(json, "providerKeys[0].value", want);
+        }
+        if (n == 8193) {
+            setenv("AIGW_TEST_BIG_VAR", big, 1);
+            only_problem("{\"accessKeys\":[{\"id\":\"a\",\"valueFrom\":"
+                         "{\"env\":\"AIGW_TEST_BIG_VAR\"}}]}",
+                         "accessKeys[0].valueFrom.env",
+                         "environment variable AIGW_TEST_BIG_VAR is 8193 bytes, longer than");
+            unsetenv("AIGW_TEST_BIG_VAR");
+            file = write_temp(big, n);
+            snprintf(json, n + 256, "{\"ngrokAccessKey\":{\"valueFrom\":{\"file\":\"%s\"}}}",
+                     file);
+            only_problem(json, "ngrokAccessKey.valueFrom.file", "is 8193 bytes, longer than");
+            unlink(file);
+            free(file);
+        }
+        free(json);
+        free(big);
+    }
+}
+
 static void test_secret_sources(void **state)
 {
     char json[1024];
@@ -1907,6 +1953,111 @@ static void test_health_store(void **state)
     aigw_error_free(err);
 }
 
+/* gatewayConfig.tls: three paths to readable regular files, kept as given
+ * (their contents are read by the transport, at each handshake); every
+ * problem at its JSON path. */
+static void test_tls(void **state)
+{
+    static const char pem[] = "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
+    char *ca = write_temp(pem, sizeof pem - 1), *cert = write_temp(pem, sizeof pem - 1);
+    char *key = write_temp(pem, sizeof pem - 1);
+    char json[1024];
+    aigw_config *cfg;
+    aigw_error *err;
+    (void)state;
+
+    snprintf(json, sizeof json,
+             "{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"%s\",\"clientCertificate\":\"%s\","
+             "\"clientKey\":\"%s\"}}}",
+             ca, cert, key);
+    cfg = parse_ok(json);
+    assert_string_equal(cfg->tls_ca_file, ca);
+    assert_string_equal(cfg->tls_client_cert, cert);
+    assert_string_equal(cfg->tls_client_key, key);
+    aigw_config_unref(cfg);
+    sweep(json, AIGW_OK);
+    /* each alone: the key may sit in the certificate's file */
+    snprintf(json, sizeof json, "{\"gatewayConfig\":{\"tls\":{\"clientCertificate\":\"%s\"}}}",
+             cert);
+    cfg = parse_ok(json);
+    assert_null(cfg->tls_ca_file);
+    assert_string_equal(cfg->tls_client_cert, cert);
+    assert_null(cfg->tls_client_key);
+    aigw_config_unref(cfg);
+    snprintf(json, sizeof json, "{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"%s\"}}}", ca);
+    cfg = parse_ok(json);
+    assert_string_equal(cfg->tls_ca_file, ca);
+    assert_null(cfg->tls_client_cert);
+    aigw_config_unref(cfg);
+    /* none, or an empty object: the system's CAs, no client certificate */
+    cfg = parse_ok("{\"gatewayConfig\":{\"tls\":{}}}");
+    assert_null(cfg->tls_ca_file);
+    assert_null(cfg->tls_client_cert);
+    assert_null(cfg->tls_client_key);
+    aigw_config_unref(cfg);
+    cfg = parse_ok("{\"gatewayConfig\":{}}");
+    assert_null(cfg->tls_ca_file);
+    aigw_config_unref(cfg);
+
+    /* files that cannot be used */
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"/nonexistent/aigw/ca.pem\"}}}",
+                 "gatewayConfig.tls.caBundle",
+                 "cannot read file '/nonexistent/aigw/ca.pem': No such file or directory");
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"/tmp\"}}}",
+                 "gatewayConfig.tls.caBundle", "'/tmp' is not a regular file");
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"/dev/null\"}}}",
+                 "gatewayConfig.tls.caBundle", "'/dev/null' is not a regular file");
+    snprintf(json, sizeof json,
+             "{\"gatewayConfig\":{\"tls\":{\"clientCertificate\":\"/nonexistent/c.pem\","
+             "\"clientKey\":\"%s\"}}}",
+             key);
+    only_problem(json, "gatewayConfig.tls.clientCertificate",
+                 "cannot read file '/nonexistent/c.pem': No such file or directory");
+    snprintf(json, sizeof json,
+             "{\"gatewayConfig\":{\"tls\":{\"clientCertificate\":\"%s\",\"clientKey\":\"/tmp\"}}}",
+             cert);
+    only_problem(json, "gatewayConfig.tls.clientKey", "'/tmp' is not a regular file");
+    /* a key needs its certificate */
+    snprintf(json, sizeof json, "{\"gatewayConfig\":{\"tls\":{\"clientKey\":\"%s\"}}}", key);
+    only_problem(json, "gatewayConfig.tls.clientKey",
+                 "needs \"clientCertificate\" (the certificate this key is for)");
+    /* types */
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"caBundle\":5}}}", "gatewayConfig.tls.caBundle",
+                 "expected a string, got a number");
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"caBundle\":null}}}",
+                 "gatewayConfig.tls.caBundle", "expected a string, got null");
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"\"}}}", "gatewayConfig.tls.caBundle",
+                 "must not be empty");
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"clientCertificate\":[]}}}",
+                 "gatewayConfig.tls.clientCertificate", "expected a string, got an array");
+    only_problem("{\"gatewayConfig\":{\"tls\":\"/etc/ssl/ca.pem\"}}", "gatewayConfig.tls",
+                 "expected an object, got a string");
+    only_problem("{\"gatewayConfig\":{\"tls\":true}}", "gatewayConfig.tls",
+                 "expected an object, got a boolean");
+    only_problem("{\"gatewayConfig\":{\"tls\":null}}", "gatewayConfig.tls",
+                 "expected an object, got null");
+    only_problem("{\"gatewayConfig\":{\"tls\":{\"verify\":false}}}", "gatewayConfig.tls.verify",
+                 "unknown field (expected one of: caBundle, clientCertificate, clientKey)");
+    snprintf(json, sizeof json,
+             "{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"%s\",\"caBundle\":\"%s\"}}}", ca, ca);
+    only_problem(json, "gatewayConfig.tls.caBundle", "duplicate field");
+    /* all at once, each at its path */
+    err = parse_err("{\"gatewayConfig\":{\"tls\":{\"caBundle\":\"/tmp\","
+                    "\"clientKey\":\"/nonexistent/k.pem\"}}}");
+    assert_int_equal(aigw_error_count(err), 3);
+    has_problem(err, "gatewayConfig.tls.caBundle", "'/tmp' is not a regular file");
+    has_problem(err, "gatewayConfig.tls.clientKey", "cannot read file '/nonexistent/k.pem'");
+    has_problem(err, "gatewayConfig.tls.clientKey", "needs \"clientCertificate\"");
+    aigw_error_free(err);
+
+    unlink(ca);
+    unlink(cert);
+    unlink(key);
+    free(ca);
+    free(cert);
+    free(key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1936,6 +2087,7 @@ int main(void)
         cmocka_unit_test(test_strategies),
         cmocka_unit_test(test_key_weights),
         cmocka_unit_test(test_secret_sources),
+        cmocka_unit_test(test_secret_size_bound),
         cmocka_unit_test(test_steps_and_rules),
         cmocka_unit_test(test_providers_and_keys_problems),
         cmocka_unit_test(test_many_problems_at_once),
@@ -1944,6 +2096,7 @@ int main(void)
         cmocka_unit_test(test_nesting_limit),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_alloc_failures_load_file),
+        cmocka_unit_test(test_tls),
     };
     return cmocka_run_group_tests(tests, full_setup, full_teardown);
 }

@@ -4,11 +4,14 @@
 answering, sleep, echo the Authorization header, or a Server-Sent Events
 stream written chunk by chunk that ends cleanly, is cut mid-body or
 stalls), counting what it receives per key.  Also the bodies it answers
-with.  Python 3 standard library only.
+with.  Over HTTPS too (tls_cert, tls_key; tls_client_ca to require a client
+certificate; tls_max_version), counting the TLS handshakes that completed
+and those that failed.  Python 3 standard library only.
 """
 import json
 import select
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -66,13 +69,20 @@ class FakeProvider:
     """
 
     STALL_MAX = 30  # seconds: a stalled stream never outlives a test run
+    HANDSHAKE_MAX = 10  # seconds a client may take over its TLS handshake
 
-    def __init__(self):
+    def __init__(self, tls_cert=None, tls_key=None, tls_client_ca=None, tls_max_version=None):
+        """Plain HTTP; HTTPS with tls_cert and tls_key (PEM files), then
+        also requiring a client certificate signed by tls_client_ca, and
+        speaking at most tls_max_version (an ssl.TLSVersion) when given."""
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.scripts = {}
         self.requests = []  # (key, path, body)
         self.client_closed = []  # when a stalled stream's client went away
+        self.tls = self._tls_context(tls_cert, tls_key, tls_client_ca, tls_max_version)
+        self.handshakes = 0  # TLS handshakes that succeeded
+        self.handshake_errors = []  # why the others failed (str)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -160,13 +170,51 @@ class FakeProvider:
             def handle_error(self, request, client_address):
                 pass  # a client that timed out and left: not news
 
+            def finish_request(self, request, client_address):
+                if fake.tls is None:
+                    super().finish_request(request, client_address)
+                    return
+                # In the request's own thread: a client that fails its
+                # handshake never reaches the handler (nor self.requests).
+                request.settimeout(fake.HANDSHAKE_MAX)
+                try:
+                    conn = fake.tls.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as e:
+                    with fake.lock:
+                        fake.handshake_errors.append(str(e))
+                    return
+                with fake.lock:
+                    fake.handshakes += 1
+                conn.settimeout(None)
+                try:
+                    super().finish_request(conn, client_address)
+                finally:
+                    conn.close()  # wrap_socket took the descriptor over
+
         self.server = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    @staticmethod
+    def _tls_context(cert, key, client_ca, max_version):
+        if not cert:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        if client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(client_ca)
+        if max_version is not None:
+            ctx.maximum_version = max_version
+        return ctx
+
+    @property
+    def port(self):
+        return self.server.server_address[1]
+
     @property
     def base_url(self):
-        return "http://127.0.0.1:%d/v1" % self.server.server_address[1]
+        return "%s://127.0.0.1:%d/v1" % ("https" if self.tls else "http", self.port)
 
     def script(self, key, *actions):
         with self.lock:
@@ -177,6 +225,8 @@ class FakeProvider:
             self.scripts = {}
             self.requests = []
             self.client_closed = []
+            self.handshakes = 0
+            self.handshake_errors = []
 
     def _take(self, key, path, body):
         with self.lock:
