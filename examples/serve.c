@@ -37,6 +37,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@
 
 #include "aigw.h"
 #include "cli.h"
+#include "serve.h"
 
 const char USAGE_SERVE[] =
     "  aigw serve -c FILE [--listen HOST:PORT] [options]\n"
@@ -187,7 +189,7 @@ static const double DURATION_LE[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 struct request;
 
-typedef struct server {
+typedef struct serve_server {
     struct MHD_Daemon *daemon;
     aigw_client *client;
     const char *file;
@@ -221,6 +223,9 @@ typedef struct server {
     _Atomic uint64_t duration_count, duration_sum_us;
     _Atomic uint64_t reloads, reload_failures;
     int64_t started_ms;
+    /* serve_server_start_unbound's caller's */
+    serve_closed_fn on_closed;
+    void *closed_cls;
 } server;
 
 /* A streamed answer on its way: the worker thread running
@@ -424,6 +429,7 @@ static const char *anthropic_type(int status)
     case 404:
         return "not_found_error";
     case 413:
+    case 431:
         return "request_too_large";
     case 429:
         return "rate_limit_error";
@@ -485,12 +491,22 @@ static bool hop_or_framing(const char *name)
 }
 
 /* Every answer goes out here: while the gateway drains, it asks the client
- * to take its next request elsewhere (Connection: close). */
+ * to take its next request elsewhere (Connection: close).  The request is
+ * answered (for the log: with this status) only once libmicrohttpd took the
+ * answer; it refuses one in some states (a pipelined request after
+ * "Expect: 100-continue" and no body), and then ends the connection, which
+ * on_completed logs as such. */
 static enum MHD_Result queue_response(request *r, unsigned status, struct MHD_Response *m)
 {
+    enum MHD_Result ret;
     if (atomic_load(&r->srv->stopping))
         MHD_add_response_header(m, MHD_HTTP_HEADER_CONNECTION, "close");
-    return MHD_queue_response(r->conn, status, m);
+    ret = MHD_queue_response(r->conn, status, m);
+    r->answered = ret == MHD_YES;
+    r->status = ret == MHD_YES ? (int)status : 0;
+    if (ret != MHD_YES)
+        r->error_code[0] = '\0';
+    return ret;
 }
 
 static enum MHD_Result queue_body(request *r, int status, const char *ctype, const char *body,
@@ -507,9 +523,8 @@ static enum MHD_Result queue_body(request *r, int status, const char *ctype, con
         MHD_add_response_header(resp, "retry-after", retry_after);
     ret = queue_response(r, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    r->status = status;
-    r->bytes_out = len;
-    r->answered = true;
+    if (r->answered)
+        r->bytes_out = len;
     return ret;
 }
 
@@ -540,6 +555,19 @@ static const aigw_attempt *answering_attempt(const aigw_response *resp)
     return NULL;
 }
 
+/* A header the gateway passes on (an upstream's, or the model a client
+ * named): left out when its value holds a control character other than
+ * tab, which HTTP does not allow in a field value and for which clients
+ * refuse the whole answer (libmicrohttpd itself refuses CR and LF only). */
+static void add_passed_header(struct MHD_Response *m, const char *name, const char *value)
+{
+    const unsigned char *p;
+    for (p = (const unsigned char *)value; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return;
+    MHD_add_response_header(m, name, value);
+}
+
 static void add_attempt_headers(struct MHD_Response *m, size_t n_attempts, const char *provider,
                                 const char *model)
 {
@@ -547,9 +575,9 @@ static void add_attempt_headers(struct MHD_Response *m, size_t n_attempts, const
     snprintf(num, sizeof num, "%zu", n_attempts);
     MHD_add_response_header(m, "x-aigw-attempts", num);
     if (provider && *provider)
-        MHD_add_response_header(m, "x-aigw-provider", provider);
+        add_passed_header(m, "x-aigw-provider", provider);
     if (model && *model)
-        MHD_add_response_header(m, "x-aigw-model", model);
+        add_passed_header(m, "x-aigw-model", model);
 }
 
 /* The library's error answers are OpenAI's shape; on /v1/messages they
@@ -592,18 +620,19 @@ static enum MHD_Result queue_library_answer(request *r, const aigw_response *res
     for (i = 0; i < n; i++) {
         const char *name, *value;
         if (aigw_response_header(resp, i, &name, &value) == AIGW_OK && !hop_or_framing(name))
-            MHD_add_response_header(m, name, value);
+            add_passed_header(m, name, value);
     }
     MHD_add_response_header(m, "x-aigw-request-id", aigw_response_request_id(resp));
     add_attempt_headers(m, aigw_response_attempt_count(resp), a ? aigw_attempt_provider(a) : NULL,
                         a ? aigw_attempt_model(a) : NULL);
-    r->status = aigw_response_status(resp);
-    ret = queue_response(r, (unsigned)r->status, m);
+    ret = queue_response(r, (unsigned)aigw_response_status(resp), m);
     MHD_destroy_response(m);
-    r->bytes_out = len;
-    r->answered = true;
-    if (aigw_response_error_code(resp))
-        snprintf(r->error_code, sizeof r->error_code, "%s", aigw_response_error_code(resp));
+    if (r->answered) {
+        r->bytes_out = len;
+        if (aigw_response_error_code(resp))
+            snprintf(r->error_code, sizeof r->error_code, "%s",
+                     aigw_response_error_code(resp));
+    }
     return ret;
 }
 
@@ -936,6 +965,7 @@ static enum MHD_Result serve_stream(request *r, aigw_request *areq)
     struct MHD_Response *m;
     enum MHD_Result ret;
     size_t i;
+    int status;
     if (!s) {
         aigw_request_free(areq);
         return queue_error(r, 500, "server_error", "out_of_memory", "out of memory", NULL);
@@ -968,7 +998,6 @@ static enum MHD_Result serve_stream(request *r, aigw_request *areq)
     if (!s->committed) { /* nothing reached the client: answer whole */
         ss_finish(s, false);
         if (s->st != AIGW_OK) {
-            r->status = 400;
             return queue_error(r, s->st == AIGW_EREQUEST ? 400 : 500,
                                s->st == AIGW_EREQUEST ? "invalid_request_error" : "server_error",
                                s->st == AIGW_EREQUEST ? "invalid_request" : "internal_error",
@@ -984,7 +1013,7 @@ static enum MHD_Result serve_stream(request *r, aigw_request *areq)
     pthread_mutex_lock(&s->mu);
     s->refs++; /* the response's */
     for (i = 0; i < s->n_headers; i++)
-        MHD_add_response_header(m, s->hnames[i], s->hvalues[i]);
+        add_passed_header(m, s->hnames[i], s->hvalues[i]);
     MHD_add_response_header(m, "x-aigw-request-id", s->request_id);
     {
         char num[24];
@@ -992,14 +1021,13 @@ static enum MHD_Result serve_stream(request *r, aigw_request *areq)
         MHD_add_response_header(m, "x-aigw-attempts", num);
     }
     if (s->provider[0])
-        MHD_add_response_header(m, "x-aigw-provider", s->provider);
+        add_passed_header(m, "x-aigw-provider", s->provider);
     if (s->model[0])
-        MHD_add_response_header(m, "x-aigw-model", s->model);
-    r->status = s->status;
+        add_passed_header(m, "x-aigw-model", s->model);
+    status = s->status;
     pthread_mutex_unlock(&s->mu);
-    ret = queue_response(r, (unsigned)r->status, m);
+    ret = queue_response(r, (unsigned)status, m);
     MHD_destroy_response(m);
-    r->answered = true;
     return ret;
 }
 
@@ -1288,24 +1316,54 @@ static enum MHD_Result serve_metrics(request *r)
 /* The access log                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* A JSON string: quotes, backslash and control characters escaped (the
- * strings logged come from the configuration and the library, UTF-8). */
+/* The length of the UTF-8 sequence at p (NUL-terminated) when it is a
+ * valid one (no overlong form, surrogate or code point past U+10FFFF),
+ * else 0. */
+static size_t utf8_seq(const unsigned char *p)
+{
+    size_t n, i;
+    uint32_t cp, min;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        n = 2, cp = p[0] & 0x1fu, min = 0x80;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        n = 3, cp = p[0] & 0x0fu, min = 0x800;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        n = 4, cp = p[0] & 0x07u, min = 0x10000;
+    else
+        return 0;
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) /* also the NUL at the end */
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3fu);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
+}
+
+/* A JSON string: quotes, backslash and control characters escaped, and
+ * each byte that is not part of valid UTF-8 written as U+FFFD, so that a
+ * log line stays JSON whatever the client sent (the method is its own
+ * bytes, cut at 15). */
 static void sb_json_str(sbuf *b, const char *v)
 {
     const char *run = v;
     sb_add(b, "\"", 1);
-    for (; *v; v++) {
+    while (*v) {
         unsigned char c = (unsigned char)*v;
-        if (c >= 0x20 && c != '"' && c != '\\')
+        size_t n = c >= 0x80 ? utf8_seq((const unsigned char *)v) : 1;
+        if (n > 1 || (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')) {
+            v += n;
             continue;
+        }
         sb_add(b, run, (size_t)(v - run));
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
             sb_add(b, esc, 2);
+        } else if (c >= 0x80) {
+            sb_add(b, "\\ufffd", 6);
         } else {
             sb_printf(b, "\\u%04x", c);
         }
-        run = v + 1;
+        run = ++v;
     }
     sb_add(b, run, (size_t)(v - run));
     sb_add(b, "\"", 1);
@@ -1530,9 +1588,8 @@ static enum MHD_Result on_headers(request *r, const char *method)
         MHD_add_response_header(m, "allow", r->route <= R_MESSAGES ? "POST" : "GET, HEAD");
         ret = queue_response(r, 405, m);
         MHD_destroy_response(m);
-        r->status = 405;
-        r->bytes_out = len;
-        r->answered = true;
+        if (r->answered)
+            r->bytes_out = len;
         return ret;
     }
     if (r->route == R_HEALTHZ)
@@ -1573,6 +1630,21 @@ static enum MHD_Result on_headers(request *r, const char *method)
     return MHD_YES;
 }
 
+/* libmicrohttpd's memory per connection (MHD_OPTION_CONNECTION_MEMORY_LIMIT)
+ * holds the request's head and then the answer's: --max-header is for the
+ * first, and this much more for the second, so that a request whose head
+ * nearly fills --max-header still gets its answer (it got none: the
+ * connection closed).  serve enforces --max-header itself; a head past both
+ * gets libmicrohttpd's own 431. */
+#define ANSWER_HEAD_ROOM (16 * 1024)
+
+static bool head_too_large(const server *srv, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    return ci && ci->header_size > srv->max_header;
+}
+
 static bool has_body(struct MHD_Connection *conn)
 {
     return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length") ||
@@ -1600,6 +1672,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(r->method, sizeof r->method, "%s", method);
         r->fd = connection_fd(conn);
         r->cfg = current_config(srv);
+        if (head_too_large(srv, conn)) {
+            char msg[128];
+            r->checked = true;
+            snprintf(msg, sizeof msg, "the request line and headers are larger than the "
+                                      "gateway's limit (--max-header, %zu bytes)",
+                     srv->max_header);
+            return queue_error(r, 431, "invalid_request_error",
+                               "request_header_fields_too_large", msg, NULL);
+        }
         if (r->post || has_body(conn)) { /* decided now, its body to come */
             r->checked = true;
             return on_headers(r, method);
@@ -1775,15 +1856,17 @@ static int parse_serve_opts(int argc, char **argv, serve_opts *o)
 {
     int i, m;
     const char *v;
+    serve_limits d;
+    serve_limits_default(&d);
     memset(o, 0, sizeof *o);
     o->listen = "127.0.0.1:8080";
     o->access_log = "-";
-    o->max_body = (size_t)8 * 1024 * 1024;
-    o->max_header = 32 * 1024;
-    o->max_connections = 256;
-    o->max_concurrent = 64;
-    o->idle_timeout = 30;
-    o->drain_timeout = 30;
+    o->max_body = d.max_body;
+    o->max_header = d.max_header;
+    o->max_connections = d.max_connections;
+    o->max_concurrent = d.max_concurrent;
+    o->idle_timeout = d.idle_timeout_s;
+    o->drain_timeout = (unsigned long)(d.drain_timeout_ms / 1000);
     for (i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
@@ -1972,6 +2055,7 @@ static void drain(server *s, const char *signame)
     atomic_store(&s->watch_stop, true);
     if (s->watcher_started)
         pthread_join(s->watcher, NULL);
+    s->watcher_started = false;
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
 }
@@ -1984,15 +2068,166 @@ static void mhd_panic(void *cls, const char *file, unsigned int line, const char
     abort();
 }
 
+/* ------------------------------------------------------------------------ */
+/* The server's life: made, started, freed (cmd_serve and serve.h)          */
+/* ------------------------------------------------------------------------ */
+
+void serve_limits_default(serve_limits *limits)
+{
+    limits->max_body = (size_t)8 * 1024 * 1024;
+    limits->max_header = 32 * 1024;
+    limits->max_connections = 256;
+    limits->max_concurrent = 64;
+    limits->idle_timeout_s = 30;
+    limits->drain_timeout_ms = 30 * 1000;
+}
+
+/* A server without configuration, client or log yet (NULL: out of memory). */
+static server *server_alloc(const serve_limits *limits)
+{
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->max_body = limits->max_body;
+    s->max_header = limits->max_header;
+    s->max_connections = limits->max_connections;
+    s->max_concurrent = limits->max_concurrent;
+    s->idle_timeout_s = limits->idle_timeout_s;
+    s->drain_timeout_ms = limits->drain_timeout_ms;
+    s->started_ms = mono_ms();
+    pthread_mutex_init(&s->cfg_mu, NULL);
+    pthread_mutex_init(&s->active_mu, NULL);
+    pthread_mutex_init(&s->log_mu, NULL);
+    return s;
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe)
+{
+    server *s = cls;
+    (void)conn;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        s->on_closed(s->closed_cls);
+}
+
+/* libmicrohttpd, a thread per connection: on addr (port) or, with
+ * MHD_USE_NO_LISTEN_SOCKET in flags, on no socket.  0, or -1. */
+static int server_start(server *s, unsigned flags, uint16_t port, const struct sockaddr *addr)
+{
+    MHD_set_panic_func(mhd_panic, NULL);
+    /* poll(), not select(): a descriptor past FD_SETSIZE must not end a
+     * connection */
+    flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+             MHD_USE_POLL;
+    s->daemon = MHD_start_daemon(
+        flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_CONNECTION_LIMIT, s->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        s->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->max_header + ANSWER_HEAD_ROOM,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        s->on_closed ? notify_connection : NULL, s, MHD_OPTION_END);
+    return s->daemon ? 0 : -1;
+}
+
+/* Frees what server_alloc and cmd_serve (or serve_server_new) made. */
+static void server_free(server *s)
+{
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    atomic_store(&s->watch_stop, true);
+    if (s->watcher_started)
+        pthread_join(s->watcher, NULL);
+    aigw_client_free(s->client);
+    aigw_config_unref(s->cfg);
+    if (s->own_log)
+        fclose(s->log);
+    pthread_mutex_destroy(&s->cfg_mu);
+    pthread_mutex_destroy(&s->active_mu);
+    pthread_mutex_destroy(&s->log_mu);
+    free(s);
+}
+
+serve_server *serve_server_new(aigw_config *cfg, const serve_limits *limits, FILE *log,
+                               aigw_error **err)
+{
+    server *s = server_alloc(limits);
+    if (!s)
+        return NULL;
+    s->file = "";
+    s->loopback = true;
+    s->log = log;
+    if (aigw_client_new(cfg, &s->client, err) != AIGW_OK) {
+        server_free(s);
+        return NULL;
+    }
+    s->cfg = aigw_config_ref(cfg);
+    return s;
+}
+
+aigw_client *serve_server_client(serve_server *s)
+{
+    return s->client;
+}
+
+void serve_server_replace_client(serve_server *s, aigw_client *client)
+{
+    aigw_client_free(s->client);
+    s->client = client;
+}
+
+int serve_server_start_unbound(serve_server *s, serve_closed_fn on_closed, void *cls)
+{
+    s->on_closed = on_closed;
+    s->closed_cls = cls;
+    return server_start(s, MHD_USE_NO_LISTEN_SOCKET, 0, NULL);
+}
+
+int serve_server_add_connection(serve_server *s, int fd)
+{
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    return MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&addr, sizeof addr) ==
+                   MHD_YES
+               ? 0
+               : -1;
+}
+
+bool serve_server_idle(serve_server *s)
+{
+    bool idle;
+    pthread_mutex_lock(&s->active_mu);
+    idle = s->active == NULL && atomic_load(&s->in_flight) == 0;
+    pthread_mutex_unlock(&s->active_mu);
+    return idle;
+}
+
+unsigned serve_server_connections(serve_server *s)
+{
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return di ? di->num_connections : 0;
+}
+
+void serve_server_free(serve_server *s)
+{
+    if (s)
+        server_free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The command                                                              */
+/* ------------------------------------------------------------------------ */
+
 int cmd_serve(int argc, char **argv)
 {
     serve_opts o;
+    serve_limits limits;
     listen_addr la;
     server *s;
     aigw_error *err = NULL;
     sigset_t sigs;
     int rc, sig, exit_code = 0;
-    unsigned flags;
 
     if ((rc = parse_serve_opts(argc, argv, &o)) != 0) {
         if (rc < 0) {
@@ -2007,33 +2242,28 @@ int cmd_serve(int argc, char **argv)
                                         : "serve: --listen takes HOST:PORT ([ADDRESS]:PORT "
                                           "for IPv6), not '%s'",
                                o.listen);
-    if (!(s = calloc(1, sizeof *s)))
+    limits.max_body = o.max_body;
+    limits.max_header = o.max_header;
+    limits.max_connections = (unsigned)o.max_connections;
+    limits.max_concurrent = (unsigned)o.max_concurrent;
+    limits.idle_timeout_s = (unsigned)o.idle_timeout;
+    limits.drain_timeout_ms = (int64_t)o.drain_timeout * 1000;
+    if (!(s = server_alloc(&limits)))
         return EXIT_FAILED;
     s->file = o.config;
     s->loopback = la.loopback;
-    s->max_body = o.max_body;
-    s->max_header = o.max_header;
-    s->max_connections = (unsigned)o.max_connections;
-    s->max_concurrent = (unsigned)o.max_concurrent;
-    s->idle_timeout_s = (unsigned)o.idle_timeout;
-    s->drain_timeout_ms = (int64_t)o.drain_timeout * 1000;
-    s->started_ms = mono_ms();
-    pthread_mutex_init(&s->cfg_mu, NULL);
-    pthread_mutex_init(&s->active_mu, NULL);
-    pthread_mutex_init(&s->log_mu, NULL);
 
     if (!strcmp(o.config, "-")) {
-        free(s);
+        server_free(s);
         return cli_usage_error("serve: the gateway file must be a file (SIGHUP re-reads it), "
                                "not %s", "-");
     }
     if (!(s->cfg = cli_load_config(o.config))) {
-        free(s);
+        server_free(s);
         return EXIT_USAGE;
     }
     if (!config_acceptable(s, s->cfg, o.listen)) {
-        aigw_config_unref(s->cfg);
-        free(s);
+        server_free(s);
         return EXIT_USAGE;
     }
     if (!strcmp(o.access_log, "-")) {
@@ -2041,8 +2271,7 @@ int cmd_serve(int argc, char **argv)
     } else if (!(s->log = fopen(o.access_log, "a"))) {
         fprintf(stderr, "aigw: serve: cannot open the access log '%s': %s\n", o.access_log,
                 strerror(errno));
-        aigw_config_unref(s->cfg);
-        free(s);
+        server_free(s);
         return EXIT_FAILED;
     } else {
         s->own_log = true;
@@ -2050,8 +2279,7 @@ int cmd_serve(int argc, char **argv)
     if (aigw_client_new(s->cfg, &s->client, &err) != AIGW_OK) {
         fprintf(stderr, "aigw: serve: %s\n", err ? aigw_error_message(err) : "cannot start");
         aigw_error_free(err);
-        aigw_config_unref(s->cfg);
-        free(s);
+        server_free(s);
         return EXIT_USAGE;
     }
 
@@ -2064,26 +2292,11 @@ int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    MHD_set_panic_func(mhd_panic, NULL);
-    /* poll(), not select(): a descriptor past FD_SETSIZE must not end a
-     * connection */
-    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-            MHD_USE_POLL;
-    if (la.ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(
-        flags, (uint16_t)la.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&la.ss, MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        s->max_header, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
-    if (!s->daemon) {
+    if (server_start(s, la.ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0, (uint16_t)la.port,
+                     (const struct sockaddr *)&la.ss) != 0) {
         fprintf(stderr, "aigw: serve: cannot listen on %s: %s\n", o.listen,
                 errno ? strerror(errno) : "libmicrohttpd refused to start");
-        aigw_client_free(s->client);
-        aigw_config_unref(s->cfg);
-        if (s->own_log)
-            fclose(s->log);
-        free(s);
+        server_free(s);
         return EXIT_FAILED;
     }
     {
@@ -2108,13 +2321,6 @@ int cmd_serve(int argc, char **argv)
         break;
     }
     drain(s, sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    aigw_client_free(s->client);
-    aigw_config_unref(s->cfg);
-    if (s->own_log)
-        fclose(s->log);
-    pthread_mutex_destroy(&s->cfg_mu);
-    pthread_mutex_destroy(&s->active_mu);
-    pthread_mutex_destroy(&s->log_mu);
-    free(s);
+    server_free(s);
     return exit_code;
 }
