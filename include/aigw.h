@@ -285,7 +285,10 @@ typedef enum aigw_transport_result {
     AIGW_TR_TOO_LARGE = 6,       /* the body passed max_response_bytes     */
     AIGW_TR_PROTOCOL = 7,        /* not a valid HTTP answer                */
     AIGW_TR_OTHER = 8,           /* anything else                          */
-    AIGW_TR_CANCELLED = 9        /* the caller cancelled                   */
+    AIGW_TR_CANCELLED = 9,       /* the caller cancelled                   */
+    AIGW_TR_NOMEM = 10           /* the transport ran out of memory: says
+                                    nothing of the upstream; the request
+                                    ends with AIGW_ENOMEM                  */
 } aigw_transport_result;
 
 /* Filled by the transport through the setters below. */
@@ -299,9 +302,10 @@ AIGW_API aigw_status aigw_transport_response_set_status(aigw_transport_response 
 AIGW_API aigw_status aigw_transport_response_add_header(aigw_transport_response *resp,
                                                         const char *name,
                                                         const char *value);
-/* Appends body bytes.  Returns AIGW_ENOMEM, or AIGW_EINVAL when the body
- * would pass the request's max_response_bytes (the transport should then stop
- * and report AIGW_TR_TOO_LARGE). */
+/* Appends body bytes.  Returns AIGW_ENOMEM (the transport should then stop
+ * and report AIGW_TR_NOMEM), or AIGW_EINVAL when the body would pass the
+ * request's max_response_bytes (the transport should then stop and report
+ * AIGW_TR_TOO_LARGE). */
 AIGW_API aigw_status aigw_transport_response_append_body(aigw_transport_response *resp,
                                                          const char *data, size_t len);
 
@@ -720,7 +724,7 @@ AIGW_API const char *aigw_attempt_key_id(const aigw_attempt *a);    /* never a v
 AIGW_API const char *aigw_attempt_key_source(const aigw_attempt *a); /* "user", "ngrok" */
 AIGW_API int aigw_attempt_status_code(const aigw_attempt *a);   /* 0: no HTTP answer */
 /* "timeout", "connect", "reset", "dns", "tls", "too_large", "protocol",
- * "other", "cancelled", or NULL when an HTTP answer came. */
+ * "other", "cancelled", "nomem", or NULL when an HTTP answer came. */
 AIGW_API const char *aigw_attempt_transport_error(const aigw_attempt *a);
 /* "auth", "quota", "rate_limit", "overloaded", "server", "timeout",
  * "network", "context_length", "content_policy", "bad_request",

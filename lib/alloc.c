@@ -1,5 +1,6 @@
 /* alloc.c - the one allocator door.  Every allocation in lib/ passes here, so
- * tests can count allocations and make the n-th one fail. */
+ * tests can count allocations and make the n-th one fail, once or from it
+ * on (the torture tests, tests/test_torture.c). */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include "internal.h"
 
@@ -8,11 +9,27 @@
 #include <string.h>
 
 static atomic_long alloc_count;
-static atomic_long fail_at; /* allocation number that fails; 0 = never */
+static atomic_long fail_at;    /* allocation number that fails; 0 = never */
+static atomic_bool fail_on;    /* and every one after it ("from k on") */
+static atomic_long fail_count; /* allocations made to fail since armed */
+
+static void arm(long n, bool sticky)
+{
+    atomic_store(&fail_at, 0);
+    atomic_store(&fail_count, 0);
+    atomic_store(&fail_on, sticky);
+    if (n > 0)
+        atomic_store(&fail_at, atomic_load(&alloc_count) + n);
+}
 
 void aigw__alloc_fail_at(long n)
 {
-    atomic_store(&fail_at, n > 0 ? atomic_load(&alloc_count) + n : 0);
+    arm(n, false);
+}
+
+void aigw__alloc_fail_from(long n)
+{
+    arm(n, true);
 }
 
 long aigw__alloc_count(void)
@@ -20,11 +37,19 @@ long aigw__alloc_count(void)
     return atomic_load(&alloc_count);
 }
 
+long aigw__alloc_failures(void)
+{
+    return atomic_load(&fail_count);
+}
+
 static bool should_fail(void)
 {
     long n = atomic_fetch_add(&alloc_count, 1) + 1;
     long f = atomic_load(&fail_at);
-    return f != 0 && n == f;
+    if (f == 0 || n < f || (n > f && !atomic_load(&fail_on)))
+        return false;
+    atomic_fetch_add(&fail_count, 1);
+    return true;
 }
 
 void *aigw__malloc(size_t n)

@@ -209,13 +209,23 @@ static int survey(const char *s, size_t len, bool *has_model, size_t *first)
 }
 
 /* Why a body is not one: BAD, or where it is not UTF-8 or nested deeper
- * than cJSON goes. */
+ * than cJSON goes; or it is one, but cJSON ran out of memory reading it. */
 typedef struct refusal {
     size_t bad_utf8;
     size_t too_deep;
     size_t bad_char;   /* a control byte JSON does not allow */
     size_t bad_escape; /* a \u escape that is not 4 hex digits, or \u0000 */
+    bool nomem;
 } refusal;
+
+/* Whether the JSON value ending at end is the whole body and an object the
+ * scanner can walk (see parse_object). */
+static bool whole_object(const char *body, size_t len, size_t end)
+{
+    bool has_model;
+    size_t first;
+    return aigw__skip_ws(body, len, end) == len && survey(body, len, &has_model, &first) == 0;
+}
 
 /* The body parsed as one JSON object with nothing after it but whitespace
  * (cJSON_ParseWithLength alone accepts "{} trailing junk"), which the
@@ -227,9 +237,10 @@ static cJSON *parse_object(const char *body, size_t len, refusal *why)
 {
     const char *end = NULL;
     cJSON *root;
-    bool has_model, control;
-    size_t first, off;
+    bool control;
+    size_t off;
     why->bad_utf8 = why->too_deep = why->bad_char = why->bad_escape = BAD;
+    why->nomem = false;
     if (!body || len == 0)
         return NULL;
     if ((off = aigw__utf8_check(body, len)) < len) {
@@ -241,12 +252,18 @@ static cJSON *parse_object(const char *body, size_t len, refusal *why)
         return NULL;
     }
     root = aigw__json_parse(body, len, &end);
-    if (!root && end && end >= body && (size_t)(end - body) < len &&
-        aigw__json_too_deep(body, len, (size_t)(end - body)))
-        why->too_deep = (size_t)(end - body);
-    if (root && cJSON_IsObject(root) && end &&
-        aigw__skip_ws(body, len, (size_t)(end - body)) == len &&
-        survey(body, len, &has_model, &first) == 0)
+    if (!root) {
+        /* cJSON fails alike for bad text and for memory (its allocator is
+         * the host's): the scan, which allocates nothing, tells which.  A
+         * body that would have been accepted is out of memory. */
+        aigw_json_verdict v = aigw__json_check(body, len, &off);
+        if (v == AIGW_JSON_TOO_DEEP)
+            why->too_deep = off;
+        else if (v == AIGW_JSON_OK)
+            why->nomem = whole_object(body, len, off);
+        return NULL;
+    }
+    if (cJSON_IsObject(root) && end && whole_object(body, len, (size_t)(end - body)))
         return root;
     cJSON_Delete(root);
     return NULL;
@@ -324,8 +341,10 @@ int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf
 {
     cJSON *root;
     refusal why;
-    if (!model || !out || !(root = parse_object(body, len, &why)))
+    if (!model || !out)
         return -1;
+    if (!(root = parse_object(body, len, &why)))
+        return why.nomem ? -2 : -1;
     cJSON_Delete(root);
     return aigw__body_splice(body, len, model, out);
 }
@@ -399,6 +418,8 @@ static int refuse_item(char **why, size_t index)
 static int refuse_body(char **why, const char *body, const refusal *r)
 {
     size_t line, col;
+    if (r->nomem)
+        return -2;
     if (r->bad_utf8 != BAD)
         return refuse_fmt(why, "not valid UTF-8 at byte %zu", r->bad_utf8);
     if (r->bad_char != BAD)

@@ -448,14 +448,18 @@ static bool looks_like_json(const char *s, size_t n)
 }
 
 /* Fills e from the body; returns the parsed tree for the caller to delete
- * (NULL when the body is searched as text instead). */
-static cJSON *read_body(const char *body, size_t len, err_info *e)
+ * (NULL when the body is searched as text instead).  *nomem: it is JSON,
+ * but cJSON ran out of memory reading it (searched as text meanwhile). */
+static cJSON *read_body(const char *body, size_t len, err_info *e, bool *nomem)
 {
     cJSON *root = NULL;
+    size_t end;
     if (!body || len == 0)
         return NULL;
-    if (len <= BODY_PARSE_MAX && looks_like_json(body, len))
+    if (len <= BODY_PARSE_MAX && looks_like_json(body, len)) {
         root = aigw__json_parse(body, len, NULL);
+        *nomem = !root && aigw__json_check(body, len, &end) == AIGW_JSON_OK;
+    }
     if (root) {
         info_from_json(e, root);
         return root;
@@ -727,9 +731,19 @@ aigw_class aigw__classify(aigw_transport_result tr, int status, const aigw_hdrs 
                           const char *body, size_t body_len, int64_t now_unix_ms,
                           int64_t *wait_ms)
 {
+    bool nomem;
+    return aigw__classify_checked(tr, status, headers, body, body_len, now_unix_ms, wait_ms,
+                                  &nomem);
+}
+
+aigw_class aigw__classify_checked(aigw_transport_result tr, int status,
+                                  const aigw_hdrs *headers, const char *body, size_t body_len,
+                                  int64_t now_unix_ms, int64_t *wait_ms, bool *nomem)
+{
     err_info e;
     cJSON *root = NULL;
     aigw_class c;
+    *nomem = tr == AIGW_TR_NOMEM;
     if (wait_ms)
         *wait_ms = -1;
     if (tr != AIGW_TR_OK)
@@ -737,7 +751,7 @@ aigw_class aigw__classify(aigw_transport_result tr, int status, const aigw_hdrs 
     memset(&e, 0, sizeof e);
     /* Success bodies can be large and say nothing about failure. */
     if (status >= 400)
-        root = read_body(body, body_len, &e);
+        root = read_body(body, body_len, &e, nomem);
     c = classify_http(status, headers, &e);
     /* A success asks for no wait even though OpenAI sends its reset headers
      * on every answer. */

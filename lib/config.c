@@ -2166,12 +2166,22 @@ static cJSON *parse_text(parser *p, const char *json, size_t len)
     root = aigw__json_parse(json, len, &end);
     off = end && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json) : len;
     if (!root) {
+        /* cJSON fails alike for bad text and for memory (its allocator is
+         * the host's): the scan, which allocates nothing, tells which, and
+         * where.  Text that would have parsed is out of memory, unless
+         * something follows it (a problem whatever the memory). */
         char what[64];
-        if (aigw__json_too_deep(json, len, off))
+        aigw_json_verdict v = aigw__json_check(json, len, &off);
+        if (v == AIGW_JSON_OK && aigw__skip_ws(json, len, off) == len) {
+            p->oom = true;
+            return NULL;
+        }
+        if (v == AIGW_JSON_TOO_DEEP)
             snprintf(what, sizeof what, AIGW_JSON_TOO_DEEP_FMT, CJSON_NESTING_LIMIT);
         else
-            snprintf(what, sizeof what, "invalid JSON");
-        json_problem(p, json, off, what);
+            snprintf(what, sizeof what, "invalid JSON%s",
+                     v == AIGW_JSON_OK ? " (text after the value)" : "");
+        json_problem(p, json, v == AIGW_JSON_OK ? aigw__skip_ws(json, len, off) : off, what);
         return NULL;
     }
     if ((off = aigw__skip_ws(json, len, off)) < len) {

@@ -387,7 +387,15 @@ static int record_attempt(run *r, const slot *s, aigw_attempt **out)
 
 /* Runs one attempt, tells health what it taught (before deciding, so a
  * same-backend retry sees the breaker as this attempt left it), and
- * decides.  Returns the move, or -1 on no memory (probes released). */
+ * decides.  Returns the move, or -1 on no memory (probes released).
+ *
+ * Decided (nomem_ends_request): running out of memory is not a failure of
+ * the key.  An attempt whose transport ran out (AIGW_TR_NOMEM), or during
+ * which the library did (its record keeps AIGW_TR_NOMEM when there is
+ * one), has no failure class: health, the breakers and the retry budget
+ * hear nothing of it (its probes are released, as a cancelled attempt's
+ * are), no further attempt is made, and the request ends with AIGW_ENOMEM,
+ * without a response and with no stream callback after it. */
 static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *sleep_ms)
 {
     aigw_transport_response t;
@@ -395,6 +403,7 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
     aigw_attempt *a = NULL;
     int64_t t0, wait = -1;
     int mv = -1;
+    bool nomem = false;
 
     memset(&t, 0, sizeof t);
     if (record_attempt(r, s, &a) != 0)
@@ -411,6 +420,8 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
         }
         a->duration_ms = aigw__run_now(r) - t0;
         a->tr = tr;
+        if (tr == AIGW_TR_NOMEM)
+            goto out; /* mv -1: see nomem_ends_request */
         if (tr == AIGW_TR_CANCELLED && aigw__run_cancelled(r)) {
             /* the caller's cancel: no verdict on the key (report releases
              * what the attempt held), the request ends */
@@ -422,8 +433,12 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
         }
         a->status = tr == AIGW_TR_OK ? t.status : 0;
         a->answered = t.status > 0;
-        a->cls = aigw__classify(tr, a->status, &t.headers, t.body.data, t.body.len,
-                                aigw__unix_ms(), &wait);
+        a->cls = aigw__classify_checked(tr, a->status, &t.headers, t.body.data, t.body.len,
+                                        aigw__unix_ms(), &wait, &nomem);
+        if (nomem) {
+            a->tr = AIGW_TR_NOMEM;
+            goto out;
+        }
     }
     a->requested_wait_ms = wait;
     w->cls[w->k] = a->cls;

@@ -31,9 +31,13 @@ char *aigw__strndup(const char *s, size_t n);
 /* Wipe memory so the compiler cannot drop it (secrets). */
 void aigw__wipe(void *p, size_t n);
 /* Test hooks: make the n-th allocation from now fail (n >= 1; 0 disables),
- * and count allocations made since start. */
+ * or (fail_from) it and every one after it until disabled; count
+ * allocations made since start, and those made to fail since the last
+ * fail_at / fail_from. */
 void aigw__alloc_fail_at(long n);
+void aigw__alloc_fail_from(long n);
 long aigw__alloc_count(void);
+long aigw__alloc_failures(void);
 
 /* ---- buf.c: growable byte buffer, always NUL-terminated ---- */
 typedef struct aigw_buf {
@@ -403,6 +407,12 @@ const char *aigw__class_name(aigw_class c);
 aigw_class aigw__classify(aigw_transport_result tr, int status, const aigw_hdrs *headers,
                           const char *body, size_t body_len, int64_t now_unix_ms,
                           int64_t *wait_ms);
+/* The same, and *nomem when an error body that is JSON could not be read
+ * for lack of memory, or tr is AIGW_TR_NOMEM (the class is then a guess:
+ * the engine ends the request instead). */
+aigw_class aigw__classify_checked(aigw_transport_result tr, int status,
+                                  const aigw_hdrs *headers, const char *body, size_t body_len,
+                                  int64_t now_unix_ms, int64_t *wait_ms, bool *nomem);
 
 /* ---- sse.c: an incremental Server-Sent Events parser ---- */
 typedef struct aigw_sse aigw_sse;
@@ -538,7 +548,9 @@ size_t aigw__utf8_prefix(const char *s, size_t len, size_t max);
 void aigw__text_pos(const char *s, size_t off, size_t *line, size_t *col);
 /* Whether a failed aigw__json_parse of s[0..len) that stopped at off (its
  * end pointer) stopped at cJSON's nesting limit (CJSON_NESTING_LIMIT, 1000
- * levels): off is an opening bracket one level too deep. */
+ * levels): off is an opening bracket one level too deep.  A weaker test
+ * than aigw__json_check's, which the library uses: it is also true of a
+ * syntax error at such a bracket ("[[...[1[" ). */
 bool aigw__json_too_deep(const char *s, size_t len, size_t off);
 /* Where cJSON 1.7.15 would read JSON text s[0..len) otherwise than it was
  * written, or len: a \u escape inside a string that is not four hex digits
@@ -547,6 +559,20 @@ bool aigw__json_too_deep(const char *s, size_t len, size_t off);
  * whitespace (cJSON skips any byte up to 0x20 as whitespace; JSON allows
  * none inside a string).  *control says whether it is such a byte. */
 size_t aigw__json_misread(const char *s, size_t len, bool strict, bool *control);
+/* What cJSON_ParseWithLengthOpts(s, len, &end, 0) would make of s[0..len)
+ * with memory enough, found without allocating (cJSON's hooks are the
+ * host's: the library never sets them), so that a failed parse can tell
+ * why.  AIGW_JSON_OK: it parses, and *offset is where the value ends (text
+ * may follow); the failure was memory.  AIGW_JSON_SYNTAX: *offset is where
+ * cJSON stops, as its end pointer says (the last byte when the text ends
+ * too early).  AIGW_JSON_TOO_DEEP: *offset is the bracket that opens one
+ * level more than CJSON_NESTING_LIMIT. */
+typedef enum aigw_json_verdict {
+    AIGW_JSON_OK = 0,
+    AIGW_JSON_SYNTAX,
+    AIGW_JSON_TOO_DEEP
+} aigw_json_verdict;
+aigw_json_verdict aigw__json_check(const char *s, size_t len, size_t *offset);
 /* The text of that problem: "nested deeper than 1000 levels". */
 #define AIGW_JSON_TOO_DEEP_FMT "nested deeper than %d levels"
 

@@ -37,6 +37,7 @@ typedef struct sctx {
     bool first_token_expired;
     bool whole_expired; /* a whole (non-SSE or error) answer passed its deadline */
     bool cancelled;
+    bool nomem;         /* an allocation failed: the request ends (AIGW_ENOMEM) */
     int64_t whole_deadline; /* perRequestTimeout / totalTimeout for whole answers */
     int64_t done_at;    /* when [DONE] (or the API's end event) came; -1 */
     uint64_t choices_seen;     /* chat choice indexes (< 64) seen ... */
@@ -115,6 +116,12 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
     if (ev->event_len == 5 && memcmp(ev->event, "error", 5) == 0) {
         s->inband_error = true;
     } else if ((o = aigw__json_parse(ev->data, ev->data_len, NULL)) == NULL) {
+        size_t end;
+        /* JSON that cJSON had no memory for: the event cannot be read */
+        if (aigw__json_check(ev->data, ev->data_len, &end) == AIGW_JSON_OK) {
+            s->nomem = true;
+            return -1;
+        }
         /* Decided: an event whose data is not JSON is skipped and counted;
          * the stream goes on. */
         s->a->malformed_events++;
@@ -123,8 +130,11 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
         read_event_json(s, o);
         cJSON_Delete(o);
     }
-    if (s->inband_error && !s->err_data.len)
-        aigw__buf_append(&s->err_data, ev->data, ev->data_len);
+    if (s->inband_error && !s->err_data.len &&
+        aigw__buf_append(&s->err_data, ev->data, ev->data_len) != 0) {
+        s->nomem = true;
+        return -1;
+    }
     return 0;
 }
 
@@ -145,8 +155,10 @@ static int commit(sctx *s)
     aigw_header *hv = aigw__calloc(s->t->headers.n ? s->t->headers.n : 1, sizeof *hv);
     size_t i, n = 0;
     int rc = 0;
-    if (!hv)
+    if (!hv) {
+        s->nomem = true;
         return -1;
+    }
     for (i = 0; i < s->t->headers.n; i++)
         if (!aigw__hop_by_hop(s->t->headers.v[i].name)) {
             hv[n].name = s->t->headers.v[i].name;
@@ -198,8 +210,10 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
             s->too_large = true;
             return -1;
         }
-        if (aigw__buf_append(&s->pre, data, len) != 0)
+        if (aigw__buf_append(&s->pre, data, len) != 0) {
+            s->nomem = true;
             return -1;
+        }
     }
     if (!s->sse_mode) { /* a whole answer: kept until it ends, in its time */
         int64_t left = s->whole_deadline - now;
@@ -211,7 +225,9 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
     }
     rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
     if (rc != 0) {
-        s->a->stream_error = rc == AIGW_SSE_TOO_LARGE ? "event_too_large" : "out_of_memory";
+        s->nomem |= rc == AIGW_ENOMEM;
+        if (!s->nomem)
+            s->a->stream_error = "event_too_large";
         return -1;
     }
     if (s->content && s->a->first_token_ms < 0)
@@ -259,7 +275,8 @@ static const char *stream_break(const sctx *s, aigw_transport_result tr)
     return aigw__sse_pending(s->sse) ? "malformed_framing" : "ended_without_finish";
 }
 
-/* The class of a streamed attempt that never reached the commit point. */
+/* The class of a streamed attempt that never reached the commit point
+ * (s->nomem when its error body could not be read for lack of memory). */
 static aigw_class classify_uncommitted(sctx *s, aigw_transport_result *tr, int64_t *wait)
 {
     aigw_transport_response *t = s->t;
@@ -281,8 +298,8 @@ static aigw_class classify_uncommitted(sctx *s, aigw_transport_result *tr, int64
          * says so (Anthropic's overloaded_error) */
         *tr = AIGW_TR_OK;
         s->a->stream_error = "inband_error";
-        return aigw__classify(AIGW_TR_OK, 500, &t->headers, s->err_data.data, s->err_data.len,
-                              aigw__unix_ms(), wait);
+        return aigw__classify_checked(AIGW_TR_OK, 500, &t->headers, s->err_data.data,
+                                      s->err_data.len, aigw__unix_ms(), wait, &s->nomem);
     }
     if (*tr == AIGW_TR_OK && s->ok_status && s->sse_mode && !s->a->stream_error) {
         s->a->stream_error = "ended_before_first_token";
@@ -290,8 +307,8 @@ static aigw_class classify_uncommitted(sctx *s, aigw_transport_result *tr, int64
     }
     if (s->a->stream_error && *tr == AIGW_TR_CANCELLED)
         *tr = AIGW_TR_PROTOCOL; /* an event past maxEventBytes */
-    return aigw__classify(*tr, *tr == AIGW_TR_OK ? t->status : 0, &t->headers, s->pre.data,
-                          s->pre.len, aigw__unix_ms(), wait);
+    return aigw__classify_checked(*tr, *tr == AIGW_TR_OK ? t->status : 0, &t->headers,
+                                  s->pre.data, s->pre.len, aigw__unix_ms(), wait, &s->nomem);
 }
 
 /* The request ends cancelled by the caller's callback. */
@@ -354,6 +371,10 @@ static int conclude(sctx *s, aigw_transport_result tr, int64_t *wait)
     aigw_attempt *a = s->a;
     aigw_transport_response *t = s->t;
     const char *why;
+    if (s->nomem || tr == AIGW_TR_NOMEM) {
+        a->tr = AIGW_TR_NOMEM; /* the engine's nomem_ends_request */
+        return -1;
+    }
     if (tr == AIGW_TR_CANCELLED && aigw__run_cancelled(r))
         s->cancelled = true; /* the caller's token, not on_data */
     if (s->cancelled) {
@@ -370,7 +391,9 @@ static int conclude(sctx *s, aigw_transport_result tr, int64_t *wait)
     }
     if (!s->committed) {
         a->cls = classify_uncommitted(s, &tr, wait);
-        a->tr = tr;
+        a->tr = s->nomem ? AIGW_TR_NOMEM : tr;
+        if (s->nomem)
+            return -1;
         a->status = tr == AIGW_TR_OK ? t->status : 0;
         aigw__buf_free(&t->body);
         t->body = s->pre; /* what was held back, for the policy */

@@ -57,6 +57,7 @@ const char *aigw__transport_result_name(aigw_transport_result r)
     case AIGW_TR_TOO_LARGE: return "too_large";
     case AIGW_TR_PROTOCOL: return "protocol";
     case AIGW_TR_CANCELLED: return "cancelled";
+    case AIGW_TR_NOMEM: return "nomem";
     case AIGW_TR_OTHER:
     default: return "other";
     }

@@ -5,10 +5,15 @@
  * of its own, driven here (perform / poll) so that our deadlines - the
  * overall timeout and a stream's idle budget - are checked to the
  * millisecond rather than left to libcurl's coarser timers.  libcurl keeps
- * the connection cache in the multi handle, not the easy one, so the two
- * are pooled together as a pair in a small mutex-guarded free-list:
- * sequential exchanges reuse their keep-alive connection, and concurrent
- * ones each take a pair of their own (a new one when the list is empty).
+ * the connection cache in the multi handle, not the easy one, so the multi
+ * handle (with a share handle holding the TLS sessions its transfers may
+ * resume) is pooled in a small mutex-guarded free-list: sequential exchanges
+ * reuse their keep-alive connection, and concurrent ones each take one of
+ * their own (a new one when the list is empty).  The easy handle is made
+ * for each exchange: curl_easy_reset cannot report a failed allocation, and
+ * a handle it left half reset fails its next transfer as if the server had
+ * said nothing - a failure of the key that was a want of memory.  libcurl's
+ * own allocation failures are AIGW_TR_NOMEM, never a failure of the host.
  * A transfer stopped before its end (a callback's stop, a deadline) is
  * removed from its multi handle mid-transfer, which makes libcurl close that
  * HTTP/1 connection rather than cache it half-read.  Redirects are never
@@ -18,6 +23,7 @@
  */
 #include "internal.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -41,10 +47,11 @@ static int64_t min64(int64_t a, int64_t b)
 #define NO_DEADLINE INT64_MAX
 
 /* An easy handle and the multi handle that runs it and caches its
- * connections. */
+ * connections; the easy handle is one exchange's, the rest is pooled. */
 typedef struct pair {
     CURL *easy;
     CURLM *multi;
+    CURLSH *share; /* TLS sessions, for the easy handles of this multi */
 } pair;
 
 typedef struct curl_tr {
@@ -69,6 +76,7 @@ typedef struct call {
     size_t header_bytes; /* of the current answer */
     bool too_large;      /* a callback stopped the transfer over a cap */
     bool nomem;
+    bool numeric_host;   /* the URL's host is an IP address */
     bool status_set;     /* resp's status was recorded */
     /* streaming: the body goes to on_data; NULL: into resp's body */
     aigw_transport_data_fn on_data;
@@ -94,42 +102,58 @@ static void global_init(void)
 
 static void pair_cleanup(pair *p)
 {
-    /* The easy handle goes first: it is never left in its multi handle. */
+    /* The easy handle goes first: it is never left in its multi handle, and
+     * the share outlives every handle that uses it. */
     if (p->easy)
         curl_easy_cleanup(p->easy);
     if (p->multi)
         curl_multi_cleanup(p->multi); /* closes the cached connections */
+    if (p->share)
+        curl_share_cleanup(p->share);
     p->easy = NULL;
     p->multi = NULL;
+    p->share = NULL;
 }
 
-/* 0, or -1 when a new pair cannot be made. */
+/* A pooled multi handle (or a new one) and a new easy handle on its share.
+ * 0, or -1 when out of memory (libcurl's handles fail to be made for no
+ * other reason). */
 static int pool_take(curl_tr *t, pair *out)
 {
     bool got = false;
+    memset(out, 0, sizeof *out);
     pthread_mutex_lock(&t->mu);
     if (t->n_idle > 0) {
         *out = t->idle[--t->n_idle];
         got = true;
     }
     pthread_mutex_unlock(&t->mu);
-    if (got)
-        return 0;
+    if (!got) {
+        out->multi = curl_multi_init();
+        out->share = curl_share_init();
+        if (!out->multi || !out->share ||
+            curl_share_setopt(out->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) !=
+                CURLSHE_OK) {
+            pair_cleanup(out);
+            return -1;
+        }
+    }
     out->easy = curl_easy_init();
-    out->multi = curl_multi_init();
-    if (!out->easy || !out->multi) {
+    if (!out->easy || curl_easy_setopt(out->easy, CURLOPT_SHARE, out->share) != CURLE_OK) {
         pair_cleanup(out);
         return -1;
     }
     return 0;
 }
 
-/* Forgets every option (they point at this call's memory); the multi handle
- * keeps the live connections for the next exchange. */
+/* The easy handle goes (with every option, which point at this call's
+ * memory); the multi handle keeps the live connections for the next
+ * exchange. */
 static void pool_give(curl_tr *t, pair *p)
 {
     bool kept = false;
-    curl_easy_reset(p->easy);
+    curl_easy_cleanup(p->easy);
+    p->easy = NULL;
     pthread_mutex_lock(&t->mu);
     if (t->n_idle < POOL_MAX) {
         t->idle[t->n_idle++] = *p;
@@ -379,16 +403,48 @@ static int build_headers(const aigw_transport_request *req, struct curl_slist **
 
 /* ---- result mapping ---- */
 
+/* Whether the URL's host is an IP address (dotted IPv4, or an IPv6
+ * literal), which libcurl resolves without asking anyone. */
+static bool numeric_host(const char *url)
+{
+    const char *a = strstr(url, "://"), *end, *p;
+    char host[16];
+    struct in_addr v4;
+    size_t n;
+    if (!a)
+        return false;
+    a += 3;
+    end = a + strcspn(a, "/?#");
+    for (p = a; p < end; p++)
+        if (*p == '@') /* user info ends at the last '@' */
+            a = p + 1;
+    if (a < end && *a == '[')
+        return true;
+    n = strcspn(a, ":/?#");
+    if (n == 0 || n >= sizeof host)
+        return false;
+    memcpy(host, a, n);
+    host[n] = '\0';
+    return inet_pton(AF_INET, host, &v4) == 1;
+}
+
 static aigw_transport_result map_code(CURLcode rc, const call *c)
 {
+    if (c->nomem) /* a callback's own allocation failed: libcurl saw an error */
+        return AIGW_TR_NOMEM;
     switch (rc) {
     case CURLE_OK:
         return AIGW_TR_OK;
+    case CURLE_OUT_OF_MEMORY:
+        return AIGW_TR_NOMEM;
     case CURLE_OPERATION_TIMEDOUT:
         return AIGW_TR_TIMEOUT;
     case CURLE_COULDNT_CONNECT:
         return AIGW_TR_CONNECT;
     case CURLE_COULDNT_RESOLVE_HOST:
+        /* An address is not looked up: libcurl fails to "resolve" one only
+         * when it cannot allocate its entry (or the resolver's thread). */
+        return c->numeric_host ? AIGW_TR_NOMEM : AIGW_TR_DNS;
     case CURLE_COULDNT_RESOLVE_PROXY:
         return AIGW_TR_DNS;
     case CURLE_SSL_CONNECT_ERROR:
@@ -556,15 +612,16 @@ static CURLMcode wait_io(CURLM *m, int64_t ms)
 static aigw_transport_result drive(pair *p, call *c, int64_t deadline)
 {
     CURLcode rc = CURLE_OK;
+    CURLMcode mc;
     bool done = false, timed_out = false, failed = false;
 
-    if (curl_multi_add_handle(p->multi, p->easy) != CURLM_OK)
-        return AIGW_TR_OTHER;
+    if ((mc = curl_multi_add_handle(p->multi, p->easy)) != CURLM_OK)
+        return mc == CURLM_OUT_OF_MEMORY ? AIGW_TR_NOMEM : AIGW_TR_OTHER;
     for (;;) {
         int running = 0, left = 0;
         int64_t now, next;
         CURLMsg *msg;
-        if (curl_multi_perform(p->multi, &running) != CURLM_OK) {
+        if ((mc = curl_multi_perform(p->multi, &running)) != CURLM_OK) {
             failed = true;
             break;
         }
@@ -590,8 +647,8 @@ static aigw_transport_result drive(pair *p, call *c, int64_t deadline)
             break;
         }
         /* with a cancel token, looked at every CANCEL_POLL_MS */
-        if (wait_io(p->multi, min64(next - now, c->cancel ? CANCEL_POLL_MS : POLL_MAX_MS)) !=
-            CURLM_OK) {
+        mc = wait_io(p->multi, min64(next - now, c->cancel ? CANCEL_POLL_MS : POLL_MAX_MS));
+        if (mc != CURLM_OK) {
             failed = true;
             break;
         }
@@ -607,7 +664,9 @@ static aigw_transport_result drive(pair *p, call *c, int64_t deadline)
         return AIGW_TR_PROTOCOL;
     if (timed_out)
         return AIGW_TR_TIMEOUT;
-    if (failed || c->nomem)
+    if (c->nomem || (failed && mc == CURLM_OUT_OF_MEMORY))
+        return AIGW_TR_NOMEM;
+    if (failed)
         return AIGW_TR_OTHER;
     return map_code(rc, c);
 }
@@ -627,11 +686,18 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     if (!t || !req || !resp || !req->url || (!req->body && req->body_len) ||
         (req->method && !token_ok(req->method)))
         return AIGW_TR_OTHER;
-    if (build_headers(req, &hdrs) != 0)
+    switch (build_headers(req, &hdrs)) {
+    case 0:
+        break;
+    case -1:
+        return AIGW_TR_NOMEM;
+    default:
         return AIGW_TR_OTHER;
+    }
+    /* curl_easy_init and curl_multi_init fail only for memory */
     if (pool_take(t, &p) != 0) {
         slist_wipe_free(hdrs);
-        return AIGW_TR_OTHER;
+        return AIGW_TR_NOMEM;
     }
     memset(&c, 0, sizeof c);
     c.h = p.easy;
@@ -640,6 +706,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     c.on_data = on_data;
     c.ctx = ctx;
     c.cancel = req->cancel;
+    c.numeric_host = numeric_host(req->url);
     start = aigw__mono_ms();
     c.idle_deadline = on_data && req->idle_timeout_ms > 0 ? add_ms(start, req->idle_timeout_ms)
                                                           : NO_DEADLINE;
@@ -648,7 +715,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     if (rc == CURLE_OK)
         tr = drive(&p, &c, req->timeout_ms > 0 ? add_ms(start, req->timeout_ms) : NO_DEADLINE);
     else
-        tr = c.nomem ? AIGW_TR_OTHER : map_code(rc, &c);
+        tr = map_code(rc, &c);
     /* An answer without a body (or a send) gets its status at the end. */
     if (tr == AIGW_TR_OK && take_status(&c) != 0)
         tr = AIGW_TR_PROTOCOL;

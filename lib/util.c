@@ -1,5 +1,6 @@
 /* util.c - clocks, randomness, ASCII case-insensitive compares, the UTF-8
- * validator, and where a JSON text went wrong. */
+ * validator, and where a JSON text went wrong (aigw__json_check: what
+ * cJSON would say of a text, found without allocating). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -285,4 +286,258 @@ bool aigw__json_too_deep(const char *s, size_t len, size_t off)
         }
     }
     return !in_str && depth >= CJSON_NESTING_LIMIT;
+}
+
+/* ---- what cJSON would make of a text, without allocating ---- */
+
+/* cJSON 1.7.15 (with Debian's fixes) step by step, offsets included: its
+ * whitespace is any byte up to 0x20, and a skip that runs to the end of the
+ * text stops on the last byte. */
+static size_t cj_ws(const char *s, size_t len, size_t i)
+{
+    if (i >= len)
+        return i;
+    while (i < len && (unsigned char)s[i] <= 32)
+        i++;
+    return i == len ? i - 1 : i;
+}
+
+static unsigned cj_hex4(const char *s)
+{
+    unsigned h = 0;
+    size_t k;
+    for (k = 0; k < 4; k++) {
+        int d = s[k] >= '0' && s[k] <= '9'   ? s[k] - '0'
+                : s[k] >= 'a' && s[k] <= 'f' ? s[k] - 'a' + 10
+                : s[k] >= 'A' && s[k] <= 'F' ? s[k] - 'A' + 10
+                                             : -1;
+        if (d < 0)
+            return 0; /* cJSON reads any non-hex escape as U+0000 */
+        h = h * 16 + (unsigned)d;
+    }
+    return h;
+}
+
+/* The length of the \u escape at s[q] within a string ending at end (its
+ * closing quote): 6, 12 for a surrogate pair, 0 when cJSON refuses it. */
+static size_t cj_u_escape(const char *s, size_t q, size_t end)
+{
+    unsigned first, second;
+    if (end - q < 6)
+        return 0;
+    first = cj_hex4(s + q + 2);
+    if (first >= 0xDC00 && first <= 0xDFFF)
+        return 0;
+    if (first < 0xD800 || first > 0xDBFF)
+        return 6;
+    if (end - (q + 6) < 6 || s[q + 6] != '\\' || s[q + 7] != 'u')
+        return 0;
+    second = cj_hex4(s + q + 8);
+    return second >= 0xDC00 && second <= 0xDFFF ? 12 : 0;
+}
+
+/* The string whose quote is at s[i]: true and *i past it, or false and
+ * *i where cJSON stops (just past the quote when it has no end, else at
+ * the bad escape).  Like cJSON: its end first, then its escapes. */
+static bool cj_string(const char *s, size_t len, size_t *i)
+{
+    size_t start = *i + 1, end = start, q;
+    while (end < len && s[end] != '"') {
+        if (s[end] == '\\' && ++end >= len)
+            break;
+        end++;
+    }
+    if (end >= len) {
+        *i = start;
+        return false;
+    }
+    for (q = start; q < end;) {
+        size_t n = 2;
+        if (s[q] != '\\') {
+            q++;
+            continue;
+        }
+        if (s[q + 1] == 'u')
+            n = cj_u_escape(s, q, end);
+        else if (!strchr("bfnrt\"\\/", s[q + 1]) || s[q + 1] == '\0')
+            n = 0;
+        if (n == 0) {
+            *i = q;
+            return false;
+        }
+        q += n;
+    }
+    *i = end + 1;
+    return true;
+}
+
+static size_t cj_digits(const char *s, size_t len, size_t i)
+{
+    while (i < len && aigw__is_digit((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
+/* The number at s[i] ('-' or a digit): what strtod takes of the run of
+ * number characters there, however long (Debian's 1.7.15 copies the whole
+ * run: the fix for CVE-2023-26819); false (cJSON's offset unmoved) when
+ * strtod takes nothing. */
+static bool cj_number(const char *s, size_t len, size_t *i)
+{
+    size_t j = *i, d;
+    if (s[j] == '-')
+        j++;
+    d = cj_digits(s, len, j);
+    if (d < len && s[d] == '.') {
+        size_t f = cj_digits(s, len, d + 1);
+        if (f == d + 1 && d == j) /* "-." : no digit either side */
+            return false;
+        d = f;
+    } else if (d == j) {
+        return false;
+    }
+    j = d;
+    if (j < len && (s[j] == 'e' || s[j] == 'E')) {
+        size_t k = j + 1;
+        if (k < len && (s[k] == '+' || s[k] == '-'))
+            k++;
+        if (cj_digits(s, len, k) > k)
+            j = cj_digits(s, len, k);
+    }
+    *i = j;
+    return true;
+}
+
+static bool cj_word(const char *s, size_t len, size_t i, const char *w)
+{
+    size_t n = strlen(w);
+    return len - i >= n && memcmp(s + i, w, n) == 0;
+}
+
+/* One scalar at s[*i]: true and *i past it; false, *i where cJSON stops. */
+static bool cj_scalar(const char *s, size_t len, size_t *i)
+{
+    if (cj_word(s, len, *i, "null") || cj_word(s, len, *i, "true")) {
+        *i += 4;
+        return true;
+    }
+    if (cj_word(s, len, *i, "false")) {
+        *i += 5;
+        return true;
+    }
+    if (*i < len && s[*i] == '"')
+        return cj_string(s, len, i);
+    if (*i < len && (s[*i] == '-' || aigw__is_digit((unsigned char)s[*i])))
+        return cj_number(s, len, i);
+    return false;
+}
+
+/* The scan: where it is, and the open containers (a bit per level, set for
+ * an object).  No recursion and no allocation, so it answers when memory
+ * has run out and whatever the nesting. */
+typedef struct cj_scan {
+    const char *s;
+    size_t len, i, depth;
+    unsigned char obj[(CJSON_NESTING_LIMIT + 7) / 8];
+} cj_scan;
+
+typedef enum cj_next { CJ_VALUE, CJ_AFTER, CJ_MEMBER, CJ_DONE, CJ_SYNTAX, CJ_DEEP } cj_next;
+
+static bool cj_in_object(const cj_scan *c)
+{
+    size_t d = c->depth - 1;
+    return c->depth > 0 && ((c->obj[d / 8] >> (d % 8)) & 1u);
+}
+
+/* A value: a scalar, or a container that opens (its first member next, or
+ * closed at once). */
+static cj_next cj_value(cj_scan *c)
+{
+    const char *s = c->s;
+    size_t d = c->depth;
+    bool object;
+    if (c->i >= c->len || (s[c->i] != '[' && s[c->i] != '{'))
+        return cj_scalar(s, c->len, &c->i) ? CJ_AFTER : CJ_SYNTAX;
+    if (d >= CJSON_NESTING_LIMIT)
+        return CJ_DEEP; /* at the bracket one level too deep */
+    object = s[c->i] == '{';
+    if (object)
+        c->obj[d / 8] |= (unsigned char)(1u << (d % 8));
+    else
+        c->obj[d / 8] &= (unsigned char)~(1u << (d % 8));
+    c->depth++;
+    c->i = cj_ws(s, c->len, c->i + 1);
+    if (c->i < c->len && s[c->i] == (object ? '}' : ']')) {
+        c->depth--;
+        c->i++;
+        return CJ_AFTER;
+    }
+    if (c->i >= c->len) { /* the bracket was the last byte */
+        c->i--;
+        return CJ_SYNTAX;
+    }
+    return CJ_MEMBER;
+}
+
+/* After a value: the end of the text's value, the next member, or the
+ * close of its container. */
+static cj_next cj_after(cj_scan *c)
+{
+    char close;
+    if (c->depth == 0)
+        return CJ_DONE;
+    close = cj_in_object(c) ? '}' : ']';
+    c->i = cj_ws(c->s, c->len, c->i);
+    if (c->i < c->len && c->s[c->i] == ',') {
+        c->i = cj_ws(c->s, c->len, c->i + 1);
+        return CJ_MEMBER;
+    }
+    if (c->i >= c->len || c->s[c->i] != close)
+        return CJ_SYNTAX;
+    c->depth--;
+    c->i++;
+    return CJ_AFTER;
+}
+
+/* A member: an array's value, or an object's "name": value. */
+static cj_next cj_member(cj_scan *c)
+{
+    if (!cj_in_object(c))
+        return CJ_VALUE;
+    if (c->i >= c->len || c->s[c->i] != '"') {
+        c->i++; /* cJSON's string parser stops past the byte it refused */
+        return CJ_SYNTAX;
+    }
+    if (!cj_string(c->s, c->len, &c->i))
+        return CJ_SYNTAX;
+    c->i = cj_ws(c->s, c->len, c->i);
+    if (c->i >= c->len || c->s[c->i] != ':')
+        return CJ_SYNTAX;
+    c->i = cj_ws(c->s, c->len, c->i + 1);
+    return CJ_VALUE;
+}
+
+aigw_json_verdict aigw__json_check(const char *s, size_t len, size_t *offset)
+{
+    cj_scan c;
+    cj_next n = CJ_SYNTAX;
+    c.s = s;
+    c.len = len;
+    c.i = c.depth = 0;
+    if (s && len > 0) {
+        /* cJSON skips a BOM only in a text of 5 bytes or more */
+        if (len >= 5 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
+            c.i = 3;
+        c.i = cj_ws(s, len, c.i);
+        n = CJ_VALUE;
+        while (n == CJ_VALUE || n == CJ_AFTER || n == CJ_MEMBER)
+            n = n == CJ_VALUE ? cj_value(&c) : n == CJ_AFTER ? cj_after(&c) : cj_member(&c);
+    }
+    if (n == CJ_DONE) {
+        *offset = c.i; /* where the value ends, as cJSON's end pointer */
+        return AIGW_JSON_OK;
+    }
+    /* at or past the end, cJSON points at the last byte */
+    *offset = c.i < len ? c.i : (len > 0 ? len - 1 : 0);
+    return n == CJ_DEEP ? AIGW_JSON_TOO_DEEP : AIGW_JSON_SYNTAX;
 }

@@ -1,7 +1,9 @@
 /* test_body.c - the request body rewrite (byte for byte) and the model list;
- * bodies that are not UTF-8 or nest too deep; and, through the scripted
- * transport, what a request with such bytes (or an upstream answering with
- * them) gets back. */
+ * bodies that are not UTF-8 or nest too deep; cJSON out of memory (its
+ * hooks, set by the test) told from a bad body by aigw__json_check, which
+ * must read every text as cJSON does; and, through the scripted transport,
+ * what a request with such bytes (or an upstream answering with them) gets
+ * back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "oom.h"
 #include "support.h"
 
 /* ---- helpers ---- */
@@ -487,6 +490,175 @@ static void test_models_nesting(void **state)
     free(s);
 }
 
+/* ---- cJSON out of memory, and the scan that tells it from bad text ---- */
+
+/* aigw__json_check says of s what cJSON_ParseWithLengthOpts does: it parses
+ * (ending where cJSON's value ends), or not, and where cJSON stopped; and
+ * too deep exactly at the bracket one level past cJSON's limit. */
+static void agrees(const char *s, size_t len)
+{
+    const char *end = NULL;
+    size_t off = 12345, ce;
+    cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+    aigw_json_verdict v = aigw__json_check(s, len, &off);
+    ce = end ? (size_t)(end - s) : (size_t)-1;
+    if ((root != NULL) != (v == AIGW_JSON_OK) || ce != off ||
+        (v == AIGW_JSON_TOO_DEEP && !aigw__json_too_deep(s, len, off)))
+        fail_msg("cJSON %s at %zu, the scan %d at %zu: %.*s", root ? "parses" : "fails", ce,
+                 (int)v, off, (int)(len < 200 ? len : 200), s);
+    cJSON_Delete(root);
+}
+
+static void agrees_s(const char *s)
+{
+    agrees(s, strlen(s));
+}
+
+/* depth levels of open ("[" or "{\\"a\\":"), then tail. */
+static char *nested(size_t depth, const char *open, const char *tail)
+{
+    size_t k = strlen(open), len = 0, i;
+    char *s = malloc(depth * k + strlen(tail) + 1);
+    assert_non_null(s);
+    for (i = 0; i < depth; i++, len += k)
+        memcpy(s + len, open, k);
+    strcpy(s + len, tail);
+    return s;
+}
+
+static void test_json_check_agrees_with_cjson(void **state)
+{
+    static const char *const texts[] = {
+        "", " ", "\t\n", "{}", " {} ", "{} x", "[]", "[1,2]", "[1,]", "[,1]", "{\"a\":1}",
+        "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "{\"a\":}", "{\"a\"", "{\"a\":1", "{\"a\":[1,{}]}",
+        "null", "nul", "nullx", "true", "tru", "false", "fals", "\"str\"", "\"str", "\"a\\\"",
+        "\"\\", "\"\\x\"", "\"\\n\\t\\/\\b\\f\\r\\\"\\\\\"", "\"\\u00e9\"", "\"\\u12\"",
+        "\"\\uzzzz\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\ud83dx\\ude00\"", "\"\\udc00\"",
+        "\"\\ud83d\\u0041\"", "0", "-0", "01", "-", "-.5", "1.", ".5", "1e5", "1e", "1e+", "1E-2",
+        "1.5.3", "-x", "--1", "1-2", "[1e]", "[-]", "[01]", "\xef\xbb\xbf{}", "\xef\xbb\xbf[]",
+        "\xef\xbb\xbf{} ", "\xef\xbb\xbf" "1", "\x01{}", "{\x01\"a\"\x02:\x03" "1\x04}",
+        "[1\x00]", "{\"a\":1}\x00", "[[[]]]", "[[[", "]]]",
+        "{\"a\":{\"b\":{\"c\":[true,false,null]}}}",
+        "[\"a\" \"b\"]", "{\"a\":1 \"b\":2}", "{,}", "{\"\\ud800\":1}",
+        "[123456789012345678901234567890123456789012345678901234567890123456789012345]",
+    };
+    static const char *const toks[] = {"{", "}", "[", "]", ",", ":", "\"", "\"a\"", "\\",
+                                       "\\u", "\\ud83d\\ude00", "\\udc00", "\\uzzzz", "1",
+                                       "-", "0", ".", "e", "+", "12.5e-3", "null", "nul",
+                                       "true", "false", " ", "\n", "\x01", "\xef\xbb\xbf",
+                                       "x", "\"k\":", "{\"a\":", "[[", "]]"};
+    unsigned long long seed = 88172645463325252ULL;
+    size_t i, depth;
+    (void)state;
+    for (i = 0; i < sizeof texts / sizeof *texts; i++)
+        agrees_s(texts[i]);
+    agrees("[1\0]", 4);
+    agrees("\xef\xbb\xbf{", 4); /* a BOM counts only in 5 bytes or more */
+    /* the nesting limit, for arrays and objects, at and past it */
+    for (depth = 998; depth <= 1002; depth++) {
+        static const char *const opens[] = {"[", "{\"a\":"};
+        size_t o;
+        for (o = 0; o < 2; o++) {
+            char *s = nested(depth, opens[o], "1");
+            agrees_s(s);
+            free(s);
+            s = nested(depth, opens[o], "");
+            agrees_s(s);
+            free(s);
+        }
+    }
+    {
+        /* well formed and closed: 1000 levels parse, 1001 do not */
+        char buf[2100];
+        for (depth = 999; depth <= 1001; depth++) {
+            memset(buf, '[', depth);
+            memset(buf + depth, ']', depth);
+            agrees(buf, 2 * depth);
+        }
+    }
+    /* random texts of JSON's pieces */
+    for (i = 0; i < 20000; i++) {
+        char buf[256];
+        size_t len = 0, n, k;
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        n = 1 + seed % 24;
+        for (k = 0; k < n; k++) {
+            const char *t;
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            t = toks[seed % (sizeof toks / sizeof *toks)];
+            if (len + strlen(t) >= sizeof buf)
+                break;
+            memcpy(buf + len, t, strlen(t));
+            len += strlen(t);
+        }
+        agrees(buf, seed % 3 == 0 ? len / 2 : len);
+    }
+}
+
+/* The model list and the rewrite of body with every cJSON allocation
+ * failing in turn (once, and from it on): out of memory, not a bad body. */
+static void test_cjson_out_of_memory(void **state)
+{
+    static const char body[] = "{\"model\":\"m\",\"models\":[\"a\",\"b\"],\"temperature\":0.5,"
+                               "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    models_result r;
+    long n, k, before;
+    int from;
+    (void)state;
+    oom_cjson_hooks(OOM_CJSON_GATE);
+    before = oom_count(&OOM_CJSON);
+    r = read_models(body);
+    n = oom_count(&OOM_CJSON) - before;
+    assert_int_equal(r.rc, 0);
+    models_result_free(&r);
+    assert_true(n > 5);
+    for (from = 0; from <= 1; from++)
+        for (k = 1; k <= n; k++) {
+            aigw_buf out = AIGW_BUF_INIT;
+            (from ? oom_fail_from : oom_fail_at)(&OOM_CJSON, k);
+            r = read_models(body);
+            oom_fail_at(&OOM_CJSON, 0);
+            assert_int_equal(r.rc, -2);
+            assert_null(r.why);
+            assert_null(r.model);
+            assert_null(r.models);
+            models_result_free(&r);
+            assert_int_equal(aigw__buf_puts(&out, "keep"), 0);
+            (from ? oom_fail_from : oom_fail_at)(&OOM_CJSON, k);
+            assert_int_equal(aigw__body_rewrite(body, sizeof body - 1, "N", &out), -2);
+            oom_fail_at(&OOM_CJSON, 0);
+            assert_string_equal(out.data, "keep");
+            aigw__buf_free(&out);
+        }
+    /* a bad body is bad whatever the memory: the same reason */
+    {
+        static const char *const bad[] = {"{\"model\":\"m\",}", "[{\"model\":\"m\"}]",
+                                          "{\"model\":\"m\"} {}", "{\"model\":\"m\"",
+                                          "{\"model\":\"m\",\"models\":[1.2.3]}"};
+        char *deep = deep_body(1000);
+        size_t i;
+        for (i = 0; i <= sizeof bad / sizeof *bad; i++) {
+            const char *b = i < sizeof bad / sizeof *bad ? bad[i] : deep;
+            models_result want = read_models(b), got;
+            assert_int_equal(want.rc, -1);
+            for (k = 1; k <= 3; k++) {
+                oom_fail_from(&OOM_CJSON, k);
+                got = read_models(b);
+                oom_fail_at(&OOM_CJSON, 0);
+                assert_int_equal(got.rc, -1);
+                assert_string_equal(got.why, want.why);
+                models_result_free(&got);
+                oom_fail_from(&OOM_CJSON, k);
+                refused(b);
+                oom_fail_at(&OOM_CJSON, 0);
+            }
+            models_result_free(&want);
+        }
+        free(deep);
+    }
+    oom_cjson_hooks(OOM_CJSON_MALLOC);
+}
+
 /* ---- through the engine ---- */
 
 #define CFG                                                                                \
@@ -535,6 +707,31 @@ static void test_send_refuses_bad_utf8(void **state)
         assert_int_equal(M.n_calls, 0);
         free(deep);
     }
+    aigw_error_free(err);
+    aigw_request_free(req);
+    aigw_client_free(c);
+}
+
+/* cJSON out of memory reading the body: the request cannot start
+ * (AIGW_ENOMEM), and nothing is sent. */
+static void test_send_cjson_out_of_memory(void **state)
+{
+    aigw_client *c = mock_attach(client_from_json(CFG));
+    aigw_request *req = NULL;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    static const char body[] = "{\"model\":\"fake:m1\"}";
+    (void)state;
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, body, sizeof body - 1), AIGW_OK);
+    oom_cjson_hooks(OOM_CJSON_GATE);
+    oom_fail_at(&OOM_CJSON, 1);
+    assert_int_equal(aigw_client_send(c, req, &resp, &err), AIGW_ENOMEM);
+    oom_fail_at(&OOM_CJSON, 0);
+    oom_cjson_hooks(OOM_CJSON_MALLOC);
+    assert_null(resp);
+    assert_string_equal(aigw_error_message(err), "out of memory");
+    assert_int_equal(M.n_calls, 0);
     aigw_error_free(err);
     aigw_request_free(req);
     aigw_client_free(c);
@@ -649,6 +846,10 @@ int main(void)
         cmocka_unit_test(test_wants_stream),
         cmocka_unit_test_setup_teardown(test_send_refuses_bad_utf8, mock_setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_upstream_bad_utf8, mock_setup, mock_teardown),
+        cmocka_unit_test(test_json_check_agrees_with_cjson),
+        cmocka_unit_test(test_cjson_out_of_memory),
+        cmocka_unit_test_setup_teardown(test_send_cjson_out_of_memory, mock_setup,
+                                        mock_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

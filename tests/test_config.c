@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "internal.h"
+#include "oom.h"
 
 #define DOCS FIXTURES_DIR "/ngrok-docs"
 
@@ -2058,6 +2059,68 @@ static void test_tls(void **state)
     free(key);
 }
 
+/* ------------------------------------------------------------------------ */
+/* cJSON out of memory (its hooks, which the library never sets, set here)  */
+/* ------------------------------------------------------------------------ */
+
+/* A gateway file with each cJSON allocation failing in turn, once and from
+ * it on: AIGW_ENOMEM, never a problem with the text.  A text that is bad
+ * stays bad, at its line and column, whatever the memory. */
+static void test_cjson_out_of_memory(void **state)
+{
+    static const char json[] =
+        "{\"providerKeys\":[{\"id\":\"k1\",\"providerId\":\"openai\",\"value\":\"sk-oom-1\"}],"
+        "\"accessKeyConfiguration\":{\"name\":\"oom\","
+        "\"router\":{\"rules\":[{\"provider\":\"openai\","
+        "\"steps\":[{\"type\":\"user\",\"keys\":[{\"id\":\"k1\"}]}]}]}},"
+        "\"gatewayConfig\":{\"totalTimeout\":\"30s\",\"maxAttempts\":3}}";
+    static const char *const bad[][2] = {
+        {"{\n  \"providers\": [1,]\n}", "invalid JSON at line 2, column 19"},
+        {"{\"a\":1", "invalid JSON at line 1, column 6"},
+        {"{}\n{}", "invalid JSON (text after the value) at line 2, column 1"},
+        {"{\"a\" 1}", "invalid JSON at line 1, column 6"},
+    };
+    aigw_config *cfg;
+    aigw_error *err;
+    long n, k, before;
+    size_t i;
+    int from;
+    char *deep, want[128];
+    (void)state;
+    oom_cjson_hooks(OOM_CJSON_GATE);
+    before = oom_count(&OOM_CJSON);
+    aigw_config_unref(parse_ok(json));
+    n = oom_count(&OOM_CJSON) - before;
+    assert_true(n > 10);
+    for (from = 0; from <= 1; from++)
+        for (k = 1; k <= n; k++) {
+            cfg = (aigw_config *)1;
+            err = NULL;
+            (from ? oom_fail_from : oom_fail_at)(&OOM_CJSON, k);
+            assert_int_equal(aigw_config_parse(json, sizeof json - 1, &cfg, &err), AIGW_ENOMEM);
+            oom_fail_at(&OOM_CJSON, 0);
+            assert_null(cfg);
+            assert_non_null(err);
+            assert_int_equal(aigw_error_code(err), AIGW_ENOMEM);
+            assert_string_equal(aigw_error_message(err), "out of memory");
+            aigw_error_free(err);
+        }
+    deep = deep_json(999, "[");
+    snprintf(want, sizeof want, "nested deeper than 1000 levels at line 1, column %zu",
+             strlen("{\"gatewayConfig\":{\"metadata\":") + 999);
+    for (i = 0; i <= sizeof bad / sizeof *bad; i++)
+        for (k = 1; k <= 3; k++) {
+            oom_fail_from(&OOM_CJSON, k);
+            if (i < sizeof bad / sizeof *bad)
+                only_problem(bad[i][0], "", bad[i][1]);
+            else
+                only_problem(deep, "", want);
+            oom_fail_at(&OOM_CJSON, 0);
+        }
+    free(deep);
+    oom_cjson_hooks(OOM_CJSON_MALLOC);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2097,6 +2160,7 @@ int main(void)
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_alloc_failures_load_file),
         cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_cjson_out_of_memory),
     };
     return cmocka_run_group_tests(tests, full_setup, full_teardown);
 }

@@ -844,6 +844,125 @@ static void test_send_allocation_failures(void **state)
     aigw_client_free(c);
 }
 
+/* ---- out of memory is not a failure of the key ---- */
+
+/* Fails unless no key, endpoint, backend or host of c's health holds a
+ * request, a failure or a state, and the retry budget paid nothing. */
+static void assert_health_untouched(aigw_client *c)
+{
+    aigw_stats *st = NULL;
+    uint64_t retries = 1, denied = 1;
+    size_t i;
+    assert_int_equal(aigw_client_stats(c, &st), AIGW_OK);
+    for (i = 0; i < aigw_stats_count(st); i++) {
+        const aigw_stat *e = aigw_stats_at(st, i);
+        if (e->requests || e->failures || e->successes || e->reason[0] ||
+            (strcmp(e->state, "ready") != 0 && strcmp(e->state, "closed") != 0))
+            fail_msg("health changed: %s", aigw_stats_json(st));
+    }
+    aigw_stats_budget(st, NULL, &retries, &denied, NULL);
+    assert_int_equal(retries, 0);
+    assert_int_equal(denied, 0);
+    aigw_stats_free(st);
+}
+
+/* A transport that ran out of memory: the request ends with AIGW_ENOMEM,
+ * no further attempt (b, c and other:m9 are left), no response, and health
+ * hears nothing - not a network failure of key a or its host. */
+static void test_transport_nomem_ends_request(void **state)
+{
+    aigw_client *c = client_for(CFG_TWO_STEPS);
+    aigw_request *req = NULL;
+    aigw_response *resp = NULL;
+    aigw_error *err = NULL;
+    (void)state;
+    assert_string_equal(aigw__transport_result_name(AIGW_TR_NOMEM), "nomem");
+    push_tr(AIGW_TR_NOMEM, 5);
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, BODY, strlen(BODY)), AIGW_OK);
+    assert_int_equal(aigw_client_send(c, req, &resp, &err), AIGW_ENOMEM);
+    assert_null(resp);
+    assert_string_equal(aigw_error_message(err), "out of memory");
+    assert_calls("sk-aaaa-1111");
+    assert_health_untouched(c);
+    aigw_error_free(err);
+    /* the next request is served by a, as if nothing had happened */
+    mock_rewind();
+    resp = send_body(c, BODY);
+    assert_attempts(resp, "a:succeeded");
+    aigw_response_free(resp);
+    aigw_request_free(req);
+    aigw_client_free(c);
+}
+
+/* The same for a stream, before and after its commit point: no callback
+ * after the failure, no reset announced though a restart was possible. */
+typedef struct nomem_stream {
+    int calls;
+    bool commit_first; /* deliver a content chunk before running out */
+} nomem_stream;
+
+static aigw_transport_result ns_send(void *ud, const aigw_transport_request *req,
+                                     aigw_transport_response *resp)
+{
+    (void)ud;
+    (void)req;
+    (void)resp;
+    fail_msg("a streamed request must go through send_stream");
+    return AIGW_TR_OTHER;
+}
+
+static aigw_transport_result ns_stream(void *ud, const aigw_transport_request *req,
+                                       aigw_transport_response *resp,
+                                       aigw_transport_data_fn on_data, void *ctx)
+{
+    static const char chunk[] = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}"
+                                "\n\n";
+    nomem_stream *m = ud;
+    (void)req;
+    m->calls++;
+    aigw_transport_response_set_status(resp, 200);
+    aigw_transport_response_add_header(resp, "content-type", "text/event-stream");
+    if (m->commit_first && on_data(ctx, chunk, sizeof chunk - 1) <= 0)
+        return AIGW_TR_CANCELLED;
+    return AIGW_TR_NOMEM;
+}
+
+static const aigw_transport NOMEM_STREAM = {AIGW_TRANSPORT_VERSION, ns_send, NULL, ns_stream};
+
+static void test_stream_transport_nomem_ends_request(void **state)
+{
+    static const char body[] = "{\"model\":\"fake:m1\",\"models\":[\"other:m9\"],\"stream\":true}";
+    int commit_first;
+    (void)state;
+    for (commit_first = 0; commit_first <= 1; commit_first++) {
+        nomem_stream m = {0, commit_first != 0};
+        stream_caller g;
+        aigw_client *c = client_from_json(CFG_TWO_STEPS);
+        aigw_request *req = NULL;
+        aigw_response *resp = NULL;
+        aigw_error *err = NULL;
+        memset(&g, 0, sizeof g);
+        assert_int_equal(aigw_client_set_transport(c, &NOMEM_STREAM, &m), AIGW_OK);
+        assert_int_equal(aigw_request_new(&req), AIGW_OK);
+        assert_int_equal(aigw_request_set_body(req, body, sizeof body - 1), AIGW_OK);
+        assert_int_equal(aigw_request_set_stream_restart(req, 1), AIGW_OK);
+        assert_int_equal(aigw_client_stream(c, req, &STREAM_CALLER, &g, &resp, &err),
+                         AIGW_ENOMEM);
+        assert_null(resp);
+        assert_int_equal(aigw_error_code(err), AIGW_ENOMEM);
+        assert_int_equal(m.calls, 1);
+        assert_int_equal(g.starts, commit_first);
+        assert_int_equal(g.commits, commit_first);
+        assert_int_equal(g.data_calls, commit_first);
+        assert_int_equal(g.resets, 0);
+        assert_health_untouched(c);
+        aigw_error_free(err);
+        aigw_request_free(req);
+        aigw_client_free(c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -879,6 +998,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secret_scrubbed_and_trace_shape, mock_setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_bad_vtables_and_args, mock_setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_send_allocation_failures, mock_setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_transport_nomem_ends_request, mock_setup,
+                                        mock_teardown),
+        cmocka_unit_test(test_stream_transport_nomem_ends_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

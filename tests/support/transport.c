@@ -81,10 +81,13 @@ static aigw_transport_result mock_send(void *ud, const aigw_transport_request *r
     m->timeouts[i] = req->timeout_ms;
     /* Each call pops the next scripted answer; with none left it succeeds
      * at once. */
+    /* As a transport should, it says so when the answer cannot be kept for
+     * want of memory (the library's allocation failure tests). */
     if (m->next >= m->n_script) {
         aigw_transport_response_set_status(resp, 200);
-        aigw_transport_response_append_body(resp, "{\"ok\":true}", 11);
-        return AIGW_TR_OK;
+        return aigw_transport_response_append_body(resp, "{\"ok\":true}", 11) == AIGW_ENOMEM
+                   ? AIGW_TR_NOMEM
+                   : AIGW_TR_OK;
     }
     s = &m->script[m->next++];
     if (s->hook)
@@ -93,11 +96,15 @@ static aigw_transport_result mock_send(void *ud, const aigw_transport_request *r
     if (s->tr != AIGW_TR_OK)
         return s->tr;
     assert_int_equal(aigw_transport_response_set_status(resp, s->status), AIGW_OK);
-    for (h = 0; s->headers[h]; h += 2)
-        assert_int_equal(aigw_transport_response_add_header(resp, s->headers[h], s->headers[h + 1]),
-                         AIGW_OK);
-    if (s->body)
-        aigw_transport_response_append_body(resp, s->body, strlen(s->body));
+    for (h = 0; s->headers[h]; h += 2) {
+        aigw_status st = aigw_transport_response_add_header(resp, s->headers[h], s->headers[h + 1]);
+        if (st == AIGW_ENOMEM)
+            return AIGW_TR_NOMEM;
+        assert_int_equal(st, AIGW_OK);
+    }
+    if (s->body &&
+        aigw_transport_response_append_body(resp, s->body, strlen(s->body)) == AIGW_ENOMEM)
+        return AIGW_TR_NOMEM;
     return AIGW_TR_OK;
 }
 
