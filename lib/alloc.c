@@ -1,12 +1,21 @@
 /* alloc.c - the one allocator door.  Every allocation in lib/ passes here, so
  * tests can count allocations and make the n-th one fail, once or from it
- * on (the torture tests, tests/test_torture.c). */
+ * on (the torture tests, tests/test_torture.c).
+ *
+ * The counter and the failure hook exist only in builds with
+ * AIGW_ALLOC_HOOKS (lib/meson.build: buildtypes with debug info on, which
+ * the test suites use).  Elsewhere - release builds - they are compiled
+ * out: an atomic counter bumped by every allocation of every thread is a
+ * cache line all threads fight over.  There the hooks keep their names
+ * (the test programs still link) but count nothing and fail nothing. */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include "internal.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef AIGW_ALLOC_HOOKS
 
 static atomic_long alloc_count;
 static atomic_long fail_at;    /* allocation number that fails; 0 = never */
@@ -51,6 +60,35 @@ static bool should_fail(void)
     atomic_fetch_add(&fail_count, 1);
     return true;
 }
+
+#else /* !AIGW_ALLOC_HOOKS */
+
+void aigw__alloc_fail_at(long n)
+{
+    (void)n;
+}
+
+void aigw__alloc_fail_from(long n)
+{
+    (void)n;
+}
+
+long aigw__alloc_count(void)
+{
+    return 0;
+}
+
+long aigw__alloc_failures(void)
+{
+    return 0;
+}
+
+static inline bool should_fail(void)
+{
+    return false;
+}
+
+#endif /* AIGW_ALLOC_HOOKS */
 
 void *aigw__malloc(size_t n)
 {

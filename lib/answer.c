@@ -41,7 +41,10 @@ static void describe_attempt(aigw_buf *b, const aigw_attempt *a, size_t max_body
     const char *cls = aigw__class_name(a->cls);
     aigw__buf_printf(b, "%s %s (key %s): ", a->provider, a->model,
                      a->key_id && a->key_id[0] ? a->key_id : "none");
-    if (a->tr == AIGW_TR_TOO_LARGE)
+    if (a->tr == AIGW_TR_TOO_LARGE && a->header_cap)
+        aigw__buf_printf(b, "transport error too_large (the response's headers passed %d bytes)",
+                         AIGW_MAX_RESPONSE_HEADER_BYTES);
+    else if (a->tr == AIGW_TR_TOO_LARGE)
         aigw__buf_printf(b, "transport error too_large (the response passed maxResponseBytes, "
                             "%zu bytes)", max_body);
     else if (tr)

@@ -3,8 +3,17 @@
  * The rewrite splices bytes instead of re-serialising a parsed tree: a parse
  * and print round trip would turn 1.0 into 1, 1e400 into null, reorder or
  * reformat members and re-escape strings, and the upstream must see the
- * caller's body as the caller wrote it.  cJSON only validates; a small
- * scanner over the top-level object finds what to replace or drop. */
+ * caller's body as the caller wrote it.  A small scanner over the top-level
+ * object finds what to replace or drop.
+ *
+ * Reading a request's body (aigw__body_read) builds no tree in the common
+ * case.  A plain body (strict JSON, as clients send it) is checked and its
+ * top-level members mapped in one pass (fast_map); any other is checked as
+ * cJSON would read it (aigw__json_check, which allocates nothing) and
+ * mapped by the scanner, so that both give the answers and errors of a
+ * cJSON parse.  "model" is copied from its bytes, and the rewrites splice
+ * from the map.  Only a body with a "models" list, or a "model" written
+ * with escapes, is read through cJSON, whose tree decodes them. */
 #include "internal.h"
 
 #include <cjson/cJSON.h>
@@ -30,12 +39,7 @@ typedef struct scanner {
     size_t seen; /* members read so far */
 } scanner;
 
-typedef struct member {
-    size_t key;       /* the key's opening quote */
-    size_t key_end;   /* just past its closing quote */
-    size_t value;     /* the value's first byte */
-    size_t value_end; /* just past the value */
-} member;
+typedef aigw_body_member member;
 
 /* Index past the string whose opening quote is at i, or BAD. */
 static size_t skip_string(const char *s, size_t len, size_t i)
@@ -191,20 +195,51 @@ static bool key_is(const char *s, const member *m, const char *name)
 /* The rewrite                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Whether the object has a top-level "model", and where its first member
- * starts (the closing brace's position when it has none). */
-static int survey(const char *s, size_t len, bool *has_model, size_t *first)
+static aigw_body_key member_kind(const char *s, const member *m)
+{
+    /* "model" and "models" are 7 and 8 bytes with their quotes, more with
+     * escapes */
+    if (m->key_end - m->key < 7)
+        return AIGW_BODY_OTHER;
+    if (key_is(s, m, "model"))
+        return AIGW_BODY_MODEL;
+    if (key_is(s, m, "models"))
+        return AIGW_BODY_MODELS;
+    return AIGW_BODY_OTHER;
+}
+
+/* One more top-level member of the map. */
+static void map_add(aigw_body_map *map, const member *m)
+{
+    if (m->kind == AIGW_BODY_MODEL && !map->has_model) {
+        map->model = *m;
+        map->has_model = true;
+    } else if (m->kind == AIGW_BODY_MODELS && !map->has_models) {
+        map->models = *m;
+        map->has_models = true;
+    }
+    if (map->n < AIGW_BODY_MAP_MEMBERS)
+        map->m[map->n] = *m;
+    map->n++;
+}
+
+/* Maps the object's top-level members: 0, or -1 when the scanner cannot
+ * walk it. */
+static int map_body(const char *s, size_t len, aigw_body_map *map)
 {
     scanner sc;
     member m;
     int r;
     if (scan_open(&sc, s, len) != 0)
         return -1;
-    *has_model = false;
-    *first = aigw__skip_ws(s, len, sc.pos);
-    while ((r = scan_member(&sc, &m)) > 0)
-        if (key_is(s, &m, "model"))
-            *has_model = true;
+    map->open = sc.pos;
+    map->first = aigw__skip_ws(s, len, sc.pos);
+    map->n = 0;
+    map->has_model = map->has_models = false;
+    while ((r = scan_member(&sc, &m)) > 0) {
+        m.kind = member_kind(s, &m);
+        map_add(map, &m);
+    }
     return r;
 }
 
@@ -222,9 +257,289 @@ typedef struct refusal {
  * scanner can walk (see parse_object). */
 static bool whole_object(const char *body, size_t len, size_t end)
 {
-    bool has_model;
-    size_t first;
-    return aigw__skip_ws(body, len, end) == len && survey(body, len, &has_model, &first) == 0;
+    aigw_body_map map;
+    return aigw__skip_ws(body, len, end) == len && map_body(body, len, &map) == 0;
+}
+
+static void refusal_init(refusal *why)
+{
+    why->bad_utf8 = why->too_deep = why->bad_char = why->bad_escape = BAD;
+    why->nomem = false;
+}
+
+/* What parse_object checks, without the tree: aigw__json_check says what
+ * cJSON would make of the text, and the scanner maps what it accepted.
+ * 0, or -1 and *why. */
+static int check_object(const char *body, size_t len, aigw_body_map *map, refusal *why)
+{
+    aigw_json_verdict v;
+    bool control;
+    size_t off;
+    refusal_init(why);
+    if (!body || len == 0)
+        return -1;
+    if ((off = aigw__utf8_check(body, len)) < len) {
+        why->bad_utf8 = off;
+        return -1;
+    }
+    if ((off = aigw__json_misread(body, len, true, &control)) < len) {
+        *(control ? &why->bad_char : &why->bad_escape) = off;
+        return -1;
+    }
+    v = aigw__json_check(body, len, &off);
+    if (v == AIGW_JSON_TOO_DEEP)
+        why->too_deep = off;
+    /* scan_open finds the '{' cJSON's root must be: what is left of cJSON's
+     * whitespace after the checks above is JSON's */
+    if (v != AIGW_JSON_OK || aigw__skip_ws(body, len, off) != len || map_body(body, len, map) != 0)
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The fast path: one pass over a plain body                                */
+/* ------------------------------------------------------------------------ */
+
+/* A body as clients send it - strict JSON (RFC 8259), valid UTF-8, no BOM,
+ * no \u0000 or surrogate escape, nested at most FAST_DEPTH levels, top-level
+ * keys without escapes - is validated and mapped in one pass.  Whatever it
+ * accepts, the full checks (check_object) accept too, with the same map;
+ * for anything else it only says "not sure", and they decide. */
+#define FAST_DEPTH 64
+
+typedef struct fast {
+    const unsigned char *s;
+    size_t len, i;
+} fast;
+
+static size_t fast_ws(const fast *f, size_t i)
+{
+    while (i < f->len && (f->s[i] == ' ' || f->s[i] == '\n' || f->s[i] == '\t' || f->s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* 1 for the bytes a string holds as they are: printable ASCII but '"' and
+ * '\\' (and, as cJSON and the full checks allow them, raw tab, LF, CR). */
+static const unsigned char plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    /* 0x80 and up: 0 (UTF-8, checked sequence by sequence) */
+};
+
+/* The string at f->i ('"'): true and f->i past it, *escaped when it holds
+ * an escape. */
+static bool fast_string(fast *f, bool *escaped)
+{
+    const unsigned char *s = f->s;
+    size_t i = f->i + 1, len = f->len, k;
+    unsigned v;
+    *escaped = false;
+    for (;;) {
+        while (i < len && plain[s[i]])
+            i++;
+        if (i >= len)
+            return false;
+        if (s[i] == '"') {
+            f->i = i + 1;
+            return true;
+        }
+        if (s[i] == '\\') {
+            *escaped = true;
+            if (i + 1 >= len)
+                return false;
+            if (s[i + 1] != 'u') {
+                if (!strchr("\"\\/bfnrt", s[i + 1]) || s[i + 1] == '\0')
+                    return false;
+                i += 2;
+                continue;
+            }
+            if (len - i < 6)
+                return false;
+            for (v = 0, k = 2; k < 6; k++) {
+                int h = hex_digit((char)s[i + k]);
+                if (h < 0)
+                    return false;
+                v = v * 16 + (unsigned)h;
+            }
+            if (v == 0 || (v >= 0xD800 && v <= 0xDFFF))
+                return false;
+            i += 6;
+            continue;
+        }
+        if (s[i] < 0x80 || (k = aigw__utf8_seq((const char *)s + i, len - i)) == 0)
+            return false; /* a control byte, or not UTF-8 */
+        i += k;
+    }
+}
+
+static bool digit_at(const fast *f, size_t i)
+{
+    return i < f->len && f->s[i] >= '0' && f->s[i] <= '9';
+}
+
+/* A number in JSON's own grammar at f->i. */
+static bool fast_number(fast *f)
+{
+    size_t i = f->i;
+    if (i < f->len && f->s[i] == '-')
+        i++;
+    if (!digit_at(f, i))
+        return false;
+    if (f->s[i++] != '0')
+        while (digit_at(f, i))
+            i++;
+    if (i < f->len && f->s[i] == '.') {
+        if (!digit_at(f, ++i))
+            return false;
+        while (digit_at(f, i))
+            i++;
+    }
+    if (i < f->len && (f->s[i] == 'e' || f->s[i] == 'E')) {
+        i++;
+        if (i < f->len && (f->s[i] == '+' || f->s[i] == '-'))
+            i++;
+        if (!digit_at(f, i))
+            return false;
+        while (digit_at(f, i))
+            i++;
+    }
+    f->i = i;
+    return true;
+}
+
+static bool fast_word(fast *f, const char *w, size_t n)
+{
+    if (f->len - f->i < n || memcmp(f->s + f->i, w, n) != 0)
+        return false;
+    f->i += n;
+    return true;
+}
+
+/* A scalar at f->i. */
+static bool fast_scalar(fast *f)
+{
+    bool escaped;
+    switch (f->s[f->i]) {
+    case '"': return fast_string(f, &escaped);
+    case 't': return fast_word(f, "true", 4);
+    case 'f': return fast_word(f, "false", 5);
+    case 'n': return fast_word(f, "null", 4);
+    default: return fast_number(f);
+    }
+}
+
+/* A top-level key (f->i at its quote) and the ':' after it: its member's
+ * key, key_end and kind.  False for a key with escapes (key_is decodes
+ * them: the full checks map it). */
+static bool fast_key(fast *f, member *m)
+{
+    bool escaped;
+    m->key = f->i;
+    if (!fast_string(f, &escaped) || escaped)
+        return false;
+    m->key_end = f->i;
+    m->kind = AIGW_BODY_OTHER;
+    if (m->key_end - m->key == 7 && memcmp(f->s + m->key, "\"model\"", 7) == 0)
+        m->kind = AIGW_BODY_MODEL;
+    else if (m->key_end - m->key == 8 && memcmp(f->s + m->key, "\"models\"", 8) == 0)
+        m->kind = AIGW_BODY_MODELS;
+    f->i = fast_ws(f, f->i);
+    if (f->i >= f->len || f->s[f->i] != ':')
+        return false;
+    f->i = fast_ws(f, f->i + 1);
+    return f->i < f->len;
+}
+
+/* 1: a plain body, mapped; 0: not sure. */
+static int fast_map(const char *s, size_t len, aigw_body_map *map)
+{
+    fast f = {(const unsigned char *)s, len, 0};
+    uint64_t object = 1; /* bit d: level d + 1 is an object; the top one is */
+    size_t depth = 1;
+    member m;
+    bool key_next = true; /* in an object, a key is next (else a value) */
+    f.i = fast_ws(&f, 0);
+    if (f.i >= len || f.s[f.i] != '{')
+        return 0;
+    map->open = f.i + 1;
+    map->first = f.i = fast_ws(&f, f.i + 1);
+    map->n = 0;
+    map->has_model = map->has_models = false;
+    if (f.i < len && f.s[f.i] == '}') {
+        depth = 0;
+        f.i++;
+    }
+    while (depth > 0) {
+        /* a value (after its key, in an object) */
+        if (key_next) {
+            if (f.i >= len || f.s[f.i] != '"')
+                return 0;
+            if (depth == 1) {
+                if (!fast_key(&f, &m))
+                    return 0;
+                m.value = f.i;
+            } else {
+                bool escaped;
+                if (!fast_string(&f, &escaped))
+                    return 0;
+                f.i = fast_ws(&f, f.i);
+                if (f.i >= len || f.s[f.i] != ':')
+                    return 0;
+                f.i = fast_ws(&f, f.i + 1);
+                if (f.i >= len)
+                    return 0;
+            }
+        }
+        if (f.s[f.i] == '{' || f.s[f.i] == '[') {
+            bool obj = f.s[f.i] == '{';
+            if (depth == FAST_DEPTH)
+                return 0;
+            object = obj ? object | ((uint64_t)1 << depth) : object & ~((uint64_t)1 << depth);
+            depth++;
+            f.i = fast_ws(&f, f.i + 1);
+            if (f.i >= len)
+                return 0;
+            if (f.s[f.i] != (obj ? '}' : ']')) {
+                key_next = obj;
+                continue;
+            }
+            depth--; /* empty: closed at once */
+            f.i++;
+        } else if (!fast_scalar(&f)) {
+            return 0;
+        }
+        /* after a value: the next one, or the ends of containers */
+        for (;;) {
+            bool in_object = (object >> (depth - 1)) & 1;
+            if (depth == 1 && in_object) {
+                m.value_end = f.i;
+                map_add(map, &m);
+            }
+            f.i = fast_ws(&f, f.i);
+            if (f.i >= len)
+                return 0;
+            if (f.s[f.i] == ',') {
+                f.i = fast_ws(&f, f.i + 1);
+                if (f.i >= len)
+                    return 0;
+                key_next = in_object;
+                break;
+            }
+            if (f.s[f.i] != (in_object ? '}' : ']'))
+                return 0;
+            f.i++;
+            if (--depth == 0)
+                break;
+        }
+    }
+    return fast_ws(&f, f.i) == len ? 1 : 0;
 }
 
 /* The body parsed as one JSON object with nothing after it but whitespace
@@ -239,8 +554,7 @@ static cJSON *parse_object(const char *body, size_t len, refusal *why)
     cJSON *root;
     bool control;
     size_t off;
-    why->bad_utf8 = why->too_deep = why->bad_char = why->bad_escape = BAD;
-    why->nomem = false;
+    refusal_init(why);
     if (!body || len == 0)
         return NULL;
     if ((off = aigw__utf8_check(body, len)) < len) {
@@ -303,7 +617,7 @@ static int put_member(splicer *sp, const member *m)
         r |= aigw__buf_append(sp->out, ",", 1) | put(sp, sp->open, sp->first);
     else if (sp->n_real > 0)
         r |= put(sp, sp->prev_end, m->key);
-    if (key_is(sp->s, m, "model"))
+    if (m->kind == AIGW_BODY_MODEL)
         r |= put(sp, m->key, m->value) | put_model(sp);
     else
         r |= put(sp, m->key, m->value_end);
@@ -311,24 +625,50 @@ static int put_member(splicer *sp, const member *m)
     return r;
 }
 
-static int splice(const char *s, size_t len, const char *model, aigw_buf *out)
+/* Room for the rewrite at once: the body, and the model as often as it is
+ * written (more only when it needs escapes). */
+static int reserve(size_t len, const aigw_body_map *map, const char *model, aigw_buf *out)
 {
-    splicer sp = {s, model, out, 0, 0, 0, false, 0};
+    size_t i, k = 1, want;
+    char *p;
+    for (i = 0; i < map->n && i < AIGW_BODY_MAP_MEMBERS; i++)
+        k += map->m[i].kind == AIGW_BODY_MODEL;
+    want = out->len + len + k * (strlen(model) + 2) + 16;
+    if (want <= out->cap)
+        return 0;
+    if (!(p = aigw__realloc(out->data, want)))
+        return -1;
+    out->data = p;
+    out->cap = want;
+    return 0;
+}
+
+static int splice(const char *s, size_t len, const aigw_body_map *map, const char *model,
+                  aigw_buf *out)
+{
+    splicer sp = {s, model, out, map->open, map->first, map->first, !map->has_model, 0};
+    bool rescan = map->n > AIGW_BODY_MAP_MEMBERS;
     scanner sc;
     member m;
-    bool has_model;
+    size_t i = 0;
     int r;
-    if (survey(s, len, &has_model, &sp.first) != 0 || scan_open(&sc, s, len) != 0)
+    if (rescan && scan_open(&sc, s, len) != 0)
         return -1;
-    sp.open = sc.pos;
-    sp.prev_end = sp.first;
-    sp.inserted = !has_model;
-    if (put(&sp, 0, sp.first) != 0)
+    if (reserve(len, map, model, out) != 0 || put(&sp, 0, sp.first) != 0)
         return -2;
     if (sp.inserted && (aigw__buf_puts(out, "\"model\":") != 0 || put_model(&sp) != 0))
         return -2;
-    while ((r = scan_member(&sc, &m)) > 0) {
-        if (!key_is(s, &m, "models") && put_member(&sp, &m) != 0)
+    for (;;) {
+        if (rescan) {
+            if ((r = scan_member(&sc, &m)) <= 0)
+                break;
+            m.kind = member_kind(s, &m);
+        } else {
+            if ((r = i < map->n) == 0)
+                break;
+            m = map->m[i++];
+        }
+        if (m.kind != AIGW_BODY_MODELS && put_member(&sp, &m) != 0)
             return -2;
         sp.prev_end = m.value_end;
     }
@@ -349,19 +689,58 @@ int aigw__body_rewrite(const char *body, size_t len, const char *model, aigw_buf
     return aigw__body_splice(body, len, model, out);
 }
 
-int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf *out)
+int aigw__body_splice_map(const char *body, size_t len, const aigw_body_map *map,
+                          const char *model, aigw_buf *out)
 {
     size_t mark;
     int rc;
-    if (!body || !model || !out)
+    if (!body || !map || !model || !out)
         return -1;
     mark = out->len;
-    rc = splice(body, len, model, out);
+    rc = splice(body, len, map, model, out);
     if (rc != 0 && out->data) {
         out->len = mark;
         out->data[mark] = '\0';
     }
     return rc;
+}
+
+int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf *out)
+{
+    aigw_body_map map;
+    if (!body || !model || !out || map_body(body, len, &map) != 0)
+        return -1;
+    return aigw__body_splice_map(body, len, &map, model, out);
+}
+
+/* Whether aigw__buf_json_str writes s as it is, between its quotes. */
+static bool verbatim(const char *s, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+            return false;
+    return aigw__utf8_valid(s, n);
+}
+
+bool aigw__body_unchanged(const char *body, const aigw_body_map *map, const char *model)
+{
+    size_t i, n;
+    if (!body || !map || !model || !map->has_model || map->has_models ||
+        map->n > AIGW_BODY_MAP_MEMBERS)
+        return false;
+    n = strlen(model);
+    if (!verbatim(model, n))
+        return false;
+    /* a string token of n + 2 bytes ends with its closing quote */
+    for (i = 0; i < map->n; i++) {
+        const member *m = &map->m[i];
+        if (m->kind == AIGW_BODY_MODEL &&
+            (m->value_end - m->value != n + 2 || body[m->value] != '"' ||
+             memcmp(body + m->value + 1, model, n) != 0))
+            return false;
+    }
+    return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -494,19 +873,14 @@ bool aigw__body_wants_stream(const char *body, size_t len)
     return false;
 }
 
-int aigw__body_models(const char *body, size_t len, char **model, char ***models,
-                      size_t *n_models, char **why)
+/* The model list from cJSON's tree of an accepted body (it decodes escapes). */
+static int read_tree(const char *body, size_t len, char **model, char ***models,
+                     size_t *n_models, char **why)
 {
-    cJSON *root;
-    refusal bad;
+    cJSON *root = aigw__json_parse(body, len, NULL);
     int rc;
-    *model = NULL;
-    *models = NULL;
-    *n_models = 0;
-    if (why)
-        *why = NULL;
-    if (!(root = parse_object(body, len, &bad)))
-        return refuse_body(why, body, &bad);
+    if (!root) /* the text was checked: cJSON ran out of memory */
+        return -2;
     rc = read_model(root, model, why);
     if (rc == 0)
         rc = read_models(root, models, n_models, why);
@@ -516,4 +890,47 @@ int aigw__body_models(const char *body, size_t len, char **model, char ***models
         *model = NULL;
     }
     return rc;
+}
+
+static bool is_null(const char *body, const member *m)
+{
+    return m->value_end - m->value == 4 && memcmp(body + m->value, "null", 4) == 0;
+}
+
+int aigw__body_read(const char *body, size_t len, aigw_body_map *map, char **model,
+                    char ***models, size_t *n_models, char **why)
+{
+    refusal bad;
+    const member *m = &map->model;
+    size_t n;
+    *model = NULL;
+    *models = NULL;
+    *n_models = 0;
+    if (why)
+        *why = NULL;
+    if (!body || fast_map(body, len, map) != 1) {
+        if (check_object(body, len, map, &bad) != 0)
+            return refuse_body(why, body, &bad);
+    }
+    /* "models" null counts as absent (read_models) */
+    if (map->has_models && !is_null(body, &map->models))
+        return read_tree(body, len, model, models, n_models, why);
+    if (!map->has_model)
+        return refuse(why, "the request body has no \"model\"");
+    /* a string of one character or more: what cJSON would find between
+     * its quotes, unless escapes need decoding (\u0000 was refused) */
+    n = m->value_end - m->value;
+    if (body[m->value] != '"' || n < 3)
+        return refuse(why, "\"model\" must be a non-empty string");
+    if (memchr(body + m->value + 1, '\\', n - 2))
+        return read_tree(body, len, model, models, n_models, why);
+    *model = aigw__strndup(body + m->value + 1, n - 2);
+    return *model ? 0 : -2;
+}
+
+int aigw__body_models(const char *body, size_t len, char **model, char ***models,
+                      size_t *n_models, char **why)
+{
+    aigw_body_map map;
+    return aigw__body_read(body, len, &map, model, models, n_models, why);
 }

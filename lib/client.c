@@ -13,6 +13,7 @@ struct aigw_client {
      * cfg_lock, so a hot swap never frees one a request is about to use. */
     pthread_mutex_t cfg_lock;
     aigw_config *cfg;
+    aigw_resolved *resolved; /* cfg as this client resolves it, swapped with it */
     aigw_health *health; /* what requests remember, shared by all of them */
     aigw_transport transport;
     void *transport_ud;
@@ -97,8 +98,15 @@ aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **er
         }
         aigw__health_set_store(c->health, &vt, ud, cfg->store.sync_ms);
     }
+    if (!(c->resolved = aigw__resolved_new(cfg, c->health))) {
+        aigw__health_free(c->health);
+        pthread_mutex_destroy(&c->cfg_lock);
+        aigw__free(c);
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
+    }
     st = aigw__curl_transport_new(&c->transport, &c->transport_ud);
     if (st != AIGW_OK) {
+        aigw__resolved_unref(c->resolved);
         aigw__health_free(c->health);
         pthread_mutex_destroy(&c->cfg_lock);
         aigw__free(c);
@@ -139,6 +147,7 @@ void aigw_client_free(aigw_client *client)
     drop_transport(client);
     drop_strategy(client);
     drop_clock(client);
+    aigw__resolved_unref(client->resolved);
     aigw_config_unref(client->cfg);
     aigw__health_free(client->health);
     pthread_mutex_destroy(&client->cfg_lock);
@@ -180,6 +189,7 @@ static bool same_store(const aigw_config *a, const aigw_config *b)
 aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_error **err)
 {
     aigw_config *old;
+    aigw_resolved *resolved, *old_resolved;
     aigw_status st;
     if (err)
         *err = NULL;
@@ -188,12 +198,15 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
     st = check_keys_resolved(cfg, err);
     if (st != AIGW_OK)
         return st;
+    if (!(resolved = aigw__resolved_new(cfg, client->health)))
+        return aigw__fail(err, AIGW_ENOMEM, "out of memory");
     /* Decided: a client keeps the store it was made with (its names are
      * keyed by the salt its entries were made under). */
     pthread_mutex_lock(&client->cfg_lock);
     if (!same_store(client->cfg, cfg)) {
         aigw_error *e = NULL;
         pthread_mutex_unlock(&client->cfg_lock);
+        aigw__resolved_unref(resolved);
         if (err && (e = aigw__error_new(AIGW_ECONFIG)) != NULL)
             aigw__error_add(e, "gatewayConfig.healthStore",
                             "the health store cannot change on a running client (make a new "
@@ -205,7 +218,10 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
     aigw_config_ref(cfg);
     old = client->cfg;
     client->cfg = cfg;
+    old_resolved = client->resolved;
+    client->resolved = resolved;
     pthread_mutex_unlock(&client->cfg_lock);
+    aigw__resolved_unref(old_resolved);
     /* Decided: a new configuration ends every bench (an operator who fixed
      * a key's account reloads); cooldowns, breakers and counters carry over
      * for keys whose provider, id and value are unchanged. */
@@ -366,9 +382,13 @@ static aigw_status send(aigw_client *c, const aigw_request *req, const aigw_stre
                         void *sud, aigw_response **out, aigw_error **err)
 {
     aigw_engine_env env;
-    aigw_config *cfg = current_config(c);
+    aigw_resolved *resolved;
     aigw_status st;
-    env.cfg = cfg;
+    pthread_mutex_lock(&c->cfg_lock);
+    resolved = aigw__resolved_ref(c->resolved);
+    pthread_mutex_unlock(&c->cfg_lock);
+    env.cfg = aigw__resolved_config(resolved);
+    env.resolved = resolved;
     env.health = c->health;
     env.transport = &c->transport;
     env.transport_ud = c->transport_ud;
@@ -377,7 +397,7 @@ static aigw_status send(aigw_client *c, const aigw_request *req, const aigw_stre
     env.clock = c->has_clock ? &c->clock : NULL;
     env.clock_ud = c->clock_ud;
     st = aigw__engine_send(&env, req, sh, sud, out, err);
-    aigw_config_unref(cfg);
+    aigw__resolved_unref(resolved);
     return st;
 }
 

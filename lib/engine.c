@@ -18,6 +18,8 @@
 #define SHORT_WAIT_MS 100
 /* At most this many waits for a cooling key in one request. */
 #define MAX_COOL_WAITS 8
+/* A step of at most this many keys walks them in arrays on the stack. */
+#define STEP_KEYS_INLINE 8
 
 int64_t aigw__run_now(const run *r)
 {
@@ -65,11 +67,10 @@ static void min_into(int64_t *least, int64_t v)
 
 static void cands_free(run *r)
 {
-    size_t i;
-    for (i = 0; i < r->n_cands; i++)
-        aigw__free(r->cands[i].model);
-    aigw__free(r->cands);
-    aigw__free(r->bans);
+    if (r->cands != r->cands_inline)
+        aigw__free(r->cands);
+    if (r->bans != r->bans_inline)
+        aigw__free(r->bans);
 }
 
 static bool cand_seen(const run *r, const aigw_provider *p, const char *model)
@@ -95,8 +96,9 @@ static int skip(run *r, const cand *cd, aigw_skip_reason why, const char *key_id
 static int add_cand(run *r, const char *spec, bool primary)
 {
     const aigw_provider *p;
-    char *model;
-    int rc = aigw__resolve_model(r->cfg, spec, &p, &model);
+    const char *model;
+    int rc = aigw__resolve_model_in(r->cfg, spec, aigw__resolved_prefix_memo(r->env->resolved),
+                                    &p, &model);
     int why = -1;
     if (rc == -2)
         return -2;
@@ -107,16 +109,13 @@ static int add_cand(run *r, const char *spec, bool primary)
     else if (cand_seen(r, p, model))
         why = AIGW_SKIP_DUPLICATE_CANDIDATE;
     if (why >= 0) {
-        int ok;
-        if (primary) {
-            aigw__free(model);
+        if (primary)
             return why == AIGW_SKIP_UNKNOWN_MODEL ? -1 : -3;
-        }
         r->skips_by_reason[why]++;
-        ok = aigw__response_add_skip(r->resp, p ? p->id : "", model ? model : spec,
-                                     (aigw_skip_reason)why, NULL, -1, -1);
-        aigw__free(model);
-        return ok == 0 ? 1 : -2;
+        return aigw__response_add_skip(r->resp, p ? p->id : "", model ? model : spec,
+                                       (aigw_skip_reason)why, NULL, -1, -1) == 0
+                   ? 1
+                   : -2;
     }
     r->cands[r->n_cands].prov = p;
     r->cands[r->n_cands].model = model;
@@ -130,10 +129,15 @@ static int plan(run *r, const char *model, char **models, size_t n_models)
 {
     size_t i;
     int rc;
-    r->cands = aigw__calloc(n_models + 1, sizeof *r->cands);
-    r->bans = aigw__calloc(n_models + 1, sizeof *r->bans);
-    if (!r->cands || !r->bans)
-        return -1;
+    if (n_models < sizeof r->cands_inline / sizeof *r->cands_inline) {
+        r->cands = r->cands_inline;
+        r->bans = r->bans_inline;
+    } else {
+        r->cands = aigw__calloc(n_models + 1, sizeof *r->cands);
+        r->bans = aigw__calloc(n_models + 1, sizeof *r->bans);
+        if (!r->cands || !r->bans)
+            return -1;
+    }
     rc = add_cand(r, model, true);
     if (rc == -2)
         return -1;
@@ -370,9 +374,9 @@ static int record_attempt(run *r, const slot *s, aigw_attempt **out)
         return -1;
     a->step = s->step;
     a->key_source = s->ngrok ? "ngrok" : "user";
-    a->provider = aigw__strdup(s->cd->prov->id);
-    a->model = aigw__strdup(s->cd->model);
-    a->key_id = aigw__strdup(s->key->id ? s->key->id : "");
+    a->provider = aigw__response_strdup(r->resp, s->cd->prov->id);
+    a->model = aigw__response_strdup(r->resp, s->cd->model);
+    a->key_id = aigw__response_strdup(r->resp, s->key->id ? s->key->id : "");
     if (!a->provider || !a->model || !a->key_id)
         return -1;
     /* Moving from the caller's keys to ngrok's is a managed fallback. */
@@ -461,6 +465,8 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
             a->waited_ms = *sleep_ms;
     }
 out:
+    if (a && t.header_cap)
+        a->header_cap = true;
     if (g)
         report(r, s, g, mv < 0 ? NULL : a);
     aigw__tres_free(&t);
@@ -523,8 +529,8 @@ static int admit(run *r, const slot *s, gate *g, bool retrying)
         return skip_open(r, s, AIGW_SKIP_CIRCUIT_OPEN, left) == 0 ? MV_NEXT_KEY : -1;
     }
     g->endpoint_probe = ae == AIGW_ADMIT_PROBE;
-    g->host = aigw__health_host(r->h, s->ngrok ? r->cfg->ngrok_gateway_url
-                                               : s->cd->prov->base_url);
+    g->host = aigw__resolved_host(r->env->resolved, r->h, s->ngrok ? NULL : s->cd->prov,
+                                  s->ngrok ? r->cfg->ngrok_gateway_url : s->cd->prov->base_url);
     ah = aigw__breaker_admit(g->host, r->ho, now, &left);
     if (ah == AIGW_ADMIT_OPEN) {
         report(r, s, g, NULL);
@@ -541,7 +547,7 @@ static int admit(run *r, const slot *s, gate *g, bool retrying)
         r->end = END_BUDGET;
         return MV_NEXT_STEP;
     }
-    g->backend = aigw__health_backend(r->h, s->cd->prov->id, s->cd->upstream);
+    g->backend = aigw__resolved_backend(r->env->resolved, r->h, s->cd->prov, s->cd->upstream);
     return 0;
 }
 
@@ -558,19 +564,28 @@ static bool request_over(const run *r)
  * MV_NEXT_STEP, MV_NEXT_CAND, MV_RESTART, MV_END, or -1 on no memory.
  * Sets r->end when the request must end. */
 static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref *keys,
-                     size_t n_keys, const aigw_buf *body)
+                     size_t n_keys, const cand_body *body)
 {
+    aigw_class cls[STEP_KEYS_INLINE];
+    int64_t ready_at[STEP_KEYS_INLINE];
     step_walk w;
     slot s;
     int mv = MV_NEXT_STEP;
     memset(&w, 0, sizeof w);
     w.keys = keys;
     w.n = n_keys;
-    w.cls = aigw__calloc(n_keys ? n_keys : 1, sizeof *w.cls);
-    w.ready_at = aigw__calloc(n_keys ? n_keys : 1, sizeof *w.ready_at);
-    if (!w.cls || !w.ready_at) {
-        mv = -1;
-        goto out;
+    if (n_keys <= STEP_KEYS_INLINE) {
+        memset(cls, 0, sizeof cls);
+        memset(ready_at, 0, sizeof ready_at);
+        w.cls = cls;
+        w.ready_at = ready_at;
+    } else {
+        w.cls = aigw__calloc(n_keys, sizeof *w.cls);
+        w.ready_at = aigw__calloc(n_keys, sizeof *w.ready_at);
+        if (!w.cls || !w.ready_at) {
+            mv = -1;
+            goto out;
+        }
     }
     s.cd = cd;
     s.step = step_index;
@@ -631,18 +646,22 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
     if (mv == MV_NEXT_STEP && aigw__run_now(r) >= r->deadline && !r->done)
         r->end = END_TIMED_OUT;
 out:
-    aigw__free(w.cls);
-    aigw__free(w.ready_at);
+    if (w.cls != cls) {
+        aigw__free(w.cls);
+        aigw__free(w.ready_at);
+    }
     return mv;
 }
 
-/* One key of a step, with its health for the candidate's model. */
-static void key_at(run *r, const cand *cd, key_ref *k, const char *id, const aigw_secret *v,
-                   aigw_key_origin origin)
+/* One key of a step, with its health for the candidate's model; at: the
+ * configuration's aigw_pkey or aigw_step_key (NULL: the ngrok key, or
+ * none), by which the client remembers its entry. */
+static void key_at(run *r, const cand *cd, key_ref *k, const void *at, const char *id,
+                   const aigw_secret *v, aigw_key_origin origin)
 {
     k->id = id;
     k->secret = v;
-    k->hk = aigw__health_key(r->h, cd->prov->id, id, v, origin);
+    k->hk = aigw__resolved_key(r->env->resolved, r->h, cd->prov, at, id, v, origin);
     k->ep = aigw__health_endpoint(r->h, k->hk, cd->upstream, false);
 }
 
@@ -658,10 +677,21 @@ static void sync_step(run *r, const cand *cd, key_ref *refs, size_t n, bool ngro
         return;
     for (i = 0; i < n; i++)
         aigw__sync_key(&sy, refs[i].hk, &refs[i].ep, cd->upstream);
-    aigw__sync_host(&sy, aigw__health_host(r->h, ngrok ? r->cfg->ngrok_gateway_url
-                                                        : cd->prov->base_url));
+    aigw__sync_host(&sy, aigw__resolved_host(r->env->resolved, r->h, ngrok ? NULL : cd->prov,
+                                             ngrok ? r->cfg->ngrok_gateway_url
+                                                   : cd->prov->base_url));
     aigw__sync_end(&sy);
 }
+
+/* A step's scratch arrays for ordering its keys: on the stack for a few
+ * keys, else allocated. */
+typedef struct order_room {
+    aigw_key_health views[STEP_KEYS_INLINE];
+    const aigw_key_health *pv[STEP_KEYS_INLINE];
+    size_t order[STEP_KEYS_INLINE];
+    bool used[STEP_KEYS_INLINE];
+    key_ref all[STEP_KEYS_INLINE];
+} order_room;
 
 /* Orders a user step's keys: the client's strategy, or the step's own
  * (keySelectionStrategy).  Either sees each key's health for the
@@ -673,17 +703,24 @@ static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step
     size_t i, n = 0, nk = st->n_keys;
     int64_t now = aigw__run_now(r);
     const aigw_strategy *vt = r->env->strategy;
-    aigw_key_health *views = aigw__calloc(nk, sizeof *views);
-    const aigw_key_health **pv = aigw__calloc(nk, sizeof *pv);
-    size_t *order = aigw__calloc(nk, sizeof *order);
-    bool *used = aigw__calloc(nk, sizeof *used);
-    key_ref *all = aigw__calloc(nk, sizeof *all);
+    order_room room;
+    bool heap = nk > STEP_KEYS_INLINE;
+    aigw_key_health *views = heap ? aigw__calloc(nk, sizeof *views) : room.views;
+    const aigw_key_health **pv = heap ? aigw__calloc(nk, sizeof *pv) : room.pv;
+    size_t *order = heap ? aigw__calloc(nk, sizeof *order) : room.order;
+    bool *used = heap ? aigw__calloc(nk, sizeof *used) : room.used;
+    key_ref *all = heap ? aigw__calloc(nk, sizeof *all) : room.all;
     const char **ids = NULL;
     int got = -1, rc = -1;
     if (!views || !pv || !order || !used || !all)
         goto out;
+    if (!heap) {
+        memset(order, 0, nk * sizeof *order);
+        memset(used, 0, nk * sizeof *used);
+    }
     for (i = 0; i < nk; i++)
-        key_at(r, cd, &all[i], st->keys[i].id, &st->keys[i].value, AIGW_ORIGIN_CONFIG);
+        key_at(r, cd, &all[i], &st->keys[i], st->keys[i].id, &st->keys[i].value,
+               AIGW_ORIGIN_CONFIG);
     sync_step(r, cd, all, nk, false);
     now = aigw__run_now(r);
     for (i = 0; i < nk; i++) {
@@ -718,11 +755,13 @@ static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step
     *n_out = n;
     rc = 0;
 out:
-    aigw__free(views);
-    aigw__free(pv);
-    aigw__free(order);
-    aigw__free(used);
-    aigw__free(all);
+    if (heap) {
+        aigw__free(views);
+        aigw__free(pv);
+        aigw__free(order);
+        aigw__free(used);
+        aigw__free(all);
+    }
     aigw__free(ids);
     return rc;
 }
@@ -733,23 +772,25 @@ static size_t implicit_keys(run *r, const cand *cd, key_ref *refs)
     size_t i, n = 0;
     for (i = 0; i < r->cfg->n_keys; i++)
         if (strcmp(r->cfg->keys[i].provider_id, cd->prov->id) == 0)
-            key_at(r, cd, &refs[n++], r->cfg->keys[i].id, &r->cfg->keys[i].value,
-                   AIGW_ORIGIN_CONFIG);
+            key_at(r, cd, &refs[n++], &r->cfg->keys[i], r->cfg->keys[i].id,
+                   &r->cfg->keys[i].value, AIGW_ORIGIN_CONFIG);
     return n;
 }
 
 /* Runs one step of a candidate's plan (step_index -1: an implicit step). */
 static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
-                    aigw_buf *body_user, aigw_buf *body_ngrok)
+                    cand_body *body_user, cand_body *body_ngrok)
 {
     size_t cap = st ? (st->n_keys ? st->n_keys : 1) : (r->cfg->n_keys ? r->cfg->n_keys : 1);
-    key_ref *refs;
+    key_ref room[STEP_KEYS_INLINE], *refs = room;
     size_t n = 0;
     bool ngrok = st ? st->type == AIGW_STEP_NGROK : false;
-    aigw_buf *body;
+    cand_body *body;
     int mv = -1;
-    if (!(refs = aigw__calloc(cap, sizeof *refs)))
+    if (cap > STEP_KEYS_INLINE && !(refs = aigw__calloc(cap, sizeof *refs)))
         return -1;
+    if (refs == room)
+        memset(room, 0, sizeof room);
     if (st && !ngrok) {
         if (order_keys(r, cd, (size_t)step_index, st, refs, &n) != 0)
             goto out;
@@ -757,7 +798,7 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
         n = implicit_keys(r, cd, refs);
         if (n == 0 && cd->prov->custom) {
             /* A custom provider with no key (a local server): no credentials. */
-            key_at(r, cd, &refs[0], "", NULL, AIGW_ORIGIN_NONE);
+            key_at(r, cd, &refs[0], NULL, "", NULL, AIGW_ORIGIN_NONE);
             n = 1;
         } else if (n == 0) {
             ngrok = true;
@@ -771,7 +812,7 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
         }
         /* per provider: one provider's limit relayed by ngrok says nothing
          * of another's */
-        key_at(r, cd, &refs[0], "ngrok", &r->cfg->ngrok_key, AIGW_ORIGIN_NGROK);
+        key_at(r, cd, &refs[0], NULL, "ngrok", &r->cfg->ngrok_key, AIGW_ORIGIN_NGROK);
         n = 1;
     }
     if (!st || ngrok)
@@ -781,7 +822,8 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
         goto out;
     mv = walk_step(r, cd, step_index, ngrok, refs, n, body);
 out:
-    aigw__free(refs);
+    if (refs != room)
+        aigw__free(refs);
     return mv;
 }
 
@@ -801,7 +843,7 @@ static int fold_open_skips(run *r, const cand *cd, size_t skips0, size_t attempt
         min_into(&wait, resp->skips[i].wait_ms);
     }
     aigw__response_drop_skips(resp, skips0);
-    aigw__breaker_skipped(aigw__health_backend(r->h, cd->prov->id, cd->upstream));
+    aigw__breaker_skipped(aigw__resolved_backend(r->env->resolved, r->h, cd->prov, cd->upstream));
     return aigw__response_add_skip(resp, cd->prov->id, cd->model, AIGW_SKIP_CIRCUIT_OPEN, NULL,
                                    -1, wait);
 }
@@ -810,12 +852,14 @@ static int fold_open_skips(run *r, const cand *cd, size_t skips0, size_t attempt
 static int run_cand(run *r, const cand *cd)
 {
     const aigw_rule *rule = aigw__rule_for(r->akc, cd->prov->id, cd->model);
-    aigw_buf body_user = AIGW_BUF_INIT, body_ngrok = AIGW_BUF_INIT;
+    cand_body body_user, body_ngrok;
     size_t s, skips0 = r->resp->n_skips, attempts0 = r->resp->n_attempts;
     int mv = MV_NEXT_STEP;
     if (banned(r, cd))
         return skip(r, cd, AIGW_SKIP_CONTEXT_LENGTH_EXCEEDED, NULL, -1, -1) == 0 ? MV_NEXT_CAND
                                                                                 : -1;
+    memset(&body_user, 0, sizeof body_user);
+    memset(&body_ngrok, 0, sizeof body_ngrok);
     if (!rule) {
         mv = run_step(r, cd, -1, NULL, &body_user, &body_ngrok);
     } else {
@@ -825,8 +869,8 @@ static int run_cand(run *r, const cand *cd)
                 break;
         }
     }
-    aigw__buf_free(&body_user);
-    aigw__buf_free(&body_ngrok);
+    aigw__cand_body_free(&body_user);
+    aigw__cand_body_free(&body_ngrok);
     if (mv == MV_NEXT_CAND)
         ban_model(r, cd);
     /* only a walk that covered every key may say the backend is open */
@@ -877,16 +921,26 @@ static int run_all(run *r)
     return 0;
 }
 
+/* The store that answered, as the response names it (cut to fit). */
+static void set_store_name(aigw_response *resp, const char *kind)
+{
+    size_t n = strlen(kind);
+    if (n >= sizeof resp->health_store)
+        n = sizeof resp->health_store - 1;
+    memcpy(resp->health_store, kind, n);
+    resp->health_store[n] = '\0';
+}
+
 /* The body's models, or an error naming what is wrong with it. */
-static aigw_status read_body(const aigw_request *req, char **model, char ***models,
-                             size_t *n_models, aigw_error **err)
+static aigw_status read_body(const aigw_request *req, aigw_body_map *map, char **model,
+                             char ***models, size_t *n_models, aigw_error **err)
 {
     char *why = NULL;
     int rc;
     aigw_status st;
     if (!req->body)
         return aigw__fail(err, AIGW_EREQUEST, "the request has no body");
-    rc = aigw__body_models(req->body, req->body_len, model, models, n_models, &why);
+    rc = aigw__body_read(req->body, req->body_len, map, model, models, n_models, &why);
     if (rc == 0)
         return AIGW_OK;
     if (rc == -2)
@@ -901,6 +955,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
                               aigw_error **err)
 {
     run r;
+    aigw_body_map map;
     const aigw_akc *akc;
     char *model = NULL, **models = NULL;
     size_t n_models = 0;
@@ -913,7 +968,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
         return aigw__fail(err, AIGW_EREQUEST,
                           "the configuration has no access key configuration named '%s'",
                           req->configuration);
-    st = read_body(req, &model, &models, &n_models, err);
+    st = read_body(req, &map, &model, &models, &n_models, err);
     if (st != AIGW_OK)
         return st;
     if (sh && (env->transport->version < 2 || !env->transport->send_stream)) {
@@ -933,6 +988,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     r.path = surface_path(req->path);
     r.body = req->body;
     r.body_len = req->body_len;
+    r.map = &map;
     r.min_wait = r.open_wait = r.pass_cool_wait = -1;
     r.deadline = aigw__run_now(&r) + r.cfg->total_timeout_ms;
     fallbacks0 = aigw__health_store_fallbacks(r.h);
@@ -941,13 +997,13 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     if (rc == 0 && !r.done)
         rc = run_all(&r);
     if (r.resp)
-        snprintf(r.resp->health_store, sizeof r.resp->health_store, "%s",
-                 aigw__health_store_down(r.h) || aigw__health_store_fallbacks(r.h) != fallbacks0
-                     ? "local"
-                     : aigw__health_store_kind(r.h));
+        set_store_name(r.resp, aigw__health_store_down(r.h) ||
+                                       aigw__health_store_fallbacks(r.h) != fallbacks0
+                                   ? "local"
+                                   : aigw__health_store_kind(r.h));
     if (rc == 0 && r.resp->n_attempts > 0) {
         const aigw_attempt *last = &r.resp->attempts[r.resp->n_attempts - 1];
-        r.resp->model = aigw__strdup(last->model);
+        r.resp->model = aigw__response_strdup(r.resp, last->model);
         rc = r.resp->model ? 0 : -1;
     }
     if (rc == 0)

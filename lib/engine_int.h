@@ -18,7 +18,7 @@
 
 typedef struct cand {
     const aigw_provider *prov;
-    char *model;          /* the provider's model id */
+    const char *model;    /* the provider's model id: in the request's spec */
     const char *upstream; /* the id sent upstream (providerModelId), borrowed */
 } cand;
 
@@ -31,13 +31,21 @@ typedef struct key_ref {
                                   NULL until there is something to record */
 } key_ref;
 
+/* The body of a candidate for one key source: the caller's own bytes when
+ * the rewrite would not change them, else the rewrite (own). */
+typedef struct cand_body {
+    const char *data; /* NULL until made */
+    size_t len;
+    aigw_buf own;
+} cand_body;
+
 /* Where one attempt goes. */
 typedef struct slot {
     const cand *cd;
     int step;            /* the step (0-based); -1 an implicit one */
     bool ngrok;          /* through ngrok's gateway with the ngrok key */
     key_ref *key;         /* the walk's: report() fills in key->ep */
-    const aigw_buf *body; /* the body for this candidate and key source */
+    const cand_body *body; /* the body for this candidate and key source */
 } slot;
 
 /* Why a request ended before an answer was served. */
@@ -65,12 +73,15 @@ typedef struct run {
     const char *path;  /* the API path after "/v1", e.g. "/chat/completions" */
     const char *body;
     size_t body_len;
+    const aigw_body_map *map; /* where the body's members lie */
     int64_t deadline;
-    cand *cands;
+    cand *cands;       /* cands_inline when they fit */
     size_t n_cands;
     size_t cur_cand;   /* the candidate being tried */
-    model_ban *bans;   /* context length exceeded */
+    model_ban *bans;   /* context length exceeded; bans_inline when they fit */
     size_t n_bans;
+    cand cands_inline[4];
+    model_ban bans_inline[4];
     const aigw_cancel *cancel;     /* the caller's token; NULL none */
     const aigw_stream_handler *sh; /* streaming: where the answer goes */
     void *sud;
@@ -105,14 +116,23 @@ int64_t aigw__run_now(const run *r);
 bool aigw__run_cancelled(run *r);
 
 /* upstream.c */
+/* The upstream request of one attempt, in storage of its own: the URL and
+ * the "Bearer" header's value here when they fit, allocated past that;
+ * other header values are static or the key's own. */
+#define BUILT_INLINE 256
+#define BUILT_MAX_HEADERS 5
 typedef struct built_req {
-    aigw_buf url;
-    aigw_hdrs h;
-    aigw_header *hv;
+    char url_inline[BUILT_INLINE];
+    char *url_heap;
+    char auth_inline[BUILT_INLINE];
+    char *auth_heap;
+    size_t auth_len; /* the "Bearer ..." value's bytes: wiped */
+    aigw_header hv[BUILT_MAX_HEADERS];
     aigw_transport_request req;
 } built_req;
 /* The body of a candidate for user or ngrok keys (model rewritten). */
-int aigw__build_body(const run *r, const cand *cd, bool ngrok, aigw_buf *out);
+int aigw__build_body(const run *r, const cand *cd, bool ngrok, cand_body *out);
+void aigw__cand_body_free(cand_body *b);
 /* The upstream request of one attempt; free with aigw__req_free.  Sets
  * r->budget_capped when totalTimeout cuts the attempt's time. */
 int aigw__build_req(run *r, const slot *s, built_req *b);
@@ -124,6 +144,8 @@ void aigw__tres_free(aigw_transport_response *t);
 bool aigw__hop_by_hop(const char *name);
 /* The upstream's end-to-end headers, for the caller's response. */
 int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src);
+/* The same, moved: src is left empty (0), or as it was (-1, no memory). */
+int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src);
 /* Hands the upstream answer to the caller (secrets scrubbed). */
 int aigw__take_upstream_answer(run *r, aigw_transport_response *t, const key_ref *key,
                                aigw_outcome oc);
@@ -134,6 +156,22 @@ int aigw__take_upstream_answer(run *r, aigw_transport_response *t, const key_ref
  * when out of memory. */
 int aigw__stream_once(run *r, const slot *s, aigw_transport_response *t, aigw_attempt *a,
                       int64_t *wait);
+
+/* What one streamed event's data says, for the commit point and the end. */
+typedef struct aigw_event_facts {
+    bool error;        /* an in-band error (nothing else is then read) */
+    bool content;      /* content: the commit point */
+    bool done;         /* the API's own end event */
+    bool stop;         /* a finish reason outside chat choices (message_delta) */
+    uint64_t seen;     /* chat choice indexes (< 64; others count as 0) ... */
+    uint64_t finished; /* ... and those with a finish_reason */
+} aigw_event_facts;
+
+/* Reads one event's data without allocating (but for a choice index of 64
+ * characters or more): 0 and *f (nothing set when it is JSON but not an
+ * object); 1 when cJSON would not parse it (*f cleared); -1 out of memory.
+ * What it reads is what the cJSON tree of it would say. */
+int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f);
 
 /* answer.c */
 /* The request ended without a served or fail-fast answer. */

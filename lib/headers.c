@@ -16,16 +16,16 @@ int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *val
         h->cap = cap;
     }
     hd = &h->v[h->n];
-    hd->name = aigw__strndup(name, nlen);
+    hd->name = aigw__malloc(nlen + 1);
     hd->value = aigw__strndup(value, vlen);
     if (!hd->name || !hd->value) {
         aigw__free(hd->name);
         aigw__free(hd->value);
         return -1;
     }
-    for (i = 0; i < nlen; i++)
-        if (hd->name[i] >= 'A' && hd->name[i] <= 'Z')
-            hd->name[i] = (char)(hd->name[i] - 'A' + 'a');
+    for (i = 0; i < nlen; i++) /* copied lower-cased */
+        hd->name[i] = (char)aigw__lower((unsigned char)name[i]);
+    hd->name[nlen] = '\0';
     h->n++;
     return 0;
 }

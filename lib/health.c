@@ -10,6 +10,7 @@
  */
 #include "health_int.h"
 
+#include <stddef.h>
 #include <string.h>
 
 static const char *nz(const char *s)
@@ -84,6 +85,7 @@ static aigw_node *key_make(const void *ctx)
     atomic_init(&k->bench_reason, AIGW_CLASS_NONE);
     atomic_init(&k->bench_at, AIGW_NONE_MS);
     atomic_init(&k->synced_at, AIGW_NONE_MS);
+    atomic_init(&k->last_endpoint, NULL);
     aigw__counters_init(&k->c);
     return &k->nd;
 }
@@ -295,6 +297,7 @@ aigw_hkey *aigw__health_key(aigw_health *h, const char *provider, const char *id
 aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *model, bool make)
 {
     endpoint_ctx c;
+    aigw_endpoint *e;
     aigw_sip s;
     uint64_t hash;
     if (!h || !k)
@@ -302,13 +305,21 @@ aigw_endpoint *aigw__health_endpoint(aigw_health *h, aigw_hkey *k, const char *m
     c.h = h;
     c.key = k;
     c.model = nz(model);
+    /* a key is mostly asked for with one model: the last one found */
+    e = atomic_load_explicit(&k->last_endpoint, memory_order_acquire);
+    if (e && strcmp(e->model, c.model) == 0)
+        return e;
     aigw__sip_init(&s, h->sipkey);
     aigw__sip_update(&s, &k->nd.hash, sizeof k->nd.hash);
     aigw__sip_str(&s, c.model);
     hash = aigw__sip_final(&s);
     if (!make)
-        return (aigw_endpoint *)aigw__table_find(&h->endpoints, hash, &c);
-    return (aigw_endpoint *)aigw__table_get(&h->endpoints, hash, &c);
+        e = (aigw_endpoint *)aigw__table_find(&h->endpoints, hash, &c);
+    else
+        e = (aigw_endpoint *)aigw__table_get(&h->endpoints, hash, &c);
+    if (e)
+        atomic_store_explicit(&k->last_endpoint, e, memory_order_release);
+    return e;
 }
 
 aigw_key_state aigw__key_state(const aigw_hkey *k, const aigw_endpoint *e, int64_t now,
@@ -525,20 +536,45 @@ aigw_breaker *aigw__health_backend(aigw_health *h, const char *provider, const c
     return site ? &site->br : NULL;
 }
 
-aigw_breaker *aigw__health_host(aigw_health *h, const char *url)
+aigw_breaker *aigw__health_backend_at(aigw_health *h, const char *provider, const char *model,
+                                      _Atomic(aigw_breaker *) *memo)
+{
+    aigw_breaker *b = memo ? atomic_load_explicit(memo, memory_order_acquire) : NULL;
+    if (b) {
+        const aigw_site *site = (const aigw_site *)(const void *)((const char *)b -
+                                                                  offsetof(aigw_site, br));
+        if (strcmp(site->model, nz(model)) == 0 && strcmp(site->provider, nz(provider)) == 0)
+            return b;
+    }
+    b = aigw__health_backend(h, provider, model);
+    if (memo && b)
+        atomic_store_explicit(memo, b, memory_order_release);
+    return b;
+}
+
+aigw_breaker *aigw__health_host_origin(aigw_health *h, const char *origin)
 {
     site_ctx c;
     aigw_site *site;
-    char *origin;
-    if (!h || !url || !(origin = aigw__url_origin(url)))
+    if (!h || !origin)
         return NULL;
     c.h = h;
     c.name = origin;
     c.provider = NULL;
     c.model = NULL;
     site = get_site(h, &h->hosts, &c);
-    aigw__free(origin);
     return site ? &site->br : NULL;
+}
+
+aigw_breaker *aigw__health_host(aigw_health *h, const char *url)
+{
+    aigw_breaker *b;
+    char *origin;
+    if (!h || !url || !(origin = aigw__url_origin(url)))
+        return NULL;
+    b = aigw__health_host_origin(h, origin);
+    aigw__free(origin);
+    return b;
 }
 
 /* ------------------------------------------------------------------------ */

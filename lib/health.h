@@ -109,8 +109,14 @@ size_t aigw__health_reset(aigw_health *h, const char *id);
 /* A backend's counters (its state is derived from its endpoints), found or
  * made; NULL as for keys. */
 aigw_breaker *aigw__health_backend(aigw_health *h, const char *provider, const char *model);
+/* aigw__health_backend, remembered in *memo (NULL: none): the entry found
+ * last time when it is the one asked for, else found and remembered. */
+aigw_breaker *aigw__health_backend_at(aigw_health *h, const char *provider, const char *model,
+                                      _Atomic(aigw_breaker *) *memo);
 /* A host's breaker, from any URL (aigw__url_origin); NULL as for keys. */
 aigw_breaker *aigw__health_host(aigw_health *h, const char *url);
+/* The same from an origin aigw__url_origin made. */
+aigw_breaker *aigw__health_host_origin(aigw_health *h, const char *origin);
 
 /* ---- breakers (breaker.c) ---- */
 

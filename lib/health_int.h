@@ -150,6 +150,9 @@ struct aigw_hkey {
     _Atomic int bench_reason;
     _Atomic int64_t bench_at; /* when the bench in force was set or read */
     _Atomic int64_t synced_at;
+    /* the endpoint last found for it (aigw__health_endpoint): entries
+     * never move or go, so it stays valid */
+    struct aigw_endpoint *_Atomic last_endpoint;
     aigw_counters c;
 };
 

@@ -33,7 +33,8 @@ void aigw__wipe(void *p, size_t n);
 /* Test hooks: make the n-th allocation from now fail (n >= 1; 0 disables),
  * or (fail_from) it and every one after it until disabled; count
  * allocations made since start, and those made to fail since the last
- * fail_at / fail_from. */
+ * fail_at / fail_from.  Only in builds with AIGW_ALLOC_HOOKS (debug info
+ * on, lib/meson.build); elsewhere they count nothing and fail nothing. */
 void aigw__alloc_fail_at(long n);
 void aigw__alloc_fail_from(long n);
 long aigw__alloc_count(void);
@@ -345,6 +346,12 @@ int aigw__strategy_kind(const char *name);
  * (allocated) on success; -1 unknown provider / unresolvable; -2 no memory. */
 int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_provider **prov,
                         char **model);
+/* The same, *model pointing into spec instead of a copy.  memo (NULL:
+ * none) remembers the provider a "provider:" prefix named last; only for a
+ * configuration whose provider ids differ from each other ignoring case. */
+int aigw__resolve_model_in(const aigw_config *cfg, const char *spec,
+                           _Atomic(const aigw_provider *) *memo, const aigw_provider **prov,
+                           const char **model);
 /* The model id to send upstream: a declared model's providerModelId, or
  * the model id itself. */
 const char *aigw__upstream_model(const aigw_provider *p, const char *model);
@@ -373,6 +380,43 @@ int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf 
 int aigw__body_models(const char *body, size_t len, char **model, char ***models,
                       size_t *n_models, char **why);
 void aigw__strv_free(char **v, size_t n);
+/* Where a body's top-level members lie (offsets into it), as
+ * aigw__body_read found them, so that a rewrite splices from them instead
+ * of scanning the body again.  m holds the first AIGW_BODY_MAP_MEMBERS
+ * members; a body with more is scanned again for each rewrite. */
+#define AIGW_BODY_MAP_MEMBERS 16
+typedef enum aigw_body_key {
+    AIGW_BODY_OTHER = 0,
+    AIGW_BODY_MODEL, /* "model" (escapes decoded) */
+    AIGW_BODY_MODELS /* "models" */
+} aigw_body_key;
+typedef struct aigw_body_member {
+    size_t key;       /* the key's opening quote */
+    size_t key_end;   /* just past its closing quote */
+    size_t value;     /* the value's first byte */
+    size_t value_end; /* just past the value */
+    aigw_body_key kind;
+} aigw_body_member;
+typedef struct aigw_body_map {
+    size_t open;  /* just past the top-level '{' */
+    size_t first; /* the first member, or the closing brace */
+    size_t n;     /* members */
+    bool has_model, has_models;
+    aigw_body_member model, models; /* the first of each name, when there is one */
+    aigw_body_member m[AIGW_BODY_MAP_MEMBERS];
+} aigw_body_map;
+/* aigw__body_models, and the map of the body it accepted (*map is only
+ * meaningful when it returns 0).  A body whose first "models" is not null,
+ * or whose "model" holds an escape, is read through cJSON; any other is
+ * read in one pass, without a tree. */
+int aigw__body_read(const char *body, size_t len, aigw_body_map *map, char **model,
+                    char ***models, size_t *n_models, char **why);
+/* aigw__body_splice from the map of an accepted body: the same bytes. */
+int aigw__body_splice_map(const char *body, size_t len, const aigw_body_map *map,
+                          const char *model, aigw_buf *out);
+/* Whether splicing model into the accepted body would give it back byte
+ * for byte (each "model" already holds it as written, no "models"). */
+bool aigw__body_unchanged(const char *body, const aigw_body_map *map, const char *model);
 /* Whether the body's top-level "stream" (the first) is true: one pass, no
  * allocation; false for a body that is not a JSON object. */
 bool aigw__body_wants_stream(const char *body, size_t len);
@@ -458,7 +502,13 @@ struct aigw_transport_response {
     aigw_hdrs headers;
     aigw_buf body;
     size_t max_body;
+    bool header_cap; /* AIGW_TR_TOO_LARGE for the header block, not the body */
 };
+
+/* All header lines of one answer, at most (libcurl's transport): below
+ * libcurl's own 300 KB limit, so that a header flood is reported as too
+ * large, with this limit named. */
+#define AIGW_MAX_RESPONSE_HEADER_BYTES (256 * 1024)
 
 /* libcurl's transport: fills *vt and *userdata (destroy frees it). */
 aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata);
@@ -510,6 +560,10 @@ void aigw__url_free(aigw_url *u);
  * parse (aigw__url_parse), has no port and a scheme without a default
  * one, or memory ran out. */
 char *aigw__url_origin(const char *url);
+/* One parse of a base URL: whether it has a path ("/" is none) and its
+ * origin (aigw__url_origin; NULL when it has none).  A URL that does not
+ * parse has neither.  0, or -2 out of memory. */
+int aigw__url_split(const char *url, bool *has_path, char **origin);
 
 /* ---- misc (util.c) ---- */
 struct cJSON;
@@ -575,5 +629,68 @@ typedef enum aigw_json_verdict {
 aigw_json_verdict aigw__json_check(const char *s, size_t len, size_t *offset);
 /* The text of that problem: "nested deeper than 1000 levels". */
 #define AIGW_JSON_TOO_DEEP_FMT "nested deeper than %d levels"
+
+/* The string at s[*i] (its opening quote) or number ('-' or a digit) as
+ * aigw__json_check reads it: true and *i just past it, or false when cJSON
+ * refuses it. */
+bool aigw__json_string_at(const char *s, size_t len, size_t *i);
+bool aigw__json_number_at(const char *s, size_t len, size_t *i);
+
+/* ---- JSON token by token, without a tree (jscan.c) ---- */
+/* What aigw__jscan_next hands over. */
+typedef enum aigw_jtok {
+    AIGW_JTOK_ERROR = -1, /* cJSON would not parse the text (sticky) */
+    AIGW_JTOK_END = 0,    /* the text's value is whole (sticky) */
+    AIGW_JTOK_OBJECT,     /* an object opens: its members, then AIGW_JTOK_CLOSE */
+    AIGW_JTOK_ARRAY,      /* an array opens: its elements, then AIGW_JTOK_CLOSE */
+    AIGW_JTOK_CLOSE,      /* the innermost open object or array closes */
+    AIGW_JTOK_STRING,
+    AIGW_JTOK_NUMBER,
+    AIGW_JTOK_NULL,
+    AIGW_JTOK_TRUE,
+    AIGW_JTOK_FALSE
+} aigw_jtok;
+
+/* Bytes of the text: a key's or string's between its quotes (escaped: as
+ * written, with a backslash in it), a number's characters.  p is NULL for
+ * the key of what is not an object's member. */
+typedef struct aigw_jspan {
+    const char *p;
+    size_t len;
+    bool escaped;
+} aigw_jspan;
+
+/* The reader of one text (on the stack: it allocates nothing). */
+typedef struct aigw_jscan {
+    const char *s;
+    size_t len;
+    size_t pos;        /* where reading goes on */
+    size_t depth;      /* objects and arrays open */
+    size_t level;      /* of the last token: how many enclose it (for a
+                          close, the level of its opening token) */
+    aigw_jspan key;    /* the last value's member key */
+    aigw_jspan value;  /* the last value (a string or number) */
+    int state;
+    char close;        /* what closes the innermost container */
+    unsigned char obj[125]; /* a bit per open level: an object */
+} aigw_jscan;
+
+/* Reads s[0..len) as cJSON_ParseWithLengthOpts(s, len, &end, 0) would, with
+ * memory enough: token after token, AIGW_JTOK_ERROR exactly when cJSON
+ * fails (the tokens before it were read from a text that is not JSON), or
+ * AIGW_JTOK_END once the value is whole; aigw__jscan_end is then where it
+ * ends, as cJSON's end pointer. */
+void aigw__jscan_init(aigw_jscan *j, const char *s, size_t len);
+aigw_jtok aigw__jscan_next(aigw_jscan *j);
+size_t aigw__jscan_end(const aigw_jscan *j);
+/* Whether the key or string reads as the ASCII name: strcmp(name, cJSON's
+ * decoding of it) == 0, so "\u0074ype" and "type\u0000x" are "type". */
+bool aigw__jspan_is(const aigw_jspan *sp, const char *name);
+/* Whether a string's cJSON valuestring is not "" (one that starts with
+ * \u0000 or a NUL byte is). */
+bool aigw__jspan_nonempty(const aigw_jspan *sp);
+/* *v: a number's valuedouble as cJSON has it.  Allocates only for one of
+ * 64 characters or more: -1 when that fails, else 0. */
+int aigw__jspan_number(const aigw_jspan *sp, double *v);
 
 #endif /* AIGW_INTERNAL_H */

@@ -10,14 +10,14 @@ aigw_response *aigw__response_new(void)
     static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     unsigned char rnd[26];
     size_t i;
+    /* calloc: the records and the arena need no zeroing, but the rest
+     * does, and one call is simplest */
     aigw_response *r = aigw__calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->trace_json = aigw__calloc(1, sizeof *r->trace_json);
-    if (!r->trace_json) {
-        aigw__free(r);
-        return NULL;
-    }
+    r->trace_json = &r->trace_cell;
+    r->attempts = r->attempts_inline;
+    r->cap_attempts = AIGW_RESPONSE_INLINE_ATTEMPTS;
     aigw__fast_random(rnd, sizeof rnd);
     memcpy(r->request_id, "rq_", 3);
     for (i = 0; i < sizeof rnd; i++)
@@ -26,12 +26,43 @@ aigw_response *aigw__response_new(void)
     return r;
 }
 
+const char *aigw__response_strdup(aigw_response *r, const char *s)
+{
+    size_t n = strlen(s) + 1, cap;
+    aigw_chunk *c = r->chunks;
+    char *p;
+    if (AIGW_RESPONSE_ARENA - r->arena_used >= n) {
+        p = r->arena + r->arena_used;
+        r->arena_used += n;
+    } else if (c && c->cap - c->used >= n) {
+        p = c->data + c->used;
+        c->used += n;
+    } else {
+        cap = n > 1024 ? n : 1024;
+        if (!(c = aigw__malloc(sizeof *c + cap)))
+            return NULL;
+        c->next = r->chunks;
+        c->cap = cap;
+        c->used = n;
+        r->chunks = c;
+        p = c->data;
+    }
+    memcpy(p, s, n);
+    return p;
+}
+
 aigw_attempt *aigw__response_add_attempt(aigw_response *r)
 {
     aigw_attempt *a;
     if (r->n_attempts == r->cap_attempts) {
-        size_t cap = r->cap_attempts ? r->cap_attempts * 2 : 4;
-        aigw_attempt *v = aigw__realloc(r->attempts, cap * sizeof *v);
+        size_t cap = r->cap_attempts * 2;
+        aigw_attempt *v;
+        if (r->attempts == r->attempts_inline) {
+            if ((v = aigw__malloc(cap * sizeof *v)) != NULL)
+                memcpy(v, r->attempts, r->n_attempts * sizeof *v);
+        } else {
+            v = aigw__realloc(r->attempts, cap * sizeof *v);
+        }
         if (!v)
             return NULL;
         r->attempts = v;
@@ -60,33 +91,22 @@ int aigw__response_add_skip(aigw_response *r, const char *provider, const char *
         r->cap_skips = cap;
     }
     s = &r->skips[r->n_skips];
-    s->provider = aigw__strdup(provider ? provider : "");
-    s->model = aigw__strdup(model ? model : "");
+    s->provider = aigw__response_strdup(r, provider ? provider : "");
+    s->model = aigw__response_strdup(r, model ? model : "");
     s->reason = reason;
-    s->key_id = aigw__strdup(key_id ? key_id : "");
+    s->key_id = aigw__response_strdup(r, key_id ? key_id : "");
     s->step = step;
     s->wait_ms = wait_ms;
-    if (!s->provider || !s->model || !s->key_id) {
-        aigw__free(s->provider);
-        aigw__free(s->model);
-        aigw__free(s->key_id);
-        return -1;
-    }
+    if (!s->provider || !s->model || !s->key_id)
+        return -1; /* what the arena took goes with the response */
     r->n_skips++;
     return 0;
 }
 
-static void skip_free(aigw_skip *s)
-{
-    aigw__free(s->provider);
-    aigw__free(s->model);
-    aigw__free(s->key_id);
-}
-
 void aigw__response_drop_skips(aigw_response *r, size_t from)
 {
-    while (r->n_skips > from)
-        skip_free(&r->skips[--r->n_skips]);
+    if (r->n_skips > from)
+        r->n_skips = from; /* their strings stay in the arena until the end */
 }
 
 static int trace_attempt(aigw_buf *b, const aigw_attempt *a)
@@ -304,22 +324,19 @@ aigw_status aigw_response_skip(const aigw_response *resp, size_t i, const char *
 
 void aigw_response_free(aigw_response *resp)
 {
-    size_t i;
+    aigw_chunk *c, *next;
     if (!resp)
         return;
-    for (i = 0; i < resp->n_attempts; i++) {
-        aigw__free(resp->attempts[i].provider);
-        aigw__free(resp->attempts[i].model);
-        aigw__free(resp->attempts[i].key_id);
-    }
-    aigw__response_drop_skips(resp, 0);
-    aigw__free(resp->attempts);
+    if (resp->attempts != resp->attempts_inline)
+        aigw__free(resp->attempts);
     aigw__free(resp->skips);
     aigw__hdrs_free(&resp->headers);
     aigw__buf_free(&resp->body);
-    aigw__free(resp->model);
-    aigw__free(*resp->trace_json);
-    aigw__free(resp->trace_json);
+    aigw__free(resp->trace_cell);
+    for (c = resp->chunks; c; c = next) {
+        next = c->next;
+        aigw__free(c);
+    }
     aigw__free(resp);
 }
 

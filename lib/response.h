@@ -9,10 +9,10 @@
 
 struct aigw_attempt {
     int number;
-    char *provider;
-    char *model;
+    const char *provider; /* in the response's arena */
+    const char *model;
     int step;
-    char *key_id;
+    const char *key_id;
     const char *key_source; /* static */
     int status;
     aigw_transport_result tr;
@@ -29,16 +29,27 @@ struct aigw_attempt {
     int64_t first_token_ms;
     long malformed_events;  /* streams: data that was not JSON, skipped */
     const char *stream_error; /* static: why a stream failed, or NULL */
+    bool header_cap;  /* too_large: the header block passed its cap */
 };
 
 typedef struct aigw_skip {
-    char *provider;
-    char *model;
+    const char *provider; /* in the response's arena */
+    const char *model;
     aigw_skip_reason reason;
-    char *key_id;    /* "" unless a key was skipped */
+    const char *key_id; /* "" unless a key was skipped */
     int step;        /* the step (0-based), -1 implicit or none */
     int64_t wait_ms; /* what it had left to wait; -1 unknown */
 } aigw_skip;
+
+/* The strings of a response's records, bump-allocated, freed with it. */
+typedef struct aigw_chunk {
+    struct aigw_chunk *next;
+    size_t cap, used;
+    char data[];
+} aigw_chunk;
+
+#define AIGW_RESPONSE_INLINE_ATTEMPTS 2
+#define AIGW_RESPONSE_ARENA 256
 
 struct aigw_response {
     aigw_outcome outcome;
@@ -47,20 +58,30 @@ struct aigw_response {
     aigw_buf body;
     char request_id[32];
     char health_store[16]; /* the store that answered: "local", "redis", ... */
-    char *model;
+    const char *model;      /* in the arena */
     const char *error_code; /* static, or NULL */
-    aigw_attempt *attempts;
+    aigw_attempt *attempts; /* attempts_inline until there are more */
     size_t n_attempts;
     size_t cap_attempts;
     aigw_skip *skips;
     size_t n_skips;
     size_t cap_skips;
-    /* Built on first read (most callers never ask for it): a cell of its
-     * own, so the getter can fill it through a const response. */
+    /* Built on first read (most callers never ask for it): written through
+     * this pointer to trace_cell, so the getter can fill it through a const
+     * response. */
     char **trace_json;
+    char *trace_cell;
+    /* The records' strings (provider ids, models, key ids): the first
+     * bytes here, then in chunks; a request's own allocations are few. */
+    size_t arena_used;
+    aigw_chunk *chunks;
+    char arena[AIGW_RESPONSE_ARENA];
+    aigw_attempt attempts_inline[AIGW_RESPONSE_INLINE_ATTEMPTS];
 };
 
 aigw_response *aigw__response_new(void);
+/* A copy of s that lives as long as r (NULL when out of memory). */
+const char *aigw__response_strdup(aigw_response *r, const char *s);
 aigw_attempt *aigw__response_add_attempt(aigw_response *r);
 /* A skip of a candidate, step or key (key_id NULL: none) with the time it
  * had left (-1 unknown).  0, or -1 when out of memory. */

@@ -1,6 +1,7 @@
 /* route.c - from a model spec to a provider, the access scope, the rule. */
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 static const aigw_provider *provider_with_model(const aigw_config *cfg, const char *model)
@@ -13,23 +14,48 @@ static const aigw_provider *provider_with_model(const aigw_config *cfg, const ch
     return NULL;
 }
 
-int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_provider **prov,
-                        char **model)
+/* aigw__config_provider of spec[0..n) (no NUL in it): copied on the stack
+ * when it is short, as provider ids are.  With a memo (whose holder knows
+ * that no two ids of cfg match each other ignoring case), the provider
+ * found last time, when its id is the one asked for. */
+static const aigw_provider *provider_prefix(const aigw_config *cfg, const char *spec, size_t n,
+                                            _Atomic(const aigw_provider *) *memo, int *nomem)
+{
+    char buf[64], *heap = NULL;
+    const aigw_provider *p = memo ? atomic_load_explicit(memo, memory_order_acquire) : NULL;
+    if (p && aigw__strncasecmp(p->id, spec, n) == 0 && p->id[n] == '\0')
+        return p;
+    if (n < sizeof buf) {
+        memcpy(buf, spec, n);
+        buf[n] = '\0';
+    } else if (!(heap = aigw__strndup(spec, n))) {
+        *nomem = 1;
+        return NULL;
+    }
+    p = aigw__config_provider(cfg, heap ? heap : buf);
+    aigw__free(heap);
+    if (memo && p)
+        atomic_store_explicit(memo, p, memory_order_release);
+    return p;
+}
+
+int aigw__resolve_model_in(const aigw_config *cfg, const char *spec,
+                           _Atomic(const aigw_provider *) *memo, const aigw_provider **prov,
+                           const char **model)
 {
     const char *colon = strchr(spec, ':');
     const aigw_provider *p = NULL;
     const char *id = spec;
+    int nomem = 0;
 
     *prov = NULL;
     *model = NULL;
     if (colon && colon != spec && colon[1] != '\0') {
         /* "provider:model" when the prefix names a provider; otherwise the
          * colon belongs to the model id (e.g. "llama3.2:8b"). */
-        char *pid = aigw__strndup(spec, (size_t)(colon - spec));
-        if (!pid)
+        p = provider_prefix(cfg, spec, (size_t)(colon - spec), memo, &nomem);
+        if (nomem)
             return -2;
-        p = aigw__config_provider(cfg, pid);
-        aigw__free(pid);
         if (p)
             id = colon + 1;
     }
@@ -42,10 +68,23 @@ int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_pro
     }
     if (!p || id[0] == '\0')
         return -1;
-    *model = aigw__strdup(id);
-    if (!*model)
-        return -2;
+    *model = id;
     *prov = p;
+    return 0;
+}
+
+int aigw__resolve_model(const aigw_config *cfg, const char *spec, const aigw_provider **prov,
+                        char **model)
+{
+    const char *id;
+    int rc = aigw__resolve_model_in(cfg, spec, NULL, prov, &id);
+    *model = NULL;
+    if (rc != 0)
+        return rc;
+    if (!(*model = aigw__strdup(id))) {
+        *prov = NULL;
+        return -2;
+    }
     return 0;
 }
 

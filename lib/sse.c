@@ -11,7 +11,9 @@
  * empty data buffer dispatches nothing, and the event type is reset either
  * way while the last event id persists.  Field names match case-sensitively.
  * Bytes are not UTF-8-validated: a broken sequence reaches the callback as it
- * came (whoever parses the JSON judges it).
+ * came (whoever parses the JSON judges it).  The buffers are kept from event
+ * to event, so once they have grown to the stream's largest event (or line
+ * held across reads) an event costs no allocation.
  *
  * Decisions where the contract is silent:
  * - The cap counts what is held: the line being read (in full, even when it
@@ -143,6 +145,19 @@ static int append(aigw_sse *p, aigw_buf *b, const char *s, size_t n)
     return 0;
 }
 
+/* A "data" value and the LF that follows it, in one growth. */
+static int append_line(aigw_sse *p, aigw_buf *b, const char *s, size_t n)
+{
+    if (reserve(p, b, b->len + n + 1) != 0)
+        return -1;
+    if (n)
+        memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len++] = '\n';
+    b->data[b->len] = '\0';
+    return 0;
+}
+
 static int assign(aigw_sse *p, aigw_buf *b, const char *s, size_t n)
 {
     b->len = 0;
@@ -205,7 +220,8 @@ static int process_line(aigw_sse *p, const char *s, size_t n, aigw_sse_event_fn 
     if (!fits(p, n))
         return fail(p, AIGW_SSE_TOO_LARGE);
     p->in_block = true;
-    colon = memchr(s, ':', n);
+    /* most lines are "data:": their colon is known without a search */
+    colon = n >= 5 && memcmp(s, "data:", 5) == 0 ? s + 4 : memchr(s, ':', n);
     if (colon) {
         name_len = (size_t)(colon - s);
         v = colon + 1;
@@ -226,11 +242,8 @@ static int process_line(aigw_sse *p, const char *s, size_t n, aigw_sse_event_fn 
             rc = assign(p, &p->id, v, vlen);
         break;
     case 4:
-        if (memcmp(s, "data", 4) == 0) {
-            rc = append(p, &p->data, v, vlen);
-            if (rc == 0)
-                rc = append(p, &p->data, "\n", 1);
-        }
+        if (memcmp(s, "data", 4) == 0)
+            rc = append_line(p, &p->data, v, vlen);
         break;
     case 5:
         if (memcmp(s, "event", 5) == 0)
@@ -316,8 +329,8 @@ int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn c
     cr = find(buf, i, len, '\r');
     while (i < len) {
         size_t eol;
-        if (lf < i)
-            lf = find(buf, i, len, '\n');
+        if (lf < i) /* a blank line ends each event: no search for it */
+            lf = buf[i] == '\n' ? i : find(buf, i, len, '\n');
         if (cr < i)
             cr = find(buf, i, len, '\r');
         eol = lf < cr ? lf : cr;

@@ -7,7 +7,7 @@
  */
 #include "engine_int.h"
 
-#include <cjson/cJSON.h>
+#include <stddef.h>
 #include <string.h>
 
 /* After a finish reason, how long to wait for the rest (usage, [DONE]) of a
@@ -44,57 +44,238 @@ typedef struct sctx {
     uint64_t choices_finished; /* ... and those with a finish_reason */
 } sctx;
 
-static bool jstr_nonempty(const cJSON *v)
+/* ---- what one event says ---- */
+
+/* The event types ("type") that mean something here, each with its one
+ * effect: OpenAI Responses and Anthropic messages streams. */
+typedef enum type_effect {
+    TYPE_OTHER = 0,
+    TYPE_ERROR,   /* an in-band error */
+    TYPE_CONTENT, /* content: the commit point */
+    TYPE_END,     /* the API's own end event */
+    TYPE_DELTA    /* message_delta: a finish reason is delta.stop_reason */
+} type_effect;
+
+#define NAME(s) s, sizeof s - 1
+
+static const struct {
+    const char *name;
+    size_t len;
+    type_effect effect;
+} event_types[] = {
+    {NAME("error"), TYPE_ERROR},
+    {NAME("response.failed"), TYPE_ERROR},
+    {NAME("content_block_delta"), TYPE_CONTENT},
+    {NAME("response.output_text.delta"), TYPE_CONTENT},
+    {NAME("response.function_call_arguments.delta"), TYPE_CONTENT},
+    {NAME("message_stop"), TYPE_END},
+    {NAME("response.completed"), TYPE_END},
+    {NAME("response.incomplete"), TYPE_END},
+    {NAME("message_delta"), TYPE_DELTA},
+};
+
+/* What an object or array is to the reading.  Each sits at one level: the
+ * event 0, its choices and delta 1, a choice 2, its delta 3, that delta's
+ * tool_calls 4. */
+typedef enum role {
+    R_OTHER = 0,
+    R_TEXT,    /* the event's data itself (around level 0) */
+    R_EVENT,   /* the event: an object */
+    R_CHOICES, /* its "choices": an array, or an object whose members count */
+    R_CHOICE,  /* a chat completions choice */
+    R_CDELTA,  /* a choice's "delta" */
+    R_TOOLS,   /* that delta's "tool_calls" */
+    R_EDELTA   /* the event's own "delta" (Anthropic's message_delta) */
+} role;
+
+#define ROLE_LEVELS 5
+
+/* One event read token by token.  The first member of each name counts, as
+ * for cJSON_GetObjectItemCaseSensitive: a flag per name says it was seen. */
+typedef struct ev_reader {
+    role roles[ROLE_LEVELS]; /* of the object or array opened at each level */
+    /* the event's members */
+    bool has_choices, has_error, has_type, has_delta, has_stop;
+    bool error_null;
+    type_effect type;
+    bool stop; /* its delta.stop_reason is a non-empty string */
+    /* the choice being read, and its delta */
+    bool has_index, has_cdelta, has_finish, has_content, has_tools, has_function;
+    bool index_number;
+    double index;
+    bool finish;
+    bool content;
+    aigw_event_facts got; /* from the choices read so far */
+    aigw_jscan j;         /* last: not cleared, aigw__jscan_init sets it up */
+} ev_reader;
+
+/* aigw__jspan_is for a name of n bytes, the common case (no escape) here
+ * without a call: the reading compares every key with a few names. */
+static inline bool span_is(const aigw_jspan *sp, const char *name, size_t n)
 {
-    return cJSON_IsString(v) && v->valuestring && v->valuestring[0];
+    if (!sp->p || sp->escaped)
+        return aigw__jspan_is(sp, name);
+    /* strcmp stops at a NUL byte in the text too */
+    return (sp->len == n || (sp->len > n && sp->p[n] == '\0')) && memcmp(sp->p, name, n) == 0;
 }
 
-static bool jtype_is(const cJSON *o, const char *type)
+/* Whether the member is the first one called name. */
+static inline bool key_is(const ev_reader *e, bool *seen, const char *name, size_t n)
 {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
-    return cJSON_IsString(t) && strcmp(t->valuestring, type) == 0;
+    if (*seen || !span_is(&e->j.key, name, n))
+        return false;
+    *seen = true;
+    return true;
 }
 
-/* Reads what one event means for the commit point and the end. */
-static void read_event_json(sctx *s, const cJSON *o)
+static bool nonempty_string(const ev_reader *e, aigw_jtok t)
 {
-    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(o, "choices"), *ch;
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
-    if ((err && !cJSON_IsNull(err) && !choices) || jtype_is(o, "error") ||
-        jtype_is(o, "response.failed")) {
+    return t == AIGW_JTOK_STRING && aigw__jspan_nonempty(&e->j.value);
+}
+
+static type_effect type_of(const ev_reader *e, aigw_jtok t)
+{
+    size_t k;
+    if (t != AIGW_JTOK_STRING)
+        return TYPE_OTHER;
+    for (k = 0; k < sizeof event_types / sizeof *event_types; k++)
+        if (span_is(&e->j.value, event_types[k].name, event_types[k].len))
+            return event_types[k].effect;
+    return TYPE_OTHER;
+}
+
+static void begin_choice(ev_reader *e)
+{
+    e->has_index = e->has_cdelta = e->has_finish = false;
+    e->has_content = e->has_tools = e->has_function = false;
+    e->index_number = e->finish = e->content = false;
+}
+
+/* Chat completions: a role-only chunk is not content; with "n" > 1 the
+ * answer is finished when every choice seen has its finish_reason. */
+static void end_choice(ev_reader *e)
+{
+    uint64_t bit = 1;
+    if (e->index_number && e->index >= 0 && e->index < 64)
+        bit <<= (int)e->index;
+    e->got.seen |= bit;
+    if (e->content)
+        e->got.content = true;
+    if (e->finish)
+        e->got.finished |= bit;
+}
+
+/* The value t inside a container of role parent: what it says, and in
+ * *opens the role it plays if it is an object or array.  -1 out of memory. */
+static int read_value(ev_reader *e, role parent, aigw_jtok t, role *opens)
+{
+    bool object = t == AIGW_JTOK_OBJECT;
+    switch (parent) {
+    case R_TEXT:
+        *opens = object ? R_EVENT : R_OTHER;
+        break;
+    case R_EVENT:
+        if (key_is(e, &e->has_choices, NAME("choices")))
+            *opens = R_CHOICES;
+        else if (key_is(e, &e->has_error, NAME("error")))
+            e->error_null = t == AIGW_JTOK_NULL;
+        else if (key_is(e, &e->has_type, NAME("type")))
+            e->type = type_of(e, t);
+        else if (key_is(e, &e->has_delta, NAME("delta")) && object)
+            *opens = R_EDELTA;
+        break;
+    case R_EDELTA:
+        if (key_is(e, &e->has_stop, NAME("stop_reason")))
+            e->stop = nonempty_string(e, t);
+        break;
+    case R_CHOICES:
+        begin_choice(e);
+        if (object)
+            *opens = R_CHOICE;
+        else
+            end_choice(e); /* not an object: a choice without members */
+        break;
+    case R_CHOICE:
+        if (key_is(e, &e->has_index, NAME("index"))) {
+            if (t == AIGW_JTOK_NUMBER && aigw__jspan_number(&e->j.value, &e->index) != 0)
+                return -1;
+            e->index_number = t == AIGW_JTOK_NUMBER;
+        } else if (key_is(e, &e->has_cdelta, NAME("delta")) && object) {
+            *opens = R_CDELTA;
+        } else if (key_is(e, &e->has_finish, NAME("finish_reason"))) {
+            e->finish = nonempty_string(e, t);
+        }
+        break;
+    case R_CDELTA:
+        if (key_is(e, &e->has_content, NAME("content")))
+            e->content |= nonempty_string(e, t);
+        else if (key_is(e, &e->has_tools, NAME("tool_calls")) && t == AIGW_JTOK_ARRAY)
+            *opens = R_TOOLS;
+        else if (key_is(e, &e->has_function, NAME("function_call")) && object)
+            e->content = true;
+        break;
+    case R_TOOLS:
+        e->content = true; /* an element: tool_calls is not empty */
+        break;
+    case R_OTHER:
+        break;
+    }
+    return 0;
+}
+
+/* Read in one pass as it is checked, not parsed: a cJSON tree per event
+ * cost ~26 allocations and most of a streamed request's instructions.  The
+ * tokens come as cJSON would read them, the members count as in its tree. */
+int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f)
+{
+    ev_reader e;
+    aigw_jtok t;
+    memset(&e, 0, offsetof(ev_reader, j));
+    memset(f, 0, sizeof *f);
+    aigw__jscan_init(&e.j, data, len);
+    while ((t = aigw__jscan_next(&e.j)) > AIGW_JTOK_END) {
+        size_t l = e.j.level;
+        role parent, opens = R_OTHER;
+        if (t == AIGW_JTOK_CLOSE) {
+            if (l < ROLE_LEVELS && e.roles[l] == R_CHOICE)
+                end_choice(&e);
+            continue;
+        }
+        parent = l == 0 ? R_TEXT : l <= ROLE_LEVELS ? e.roles[l - 1] : R_OTHER;
+        if (read_value(&e, parent, t, &opens) != 0)
+            return -1;
+        if ((t == AIGW_JTOK_OBJECT || t == AIGW_JTOK_ARRAY) && l < ROLE_LEVELS)
+            e.roles[l] = opens;
+    }
+    if (t == AIGW_JTOK_ERROR)
+        return 1;
+    if ((!e.has_choices && e.has_error && !e.error_null) || e.type == TYPE_ERROR) {
+        f->error = true;
+        return 0;
+    }
+    *f = e.got;
+    if (e.type == TYPE_CONTENT)
+        f->content = true;
+    f->done = e.type == TYPE_END;
+    f->stop = e.type == TYPE_DELTA && e.stop;
+    return 0;
+}
+
+/* Adds what one event said to what the stream has said. */
+static void note_event(sctx *s, const aigw_event_facts *f)
+{
+    if (f->error) {
         s->inband_error = true;
         return;
     }
-    /* Anthropic messages and OpenAI Responses streams */
-    if (jtype_is(o, "content_block_delta") || jtype_is(o, "response.output_text.delta") ||
-        jtype_is(o, "response.function_call_arguments.delta"))
+    if (f->content)
         s->content = true;
-    if (jtype_is(o, "message_stop") || jtype_is(o, "response.completed") ||
-        jtype_is(o, "response.incomplete"))
+    if (f->done)
         s->done = true;
-    if (jtype_is(o, "message_delta")) {
-        const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "delta");
-        if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(d, "stop_reason")))
-            s->finished = true;
-    }
-    /* chat completions: a role-only chunk is not content; with "n" > 1 the
-     * answer is finished when every choice seen has its finish_reason */
-    cJSON_ArrayForEach(ch, choices)
-    {
-        const cJSON *d = cJSON_GetObjectItemCaseSensitive(ch, "delta");
-        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(d, "tool_calls");
-        const cJSON *ix = cJSON_GetObjectItemCaseSensitive(ch, "index");
-        uint64_t bit = 1;
-        if (cJSON_IsNumber(ix) && ix->valuedouble >= 0 && ix->valuedouble < 64)
-            bit <<= (int)ix->valuedouble;
-        s->choices_seen |= bit;
-        if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(d, "content")) ||
-            (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) ||
-            cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(d, "function_call")))
-            s->content = true;
-        if (jstr_nonempty(cJSON_GetObjectItemCaseSensitive(ch, "finish_reason")))
-            s->choices_finished |= bit;
-    }
+    if (f->stop)
+        s->finished = true;
+    s->choices_seen |= f->seen;
+    s->choices_finished |= f->finished;
     if (s->choices_seen && (s->choices_finished & s->choices_seen) == s->choices_seen)
         s->finished = true;
 }
@@ -102,7 +283,8 @@ static void read_event_json(sctx *s, const cJSON *o)
 static int on_sse_event(void *ctx, const aigw_sse_event *ev)
 {
     sctx *s = ctx;
-    cJSON *o;
+    aigw_event_facts f;
+    int rc;
     /* after an in-band error nothing counts: content behind it in the same
      * read must not commit a failed attempt */
     if (s->inband_error)
@@ -115,20 +297,16 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
         return 0;
     if (ev->event_len == 5 && memcmp(ev->event, "error", 5) == 0) {
         s->inband_error = true;
-    } else if ((o = aigw__json_parse(ev->data, ev->data_len, NULL)) == NULL) {
-        size_t end;
-        /* JSON that cJSON had no memory for: the event cannot be read */
-        if (aigw__json_check(ev->data, ev->data_len, &end) == AIGW_JSON_OK) {
-            s->nomem = true;
-            return -1;
-        }
+    } else if ((rc = aigw__stream_event_read(ev->data, ev->data_len, &f)) < 0) {
+        s->nomem = true; /* the event cannot be read */
+        return -1;
+    } else if (rc > 0) {
         /* Decided: an event whose data is not JSON is skipped and counted;
          * the stream goes on. */
         s->a->malformed_events++;
         return 0;
     } else {
-        read_event_json(s, o);
-        cJSON_Delete(o);
+        note_event(s, &f);
     }
     if (s->inband_error && !s->err_data.len &&
         aigw__buf_append(&s->err_data, ev->data, ev->data_len) != 0) {

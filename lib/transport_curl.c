@@ -4,22 +4,52 @@
  * Every exchange, whole or streamed, runs one easy handle on a multi handle
  * of its own, driven here (perform / poll) so that our deadlines - the
  * overall timeout and a stream's idle budget - are checked to the
- * millisecond rather than left to libcurl's coarser timers.  libcurl keeps
- * the connection cache in the multi handle, not the easy one, so the multi
- * handle (with a share handle holding the TLS sessions its transfers may
- * resume) is pooled in a small mutex-guarded free-list: sequential exchanges
- * reuse their keep-alive connection, and concurrent ones each take one of
- * their own (a new one when the list is empty).  The easy handle is made
- * for each exchange: curl_easy_reset cannot report a failed allocation, and
- * a handle it left half reset fails its next transfer as if the server had
- * said nothing - a failure of the key that was a want of memory.  libcurl's
- * own allocation failures are AIGW_TR_NOMEM, never a failure of the host.
- * A transfer stopped before its end (a callback's stop, a deadline) is
- * removed from its multi handle mid-transfer, which makes libcurl close that
- * HTTP/1 connection rather than cache it half-read.  Redirects are never
- * followed, only http and https are allowed, nothing is printed, and the
- * header strings built here (they hold the key) are wiped before they are
- * freed.
+ * millisecond rather than left to libcurl's coarser timers.
+ *
+ * Handles are pooled as a pair: an easy handle, the multi handle that runs
+ * it and keeps its connections, a share handle with the TLS sessions its
+ * transfers may resume and their DNS cache, and the header list the easy
+ * handle last sent.
+ * The easy handle is configured once, when it is made: the options no
+ * request changes (http and https only, no redirects, no signals, no
+ * progress meter, TCP_NODELAY, verification on, nothing printed) and the
+ * callbacks, whose data is the pair's own call record so that its address
+ * never changes.  An exchange sets only what a request may change, and
+ * sets all of it every time, defaults included: URL, timeouts, the body
+ * cap (MAXFILESIZE 0 when there is none), the method (CUSTOMREQUEST back
+ * to NULL, the POST body, or for a GET the body cleared and HTTPGET).
+ *
+ * A handle is never curl_easy_reset: in libcurl 7.88 it cannot report a
+ * failed allocation, and a handle it left half reset failed its next
+ * transfer as if the server had said nothing - a failure of the key that
+ * was a want of memory.  Instead a handle whose setopt failed, or whose
+ * exchange ended in anything but an HTTP answer, is freed rather than
+ * pooled, and the next exchange makes a fresh one.  gatewayConfig.tls's
+ * files are part of a handle's making, not per-request options: a request
+ * that names other files than the handle was made for (a configuration
+ * swap) gets a fresh handle, so no CA or certificate setting outlives the
+ * configuration that asked for it and none has to be put back.  The header
+ * list is compared line by line with the next request's headers and reused
+ * when they are the same; other headers build a new list.  The lists hold
+ * the key: every one is wiped when it is replaced or freed.
+ *
+ * The pool takes no lock: POOL_SLOTS slots of one idle pair each, a cache
+ * line apart, taken with an atomic exchange and filled with a
+ * compare-and-swap.  Each thread has a home slot (a number dealt out on the
+ * thread's first exchange, the same for every transport) where it looks
+ * first and gives back first, so a thread sending again and again takes
+ * back its own pair - its keep-alive connection - and writes no cache line
+ * another thread writes; when its home slot is empty it tries the others
+ * and makes a new pair when all are empty, and a pair that finds no empty
+ * slot is freed, connections and all.  No pair belongs to a thread: a
+ * thread's exit leaves nothing behind, any number of clients and threads
+ * share the slots of each transport, and destroy (which runs when no
+ * exchange is in flight) frees whatever the slots hold.
+ *
+ * libcurl's own allocation failures are AIGW_TR_NOMEM, never a failure of
+ * the host.  A transfer stopped before its end (a callback's stop, a
+ * deadline) is removed from its multi handle mid-transfer, which makes
+ * libcurl close that HTTP/1 connection rather than cache it half-read.
  */
 #include "internal.h"
 
@@ -27,13 +57,14 @@
 #include <curl/curl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
-#define POOL_MAX 16 /* idle handles kept per transport */
-/* All header lines of one answer; below libcurl's own 300 KB limit (8.3.0+
- * and backports), so that a header flood is reported as too large. */
-#define MAX_HEADER_BYTES (256 * 1024)
+#define POOL_SLOTS 16 /* idle pairs kept per transport */
+#define SLOT_BYTES 64 /* a slot's stride: no two slots share a cache line */
+/* All header lines of one answer (internal.h). */
+#define MAX_HEADER_BYTES AIGW_MAX_RESPONSE_HEADER_BYTES
 
 /* The longest single wait in the loop when no deadline is nearer; libcurl
  * shortens it to its own timers anyway. */
@@ -45,20 +76,6 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 #define NO_DEADLINE INT64_MAX
-
-/* An easy handle and the multi handle that runs it and caches its
- * connections; the easy handle is one exchange's, the rest is pooled. */
-typedef struct pair {
-    CURL *easy;
-    CURLM *multi;
-    CURLSH *share; /* TLS sessions, for the easy handles of this multi */
-} pair;
-
-typedef struct curl_tr {
-    pthread_mutex_t mu;
-    pair idle[POOL_MAX];
-    size_t n_idle;
-} curl_tr;
 
 /* Why a callback stopped a transfer. */
 typedef enum stop_reason {
@@ -72,11 +89,11 @@ typedef enum stop_reason {
 typedef struct call {
     CURL *h;
     aigw_transport_response *resp;
+    const char *url;     /* the request's */
     size_t cap;          /* req->max_response_bytes; 0 = none */
     size_t header_bytes; /* of the current answer */
     bool too_large;      /* a callback stopped the transfer over a cap */
     bool nomem;
-    bool numeric_host;   /* the URL's host is an IP address */
     bool status_set;     /* resp's status was recorded */
     /* streaming: the body goes to on_data; NULL: into resp's body */
     aigw_transport_data_fn on_data;
@@ -85,6 +102,28 @@ typedef struct call {
     const aigw_cancel *cancel; /* the caller's token (NULL: none) */
     stop_reason stop;
 } call;
+
+/* A pooled set of handles.  easy is NULL until an exchange makes it; hdrs
+ * and the file names belong to it and go with it. */
+typedef struct pair {
+    CURL *easy;
+    CURLM *multi;
+    CURLSH *share;           /* TLS sessions and DNS, for the easy handles of this multi */
+    struct curl_slist *hdrs; /* easy's CURLOPT_HTTPHEADER; NULL: none set yet */
+    char *ca_file;           /* the gatewayConfig.tls files easy was made for */
+    char *cert_file;
+    char *key_file;
+    call c;                  /* the callbacks' data: the current exchange */
+} pair;
+
+typedef union slot {
+    _Atomic(pair *) p; /* an idle pair, or NULL */
+    char pad[SLOT_BYTES];
+} slot;
+
+typedef struct curl_tr {
+    slot idle[POOL_SLOTS];
+} curl_tr;
 
 /* ---- process-wide init: curl_global_init exactly once ---- */
 
@@ -100,68 +139,97 @@ static void global_init(void)
 
 /* ---- the handle pool ---- */
 
-static void pair_cleanup(pair *p)
+static void slist_wipe_free(struct curl_slist *l);
+
+/* Frees the easy handle and what belongs to it (its header list, wiped,
+ * and its file names); the multi handle keeps its connections. */
+static void easy_drop(pair *p)
 {
-    /* The easy handle goes first: it is never left in its multi handle, and
-     * the share outlives every handle that uses it. */
+    /* The handle first: it points at the list.  It is never left in its
+     * multi handle. */
     if (p->easy)
         curl_easy_cleanup(p->easy);
+    p->easy = NULL;
+    slist_wipe_free(p->hdrs);
+    p->hdrs = NULL;
+    aigw__free(p->ca_file);
+    aigw__free(p->cert_file);
+    aigw__free(p->key_file);
+    p->ca_file = p->cert_file = p->key_file = NULL;
+}
+
+static void pair_free(pair *p)
+{
+    if (!p)
+        return;
+    /* The share outlives every handle that uses it. */
+    easy_drop(p);
     if (p->multi)
         curl_multi_cleanup(p->multi); /* closes the cached connections */
     if (p->share)
         curl_share_cleanup(p->share);
-    p->easy = NULL;
-    p->multi = NULL;
-    p->share = NULL;
+    aigw__free(p);
 }
 
-/* A pooled multi handle (or a new one) and a new easy handle on its share.
- * 0, or -1 when out of memory (libcurl's handles fail to be made for no
- * other reason). */
-static int pool_take(curl_tr *t, pair *out)
+/* A pair without an easy handle, or NULL when out of memory (libcurl's
+ * handles fail to be made for no other reason). */
+static pair *pair_new(void)
 {
-    bool got = false;
-    memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&t->mu);
-    if (t->n_idle > 0) {
-        *out = t->idle[--t->n_idle];
-        got = true;
+    pair *p = aigw__calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->multi = curl_multi_init();
+    p->share = curl_share_init();
+    /* The DNS cache too: libcurl prunes it after every transfer, walking
+     * every bucket, and a share's has a third of a multi handle's. */
+    if (!p->multi || !p->share ||
+        curl_share_setopt(p->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+        curl_share_setopt(p->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
+        pair_free(p);
+        return NULL;
     }
-    pthread_mutex_unlock(&t->mu);
-    if (!got) {
-        out->multi = curl_multi_init();
-        out->share = curl_share_init();
-        if (!out->multi || !out->share ||
-            curl_share_setopt(out->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) !=
-                CURLSHE_OK) {
-            pair_cleanup(out);
-            return -1;
-        }
-    }
-    out->easy = curl_easy_init();
-    if (!out->easy || curl_easy_setopt(out->easy, CURLOPT_SHARE, out->share) != CURLE_OK) {
-        pair_cleanup(out);
-        return -1;
-    }
-    return 0;
+    return p;
 }
 
-/* The easy handle goes (with every option, which point at this call's
- * memory); the multi handle keeps the live connections for the next
- * exchange. */
+static _Thread_local unsigned t_home; /* 1 + this thread's home slot; 0: not dealt yet */
+static atomic_uint g_next_home;
+
+static unsigned home_slot(void)
+{
+    if (t_home == 0)
+        t_home = 1 + atomic_fetch_add_explicit(&g_next_home, 1, memory_order_relaxed) % POOL_SLOTS;
+    return t_home - 1;
+}
+
+/* An idle pair, the home slot's first, else a new one; NULL when out of
+ * memory.  A slot is only read before it is written, so that an empty one
+ * costs no cache line. */
+static pair *pool_take(curl_tr *t)
+{
+    unsigned h = home_slot(), i;
+    pair *p;
+    for (i = 0; i < POOL_SLOTS; i++) {
+        slot *s = &t->idle[(h + i) % POOL_SLOTS];
+        if (atomic_load_explicit(&s->p, memory_order_relaxed) &&
+            (p = atomic_exchange_explicit(&s->p, NULL, memory_order_acquire)) != NULL)
+            return p;
+    }
+    return pair_new();
+}
+
+/* Into the first empty slot from home on; freed when there is none. */
 static void pool_give(curl_tr *t, pair *p)
 {
-    bool kept = false;
-    curl_easy_cleanup(p->easy);
-    p->easy = NULL;
-    pthread_mutex_lock(&t->mu);
-    if (t->n_idle < POOL_MAX) {
-        t->idle[t->n_idle++] = *p;
-        kept = true;
+    unsigned h = home_slot(), i;
+    for (i = 0; i < POOL_SLOTS; i++) {
+        slot *s = &t->idle[(h + i) % POOL_SLOTS];
+        pair *none = NULL;
+        if (!atomic_load_explicit(&s->p, memory_order_relaxed) &&
+            atomic_compare_exchange_strong_explicit(&s->p, &none, p, memory_order_release,
+                                                    memory_order_relaxed))
+            return;
     }
-    pthread_mutex_unlock(&t->mu);
-    if (!kept)
-        pair_cleanup(p);
+    pair_free(p);
 }
 
 /* ---- deadlines ---- */
@@ -211,6 +279,7 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
     c->header_bytes += len;
     if (c->header_bytes > MAX_HEADER_BYTES) {
         c->too_large = true;
+        c->resp->header_cap = true;
         return 0;
     }
     while (end && (p[end - 1] == '\r' || p[end - 1] == '\n'))
@@ -334,6 +403,45 @@ static bool token_ok(const char *s)
     return true;
 }
 
+/* Whether every header of req can be sent as it is. */
+static bool headers_ok(const aigw_transport_request *req)
+{
+    size_t i;
+    if (req->n_headers && !req->headers)
+        return false;
+    for (i = 0; i < req->n_headers; i++) {
+        const char *name = req->headers[i].name, *value = req->headers[i].value;
+        if (!name || !value || !token_ok(name) || has_crlf(value))
+            return false;
+    }
+    return true;
+}
+
+/* What build_headers does with a header. */
+typedef enum hdr_kind {
+    HDR_PLAIN = 0,
+    HDR_FRAMING, /* Content-Length, Transfer-Encoding: libcurl frames the body itself */
+    HDR_EXPECT,
+    HDR_ACCEPT
+} hdr_kind;
+
+/* By length first: most names are none of these. */
+static hdr_kind header_kind(const char *name, size_t len)
+{
+    switch (len) {
+    case 14:
+        return aigw__strcasecmp(name, "content-length") == 0 ? HDR_FRAMING : HDR_PLAIN;
+    case 17:
+        return aigw__strcasecmp(name, "transfer-encoding") == 0 ? HDR_FRAMING : HDR_PLAIN;
+    case 6:
+        if (aigw__strcasecmp(name, "expect") == 0)
+            return HDR_EXPECT;
+        return aigw__strcasecmp(name, "accept") == 0 ? HDR_ACCEPT : HDR_PLAIN;
+    default:
+        return HDR_PLAIN;
+    }
+}
+
 /* Wipes and frees a header list: its strings may hold the key. */
 static void slist_wipe_free(struct curl_slist *l)
 {
@@ -353,7 +461,12 @@ static int slist_add(struct curl_slist **l, const char *line)
     return 0;
 }
 
-/* Builds the header list.  0, -1 out of memory, -2 a bad header. */
+/* The header list for req, whose headers are ok: a line per header,
+ * "Name: value" or, for an empty value, "Name;" (libcurl's way to send one),
+ * then an empty "Expect:" and "Accept:" unless req has them, which remove
+ * what libcurl would add (no 100-continue round trip, and no Accept the
+ * caller did not ask for).  same_headers reads the same lines.  0, or -1
+ * out of memory. */
 static int build_headers(const aigw_transport_request *req, struct curl_slist **out)
 {
     struct curl_slist *l = NULL;
@@ -363,22 +476,14 @@ static int build_headers(const aigw_transport_request *req, struct curl_slist **
     size_t i;
 
     *out = NULL;
-    if (req->n_headers && !req->headers)
-        return -2;
     for (i = 0; i < req->n_headers && rc == 0; i++) {
         const char *name = req->headers[i].name, *value = req->headers[i].value;
-        if (!name || !value || !token_ok(name) || has_crlf(value)) {
-            rc = -2;
-            break;
-        }
-        /* libcurl frames the body itself. */
-        if (aigw__strcasecmp(name, "content-length") == 0 ||
-            aigw__strcasecmp(name, "transfer-encoding") == 0)
+        hdr_kind k = header_kind(name, strlen(name));
+        if (k == HDR_FRAMING)
             continue;
-        has_expect |= aigw__strcasecmp(name, "expect") == 0;
-        has_accept |= aigw__strcasecmp(name, "accept") == 0;
+        has_expect |= k == HDR_EXPECT;
+        has_accept |= k == HDR_ACCEPT;
         line.len = 0;
-        /* "Name;" is libcurl's way to send a header with an empty value. */
         if (aigw__buf_puts(&line, name) != 0 ||
             aigw__buf_puts(&line, *value ? ": " : ";") != 0 ||
             aigw__buf_puts(&line, value) != 0 || slist_add(&l, line.data) != 0)
@@ -387,8 +492,6 @@ static int build_headers(const aigw_transport_request *req, struct curl_slist **
             aigw__wipe(line.data, line.len);
     }
     aigw__buf_wipe_free(&line);
-    /* An empty "Name:" removes what libcurl would add: no 100-continue round
-     * trip, and no Accept the caller did not ask for. */
     if (rc == 0 && !has_expect && slist_add(&l, "Expect:") != 0)
         rc = -1;
     if (rc == 0 && !has_accept && slist_add(&l, "Accept:") != 0)
@@ -400,6 +503,49 @@ static int build_headers(const aigw_transport_request *req, struct curl_slist **
     *out = l;
     return 0;
 }
+
+/* Whether line is build_headers' line for name (n bytes) and value. */
+static bool line_is(const char *line, const char *name, size_t n, const char *value)
+{
+    if (strncmp(line, name, n) != 0)
+        return false;
+    line += n;
+    if (!*value)
+        return strcmp(line, ";") == 0;
+    return line[0] == ':' && line[1] == ' ' && strcmp(line + 2, value) == 0;
+}
+
+/* Whether l is, byte for byte, the list build_headers would make of req
+ * (whose headers are ok). */
+static bool same_headers(const struct curl_slist *l, const aigw_transport_request *req)
+{
+    bool has_expect = false, has_accept = false;
+    size_t i;
+    for (i = 0; i < req->n_headers; i++) {
+        const char *name = req->headers[i].name, *value = req->headers[i].value;
+        size_t n = strlen(name);
+        hdr_kind k = header_kind(name, n);
+        if (k == HDR_FRAMING)
+            continue;
+        has_expect |= k == HDR_EXPECT;
+        has_accept |= k == HDR_ACCEPT;
+        if (!l || !line_is(l->data, name, n, value))
+            return false;
+        l = l->next;
+    }
+    if (!has_expect) {
+        if (!l || strcmp(l->data, "Expect:") != 0)
+            return false;
+        l = l->next;
+    }
+    if (!has_accept) {
+        if (!l || strcmp(l->data, "Accept:") != 0)
+            return false;
+        l = l->next;
+    }
+    return l == NULL;
+}
+
 
 /* ---- result mapping ---- */
 
@@ -444,7 +590,7 @@ static aigw_transport_result map_code(CURLcode rc, const call *c)
     case CURLE_COULDNT_RESOLVE_HOST:
         /* An address is not looked up: libcurl fails to "resolve" one only
          * when it cannot allocate its entry (or the resolver's thread). */
-        return c->numeric_host ? AIGW_TR_NOMEM : AIGW_TR_DNS;
+        return numeric_host(c->url) ? AIGW_TR_NOMEM : AIGW_TR_DNS;
     case CURLE_COULDNT_RESOLVE_PROXY:
         return AIGW_TR_DNS;
     case CURLE_SSL_CONNECT_ERROR:
@@ -494,23 +640,6 @@ static long clamp_ms(int64_t ms)
     return ms > LONG_MAX ? LONG_MAX : (long)ms;
 }
 
-/* Sets the method and body.  CURLE_OK or the first failure. */
-static CURLcode set_method(CURL *h, const aigw_transport_request *req)
-{
-    const char *m = req->method ? req->method : "POST";
-    const char *body = req->body ? req->body : "";
-    CURLcode rc = CURLE_OK;
-    if (strcmp(m, "GET") == 0 && req->body_len == 0)
-        return curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    if (strcmp(m, "POST") != 0)
-        rc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
-    if (rc == CURLE_OK)
-        rc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    if (rc == CURLE_OK)
-        rc = curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-    return rc;
-}
-
 #define SET(opt, val)                                                                         \
     do {                                                                                      \
         if (rc == CURLE_OK)                                                                   \
@@ -523,7 +652,8 @@ static CURLcode set_method(CURL *h, const aigw_transport_request *req)
  * it.  The files are read at each handshake, so a file replaced in place
  * counts from the next new connection.  libcurl reuses a connection (or
  * resumes a TLS session) only for a request with the same CA and
- * certificate paths, so the pooled handles never mix settings. */
+ * certificate paths, so the pooled handles never mix settings.  Set once,
+ * on a new handle (see same_tls). */
 static CURLcode set_tls(CURL *h, const aigw_transport_request *req)
 {
     CURLcode rc = CURLE_OK;
@@ -551,11 +681,35 @@ static CURLcode set_tls(CURL *h, const aigw_transport_request *req)
     return rc;
 }
 
-static CURLcode set_options(CURL *h, const aigw_transport_request *req, struct curl_slist *hdrs,
-                            call *c)
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether p's easy handle was made for req's TLS files. */
+static bool same_tls(const pair *p, const aigw_transport_request *req)
+{
+    return same_str(p->ca_file, req->ca_file) && same_str(p->cert_file, req->client_cert_file) &&
+           same_str(p->key_file, req->client_key_file);
+}
+
+static int copy_str(char **dst, const char *s)
+{
+    *dst = s ? aigw__strdup(s) : NULL;
+    return s && !*dst ? -1 : 0;
+}
+
+/* p's easy handle, new, made for req's TLS files, with every option no
+ * request changes.  CURLE_OK, or the first failure (when out of memory
+ * itself, CURLE_OUT_OF_MEMORY), p then without one. */
+static CURLcode easy_make(pair *p, const aigw_transport_request *req)
 {
     CURLcode rc = CURLE_OK;
-    SET(CURLOPT_URL, req->url);
+    CURL *h = curl_easy_init();
+    if (!h)
+        return CURLE_OUT_OF_MEMORY;
+    p->easy = h;
+    SET(CURLOPT_SHARE, p->share);
 #if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -569,24 +723,84 @@ static CURLcode set_options(CURL *h, const aigw_transport_request *req, struct c
     SET(CURLOPT_NOPROGRESS, 1L);
     SET(CURLOPT_TCP_NODELAY, 1L);
     SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
-    SET(CURLOPT_TIMEOUT_MS, clamp_ms(req->timeout_ms));
-    SET(CURLOPT_CONNECTTIMEOUT_MS, clamp_ms(req->connect_timeout_ms));
-    SET(CURLOPT_HTTPHEADER, hdrs);
     SET(CURLOPT_HEADERFUNCTION, on_header);
-    SET(CURLOPT_HEADERDATA, c);
+    SET(CURLOPT_HEADERDATA, &p->c);
     SET(CURLOPT_WRITEFUNCTION, on_body);
-    SET(CURLOPT_WRITEDATA, c);
-    /* Stops at once when Content-Length announces too much (before 8.4.0
-     * libcurl checks only then; on_body covers the rest). */
-    if (c->cap && c->cap <= (size_t)INT64_MAX)
-        SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->cap);
+    SET(CURLOPT_WRITEDATA, &p->c);
     if (rc == CURLE_OK)
         rc = set_tls(h, req);
+    if (rc == CURLE_OK &&
+        (copy_str(&p->ca_file, req->ca_file) != 0 ||
+         copy_str(&p->cert_file, req->client_cert_file) != 0 ||
+         copy_str(&p->key_file, req->client_key_file) != 0))
+        rc = CURLE_OUT_OF_MEMORY;
+    if (rc != CURLE_OK)
+        easy_drop(p);
+    return rc;
+}
+
+/* The method and body, every option of them set: CUSTOMREQUEST back to
+ * NULL unless the method needs it, and for a GET no body left from a
+ * previous request. */
+static CURLcode set_method(CURL *h, const aigw_transport_request *req)
+{
+    const char *m = req->method ? req->method : "POST";
+    bool get = strcmp(m, "GET") == 0 && req->body_len == 0;
+    CURLcode rc = CURLE_OK;
+    SET(CURLOPT_CUSTOMREQUEST, get || strcmp(m, "POST") == 0 ? (const char *)NULL : m);
+    if (get) {
+        SET(CURLOPT_POSTFIELDS, (const char *)NULL);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+        SET(CURLOPT_HTTPGET, 1L);
+        return rc;
+    }
+    SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    return rc;
+}
+
+/* What a request may change, all of it, every time. */
+static CURLcode set_request(CURL *h, const aigw_transport_request *req, const call *c)
+{
+    CURLcode rc = CURLE_OK;
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_TIMEOUT_MS, clamp_ms(req->timeout_ms));
+    SET(CURLOPT_CONNECTTIMEOUT_MS, clamp_ms(req->connect_timeout_ms));
+    /* Stops at once when Content-Length announces too much (before 8.4.0
+     * libcurl checks only then; on_body covers the rest); 0 is no limit. */
+    SET(CURLOPT_MAXFILESIZE_LARGE,
+        (curl_off_t)(c->cap && c->cap <= (size_t)INT64_MAX ? c->cap : 0));
     if (rc == CURLE_OK)
         rc = set_method(h, req);
     return rc;
 }
 #undef SET
+
+/* p's easy handle ready for req: made when there is none or it was made
+ * for other TLS files, its header list kept when req's headers are the
+ * same (else a new one, set before the old one is wiped and freed, so the
+ * handle never points at freed memory), the request's options set.
+ * CURLE_OK or the first failure. */
+static CURLcode prepare(pair *p, const aigw_transport_request *req)
+{
+    struct curl_slist *l;
+    CURLcode rc;
+    if (p->easy && !same_tls(p, req))
+        easy_drop(p);
+    if (!p->easy && (rc = easy_make(p, req)) != CURLE_OK)
+        return rc;
+    if (!p->hdrs || !same_headers(p->hdrs, req)) {
+        if (build_headers(req, &l) != 0)
+            return CURLE_OUT_OF_MEMORY;
+        if ((rc = curl_easy_setopt(p->easy, CURLOPT_HTTPHEADER, l)) != CURLE_OK) {
+            slist_wipe_free(l);
+            return rc;
+        }
+        slist_wipe_free(p->hdrs);
+        p->hdrs = l;
+    }
+    return set_request(p->easy, req, &p->c);
+}
 
 /* Waits for socket activity or libcurl's next timer, at most ms. */
 static CURLMcode wait_io(CURLM *m, int64_t ms)
@@ -676,51 +890,46 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
                                       aigw_transport_response *resp,
                                       aigw_transport_data_fn on_data, void *ctx)
 {
-    struct curl_slist *hdrs = NULL;
     aigw_transport_result tr;
     int64_t start;
-    call c;
-    pair p;
     CURLcode rc;
+    pair *p;
+    call *c;
 
     if (!t || !req || !resp || !req->url || (!req->body && req->body_len) ||
-        (req->method && !token_ok(req->method)))
+        (req->method && !token_ok(req->method)) || !headers_ok(req))
         return AIGW_TR_OTHER;
-    switch (build_headers(req, &hdrs)) {
-    case 0:
-        break;
-    case -1:
+    p = pool_take(t);
+    if (!p)
         return AIGW_TR_NOMEM;
-    default:
-        return AIGW_TR_OTHER;
-    }
-    /* curl_easy_init and curl_multi_init fail only for memory */
-    if (pool_take(t, &p) != 0) {
-        slist_wipe_free(hdrs);
-        return AIGW_TR_NOMEM;
-    }
-    memset(&c, 0, sizeof c);
-    c.h = p.easy;
-    c.resp = resp;
-    c.cap = on_data ? 0 : req->max_response_bytes; /* a stream has no cap */
-    c.on_data = on_data;
-    c.ctx = ctx;
-    c.cancel = req->cancel;
-    c.numeric_host = numeric_host(req->url);
+    c = &p->c;
+    memset(c, 0, sizeof *c);
+    c->resp = resp;
+    c->url = req->url;
+    c->cap = on_data ? 0 : req->max_response_bytes; /* a stream has no cap */
+    c->on_data = on_data;
+    c->ctx = ctx;
+    c->cancel = req->cancel;
     start = aigw__mono_ms();
-    c.idle_deadline = on_data && req->idle_timeout_ms > 0 ? add_ms(start, req->idle_timeout_ms)
-                                                          : NO_DEADLINE;
+    c->idle_deadline = on_data && req->idle_timeout_ms > 0 ? add_ms(start, req->idle_timeout_ms)
+                                                           : NO_DEADLINE;
 
-    rc = set_options(p.easy, req, hdrs, &c);
-    if (rc == CURLE_OK)
-        tr = drive(&p, &c, req->timeout_ms > 0 ? add_ms(start, req->timeout_ms) : NO_DEADLINE);
-    else
-        tr = map_code(rc, &c);
+    rc = prepare(p, req);
+    if (rc == CURLE_OK) {
+        c->h = p->easy;
+        tr = drive(p, c, req->timeout_ms > 0 ? add_ms(start, req->timeout_ms) : NO_DEADLINE);
+    } else {
+        tr = map_code(rc, c);
+    }
     /* An answer without a body (or a send) gets its status at the end. */
-    if (tr == AIGW_TR_OK && take_status(&c) != 0)
+    if (tr == AIGW_TR_OK && take_status(c) != 0)
         tr = AIGW_TR_PROTOCOL;
-    pool_give(t, &p);
-    slist_wipe_free(hdrs);
+    /* Only a handle that gave an answer is used again: one whose setopt
+     * failed, or whose transfer ended otherwise (out of memory above all),
+     * may hold what its next request must not inherit. */
+    if (tr != AIGW_TR_OK)
+        easy_drop(p);
+    pool_give(t, p);
     return tr;
 }
 
@@ -739,21 +948,22 @@ static aigw_transport_result curl_send_stream(void *ud, const aigw_transport_req
     return exchange(ud, req, resp, on_data, ctx);
 }
 
+/* Runs when no exchange is in flight (the client is being freed). */
 static void curl_destroy(void *ud)
 {
     curl_tr *t = ud;
     size_t i;
     if (!t)
         return;
-    for (i = 0; i < t->n_idle; i++)
-        pair_cleanup(&t->idle[i]);
-    pthread_mutex_destroy(&t->mu);
+    for (i = 0; i < POOL_SLOTS; i++)
+        pair_free(atomic_exchange(&t->idle[i].p, NULL));
     aigw__free(t);
 }
 
 aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata)
 {
     curl_tr *t;
+    size_t i;
     if (userdata)
         *userdata = NULL;
     if (!vt || !userdata)
@@ -764,10 +974,8 @@ aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata)
     t = aigw__calloc(1, sizeof *t);
     if (!t)
         return AIGW_ENOMEM;
-    if (pthread_mutex_init(&t->mu, NULL) != 0) {
-        aigw__free(t);
-        return AIGW_ETRANSPORT;
-    }
+    for (i = 0; i < POOL_SLOTS; i++)
+        atomic_init(&t->idle[i].p, NULL);
     memset(vt, 0, sizeof *vt);
     vt->version = AIGW_TRANSPORT_VERSION;
     vt->send = curl_send;

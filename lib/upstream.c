@@ -7,6 +7,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "engine_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static bool path_is(const char *path, const char *suffix)
@@ -15,30 +16,50 @@ static bool path_is(const char *path, const char *suffix)
     return pl >= sl && memcmp(path + pl - sl, suffix, sl) == 0;
 }
 
-/* The auth header of a provider for the API surface at path. */
-static int add_auth(aigw_hdrs *h, const aigw_provider *p, const char *path, bool ngrok,
-                    const aigw_secret *s, aigw_buf *scratch)
+/* Room for n bytes and a NUL: the inline buffer, else an allocation kept
+ * in *heap.  NULL when out of memory. */
+static char *room(char *inline_buf, char **heap, size_t n)
 {
-    if (!s)
-        return 0;
-    if (!ngrok && p->native_auth == AIGW_AUTH_X_API_KEY && path_is(path, "/messages"))
-        return aigw__hdrs_add(h, "x-api-key", s->value) |
-               aigw__hdrs_add(h, "anthropic-version", "2023-06-01");
-    if (!ngrok && p->native_auth == AIGW_AUTH_GOOG_API_KEY &&
-        (path_is(path, ":generateContent") || path_is(path, ":streamGenerateContent")))
-        return aigw__hdrs_add(h, "x-goog-api-key", s->value);
-    scratch->len = 0;
-    if (aigw__buf_puts(scratch, "Bearer ") != 0 || aigw__buf_puts(scratch, s->value) != 0)
-        return -1;
-    return aigw__hdrs_add(h, "authorization", scratch->data);
+    if (n < BUILT_INLINE)
+        return inline_buf;
+    return *heap = aigw__malloc(n + 1);
 }
 
-static void wipe_hdrs(aigw_hdrs *h)
+static void add_header(built_req *b, const char *name, const char *value)
 {
-    size_t i;
-    for (i = 0; i < h->n; i++)
-        aigw__wipe(h->v[i].value, strlen(h->v[i].value));
-    aigw__hdrs_free(h);
+    b->hv[b->req.n_headers].name = name;
+    b->hv[b->req.n_headers].value = value;
+    b->req.n_headers++;
+}
+
+/* The auth header of a provider for the API surface at path: the key's
+ * own value, or "Bearer " and it.  0, or -1 when out of memory. */
+static int add_auth(built_req *b, const aigw_provider *p, const char *path, bool ngrok,
+                    const aigw_secret *s)
+{
+    static const char bearer[] = "Bearer ";
+    size_t n;
+    char *v;
+    if (!s)
+        return 0;
+    if (!ngrok && p->native_auth == AIGW_AUTH_X_API_KEY && path_is(path, "/messages")) {
+        add_header(b, "x-api-key", s->value);
+        add_header(b, "anthropic-version", "2023-06-01");
+        return 0;
+    }
+    if (!ngrok && p->native_auth == AIGW_AUTH_GOOG_API_KEY &&
+        (path_is(path, ":generateContent") || path_is(path, ":streamGenerateContent"))) {
+        add_header(b, "x-goog-api-key", s->value);
+        return 0;
+    }
+    n = sizeof bearer - 1 + strlen(s->value);
+    if (!(v = room(b->auth_inline, &b->auth_heap, n)))
+        return -1;
+    memcpy(v, bearer, sizeof bearer - 1);
+    memcpy(v + sizeof bearer - 1, s->value, n - (sizeof bearer - 1) + 1);
+    b->auth_len = n;
+    add_header(b, "authorization", v);
+    return 0;
 }
 
 void aigw__tres_free(aigw_transport_response *t)
@@ -47,68 +68,58 @@ void aigw__tres_free(aigw_transport_response *t)
     aigw__buf_free(&t->body);
 }
 
-/* 1 when the base URL has a path ("/" is none), 0 when not, -1 out of
- * memory (aigw__url_parse: libcurl's URL API). */
-static int url_has_path(const char *url)
-{
-    aigw_url u;
-    int rc = aigw__url_parse(url, &u, NULL), has;
-    if (rc == -2)
-        return -1;
-    has = rc == 0 && strcmp(u.path, "/") != 0 && u.path[0] != '\0';
-    aigw__url_free(&u);
-    return has;
-}
-
 void aigw__req_free(built_req *b)
 {
-    aigw__buf_free(&b->url);
-    wipe_hdrs(&b->h);
-    aigw__free(b->hv);
+    if (b->auth_len)
+        aigw__wipe(b->auth_heap ? b->auth_heap : b->auth_inline, b->auth_len);
+    aigw__free(b->auth_heap);
+    aigw__free(b->url_heap);
+    b->auth_heap = b->url_heap = NULL;
+    b->auth_len = 0;
+}
+
+/* The URL: the base URL, then the API path.  A base URL with a path
+ * ("https://api.example.com/v1") takes the surface path; one without
+ * ("https://my-ollama.internal") the whole API path, as ngrok's examples
+ * of custom providers show both.  Whether it has a path is read once per
+ * client and configuration (aigw__resolved_has_path). */
+static int build_url(run *r, const slot *s, built_req *b)
+{
+    const aigw_provider *p = s->ngrok ? NULL : s->cd->prov;
+    const char *base = s->ngrok ? r->cfg->ngrok_gateway_url : s->cd->prov->base_url;
+    int has_path = aigw__resolved_has_path(r->env->resolved, p, base);
+    const char *v1 = has_path == 0 && strncmp(r->path, "/v1", 3) != 0 ? "/v1" : "";
+    size_t nb = strlen(base), nv = strlen(v1), np = strlen(r->path);
+    char *u;
+    if (has_path < 0 || !(u = room(b->url_inline, &b->url_heap, nb + nv + np)))
+        return -1;
+    memcpy(u, base, nb);
+    memcpy(u + nb, v1, nv);
+    memcpy(u + nb + nv, r->path, np + 1);
+    b->req.url = u;
+    return 0;
 }
 
 int aigw__build_req(run *r, const slot *s, built_req *b)
 {
-    const cand *cd = s->cd;
-    bool ngrok = s->ngrok;
     const aigw_config *cfg = r->cfg;
-    aigw_buf scratch = AIGW_BUF_INIT;
     aigw_transport_request *req = &b->req;
     int64_t left = r->deadline - aigw__run_now(r);
-    int rc = 0, has_path;
-    size_t i;
 
-    memset(b, 0, sizeof *b);
-    rc |= aigw__buf_puts(&b->url, ngrok ? cfg->ngrok_gateway_url : cd->prov->base_url);
-    /* A base URL with a path ("https://api.example.com/v1") takes the surface
-     * path; one without ("https://my-ollama.internal") the whole API path,
-     * as ngrok's examples of custom providers show both. */
-    if ((has_path = url_has_path(b->url.data)) < 0)
-        rc = -1;
-    else if (!has_path && strncmp(r->path, "/v1", 3) != 0)
-        rc |= aigw__buf_puts(&b->url, "/v1");
-    rc |= aigw__buf_puts(&b->url, r->path);
-    rc |= aigw__hdrs_add(&b->h, "content-type", "application/json");
-    rc |= aigw__hdrs_add(&b->h, "user-agent", "libaigw/" AIGW_VERSION_STRING);
+    b->url_heap = b->auth_heap = NULL;
+    b->auth_len = 0;
+    memset(req, 0, sizeof *req);
+    req->headers = b->hv;
+    add_header(b, "content-type", "application/json");
+    add_header(b, "user-agent", "libaigw/" AIGW_VERSION_STRING);
     if (r->sh)
-        rc |= aigw__hdrs_add(&b->h, "accept", "text/event-stream");
-    rc |= add_auth(&b->h, cd->prov, r->path, ngrok, s->key->secret, &scratch);
-    aigw__buf_wipe_free(&scratch);
-    /* aigw_hdr and aigw_header differ in constness only. */
-    if (rc == 0 && (b->hv = aigw__calloc(b->h.n, sizeof *b->hv)) == NULL)
-        rc = -1;
-    if (rc != 0) {
+        add_header(b, "accept", "text/event-stream");
+    if (build_url(r, s, b) != 0 ||
+        add_auth(b, s->cd->prov, r->path, s->ngrok, s->key->secret) != 0) {
         aigw__req_free(b);
         return -1;
     }
-    for (i = 0; i < b->h.n; i++) {
-        b->hv[i].name = b->h.v[i].name;
-        b->hv[i].value = b->h.v[i].value;
-    }
     req->method = "POST";
-    req->url = b->url.data;
-    req->headers = b->hv;
-    req->n_headers = b->h.n;
     req->body = s->body->data;
     req->body_len = s->body->len;
     r->budget_capped = left < cfg->per_request_timeout_ms;
@@ -179,14 +190,18 @@ static int scrub(aigw_response *resp, const aigw_secret *s)
 
 bool aigw__hop_by_hop(const char *name)
 {
-    static const char *const drop[] = {"connection", "keep-alive", "transfer-encoding",
-                                       "content-length", "proxy-connection", "te",
-                                       "trailer", "upgrade", NULL};
-    size_t i;
-    for (i = 0; drop[i]; i++)
-        if (strcmp(name, drop[i]) == 0)
-            return true;
-    return false;
+    /* names are lower-cased (aigw__hdrs_addn): by length first, so most
+     * end-to-end names take no string compare at all */
+    switch (strlen(name)) {
+    case 2: return strcmp(name, "te") == 0;
+    case 7: return name[0] == 't' ? strcmp(name, "trailer") == 0 : strcmp(name, "upgrade") == 0;
+    case 10:
+        return name[0] == 'c' ? strcmp(name, "connection") == 0 : strcmp(name, "keep-alive") == 0;
+    case 14: return name[0] == 'c' && strcmp(name, "content-length") == 0;
+    case 16: return name[0] == 'p' && strcmp(name, "proxy-connection") == 0;
+    case 17: return name[0] == 't' && strcmp(name, "transfer-encoding") == 0;
+    default: return false;
+    }
 }
 
 int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src)
@@ -199,11 +214,44 @@ int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src)
     return 0;
 }
 
+int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src)
+{
+    size_t i, n = dst->n;
+    if (n == 0) { /* the usual case: the transport's list becomes the caller's */
+        aigw__hdrs_free(dst);
+        *dst = *src;
+        memset(src, 0, sizeof *src);
+    } else if (src->n) {
+        if (dst->cap - n < src->n) {
+            aigw_hdr *v = aigw__realloc(dst->v, (n + src->n) * sizeof *v);
+            if (!v)
+                return -1;
+            dst->v = v;
+            dst->cap = n + src->n;
+        }
+        memcpy(dst->v + n, src->v, src->n * sizeof *src->v);
+        dst->n += src->n;
+        aigw__free(src->v);
+        memset(src, 0, sizeof *src);
+    }
+    /* the hop-by-hop ones (from n on) go, the order of the rest kept */
+    for (i = n; i < dst->n; i++) {
+        if (aigw__hop_by_hop(dst->v[i].name)) {
+            aigw__free(dst->v[i].name);
+            aigw__free(dst->v[i].value);
+        } else {
+            dst->v[n++] = dst->v[i];
+        }
+    }
+    dst->n = n;
+    return 0;
+}
+
 int aigw__take_upstream_answer(run *r, aigw_transport_response *t, const key_ref *key,
                                aigw_outcome oc)
 {
     aigw_response *resp = r->resp;
-    if (aigw__copy_headers(&resp->headers, &t->headers) != 0)
+    if (aigw__move_headers(&resp->headers, &t->headers) != 0)
         return -1;
     aigw__buf_free(&resp->body);
     resp->body = t->body;
@@ -215,18 +263,45 @@ int aigw__take_upstream_answer(run *r, aigw_transport_response *t, const key_ref
     return scrub(resp, key->secret);
 }
 
-int aigw__build_body(const run *r, const cand *cd, bool ngrok, aigw_buf *out)
+void aigw__cand_body_free(cand_body *b)
 {
-    int rc;
-    if (!ngrok)
-        return aigw__body_splice(r->body, r->body_len, cd->upstream, out) == 0 ? 0 : -1;
-    {
-        aigw_buf spec = AIGW_BUF_INIT;
-        if (aigw__buf_printf(&spec, "%s:%s", cd->prov->id, cd->model) != 0)
-            return -1;
-        rc = aigw__body_splice(r->body, r->body_len, spec.data, out);
-        aigw__buf_free(&spec);
-    }
-    return rc == 0 ? 0 : -1;
+    aigw__buf_free(&b->own);
+    b->data = NULL;
+    b->len = 0;
 }
 
+/* The body for one model: the caller's bytes when splicing it in would
+ * not change them, else the splice. */
+static int body_for(const run *r, const char *model, cand_body *out)
+{
+    if (aigw__body_unchanged(r->body, r->map, model)) {
+        out->data = r->body;
+        out->len = r->body_len;
+        return 0;
+    }
+    if (aigw__body_splice_map(r->body, r->body_len, r->map, model, &out->own) != 0)
+        return -1;
+    out->data = out->own.data;
+    out->len = out->own.len;
+    return 0;
+}
+
+int aigw__build_body(const run *r, const cand *cd, bool ngrok, cand_body *out)
+{
+    char small[128];
+    aigw_buf spec = AIGW_BUF_INIT;
+    const char *model = cd->upstream;
+    int rc, n;
+    if (ngrok) { /* ngrok's gateway is told "provider:model" */
+        n = snprintf(small, sizeof small, "%s:%s", cd->prov->id, cd->model);
+        if (n >= 0 && (size_t)n < sizeof small)
+            model = small;
+        else if (aigw__buf_printf(&spec, "%s:%s", cd->prov->id, cd->model) == 0)
+            model = spec.data;
+        else
+            return -1;
+    }
+    rc = body_for(r, model, out);
+    aigw__buf_free(&spec);
+    return rc;
+}

@@ -1,8 +1,9 @@
 /* url.c - URLs, parsed by libcurl's URL API (curl_url, libcurl >= 7.62):
  * the same parser as the transport that will use them.  Used for the base
  * URLs of a configuration (config.c), for whether a base URL has a path
- * (upstream.c), and for the origin ("scheme://host:port") a host's circuit
- * breaker goes by (health.c): default ports made explicit, scheme and host
+ * and for the origin ("scheme://host:port") a host's circuit breaker goes
+ * by (resolved.c, once per client and configuration; health.c): default
+ * ports made explicit, scheme and host
  * lower-cased, user info dropped, so every spelling of one server meets at
  * one breaker.
  *
@@ -248,16 +249,46 @@ int aigw__url_parse(const char *url, aigw_url *out, char **why)
     return rc;
 }
 
+/* The origin of a parsed URL, or NULL (no port; out of memory: *nomem). */
+static char *origin_of(const aigw_url *u, bool *nomem)
+{
+    aigw_buf b = AIGW_BUF_INIT;
+    char *origin = NULL;
+    if (u->port <= 0)
+        return NULL;
+    if (aigw__buf_printf(&b, "%s://%s:%ld", u->scheme, u->host, u->port) == 0)
+        origin = aigw__buf_take(&b);
+    else
+        *nomem = true;
+    aigw__buf_free(&b);
+    return origin;
+}
+
 char *aigw__url_origin(const char *url)
 {
     aigw_url u;
-    aigw_buf b = AIGW_BUF_INIT;
-    char *origin = NULL;
+    bool nomem = false;
+    char *origin;
     if (aigw__url_parse(url, &u, NULL) != 0)
         return NULL;
-    if (u.port > 0 && aigw__buf_printf(&b, "%s://%s:%ld", u.scheme, u.host, u.port) == 0)
-        origin = aigw__buf_take(&b);
-    aigw__buf_free(&b);
+    origin = origin_of(&u, &nomem);
     aigw__url_free(&u);
     return origin;
+}
+
+int aigw__url_split(const char *url, bool *has_path, char **origin)
+{
+    aigw_url u;
+    bool nomem = false;
+    int rc = aigw__url_parse(url, &u, NULL);
+    *has_path = false;
+    *origin = NULL;
+    if (rc == -2)
+        return -2;
+    if (rc != 0)
+        return 0;
+    *has_path = strcmp(u.path, "/") != 0 && u.path[0] != '\0';
+    *origin = origin_of(&u, &nomem);
+    aigw__url_free(&u);
+    return nomem ? -2 : 0;
 }

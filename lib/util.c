@@ -541,3 +541,15 @@ aigw_json_verdict aigw__json_check(const char *s, size_t len, size_t *offset)
     *offset = c.i < len ? c.i : (len > 0 ? len - 1 : 0);
     return n == CJ_DEEP ? AIGW_JSON_TOO_DEEP : AIGW_JSON_SYNTAX;
 }
+
+/* The string (quote at s[*i]) and number ('-' or a digit at s[*i]) that
+ * aigw__json_check reads, for a reader that goes token by token. */
+bool aigw__json_string_at(const char *s, size_t len, size_t *i)
+{
+    return *i < len && s[*i] == '"' && cj_string(s, len, i);
+}
+
+bool aigw__json_number_at(const char *s, size_t len, size_t *i)
+{
+    return *i < len && cj_number(s, len, i);
+}

@@ -712,15 +712,15 @@ static void test_send_refuses_bad_utf8(void **state)
     aigw_client_free(c);
 }
 
-/* cJSON out of memory reading the body: the request cannot start
- * (AIGW_ENOMEM), and nothing is sent. */
+/* cJSON out of memory reading the body (a fallback list is read through
+ * cJSON): the request cannot start (AIGW_ENOMEM), and nothing is sent. */
 static void test_send_cjson_out_of_memory(void **state)
 {
     aigw_client *c = mock_attach(client_from_json(CFG));
     aigw_request *req = NULL;
     aigw_response *resp = NULL;
     aigw_error *err = NULL;
-    static const char body[] = "{\"model\":\"fake:m1\"}";
+    static const char body[] = "{\"model\":\"fake:m1\",\"models\":[\"fake:m1\"]}";
     (void)state;
     assert_int_equal(aigw_request_new(&req), AIGW_OK);
     assert_int_equal(aigw_request_set_body(req, body, sizeof body - 1), AIGW_OK);
@@ -735,6 +735,193 @@ static void test_send_cjson_out_of_memory(void **state)
     aigw_error_free(err);
     aigw_request_free(req);
     aigw_client_free(c);
+}
+
+/* A body without a fallback list (or with "models": null) and a "model"
+ * without escapes is read without cJSON: the same answers, and no cJSON
+ * allocation; with escapes or a list, cJSON's tree decodes them. */
+static void test_models_without_tree(void **state)
+{
+    static const char *const no_tree[] = {
+        "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi \\u00e9\"}]}",
+        "{\"model\":\"gpt-4o\",\"models\":null}",
+        "\xef\xbb\xbf {\"model\" : \"caf\xc3\xa9\" }",
+        "{\"mo\\u0064el\":\"m\",\"model\":\"x\"}",
+        "{}", "{\"model\":\"\"}", "{\"model\":1}", "{\"model\":\"m\"} x", "[1]",
+    };
+    static const char *const want[] = {"gpt-4o", "gpt-4o", "caf\xc3\xa9", "m", NULL,
+                                       NULL, NULL, NULL, NULL};
+    long before;
+    size_t i;
+    (void)state;
+    oom_cjson_hooks(OOM_CJSON_GATE);
+    for (i = 0; i < sizeof no_tree / sizeof *no_tree; i++) {
+        models_result r;
+        before = oom_count(&OOM_CJSON);
+        r = read_models(no_tree[i]);
+        assert_int_equal(oom_count(&OOM_CJSON), before);
+        if (want[i]) {
+            assert_int_equal(r.rc, 0);
+            assert_string_equal(r.model, want[i]);
+            assert_int_equal(r.n, 0);
+        } else {
+            assert_int_equal(r.rc, -1);
+        }
+        models_result_free(&r);
+    }
+    /* escapes in "model", a list: through the tree */
+    before = oom_count(&OOM_CJSON);
+    models_ok("{\"model\":\"caf\\u00e9\"}", "caf\xc3\xa9", NULL, 0);
+    assert_true(oom_count(&OOM_CJSON) > before);
+    oom_cjson_hooks(OOM_CJSON_MALLOC);
+}
+
+static bool tree_nonempty(const cJSON *v)
+{
+    return cJSON_IsString(v) && v->valuestring && v->valuestring[0] != '\0';
+}
+
+/* aigw__body_read against cJSON's reading of the body (the rewrite's
+ * validation says whether it is a whole object): accepted exactly when the
+ * tree has a non-empty "model" and a "models" absent, null or of non-empty
+ * strings, with the tree's strings; and its map splices as the scan does. */
+static void reads_as_tree(const char *body, size_t len)
+{
+    aigw_buf tmp = AIGW_BUF_INIT, a = AIGW_BUF_INIT, b = AIGW_BUF_INIT;
+    bool valid = aigw__body_rewrite(body, len, "x", &tmp) == 0, ok = false;
+    cJSON *root = valid ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *m = NULL, *ms = NULL, *v;
+    aigw_body_map map;
+    models_result r;
+    size_t i = 0;
+    aigw__buf_free(&tmp);
+    r.rc = aigw__body_read(body, len, &map, &r.model, &r.models, &r.n, &r.why);
+    if (root) {
+        m = cJSON_GetObjectItemCaseSensitive(root, "model");
+        ms = cJSON_GetObjectItemCaseSensitive(root, "models");
+        ok = tree_nonempty(m) && (!ms || cJSON_IsNull(ms) || cJSON_IsArray(ms));
+        for (v = cJSON_IsArray(ms) ? ms->child : NULL; ok && v; v = v->next)
+            ok = tree_nonempty(v);
+    }
+    if ((r.rc == 0) != ok)
+        fail_msg("read %d, cJSON says %s: %.*s", r.rc, ok ? "yes" : "no", (int)len, body);
+    if (ok) {
+        assert_string_equal(r.model, m->valuestring);
+        for (v = cJSON_IsArray(ms) ? ms->child : NULL; v; v = v->next, i++)
+            assert_string_equal(r.models[i], v->valuestring);
+        assert_int_equal(r.n, i);
+        assert_int_equal(aigw__body_splice_map(body, len, &map, "N", &a), 0);
+        assert_int_equal(aigw__body_splice(body, len, "N", &b), 0);
+        assert_int_equal(a.len, b.len);
+        assert_memory_equal(a.data, b.data, a.len);
+    } else {
+        assert_non_null(r.why);
+    }
+    aigw__buf_free(&a);
+    aigw__buf_free(&b);
+    cJSON_Delete(root);
+    models_result_free(&r);
+}
+
+/* Bodies at the edges of the one-pass reading of plain bodies, each read
+ * as cJSON reads it (whichever way the library takes). */
+static void test_read_edges(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"model\":\"m\"}", " \t\r\n{\"model\":\"m\"} \n", "{\"model\":\"m\",}",
+        "{\"model\":\"m\"}x", "{\"model\":\"m\"", "{\"model\" \"m\"}", "{\"model\":\"a\tb\"}",
+        "{\"model\":\"a\nb\"}", "{\"model\":\"a\x01\"}", "{\"model\":\"a\x7f\"}",
+        "{\"model\":\"caf\xc3\xa9\"}", "{\"model\":\"caf\xc3\"}", "{\"model\":\"\xed\xa0\x80\"}",
+        "{\"model\":\"a\\u0000b\"}", "{\"model\":\"\\ud83d\\ude00\"}", "{\"model\":\"\\ud83d\"}",
+        "{\"model\":\"\\udc00\"}", "{\"model\":\"\\u00e9\"}", "{\"model\":\"\\uzzzz\"}",
+        "{\"model\":\"\\x\"}", "{\"model\":\"\\/\\b\\f\\n\\r\\t\\\"\\\\\"}",
+        "{\"mo\\u0064el\":\"m\"}", "{\"a\":{\"mo\\u0064el\":1},\"model\":\"m\"}",
+        "{\"model\":\"m\",\"n\":01}", "{\"model\":\"m\",\"n\":1.}", "{\"model\":\"m\",\"n\":-0}",
+        "{\"model\":\"m\",\"n\":-}", "{\"model\":\"m\",\"n\":1e5}", "{\"model\":\"m\",\"n\":1E+5}",
+        "{\"model\":\"m\",\"n\":1e}", "{\"model\":\"m\",\"n\":.5}", "{\"model\":\"m\",\"n\":1.5e-3}",
+        "{\"model\":\"m\",\"n\":1e400}", "{\"model\":\"m\",\"n\":tru}", "{\"model\":\"m\",\"n\":nul}",
+        "{\"model\":\"m\",\"n\":[true,false,null,{},[],\"\"]}", "{\"model\":\"m\",\"n\":[1,]}",
+        "{\"model\":\"m\",\"n\":[,1]}", "{\"model\":\"m\",\"n\":{\"a\" : [ 1 , 2 ] }}",
+        "{\"model\":\"m\",\"n\":{\"a\"}}", "\xef\xbb\xbf{\"model\":\"m\"}", "{\"model\":\"m\"}\x00",
+        "{\"model\":\"m\",\"models\":null}", "{\"model\":\"m\",\"models\":[\"a\",\"b\"]}",
+        "{\"model\":\"m\",\"models\":[\"a\",1]}", "{\"models\":null,\"model\":\"m\",\"models\":[1]}",
+        "{\"model\":1,\"model\":\"m\"}", "{\"model\":\"m\",\"model\":1}", "{\"model\":\"\"}",
+        "{}", "[]", "\"m\"", "", " ", "{\"model\":\"m\"}}", "{{}}",
+    };
+    size_t i, depth;
+    (void)state;
+    for (i = 0; i < sizeof bodies / sizeof *bodies; i++)
+        reads_as_tree(bodies[i], strlen(bodies[i]));
+    reads_as_tree("{\"model\":\"m\"}\0", 15);
+    reads_as_tree("{\"model\":\"a\0b\"}", 16);
+    /* nesting around what one pass takes (64 levels) and cJSON's limit */
+    for (depth = 60; depth <= 1001; depth = depth == 70 ? 999 : depth + 1) {
+        /* arrays and objects in turn, depth levels in all */
+        static char b[8 * 1001 + 64];
+        size_t n, k;
+        n = (size_t)sprintf(b, "{\"model\":\"m\",\"x\":");
+        for (k = 1; k < depth; k++) {
+            if (k % 2)
+                b[n++] = '[';
+            else
+                n += (size_t)sprintf(b + n, "{\"k\":");
+        }
+        b[n++] = '1';
+        for (k = depth - 1; k >= 1; k--)
+            b[n++] = k % 2 ? ']' : '}';
+        b[n++] = '}';
+        reads_as_tree(b, n);
+    }
+}
+
+/* The map of an accepted body: splicing from it gives aigw__body_splice's
+ * bytes, and "unchanged" says when they are the body's own. */
+static void test_splice_map(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"model\":\"m\",\"x\":1}",
+        "{\"x\":1,\"model\":\"m\",\"model\":\"m\"}",
+        "{\"model\":\"m\",\"models\":null}",
+        "{ \"model\" : \"m\" , \"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,"
+        "\"i\":9,\"j\":10,\"k\":11,\"l\":12,\"n\":13,\"o\":14,\"p\":15,\"q\":16,\"r\":17 }",
+        "{\"model\":\"m\",\"models\":[\"a\"],\"model\":\"z\"}",
+    };
+    static const char *const models[] = {"m", "N", "m\"q", "caf\xc3\xa9", "a:b"};
+    size_t i, k;
+    (void)state;
+    for (i = 0; i < sizeof bodies / sizeof *bodies; i++)
+        for (k = 0; k < sizeof models / sizeof *models; k++) {
+            const char *b = bodies[i];
+            size_t len = strlen(b);
+            aigw_body_map map;
+            aigw_buf a = AIGW_BUF_INIT, c = AIGW_BUF_INIT;
+            models_result r;
+            bool same;
+            r.rc = aigw__body_read(b, len, &map, &r.model, &r.models, &r.n, &r.why);
+            assert_int_equal(r.rc, 0);
+            models_result_free(&r);
+            assert_int_equal(aigw__body_splice_map(b, len, &map, models[k], &a), 0);
+            assert_int_equal(aigw__body_splice(b, len, models[k], &c), 0);
+            assert_int_equal(a.len, c.len);
+            assert_memory_equal(a.data, c.data, a.len);
+            same = a.len == len && memcmp(a.data, b, len) == 0;
+            /* with more members than the map holds it may only say no */
+            if (map.n <= AIGW_BODY_MAP_MEMBERS)
+                assert_int_equal(aigw__body_unchanged(b, &map, models[k]), same);
+            else
+                assert_false(aigw__body_unchanged(b, &map, models[k]));
+            aigw__buf_free(&a);
+            aigw__buf_free(&c);
+        }
+    {
+        aigw_body_map map;
+        models_result r;
+        r.rc = aigw__body_read(bodies[0], strlen(bodies[0]), &map, &r.model, &r.models, &r.n,
+                               &r.why);
+        models_result_free(&r);
+        assert_true(aigw__body_unchanged(bodies[0], &map, "m"));
+        assert_false(aigw__body_unchanged(bodies[0], &map, "n"));
+    }
 }
 
 static void test_upstream_bad_utf8(void **state)
@@ -847,6 +1034,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_refuses_bad_utf8, mock_setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_upstream_bad_utf8, mock_setup, mock_teardown),
         cmocka_unit_test(test_json_check_agrees_with_cjson),
+        cmocka_unit_test(test_models_without_tree),
+        cmocka_unit_test(test_splice_map),
+        cmocka_unit_test(test_read_edges),
         cmocka_unit_test(test_cjson_out_of_memory),
         cmocka_unit_test_setup_teardown(test_send_cjson_out_of_memory, mock_setup,
                                         mock_teardown),

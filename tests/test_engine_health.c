@@ -1720,6 +1720,58 @@ static void test_hot_swap_mid_request(void **state)
     aigw_client_free(c);
 }
 
+/* What a client resolves of a configuration once (its base URLs split,
+ * its host's breaker, its keys' entries) is resolved again for a new one:
+ * the same provider with another base URL gets that URL, with or without a
+ * path, and that URL's host; unchanged keys keep their health. */
+static void test_swap_resolves_afresh(void **state)
+{
+#define SWAP_CFG(url)                                                                      \
+    "{\"providers\":[{\"providerId\":\"fake\",\"name\":\"Fake\",\"baseUrl\":\"" url "\","      \
+    "\"models\":[{\"modelId\":\"m1\"}]}],"                                                    \
+    "\"providerKeys\":[{\"id\":\"a\",\"providerId\":\"fake\",\"value\":\"sk-a\"},"            \
+    "{\"id\":\"b\",\"providerId\":\"fake\",\"value\":\"sk-b\"}],"                             \
+    "\"accessKeyConfiguration\":{\"name\":\"t\",\"router\":{\"rules\":["                       \
+    "{\"provider\":\"fake\",\"steps\":[" STEP_AB "]}]}}}"
+    aigw_config *with_path = config_from_json(SWAP_CFG("http://127.0.0.1:9/api"));
+    aigw_config *bare = config_from_json(SWAP_CFG("http://127.0.0.1:5"));
+    aigw_client *c = client_on_mock(with_path);
+    aigw_response *r;
+    (void)state;
+    push_h(429, "retry-after-ms", "3000", RL_BODY);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
+    aigw_response_free(r);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    aigw_response_free(r);
+    assert_string_equal(M.urls[0], "http://127.0.0.1:9/api/chat/completions");
+    assert_string_equal(M.urls[2], "http://127.0.0.1:9/api/chat/completions");
+    /* the host answered each time: a 429 is no failure of it */
+    assert_stat(c, "host", "http://127.0.0.1:9", "closed - wait=0 req=3 ok=3 fail=0 skips=0");
+
+    assert_int_equal(aigw_client_set_config(c, bare, NULL), AIGW_OK);
+    set_now(T0 + 1000);
+    r = send_body(c, BODY_M1);
+    assert_attempts(r, "m1/b/200/succeeded");
+    assert_skips(r, "m1/key_cooling/a/2000"); /* a's entry: found again */
+    aigw_response_free(r);
+    assert_string_equal(M.urls[3], "http://127.0.0.1:5/v1/chat/completions");
+    assert_stat(c, "host", "http://127.0.0.1:5", "closed - wait=0 req=1 ok=1 fail=0 skips=0");
+    assert_stat(c, "host", "http://127.0.0.1:9", "closed - wait=0 req=3 ok=3 fail=0 skips=0");
+
+    /* and back */
+    assert_int_equal(aigw_client_set_config(c, with_path, NULL), AIGW_OK);
+    r = send_body(c, BODY_M1);
+    aigw_response_free(r);
+    assert_string_equal(M.urls[4], "http://127.0.0.1:9/api/chat/completions");
+    assert_stat(c, "host", "http://127.0.0.1:9", "closed - wait=0 req=4 ok=4 fail=0 skips=0");
+    aigw_client_free(c);
+    aigw_config_unref(with_path);
+    aigw_config_unref(bare);
+#undef SWAP_CFG
+}
+
 /* ------------------------------------------------------------------------ */
 /* a wait must leave room for the attempt it waits for                      */
 /* ------------------------------------------------------------------------ */
@@ -1827,6 +1879,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_strategy_v1_still_works, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_hot_swap_carries_cooldown, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_hot_swap_mid_request, setup, mock_teardown),
+        cmocka_unit_test_setup_teardown(test_swap_resolves_afresh, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_cooling_wait_must_leave_room_for_an_attempt, setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_retry_wait_must_leave_room_for_an_attempt, setup, mock_teardown),
     };

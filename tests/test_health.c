@@ -305,6 +305,48 @@ static void test_key_identity(void **state)
     aigw__health_free(NULL);
 }
 
+/* What lookups remember (a key's last endpoint, a caller's last backend)
+ * never answers for another model, provider or key; a find does not make. */
+static void test_lookups_remembered(void **state)
+{
+    aigw_health *h = aigw__health_new();
+    aigw_secret a = secret(v1);
+    aigw_hkey *k = aigw__health_key(h, "openai", "k1", &a, AIGW_ORIGIN_CONFIG);
+    aigw_hkey *k2 = key_of(h, "openai", "k2");
+    _Atomic(aigw_breaker *) memo;
+    aigw_endpoint *e1, *e2;
+    aigw_breaker *b1, *b2;
+    (void)state;
+    assert_null(aigw__health_endpoint(h, k, "m1", false));
+    e1 = aigw__health_endpoint(h, k, "m1", true);
+    e2 = aigw__health_endpoint(h, k, "m2", true);
+    assert_non_null(e1);
+    assert_ptr_not_equal(e1, e2);
+    assert_ptr_equal(aigw__health_endpoint(h, k, "m1", false), e1);
+    assert_ptr_equal(aigw__health_endpoint(h, k, "m2", false), e2);
+    assert_null(aigw__health_endpoint(h, k, "m3", false));
+    assert_null(aigw__health_endpoint(h, k2, "m1", false));
+    assert_ptr_not_equal(aigw__health_endpoint(h, k2, "m1", true), e1);
+    assert_ptr_equal(aigw__health_endpoint(h, k, "m1", true), e1);
+
+    atomic_init(&memo, NULL);
+    b1 = aigw__health_backend_at(h, "openai", "m1", &memo);
+    assert_ptr_equal(b1, aigw__health_backend(h, "openai", "m1"));
+    assert_ptr_equal(aigw__health_backend_at(h, "openai", "m1", &memo), b1);
+    b2 = aigw__health_backend_at(h, "openai", "m2", &memo);
+    assert_ptr_not_equal(b1, b2);
+    assert_ptr_equal(b2, aigw__health_backend(h, "openai", "m2"));
+    assert_ptr_not_equal(aigw__health_backend_at(h, "azure", "m2", &memo), b2);
+    assert_ptr_equal(aigw__health_backend_at(h, "openai", "m1", &memo), b1);
+    assert_ptr_equal(aigw__health_backend_at(h, "openai", "m1", NULL), b1);
+
+    /* a host by its origin is the host of any URL with that origin */
+    assert_ptr_equal(aigw__health_host_origin(h, "https://api.openai.com:443"),
+                     aigw__health_host(h, "https://API.openai.com/v1"));
+    assert_null(aigw__health_host_origin(h, NULL));
+    aigw__health_free(h);
+}
+
 /* ---- cooldowns (per endpoint) ---- */
 
 static void test_cooldown_with_wait(void **state)
@@ -2364,6 +2406,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_siphash_vectors),
         cmocka_unit_test(test_key_identity),
+        cmocka_unit_test(test_lookups_remembered),
         cmocka_unit_test(test_cooldown_with_wait),
         cmocka_unit_test(test_cooldown_jitter),
         cmocka_unit_test(test_cooldown_only_extends_and_cap),

@@ -757,6 +757,57 @@ static void test_alloc_failures(void **state)
     }
 }
 
+/* In the steady state an event costs no allocation: the parser's buffers
+ * are kept and reused, whatever the events' fields, line ends and the way
+ * the stream is cut into reads. */
+static int count_event(void *ctx, const aigw_sse_event *ev)
+{
+    (*(size_t *)ctx)++;
+    (void)ev;
+    return 0;
+}
+
+static void test_events_reuse_buffers(void **state)
+{
+    static const char *const events[] = {
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok\"}}]}\n\n",
+        "event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\"}\r\n\r\n",
+        "id: 7\nretry: 10\ndata: a\ndata: b\n\n",
+        ": keep-alive\r\r",
+        "data:x\r\n\r\n",
+    };
+    char stream[4096];
+    size_t len = 0, n = 0, k, cut;
+    long before;
+    int round;
+    aigw_sse *p = aigw__sse_new(1 << 20);
+    (void)state;
+    assert_non_null(p);
+    for (k = 0; k < 30; k++) {
+        const char *e = events[k % N_OF(events)];
+        memcpy(stream + len, e, strlen(e));
+        len += strlen(e);
+    }
+    /* whole, then in reads cut anywhere; the first rounds grow the buffers
+     * (a line held across reads needs one too) */
+    assert_int_equal(aigw__sse_feed(p, stream, len, count_event, &n), 0);
+    before = aigw__alloc_count();
+    for (round = 0; round < 50; round++) {
+        if (round == 1)
+            before = aigw__alloc_count();
+        for (k = 0; k < len; k = cut) {
+            cut = k + 1 + (size_t)(round * 7 + k) % 97;
+            if (cut > len)
+                cut = len;
+            assert_int_equal(aigw__sse_feed(p, stream + k, cut - k, count_event, &n), 0);
+        }
+    }
+    assert_int_equal(aigw__alloc_count() - before, 0);
+    assert_int_equal(n, 51 * 24);
+    assert_false(aigw__sse_pending(p));
+    aigw__sse_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -777,6 +828,7 @@ int main(void)
         cmocka_unit_test(test_callback_stop),
         cmocka_unit_test(test_no_callback_and_bad_args),
         cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_events_reuse_buffers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,8 +13,12 @@
 
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include "aigw.h"
+#include "engine_int.h"
 #include "internal.h"
+#include "oom.h"
 #include "support.h"
 
 #define MAX_CHUNKS 16
@@ -695,6 +699,550 @@ static void test_responses_incomplete_is_an_end(void **state)
     aigw_client_free(c);
 }
 
+/* ---- reading events: the scanner against the cJSON tree it replaced ---- */
+
+/* What stream.c read from each event when it parsed it with cJSON: the
+ * reference the scanner (aigw__stream_event_read) must agree with. */
+static bool ref_nonempty(const cJSON *v)
+{
+    return cJSON_IsString(v) && v->valuestring && v->valuestring[0];
+}
+
+static bool ref_type_is(const cJSON *o, const char *type)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
+    return cJSON_IsString(t) && strcmp(t->valuestring, type) == 0;
+}
+
+static int ref_event_read(const char *data, size_t len, aigw_event_facts *f)
+{
+    cJSON *o = cJSON_ParseWithLengthOpts(data, len, NULL, 0);
+    const cJSON *choices, *err, *ch;
+    memset(f, 0, sizeof *f);
+    if (!o)
+        return 1;
+    choices = cJSON_GetObjectItemCaseSensitive(o, "choices");
+    err = cJSON_GetObjectItemCaseSensitive(o, "error");
+    if ((err && !cJSON_IsNull(err) && !choices) || ref_type_is(o, "error") ||
+        ref_type_is(o, "response.failed")) {
+        f->error = true;
+        cJSON_Delete(o);
+        return 0;
+    }
+    if (ref_type_is(o, "content_block_delta") || ref_type_is(o, "response.output_text.delta") ||
+        ref_type_is(o, "response.function_call_arguments.delta"))
+        f->content = true;
+    if (ref_type_is(o, "message_stop") || ref_type_is(o, "response.completed") ||
+        ref_type_is(o, "response.incomplete"))
+        f->done = true;
+    if (ref_type_is(o, "message_delta")) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "delta");
+        if (ref_nonempty(cJSON_GetObjectItemCaseSensitive(d, "stop_reason")))
+            f->stop = true;
+    }
+    cJSON_ArrayForEach(ch, choices)
+    {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(d, "tool_calls");
+        const cJSON *ix = cJSON_GetObjectItemCaseSensitive(ch, "index");
+        uint64_t bit = 1;
+        if (cJSON_IsNumber(ix) && ix->valuedouble >= 0 && ix->valuedouble < 64)
+            bit <<= (int)ix->valuedouble;
+        f->seen |= bit;
+        if (ref_nonempty(cJSON_GetObjectItemCaseSensitive(d, "content")) ||
+            (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) ||
+            cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(d, "function_call")))
+            f->content = true;
+        if (ref_nonempty(cJSON_GetObjectItemCaseSensitive(ch, "finish_reason")))
+            f->finished |= bit;
+    }
+    cJSON_Delete(o);
+    return 0;
+}
+
+static const char *facts_str(int rc, const aigw_event_facts *f, char *buf, size_t size)
+{
+    snprintf(buf, size, "rc=%d error=%d content=%d done=%d stop=%d seen=%llx finished=%llx", rc,
+             f->error, f->content, f->done, f->stop, (unsigned long long)f->seen,
+             (unsigned long long)f->finished);
+    return buf;
+}
+
+/* The scanner reads data as the reference does; its facts as a string. */
+static const char *event_agrees(const char *data, size_t len)
+{
+    static char got[160];
+    char want[160];
+    aigw_event_facts f, rf;
+    int rc = aigw__stream_event_read(data, len, &f), rrc = ref_event_read(data, len, &rf);
+    facts_str(rc, &f, got, sizeof got);
+    facts_str(rrc, &rf, want, sizeof want);
+    if (strcmp(got, want) != 0)
+        fail_msg("%.*s\n  scanner:   %s\n  reference: %s", (int)(len < 400 ? len : 400), data,
+                 got, want);
+    return got;
+}
+
+static const char *event_agrees_s(const char *data)
+{
+    return event_agrees(data, strlen(data));
+}
+
+#define NOTHING "rc=0 error=0 content=0 done=0 stop=0 seen=0 finished=0"
+#define NOT_JSON "rc=1 error=0 content=0 done=0 stop=0 seen=0 finished=0"
+#define IN_BAND_ERROR "rc=0 error=1 content=0 done=0 stop=0 seen=0 finished=0"
+#define CHOICE_0 "rc=0 error=0 content=0 done=0 stop=0 seen=1 finished=0"
+#define CONTENT_0 "rc=0 error=0 content=1 done=0 stop=0 seen=1 finished=0"
+
+/* Events whose reading is easy to get wrong, each with what it says. */
+static void test_event_read_tricky(void **state)
+{
+    static const struct {
+        const char *data;
+        const char *want;
+    } cases[] = {
+        /* chat completions */
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+         "\"finish_reason\":null}]}",
+         CHOICE_0},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"say \\\"}]}\\\" \\\\\"}}]}",
+         CONTENT_0},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+         "\"{\\\"a\\\":[1,{\\\"b\\\":\\\"]\\\"}]}\"}}]}",
+         CONTENT_0},
+        {"{\"choices\":[{\"delta\":{\"content\":{\"text\":\"x\"}},\"index\":0}]}",
+         CHOICE_0},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\u00e9\\ud83d\\ude00\"}}]}",
+         CONTENT_0},
+        /* cJSON's string ends at U+0000: this content is "" */
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\u0000abc\"}}]}",
+         CHOICE_0},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"\\u0063ontent\":\"x\"}}]}",
+         CONTENT_0},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\\u0000junk\":\"x\"}}]}",
+         CONTENT_0},
+        {"{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"},"
+         "{\"index\":1,\"delta\":{\"content\":\"b\"},\"finish_reason\":null},"
+         "{\"index\":2,\"delta\":{},\"finish_reason\":\"\"}]}",
+         "rc=0 error=0 content=1 done=0 stop=0 seen=7 finished=1"},
+        {"{\"choices\":[{\"index\":63,\"finish_reason\":\"length\"},{\"index\":64},"
+         "{\"index\":-1},{\"index\":\"2\"},{\"index\":1.9},{\"index\":6.2e1}]}",
+         "rc=0 error=0 content=0 done=0 stop=0 seen=c000000000000003 finished=8000000000000000"},
+        /* strtod rounds this to 64: out of range, so choice 0 */
+        {"{\"choices\":[{\"index\":63.999999999999999999999,\"finish_reason\":\"stop\"}]}",
+         "rc=0 error=0 content=0 done=0 stop=0 seen=1 finished=1"},
+        {"{\"choices\":[{\"index\":0000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000003,\"finish_reason\":\"stop\"}]}",
+         "rc=0 error=0 content=0 done=0 stop=0 seen=8 finished=8"},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[ ]}},{\"index\":1,\"delta\":"
+         "{\"function_call\":null}}]}",
+         "rc=0 error=0 content=0 done=0 stop=0 seen=3 finished=0"},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+         "{\"arguments\":\"{\\\"\"}}]}}]}",
+         CONTENT_0},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{}}}]}",
+         CONTENT_0},
+        /* the first of two members counts, as in cJSON's tree */
+        {"{\"choices\":[],\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+         NOTHING},
+        /* choices as an object: its members are gone over as choices */
+        {"{\"choices\":{\"a\":{\"index\":1,\"delta\":{\"content\":\"x\"}}}}",
+         "rc=0 error=0 content=1 done=0 stop=0 seen=2 finished=0"},
+        {"{\"choices\":[[{\"delta\":{\"content\":\"x\"}}],\"s\",null]}",
+         CHOICE_0},
+        {"[{\"choices\":[{\"delta\":{\"content\":\"x\"}}]}]",
+         NOTHING},
+        /* text after the value is not read, by cJSON either */
+        {"{\"choices\":[{\"delta\":{\"content\":\"x\"}}]} trailing {",
+         CONTENT_0},
+        {"\xef\xbb\xbf \x01{\x02\"choices\"\x1f:[{\"delta\":{\"content\":\"x\"}}]}",
+         CONTENT_0},
+        /* in-band errors */
+        {"{\"error\":{\"message\":\"boom\"}}", IN_BAND_ERROR},
+        {"{\"error\":null,\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+         CONTENT_0},
+        {"{\"error\":null}", NOTHING},
+        {"{\"error\":\"x\",\"choices\":null}", NOTHING},
+        {"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+         "\"message\":\"Overloaded\"}}",
+         IN_BAND_ERROR},
+        {"{\"type\":\"\\u0065rror\\u0000tail\",\"choices\":[]}",
+         IN_BAND_ERROR},
+        /* Anthropic messages */
+        {"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"content\":[]}}",
+         NOTHING},
+        {"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+         "\"text\":\"Hi\"}}",
+         "rc=0 error=0 content=1 done=0 stop=0 seen=0 finished=0"},
+        {"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{}}",
+         "rc=0 error=0 content=0 done=0 stop=1 seen=0 finished=0"},
+        {"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":null}}",
+         NOTHING},
+        {"{\"delta\":{\"stop_reason\":\"end_turn\"},\"type\":\"message_delta\"}",
+         "rc=0 error=0 content=0 done=0 stop=1 seen=0 finished=0"},
+        {"{\"type\":\"message_stop\"}", "rc=0 error=0 content=0 done=1 stop=0 seen=0 finished=0"},
+        {"{\"type\":\"message_stop \"}", NOTHING},
+        /* OpenAI Responses */
+        {"{\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}",
+         "rc=0 error=0 content=1 done=0 stop=0 seen=0 finished=0"},
+        {"{\"type\":\"response.function_call_arguments.delta\",\"delta\":\"{\"}",
+         "rc=0 error=0 content=1 done=0 stop=0 seen=0 finished=0"},
+        {"{\"type\":\"response.completed\",\"response\":{\"status\":\"completed\"}}",
+         "rc=0 error=0 content=0 done=1 stop=0 seen=0 finished=0"},
+        {"{\"type\":\"response.incomplete\"}",
+         "rc=0 error=0 content=0 done=1 stop=0 seen=0 finished=0"},
+        {"{\"type\":\"response.failed\",\"response\":{}}",
+         IN_BAND_ERROR},
+        /* not JSON as cJSON reads it: skipped and counted */
+        {"{not json", NOT_JSON},
+        {"{\"choices\":[{\"delta\":{\"content\":\"x\"}}]", NOT_JSON},
+        {"{\"choices\":[{\"delta\":{\"content\":\"x\\q\"}}]}", NOT_JSON},
+        {"{\"choices\":[{\"index\":01.,\"delta\":{\"content\":\"\\udc00\"}}]}",
+         NOT_JSON},
+        {"{\"a\":1,}", NOT_JSON},
+        {"", NOT_JSON},
+        {"[DONE", NOT_JSON},
+    };
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *got = event_agrees_s(cases[i].data);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("%s\n  got:  %s\n  want: %s", cases[i].data, got, cases[i].want);
+    }
+    /* a raw NUL byte ends a string for cJSON: this content is "" */
+    assert_string_equal(event_agrees("{\"choices\":[{\"delta\":{\"content\":\"\0x\"}}]}", 40),
+                        CHOICE_0);
+    assert_string_equal(event_agrees("{\"choices\":[{\"delta\":{\"content\":\"x\0\"}}]}", 40),
+                        CONTENT_0);
+}
+
+/* Nesting at cJSON's limit, anywhere in the event: 1000 levels read, 1001
+ * are not JSON for cJSON. */
+static void test_event_read_deep(void **state)
+{
+    static const char head[] = "{\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"deep\":";
+    char *s = malloc(sizeof head + 2 * 1001 + 2);
+    size_t depth;
+    (void)state;
+    assert_non_null(s);
+    for (depth = 997; depth <= 1000; depth++) {
+        size_t n = sizeof head - 1;
+        memcpy(s, head, n);
+        memset(s + n, '[', depth);
+        memset(s + n + depth, ']', depth);
+        s[n + 2 * depth] = '}';
+        event_agrees(s, n + 2 * depth + 1);
+    }
+    free(s);
+}
+
+/* ---- random events: JSON made of the members the reading looks at ---- */
+
+static unsigned long long rnd_state = 0x9e3779b97f4a7c15ULL;
+
+static unsigned rnd(unsigned n)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return (unsigned)(rnd_state % n);
+}
+
+typedef struct gen {
+    char b[2048];
+    size_t len;
+    bool full;
+} gen;
+
+static void put(gen *g, const char *s)
+{
+    size_t n = strlen(s);
+    if (g->len + n >= sizeof g->b) {
+        g->full = true;
+        return;
+    }
+    memcpy(g->b + g->len, s, n);
+    g->len += n;
+}
+
+static void put_ws(gen *g)
+{
+    static const char *const ws[] = {"", "", "", "", " ", "\n", "\t", "\x01", "\r\n "};
+    put(g, ws[rnd(sizeof ws / sizeof *ws)]);
+}
+
+/* How a member's value is made: mostly as the APIs send it under that key,
+ * sometimes anything. */
+typedef enum vkind { V_ANY, V_CHOICES, V_CHOICE, V_DELTA, V_INDEX, V_STRING, V_TYPE, V_ITEMS,
+                     V_OBJECT } vkind;
+
+typedef struct member_gen {
+    const char *key; /* as written in the JSON text */
+    vkind kind;
+} member_gen;
+
+static const member_gen EVENT_MEMBERS[] = {
+    {"choices", V_CHOICES}, {"choices", V_CHOICES}, {"\\u0063hoices", V_CHOICES},
+    {"choices ", V_CHOICES}, {"error", V_OBJECT}, {"type", V_TYPE}, {"type", V_TYPE},
+    {"ty\\u0070e", V_TYPE}, {"type\\u0000x", V_TYPE}, {"delta", V_DELTA}, {"delta", V_DELTA},
+    {"delta", V_DELTA}, {"Type", V_TYPE},
+    {"", V_ANY}, {"\\ud83d\\ude00", V_ANY}, {"usage", V_OBJECT}};
+static const member_gen CHOICE_MEMBERS[] = {
+    {"index", V_INDEX}, {"index", V_INDEX}, {"index\\u0000", V_INDEX}, {"delta", V_DELTA},
+    {"delta", V_DELTA}, {"finish_reason", V_STRING}, {"finish_reason", V_STRING},
+    {"\\u0000", V_STRING}, {"logprobs", V_ANY}};
+static const member_gen DELTA_MEMBERS[] = {
+    {"content", V_STRING}, {"content", V_STRING}, {"cont\\u0065nt", V_STRING},
+    {"Content", V_STRING}, {"tool_calls", V_ITEMS}, {"function_call", V_OBJECT},
+    {"stop_reason", V_STRING}, {"stop_reason", V_STRING}, {"role", V_STRING},
+    {"type", V_TYPE}, {"text", V_STRING}};
+
+#define N_OF(a) (sizeof(a) / sizeof *(a))
+
+static void gen_value(gen *g, int depth, vkind kind);
+
+static void gen_object(gen *g, int depth, const member_gen *pool, size_t n_pool)
+{
+    unsigned n = rnd(5), i;
+    put(g, "{");
+    for (i = 0; i < n; i++) {
+        const member_gen *m = &pool[rnd((unsigned)n_pool)];
+        if (rnd(8) == 0) /* now and then a member from elsewhere */
+            m = &DELTA_MEMBERS[rnd(N_OF(DELTA_MEMBERS))];
+        if (i)
+            put(g, ",");
+        put_ws(g);
+        put(g, "\"");
+        put(g, m->key);
+        put(g, "\"");
+        put_ws(g);
+        put(g, ":");
+        put_ws(g);
+        gen_value(g, depth + 1, rnd(5) == 0 ? V_ANY : m->kind);
+        put_ws(g);
+    }
+    put(g, "}");
+}
+
+static void gen_array(gen *g, int depth, unsigned max, vkind kind)
+{
+    unsigned n = rnd(max + 1), i;
+    put(g, "[");
+    for (i = 0; i < n; i++) {
+        if (i)
+            put(g, ",");
+        put_ws(g);
+        gen_value(g, depth + 1, kind);
+    }
+    put_ws(g);
+    put(g, "]");
+}
+
+static void gen_value(gen *g, int depth, vkind kind)
+{
+    static const char *const strings[] = {
+        "\"\"", "\"x\"", "\"stop\"", "\"stop\"", "\"\\u0000x\"", "\"\\\"q\\\"\"",
+        "\"\\ud83d\\ude00\"", "\"\\u00e9\"", "\"\\n\"", "\"\\uzzzz\"", "\"\\\\\"", "\"]}\"",
+        "\"\x01\"", "null", "null", "1", "{}", "[]"};
+    static const char *const types[] = {
+        "\"error\"", "\"message_delta\"", "\"message_delta\"", "\"message_delta\"",
+        "\"message_stop\"", "\"content_block_delta\"",
+        "\"response.failed\"", "\"response.completed\"", "\"response.incomplete\"",
+        "\"response.output_text.delta\"", "\"response.function_call_arguments.delta\"",
+        "\"\\u0065rror\"", "\"error\\u0000z\"", "\"message_stop\\u0000\"", "\"Error\"",
+        "\"message_start\"", "\"ping\"", "\"message_stop \"", "\"\"", "null"};
+    static const char *const numbers[] = {
+        "0", "0", "1", "2", "3", "63", "64", "-1", "-0", "1.5", "0.5", "1e1", "6.3e1", "1E0",
+        "63.99999999999999999999", "1e400", "007", "-0.0", "2.0", "0.1e2", "-1e-400",
+        "18446744073709551617", "1e", "1.", "-", "\"0\"", "null"};
+    static const char *const words[] = {"null", "true", "false", "nul"};
+    unsigned k;
+    if (g->full)
+        return;
+    if (depth >= 6 && (kind == V_ANY || kind == V_CHOICES || kind == V_CHOICE ||
+                       kind == V_DELTA || kind == V_ITEMS || kind == V_OBJECT))
+        kind = V_STRING;
+    switch (kind) {
+    case V_CHOICES:
+        if (rnd(8) == 0)
+            gen_object(g, depth, CHOICE_MEMBERS, N_OF(CHOICE_MEMBERS)); /* choices as object */
+        else
+            gen_array(g, depth, 3, V_CHOICE);
+        return;
+    case V_CHOICE:
+        gen_object(g, depth, CHOICE_MEMBERS, N_OF(CHOICE_MEMBERS));
+        return;
+    case V_DELTA:
+        gen_object(g, depth, DELTA_MEMBERS, N_OF(DELTA_MEMBERS));
+        return;
+    case V_INDEX:
+        put(g, numbers[rnd(N_OF(numbers))]);
+        return;
+    case V_STRING:
+        put(g, strings[rnd(N_OF(strings))]);
+        return;
+    case V_TYPE:
+        put(g, types[rnd(N_OF(types))]);
+        return;
+    case V_ITEMS:
+        gen_array(g, depth, 2, V_OBJECT);
+        return;
+    case V_OBJECT:
+        if (rnd(3) == 0)
+            put(g, rnd(2) ? "null" : "\"x\"");
+        else
+            gen_object(g, depth, EVENT_MEMBERS, N_OF(EVENT_MEMBERS));
+        return;
+    case V_ANY:
+        break;
+    }
+    k = rnd(6);
+    if (k == 0)
+        gen_object(g, depth, EVENT_MEMBERS, N_OF(EVENT_MEMBERS));
+    else if (k == 1)
+        gen_array(g, depth, 3, V_ANY);
+    else if (k == 2)
+        put(g, types[rnd(N_OF(types))]);
+    else if (k == 3)
+        put(g, numbers[rnd(N_OF(numbers))]);
+    else if (k == 4)
+        put(g, strings[rnd(N_OF(strings))]);
+    else
+        put(g, words[rnd(N_OF(words))]);
+}
+
+static void test_event_read_agrees_with_cjson(void **state)
+{
+    int i;
+    (void)state;
+    for (i = 0; i < 60000; i++) {
+        gen g;
+        g.len = 0;
+        g.full = false;
+        put_ws(&g);
+        if (rnd(8) == 0)
+            gen_value(&g, 0, V_ANY);
+        else
+            gen_object(&g, 0, EVENT_MEMBERS, N_OF(EVENT_MEMBERS));
+        if (rnd(8) == 0)
+            put(&g, rnd(2) ? " x" : "}");
+        if (g.full)
+            continue;
+        switch (rnd(10)) {
+        case 0: /* cut short */
+            g.len = rnd((unsigned)g.len + 1);
+            break;
+        case 1: /* one byte changed */
+            if (g.len)
+                g.b[rnd((unsigned)g.len)] = "{}[],:\"\\ 0-e.u"[rnd(14)];
+            break;
+        default:
+            break;
+        }
+        event_agrees(g.b, g.len);
+    }
+}
+
+/* A streamed request costs the same allocations with 2 events or 150: the
+ * events are read (and framed) without any, cJSON's included. */
+static aigw_response *stream_events(int n_events, long *allocs)
+{
+    static char many[150 * 64];
+    aigw_client *c = client(NULL);
+    script *s = push_script();
+    aigw_response *r;
+    size_t len = 0;
+    long before;
+    int i;
+    for (i = 0; i < n_events; i++)
+        len += (size_t)snprintf(many + len, sizeof many - len, "%s", TOK("b"));
+    s->chunks[0] = TOK("a");
+    s->chunks[1] = many;
+    s->chunks[2] = FINISH DONE;
+    memset(&G, 0, sizeof G);
+    before = aigw__alloc_count();
+    r = stream(c, -1);
+    *allocs = aigw__alloc_count() - before;
+    assert_attempts(r, "a:succeeded:succeeded");
+    aigw_client_free(c);
+    return r;
+}
+
+static void test_events_allocate_nothing(void **state)
+{
+    long few, lots;
+    (void)state;
+    oom_cjson_hooks(OOM_CJSON_AIGW); /* cJSON's allocations counted too */
+    aigw_response_free(stream_events(2, &few));
+    SM.n_script = SM.n_calls = 0;
+    aigw_response_free(stream_events(150, &lots));
+    oom_cjson_hooks(OOM_CJSON_MALLOC);
+    assert_int_equal(lots, few);
+}
+
+/* An Anthropic messages stream through the engine: content_block_delta is
+ * the commit point, message_delta's stop_reason a finish, message_stop the
+ * end; an error event without "event: error" fails over unseen. */
+#define ANT_START "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n"
+#define ANT_TEXT(x)                                                                         \
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"     \
+    "\"delta\":{\"type\":\"text_delta\",\"text\":\"" x "\"}}\n\n"
+#define ANT_STOP_REASON                                                                     \
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"  \
+    "\"end_turn\"}}\n\n"
+#define ANT_STOP "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+
+static void test_anthropic_stream(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push_script();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ANT_START "data: {\"type\":\"error\",\"error\":{\"type\":"
+                             "\"overloaded_error\"}}\n\n" ANT_TEXT("never");
+    s = push_script();
+    s->chunks[0] = ANT_START;
+    s->chunks[1] = ANT_TEXT("He said \\\"hi\\\"");
+    s->chunks[2] = ANT_STOP_REASON; /* a finish: no message_stop needed */
+    r = stream(c, -1);
+    assert_attempts(r, "a:next_key:failed b:succeeded:succeeded");
+    assert_string_equal(aigw_attempt_error_class(aigw_response_attempt(r, 0)), "overloaded");
+    assert_string_equal(G.bytes, ANT_START ANT_TEXT("He said \\\"hi\\\"") ANT_STOP_REASON);
+    aigw_response_free(r);
+    aigw_client_free(c);
+
+    memset(&SM, 0, sizeof SM);
+    memset(&G, 0, sizeof G);
+    c = client(NULL);
+    s = push_script();
+    s->chunks[0] = ANT_START ANT_TEXT("a") ANT_STOP;
+    s->end = END_STALL; /* message_stop is the end: the open connection is moot */
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* A content string of nothing but U+0000 is empty to cJSON, so not the
+ * commit point: a role chunk and it, then a cut, fail over unseen. */
+static void test_nul_content_is_not_content(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push_script();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ROLE TOK("\\u0000");
+    s->end = END_RESET;
+    s = push_script();
+    s->chunks[0] = TOK("ok") FINISH DONE;
+    r = stream(c, 0);
+    assert_attempts(r, "a:next_backend:failed d:succeeded:succeeded");
+    assert_string_equal(G.bytes, TOK("ok") FINISH DONE);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -725,6 +1273,12 @@ int main(void)
         cmocka_unit_test_setup(test_complete_answer_without_content, setup),
         cmocka_unit_test_setup(test_every_choice_must_finish, setup),
         cmocka_unit_test_setup(test_responses_incomplete_is_an_end, setup),
+        cmocka_unit_test_setup(test_event_read_tricky, setup),
+        cmocka_unit_test_setup(test_event_read_deep, setup),
+        cmocka_unit_test_setup(test_event_read_agrees_with_cjson, setup),
+        cmocka_unit_test_setup(test_events_allocate_nothing, setup),
+        cmocka_unit_test_setup(test_anthropic_stream, setup),
+        cmocka_unit_test_setup(test_nul_content_is_not_content, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -296,6 +296,250 @@ static void test_json_too_deep(void **state)
     assert_false(aigw__json_too_deep(NULL, 0, 0));
 }
 
+/* ---- JSON token by token (jscan.c), against cJSON ---- */
+
+/* The tokens of text, one letter each (O{ A[ ) S N n t f, a member's key
+ * before a colon, a string's or number's text after an equals sign),
+ * then "END@offset" or "ERROR". */
+static const char *tokens(const char *text, size_t len)
+{
+    static char out[1024];
+    size_t n = 0;
+    aigw_jscan j;
+    aigw_jtok t;
+    aigw__jscan_init(&j, text, len);
+    while ((t = aigw__jscan_next(&j)) > AIGW_JTOK_END) {
+        static const char letters[] = "?{[)SNntf";
+        if (n > sizeof out - 64)
+            continue; /* read on, to the end, printing no more */
+        if (t != AIGW_JTOK_CLOSE && j.key.p)
+            n += (size_t)snprintf(out + n, sizeof out - n, "%.*s:", (int)j.key.len, j.key.p);
+        out[n++] = letters[t];
+        if (t == AIGW_JTOK_STRING || t == AIGW_JTOK_NUMBER)
+            n += (size_t)snprintf(out + n, sizeof out - n, "=%.*s", (int)j.value.len,
+                                  j.value.p);
+        n += (size_t)snprintf(out + n, sizeof out - n, "%zu ", j.level);
+    }
+    if (t == AIGW_JTOK_END)
+        snprintf(out + n, sizeof out - n, "END@%zu", aigw__jscan_end(&j));
+    else
+        snprintf(out + n, sizeof out - n, "ERROR");
+    assert_int_equal(aigw__jscan_next(&j), t); /* sticky */
+    return out;
+}
+
+static void test_jscan_tokens(void **state)
+{
+    static const char text[] = "\xef\xbb\xbf {\"a\" : [1, {\"b\":\"}]\\\"\"}, [] ] ,\"c\":{},"
+                               "\"d\":-1.5e3 ,\"e\":null,\"f\":true,\"g\":false} junk";
+    (void)state;
+    assert_string_equal(tokens(text, sizeof text - 1),
+                        "{0 a:[1 N=12 {2 b:S=}]\\\"3 )2 [2 )2 )1 c:{1 )1 d:N=-1.5e31 e:n1 f:t1 "
+                        "g:f1 )0 END@82");
+    assert_string_equal(tokens("\"x\" y", 5), "S=x0 END@3");
+    assert_string_equal(tokens("nullx", 5), "n0 END@4");
+    assert_string_equal(tokens("1.5.3", 5), "N=1.50 END@3");
+    assert_string_equal(tokens("[1,]", 4), "[0 N=11 ERROR");
+    assert_string_equal(tokens("{\"a\":1", 6), "{0 a:N=11 ERROR");
+    assert_string_equal(tokens("", 0), "ERROR");
+    assert_string_equal(tokens("[.5]", 4), "[0 ERROR");
+}
+
+/* Every text ends in END where aigw__json_check says it parses, at the
+ * same offset, and in ERROR where it does not. */
+static void jscan_agrees(const char *s, size_t len)
+{
+    size_t off = 0;
+    aigw_json_verdict v = aigw__json_check(s, len, &off);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+    const char *got = tokens(s, len), *tail = strrchr(got, ' ');
+    char want[40];
+    tail = tail ? tail + 1 : got;
+    if (v == AIGW_JSON_OK)
+        snprintf(want, sizeof want, "END@%zu", off);
+    else
+        snprintf(want, sizeof want, "ERROR");
+    if (strcmp(tail, want) != 0 || (root != NULL) != (v == AIGW_JSON_OK) ||
+        (root && (size_t)(end - s) != off))
+        fail_msg("%s, want %s: %.*s", got, want, (int)(len < 200 ? len : 200), s);
+    cJSON_Delete(root);
+}
+
+static void test_jscan_agrees_with_json_check(void **state)
+{
+    static const char *const texts[] = {
+        "", " ", "{}", " {} ", "{} x", "[]", "[1,2]", "[1,]", "[,1]", "{\"a\":1}", "{\"a\":1,}",
+        "{\"a\" 1}", "{a:1}", "{\"a\":}", "{\"a\"", "{\"a\":1", "null", "nul", "nullx", "true",
+        "tru", "false", "fals", "\"str\"", "\"str", "\"a\\\"", "\"\\", "\"\\x\"",
+        "\"\\n\\t\\/\\b\\f\\r\\\"\\\\\"", "\"\\u00e9\"", "\"\\u12\"", "\"\\uzzzz\"",
+        "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\udc00\"", "\"\\ud83d\\u0041\"", "0", "-0",
+        "01", "-", "-.5", "1.", ".5", "1e5", "1e", "1e+", "1.5.3", "--1", "1-2", "[1e]", "[-]",
+        "[01]", "\xef\xbb\xbf{}", "\xef\xbb\xbf" "1", "\x01{}", "{\x01\"a\"\x02:\x03" "1\x04}",
+        "[\"a\" \"b\"]", "{\"a\":1 \"b\":2}", "{,}", "{\"\\ud800\":1}", "[[[", "]]]", "[}", "{]",
+        "[123456789012345678901234567890123456789012345678901234567890123456789012345]"};
+    static const char *const toks[] = {"{", "}", "[", "]", ",", ":", "\"", "\"a\"", "\\",
+                                       "\\u", "\\ud83d\\ude00", "\\udc00", "\\uzzzz", "1",
+                                       "-", "0", ".", "e", "+", "12.5e-3", "null", "nul",
+                                       "true", "false", " ", "\n", "\x01", "\xef\xbb\xbf",
+                                       "x", "\"k\":", "{\"a\":", "[[", "]]", "\"\\\"\""};
+    unsigned long long seed = 0x853c49e6748fea9bULL;
+    static char deep[2 * 1002 + 1];
+    size_t i, depth;
+    (void)state;
+    for (i = 0; i < sizeof texts / sizeof *texts; i++)
+        jscan_agrees(texts[i], strlen(texts[i]));
+    jscan_agrees("[1\0]", 4);
+    jscan_agrees("\xef\xbb\xbf{", 4);
+    for (depth = 998; depth <= 1001; depth++) {
+        memset(deep, '[', depth);
+        memset(deep + depth, ']', depth);
+        jscan_agrees(deep, 2 * depth);
+        jscan_agrees(deep, depth);
+    }
+    for (i = 0; i < 50000; i++) {
+        char buf[256];
+        size_t len = 0, n, k;
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        n = 1 + seed % 24;
+        for (k = 0; k < n; k++) {
+            const char *t;
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            t = toks[seed % (sizeof toks / sizeof *toks)];
+            if (len + strlen(t) >= sizeof buf)
+                break;
+            memcpy(buf + len, t, strlen(t));
+            len += strlen(t);
+        }
+        jscan_agrees(buf, seed % 3 == 0 ? len / 2 : len);
+    }
+}
+
+/* The span of text's first member key, and of its value. */
+static void first_member(const char *text, aigw_jscan *j, aigw_jspan *key, aigw_jspan *value)
+{
+    aigw__jscan_init(j, text, strlen(text));
+    assert_int_equal(aigw__jscan_next(j), AIGW_JTOK_OBJECT);
+    assert_true(aigw__jscan_next(j) > AIGW_JTOK_CLOSE);
+    *key = j->key;
+    *value = j->value;
+}
+
+/* Keys and strings read as cJSON's decoded text compares with strcmp. */
+static void test_jspan_strings_agree_with_cjson(void **state)
+{
+    static const char *const strs[] = {
+        "\"type\"", "\"\"", "\"typ\"", "\"types\"", "\"t\\u0079pe\"", "\"\\u0074ype\"",
+        "\"type\\u0000x\"", "\"\\u0000\"", "\"\\u0000type\"", "\"typ\\u00e9\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\uzzzzx\"", "\"ty\\npe\"", "\"\\/\"", "\"\\\\\"", "\"\\\"\"", "\"TYPE\"", "\"type \"",
+        "\"\\u0020\"", "\"\\t\"", "\"\\ud83d\\ude00type\"", "\"\xc3\xa9\"", "\"\x01\"",
+        "\"\\u0054ype\"", "\"\\u0074\\u0079\\u0070\\u0065\""};
+    static const char *const names[] = {"type", "", "typ", "types", "/", "\\", "\"", " ",
+                                        "\t", "ty\npe", "TYPE", "\x01"};
+    size_t i, k;
+    (void)state;
+    for (i = 0; i < sizeof strs / sizeof *strs; i++) {
+        char text[128];
+        aigw_jscan j;
+        aigw_jspan key, value;
+        cJSON *o;
+        snprintf(text, sizeof text, "{%s:%s}", strs[i], strs[i]);
+        first_member(text, &j, &key, &value);
+        o = cJSON_Parse(text);
+        assert_non_null(o);
+        assert_int_equal(aigw__jspan_nonempty(&value), o->child->valuestring[0] != '\0');
+        for (k = 0; k < sizeof names / sizeof *names; k++) {
+            bool want = strcmp(names[k], o->child->string) == 0;
+            if (aigw__jspan_is(&key, names[k]) != want || aigw__jspan_is(&value, names[k]) != want)
+                fail_msg("%s against \"%s\": want %d", strs[i], names[k], want);
+        }
+        cJSON_Delete(o);
+    }
+    /* a raw NUL byte ends cJSON's string too */
+    {
+        static const char text[] = "{\"type\0x\":\"\0type\"}";
+        aigw_jscan j;
+        aigw__jscan_init(&j, text, sizeof text - 1);
+        assert_int_equal(aigw__jscan_next(&j), AIGW_JTOK_OBJECT);
+        assert_int_equal(aigw__jscan_next(&j), AIGW_JTOK_STRING);
+        assert_true(aigw__jspan_is(&j.key, "type"));
+        assert_false(aigw__jspan_nonempty(&j.value));
+        assert_false(aigw__jspan_is(&j.value, "type"));
+        assert_true(aigw__jspan_is(&j.value, ""));
+    }
+}
+
+/* A number's valuedouble, bit for bit: integers of up to 15 digits are
+ * computed, the rest go through strtod as in cJSON. */
+static void number_agrees(const char *num)
+{
+    char text[256];
+    aigw_jscan j;
+    cJSON *o;
+    double v = 7;
+    snprintf(text, sizeof text, "[%s]", num);
+    aigw__jscan_init(&j, text, strlen(text));
+    assert_int_equal(aigw__jscan_next(&j), AIGW_JTOK_ARRAY);
+    assert_int_equal(aigw__jscan_next(&j), AIGW_JTOK_NUMBER);
+    o = cJSON_Parse(text);
+    assert_non_null(o);
+    assert_int_equal(aigw__jspan_number(&j.value, &v), 0);
+    if (memcmp(&v, &o->child->valuedouble, sizeof v) != 0)
+        fail_msg("%s: %.17g, cJSON %.17g", num, v, o->child->valuedouble);
+    cJSON_Delete(o);
+}
+
+static void test_jspan_number_agrees_with_cjson(void **state)
+{
+    static const char *const nums[] = {
+        "0", "-0", "1", "-1", "63", "64", "007", "-007", "1.5", "-0.0", "1e1", "6.3e1", "1E+2",
+        "1e-2", "63.99999999999999999999", "1e400", "-1e400", "1e-400", "999999999999999",
+        "9999999999999999", "9007199254740993", "123456789012345678901234567890", "1.",
+        "-.5", "1.e3", "0.1", "2.5e-3", "1.7976931348623157e308"};
+    unsigned long long seed = 0x2545F4914F6CDD1DULL;
+    char num[80];
+    size_t i;
+    double v;
+    long before;
+    aigw_jscan j;
+    (void)state;
+    for (i = 0; i < sizeof nums / sizeof *nums; i++)
+        number_agrees(nums[i]);
+    for (i = 0; i < 5000; i++) {
+        size_t n = 0, digits, k;
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        if (seed & 1)
+            num[n++] = '-';
+        digits = 1 + (seed >> 8) % 25;
+        for (k = 0; k < digits; k++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            num[n++] = (char)('0' + seed % 10);
+        }
+        if ((seed >> 20) % 4 == 0)
+            n += (size_t)snprintf(num + n, sizeof num - n, ".%llu", seed % 1000);
+        if ((seed >> 24) % 4 == 0)
+            n += (size_t)snprintf(num + n, sizeof num - n, "e%d", (int)(seed % 40) - 20);
+        num[n] = '\0';
+        number_agrees(num);
+    }
+    /* a number of 64 characters or more is copied to the heap for strtod */
+    memset(num, '0', 70);
+    strcpy(num + 70, "5]");
+    num[0] = '[';
+    aigw__jscan_init(&j, num, strlen(num));
+    assert_int_equal(aigw__jscan_next(&j), AIGW_JTOK_ARRAY);
+    assert_int_equal(aigw__jscan_next(&j), AIGW_JTOK_NUMBER);
+    before = aigw__alloc_count();
+    assert_int_equal(aigw__jspan_number(&j.value, &v), 0);
+    assert_true(v == 5);
+    if (aigw__alloc_count() > before) { /* a build with the allocation hooks */
+        aigw__alloc_fail_at(1);
+        assert_int_equal(aigw__jspan_number(&j.value, &v), -1);
+        aigw__alloc_fail_at(0);
+    }
+}
+
 /* ---- URLs (libcurl's URL API) ---- */
 
 static void url_is(const char *in, const char *scheme, const char *host, long port,
@@ -433,6 +677,57 @@ static void test_url_origin(void **state)
     }
 }
 
+/* One parse for a base URL: whether it has a path, and its origin (as
+ * aigw__url_origin). */
+static void test_url_split(void **state)
+{
+    static const struct {
+        const char *in;
+        bool has_path;
+        const char *origin;
+    } cases[] = {
+        {"https://API.OpenAI.com/v1", true, "https://api.openai.com:443"},
+        {"http://127.0.0.1:9", false, "http://127.0.0.1:9"},
+        {"http://127.0.0.1:9/", false, "http://127.0.0.1:9"},
+        {"http://[::1]:11434/api/x", true, "http://[::1]:11434"},
+        {"ftp://files.example/x", true, NULL},
+        {"https://", false, NULL},
+        {"nope", false, NULL},
+    };
+    size_t i;
+    long n;
+    int rc = -2;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bool has_path = !cases[i].has_path;
+        char *o = (char *)"unset";
+        assert_int_equal(aigw__url_split(cases[i].in, &has_path, &o), 0);
+        if (has_path != cases[i].has_path)
+            fail_msg("%s: has_path %d", cases[i].in, (int)has_path);
+        if (!cases[i].origin)
+            assert_null(o);
+        else
+            assert_string_equal(o, cases[i].origin);
+        aigw__free(o);
+    }
+    for (n = 1; n < 50 && rc != 0; n++) {
+        bool has_path;
+        char *o = NULL;
+        aigw__alloc_fail_at(n);
+        rc = aigw__url_split("https://Host.example:8443/v1", &has_path, &o);
+        aigw__alloc_fail_at(0);
+        assert_true(rc == 0 || rc == -2);
+        if (rc == 0) {
+            assert_true(has_path);
+            assert_string_equal(o, "https://host.example:8443");
+        } else {
+            assert_null(o);
+        }
+        aigw__free(o);
+    }
+    assert_int_equal(rc, 0);
+}
+
 static void test_url_alloc_failures(void **state)
 {
     long n;
@@ -487,15 +782,15 @@ static void test_trace_and_answer_stay_json(void **state)
     assert_non_null(resp);
     a = aigw__response_add_attempt(resp);
     assert_non_null(a);
-    a->provider = aigw__strdup("p\x80");
-    a->model = aigw__strdup(odd);
-    a->key_id = aigw__strdup("k\xed\xa0\x80");
+    a->provider = aigw__response_strdup(resp, "p\x80");
+    a->model = aigw__response_strdup(resp, odd);
+    a->key_id = aigw__response_strdup(resp, "k\xed\xa0\x80");
     a->key_source = "config";
     a->status = 500;
     a->cls = AIGW_CLASS_SERVER;
     assert_int_equal(aigw__response_add_skip(resp, odd, odd, AIGW_SKIP_KEY_COOLING, odd, 0, 5),
                      0);
-    resp->model = aigw__strdup(odd);
+    resp->model = aigw__response_strdup(resp, odd);
     trace = aigw_response_trace_json(resp);
     assert_json(trace);
     assert_non_null(strstr(trace, "\"model\":\"m\\ufffd\\ufffd\\u0001\\\"\\\\\\ufffd\""));
@@ -661,8 +956,13 @@ int main(void)
         cmocka_unit_test(test_utf8_prefix),
         cmocka_unit_test(test_buf_json_invalid_utf8),
         cmocka_unit_test(test_json_too_deep),
+        cmocka_unit_test(test_jscan_tokens),
+        cmocka_unit_test(test_jscan_agrees_with_json_check),
+        cmocka_unit_test(test_jspan_strings_agree_with_cjson),
+        cmocka_unit_test(test_jspan_number_agrees_with_cjson),
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_url_origin),
+        cmocka_unit_test(test_url_split),
         cmocka_unit_test(test_url_alloc_failures),
         cmocka_unit_test(test_trace_and_answer_stay_json),
     };

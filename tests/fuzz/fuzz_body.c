@@ -13,7 +13,14 @@
  *   reads back with the new model and no fallback list, asks for a stream
  *   exactly when the original does, and holds the original's members in
  *   order (cJSON's view, printed) minus "models", with every "model"
- *   replaced; aigw__body_wants_stream agrees with cJSON's first "stream".
+ *   replaced; aigw__body_wants_stream agrees with cJSON's first "stream";
+ * - aigw__body_models (which reads most bodies without cJSON) accepts a
+ *   body exactly when cJSON's tree of it is a whole object (as the
+ *   rewrite's validation says) with a non-empty string "model" and a
+ *   "models" absent, null or of non-empty strings, and gives the tree's
+ *   strings; the map it makes (aigw__body_read) splices to the same bytes
+ *   as aigw__body_splice, and when it says a model leaves the body
+ *   unchanged, the splice is the body itself.
  */
 #include "internal.h"
 
@@ -110,6 +117,64 @@ static void rewrite_accepted(const char *body, size_t len, const cJSON *orig, co
     aigw__buf_free(&spliced);
 }
 
+static bool nonempty(const cJSON *v)
+{
+    return cJSON_IsString(v) && v->valuestring && v->valuestring[0] != '\0';
+}
+
+/* What cJSON's tree says the model list is: whether the body is accepted,
+ * and then the same strings. */
+static void check_against_tree(const char *body, size_t size, int rc, const char *model,
+                               char **models, size_t n_models)
+{
+    aigw_buf tmp = AIGW_BUF_INIT;
+    bool valid = aigw__body_rewrite(body, size, "x", &tmp) == 0, ok;
+    const cJSON *m, *ms, *v;
+    cJSON *root;
+    size_t i = 0;
+    aigw__buf_free(&tmp);
+    if (!valid) {
+        check(rc != 0, "aigw__body_models accepted a body the rewrite refuses");
+        return;
+    }
+    root = aigw__json_parse(body, size, NULL);
+    check(cJSON_IsObject(root), "the rewrite accepted what cJSON does not read as an object");
+    m = cJSON_GetObjectItemCaseSensitive(root, "model");
+    ms = cJSON_GetObjectItemCaseSensitive(root, "models");
+    ok = nonempty(m) && (!ms || cJSON_IsNull(ms) || cJSON_IsArray(ms));
+    for (v = cJSON_IsArray(ms) ? ms->child : NULL; ok && v; v = v->next)
+        ok = nonempty(v);
+    check((rc == 0) == ok, "aigw__body_models disagrees with cJSON's tree");
+    if (rc == 0) {
+        check(strcmp(model, m->valuestring) == 0, "\"model\" differs from cJSON's");
+        for (v = cJSON_IsArray(ms) ? ms->child : NULL; v; v = v->next, i++)
+            check(i < n_models && strcmp(models[i], v->valuestring) == 0,
+                  "\"models\" differs from cJSON's");
+        check(i == n_models, "\"models\" has another length than cJSON's");
+    }
+    cJSON_Delete(root);
+}
+
+/* The map aigw__body_read made of an accepted body, against the scan. */
+static void check_map(const char *body, size_t size, const char *model)
+{
+    aigw_body_map map;
+    aigw_buf a = AIGW_BUF_INIT, b = AIGW_BUF_INIT;
+    char *m = NULL, **ms = NULL;
+    size_t n = 0;
+    check(aigw__body_read(body, size, &map, &m, &ms, &n, NULL) == 0, "aigw__body_read refused");
+    check(aigw__body_splice_map(body, size, &map, model, &a) == 0, "splice from the map failed");
+    check(aigw__body_splice(body, size, model, &b) == 0, "splice failed");
+    check(a.len == b.len && memcmp(a.data, b.data, a.len) == 0,
+          "the map splices otherwise than the scan");
+    if (aigw__body_unchanged(body, &map, model))
+        check(a.len == size && memcmp(a.data, body, size) == 0, "\"unchanged\", yet changed");
+    aigw__buf_free(&a);
+    aigw__buf_free(&b);
+    aigw__free(m);
+    aigw__strv_free(ms, n);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const fixed[] = {"gpt-4o-mini", "m\"o\\d\x01" "el/\xc3\xa9\xe2\x80\xa8"};
@@ -126,6 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     stream = aigw__body_wants_stream(body, size);
     rc = aigw__body_models(body, size, &model, &models, &n_models, &why);
     check(rc == 0 || rc == -1, "aigw__body_models: return code");
+    check_against_tree(body, size, rc, model, models, n_models);
     if (rc == 0) {
         const char *end = NULL;
         cJSON *root = aigw__json_parse(body, size, &end);
@@ -135,8 +201,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (i = 0; i < n_models; i++)
             check(models[i] && models[i][0], "an empty fallback model");
         check(cJSON_IsObject(root), "accepted a body cJSON does not read as an object");
-        for (i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        for (i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
             rewrite_accepted(body, size, root, fixed[i]);
+            check_map(body, size, fixed[i]);
+        }
+        check_map(body, size, model);
         if (n_models > 0 && aigw__utf8_valid(models[0], strlen(models[0])))
             rewrite_accepted(body, size, root, models[0]);
         check(stream == first_stream_true(root), "wants_stream disagrees with cJSON");
