@@ -146,6 +146,10 @@ bool aigw__hop_by_hop(const char *name);
 int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src);
 /* The same, moved: src is left empty (0), or as it was (-1, no memory). */
 int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src);
+/* What stands in for the key's value wherever an answer echoed it. */
+#define AIGW_REDACTED "[REDACTED]"
+/* Replaces each header value that holds the secret with AIGW_REDACTED. */
+int aigw__scrub_headers(aigw_hdrs *h, const aigw_secret *s);
 /* Hands the upstream answer to the caller (secrets scrubbed). */
 int aigw__take_upstream_answer(run *r, aigw_transport_response *t, const key_ref *key,
                                aigw_outcome oc);

@@ -5,6 +5,7 @@
  * a break is stream_failed, or a restart on the next model when the caller
  * opted in.
  */
+#define _GNU_SOURCE /* memmem */
 #include "engine_int.h"
 
 #include <stddef.h>
@@ -23,6 +24,8 @@ typedef struct sctx {
     aigw_sse *sse;
     aigw_buf pre;       /* the bytes held back before the commit point */
     aigw_buf err_data;  /* an in-band error event's data */
+    const aigw_secret *secret; /* the key's value: never handed on */
+    aigw_buf held;      /* a delivered tail that may begin a copy of it */
     int64_t t0;
     int64_t first_token_deadline;
     bool started;       /* the first bytes came */
@@ -316,7 +319,7 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
     return 0;
 }
 
-static int deliver(sctx *s, const char *data, size_t len)
+static int pass(sctx *s, const char *data, size_t len)
 {
     const aigw_stream_handler *h = s->r->sh;
     if (len && h->on_data && h->on_data(s->r->sud, data, len) != 0) {
@@ -324,6 +327,71 @@ static int deliver(sctx *s, const char *data, size_t len)
         return -1;
     }
     return 0;
+}
+
+/* The length of the longest tail of p[0..n) that is a proper prefix of the
+ * secret: bytes that may begin a copy the next read completes. */
+static size_t secret_tail(const char *p, size_t n, const aigw_secret *k)
+{
+    size_t m = n < k->len - 1 ? n : k->len - 1;
+    const char *q;
+    for (; m > 0; m--) {
+        if (!(q = memchr(p + n - m, k->value[0], m)))
+            return 0;
+        m = (size_t)(p + n - q); /* the next candidate start */
+        if (memcmp(q, k->value, m) == 0)
+            return m;
+    }
+    return 0;
+}
+
+/* Hands bytes to the caller with every verbatim copy of the key's value
+ * replaced, as a whole answer's are (upstream.c): a copy split across reads
+ * is caught by holding back a tail that could begin one until the next
+ * read tells. */
+static int deliver(sctx *s, const char *data, size_t len)
+{
+    static const char red[] = AIGW_REDACTED;
+    const aigw_secret *k = s->secret;
+    aigw_buf work = AIGW_BUF_INIT, out = AIGW_BUF_INIT;
+    const char *p, *end, *hit;
+    size_t keep;
+    int rc = -1;
+    if (!k || k->len == 0)
+        return pass(s, data, len);
+    if (s->held.len) { /* the held tail first, then the new bytes */
+        if (aigw__buf_append(&s->held, data, len) != 0)
+            goto nomem;
+        work = s->held;
+        memset(&s->held, 0, sizeof s->held);
+        data = work.data;
+        len = work.len;
+    }
+    p = data;
+    end = data + len;
+    while ((hit = memmem(p, (size_t)(end - p), k->value, k->len)) != NULL) {
+        if (aigw__buf_append(&out, p, (size_t)(hit - p)) != 0 ||
+            aigw__buf_append(&out, red, sizeof red - 1) != 0)
+            goto nomem;
+        p = hit + k->len;
+    }
+    keep = secret_tail(p, (size_t)(end - p), k);
+    if (keep && aigw__buf_append(&s->held, end - keep, keep) != 0)
+        goto nomem;
+    if (out.len) {
+        if (aigw__buf_append(&out, p, (size_t)(end - p) - keep) != 0)
+            goto nomem;
+        rc = pass(s, out.data, out.len);
+    } else {
+        rc = pass(s, data, len - keep);
+    }
+    goto done;
+nomem:
+    s->nomem = true;
+done:
+    aigw__buf_free(&work);
+    aigw__buf_free(&out);
+    return rc;
 }
 
 /* The commit point: status and headers, then what was held back. */
@@ -341,6 +409,8 @@ static int commit(sctx *s)
         if (!aigw__hop_by_hop(s->t->headers.v[i].name)) {
             hv[n].name = s->t->headers.v[i].name;
             hv[n].value = s->t->headers.v[i].value;
+            if (s->secret && s->secret->len && strstr(hv[n].value, s->secret->value))
+                hv[n].value = AIGW_REDACTED;
             n++;
         }
     s->committed = true;
@@ -549,6 +619,7 @@ static int conclude(sctx *s, aigw_transport_result tr, int64_t *wait)
     aigw_attempt *a = s->a;
     aigw_transport_response *t = s->t;
     const char *why;
+    int rc;
     if (s->nomem || tr == AIGW_TR_NOMEM) {
         a->tr = AIGW_TR_NOMEM; /* the engine's nomem_ends_request */
         return -1;
@@ -579,13 +650,22 @@ static int conclude(sctx *s, aigw_transport_result tr, int64_t *wait)
         return -2;
     }
     why = s->cancelled ? "cancelled" : stream_break(s, tr);
+    /* A complete stream hands on the tail it held; a broken one drops it:
+     * it can only be the start of the key's value. */
+    if (!why && s->held.len) {
+        rc = pass(s, s->held.data, s->held.len);
+        aigw__buf_free(&s->held);
+        if (rc != 0)
+            why = "cancelled";
+    }
     a->tr = tr == AIGW_TR_CANCELLED && !s->cancelled ? AIGW_TR_OK : tr;
     r->resp->status = t->status;
     if (!why) {
         a->tr = AIGW_TR_OK; /* a grace or drain that ran out is no error */
         a->served = true;
         a->verdict = AIGW_VERDICT_SUCCEEDED;
-        if (aigw__copy_headers(&r->resp->headers, &t->headers) != 0)
+        if (aigw__move_headers(&r->resp->headers, &t->headers) != 0 ||
+            aigw__scrub_headers(&r->resp->headers, s->secret) != 0)
             return -1;
         r->resp->outcome = AIGW_OUTCOME_SERVED;
         r->done = true;
@@ -614,6 +694,7 @@ int aigw__stream_once(run *r, const slot *sl, aigw_transport_response *t, aigw_a
     s.r = r;
     s.a = a;
     s.t = t;
+    s.secret = sl->key ? sl->key->secret : NULL;
     if (!(s.sse = aigw__sse_new(r->cfg->max_event_bytes)) || aigw__build_req(r, sl, &b) != 0)
         goto out;
     s.t0 = aigw__run_now(r);
@@ -640,5 +721,6 @@ out:
     aigw__sse_free(s.sse);
     aigw__buf_free(&s.pre);
     aigw__buf_free(&s.err_data);
+    aigw__buf_free(&s.held);
     return mv;
 }

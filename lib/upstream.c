@@ -148,23 +148,32 @@ int aigw__send_once(run *r, const slot *s, aigw_transport_response *t,
     return 0;
 }
 
-/* Replaces every verbatim copy of the secret in the answer we hand back. */
-static int scrub(aigw_response *resp, const aigw_secret *s)
+int aigw__scrub_headers(aigw_hdrs *h, const aigw_secret *s)
 {
-    static const char red[] = "[REDACTED]";
-    aigw_buf out = AIGW_BUF_INIT;
-    const char *p, *end, *hit;
     size_t i;
     if (!s || s->len == 0)
         return 0;
-    for (i = 0; i < resp->headers.n; i++)
-        if (strstr(resp->headers.v[i].value, s->value)) {
-            char *v = aigw__strdup(red);
+    for (i = 0; i < h->n; i++)
+        if (strstr(h->v[i].value, s->value)) {
+            char *v = aigw__strdup(AIGW_REDACTED);
             if (!v)
                 return -1;
-            aigw__free(resp->headers.v[i].value);
-            resp->headers.v[i].value = v;
+            aigw__free(h->v[i].value);
+            h->v[i].value = v;
         }
+    return 0;
+}
+
+/* Replaces every verbatim copy of the secret in the answer we hand back. */
+static int scrub(aigw_response *resp, const aigw_secret *s)
+{
+    static const char red[] = AIGW_REDACTED;
+    aigw_buf out = AIGW_BUF_INIT;
+    const char *p, *end, *hit;
+    if (!s || s->len == 0)
+        return 0;
+    if (aigw__scrub_headers(&resp->headers, s) != 0)
+        return -1;
     if (!resp->body.data)
         return 0;
     p = resp->body.data;

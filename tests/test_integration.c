@@ -608,6 +608,40 @@ static void test_huge_body_too_large(void **state)
     aigw_client_free(c);
 }
 
+/* An answer whose header block passes the 256 KiB cap (280 lines of 1 KiB):
+ * too_large like a body over maxResponseBytes, and the message names the
+ * header cap, not maxResponseBytes. */
+static void test_huge_headers_too_large(void **state)
+{
+    aigw_client *c = std_client(MP, 0, GW_FAST);
+    aigw_response *r;
+    mockprov_rule rl;
+    const aigw_attempt *a;
+    size_t i, len = 0, line = 1024, n = 280;
+    char *lines = malloc(n * line + 1);
+    (void)state;
+    assert_non_null(lines);
+    for (i = 0; i < n; i++) {
+        int w = snprintf(lines + len, line + 1, "X-Pad-%03zu: ", i);
+        memset(lines + len + w, 'p', line - 2 - (size_t)w);
+        memcpy(lines + len + line - 2, "\r\n", 3);
+        len += line;
+    }
+    rl = mp_rule(MOCKPROV_RESPOND, K_PRIMARY, NULL, 200, lines, NULL, 0);
+    assert_int_equal(mockprov_add_rule(MP, &rl), 0);
+    free(lines);
+    r = send_body(c, BODY);
+    assert_attempts(r, "primary:exhausted");
+    a = aigw_response_attempt(r, 0);
+    assert_int_equal(aigw_attempt_status_code(a), 0);
+    assert_string_equal(aigw_attempt_transport_error(a), "too_large");
+    assert_error_answer(r, 502, "upstream_error", "headers passed 262144 bytes");
+    assert_null(strstr(aigw_response_body(r, NULL), "maxResponseBytes"));
+    assert_received(MP, 1, 0, 0);
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 /* Every key rate limited, the waits too long to wait (> retryAfterMax):
  * 429 with the shortest wait as Retry-After. */
 static void test_all_rate_limited_429(void **state)
@@ -831,6 +865,7 @@ int main(void)
         cmocka_unit_test_setup(test_reset_before_headers, mp_setup),
         cmocka_unit_test_setup(test_redirect_not_followed, mp_setup),
         cmocka_unit_test_setup(test_huge_body_too_large, mp_setup),
+        cmocka_unit_test_setup(test_huge_headers_too_large, mp_setup),
         cmocka_unit_test_setup(test_all_rate_limited_429, mp_setup),
         cmocka_unit_test_setup(test_all_auth_401, mp_setup),
         cmocka_unit_test_setup(test_managed_fallback_to_ngrok_step, mp_setup),

@@ -917,22 +917,16 @@ class Serve(ServeCase):
             '"accessKey":"team-two"', '"accessKey":"team-one"', '"key":"alpha"',
             '"key":"bravo"', '"key":"charlie"', '"errorCode":"invalid_api_key"', '"status":401'])
 
-class KnownLeaks(ServeCase):
-    """KNOWN LEAK, reported and not yet fixed: a whole answer's upstream
-    headers are scrubbed of the key (lib/upstream.c, scrub()), a committed
-    stream's are not (lib/stream.c, commit() hands them to on_start as
-    received), so `aigw serve` forwards an upstream header that echoes the
-    key verbatim.  The exchange and its checks run in setUp (a failure
-    there is an error); only the scan is expected to fail.  Remove
-    expectedFailure once fixed: an unexpected success fails the run."""
+class StreamEchoes(ServeCase):
+    """A committed stream's upstream headers and bytes pass through
+    lib/stream.c, not the whole-answer scrub: every copy of the key's value
+    is replaced there too, even one split across two reads."""
 
-    def setUp(self):
-        super().setUp()
+    def exchange(self, chunks, headers=None):
         S = self.S
-        g = Gateway(self, self.config_file("serve-stream-headers.json", self.serve_gateway()))
+        g = Gateway(self, self.config_file("serve-stream-echo.json", self.serve_gateway()))
         try:
-            self.fake.script(S["ALPHA"], {"stream": sse_answer("hi"),
-                                          "headers": {"X-Echo": "$AUTH"}})
+            self.fake.script(S["ALPHA"], {"stream": chunks, "headers": headers or {}})
             conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=15)
             conn.request("POST", "/v1/chat/completions", body=STREAM.encode(),
                          headers={"Authorization": "Bearer " + S["ONE"]})
@@ -942,15 +936,36 @@ class KnownLeaks(ServeCase):
         finally:
             self.assertEqual(g.stop(), 0, g.stderr())
         self.assertEqual(resp.status, 200)
-        self.assertEqual(body, b"".join(sse_answer("hi")))
-        self.assertIsNotNone(resp.getheader("x-echo"))
         self.counts({"alpha": 1})
-        self.headers = "".join("%s: %s\n" % kv for kv in resp.getheaders())
+        return resp, body
 
-    @unittest.expectedFailure
     def test_committed_stream_headers_are_scrubbed(self):
-        World.scanner.assert_clean(self, self.headers,
-                                   "aigw serve, a committed stream's headers")
+        resp, body = self.exchange(sse_answer("hi"), {"X-Echo": "$AUTH"})
+        self.assertEqual(body, b"".join(sse_answer("hi")))
+        self.assertEqual(resp.getheader("x-echo"), "[REDACTED]")
+        self.surface("aigw serve, a committed stream's headers",
+                     "".join("%s: %s\n" % kv for kv in resp.getheaders()))
+
+    def test_committed_stream_bytes_are_scrubbed(self):
+        key = self.S["ALPHA"].encode()
+        cut = len(key) // 2
+        head = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"'
+        tail = b'"}}]}\n\n'
+        # whole in one read (after the commit point), then split across two
+        # reads with a pause between, then a near miss that must pass as is
+        chunks = sse_answer("hi")[:2] + [
+            head + key + b" and $AUTH" + tail,
+            head + key[:cut], 0.2, key[cut:] + tail,
+            head + key[:-1] + b"!" + tail,
+        ] + sse_answer()[1:]
+        resp, body = self.exchange(chunks)
+        want = b"".join(sse_answer("hi")[:2]) + (
+            head + b"[REDACTED] and Bearer [REDACTED]" + tail +
+            head + b"[REDACTED]" + tail +
+            head + key[:-1] + b"!" + tail) + b"".join(sse_answer()[1:])
+        self.assertEqual(body, want)
+        self.surface("aigw serve, a committed stream's echoed bytes",
+                     body.replace(key[:-1] + b"!", b"near miss"))
 
 
 class Scan(SecretsCase):

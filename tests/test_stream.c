@@ -1226,6 +1226,73 @@ static void test_anthropic_stream(void **state)
 
 /* A content string of nothing but U+0000 is empty to cJSON, so not the
  * commit point: a role chunk and it, then a cut, fail over unseen. */
+/* The upstream echoes the key's value ("key-a") after the commit point:
+ * every copy reaches the caller as [REDACTED], wherever the reads split it,
+ * and a near miss passes as it came. */
+static void test_echoed_key_is_scrubbed_across_reads(void **state)
+{
+    static const char body[] = TOK("xkey-key-akey-a.key-") FINISH;
+    static const char want[] = ROLE TOK("go") TOK("xkey-[REDACTED][REDACTED].key-") FINISH;
+    char head[sizeof body], rest[sizeof body];
+    size_t cut;
+    (void)state;
+    for (cut = 0; cut <= sizeof body - 1; cut++) {
+        aigw_client *c = client(NULL);
+        script *s;
+        aigw_response *r;
+        setup(NULL);
+        s = push_script();
+        memcpy(head, body, cut);
+        head[cut] = '\0';
+        snprintf(rest, sizeof rest, "%s", body + cut);
+        s->chunks[0] = ROLE;
+        s->chunks[1] = TOK("go");
+        s->chunks[2] = head;
+        s->chunks[3] = rest;
+        r = stream(c, -1);
+        assert_attempts(r, "a:succeeded:succeeded");
+        if (strcmp(G.bytes, want) != 0)
+            fail_msg("cut at %zu: got %s", cut, G.bytes);
+        aigw_response_free(r);
+        aigw_client_free(c);
+    }
+}
+
+/* A broken stream drops the held tail: it can only be the start of the key. */
+static void test_broken_stream_drops_a_held_key_prefix(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push_script();
+    aigw_response *r;
+    (void)state;
+    s->chunks[0] = ROLE TOK("go");
+    s->chunks[1] = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"key-";
+    s->end = END_RESET;
+    r = stream(c, 0);
+    assert_attempts(r, "a:fail_fast:stream_failed");
+    assert_string_equal(G.bytes, ROLE TOK("go") "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
+/* A complete answer hands on the tail it held back: here a whole (not SSE)
+ * answer whose last bytes are a prefix of the key, read in two parts. */
+static void test_complete_answer_hands_on_a_held_tail(void **state)
+{
+    aigw_client *c = client(NULL);
+    script *s = push_script();
+    aigw_response *r;
+    (void)state;
+    s->content_type = "text/plain";
+    s->chunks[0] = "the key is key-a, not key-";
+    s->chunks[1] = "b; key-";
+    r = stream(c, -1);
+    assert_attempts(r, "a:succeeded:succeeded");
+    assert_string_equal(G.bytes, "the key is [REDACTED], not key-b; key-");
+    aigw_response_free(r);
+    aigw_client_free(c);
+}
+
 static void test_nul_content_is_not_content(void **state)
 {
     aigw_client *c = client(NULL);
@@ -1247,6 +1314,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_healthy_stream_byte_identical, setup),
+        cmocka_unit_test_setup(test_echoed_key_is_scrubbed_across_reads, setup),
+        cmocka_unit_test_setup(test_broken_stream_drops_a_held_key_prefix, setup),
+        cmocka_unit_test_setup(test_complete_answer_hands_on_a_held_tail, setup),
         cmocka_unit_test_setup(test_http_error_before_first_token_fails_over_unseen, setup),
         cmocka_unit_test_setup(test_inband_error_before_first_token, setup),
         cmocka_unit_test_setup(test_silence_until_first_token_timeout, setup),
