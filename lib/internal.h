@@ -600,12 +600,6 @@ size_t aigw__utf8_prefix(const char *s, size_t len, size_t max);
 /* ---- JSON text (util.c) ---- */
 /* The line and column (both from 1; columns count bytes) of offset off. */
 void aigw__text_pos(const char *s, size_t off, size_t *line, size_t *col);
-/* Whether a failed aigw__json_parse of s[0..len) that stopped at off (its
- * end pointer) stopped at cJSON's nesting limit (CJSON_NESTING_LIMIT, 1000
- * levels): off is an opening bracket one level too deep.  A weaker test
- * than aigw__json_check's, which the library uses: it is also true of a
- * syntax error at such a bracket ("[[...[1[" ). */
-bool aigw__json_too_deep(const char *s, size_t len, size_t off);
 /* Where cJSON 1.7.15 would read JSON text s[0..len) otherwise than it was
  * written, or len: a \u escape inside a string that is not four hex digits
  * (decoded as U+0000, which cuts the string: "k\uzzzzX" reads as "k") and,

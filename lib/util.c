@@ -262,32 +262,6 @@ size_t aigw__json_misread(const char *s, size_t len, bool strict, bool *control)
     return len;
 }
 
-bool aigw__json_too_deep(const char *s, size_t len, size_t off)
-{
-    size_t i, depth = 0;
-    bool in_str = false;
-    if (!s || off >= len || (s[off] != '[' && s[off] != '{'))
-        return false;
-    /* cJSON read everything before off, so this is JSON up to there:
-     * brackets count outside strings only. */
-    for (i = 0; i < off; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            depth++;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return !in_str && depth >= CJSON_NESTING_LIMIT;
-}
-
 /* ---- what cJSON would make of a text, without allocating ---- */
 
 /* cJSON 1.7.15 (with Debian's fixes) step by step, offsets included: its

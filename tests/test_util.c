@@ -242,60 +242,6 @@ static void test_buf_json_invalid_utf8(void **state)
     }
 }
 
-/* ---- JSON text positions and nesting ---- */
-
-/* prefix, then depth opening brackets. */
-static char *nested(size_t depth, const char *prefix)
-{
-    size_t n = strlen(prefix), i;
-    char *s = malloc(n + depth + 1);
-    assert_non_null(s);
-    memcpy(s, prefix, n);
-    for (i = 0; i < depth; i++)
-        s[n + i] = '[';
-    s[n + depth] = '\0';
-    return s;
-}
-
-static void test_json_too_deep(void **state)
-{
-    size_t line, col, off;
-    const char *end = NULL;
-    cJSON *j;
-    char *s;
-    (void)state;
-    aigw__text_pos("ab\ncd\n\nx", 0, &line, &col);
-    assert_true(line == 1 && col == 1);
-    aigw__text_pos("ab\ncd\n\nx", 4, &line, &col);
-    assert_true(line == 2 && col == 2);
-    aigw__text_pos("ab\ncd\n\nx", 7, &line, &col);
-    assert_true(line == 4 && col == 1);
-    /* level 1 is the prefix's '[' (a string with brackets in it first),
-     * then 1000 more: cJSON stops at the last, one level too deep */
-    s = nested(1000, "\n [\"[{\\\"[\",");
-    j = aigw__json_parse(s, strlen(s), &end);
-    assert_null(j);
-    assert_non_null(end);
-    off = (size_t)(end - s);
-    assert_int_equal(off, strlen(s) - 1);
-    assert_true(aigw__json_too_deep(s, strlen(s), off));
-    aigw__text_pos(s, off, &line, &col);
-    assert_int_equal(line, 2);
-    assert_int_equal(col, 10 + 1000);
-    /* not at any other place */
-    assert_false(aigw__json_too_deep(s, strlen(s), off - 1));
-    assert_false(aigw__json_too_deep(s, strlen(s), 2));
-    free(s);
-    /* 1000 levels parse; other errors are not nesting */
-    s = nested(999, "[");
-    assert_false(aigw__json_too_deep(s, strlen(s), strlen(s) - 1));
-    free(s);
-    j = aigw__json_parse("[[1,]]", 6, &end);
-    assert_null(j);
-    assert_false(aigw__json_too_deep("[[1,]]", 6, (size_t)(end - "[[1,]]")));
-    assert_false(aigw__json_too_deep(NULL, 0, 0));
-}
-
 /* ---- JSON token by token (jscan.c), against cJSON ---- */
 
 /* The tokens of text, one letter each (O{ A[ ) S N n t f, a member's key
@@ -955,7 +901,6 @@ int main(void)
         cmocka_unit_test(test_utf8_validator),
         cmocka_unit_test(test_utf8_prefix),
         cmocka_unit_test(test_buf_json_invalid_utf8),
-        cmocka_unit_test(test_json_too_deep),
         cmocka_unit_test(test_jscan_tokens),
         cmocka_unit_test(test_jscan_agrees_with_json_check),
         cmocka_unit_test(test_jspan_strings_agree_with_cjson),
