@@ -30,6 +30,14 @@ static int64_t client_now(const aigw_client *c)
     return c->has_clock ? c->clock.now_ms(c->clock_ud) : aigw__mono_ms();
 }
 
+/* The keys of cfg the health tables must have room for. */
+static size_t config_key_count(const aigw_config *cfg)
+{
+    size_t n;
+    (void)aigw__config_keys(cfg, &n);
+    return n + cfg->n_providers + 1; /* the ngrok key per provider, key-less */
+}
+
 /* A bare access key configuration names provider keys it does not hold. */
 static aigw_status check_keys_resolved(const aigw_config *cfg, aigw_error **err)
 {
@@ -83,6 +91,7 @@ aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **er
         aigw__free(c);
         return aigw__fail(err, AIGW_ENOMEM, "out of memory");
     }
+    aigw__health_expect_keys(c->health, config_key_count(cfg));
     /* the store's names are keyed before any entry is made */
     aigw__health_salt(c->health, cfg->has_store ? &cfg->store.salt : NULL);
     if (cfg->has_store) {
@@ -198,6 +207,7 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
     st = check_keys_resolved(cfg, err);
     if (st != AIGW_OK)
         return st;
+    aigw__health_expect_keys(client->health, config_key_count(cfg));
     if (!(resolved = aigw__resolved_new(cfg, client->health)))
         return aigw__fail(err, AIGW_ENOMEM, "out of memory");
     /* Decided: a client keeps the store it was made with (its names are

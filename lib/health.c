@@ -250,6 +250,12 @@ fail_keys:
     return NULL;
 }
 
+void aigw__health_expect_keys(aigw_health *h, size_t n_keys)
+{
+    aigw__table_make_room(&h->keys, n_keys + AIGW_HEALTH_MAX_KEYS);
+    aigw__table_make_room(&h->endpoints, 2 * n_keys + AIGW_HEALTH_MAX_ENDPOINTS);
+}
+
 void aigw__health_free(aigw_health *h)
 {
     if (!h)

@@ -34,13 +34,20 @@ typedef struct aigw_breaker aigw_breaker;   /* an endpoint's, a backend's or a
 
 /* Limits on what is tracked: past them, a new entry is not tracked (its
  * lookup returns NULL: always ready, never counted), so model names from
- * request bodies cannot grow the tables without bound. */
+ * request bodies cannot grow the tables without bound.  The key and
+ * endpoint limits are raised for each configuration a client is given
+ * (aigw__health_expect_keys), so a configuration's own keys always fit. */
 #define AIGW_HEALTH_MAX_KEYS 4096
 #define AIGW_HEALTH_MAX_ENDPOINTS 16384
 #define AIGW_HEALTH_MAX_BACKENDS 4096
 #define AIGW_HEALTH_MAX_HOSTS 1024
 
 aigw_health *aigw__health_new(void);
+/* Makes room for a configuration of n_keys keys (aigw__config_keys, plus
+ * the ngrok key per provider and key-less calls): the key table holds them
+ * beyond what it holds now, with AIGW_HEALTH_MAX_KEYS to spare, and the
+ * endpoint table two models per key beyond AIGW_HEALTH_MAX_ENDPOINTS. */
+void aigw__health_expect_keys(aigw_health *h, size_t n_keys);
 void aigw__health_free(aigw_health *h);
 
 /* ---- keys ---- */

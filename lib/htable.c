@@ -76,6 +76,14 @@ aigw_node *aigw__table_find(aigw_table *t, uint64_t hash, const void *ctx)
     return n;
 }
 
+void aigw__table_make_room(aigw_table *t, size_t n)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    if (t->n + n > t->max && t->n + n >= n) /* unless it would wrap */
+        t->max = t->n + n;
+    pthread_rwlock_unlock(&t->lock);
+}
+
 aigw_node *aigw__table_get(aigw_table *t, uint64_t hash, const void *ctx)
 {
     aigw_node *n, *fresh;

@@ -61,6 +61,9 @@ typedef struct aigw_table {
 
 /* 0, or -1 when the lock cannot be made. */
 int aigw__table_init(aigw_table *t, size_t max, const aigw_entry_ops *ops);
+/* Lets the table hold at least n more entries than it holds now (and never
+ * fewer than before). */
+void aigw__table_make_room(aigw_table *t, size_t n);
 /* Destroys every entry and the lock. */
 void aigw__table_free(aigw_table *t);
 /* The entry equal to ctx, made (outside the lock) when it is new; NULL when

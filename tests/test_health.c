@@ -2266,6 +2266,41 @@ static void test_table_caps(void **state)
     aigw__health_free(h);
 }
 
+/* A configuration's keys always fit: each one given to a client makes room
+ * for its keys beyond what the tables hold, with the usual caps to spare. */
+static void test_caps_follow_the_configuration(void **state)
+{
+    aigw_health *h = aigw__health_new();
+    aigw_hkey *k0;
+    char name[64];
+    int i;
+    (void)state;
+    for (i = 0; i < AIGW_HEALTH_MAX_KEYS; i++) {
+        snprintf(name, sizeof name, "key-%d", i);
+        assert_non_null(key_of(h, "p", name));
+    }
+    assert_null(key_of(h, "p", "cfg-0"));
+    aigw__health_expect_keys(h, 1000);
+    for (i = 0; i < 1000 + AIGW_HEALTH_MAX_KEYS; i++) {
+        snprintf(name, sizeof name, "cfg-%d", i);
+        if (!key_of(h, "p", name))
+            fail_msg("key %d of a configuration of 1000 is not tracked", i);
+    }
+    assert_null(key_of(h, "p", "one-too-many"));
+    /* a smaller configuration later never shrinks the room */
+    aigw__health_expect_keys(h, 0);
+    assert_non_null(key_of(h, "p", "one-too-many"));
+    /* endpoints: two models per configured key beyond their cap */
+    k0 = key_of(h, "p", "key-0");
+    for (i = 0; i < AIGW_HEALTH_MAX_ENDPOINTS + 2000; i++) {
+        snprintf(name, sizeof name, "m-%d", i);
+        if (!aigw__health_endpoint(h, k0, name, true))
+            fail_msg("endpoint %d is not tracked", i);
+    }
+    assert_null(aigw__health_endpoint(h, k0, "one-too-many", true));
+    aigw__health_free(h);
+}
+
 /* ---- threads ---- */
 
 #define N_THREADS 4
@@ -2436,6 +2471,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_key_origins_order),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_table_caps),
+        cmocka_unit_test(test_caps_follow_the_configuration),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
