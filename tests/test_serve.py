@@ -987,10 +987,19 @@ class Metrics(ServeBase):
         self.fake.script(KA, limited())
         self.assertEqual(self.post(g)[0], 200)
         self.assertEqual(self.post(g)[0], 200)
-        status, h, data = self.request(g, "GET", "/metrics")
-        self.assertEqual(status, 200)
+        # a request is counted after its answer is sent: the client can ask
+        # for /metrics before the second one is, so poll (briefly) for it
+        served = re.compile(r'^aigw_serve_requests_total\{route="/v1/chat/completions",'
+                            r'code="200"\} 2$', re.M)
+        deadline = time.monotonic() + 5
+        while True:
+            status, h, data = self.request(g, "GET", "/metrics")
+            self.assertEqual(status, 200)
+            text = data.decode()
+            if served.search(text) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         self.assertTrue(h["content-type"].startswith("text/plain; version=0.0.4"))
-        text = data.decode()
         typed, series = {}, set()
         for line in text.splitlines():
             if line.startswith("# TYPE "):
