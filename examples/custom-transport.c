@@ -29,6 +29,7 @@ typedef struct exchange {
     const aigw_transport_request *req;
     aigw_transport_response *resp;
     int too_large;
+    int nomem; /* a callback's allocation failed (libcurl then sees an error) */
 } exchange;
 
 static size_t on_body(char *data, size_t size, size_t n, void *ud)
@@ -37,6 +38,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     aigw_status st = aigw_transport_response_append_body(x->resp, data, size * n);
     if (st == AIGW_EINVAL)
         x->too_large = 1; /* past req->max_response_bytes */
+    else if (st == AIGW_ENOMEM)
+        x->nomem = 1;
     return st == AIGW_OK ? size * n : 0;
 }
 
@@ -60,7 +63,12 @@ static size_t on_header(char *line, size_t size, size_t n, void *ud)
     *colon = '\0';
     for (value = colon + 1; *value == ' ' || *value == '\t'; value++)
         ;
-    aigw_transport_response_add_header(x->resp, buf, value);
+    /* A header the library refuses (AIGW_EINVAL) is skipped; out of
+     * memory stops the exchange. */
+    if (aigw_transport_response_add_header(x->resp, buf, value) == AIGW_ENOMEM) {
+        x->nomem = 1;
+        return 0;
+    }
     return len;
 }
 
@@ -72,10 +80,15 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
     return x->req->cancel && aigw_cancel_fired(x->req->cancel);
 }
 
+/* Out of memory (ours or libcurl's) is AIGW_TR_NOMEM, never a fault of the
+ * upstream: the request then ends with AIGW_ENOMEM. */
 static aigw_transport_result result_of(CURLcode rc, const exchange *x)
 {
+    if (x->nomem)
+        return AIGW_TR_NOMEM;
     switch (rc) {
     case CURLE_OK: return AIGW_TR_OK;
+    case CURLE_OUT_OF_MEMORY: return AIGW_TR_NOMEM;
     case CURLE_OPERATION_TIMEDOUT: return AIGW_TR_TIMEOUT;
     case CURLE_COULDNT_CONNECT: return AIGW_TR_CONNECT;
     case CURLE_COULDNT_RESOLVE_HOST: return AIGW_TR_DNS;
@@ -94,8 +107,9 @@ static aigw_transport_result result_of(CURLcode rc, const exchange *x)
 
 static const char *result_name(aigw_transport_result r)
 {
-    static const char *const names[] = {"ok", "timeout", "connect", "reset", "dns",
-                                        "tls", "too_large", "protocol", "other", "cancelled"};
+    static const char *const names[] = {"ok",    "timeout",   "connect",   "reset",
+                                        "dns",   "tls",       "too_large", "protocol",
+                                        "other", "cancelled", "nomem"};
     return (unsigned)r < sizeof names / sizeof names[0] ? names[r] : "?";
 }
 
@@ -112,10 +126,11 @@ static aigw_transport_result send_one(void *userdata, const aigw_transport_reque
                                       aigw_transport_response *resp)
 {
     logging_transport *lt = userdata;
-    exchange x = {req, resp, 0};
+    exchange x = {req, resp, 0, 0};
     struct curl_slist *headers = NULL, *h;
     CURL *curl = curl_easy_init();
-    aigw_transport_result res = AIGW_TR_OTHER;
+    aigw_transport_result res = AIGW_TR_NOMEM; /* until the exchange runs */
+    CURLcode rc;
     long status = 0;
     long long t0 = now_ms();
     size_t i;
@@ -126,7 +141,7 @@ static aigw_transport_result send_one(void *userdata, const aigw_transport_reque
         fprintf(lt->log, " %s", req->headers[i].name); /* names only */
     fprintf(lt->log, ")\n");
     if (!curl)
-        return AIGW_TR_OTHER;
+        goto done; /* libcurl could not allocate the handle */
     for (i = 0; i < req->n_headers; i++) {
         size_t len = strlen(req->headers[i].name) + strlen(req->headers[i].value) + 3;
         char *line = malloc(len);
@@ -143,8 +158,12 @@ static aigw_transport_result send_one(void *userdata, const aigw_transport_reque
     if (!(h = curl_slist_append(headers, "Expect:"))) /* no 100-continue round trip */
         goto done;
     headers = h;
-    curl_easy_setopt(curl, CURLOPT_URL, req->url);
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
+    /* libcurl copies these two strings: the copy may fail */
+    if ((rc = curl_easy_setopt(curl, CURLOPT_URL, req->url)) != CURLE_OK ||
+        (rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method)) != CURLE_OK) {
+        res = result_of(rc, &x);
+        goto done;
+    }
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);

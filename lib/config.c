@@ -38,7 +38,7 @@
  * with linear probing, sized once for all its entries, so that the checks
  * for duplicates and the lookups by id stay linear in the size of the file
  * (a list searched item by item made 40,000 keys take 20 s).  A hit is only
- * a candidate: the caller compares. */
+ * a candidate: the caller compares (idx_find_str does, for strings). */
 typedef struct idx_slot {
     uint64_t hash;
     size_t pos; /* position + 1; 0: empty */
@@ -197,6 +197,21 @@ static void idx_add(idx *x, uint64_t h, size_t pos)
         at++;
     x->v[at & x->mask].hash = h;
     x->v[at & x->mask].pos = pos + 1;
+}
+
+/* The string filed at position i of the table an index covers (a key's id,
+ * a configuration's name). */
+typedef const char *(*idx_str_fn)(const aigw_config *cfg, size_t i);
+
+/* The position filed under h whose string is s, or IDX_NONE.  h is s's
+ * hash, taken once by the caller, who files s under it when it is new. */
+static size_t idx_find_str(const idx *x, uint64_t h, const char *s, idx_str_fn str,
+                           const aigw_config *cfg)
+{
+    size_t at = (size_t)h, j;
+    while ((j = idx_next(x, h, &at)) != IDX_NONE && strcmp(str(cfg, j), s) != 0)
+        ;
+    return j;
 }
 
 static uint64_t hash_bytes(const parser *p, const void *s, size_t n)
@@ -1038,14 +1053,16 @@ static void parse_provider(parser *p, const cJSON *v, size_t i, void *ctx)
 /* Provider keys (ngrok POST /provider-keys, plus "id" and "valueFrom")     */
 /* ------------------------------------------------------------------------ */
 
-/* The providerKey with this id: its position, or IDX_NONE. */
-static size_t find_key(const parser *p, const char *id)
+/* For p->key_ids. */
+static const char *key_id(const aigw_config *cfg, size_t i)
 {
-    uint64_t h = hash_str(p, id);
-    size_t at = (size_t)h, j;
-    while ((j = idx_next(&p->key_ids, h, &at)) != IDX_NONE && strcmp(p->cfg->keys[j].id, id) != 0)
-        ;
-    return j;
+    return cfg->keys[i].id;
+}
+
+/* The providerKey with this id: its position, or IDX_NONE. */
+static size_t find_key(const parser *p, const char *id, uint64_t h)
+{
+    return idx_find_str(&p->key_ids, h, id, key_id, p->cfg);
 }
 
 enum { PK_ID, PK_PROVIDER, PK_NAME, PK_DESCRIPTION, PK_METADATA, PK_VALUE, PK_VALUE_FROM, PK__N };
@@ -1063,10 +1080,11 @@ static void parse_pkey(parser *p, const cJSON *v, size_t i, void *ctx)
     if (!members(p, v, pkey_fields, f))
         return;
     if ((s = get_str(p, "id", f[PK_ID], true, 1, 255)) != NULL) {
-        if ((j = find_key(p, s)) != IDX_NONE)
+        uint64_t h = hash_str(p, s);
+        if ((j = find_key(p, s, h)) != IDX_NONE)
             problem_at(p, "id", "duplicate id (also providerKeys[%zu])", j);
         else if ((k->id = str_copy(p, s)) != NULL)
-            idx_add(&p->key_ids, hash_str(p, s), i);
+            idx_add(&p->key_ids, h, i);
     }
     if ((s = get_str(p, "providerId", f[PK_PROVIDER], true, 1, 255)) != NULL) {
         if (!(pr = aigw__config_provider(p->cfg, s)))
@@ -1202,7 +1220,7 @@ static void key_by_id(parser *p, const cJSON *v, const aigw_rule *r, aigw_step_k
         sk->id = str_copy(p, id);
         return;
     }
-    if ((at = find_key(p, id)) == IDX_NONE) {
+    if ((at = find_key(p, id, hash_str(p, id))) == IDX_NONE) {
         problem_at(p, "id", "no provider key with this id");
         return;
     }
@@ -1907,28 +1925,31 @@ static bool alloc_akcs(parser *p, size_t n)
     return true;
 }
 
-/* The access key configuration with this name: its position, or IDX_NONE. */
-static size_t find_akc(const parser *p, const char *name)
+/* For p->akc_names. */
+static const char *akc_name(const aigw_config *cfg, size_t i)
 {
-    uint64_t h = hash_str(p, name);
-    size_t at = (size_t)h, j;
-    while ((j = idx_next(&p->akc_names, h, &at)) != IDX_NONE &&
-           strcmp(p->cfg->akcs[j].name, name) != 0)
-        ;
-    return j;
+    return cfg->akcs[i].name;
+}
+
+/* The access key configuration with this name: its position, or IDX_NONE. */
+static size_t find_akc(const parser *p, const char *name, uint64_t h)
+{
+    return idx_find_str(&p->akc_names, h, name, akc_name, p->cfg);
 }
 
 static void parse_listed_akc(parser *p, const cJSON *v, size_t i, void *ctx)
 {
     size_t at = *(const size_t *)ctx + i, j;
     aigw_akc *a = &p->cfg->akcs[at];
+    uint64_t h;
     p->akc = a;
     parse_akc(p, v);
     p->akc = &p->cfg->akcs[0];
     if (!a->name)
         return;
-    if ((j = find_akc(p, a->name)) == IDX_NONE)
-        idx_add(&p->akc_names, hash_str(p, a->name), at);
+    h = hash_str(p, a->name);
+    if ((j = find_akc(p, a->name, h)) == IDX_NONE)
+        idx_add(&p->akc_names, h, at);
     else if (*(const size_t *)ctx == 1 && j == 0)
         problem_at(p, "name", "duplicate name (also accessKeyConfiguration's)");
     else
@@ -1944,6 +1965,12 @@ static void parse_akc_list(parser *p, const cJSON *v)
 }
 
 static bool same_secret(const aigw_secret *a, const aigw_secret *b);
+
+/* For p->access_ids. */
+static const char *access_id(const aigw_config *cfg, size_t i)
+{
+    return cfg->access_keys[i].id;
+}
 
 enum { AK_ID, AK_DESCRIPTION, AK_METADATA, AK_VALUE, AK_VALUE_FROM, AK_CONFIGURATION, AK__N };
 static const char *const access_key_fields[] = {"id",        "description", "metadata",
@@ -1962,11 +1989,7 @@ static void parse_access_key(parser *p, const cJSON *v, size_t i, void *ctx)
         return;
     if ((s = get_str(p, "id", f[AK_ID], true, 1, 255)) != NULL) {
         uint64_t h = hash_str(p, s);
-        size_t at = (size_t)h;
-        while ((j = idx_next(&p->access_ids, h, &at)) != IDX_NONE &&
-               strcmp(cfg->access_keys[j].id, s) != 0)
-            ;
-        if (j != IDX_NONE)
+        if ((j = idx_find_str(&p->access_ids, h, s, access_id, cfg)) != IDX_NONE)
             problem_at(p, "id", "duplicate id (also accessKeys[%zu])", j);
         else if ((k->id = str_copy(p, s)) != NULL)
             idx_add(&p->access_ids, h, i);
@@ -1976,7 +1999,7 @@ static void parse_access_key(parser *p, const cJSON *v, size_t i, void *ctx)
     /* Which configuration its caller uses: required when there is a choice. */
     s = get_str(p, "configuration", f[AK_CONFIGURATION], cfg->n_akcs > 1, 1, 255);
     if (s) {
-        if ((j = find_akc(p, s)) == IDX_NONE)
+        if ((j = find_akc(p, s, hash_str(p, s))) == IDX_NONE)
             problem_at(p, "configuration", "no access key configuration with this name");
         else
             k->akc = j;
@@ -2302,7 +2325,7 @@ static const char *step_key_provider(const parser *p, const aigw_rule *rule,
 {
     const aigw_pkey *k;
     size_t i;
-    if (sk->id && (i = find_key(p, sk->id)) != IDX_NONE) {
+    if (sk->id && (i = find_key(p, sk->id, hash_str(p, sk->id))) != IDX_NONE) {
         k = &p->cfg->keys[i];
         if (same_secret(&k->value, &sk->value))
             return k->provider_id;
