@@ -1109,28 +1109,58 @@ static void check_answer(const gbuf *ans, const logline *log, size_t n_log)
 /* Secrets and authorisation                                                */
 /* ------------------------------------------------------------------------ */
 
-/* The input with its credential header lines (and their continuation
- * lines) blanked: what the client sent that the gateway may repeat. */
+/* The input with the credential header lines (and their continuation
+ * lines) of its request heads blanked: what the client sent that the
+ * gateway may repeat.  Bodies are the client's own bytes whatever they hold
+ * (a model name may be a line that reads "Authorization: ..."), so the
+ * walk tells heads from bodies as a server would, roughly: a head ends at
+ * an empty line; its body is Content-Length bytes, or chunked up to the
+ * last chunk, or nothing. */
 static char *public_part(const uint8_t *data, size_t size)
 {
     char *p = malloc(size ? size : 1);
-    size_t i = 0;
-    bool blank = false;
+    size_t i = 0, length = 0;
+    bool blank = false, in_head = false, chunked = false;
     check(p != NULL, "out of memory in the harness");
     if (size)
         memcpy(p, data, size);
     while (i < size) {
         char *nl = memchr(p + i, '\n', size - i);
-        size_t end = nl ? (size_t)(nl - p) : size, s = i;
-        if (s < end && (p[s] == ' ' || p[s] == '\t')) {
+        size_t end = nl ? (size_t)(nl - p) : size, s = i, n = end - s;
+        i = end + 1;
+        if (n > 0 && p[end - 1] == '\r')
+            n--;
+        if (!in_head) { /* a request line (or the blank lines before one) */
+            in_head = n > 0;
+            blank = false;
+            length = 0;
+            chunked = false;
+            continue;
+        }
+        if (n == 0) { /* the end of the head: skip the body */
+            const char *last;
+            in_head = false;
+            if (chunked)
+                i = (last = memmem(p + i, size - (i < size ? i : size), "0\r\n\r\n", 5))
+                        ? (size_t)(last - p) + 5
+                        : size;
+            else
+                i = length < size - (i < size ? i : size) ? i + length : size;
+            continue;
+        }
+        if (p[s] == ' ' || p[s] == '\t') {
             /* a continuation line: blanked when its header was */
         } else {
-            blank = (end - s >= 13 && !strncasecmp(p + s, "authorization", 13)) ||
-                    (end - s >= 9 && !strncasecmp(p + s, "x-api-key", 9));
+            blank = (n >= 13 && !strncasecmp(p + s, "authorization", 13)) ||
+                    (n >= 9 && !strncasecmp(p + s, "x-api-key", 9));
+            if (n >= 15 && !strncasecmp(p + s, "content-length:", 15))
+                length = strtoul(p + s + 15, NULL, 10);
+            if (n >= 18 && !strncasecmp(p + s, "transfer-encoding:", 18) &&
+                memmem(p + s, n, "chunked", 7))
+                chunked = true;
         }
         if (blank)
-            memset(p + s, ' ', end - s);
-        i = end + 1;
+            memset(p + s, ' ', n);
     }
     return p;
 }
