@@ -2,7 +2,9 @@
  * budget.c - the client's retry budget (as Finagle's and Envoy's): over a
  * sliding window of ten buckets, retries may be a percentage of the
  * requests started in it plus a floor per second.  One mutex, held for a
- * few instructions.
+ * few instructions, for retries and for moving to a new bucket; a request
+ * started in the current bucket is counted with two atomic additions and
+ * no lock, so requests on many threads do not queue on it.
  */
 #include "health_int.h"
 
@@ -81,8 +83,10 @@ static size_t budget_bucket(aigw_budget *bg, const aigw_health_opts *o, int64_t 
     epoch = floor_div(now, bg->width);
     i = (size_t)(epoch - floor_div(epoch, AIGW_BUDGET_BUCKETS) * AIGW_BUDGET_BUCKETS);
     if (bg->epoch[i] != epoch) {
-        bg->epoch[i] = epoch;
+        /* zeroed before the epoch says current: a request counted without
+         * the lock (aigw__budget_request) never lands in a stale count */
         bg->requests[i] = bg->retries[i] = 0;
+        bg->epoch[i] = epoch;
     }
     return i;
 }
@@ -113,14 +117,28 @@ static uint64_t budget_window(const aigw_budget *bg, const aigw_health_opts *o, 
 
 void aigw__budget_request(aigw_health *h, const aigw_health_opts *o, int64_t now)
 {
+    aigw_budget *bg;
+    int64_t width, epoch;
     size_t i;
     if (!h || !o)
         return;
-    pthread_mutex_lock(&h->budget.mu);
-    i = budget_bucket(&h->budget, o, now);
-    h->budget.requests[i]++;
-    h->budget.total_requests++;
-    pthread_mutex_unlock(&h->budget.mu);
+    bg = &h->budget;
+    /* the common case, without the lock: the bucket of now is current */
+    width = atomic_load_explicit(&bg->width, memory_order_acquire);
+    if (width > 0) {
+        epoch = floor_div(now, width);
+        i = (size_t)(epoch - floor_div(epoch, AIGW_BUDGET_BUCKETS) * AIGW_BUDGET_BUCKETS);
+        if (atomic_load_explicit(&bg->epoch[i], memory_order_acquire) == epoch) {
+            atomic_fetch_add_explicit(&bg->requests[i], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&bg->total_requests, 1, memory_order_relaxed);
+            return;
+        }
+    }
+    pthread_mutex_lock(&bg->mu);
+    i = budget_bucket(bg, o, now);
+    bg->requests[i]++;
+    bg->total_requests++;
+    pthread_mutex_unlock(&bg->mu);
 }
 
 bool aigw__budget_retry(aigw_health *h, const aigw_health_opts *o, int64_t now)

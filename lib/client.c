@@ -4,16 +4,31 @@
 #include "engine.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
+/* Requests on different threads count themselves in different slots, 64
+ * bytes apart: no two counts share a cache line. */
+#define READER_SLOTS 16
+
+typedef struct reader_slot {
+    atomic_ulong n;
+    char pad[64 - sizeof(atomic_ulong)];
+} reader_slot;
+
 struct aigw_client {
-    /* The current configuration: read (and a reference taken) under
-     * cfg_lock, so a hot swap never frees one a request is about to use. */
+    /* What a request starts on, taken without a lock (take_resolved): a
+     * request announces itself in its thread's reader slot, loads the
+     * pointer and takes a reference; a hot swap (under cfg_lock, which
+     * also guards cfg) exchanges the pointer, waits until every slot has
+     * been empty once (those loads are over: each took its reference) and
+     * only then drops its own. */
+    reader_slot readers[READER_SLOTS];
+    _Atomic(aigw_resolved *) resolved; /* cfg as this client resolves it */
     pthread_mutex_t cfg_lock;
     aigw_config *cfg;
-    aigw_resolved *resolved; /* cfg as this client resolves it, swapped with it */
     aigw_health *health; /* what requests remember, shared by all of them */
     aigw_transport transport;
     void *transport_ud;
@@ -37,6 +52,8 @@ static size_t config_key_count(const aigw_config *cfg)
     (void)aigw__config_keys(cfg, &n);
     return n + cfg->n_providers + 1; /* the ngrok key per provider, key-less */
 }
+
+static void wait_readers(aigw_client *c);
 
 /* A bare access key configuration names provider keys it does not hold. */
 static aigw_status check_keys_resolved(const aigw_config *cfg, aigw_error **err)
@@ -156,7 +173,7 @@ void aigw_client_free(aigw_client *client)
     drop_transport(client);
     drop_strategy(client);
     drop_clock(client);
-    aigw__resolved_unref(client->resolved);
+    aigw__resolved_unref(atomic_load(&client->resolved));
     aigw_config_unref(client->cfg);
     aigw__health_free(client->health);
     pthread_mutex_destroy(&client->cfg_lock);
@@ -228,8 +245,8 @@ aigw_status aigw_client_set_config(aigw_client *client, aigw_config *cfg, aigw_e
     aigw_config_ref(cfg);
     old = client->cfg;
     client->cfg = cfg;
-    old_resolved = client->resolved;
-    client->resolved = resolved;
+    old_resolved = atomic_exchange(&client->resolved, resolved);
+    wait_readers(client);
     pthread_mutex_unlock(&client->cfg_lock);
     aigw__resolved_unref(old_resolved);
     /* Decided: a new configuration ends every bench (an operator who fixed
@@ -386,6 +403,40 @@ aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock *clock, 
     return AIGW_OK;
 }
 
+/* This thread's reader slot: dealt round-robin on first use. */
+static reader_slot *my_slot(aigw_client *c)
+{
+    static _Thread_local unsigned home; /* 1 + the slot; 0: not dealt yet */
+    static atomic_uint next;
+    if (home == 0)
+        home = 1 + atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % READER_SLOTS;
+    return &c->readers[home - 1];
+}
+
+/* The configuration current now, with a reference the caller drops; no
+ * lock (struct aigw_client).  Sequentially consistent: the slot's count is
+ * seen by a swap that comes after the load. */
+static aigw_resolved *take_resolved(aigw_client *c)
+{
+    reader_slot *s = my_slot(c);
+    aigw_resolved *r;
+    atomic_fetch_add(&s->n, 1);
+    r = aigw__resolved_ref(atomic_load(&c->resolved));
+    atomic_fetch_sub(&s->n, 1);
+    return r;
+}
+
+/* After a swap: returns once no request can still be between loading the
+ * old pointer and taking its reference.  Each slot is busy for a few
+ * instructions at a time, so this waits for nanoseconds, not requests. */
+static void wait_readers(aigw_client *c)
+{
+    size_t i;
+    for (i = 0; i < READER_SLOTS; i++)
+        while (atomic_load(&c->readers[i].n) != 0)
+            sched_yield();
+}
+
 /* One request on the configuration current when it starts, held to its
  * end whatever a hot swap does. */
 static aigw_status send(aigw_client *c, const aigw_request *req, const aigw_stream_handler *sh,
@@ -394,9 +445,7 @@ static aigw_status send(aigw_client *c, const aigw_request *req, const aigw_stre
     aigw_engine_env env;
     aigw_resolved *resolved;
     aigw_status st;
-    pthread_mutex_lock(&c->cfg_lock);
-    resolved = aigw__resolved_ref(c->resolved);
-    pthread_mutex_unlock(&c->cfg_lock);
+    resolved = take_resolved(c);
     env.cfg = aigw__resolved_config(resolved);
     env.resolved = resolved;
     env.health = c->health;

@@ -188,12 +188,14 @@ typedef struct aigw_site {
 #define AIGW_BUDGET_BUCKETS 10
 
 typedef struct aigw_budget {
+    /* Changes to the buckets are made under mu; a request is counted
+     * without it when its bucket is current (aigw__budget_request). */
     pthread_mutex_t mu;
-    int64_t width; /* ms per bucket; 0 before first use */
-    int64_t epoch[AIGW_BUDGET_BUCKETS];
-    uint64_t requests[AIGW_BUDGET_BUCKETS];
-    uint64_t retries[AIGW_BUDGET_BUCKETS];
-    uint64_t total_requests, total_retries, total_denied;
+    _Atomic int64_t width; /* ms per bucket; 0 before first use */
+    _Atomic int64_t epoch[AIGW_BUDGET_BUCKETS];
+    _Atomic uint64_t requests[AIGW_BUDGET_BUCKETS];
+    _Atomic uint64_t retries[AIGW_BUDGET_BUCKETS];
+    _Atomic uint64_t total_requests, total_retries, total_denied;
 } aigw_budget;
 
 void aigw__budget_init(aigw_budget *bg);
