@@ -114,7 +114,22 @@ static aigw_client *client_for(const char *fake_steps, const char *gateway, cons
 #define assert_attempts(r, want) assert_attempts_as(r, ATTEMPT_FIELDS, want)
 
 /* "model/reason/key/waitMs" per skip, space separated. */
-#define assert_skips(r, want) assert_skips_as(r, "model/reason/key/wait", want)
+#define SKIP_FIELDS "model/reason/key/wait"
+#define assert_skips(r, want) assert_skips_as(r, SKIP_FIELDS, want)
+
+/* Sends body: its attempts are `attempts`, and its skips `skips` (unless
+ * NULL); the response is freed. */
+static void sends_at(aigw_client *c, const char *body, const char *attempts, const char *skips,
+                     WHERE)
+{
+    aigw_response *r = send_body(c, body);
+    assert_attempts_at(r, ATTEMPT_FIELDS, attempts, file, line);
+    if (skips)
+        assert_skips_at(r, SKIP_FIELDS, skips, file, line);
+    aigw_response_free(r);
+}
+#define assert_sends(c, body, attempts) sends_at(c, body, attempts, NULL, HERE)
+#define assert_sends_skips(c, body, attempts, skips) sends_at(c, body, attempts, skips, HERE)
 
 /* The calls the transport saw, as "key@model", in order. */
 #define assert_calls(want) assert_calls_as("key@model", want)
@@ -253,10 +268,7 @@ static void test_cooldown_expires_at_the_boundary(void **state)
 
     /* at the end exactly: ready */
     set_now(T0 + 1500);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
 
     assert_calls("a@m1 b@m1 b@m1 a@m1");
     assert_int_equal(calls_of("a"), 2);
@@ -305,17 +317,11 @@ static void test_default_cooldown_without_wait(void **state)
 
         /* one ms before its end: still cooling */
         set_now(T0 + cool - 1);
-        r = send_body(c, BODY_M1);
-        assert_attempts(r, "m1/b/200/succeeded");
-        assert_skips(r, "m1/key_cooling/a/1");
-        aigw_response_free(r);
+        assert_sends_skips(c, BODY_M1, "m1/b/200/succeeded", "m1/key_cooling/a/1");
 
         /* at +2000 at the latest a is tried again */
         set_now(T0 + 2000);
-        r = send_body(c, BODY_M1);
-        assert_attempts(r, "m1/a/200/succeeded");
-        assert_skips(r, "");
-        aigw_response_free(r);
+        assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
         assert_calls("a@m1 b@m1 b@m1 b@m1 a@m1");
         assert_sleeps("");
         aigw_client_free(c);
@@ -339,10 +345,7 @@ static void test_default_cooldown_without_wait(void **state)
         aigw_stats_free(s);
         assert_in_range(cool, 1000, 2000);
         set_now(T0 + cool);
-        r = send_body(c, BODY_M1);
-        assert_attempts(r, "m1/a/200/succeeded");
-        assert_skips(r, "");
-        aigw_response_free(r);
+        assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
         aigw_client_free(c);
     }
 
@@ -391,16 +394,10 @@ static void test_cooldown_max_caps_upstream_wait(void **state)
     assert_stat(c, "endpoint", "a", "cooling rate_limit wait=10000 req=1 ok=0 fail=1 skips=0");
 
     set_now(T0 + 9999);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/200/succeeded");
-    assert_skips(r, "m1/key_cooling/a/1");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/b/200/succeeded", "m1/key_cooling/a/1");
 
     set_now(T0 + 10000);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
     assert_calls("a@m1 b@m1 b@m1 a@m1");
     assert_sleeps("");
     assert_now(T0 + 10000);
@@ -462,9 +459,7 @@ static void test_retry_waits_for_cooling_key_blames_each(void **state)
     assert_stat(c, "key", "b", "ready - wait=0 req=1 ok=0 fail=1 skips=0");
     assert_stat(c, "endpoint", "b", "cooling rate_limit wait=220 req=1 ok=0 fail=1 skips=0");
 
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/200/succeeded");
     aigw_client_free(c);
 }
 
@@ -498,10 +493,7 @@ static void test_all_cooling_wait_does_not_fit(void **state)
 
     /* 500 ms left = retryAfterMax: that fits */
     set_now(T0 + 300);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "m1/key_cooling/a/500");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "m1/key_cooling/a/500");
     assert_sleeps("500");
     assert_now(T0 + 800);
     aigw_client_free(c);
@@ -535,10 +527,7 @@ static void test_all_cooling_wait_does_not_fit(void **state)
     /* 690 left: fits, with 10 ms of totalTimeout left for the attempt
      * (691..699 left: see test_cooling_wait_must_leave_room_for_an_attempt) */
     set_now(T0 + 110);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "m1/key_cooling/a/690");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "m1/key_cooling/a/690");
     assert_sleeps("690");
     assert_now(T0 + 800);
     assert_calls("a@m1 a@m1");
@@ -557,53 +546,34 @@ static void test_benches(void **state)
     (void)state;
 
     push(401, AUTH_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/401/next_key m1/b/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/401/next_key m1/b/200/succeeded");
     assert_stat(c, "key", "a", "benched auth wait=30000 req=1 ok=0 fail=1 skips=0");
 
     set_now(T0 + 1000);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/200/succeeded");
-    assert_skips(r, "m1/key_benched/a/29000");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/b/200/succeeded", "m1/key_benched/a/29000");
     set_now(T0 + 29999);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/200/succeeded");
-    assert_skips(r, "m1/key_benched/a/1");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/b/200/succeeded", "m1/key_benched/a/1");
     assert_int_equal(calls_of("a"), 1);
 
     /* keyBenchTime passed */
     set_now(T0 + 30000);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
 
     /* benched again; aigw_client_reset_health ends it at once */
     push(401, AUTH_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/401/next_key m1/b/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/401/next_key m1/b/200/succeeded");
     assert_int_equal(aigw_client_reset_health(c, "zz"), AIGW_EINVAL);
     assert_stat(c, "key", "a", "benched auth wait=30000 req=3 ok=1 fail=2 skips=2");
     assert_int_equal(aigw_client_reset_health(c, "a"), AIGW_OK);
     assert_stat(c, "key", "a", "ready - wait=0 req=3 ok=1 fail=2 skips=2");
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/200/succeeded");
 
     /* benched again; set_config with the very object it holds ends it */
     push(401, AUTH_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/401/next_key m1/b/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/401/next_key m1/b/200/succeeded");
     assert_int_equal(aigw_client_set_config(c, cfg, NULL), AIGW_OK);
     assert_stat(c, "key", "a", "ready - wait=0 req=5 ok=2 fail=3 skips=2");
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/200/succeeded");
     assert_calls("a@m1 b@m1 b@m1 b@m1 a@m1 a@m1 b@m1 a@m1 a@m1 b@m1 a@m1");
 
     /* every key benched for auth: 401 unauthorized, zero attempts */
@@ -690,28 +660,19 @@ static void test_backend_breaker(void **state)
     assert_stat(c, "backend", "fake:m1", "open server wait=1000 req=3 ok=0 fail=3 skips=0");
 
     set_now(T0 + 450);
-    r = send_body(c, BODY_M1_M2);
-    assert_attempts(r, "m2/a/200/succeeded");
-    assert_skips(r, "m1/circuit_open//750");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1_M2, "m2/a/200/succeeded", "m1/circuit_open//750");
     assert_calls("a@m1 a@m2 a@m1 a@m2 a@m1 a@m2 a@m2");
 
     /* one ms early: still open */
     set_now(T0 + 1199);
-    r = send_body(c, BODY_M1_M2);
-    assert_attempts(r, "m2/a/200/succeeded");
-    assert_skips(r, "m1/circuit_open//1");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1_M2, "m2/a/200/succeeded", "m1/circuit_open//1");
 
     /* at +1 s exactly one probe goes; it fails: open for another second */
     set_now(T0 + 1200);
     push(500, SERVER_BODY)->hook = nested_request_hook;
     push(200, "{}"); /* the nested request's fallback */
     push(200, "{}"); /* the probing request's fallback */
-    r = send_body(c, BODY_M1_M2);
-    assert_attempts(r, "m1/a/500/next_backend m2/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1_M2, "m1/a/500/next_backend m2/a/200/succeeded", "");
     /* the request made while the probe was out did not probe; the wait it
      * names is a cool-off (the probe decides within about that) */
     assert_attempts(nested_resp, "m2/a/200/succeeded");
@@ -722,21 +683,12 @@ static void test_backend_breaker(void **state)
     assert_stat(c, "backend", "fake:m1", "open server wait=1000 req=4 ok=0 fail=4 skips=3");
 
     set_now(T0 + 2199);
-    r = send_body(c, BODY_M1_M2);
-    assert_attempts(r, "m2/a/200/succeeded");
-    assert_skips(r, "m1/circuit_open//1");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1_M2, "m2/a/200/succeeded", "m1/circuit_open//1");
 
     /* the next probe succeeds: closed, and the primary serves again */
     set_now(T0 + 2200);
-    r = send_body(c, BODY_M1_M2);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
-    r = send_body(c, BODY_M1_M2);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1_M2, "m1/a/200/succeeded", "");
+    assert_sends_skips(c, BODY_M1_M2, "m1/a/200/succeeded", "");
     assert_stat(c, "backend", "fake:m1", "closed - wait=0 req=6 ok=2 fail=4 skips=4");
     assert_calls("a@m1 a@m2 a@m1 a@m2 a@m1 a@m2 a@m2 a@m2 a@m1 a@m2 a@m2 a@m2 a@m1 a@m1");
     assert_int_equal(calls_of("a"), 14);
@@ -752,28 +704,21 @@ static void test_probe_without_answer_keeps_endpoint_suspect(void **state)
     aigw_client *c = client_for(STEP_A, "\"sameBackendRetries\":0,\"retryBudget\":false,"
                                         "\"circuitBreaker\":{\"failures\":2,\"cooloff\":\"5s\"}",
                                 NULL);
-    aigw_response *r;
     int i;
     (void)state;
     for (i = 0; i < 2; i++) {
         push(500, SERVER_BODY);
-        r = send_body(c, BODY_M1);
-        assert_attempts(r, "m1/a/500/exhausted");
-        aigw_response_free(r);
+        assert_sends(c, BODY_M1, "m1/a/500/exhausted");
     }
     assert_stat(c, "endpoint", "a", "open server wait=5000 req=2 ok=0 fail=2 skips=0");
     set_now(T0 + 5000);
     push_tr(AIGW_TR_RESET, 0); /* the probe: reset, no answer */
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/reset/exhausted");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/reset/exhausted");
     /* still suspect: the next request probes again (the host heard the
      * reset), and its 500 re-opens the endpoint for a full cool-off */
     assert_stat(c, "endpoint", "a", "half_open server wait=0 req=3 ok=0 fail=3 skips=0");
     push(500, SERVER_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/500/exhausted");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/500/exhausted");
     assert_stat(c, "endpoint", "a", "open server wait=5000 req=4 ok=0 fail=4 skips=0");
     assert_calls("a@m1 a@m1 a@m1 a@m1");
     aigw_client_free(c);
@@ -828,9 +773,7 @@ static void test_fail_fast_models_take_no_endpoint(void **state)
         aigw_response_free(r);
     }
     /* a real model's answer makes its entries */
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/200/succeeded");
     assert_int_equal(aigw_client_stats(c, &s), AIGW_OK);
     n = aigw_stats_count(s);
     for (i = 0; i < n; i++) {
@@ -900,10 +843,7 @@ static void test_every_circuit_open_503(void **state)
     /* aigw_client_reset_health(c, NULL) closes every breaker */
     assert_int_equal(aigw_client_reset_health(c, NULL), AIGW_OK);
     assert_stat(c, "backend", "fake:m1", "closed - wait=0 req=1 ok=0 fail=1 skips=1");
-    r = send_body(c, BODY_M1_M2);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1_M2, "m1/a/200/succeeded", "");
     assert_calls("a@m1 a@m2 a@m1");
     assert_sleeps("");
     assert_now(T0 + 200);
@@ -943,9 +883,7 @@ static void test_host_breaker_next_step_ngrok(void **state)
     set_now(T0 + 100);
     push_tr(AIGW_TR_CONNECT, 0);
     push(200, "{}");
-    r = send_body(c, BODY_GPT);
-    assert_attempts(r, "gpt-4o/a/connect/managed_fallback gpt-4o/ngrok/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_GPT, "gpt-4o/a/connect/managed_fallback gpt-4o/ngrok/200/succeeded");
     assert_stat(c, "host", "http://127.0.0.1:9", "open network wait=1000 req=2 ok=0 fail=2 skips=0");
     /* the ngrok successes kept the backend's count below its threshold */
     assert_stat(c, "backend", "openai:gpt-4o", "closed - wait=0 req=4 ok=2 fail=2 skips=0");
@@ -964,10 +902,7 @@ static void test_host_breaker_next_step_ngrok(void **state)
 
     /* after the cooloff one probe goes to :9 and closes it */
     set_now(T0 + 1100);
-    r = send_body(c, BODY_GPT);
-    assert_attempts(r, "gpt-4o/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_GPT, "gpt-4o/a/200/succeeded", "");
     assert_stat(c, "host", "http://127.0.0.1:9", "closed - wait=0 req=3 ok=1 fail=2 skips=1");
     assert_stat(c, "host", "http://127.0.0.1:6", "closed - wait=0 req=3 ok=3 fail=0 skips=0");
     /* the ngrok key's health is kept per provider it reached */
@@ -986,27 +921,18 @@ static void test_host_breaker_other_provider(void **state)
 {
     aigw_client *c = client_for(STEP_A, "\"circuitBreaker\":{\"failures\":1,\"cooloff\":\"1s\"}",
                                 NULL);
-    aigw_response *r;
     (void)state;
     push_tr(AIGW_TR_CONNECT, 0);
-    r = send_body(c, BODY_M1_M9);
-    assert_attempts(r, "m1/a/connect/next_backend m9/d/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1_M9, "m1/a/connect/next_backend m9/d/200/succeeded");
 
     /* another model on the same dead host: its step is skipped, the other
      * provider's host serves */
     set_now(T0 + 10);
-    r = send_body(c, BODY_M2_M9);
-    assert_attempts(r, "m9/d/200/succeeded");
-    assert_skips(r, "m2/host_circuit_open//990");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M2_M9, "m9/d/200/succeeded", "m2/host_circuit_open//990");
 
     /* the model that failed: a refused connection says nothing of the
      * endpoint (a key with m1), only of the host, which skips it too */
-    r = send_body(c, BODY_M1_M9);
-    assert_attempts(r, "m9/d/200/succeeded");
-    assert_skips(r, "m1/host_circuit_open//990");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1_M9, "m9/d/200/succeeded", "m1/host_circuit_open//990");
     assert_calls("a@m1 d@m9 d@m9 d@m9");
     assert_string_equal(M.urls[1], "http://127.0.0.1:8/v1/chat/completions");
     assert_sleeps("");
@@ -1080,9 +1006,7 @@ static void test_retry_budget(void **state)
     mock_reset(KEY_PREFIX);
     c = client_for(STEP_AB, GW_BUDGET, NULL);
     push(429, RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/429/next_key m1/b/200/succeeded");
     assert_budget(c, "requests=1 retries=0 denied=0 available=10");
     aigw_client_free(c);
 }
@@ -1302,43 +1226,25 @@ static void test_round_robin_with_cooling_key(void **state)
     aigw_response *r;
     (void)state;
     /* turn 0: a b c */
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/200/succeeded");
     /* turn 1: b c a; b is rate limited for a minute */
     push_h(429, "retry-after-ms", "60000", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/429/next_key m1/c/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/b/429/next_key m1/c/200/succeeded", "");
 
     /* turns 2..5: the ready keys a, c alternate; b sorts last and the walk
      * never reaches it, so no skip is recorded */
     set_now(T0 + 10);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/c/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    aigw_response_free(r);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/c/200/succeeded");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
+    assert_sends_skips(c, BODY_M1, "m1/c/200/succeeded", "");
+    assert_sends(c, BODY_M1, "m1/a/200/succeeded");
+    assert_sends(c, BODY_M1, "m1/c/200/succeeded");
     assert_calls("a@m1 b@m1 c@m1 a@m1 c@m1 a@m1 c@m1");
 
     /* turn 6 (a c b): a and c fail; b, still cooling and last, is not
      * tried; the walk ends at c, before reaching it: no skip recorded */
     push(500, SERVER_BODY);
     push(500, SERVER_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/500/next_key m1/c/500/exhausted");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/500/next_key m1/c/500/exhausted", "");
     /* the key is ready; it cools for the model that was limited */
     assert_stat(c, "key", "b", "ready - wait=0 req=1 ok=0 fail=1 skips=0");
     assert_stat(c, "endpoint", "b", "cooling rate_limit wait=59990 req=1 ok=0 fail=1 skips=0");
@@ -1366,15 +1272,11 @@ static void test_round_robin_with_cooling_key(void **state)
     c = client_for(STEP_ABC, "\"sameBackendRetries\":0", NULL);
     push(500, SERVER_BODY);
     push_h(429, "retry-after-ms", "60000", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/500/next_key m1/b/429/next_key m1/c/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/500/next_key m1/b/429/next_key m1/c/200/succeeded");
     set_now(T0 + 10);
     push(500, SERVER_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/500/next_key m1/c/200/succeeded");
-    assert_skips(r, "m1/key_cooling/b/59990");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1,
+                       "m1/a/500/next_key m1/c/200/succeeded", "m1/key_cooling/b/59990");
     assert_calls("a@m1 b@m1 c@m1 a@m1 c@m1");
     /* the key is ready; it cools for the model that was limited */
     assert_stat(c, "key", "b", "ready - wait=0 req=1 ok=0 fail=1 skips=1");
@@ -1391,25 +1293,19 @@ static void test_least_recently_limited(void **state)
     /* never limited: configuration order; a limited at T0, b at T0+5 */
     push_h(429, "retry-after-ms", "10", RL_BODY);
     push_h(429, "retry-after-ms", "10", RL_BODY)->takes_ms = 5;
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/429/next_key m1/b/429/next_key m1/c/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/429/next_key m1/b/429/next_key m1/c/200/succeeded");
 
     /* all ready: c (never limited), then a (100 ms ago), then b (95) */
     set_now(T0 + 100);
     push_h(429, "retry-after-ms", "10", RL_BODY);
     push_h(429, "retry-after-ms", "10", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/c/429/next_key m1/a/429/next_key m1/b/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/c/429/next_key m1/a/429/next_key m1/b/200/succeeded");
 
     /* b (195 ms ago) first; a and c (both 100) in configuration order */
     set_now(T0 + 200);
     push_h(429, "retry-after-ms", "10", RL_BODY);
     push_h(429, "retry-after-ms", "10", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/429/next_key m1/a/429/next_key m1/c/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/b/429/next_key m1/a/429/next_key m1/c/200/succeeded");
 
     /* now a T0+200, b T0+200, c T0+100: c, then a and b in configuration
      * order; c cools for a minute, a and b for 10 ms */
@@ -1425,10 +1321,7 @@ static void test_least_recently_limited(void **state)
     /* c was limited longest ago (100 ms; a 95, b 90) but is still cooling:
      * it comes after the ready keys, and a serves */
     set_now(T0 + 400);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
     assert_calls("a@m1 b@m1 c@m1 c@m1 a@m1 b@m1 b@m1 a@m1 c@m1 c@m1 a@m1 b@m1 a@m1");
     assert_sleeps("");
     aigw_client_free(c);
@@ -1537,9 +1430,7 @@ static void test_user_strategy_v2_sees_health(void **state)
     push_h(429, "retry-after-ms", "2000", RL_BODY);
     push(401, AUTH_BODY);
     push(200, "{}")->takes_ms = 40;
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/429/next_key m1/b/401/next_key m1/c/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/429/next_key m1/b/401/next_key m1/c/200/succeeded");
     assert_int_equal(ud.calls, 1);
     assert_string_equal(ud.provider, "fake");
     assert_string_equal(ud.model, "m1");
@@ -1585,21 +1476,15 @@ static void test_user_strategy_v1_still_works(void **state)
     aigw_client *c = client_for(STEP_AB, "", NULL);
     aigw_strategy st = {1, order_v1, strat_destroy, NULL};
     strat_ud ud;
-    aigw_response *r;
     (void)state;
     memset(&ud, 0, sizeof ud);
     assert_int_equal(aigw_client_set_strategy(c, &st, &ud), AIGW_OK);
     push_h(429, "retry-after-ms", "1000", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/429/next_key m1/a/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/b/429/next_key m1/a/200/succeeded");
     assert_string_equal(ud.v1_ids, "a,b");
 
     set_now(T0 + 10);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "m1/key_cooling/b/990");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "m1/key_cooling/b/990");
     assert_int_equal(ud.calls, 2);
     assert_calls("b@m1 a@m1 a@m1");
     aigw_client_free(c);
@@ -1616,7 +1501,6 @@ static void test_hot_swap_carries_cooldown(void **state)
     aigw_config *cfg2 = make_cfg(STEP_AB, "", NULL); /* the same keys, a new object */
     aigw_config *cfg3;
     aigw_client *c = client_on_mock(cfg1);
-    aigw_response *r;
     static const char cfg3_json[] =
         "{" PROVIDERS ",\"providerKeys\":["
         "{\"id\":\"a\",\"providerId\":\"fake\",\"value\":\"sk-a2\"},"
@@ -1628,17 +1512,12 @@ static void test_hot_swap_carries_cooldown(void **state)
     cfg3 = config_from_json(cfg3_json);
 
     push_h(429, "retry-after-ms", "3000", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/429/next_key m1/b/200/succeeded");
 
     /* same provider, id and value: the cooldown carries over */
     assert_int_equal(aigw_client_set_config(c, cfg2, NULL), AIGW_OK);
     set_now(T0 + 1000);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/200/succeeded");
-    assert_skips(r, "m1/key_cooling/a/2000");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/b/200/succeeded", "m1/key_cooling/a/2000");
     /* the key is ready; it cools for the model that was limited */
     assert_stat(c, "key", "a", "ready - wait=0 req=1 ok=0 fail=1 skips=1");
     assert_stat(c, "endpoint", "a", "cooling rate_limit wait=2000 req=1 ok=0 fail=1 skips=1");
@@ -1648,17 +1527,11 @@ static void test_hot_swap_carries_cooldown(void **state)
     assert_int_equal(aigw_client_set_config(c, cfg3, NULL), AIGW_OK);
     assert_stat(c, "key", "a", "ready - wait=0 req=0 ok=0 fail=0 skips=0");
     assert_int_equal(entries_named(c, "endpoint", "a"), 0);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/a/200/succeeded", "");
 
     /* the old value back: its health was kept */
     assert_int_equal(aigw_client_set_config(c, cfg2, NULL), AIGW_OK);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/200/succeeded");
-    assert_skips(r, "m1/key_cooling/a/2000");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/b/200/succeeded", "m1/key_cooling/a/2000");
     assert_calls("a@m1 b@m1 b@m1 a2@m1 b@m1");
     assert_sleeps("");
     aigw_client_free(c);
@@ -1703,10 +1576,7 @@ static void test_hot_swap_mid_request(void **state)
     assert_string_equal(M.urls[1], "http://127.0.0.1:9/v1/chat/completions");
 
     /* the next request uses the new one */
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/x/200/succeeded");
-    assert_skips(r, "");
-    aigw_response_free(r);
+    assert_sends_skips(c, BODY_M1, "m1/x/200/succeeded", "");
     assert_string_equal(M.urls[2], "http://127.0.0.1:7/v1/chat/completions");
     assert_calls("a@m1 b@m1 x@m1");
 
@@ -1739,12 +1609,8 @@ static void test_swap_resolves_afresh(void **state)
     aigw_response *r;
     (void)state;
     push_h(429, "retry-after-ms", "3000", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/429/next_key m1/b/200/succeeded");
-    aigw_response_free(r);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/200/succeeded");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/429/next_key m1/b/200/succeeded");
+    assert_sends(c, BODY_M1, "m1/b/200/succeeded");
     assert_string_equal(M.urls[0], "http://127.0.0.1:9/api/chat/completions");
     assert_string_equal(M.urls[2], "http://127.0.0.1:9/api/chat/completions");
     /* the host answered each time: a 429 is no failure of it */
@@ -1752,10 +1618,8 @@ static void test_swap_resolves_afresh(void **state)
 
     assert_int_equal(aigw_client_set_config(c, bare, NULL), AIGW_OK);
     set_now(T0 + 1000);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/b/200/succeeded");
-    assert_skips(r, "m1/key_cooling/a/2000"); /* a's entry: found again */
-    aigw_response_free(r);
+    /* a's entry: found again */
+    assert_sends_skips(c, BODY_M1, "m1/b/200/succeeded", "m1/key_cooling/a/2000");
     assert_string_equal(M.urls[3], "http://127.0.0.1:5/v1/chat/completions");
     assert_stat(c, "host", "http://127.0.0.1:5", "closed - wait=0 req=1 ok=1 fail=0 skips=0");
     assert_stat(c, "host", "http://127.0.0.1:9", "closed - wait=0 req=3 ok=3 fail=0 skips=0");
@@ -1795,9 +1659,7 @@ static void test_cooling_wait_must_leave_room_for_an_attempt(void **state)
     int64_t now;
     (void)state;
     push_h(429, "retry-after-ms", "800", RL_BODY);
-    r = send_body(c, BODY_M1);
-    assert_attempts(r, "m1/a/429/exhausted");
-    aigw_response_free(r);
+    assert_sends(c, BODY_M1, "m1/a/429/exhausted");
 
     set_now(T0 + 101);
     r = send_body(c, BODY_M1);

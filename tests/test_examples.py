@@ -8,8 +8,8 @@
 - examples/custom-strategy.c (aigw_strategy version 2, order_health) and
   examples/custom-transport.c (aigw_transport) run against the fake too.
 
-Every run is checked for key values: no 8-character piece of one may show
-on stdout or stderr.
+Every run is checked for key values: no 8-byte window of one may show on
+stdout or stderr (tests/support/secret_scan.py).
 
 Env: QUICKSTART_BIN, CUSTOM_STRATEGY_BIN, CUSTOM_TRANSPORT_BIN (the built
 programs), AIGW_LIB (libaigw.so: its directory goes on LD_LIBRARY_PATH).
@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "support"))
 from fake_provider import FakeProviderCase, completion  # noqa: E402  (tests/support)
+from secret_scan import assert_no_secret  # noqa: E402  (tests/support)
 
 BINS = {name: os.environ.get(var, "") for name, var in (
     ("quickstart", "QUICKSTART_BIN"), ("custom-strategy", "CUSTOM_STRATEGY_BIN"),
@@ -82,11 +83,7 @@ class ExampleBase(FakeProviderCase):
         for name, out in (("stdout", p.stdout), ("stderr", p.stderr)):
             self.assertNotIn(b"Sanitizer", out, out)
             self.assertNotIn(b"runtime error:", out, out)
-            for secret in self.secrets():
-                s = secret.encode()
-                for i in range(len(s) - 7):
-                    self.assertNotIn(s[i:i + 8], out, "%s holds a piece of a key value:\n%s"
-                                     % (name, out.decode("utf-8", "replace")))
+            assert_no_secret(self, out, self.secrets(), name)
         return p
 
     def secrets(self):

@@ -939,14 +939,11 @@ static void test_event_read_deep(void **state)
 
 /* ---- random events: JSON made of the members the reading looks at ---- */
 
-static unsigned long long rnd_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ULL;
 
 static unsigned rnd(unsigned n)
 {
-    rnd_state ^= rnd_state << 13;
-    rnd_state ^= rnd_state >> 7;
-    rnd_state ^= rnd_state << 17;
-    return (unsigned)(rnd_state % n);
+    return (unsigned)(xorshift64(&rnd_state) % n);
 }
 
 typedef struct gen {

@@ -1,7 +1,7 @@
 """secret_scan.py - the one check of the Python tests that no secret shows:
 no secret, nor any 8-byte window of one, in a text the tests captured
 (stdout, stderr, an answer, a log line, a Redis value).  Used by
-test_secrets.py, test_serve.py and test_cli.py.
+test_secrets.py, test_serve.py, test_cli.py and test_examples.py.
 
 (Not named secrets.py: tests/support is first on sys.path, and that would
 shadow the standard library's `secrets` module.)

@@ -5,8 +5,9 @@
  * call (transport.c); clients from gateway JSON, sending a body, and
  * rendering a response's attempts, skips and snapshot entries as strings
  * for one comparison (support.c); a stream handler that records what a
- * caller receives (stream.c); and the embedded mock provider's fixtures and
- * rules (provider.c, over examples/mockprov.c).  Helpers whose output a test
+ * caller receives (stream.c); a fake health store (store.c); random inputs
+ * (random.c); and the embedded mock provider's fixtures and rules
+ * (provider.c, over examples/mockprov.c).  Helpers whose output a test
  * compares take a `fields` spec naming what to render, e.g. "key:verdict" or
  * "model/key/result/verdict": field names joined by separator characters,
  * which are copied as they stand.  The assert_*_as macros report the
@@ -228,6 +229,15 @@ size_t fake_store_find(fake_store *s, const char *prefix, const char *value_pref
                        int64_t *ttl);
 /* "name=value\n" for every live name into buf; returns how many. */
 size_t fake_store_dump(fake_store *s, char *buf, size_t size);
+
+/* ---- random inputs (random.c) ---- */
+
+/* The next number of a xorshift64 generator (state: its seed, not 0). */
+uint64_t xorshift64(uint64_t *state);
+/* A random text of JSON's pieces (tokens, broken escapes, a BOM, control
+ * bytes...): 1 to 24 of them drawn through *seed, as many as fit in buf
+ * (NUL-terminated); returns its length. */
+size_t json_pieces(uint64_t *seed, char *buf, size_t size);
 
 /* ---- the mock provider (provider.c) ---- */
 
