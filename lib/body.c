@@ -314,7 +314,9 @@ typedef struct fast {
 
 static size_t fast_ws(const fast *f, size_t i)
 {
-    while (i < f->len && (f->s[i] == ' ' || f->s[i] == '\n' || f->s[i] == '\t' || f->s[i] == '\r'))
+    /* most bytes come after none: one compare says so */
+    while (i < f->len && f->s[i] <= ' ' &&
+           (f->s[i] == ' ' || f->s[i] == '\n' || f->s[i] == '\t' || f->s[i] == '\r'))
         i++;
     return i;
 }
@@ -333,15 +335,32 @@ static const unsigned char plain[256] = {
     /* 0x80 and up: 0 (UTF-8, checked sequence by sequence) */
 };
 
-/* The string at f->i ('"'): true and f->i past it, *escaped when it holds
- * an escape. */
-static bool fast_string(fast *f, bool *escaped)
+/* Whether any of the 8 bytes at s may not be plain: a control byte, a
+ * byte from 0x80 up, '"' or '\\' (tab, LF and CR too, which are plain:
+ * the byte loop decides those). */
+static bool maybe_special(const unsigned char *s)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t w, q, b;
+    memcpy(&w, s, 8);
+    q = w ^ (ones * '"');
+    b = w ^ (ones * '\\');
+    /* bit 7 of a byte: it is from 0x80 up, or (for the lowest such byte,
+     * whatever the others do) below 0x20 or a zero byte of q or b */
+    return (((w - ones * 0x20) | (q - ones) | (b - ones) | w) & high) != 0;
+}
+
+/* fast_string from i on, where a byte that is not plain lies (or the end):
+ * escapes and UTF-8 sequences, then on.  Apart, so that the plain strings
+ * most bodies hold take no call and few registers. */
+static bool fast_string_rest(fast *f, size_t i, bool *escaped)
 {
     const unsigned char *s = f->s;
-    size_t i = f->i + 1, len = f->len, k;
+    size_t len = f->len, k;
     unsigned v;
-    *escaped = false;
     for (;;) {
+        while (len - i >= 8 && !maybe_special(s + i))
+            i += 8;
         while (i < len && plain[s[i]])
             i++;
         if (i >= len)
@@ -377,6 +396,24 @@ static bool fast_string(fast *f, bool *escaped)
             return false; /* a control byte, or not UTF-8 */
         i += k;
     }
+}
+
+/* The string at f->i ('"'): true and f->i past it, *escaped when it holds
+ * an escape. */
+static inline bool fast_string(fast *f, bool *escaped)
+{
+    const unsigned char *s = f->s;
+    size_t i = f->i + 1, len = f->len;
+    *escaped = false;
+    while (len - i >= 8 && !maybe_special(s + i))
+        i += 8;
+    while (i < len && plain[s[i]])
+        i++;
+    if (i < len && s[i] == '"') {
+        f->i = i + 1;
+        return true;
+    }
+    return fast_string_rest(f, i, escaped);
 }
 
 static bool digit_at(const fast *f, size_t i)
@@ -900,6 +937,13 @@ static bool is_null(const char *body, const member *m)
 int aigw__body_read(const char *body, size_t len, aigw_body_map *map, char **model,
                     char ***models, size_t *n_models, char **why)
 {
+    return aigw__body_read_in(body, len, map, NULL, 0, model, models, n_models, why);
+}
+
+int aigw__body_read_in(const char *body, size_t len, aigw_body_map *map, char *room,
+                       size_t room_size, char **model, char ***models, size_t *n_models,
+                       char **why)
+{
     refusal bad;
     const member *m = &map->model;
     size_t n;
@@ -924,6 +968,12 @@ int aigw__body_read(const char *body, size_t len, aigw_body_map *map, char **mod
         return refuse(why, "\"model\" must be a non-empty string");
     if (memchr(body + m->value + 1, '\\', n - 2))
         return read_tree(body, len, model, models, n_models, why);
+    if (room && n - 2 < room_size) {
+        memcpy(room, body + m->value + 1, n - 2);
+        room[n - 2] = '\0';
+        *model = room;
+        return 0;
+    }
     *model = aigw__strndup(body + m->value + 1, n - 2);
     return *model ? 0 : -2;
 }

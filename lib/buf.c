@@ -71,6 +71,24 @@ int aigw__buf_json_str(aigw_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t i, start = 0;
+    char *p;
+    /* printable ASCII but '"' and '\\' (most strings): as it is, at once */
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x80 || s[i] == '"' ||
+            s[i] == '\\')
+            break;
+    if (i == len) {
+        if (len > SIZE_MAX - 2 || buf_reserve(b, len + 2) != 0)
+            return -1;
+        p = b->data + b->len;
+        p[0] = '"';
+        if (len)
+            memcpy(p + 1, s, len);
+        p[len + 1] = '"';
+        b->len += len + 2;
+        b->data[b->len] = '\0';
+        return 0;
+    }
     if (aigw__buf_append(b, "\"", 1) != 0)
         return -1;
     for (i = 0; i < len; i++) {

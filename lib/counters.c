@@ -5,8 +5,24 @@
 #include "health_int.h"
 
 #define LAT_BUCKETS AIGW_LAT_BUCKETS
+/* Latencies below this many ms find their bucket in a table. */
+#define LAT_SMALL 256
 static int64_t lat_ub[LAT_BUCKETS];
+static unsigned char lat_small[LAT_SMALL];
 static pthread_once_t lat_once = PTHREAD_ONCE_INIT;
+
+static int lat_search(int64_t ms)
+{
+    int lo = 0, hi = LAT_BUCKETS - 1;
+    while (lo < hi) { /* the first bucket whose bound holds ms */
+        int mid = (lo + hi) / 2;
+        if (lat_ub[mid] >= ms)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
 
 static void lat_init(void)
 {
@@ -18,19 +34,13 @@ static void lat_init(void)
         lat_ub[i] = next > lat_ub[i - 1] ? next : lat_ub[i - 1] + 1;
     }
     lat_ub[LAT_BUCKETS - 1] = INT64_MAX;
+    for (i = 0; i < LAT_SMALL; i++)
+        lat_small[i] = (unsigned char)lat_search(i);
 }
 
 static int lat_bucket(int64_t ms)
 {
-    int lo = 0, hi = LAT_BUCKETS - 1;
-    while (lo < hi) { /* the first bucket whose bound holds ms */
-        int mid = (lo + hi) / 2;
-        if (lat_ub[mid] >= ms)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
+    return ms >= 0 && ms < LAT_SMALL ? lat_small[ms] : lat_search(ms);
 }
 
 void aigw__counters_init(aigw_counters *c)

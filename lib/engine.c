@@ -204,9 +204,8 @@ typedef struct step_walk {
 
 /* Whether key i of the walk is ready for the candidate's model.  A cooling
  * key is marked for pick_retry (its wait is known); a benched one never is. */
-static bool key_usable(const run *r, step_walk *w, size_t i, aigw_key_state *st, int64_t *left)
+static bool key_usable(step_walk *w, size_t i, int64_t now, aigw_key_state *st, int64_t *left)
 {
-    int64_t now = aigw__run_now(r);
     *st = aigw__key_state(w->keys[i].hk, w->keys[i].ep, now, left);
     if (*st == AIGW_KEY_READY)
         return true;
@@ -229,7 +228,7 @@ static bool ready_after(const run *r, step_walk *w, size_t k)
     aigw_key_state st;
     int64_t left;
     for (i = k + 1; i < w->n; i++)
-        if (key_usable(r, w, i, &st, &left) && endpoint_admits(r, &w->keys[i]))
+        if (key_usable(w, i, aigw__run_now(r), &st, &left) && endpoint_admits(r, &w->keys[i]))
             return true;
     return false;
 }
@@ -495,12 +494,12 @@ static int skip_open(run *r, const slot *s, aigw_skip_reason why, int64_t left)
                 left);
 }
 
-/* Health's word before an attempt: 0 go (g filled), MV_NEXT_KEY when the
- * key's endpoint is open, MV_NEXT_STEP when the host is (a skip recorded)
- * or the retry budget refuses, or -1 on no memory. */
-static int admit(run *r, const slot *s, gate *g, bool retrying)
+/* Health's word before an attempt at now: 0 go (g filled), MV_NEXT_KEY
+ * when the key's endpoint is open, MV_NEXT_STEP when the host is (a skip
+ * recorded) or the retry budget refuses, or -1 on no memory. */
+static int admit(run *r, const slot *s, gate *g, bool retrying, int64_t now)
 {
-    int64_t now = aigw__run_now(r), left = 0;
+    int64_t left = 0;
     int tries;
     aigw_admit ae, ah;
     const aigw_attempt *prev;
@@ -592,20 +591,22 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
     s.ngrok = ngrok;
     s.body = body;
     while (w.k < w.n) {
-        int64_t sleep_ms = 0, left;
+        int64_t sleep_ms = 0, left, now;
         aigw_key_state ks;
         const aigw_attempt *a;
         gate g;
         if (aigw__run_cancelled(r))
             break;
-        if (r->deadline - aigw__run_now(r) < MIN_ATTEMPT_MS) {
+        /* one reading for the checks below: nothing between them waits */
+        now = aigw__run_now(r);
+        if (r->deadline - now < MIN_ATTEMPT_MS) {
             r->end = END_TIMED_OUT;
             break;
         }
         s.key = &keys[w.k]; /* decide() may point w.k at the key a retry goes to */
         /* A retry goes to the key it waited for; otherwise a key that is
          * cooling or benched is passed over without an upstream call. */
-        if (!w.retrying && !key_usable(r, &w, w.k, &ks, &left)) {
+        if (!w.retrying && !key_usable(&w, w.k, now, &ks, &left)) {
             if (skip_key(r, &s, ks, left) != 0) {
                 mv = -1;
                 break;
@@ -613,7 +614,7 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
             w.k++;
             continue;
         }
-        mv = admit(r, &s, &g, w.retrying);
+        mv = admit(r, &s, &g, w.retrying, now);
         if (mv == MV_NEXT_KEY && !w.retrying) {
             w.k++;
             mv = MV_NEXT_STEP;
@@ -701,7 +702,7 @@ static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step
                       key_ref *refs, size_t *n_out)
 {
     size_t i, n = 0, nk = st->n_keys;
-    int64_t now = aigw__run_now(r);
+    int64_t now;
     const aigw_strategy *vt = r->env->strategy;
     order_room room;
     bool heap = nk > STEP_KEYS_INLINE;
@@ -931,16 +932,19 @@ static void set_store_name(aigw_response *resp, const char *kind)
     resp->health_store[n] = '\0';
 }
 
-/* The body's models, or an error naming what is wrong with it. */
-static aigw_status read_body(const aigw_request *req, aigw_body_map *map, char **model,
-                             char ***models, size_t *n_models, aigw_error **err)
+/* The body's models, or an error naming what is wrong with it.  The model
+ * is written into room when it fits (MODEL_ROOM bytes), else allocated. */
+#define MODEL_ROOM 128
+static aigw_status read_body(const aigw_request *req, aigw_body_map *map, char *room,
+                             char **model, char ***models, size_t *n_models, aigw_error **err)
 {
     char *why = NULL;
     int rc;
     aigw_status st;
     if (!req->body)
         return aigw__fail(err, AIGW_EREQUEST, "the request has no body");
-    rc = aigw__body_read(req->body, req->body_len, map, model, models, n_models, &why);
+    rc = aigw__body_read_in(req->body, req->body_len, map, room, MODEL_ROOM, model, models,
+                            n_models, &why);
     if (rc == 0)
         return AIGW_OK;
     if (rc == -2)
@@ -957,6 +961,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     run r;
     aigw_body_map map;
     const aigw_akc *akc;
+    char model_room[MODEL_ROOM];
     char *model = NULL, **models = NULL;
     size_t n_models = 0;
     uint64_t fallbacks0;
@@ -968,7 +973,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
         return aigw__fail(err, AIGW_EREQUEST,
                           "the configuration has no access key configuration named '%s'",
                           req->configuration);
-    st = read_body(req, &map, &model, &models, &n_models, err);
+    st = read_body(req, &map, model_room, &model, &models, &n_models, err);
     if (st != AIGW_OK)
         return st;
     if (sh && (env->transport->version < 2 || !env->transport->send_stream)) {
@@ -1007,7 +1012,9 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
         rc = r.resp->model ? 0 : -1;
     }
     if (rc == 0)
-        rc = aigw__hdrs_add(&r.resp->headers, "x-aigw-request-id", r.resp->request_id);
+        rc = aigw__hdrs_addn(&r.resp->headers, "x-aigw-request-id",
+                             sizeof "x-aigw-request-id" - 1, r.resp->request_id,
+                             strlen(r.resp->request_id));
     cands_free(&r);
     if (rc != 0) {
         aigw_response_free(r.resp);
@@ -1017,7 +1024,8 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     *out = r.resp;
     st = AIGW_OK;
 out:
-    aigw__free(model);
+    if (model != model_room)
+        aigw__free(model);
     aigw__strv_free(models, n_models);
     return st;
 }

@@ -148,6 +148,9 @@ int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src);
 int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src);
 /* What stands in for the key's value wherever an answer echoed it. */
 #define AIGW_REDACTED "[REDACTED]"
+/* The first copy of key (klen bytes) in the len bytes at p, or NULL: what
+ * memmem finds, found mostly by memchr on a rare-looking byte of the key. */
+const char *aigw__secret_find(const char *p, size_t len, const char *key, size_t klen);
 /* Replaces each header value that holds the secret with AIGW_REDACTED. */
 int aigw__scrub_headers(aigw_hdrs *h, const aigw_secret *s);
 /* Hands the upstream answer to the caller (secrets scrubbed). */

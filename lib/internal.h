@@ -85,6 +85,10 @@ typedef struct aigw_hdr {
     char *value;
 } aigw_hdr;
 
+/* {NULL, 0, 0} is an empty list.  Entries and their strings live in one
+ * block that v points into: only these functions add, change or free them
+ * (adding may move the block: a name or value added must not point into
+ * the list itself). */
 typedef struct aigw_hdrs {
     aigw_hdr *v;
     size_t n;
@@ -94,6 +98,14 @@ typedef struct aigw_hdrs {
 int aigw__hdrs_add(aigw_hdrs *h, const char *name, const char *value); /* copies */
 int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *value,
                     size_t vlen);
+/* Room for every header of src to be added to h without an allocation.
+ * 0, or -1 when out of memory (h as it was). */
+int aigw__hdrs_reserve_for(aigw_hdrs *h, const aigw_hdrs *src);
+/* Joins the last header's value with one space and len bytes of p (an
+ * obsolete folded line); nothing without a header or bytes.  0 or -1. */
+int aigw__hdrs_unfold(aigw_hdrs *h, const char *p, size_t len);
+/* Replaces header i's value (i < h->n); the old bytes are wiped.  0 or -1. */
+int aigw__hdrs_set_value(aigw_hdrs *h, size_t i, const char *value);
 const char *aigw__hdrs_get(const aigw_hdrs *h, const char *name); /* case-insensitive */
 void aigw__hdrs_free(aigw_hdrs *h);
 
@@ -411,6 +423,11 @@ typedef struct aigw_body_map {
  * read in one pass, without a tree. */
 int aigw__body_read(const char *body, size_t len, aigw_body_map *map, char **model,
                     char ***models, size_t *n_models, char **why);
+/* aigw__body_read, the model written into room (room_size bytes) when it
+ * fits there without decoding: then *model is room, not to be freed. */
+int aigw__body_read_in(const char *body, size_t len, aigw_body_map *map, char *room,
+                       size_t room_size, char **model, char ***models, size_t *n_models,
+                       char **why);
 /* aigw__body_splice from the map of an accepted body: the same bytes. */
 int aigw__body_splice_map(const char *body, size_t len, const aigw_body_map *map,
                           const char *model, aigw_buf *out);

@@ -3,26 +3,43 @@
  * goes through aigw__buf_json_str. */
 #include "response.h"
 
+#include <stddef.h>
 #include <string.h>
+
+/* "rq_" and 26 base-62 characters: five from each 32-bit random word, the
+ * word read as a fraction and multiplied out digit by digit (as many bits
+ * as 26 bytes taken modulo 62 would give, for a quarter of the work). */
+static void request_id(char *out)
+{
+    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    uint32_t w[6];
+    size_t i, k;
+    aigw__fast_random(w, sizeof w);
+    memcpy(out, "rq_", 3);
+    out += 3;
+    for (i = 0; i < 6; i++) {
+        uint32_t x = w[i];
+        for (k = 0; k < 5 && i * 5 + k < 26; k++) {
+            uint64_t m = (uint64_t)x * 62;
+            out[i * 5 + k] = b62[m >> 32];
+            x = (uint32_t)m;
+        }
+    }
+    out[26] = '\0';
+}
 
 aigw_response *aigw__response_new(void)
 {
-    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    unsigned char rnd[26];
-    size_t i;
-    /* calloc: the records and the arena need no zeroing, but the rest
-     * does, and one call is simplest */
-    aigw_response *r = aigw__calloc(1, sizeof *r);
+    /* the arena and the inline records need no zeroing (each record is
+     * cleared when it is added), the rest does */
+    aigw_response *r = aigw__malloc(sizeof *r);
     if (!r)
         return NULL;
+    memset(r, 0, offsetof(aigw_response, arena));
     r->trace_json = &r->trace_cell;
     r->attempts = r->attempts_inline;
     r->cap_attempts = AIGW_RESPONSE_INLINE_ATTEMPTS;
-    aigw__fast_random(rnd, sizeof rnd);
-    memcpy(r->request_id, "rq_", 3);
-    for (i = 0; i < sizeof rnd; i++)
-        r->request_id[3 + i] = b62[rnd[i] % 62];
-    r->request_id[3 + sizeof rnd] = '\0';
+    request_id(r->request_id);
     return r;
 }
 

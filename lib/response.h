@@ -75,6 +75,7 @@ struct aigw_response {
      * bytes here, then in chunks; a request's own allocations are few. */
     size_t arena_used;
     aigw_chunk *chunks;
+    /* From here on, not zeroed by aigw__response_new: keep them last. */
     char arena[AIGW_RESPONSE_ARENA];
     aigw_attempt attempts_inline[AIGW_RESPONSE_INLINE_ATTEMPTS];
 };

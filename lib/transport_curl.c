@@ -15,9 +15,11 @@
  * progress meter, TCP_NODELAY, verification on, nothing printed) and the
  * callbacks, whose data is the pair's own call record so that its address
  * never changes.  An exchange sets only what a request may change, and
- * sets all of it every time, defaults included: URL, timeouts, the body
- * cap (MAXFILESIZE 0 when there is none), the method (CUSTOMREQUEST back
- * to NULL, the POST body, or for a GET the body cleared and HTTPGET).
+ * all of it, defaults included: URL, timeouts, the body cap (MAXFILESIZE
+ * 0 when there is none), the method (CUSTOMREQUEST back to NULL, the POST
+ * body, or for a GET the body cleared and HTTPGET) - each option skipped
+ * when the pair remembers the handle holding that very value already
+ * (set_opts), as a request to the same URL with the same body does.
  *
  * A handle is never curl_easy_reset: in libcurl 7.88 it cannot report a
  * failed allocation, and a handle it left half reset failed its next
@@ -103,6 +105,22 @@ typedef struct call {
     stop_reason stop;
 } call;
 
+/* What an easy handle's per-request options were last set to, so that an
+ * exchange sets only those that differ (libcurl's setopt copies a URL, and
+ * each call costs): known only while the handle lives, all of it cleared
+ * with it.  url NULL: not known (set it). */
+typedef struct set_opts {
+    char *url;       /* a copy of CURLOPT_URL */
+    long timeout_ms; /* CURLOPT_TIMEOUT_MS */
+    long connect_ms; /* CURLOPT_CONNECTTIMEOUT_MS */
+    curl_off_t max_size; /* CURLOPT_MAXFILESIZE_LARGE */
+    /* A plain POST: CUSTOMREQUEST NULL, POSTFIELDS body, POSTFIELDSIZE_LARGE
+     * body_len.  false: some other method, or not known. */
+    bool post;
+    const char *body;
+    curl_off_t body_len;
+} set_opts;
+
 /* A pooled set of handles.  easy is NULL until an exchange makes it; hdrs
  * and the file names belong to it and go with it. */
 typedef struct pair {
@@ -113,6 +131,7 @@ typedef struct pair {
     char *ca_file;           /* the gatewayConfig.tls files easy was made for */
     char *cert_file;
     char *key_file;
+    set_opts set;            /* what easy's per-request options hold */
     call c;                  /* the callbacks' data: the current exchange */
 } pair;
 
@@ -156,6 +175,8 @@ static void easy_drop(pair *p)
     aigw__free(p->cert_file);
     aigw__free(p->key_file);
     p->ca_file = p->cert_file = p->key_file = NULL;
+    aigw__free(p->set.url);
+    memset(&p->set, 0, sizeof p->set);
 }
 
 static void pair_free(pair *p)
@@ -250,23 +271,11 @@ static bool is_ows(char c)
  * header's value with one space. */
 static int unfold(aigw_hdrs *h, const char *p, size_t len)
 {
-    char *v;
-    size_t old;
     while (len && is_ows(*p)) {
         p++;
         len--;
     }
-    if (h->n == 0 || len == 0)
-        return 0;
-    old = strlen(h->v[h->n - 1].value);
-    v = aigw__realloc(h->v[h->n - 1].value, old + len + 2);
-    if (!v)
-        return -1;
-    v[old] = ' ';
-    memcpy(v + old + 1, p, len);
-    v[old + 1 + len] = '\0';
-    h->v[h->n - 1].value = v;
-    return 0;
+    return aigw__hdrs_unfold(h, p, len);
 }
 
 static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
@@ -393,12 +402,18 @@ static bool has_crlf(const char *s)
     return strpbrk(s, "\r\n") != NULL;
 }
 
+/* A byte a header name (or method) may hold: printable ASCII but ':'. */
+static bool tchar(char c)
+{
+    return (unsigned char)(c - 0x21) < 0x7f - 0x21 && c != ':';
+}
+
 static bool token_ok(const char *s)
 {
     if (!*s)
         return false;
     for (; *s; s++)
-        if ((unsigned char)*s <= ' ' || *s == ':' || (unsigned char)*s >= 0x7f)
+        if (!tchar(*s))
             return false;
     return true;
 }
@@ -504,29 +519,41 @@ static int build_headers(const aigw_transport_request *req, struct curl_slist **
     return 0;
 }
 
-/* Whether line is build_headers' line for name (n bytes) and value. */
+/* Whether line is build_headers' line for name (n bytes) and value, and
+ * name holds no ':'.  Then name is the name the line was built from, a
+ * token, and value its value: a line is a token, then ": " and the value
+ * or ";", so its first ':' (when it has one) ends the name. */
 static bool line_is(const char *line, const char *name, size_t n, const char *value)
 {
-    if (strncmp(line, name, n) != 0)
+    if (strncmp(line, name, n) != 0 || memchr(name, ':', n))
         return false;
     line += n;
     if (!*value)
-        return strcmp(line, ";") == 0;
+        return line[0] == ';' && line[1] == '\0';
     return line[0] == ':' && line[1] == ' ' && strcmp(line + 2, value) == 0;
 }
 
-/* Whether l is, byte for byte, the list build_headers would make of req
- * (whose headers are ok). */
+/* Whether l is, byte for byte, the list build_headers would make of req,
+ * with every name of req a token - and then every header of req is ok
+ * (headers_ok) as it stands: a value matched its line's, which was checked
+ * when l was built, up to the ':' that no name holds.  false tells nothing
+ * of whether req's headers are ok. */
 static bool same_headers(const struct curl_slist *l, const aigw_transport_request *req)
 {
     bool has_expect = false, has_accept = false;
     size_t i;
     for (i = 0; i < req->n_headers; i++) {
         const char *name = req->headers[i].name, *value = req->headers[i].value;
-        size_t n = strlen(name);
-        hdr_kind k = header_kind(name, n);
-        if (k == HDR_FRAMING)
+        size_t n;
+        hdr_kind k;
+        if (!name || !value || (n = strlen(name)) == 0)
+            return false;
+        k = header_kind(name, n);
+        if (k == HDR_FRAMING) { /* not in the list: checked here */
+            if (!token_ok(name) || has_crlf(value))
+                return false;
             continue;
+        }
         has_expect |= k == HDR_EXPECT;
         has_accept |= k == HDR_ACCEPT;
         if (!l || !line_is(l->data, name, n, value))
@@ -545,7 +572,6 @@ static bool same_headers(const struct curl_slist *l, const aigw_transport_reques
     }
     return l == NULL;
 }
-
 
 /* ---- result mapping ---- */
 
@@ -741,47 +767,79 @@ static CURLcode easy_make(pair *p, const aigw_transport_request *req)
 
 /* The method and body, every option of them set: CUSTOMREQUEST back to
  * NULL unless the method needs it, and for a GET no body left from a
- * previous request. */
-static CURLcode set_method(CURL *h, const aigw_transport_request *req)
+ * previous request.  A plain POST of the body the handle already has sets
+ * nothing. */
+static CURLcode set_method(CURL *h, const aigw_transport_request *req, set_opts *so)
 {
     const char *m = req->method ? req->method : "POST";
-    bool get = strcmp(m, "GET") == 0 && req->body_len == 0;
+    bool get = req->body_len == 0 && strcmp(m, "GET") == 0;
+    bool post = !get && strcmp(m, "POST") == 0;
+    const char *body = req->body ? req->body : "";
     CURLcode rc = CURLE_OK;
-    SET(CURLOPT_CUSTOMREQUEST, get || strcmp(m, "POST") == 0 ? (const char *)NULL : m);
+    if (post && so->post && so->body == body && so->body_len == (curl_off_t)req->body_len)
+        return CURLE_OK;
+    so->post = false;
+    SET(CURLOPT_CUSTOMREQUEST, get || post ? (const char *)NULL : m);
     if (get) {
         SET(CURLOPT_POSTFIELDS, (const char *)NULL);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
         SET(CURLOPT_HTTPGET, 1L);
         return rc;
     }
-    SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    SET(CURLOPT_POSTFIELDS, body);
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    if (rc == CURLE_OK && post) {
+        so->post = true;
+        so->body = body;
+        so->body_len = (curl_off_t)req->body_len;
+    }
     return rc;
 }
 
-/* What a request may change, all of it, every time. */
-static CURLcode set_request(CURL *h, const aigw_transport_request *req, const call *c)
+/* What a request may change, all of it, every time: set unless the handle
+ * holds it already (so; a failed setopt drops the handle, and so with it). */
+static CURLcode set_request(CURL *h, const aigw_transport_request *req, const call *c,
+                            set_opts *so)
 {
     CURLcode rc = CURLE_OK;
-    SET(CURLOPT_URL, req->url);
-    SET(CURLOPT_TIMEOUT_MS, clamp_ms(req->timeout_ms));
-    SET(CURLOPT_CONNECTTIMEOUT_MS, clamp_ms(req->connect_timeout_ms));
+    long timeout = clamp_ms(req->timeout_ms), connect = clamp_ms(req->connect_timeout_ms);
     /* Stops at once when Content-Length announces too much (before 8.4.0
      * libcurl checks only then; on_body covers the rest); 0 is no limit. */
-    SET(CURLOPT_MAXFILESIZE_LARGE,
-        (curl_off_t)(c->cap && c->cap <= (size_t)INT64_MAX ? c->cap : 0));
+    curl_off_t max_size = (curl_off_t)(c->cap && c->cap <= (size_t)INT64_MAX ? c->cap : 0);
+    if (!so->url || strcmp(so->url, req->url) != 0) {
+        aigw__free(so->url);
+        so->url = NULL;
+        SET(CURLOPT_URL, req->url);
+        if (rc == CURLE_OK)
+            so->url = aigw__strdup(req->url); /* NULL: not known, set next time */
+        /* a new handle: none of the others is known either */
+        so->timeout_ms = so->connect_ms = -1;
+        so->max_size = -1;
+    }
+    if (so->timeout_ms != timeout) {
+        SET(CURLOPT_TIMEOUT_MS, timeout);
+        so->timeout_ms = timeout;
+    }
+    if (so->connect_ms != connect) {
+        SET(CURLOPT_CONNECTTIMEOUT_MS, connect);
+        so->connect_ms = connect;
+    }
+    if (so->max_size != max_size) {
+        SET(CURLOPT_MAXFILESIZE_LARGE, max_size);
+        so->max_size = max_size;
+    }
     if (rc == CURLE_OK)
-        rc = set_method(h, req);
+        rc = set_method(h, req, so);
     return rc;
 }
 #undef SET
 
 /* p's easy handle ready for req: made when there is none or it was made
  * for other TLS files, its header list kept when req's headers are the
- * same (else a new one, set before the old one is wiped and freed, so the
- * handle never points at freed memory), the request's options set.
- * CURLE_OK or the first failure. */
-static CURLcode prepare(pair *p, const aigw_transport_request *req)
+ * same (same: same_headers said so of p->hdrs; else a new list, set before
+ * the old one is wiped and freed, so the handle never points at freed
+ * memory), the request's options set.  CURLE_OK or the first failure. */
+static CURLcode prepare(pair *p, const aigw_transport_request *req, bool same)
 {
     struct curl_slist *l;
     CURLcode rc;
@@ -789,7 +847,7 @@ static CURLcode prepare(pair *p, const aigw_transport_request *req)
         easy_drop(p);
     if (!p->easy && (rc = easy_make(p, req)) != CURLE_OK)
         return rc;
-    if (!p->hdrs || !same_headers(p->hdrs, req)) {
+    if (!p->hdrs || !same) {
         if (build_headers(req, &l) != 0)
             return CURLE_OUT_OF_MEMORY;
         if ((rc = curl_easy_setopt(p->easy, CURLOPT_HTTPHEADER, l)) != CURLE_OK) {
@@ -799,7 +857,7 @@ static CURLcode prepare(pair *p, const aigw_transport_request *req)
         slist_wipe_free(p->hdrs);
         p->hdrs = l;
     }
-    return set_request(p->easy, req, &p->c);
+    return set_request(p->easy, req, &p->c, &p->set);
 }
 
 /* Waits for socket activity or libcurl's next timer, at most ms. */
@@ -893,15 +951,23 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     aigw_transport_result tr;
     int64_t start;
     CURLcode rc;
+    bool same;
     pair *p;
     call *c;
 
     if (!t || !req || !resp || !req->url || (!req->body && req->body_len) ||
-        (req->method && !token_ok(req->method)) || !headers_ok(req))
+        (req->method && !token_ok(req->method)) || (req->n_headers && !req->headers))
         return AIGW_TR_OTHER;
     p = pool_take(t);
     if (!p)
-        return AIGW_TR_NOMEM;
+        return headers_ok(req) ? AIGW_TR_NOMEM : AIGW_TR_OTHER;
+    /* The headers the handle sent last time were checked then: the same
+     * ones need no second look (same_headers). */
+    same = p->hdrs && same_headers(p->hdrs, req);
+    if (!same && !headers_ok(req)) {
+        pool_give(t, p); /* untouched */
+        return AIGW_TR_OTHER;
+    }
     c = &p->c;
     memset(c, 0, sizeof *c);
     c->resp = resp;
@@ -914,7 +980,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     c->idle_deadline = on_data && req->idle_timeout_ms > 0 ? add_ms(start, req->idle_timeout_ms)
                                                            : NO_DEADLINE;
 
-    rc = prepare(p, req);
+    rc = prepare(p, req, same);
     if (rc == CURLE_OK) {
         c->h = p->easy;
         tr = drive(p, c, req->timeout_ms > 0 ? add_ms(start, req->timeout_ms) : NO_DEADLINE);

@@ -153,15 +153,53 @@ int aigw__scrub_headers(aigw_hdrs *h, const aigw_secret *s)
     size_t i;
     if (!s || s->len == 0)
         return 0;
-    for (i = 0; i < h->n; i++)
-        if (strstr(h->v[i].value, s->value)) {
-            char *v = aigw__strdup(AIGW_REDACTED);
-            if (!v)
-                return -1;
-            aigw__free(h->v[i].value);
-            h->v[i].value = v;
-        }
+    for (i = 0; i < h->n; i++) {
+        size_t n = strlen(h->v[i].value); /* most values are shorter than a key */
+        if (n >= s->len && aigw__secret_find(h->v[i].value, n, s->value, s->len) &&
+            aigw__hdrs_set_value(h, i, AIGW_REDACTED) != 0)
+            return -1;
+    }
     return 0;
+}
+
+/* How often a byte turns up in an answer's text, roughly (lower: rarer):
+ * lower-case letters and JSON's own punctuation most, digits less, the
+ * rest (capitals, '-', '_', ...) least. */
+static int commonness(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || c == '"' || c == ' ' || c == ',' || c == ':')
+        return 2;
+    return c >= '0' && c <= '9' ? 1 : 0;
+}
+
+const char *aigw__secret_find(const char *p, size_t len, const char *key, size_t klen)
+{
+    const char *end = p + len, *q, *last, *c;
+    size_t at = 0, i, misses = 0;
+    if (klen == 0)
+        return p;
+    if (len < klen)
+        return NULL;
+    /* the pivot: the rarest-looking of the key's first bytes */
+    for (i = 1; i < klen && i < 16 && commonness((unsigned char)key[at]) > 0; i++)
+        if (commonness((unsigned char)key[i]) < commonness((unsigned char)key[at]))
+            at = i;
+    /* each place the pivot's byte lies is a candidate starting at bytes
+     * before it, in the order of their starts */
+    q = p + at;
+    last = end - (klen - at);
+    while (q <= last) {
+        if (!(c = memchr(q, key[at], (size_t)(last - q) + 1)))
+            return NULL;
+        if (memcmp(c - at, key, klen) == 0)
+            return c - at;
+        /* a text full of that byte: memmem, from the first start not ruled
+         * out, keeps the search linear */
+        if (++misses > 16)
+            return memmem(c - at + 1, (size_t)(end - (c - at + 1)), key, klen);
+        q = c + 1;
+    }
+    return NULL;
 }
 
 /* Replaces every verbatim copy of the secret in the answer we hand back. */
@@ -178,7 +216,7 @@ static int scrub(aigw_response *resp, const aigw_secret *s)
         return 0;
     p = resp->body.data;
     end = p + resp->body.len;
-    while ((hit = memmem(p, (size_t)(end - p), s->value, s->len)) != NULL) {
+    while ((hit = aigw__secret_find(p, (size_t)(end - p), s->value, s->len)) != NULL) {
         if (aigw__buf_append(&out, p, (size_t)(hit - p)) != 0 ||
             aigw__buf_puts(&out, red) != 0) {
             aigw__buf_free(&out);
@@ -199,8 +237,11 @@ static int scrub(aigw_response *resp, const aigw_secret *s)
 
 bool aigw__hop_by_hop(const char *name)
 {
-    /* names are lower-cased (aigw__hdrs_addn): by length first, so most
-     * end-to-end names take no string compare at all */
+    /* names are lower-cased (aigw__hdrs_addn): by first letter, then by
+     * length, so most end-to-end names take no string compare at all */
+    if (name[0] != 'c' && name[0] != 'k' && name[0] != 'p' && name[0] != 't' &&
+        name[0] != 'u')
+        return false;
     switch (strlen(name)) {
     case 2: return strcmp(name, "te") == 0;
     case 7: return name[0] == 't' ? strcmp(name, "trailer") == 0 : strcmp(name, "upgrade") == 0;
@@ -225,34 +266,29 @@ int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src)
 
 int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src)
 {
-    size_t i, n = dst->n;
-    if (n == 0) { /* the usual case: the transport's list becomes the caller's */
+    size_t i, n = 0;
+    if (dst->n == 0) { /* the usual case: the transport's list becomes the caller's */
         aigw__hdrs_free(dst);
         *dst = *src;
         memset(src, 0, sizeof *src);
-    } else if (src->n) {
-        if (dst->cap - n < src->n) {
-            aigw_hdr *v = aigw__realloc(dst->v, (n + src->n) * sizeof *v);
-            if (!v)
-                return -1;
-            dst->v = v;
-            dst->cap = n + src->n;
-        }
-        memcpy(dst->v + n, src->v, src->n * sizeof *src->v);
-        dst->n += src->n;
-        aigw__free(src->v);
-        memset(src, 0, sizeof *src);
+        /* the hop-by-hop ones go, the order of the rest kept (their bytes
+         * stay in the list's block) */
+        for (i = 0; i < dst->n; i++)
+            if (!aigw__hop_by_hop(dst->v[i].name))
+                dst->v[n++] = dst->v[i];
+        dst->n = n;
+        return 0;
     }
-    /* the hop-by-hop ones (from n on) go, the order of the rest kept */
-    for (i = n; i < dst->n; i++) {
-        if (aigw__hop_by_hop(dst->v[i].name)) {
-            aigw__free(dst->v[i].name);
-            aigw__free(dst->v[i].value);
-        } else {
-            dst->v[n++] = dst->v[i];
-        }
+    /* after the list's own: room for all first, so nothing moves unless
+     * everything does */
+    if (aigw__hdrs_reserve_for(dst, src) != 0)
+        return -1;
+    for (i = 0; i < src->n; i++) {
+        const aigw_hdr *hd = &src->v[i];
+        if (!aigw__hop_by_hop(hd->name))
+            (void)aigw__hdrs_addn(dst, hd->name, strlen(hd->name), hd->value, strlen(hd->value));
     }
-    dst->n = n;
+    aigw__hdrs_free(src);
     return 0;
 }
 

@@ -78,16 +78,20 @@ void aigw__fast_random(void *out, size_t n)
     static _Thread_local uint64_t state;
     static _Thread_local int generation;
     unsigned char *p = out;
+    uint64_t st; /* the thread's state, in a register while it runs */
+    int gen;
     pthread_once(&atfork_once, register_atfork);
     /* a forked child must not repeat its parent's request ids */
-    if (generation != atomic_load(&fork_generation)) {
-        generation = atomic_load(&fork_generation);
+    gen = atomic_load(&fork_generation);
+    if (generation != gen) {
+        generation = gen;
         state = 0;
     }
-    while (state == 0)
-        aigw__random_bytes(&state, sizeof state);
+    st = state;
+    while (st == 0)
+        aigw__random_bytes(&st, sizeof st);
     while (n > 0) {
-        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        uint64_t z = (st += 0x9e3779b97f4a7c15ULL);
         size_t k = n < sizeof z ? n : sizeof z;
         z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -96,6 +100,7 @@ void aigw__fast_random(void *out, size_t n)
         p += k;
         n -= k;
     }
+    state = st;
 }
 
 void aigw__random_bytes(void *out, size_t n)

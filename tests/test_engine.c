@@ -3,6 +3,7 @@
  * the exact attempt sequence for every row of the failover policy, the
  * waits, the final answers, and the bytes handed to the transport.
  */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -892,6 +893,133 @@ static void test_move_headers(void **state)
     assert_true(n > 1 && n < 20); /* it failed before it moved */
 }
 
+/* aigw__secret_find finds what memmem finds, whatever the key's bytes,
+ * where its copies lie (overlapping, at either end) and however often its
+ * rare byte turns up without it. */
+static void test_secret_find(void **state)
+{
+    static const char alpha[] = "ab-X1\"";
+    char text[300], key[24];
+    uint64_t rs = 0x9e3779b97f4a7c15ULL;
+    int round;
+    (void)state;
+    for (round = 0; round < 20000; round++) {
+        size_t len, klen, i;
+        rs ^= rs << 13;
+        rs ^= rs >> 7;
+        rs ^= rs << 17;
+        len = (size_t)(rs % sizeof text);
+        klen = 1 + (size_t)((rs >> 20) % (sizeof key - 1));
+        for (i = 0; i < klen; i++)
+            key[i] = alpha[(rs >> (i * 2 % 60)) % (round % 3 == 0 ? 2 : sizeof alpha - 1)];
+        for (i = 0; i < len; i++) {
+            rs ^= rs << 13;
+            rs ^= rs >> 7;
+            rs ^= rs << 17;
+            text[i] = alpha[rs % (round % 3 == 0 ? 3 : sizeof alpha - 1)];
+        }
+        /* plant the key now and then, at the ends too */
+        if (len >= klen && round % 2 == 0)
+            memcpy(text + (round % 4 == 0 ? len - klen : (size_t)(rs % (len - klen + 1))), key,
+                   klen);
+        assert_ptr_equal(aigw__secret_find(text, len, key, klen),
+                         memmem(text, len, key, klen));
+    }
+    assert_ptr_equal(aigw__secret_find("abc", 3, "abcd", 4), NULL);
+    assert_ptr_equal(aigw__secret_find(text, 0, key, 1), NULL);
+}
+
+/* A header list is one block (headers.c): names lower-cased eight bytes at
+ * a time and the rest byte by byte, whatever the case and bytes; the block
+ * grows past its first entries and bytes with every string kept; a folded
+ * line joins the last value where it lies or from a copy; a value replaced
+ * in place or anew; with no memory, each change fails and leaves the list
+ * as it was. */
+static void test_header_block(void **state)
+{
+    aigw_hdrs h = {NULL, 0, 0};
+    char name[64], value[700], want[64];
+    size_t i, k;
+    (void)state;
+    /* upper, lower, digits, punctuation and bytes from 0x80 up */
+    assert_int_equal(aigw__hdrs_add(&h, "X-RateLimit-Reset-Tokens\xc3\x89Z@[`{", "v"), 0);
+    assert_string_equal(h.v[0].name, "x-ratelimit-reset-tokens\xc3\x89z@[`{");
+    for (i = 0; i <= 26; i++) { /* every length around the eight-byte steps */
+        aigw_hdrs one = {NULL, 0, 0};
+        assert_int_equal(aigw__hdrs_addn(&one, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", i, "", 0), 0);
+        assert_int_equal(strlen(one.v[0].name), i);
+        assert_memory_equal(one.v[0].name, "abcdefghijklmnopqrstuvwxyz", i);
+        assert_string_equal(one.v[0].value, "");
+        aigw__hdrs_free(&one);
+    }
+    for (i = 1; i < 40; i++) {
+        snprintf(name, sizeof name, "X-H%zu-ABCDEFGHIJKLMNOPQRSTUVWXYZ", i);
+        memset(value, 'a' + (int)(i % 26), 40);
+        value[40] = '\0';
+        assert_int_equal(aigw__hdrs_add(&h, name, value), 0);
+    }
+    assert_int_equal(h.n, 40);
+    assert_true(h.cap >= 40);
+    for (i = 1; i < 40; i++) {
+        snprintf(want, sizeof want, "x-h%zu-abcdefghijklmnopqrstuvwxyz", i);
+        assert_string_equal(h.v[i].name, want);
+        assert_int_equal(strlen(h.v[i].value), 40);
+        assert_int_equal(h.v[i].value[39], 'a' + (int)(i % 26));
+    }
+    /* a long value: the text grows past its room */
+    memset(value, 'q', sizeof value - 1);
+    value[sizeof value - 1] = '\0';
+    assert_int_equal(aigw__hdrs_add(&h, "Big", value), 0);
+    assert_string_equal(h.v[40].value, value);
+    assert_string_equal(aigw__hdrs_get(&h, "x-h39-ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+                        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn");
+
+    /* folded lines: at the end in place, then after a value moved */
+    assert_int_equal(aigw__hdrs_unfold(&h, "more", 4), 0);
+    assert_int_equal(strlen(h.v[40].value), sizeof value - 1 + 5);
+    assert_string_equal(h.v[40].value + sizeof value - 1, " more");
+    assert_int_equal(aigw__hdrs_add(&h, "last", "x"), 0);
+    assert_int_equal(aigw__hdrs_set_value(&h, 41, "a longer value"), 0); /* moved */
+    assert_int_equal(aigw__hdrs_add(&h, "after", "y"), 0);
+    assert_int_equal(aigw__hdrs_set_value(&h, 41, "short"), 0);         /* in place */
+    assert_string_equal(h.v[41].value, "short");
+    h.n--; /* "last" is the last again; its value is not at the end */
+    assert_int_equal(aigw__hdrs_unfold(&h, "tail", 4), 0);
+    assert_string_equal(h.v[41].value, "short tail");
+    assert_int_equal(aigw__hdrs_unfold(&h, "", 0), 0);
+    assert_string_equal(h.v[41].value, "short tail");
+    assert_string_equal(h.v[40].value + sizeof value - 1, " more");
+    assert_string_equal(h.v[0].name, "x-ratelimit-reset-tokens\xc3\x89z@[`{");
+
+    /* no memory: each change that needs room fails, the list as it was */
+    {
+        aigw_hdrs dst = {NULL, 0, 0};
+        int rc1, rc2, rc3;
+        assert_int_equal(aigw__hdrs_add(&dst, "a", "1"), 0);
+        aigw__alloc_fail_from(1);
+        rc1 = aigw__hdrs_reserve_for(&dst, &h);
+        for (k = 0; k < 8; k++)
+            if (aigw__hdrs_add(&dst, "b", "2") != 0)
+                break;
+        rc2 = aigw__hdrs_set_value(&dst, 0, value);
+        rc3 = aigw__hdrs_unfold(&dst, value, sizeof value - 1);
+        aigw__alloc_fail_from(0);
+        assert_int_equal(rc1, -1);
+        assert_int_equal(k, 7); /* the first eight entries fit */
+        assert_int_equal(rc2, -1);
+        assert_int_equal(rc3, -1);
+        assert_int_equal(dst.n, 8);
+        assert_string_equal(dst.v[0].value, "1");
+        assert_string_equal(dst.v[7].name, "b");
+        assert_string_equal(dst.v[7].value, "2");
+        aigw__hdrs_free(&dst);
+    }
+    aigw__hdrs_free(&h);
+    assert_null(h.v);
+    assert_int_equal(h.n, 0);
+    aigw__hdrs_free(&h); /* twice: nothing */
+}
+
 /* Every allocation of a send failing in turn: an error or an answer, never a
  * crash or a leak (ASan checks the leaks). */
 static void test_send_allocation_failures(void **state)
@@ -1084,6 +1212,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_vtables_and_args, mock_setup, mock_teardown),
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_move_headers),
+        cmocka_unit_test(test_header_block),
+        cmocka_unit_test(test_secret_find),
         cmocka_unit_test_setup_teardown(test_send_allocation_failures, mock_setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_transport_nomem_ends_request, mock_setup,
                                         mock_teardown),

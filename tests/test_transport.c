@@ -467,6 +467,114 @@ static void test_keepalive(void **state)
     assert_true(mockprov_connection_count(f->mp) >= 1);
 }
 
+/* One pooled handle, request after request: the options it is left with
+ * are skipped only when they are the request's (set_opts), so each request
+ * goes out as asked - the URL, the method back to POST after a GET or a
+ * custom one, a body changed in place at the same address, another body of
+ * another length, the header list and the timeouts. */
+static void sent(tr_fixture *f, long i, const char *want_line, const char *want_model)
+{
+    char line[96], key[64], model[64];
+    assert_int_equal(mockprov_log_get(f->mp, i, line, sizeof line, key, sizeof key, model,
+                                      sizeof model),
+                     0);
+    assert_string_equal(line, want_line);
+    assert_string_equal(model, want_model);
+}
+
+static aigw_transport_result send_req(tr_fixture *f, aigw_transport_request *req)
+{
+    aigw_transport_response r;
+    aigw_transport_result tr;
+    resp_init(&r, 0);
+    tr = f->vt.send(f->ud, req, &r);
+    if (tr == AIGW_TR_OK)
+        assert_true(r.status > 0);
+    resp_free(&r);
+    return tr;
+}
+
+static void test_options_follow_requests(void **state)
+{
+    tr_fixture *f = *state;
+    char body[64], url2[160], raw[2048];
+    aigw_header h[2] = {{"content-type", "application/json"}, {"authorization", "Bearer k1"}};
+    aigw_header h2[2] = {{"content-type", "application/json"}, {"authorization", "Bearer k2"}};
+    aigw_header bad[2] = {{"content-type", "application/json"}, {"x: y", "z"}};
+    aigw_header folded[1] = {{"x-a", "b: c"}}, tricky[1] = {{"x-a: b", "c"}};
+    aigw_transport_request req;
+    long n;
+
+    snprintf(url2, sizeof url2, "%s/messages", mockprov_base_url(f->mp));
+    memset(&req, 0, sizeof req);
+    req.url = f->url;
+    req.headers = h;
+    req.n_headers = 2;
+    req.timeout_ms = 5000;
+    snprintf(body, sizeof body, "{\"model\":\"m-a\"}");
+    req.body = body;
+    req.body_len = strlen(body);
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    /* the same address, other bytes */
+    snprintf(body, sizeof body, "{\"model\":\"m-b\"}");
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    /* the same address, another length */
+    snprintf(body, sizeof body, "{\"model\":\"m-long\"}");
+    req.body_len = strlen(body);
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    req.method = "GET";
+    req.body = NULL;
+    req.body_len = 0;
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    req.method = NULL; /* POST, the same body as before the GET */
+    req.body = body;
+    req.body_len = strlen(body);
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    req.method = "PUT";
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    req.method = "POST";
+    req.url = url2;
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    req.url = f->url;
+    req.headers = h2; /* another key: another header list */
+    req.timeout_ms = 4000;
+    req.connect_timeout_ms = 2000;
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    /* a bad name after good ones: refused, nothing sent, the handle kept */
+    req.headers = bad;
+    assert_int_equal(send_req(f, &req), AIGW_TR_OTHER);
+    req.headers = h2;
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+
+    n = mockprov_log_count(f->mp);
+    assert_int_equal(n, 9);
+    sent(f, 0, "POST /v1/chat/completions", "m-a");
+    sent(f, 1, "POST /v1/chat/completions", "m-b");
+    sent(f, 2, "POST /v1/chat/completions", "m-long");
+    sent(f, 3, "GET /v1/chat/completions", "");
+    sent(f, 4, "POST /v1/chat/completions", "m-long");
+    sent(f, 5, "PUT /v1/chat/completions", "m-long");
+    sent(f, 6, "POST /v1/messages", "m-long");
+    sent(f, 7, "POST /v1/chat/completions", "m-long");
+    assert_int_equal(mockprov_count(f->mp, "k1"), 7);
+    assert_int_equal(mockprov_count(f->mp, "k2"), 2);
+    assert_true(mockprov_log_raw(f->mp, 3, raw, sizeof raw) > 0);
+    assert_null(strstr(raw, "Content-Length"));
+    assert_true(mockprov_log_raw(f->mp, 8, raw, sizeof raw) > 0);
+    assert_non_null(strstr(raw, "Bearer k2"));
+    assert_null(strstr(raw, "x: y"));
+
+    /* a name that runs into the last list's value ("x-a: b" + ": " + "c"
+     * is the line "x-a: b: c") is no token: refused, not matched */
+    req.headers = folded;
+    req.n_headers = 1;
+    assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+    req.headers = tricky;
+    assert_int_equal(send_req(f, &req), AIGW_TR_OTHER);
+    assert_int_equal(mockprov_log_count(f->mp), 10);
+    assert_int_equal(mockprov_connection_count(f->mp), 1);
+}
+
 typedef struct worker {
     tr_fixture *f;
     int ok;
@@ -1429,6 +1537,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_huge_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_flood, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_options_follow_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
