@@ -357,6 +357,8 @@ static int deliver(sctx *s, const char *data, size_t len)
     const char *p, *end, *hit;
     size_t keep;
     int rc = -1;
+    if (len == 0) /* nothing (an empty held-back body: data may be NULL) */
+        return 0;
     if (!k || k->len == 0)
         return pass(s, data, len);
     if (s->held.len) { /* the held tail first, then the new bytes */
