@@ -681,8 +681,8 @@ typedef struct aigw_jscan {
                           close, the level of its opening token) */
     aigw_jspan key;    /* the last value's member key */
     aigw_jspan value;  /* the last value (a string or number) */
-    int state;
-    char close;        /* what closes the innermost container */
+    unsigned char mode;  /* what the next call reads (jscan.c) */
+    unsigned char after; /* the mode once a value at this depth is read */
     unsigned char obj[125]; /* a bit per open level: an object */
 } aigw_jscan;
 
@@ -703,5 +703,40 @@ bool aigw__jspan_nonempty(const aigw_jspan *sp);
 /* *v: a number's valuedouble as cJSON has it.  Allocates only for one of
  * 64 characters or more: -1 when that fails, else 0. */
 int aigw__jspan_number(const aigw_jspan *sp, double *v);
+
+/* ---- a text read whole, only the wanted values handed over (jscan.c) ----
+ * For a reader that wants a few members of a few containers: one pass, as
+ * fast as the text can be checked, judged exactly as aigw__jscan_next
+ * judges it.  Each container the reader cares about has a role (a small
+ * number > 0 it chooses); wants[role] says which of its members or
+ * elements it wants. */
+typedef struct aigw_jwant {
+    bool all;       /* every member or element (an array's: only so) */
+    uint64_t first; /* else the members whose key may be a wanted name: a
+                       bit per name's first byte (AIGW_JFIRST) */
+    bool close;     /* its close goes to the close callback */
+} aigw_jwant;
+#define AIGW_JFIRST(c) ((uint64_t)1 << ((unsigned char)(c) % 64))
+typedef struct aigw_jwalk {
+    const aigw_jwant *wants; /* indexed by role */
+    /* A wanted value of the container of role parent, in text order: its
+     * token (never AIGW_JTOK_CLOSE), its member key (p NULL for an array's
+     * element) and its span (as aigw_jscan's value).  With wants[parent].
+     * first, every key that begins with a wanted name's first byte comes,
+     * and every one with an escape (which may read as a name): compare it
+     * (aigw__jspan_is).
+     * Returns, for an object or array, the role it plays (0: none, it is
+     * passed over; roles go 64 levels deep at most); < 0 stops the walk. */
+    int (*value)(void *ctx, int parent, aigw_jtok t, const aigw_jspan *key,
+                 const aigw_jspan *value);
+    /* The container of role r closes (where wants[r].close); < 0 stops. */
+    int (*close)(void *ctx, int r);
+    void *ctx;
+} aigw_jwalk;
+/* Reads s[0..len) as aigw__jscan_next would, to its end (what follows the
+ * value is not read), the value itself in a container of role: 0 when it
+ * is whole, 1 when cJSON would not parse it (the calls made so far were
+ * for a text that is not JSON), -1 when a callback stopped it. */
+int aigw__jscan_walk(const char *s, size_t len, int role, const aigw_jwalk *w);
 
 #endif /* AIGW_INTERNAL_H */

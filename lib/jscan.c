@@ -12,11 +12,20 @@
  * and strings compare as strcmp compares cJSON's decoded text, so a \u0000
  * escape or a raw NUL byte ends them, and "\u0074ype" is "type".  Tokens
  * are handed over before the text is known to be whole: a reader keeps what
- * it learns until AIGW_JTOK_END.  A streamed answer's events are read this
+ * it learns until AIGW_JTOK_END.
+ *
+ * aigw__jscan_walk reads a text whole the same way for a reader that wants
+ * a few members of a few containers, in one call: what it wants goes to
+ * its callbacks, the rest is checked and passed over in a tight loop, not
+ * handed over token by token (a call and a reader's dispatch per token
+ * cost more than the checking).  A streamed answer's events are read this
  * way (stream.c): a cJSON tree per event cost some 26 allocations. */
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#if defined(__GNUC__) && defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <locale.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +33,19 @@
 _Static_assert(CJSON_NESTING_LIMIT <= 8 * sizeof(((aigw_jscan *)0)->obj),
                "aigw_jscan.obj holds a bit per level cJSON allows");
 
-enum { ST_START, ST_OPENED, ST_AFTER, ST_END, ST_ERROR };
+/* What the next call reads: the first value; a member or the close of an
+ * object just opened (FIRST) or after one of its values (NEXT); the same
+ * for an array; nothing more (END, ERROR: sticky). */
+enum { M_NEXT = 1, M_ARRAY = 2 };
+enum {
+    M_OBJ_FIRST = 0,
+    M_OBJ_NEXT = M_NEXT,
+    M_ARR_FIRST = M_ARRAY,
+    M_ARR_NEXT = M_ARRAY | M_NEXT,
+    M_START,
+    M_END,
+    M_ERROR
+};
 
 void aigw__jscan_init(aigw_jscan *j, const char *s, size_t len)
 {
@@ -35,11 +56,11 @@ void aigw__jscan_init(aigw_jscan *j, const char *s, size_t len)
     j->key.p = j->value.p = NULL;
     j->key.len = j->value.len = 0;
     j->key.escaped = j->value.escaped = false;
-    j->close = 0;
-    j->state = ST_START;
+    j->mode = M_START;
+    j->after = M_END;
 }
 
-static size_t ws(const char *s, size_t len, size_t i)
+static inline size_t ws(const char *s, size_t len, size_t i)
 {
     while (i < len && (unsigned char)s[i] <= 32)
         i++;
@@ -48,29 +69,41 @@ static size_t ws(const char *s, size_t len, size_t i)
 
 static aigw_jtok fail(aigw_jscan *j)
 {
-    j->state = ST_ERROR;
+    j->mode = M_ERROR;
     return AIGW_JTOK_ERROR;
 }
 
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
-/* The first '"' or '\\' in s[i..len), or len.  Eight bytes at a time where
- * the first match in a word can be told from its bits (little-endian, with
- * GCC's or Clang's count of trailing zeros): a byte equal to c is a zero
- * byte of w ^ (ONES * c), and the lowest byte flagged by (x - ONES) & ~x &
- * HIGHS is the first zero byte of x (a false flag needs a zero below it). */
+/* The first '"' or '\\' in s[i..len), or len.  Sixteen bytes at a time
+ * with SSE2 (x86-64 has it always); then eight at a time where the first
+ * match in a word can be told from its bits (little-endian, with GCC's or
+ * Clang's count of trailing zeros): a byte equal to c is a zero byte of
+ * w ^ (ONES * c), and the lowest byte flagged by (x - ONES) & ~x & HIGHS is
+ * the first zero byte of x (a false flag needs a zero below it). */
 static inline size_t quote_or_backslash(const char *s, size_t i, size_t len)
 {
+#if defined(__GNUC__) && defined(__SSE2__)
+    const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\');
+    while (len - i >= 16) {
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(w, q), _mm_cmpeq_epi8(w, b)));
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+        i += 16;
+    }
+#endif
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (len - i >= 8) {
-        uint64_t w, q, b, m;
+        uint64_t w, q8, b8, m8;
         memcpy(&w, s + i, 8);
-        q = w ^ (ONES * '"');
-        b = w ^ (ONES * '\\');
-        m = (((q - ONES) & ~q) | ((b - ONES) & ~b)) & HIGHS;
-        if (m)
-            return i + (size_t)__builtin_ctzll(m) / 8;
+        q8 = w ^ (ONES * '"');
+        b8 = w ^ (ONES * '\\');
+        m8 = (((q8 - ONES) & ~q8) | ((b8 - ONES) & ~b8)) & HIGHS;
+        if (m8)
+            return i + (size_t)__builtin_ctzll(m8) / 8;
         i += 8;
     }
 #endif
@@ -79,163 +112,433 @@ static inline size_t quote_or_backslash(const char *s, size_t i, size_t len)
     return i;
 }
 
-/* The string whose quote is at j->pos into *sp; false when cJSON refuses it. */
-static inline bool string(aigw_jscan *j, aigw_jspan *sp)
+/* A string with a backslash in it, whose quote is at s[at], into *sp: the
+ * uncommon case, out of the way of the quick one.  false when cJSON
+ * refuses it; else *end is past its closing quote. */
+static bool escaped_string(const char *s, size_t len, size_t at, aigw_jspan *sp, size_t *end)
 {
-    const char *s = j->s;
-    size_t len = j->len, start = j->pos + 1, e = quote_or_backslash(s, start, len);
-    sp->p = s + start;
-    if (e < len && s[e] == '"') {
-        sp->len = e - start;
-        sp->escaped = false;
-        j->pos = e + 1;
-        return true;
-    }
-    if (!aigw__json_string_at(s, len, &j->pos))
+    size_t i = at;
+    if (!aigw__json_string_at(s, len, &i))
         return false;
-    sp->len = j->pos - 1 - start;
+    sp->p = s + at + 1;
+    sp->len = i - 2 - at;
     sp->escaped = true;
+    *end = i;
     return true;
 }
 
-static bool word(const aigw_jscan *j, const char *w, size_t n)
+/* The string whose quote is at s[at] into *sp, *end past it; false when
+ * cJSON refuses it.  One without a backslash, the common case, in one
+ * quick scan. */
+static inline bool string(const char *s, size_t len, size_t at, aigw_jspan *sp, size_t *end)
 {
-    return j->len - j->pos >= n && memcmp(j->s + j->pos, w, n) == 0;
-}
-
-/* The number at j->pos: a plain integer at once, else as aigw__json_check
- * reads it. */
-static bool number(aigw_jscan *j)
-{
-    const char *s = j->s;
-    size_t len = j->len, at = j->pos, k = at + (s[at] == '-'), d = k;
-    while (d < len && aigw__is_digit((unsigned char)s[d]))
-        d++;
-    if (d > k && (d == len || (s[d] != '.' && s[d] != 'e' && s[d] != 'E'))) {
-        j->pos = d;
+    size_t e = quote_or_backslash(s, at + 1, len);
+    if (e < len && s[e] == '"') {
+        sp->p = s + at + 1;
+        sp->len = e - at - 1;
+        sp->escaped = false;
+        *end = e + 1;
         return true;
     }
-    return (s[at] == '-' || aigw__is_digit((unsigned char)s[at])) &&
-           aigw__json_number_at(s, len, &j->pos);
+    return escaped_string(s, len, at, sp, end);
 }
 
-/* The value at j->pos. */
-static inline aigw_jtok value(aigw_jscan *j)
+/* The end of the string whose quote is at s[at], its span in *sp; 0 when
+ * cJSON refuses it. */
+static inline size_t string_end(const char *s, size_t len, size_t at, aigw_jspan *sp)
 {
-    const char *s = j->s;
-    size_t at = j->pos, d = j->depth;
-    aigw_jtok t;
-    j->level = d;
-    j->value.p = s + at;
-    j->value.len = 0;
-    j->value.escaped = false;
-    if (at >= j->len)
-        return fail(j);
-    switch (s[at]) {
-    case '{':
-    case '[':
-        if (d >= CJSON_NESTING_LIMIT)
-            return fail(j);
-        j->close = s[at] == '{' ? '}' : ']';
-        if (s[at] == '{')
-            j->obj[d / 8] |= (unsigned char)(1u << (d % 8));
-        else
-            j->obj[d / 8] &= (unsigned char)~(1u << (d % 8));
-        j->depth++;
-        j->pos++;
-        j->value.len = 1;
-        j->state = ST_OPENED;
-        return s[at] == '{' ? AIGW_JTOK_OBJECT : AIGW_JTOK_ARRAY;
-    case '"':
-        if (!string(j, &j->value))
-            return fail(j);
-        t = AIGW_JTOK_STRING;
-        break;
-    case 'n':
-        t = AIGW_JTOK_NULL;
-        if (!word(j, "null", 4))
-            return fail(j);
-        j->pos += 4;
-        break;
-    case 't':
-        t = AIGW_JTOK_TRUE;
-        if (!word(j, "true", 4))
-            return fail(j);
-        j->pos += 4;
-        break;
-    case 'f':
-        t = AIGW_JTOK_FALSE;
-        if (!word(j, "false", 5))
-            return fail(j);
-        j->pos += 5;
-        break;
-    default:
-        if (!number(j))
-            return fail(j);
-        j->value.len = j->pos - at;
-        t = AIGW_JTOK_NUMBER;
-        break;
-    }
-    j->state = ST_AFTER;
+    size_t e;
+    if (!string(s, len, at, sp, &e))
+        return 0;
+    return e;
+}
+
+/* The end of the number at s[at] ('-' or a digit) that is not a plain
+ * integer, as aigw__json_check reads it; 0 when cJSON refuses it. */
+static size_t long_number_end(const char *s, size_t len, size_t at)
+{
+    size_t i = at;
+    return aigw__json_number_at(s, len, &i) ? i : 0;
+}
+
+/* A value read whole at s[at..end): what comes next. */
+static inline aigw_jtok took(aigw_jscan *j, size_t end, aigw_jtok t)
+{
+    j->pos = end;
+    j->mode = j->after;
     return t;
 }
 
-/* The innermost container closes. */
-static aigw_jtok close_one(aigw_jscan *j, size_t i)
+/* An object or array opens at s[at]. */
+static inline aigw_jtok open_one(aigw_jscan *j, size_t at, bool object)
+{
+    size_t d = j->depth;
+    if (d >= CJSON_NESTING_LIMIT)
+        return fail(j);
+    if (object)
+        j->obj[d / 8] |= (unsigned char)(1u << (d % 8));
+    else
+        j->obj[d / 8] &= (unsigned char)~(1u << (d % 8));
+    j->depth = d + 1;
+    j->pos = at + 1;
+    j->value.len = 1;
+    j->mode = object ? M_OBJ_FIRST : M_ARR_FIRST;
+    j->after = object ? M_OBJ_NEXT : M_ARR_NEXT;
+    return object ? AIGW_JTOK_OBJECT : AIGW_JTOK_ARRAY;
+}
+
+#if defined(__GNUC__)
+#define HOT inline __attribute__((always_inline))
+#else
+#define HOT inline
+#endif
+
+/* The end of the number or word (null, true, false) at s[at < len], *t
+ * its token; 0 when cJSON refuses it.  A plain integer at once, another
+ * number as aigw__json_check reads it. */
+static HOT size_t scalar_end(const char *s, size_t len, size_t at, aigw_jtok *t)
+{
+    size_t e = at;
+    switch (s[at]) {
+    case 'n':
+        *t = AIGW_JTOK_NULL;
+        return len - at >= 4 && memcmp(s + at, "null", 4) == 0 ? at + 4 : 0;
+    case 't':
+        *t = AIGW_JTOK_TRUE;
+        return len - at >= 4 && memcmp(s + at, "true", 4) == 0 ? at + 4 : 0;
+    case 'f':
+        *t = AIGW_JTOK_FALSE;
+        return len - at >= 5 && memcmp(s + at, "false", 5) == 0 ? at + 5 : 0;
+    default:
+        *t = AIGW_JTOK_NUMBER;
+        while (e < len && aigw__is_digit((unsigned char)s[e]))
+            e++;
+        if (e > at && (e == len || (s[e] != '.' && s[e] != 'e' && s[e] != 'E')))
+            return e;
+        return s[at] == '-' || aigw__is_digit((unsigned char)s[at]) ? long_number_end(s, len, at)
+                                                                      : 0;
+    }
+}
+
+/* The value at s[at]. */
+static HOT aigw_jtok value(aigw_jscan *j, size_t at)
+{
+    const char *s = j->s;
+    size_t len = j->len, e;
+    aigw_jtok t;
+    j->level = j->depth;
+    j->value.p = s + at;
+    j->value.len = 0;
+    j->value.escaped = false;
+    if (at >= len)
+        return fail(j);
+    switch (s[at]) {
+    case '"':
+        if (!(e = string_end(s, len, at, &j->value)))
+            return fail(j);
+        return took(j, e, AIGW_JTOK_STRING);
+    case '{':
+        return open_one(j, at, true);
+    case '[':
+        return open_one(j, at, false);
+    default:
+        if (!(e = scalar_end(s, len, at, &t)))
+            return fail(j);
+        if (t == AIGW_JTOK_NUMBER)
+            j->value.len = e - at;
+        return took(j, e, t);
+    }
+}
+
+/* The innermost container closes at s[i]. */
+static inline aigw_jtok close_one(aigw_jscan *j, size_t i)
 {
     size_t d = --j->depth;
     j->level = d;
     j->pos = i + 1;
-    j->state = ST_AFTER;
-    if (d > 0)
-        j->close = (j->obj[(d - 1) / 8] >> ((d - 1) % 8)) & 1u ? '}' : ']';
+    if (d == 0)
+        j->after = M_END;
+    else
+        j->after = (j->obj[(d - 1) / 8] >> ((d - 1) % 8)) & 1u ? M_OBJ_NEXT : M_ARR_NEXT;
+    j->mode = j->after;
     return AIGW_JTOK_CLOSE;
+}
+
+/* The first value (after a BOM cJSON skips only in a text of 5 bytes or
+ * more), or what the end repeats. */
+static aigw_jtok first_or_last(aigw_jscan *j)
+{
+    const char *s = j->s;
+    size_t len = j->len;
+    if (j->mode == M_START)
+        return value(j, ws(s, len, len >= 5 && memcmp(s, "\xef\xbb\xbf", 3) == 0 ? 3 : 0));
+    /* END: the value is whole, j->pos is where it ends */
+    return j->mode == M_END ? AIGW_JTOK_END : AIGW_JTOK_ERROR;
+}
+
+/* One token. */
+static inline aigw_jtok step(aigw_jscan *j)
+{
+    const char *s = j->s;
+    size_t len = j->len, i;
+    unsigned m = j->mode;
+    if (m > M_ARR_NEXT)
+        return first_or_last(j);
+    /* the next member or element, or the close */
+    i = ws(s, len, j->pos);
+    if (i >= len)
+        return fail(j);
+    if (s[i] == (m & M_ARRAY ? ']' : '}'))
+        return close_one(j, i);
+    if (m & M_NEXT) {
+        if (s[i] != ',')
+            return fail(j);
+        i = ws(s, len, i + 1);
+    }
+    if (m & M_ARRAY) {
+        j->key.p = NULL;
+        j->key.len = 0;
+        j->key.escaped = false;
+        return value(j, i);
+    }
+    /* a member: its key, the colon (most often at once), its value */
+    if (i >= len || s[i] != '"' || !(i = string_end(s, len, i, &j->key)))
+        return fail(j);
+    if (i >= len || s[i] != ':') {
+        i = ws(s, len, i);
+        if (i >= len || s[i] != ':')
+            return fail(j);
+    }
+    return value(j, ws(s, len, i + 1));
 }
 
 aigw_jtok aigw__jscan_next(aigw_jscan *j)
 {
-    const char *s = j->s;
-    size_t len = j->len, i;
-    if (j->state == ST_START) {
-        /* cJSON skips a BOM only in a text of 5 bytes or more */
-        i = len >= 5 && memcmp(s, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
-        j->pos = ws(s, len, i);
-    } else if (j->state == ST_END || j->state == ST_ERROR || j->depth == 0) {
-        if (j->state != ST_ERROR)
-            j->state = ST_END; /* the value is whole; j->pos: where it ends */
-        return j->state == ST_END ? AIGW_JTOK_END : AIGW_JTOK_ERROR;
-    } else {
-        /* the next member or element, or the close */
-        i = ws(s, len, j->pos);
-        if (i >= len)
-            return fail(j);
-        if (s[i] == j->close)
-            return close_one(j, i);
-        if (j->state == ST_AFTER) {
-            if (s[i] != ',')
-                return fail(j);
-            i = ws(s, len, i + 1);
-        }
-        j->pos = i;
-        if (j->close == '}') {
-            if (i >= len || s[i] != '"' || !string(j, &j->key))
-                return fail(j);
-            i = ws(s, len, j->pos);
-            if (i >= len || s[i] != ':')
-                return fail(j);
-            j->pos = ws(s, len, i + 1);
-        } else {
-            j->key.p = NULL;
-            j->key.len = 0;
-            j->key.escaped = false;
-        }
-    }
-    return value(j); /* its one call: inlined */
+    return step(j);
 }
 
 size_t aigw__jscan_end(const aigw_jscan *j)
 {
     return j->pos;
+}
+
+/* ---- a text read whole, the wanted values handed to callbacks ---- */
+
+/* How deep the containers with a role may go: the walk recurses through
+ * them (what it passes over, it reads in a loop), so one deeper is passed
+ * over whatever role the callback gives it. */
+#define WALK_ROLE_DEPTH 64
+
+typedef struct walker {
+    const char *s;
+    size_t len;
+    const aigw_jwalk *w;
+    unsigned char obj[125]; /* as aigw_jscan's, for what is passed over */
+} walker;
+
+enum { W_OK = 0, W_REFUSED = 1, W_STOPPED = -1 };
+
+/* Whether the key may be a wanted name as aigw__jspan_is tells: true for
+ * every key that is (the callback compares it whole), and cheap for the
+ * rest.  A key with an escape may read as anything; another, even one a
+ * NUL byte ends early, begins with its name's first byte. */
+static HOT bool key_in(const aigw_jspan *k, const aigw_jwant *want)
+{
+    return k->escaped || ((want->first >> ((unsigned char)k->p[0] % 64)) & 1u);
+}
+
+/* *i past the ':' that follows a member's key (at *i), and the white
+ * space after it; false when it is missing. */
+static HOT bool colon(const char *s, size_t len, size_t *i)
+{
+    size_t k = *i;
+    if (k >= len || s[k] != ':') { /* most often at once */
+        k = ws(s, len, k);
+        if (k >= len || s[k] != ':')
+            return false;
+    }
+    *i = ws(s, len, k + 1);
+    return true;
+}
+
+/* Passes over the object or array that opens at s[*i] at level d (so many
+ * enclose it), read as aigw__jscan_next reads it but in one loop: *i past
+ * its close; false when cJSON refuses it. */
+static bool pass_container(walker *k, size_t *pi, size_t d)
+{
+    const char *s = k->s;
+    size_t len = k->len, i = *pi, top = d, e;
+    bool object = s[i] == '{', first = true;
+    aigw_jspan sp;
+    aigw_jtok t;
+    for (;;) {
+        /* an opening bracket at s[i], level d */
+        if (d >= CJSON_NESTING_LIMIT)
+            return false;
+        if (object)
+            k->obj[d / 8] |= (unsigned char)(1u << (d % 8));
+        else
+            k->obj[d / 8] &= (unsigned char)~(1u << (d % 8));
+        d++;
+        i++;
+        first = true;
+        /* its members or elements, and the closes, up to the next opening */
+        for (;;) {
+            i = ws(s, len, i);
+            if (i >= len)
+                return false;
+            if (s[i] == (object ? '}' : ']')) {
+                i++;
+                if (--d == top) {
+                    *pi = i;
+                    return true;
+                }
+                object = (k->obj[(d - 1) / 8] >> ((d - 1) % 8)) & 1u;
+                first = false;
+                continue;
+            }
+            if (!first) {
+                if (s[i] != ',')
+                    return false;
+                i = ws(s, len, i + 1);
+            }
+            first = false;
+            if (object && (i >= len || s[i] != '"' || !(i = string_end(s, len, i, &sp)) ||
+                           !colon(s, len, &i)))
+                return false;
+            if (i >= len)
+                return false;
+            if (s[i] == '{' || s[i] == '[')
+                break;
+            e = s[i] == '"' ? string_end(s, len, i, &sp) : scalar_end(s, len, i, &t);
+            if (!e)
+                return false;
+            i = e;
+        }
+        object = s[i] == '{';
+    }
+}
+
+static int walk_open(walker *k, size_t *pi, size_t d, int parent, const aigw_jspan *key);
+
+/* The value at s[*i], at level d, in a container of role parent (key: its
+ * member key, p NULL for an element) to the callback; *i past it.  An
+ * object or array apart (walk_open): the common case stays without a
+ * call. */
+static HOT int walk_value(walker *k, size_t *pi, size_t d, int parent, const aigw_jspan *key)
+{
+    const char *s = k->s;
+    size_t len = k->len, at = *pi, e;
+    aigw_jspan v;
+    aigw_jtok t;
+    if (at >= len)
+        return W_REFUSED;
+    v.p = s + at;
+    v.len = 0;
+    v.escaped = false;
+    if (s[at] == '"') {
+        if (!(e = string_end(s, len, at, &v)))
+            return W_REFUSED;
+        t = AIGW_JTOK_STRING;
+    } else if (s[at] == '{' || s[at] == '[') {
+        return walk_open(k, pi, d, parent, key);
+    } else {
+        if (!(e = scalar_end(s, len, at, &t)))
+            return W_REFUSED;
+        if (t == AIGW_JTOK_NUMBER)
+            v.len = e - at;
+    }
+    if (k->w->value(k->w->ctx, parent, t, key, &v) < 0)
+        return W_STOPPED;
+    *pi = e;
+    return W_OK;
+}
+
+/* The members or elements of the container of role r (an object or not)
+ * whose opening bracket is at s[*i - 1], at level d: the wanted ones to the
+ * callback, the others passed over; *i past its close. */
+static int walk_container(walker *k, size_t *pi, size_t d, int r, bool object)
+{
+    const char *s = k->s;
+    size_t len = k->len, i = *pi, e;
+    const aigw_jwant *want = &k->w->wants[r];
+    aigw_jspan key = {NULL, 0, false}, sp;
+    char close = object ? '}' : ']';
+    aigw_jtok t;
+    int rc;
+    i = ws(s, len, i);
+    if (i >= len)
+        return W_REFUSED;
+    while (s[i] != close) {
+        /* a member (its key, the colon) or element */
+        if (object && (i >= len || s[i] != '"' || !(i = string_end(s, len, i, &key)) ||
+                       !colon(s, len, &i)))
+            return W_REFUSED;
+        if (want->all || (object && key_in(&key, want))) {
+            if ((rc = walk_value(k, &i, d + 1, r, &key)) != W_OK)
+                return rc;
+        } else if (i >= len) { /* not wanted: passed over */
+            return W_REFUSED;
+        } else if (s[i] == '{' || s[i] == '[') {
+            if (!pass_container(k, &i, d + 1))
+                return W_REFUSED;
+        } else {
+            if (!(e = s[i] == '"' ? string_end(s, len, i, &sp) : scalar_end(s, len, i, &t)))
+                return W_REFUSED;
+            i = e;
+        }
+        /* a comma and the next, or the close */
+        i = ws(s, len, i);
+        if (i >= len)
+            return W_REFUSED;
+        if (s[i] == ',') {
+            i = ws(s, len, i + 1);
+            if (i >= len || s[i] == close) /* no value after the comma */
+                return W_REFUSED;
+        } else if (s[i] != close) {
+            return W_REFUSED;
+        }
+    }
+    *pi = i + 1;
+    if (want->close && k->w->close(k->w->ctx, r) < 0)
+        return W_STOPPED;
+    return W_OK;
+}
+
+/* The object or array at s[*i], at level d, to the callback, then its
+ * members if it gives it a role, else passed over. */
+static int walk_open(walker *k, size_t *pi, size_t d, int parent, const aigw_jspan *key)
+{
+    size_t at = *pi;
+    bool object = k->s[at] == '{';
+    aigw_jspan v;
+    int r;
+    if (d >= CJSON_NESTING_LIMIT)
+        return W_REFUSED;
+    v.p = k->s + at;
+    v.len = 1;
+    v.escaped = false;
+    r = k->w->value(k->w->ctx, parent, object ? AIGW_JTOK_OBJECT : AIGW_JTOK_ARRAY, key, &v);
+    if (r < 0)
+        return W_STOPPED;
+    if (r > 0 && d < WALK_ROLE_DEPTH) {
+        *pi = at + 1;
+        return walk_container(k, pi, d, r, object);
+    }
+    return pass_container(k, pi, d) ? W_OK : W_REFUSED;
+}
+
+int aigw__jscan_walk(const char *s, size_t len, int role, const aigw_jwalk *w)
+{
+    static const aigw_jspan none = {NULL, 0, false};
+    walker k;
+    size_t i;
+    k.s = s;
+    k.len = s ? len : 0;
+    k.w = w;
+    /* cJSON skips a BOM only in a text of 5 bytes or more */
+    i = ws(s, k.len, k.len >= 5 && memcmp(s, "\xef\xbb\xbf", 3) == 0 ? 3 : 0);
+    return walk_value(&k, &i, 0, role, &none);
 }
 
 /* ---- reading a key or a string as cJSON decodes it ---- */

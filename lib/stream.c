@@ -81,7 +81,7 @@ static const struct {
  * event 0, its choices and delta 1, a choice 2, its delta 3, that delta's
  * tool_calls 4. */
 typedef enum role {
-    R_OTHER = 0,
+    R_OTHER = 0, /* passed over (aigw__jscan_walk) */
     R_TEXT,    /* the event's data itself (around level 0) */
     R_EVENT,   /* the event: an object */
     R_CHOICES, /* its "choices": an array, or an object whose members count */
@@ -91,12 +91,28 @@ typedef enum role {
     R_EDELTA   /* the event's own "delta" (Anthropic's message_delta) */
 } role;
 
-#define ROLE_LEVELS 5
+/* What each role reads: the members whose names begin with these bytes
+ * (read_value compares them whole), or all; the others are passed over,
+ * at the cost of checking them. */
+#define F AIGW_JFIRST
 
-/* One event read token by token.  The first member of each name counts, as
+static const aigw_jwant wants[] = {
+    [R_OTHER] = {false, 0, false}, /* not read: passed over */
+    [R_TEXT] = {true, 0, false},
+    [R_EVENT] = {false, F('c') | F('e') | F('t') | F('d'), false}, /* choices error type delta */
+    [R_CHOICES] = {true, 0, false},
+    /* index delta finish_reason; its close: end_choice */
+    [R_CHOICE] = {false, F('i') | F('d') | F('f'), true},
+    [R_CDELTA] = {false, F('c') | F('t') | F('f'), false}, /* content tool_calls function_call */
+    [R_TOOLS] = {true, 0, false},
+    [R_EDELTA] = {false, F('s'), false}, /* stop_reason */
+};
+
+#undef F
+
+/* One event read value by value.  The first member of each name counts, as
  * for cJSON_GetObjectItemCaseSensitive: a flag per name says it was seen. */
 typedef struct ev_reader {
-    role roles[ROLE_LEVELS]; /* of the object or array opened at each level */
     /* the event's members */
     bool has_choices, has_error, has_type, has_delta, has_stop;
     bool error_null;
@@ -109,7 +125,8 @@ typedef struct ev_reader {
     bool finish;
     bool content;
     aigw_event_facts got; /* from the choices read so far */
-    aigw_jscan j;         /* last: not cleared, aigw__jscan_init sets it up */
+    /* the value being read */
+    const aigw_jspan *key, *value;
 } ev_reader;
 
 /* aigw__jspan_is for a name of n bytes, the common case (no escape) here
@@ -125,7 +142,7 @@ static inline bool span_is(const aigw_jspan *sp, const char *name, size_t n)
 /* Whether the member is the first one called name. */
 static inline bool key_is(const ev_reader *e, bool *seen, const char *name, size_t n)
 {
-    if (*seen || !span_is(&e->j.key, name, n))
+    if (*seen || !span_is(e->key, name, n))
         return false;
     *seen = true;
     return true;
@@ -133,7 +150,21 @@ static inline bool key_is(const ev_reader *e, bool *seen, const char *name, size
 
 static bool nonempty_string(const ev_reader *e, aigw_jtok t)
 {
-    return t == AIGW_JTOK_STRING && aigw__jspan_nonempty(&e->j.value);
+    const aigw_jspan *v = e->value;
+    if (t != AIGW_JTOK_STRING)
+        return false;
+    /* without an escape, at once: its first byte (a NUL ends it) */
+    return v->escaped ? aigw__jspan_nonempty(v) : v->len > 0 && v->p[0] != '\0';
+}
+
+/* aigw__jspan_number, a one-digit number (a choice's index) at once. */
+static inline int number(const aigw_jspan *v, double *d)
+{
+    if (v->len == 1 && aigw__is_digit((unsigned char)v->p[0])) {
+        *d = v->p[0] - '0';
+        return 0;
+    }
+    return aigw__jspan_number(v, d);
 }
 
 static type_effect type_of(const ev_reader *e, aigw_jtok t)
@@ -142,7 +173,7 @@ static type_effect type_of(const ev_reader *e, aigw_jtok t)
     if (t != AIGW_JTOK_STRING)
         return TYPE_OTHER;
     for (k = 0; k < sizeof event_types / sizeof *event_types; k++)
-        if (span_is(&e->j.value, event_types[k].name, event_types[k].len))
+        if (span_is(e->value, event_types[k].name, event_types[k].len))
             return event_types[k].effect;
     return TYPE_OTHER;
 }
@@ -200,7 +231,7 @@ static int read_value(ev_reader *e, role parent, aigw_jtok t, role *opens)
         break;
     case R_CHOICE:
         if (key_is(e, &e->has_index, NAME("index"))) {
-            if (t == AIGW_JTOK_NUMBER && aigw__jspan_number(&e->j.value, &e->index) != 0)
+            if (t == AIGW_JTOK_NUMBER && number(e->value, &e->index) != 0)
                 return -1;
             e->index_number = t == AIGW_JTOK_NUMBER;
         } else if (key_is(e, &e->has_cdelta, NAME("delta")) && object) {
@@ -226,32 +257,44 @@ static int read_value(ev_reader *e, role parent, aigw_jtok t, role *opens)
     return 0;
 }
 
+/* aigw__jscan_walk's callbacks: a wanted value, and a close. */
+static int on_value(void *ctx, int parent, aigw_jtok t, const aigw_jspan *key,
+                    const aigw_jspan *value)
+{
+    ev_reader *e = ctx;
+    role opens = R_OTHER;
+    e->key = key;
+    e->value = value;
+    if (read_value(e, (role)parent, t, &opens) != 0)
+        return -1;
+    return (int)opens;
+}
+
+static int on_close(void *ctx, int r)
+{
+    (void)r; /* R_CHOICE: the one role whose close is wanted */
+    end_choice(ctx);
+    return 0;
+}
+
 /* Read in one pass as it is checked, not parsed: a cJSON tree per event
  * cost ~26 allocations and most of a streamed request's instructions.  The
- * tokens come as cJSON would read them, the members count as in its tree. */
+ * values come as cJSON would read them, the members count as in its tree;
+ * what no role wants is checked and passed over. */
 int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f)
 {
     ev_reader e;
-    aigw_jtok t;
-    memset(&e, 0, offsetof(ev_reader, j));
+    aigw_jwalk w;
+    int rc;
+    memset(&e, 0, sizeof e);
     memset(f, 0, sizeof *f);
-    aigw__jscan_init(&e.j, data, len);
-    while ((t = aigw__jscan_next(&e.j)) > AIGW_JTOK_END) {
-        size_t l = e.j.level;
-        role parent, opens = R_OTHER;
-        if (t == AIGW_JTOK_CLOSE) {
-            if (l < ROLE_LEVELS && e.roles[l] == R_CHOICE)
-                end_choice(&e);
-            continue;
-        }
-        parent = l == 0 ? R_TEXT : l <= ROLE_LEVELS ? e.roles[l - 1] : R_OTHER;
-        if (read_value(&e, parent, t, &opens) != 0)
-            return -1;
-        if ((t == AIGW_JTOK_OBJECT || t == AIGW_JTOK_ARRAY) && l < ROLE_LEVELS)
-            e.roles[l] = opens;
-    }
-    if (t == AIGW_JTOK_ERROR)
-        return 1;
+    w.wants = wants;
+    w.value = on_value;
+    w.close = on_close;
+    w.ctx = &e;
+    rc = aigw__jscan_walk(data, len, R_TEXT, &w);
+    if (rc != 0)
+        return rc; /* 1: not JSON, -1: out of memory */
     if ((!e.has_choices && e.has_error && !e.error_null) || e.type == TYPE_ERROR) {
         f->error = true;
         return 0;

@@ -917,6 +917,52 @@ static void test_event_read_tricky(void **state)
                         CONTENT_0);
 }
 
+/* Real events whose most bytes no role wants: passed over, still checked
+ * as cJSON would (a fault deep in them makes the event not JSON), and keys
+ * that share a wanted name's first byte and length, or escape it. */
+static void test_event_read_passes_over(void **state)
+{
+    static const struct {
+        const char *data, *want;
+    } cases[] = {
+        {"{\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{\"id\":\"resp_1\","
+         "\"object\":\"response\",\"status\":\"completed\",\"output\":[{\"type\":\"message\","
+         "\"content\":[{\"type\":\"output_text\",\"text\":\"a \\\"b\\\" \\u00e9\",\"annotations\":"
+         "[]}]}],\"usage\":{\"input_tokens\":12,\"output_tokens\":3.5e1,\"details\":null},"
+         "\"choices\":[{\"delta\":{\"content\":\"x\"}}]}}",
+         "rc=0 error=0 content=0 done=1 stop=0 seen=0 finished=0"},
+        {"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":"
+         "\"assistant\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":25,"
+         "\"output_tokens\":1}}}",
+         NOTHING},
+        {"{\"type\":\"message_delta\",\"delta\":{\"stop_sequence\":null,"
+         "\"stop_reason\":\"end_turn\",\"stop\":1},\"usage\":{\"output_tokens\":15}}",
+         "rc=0 error=0 content=0 done=0 stop=1 seen=0 finished=0"},
+        /* a fault inside a member no one reads */
+        {"{\"choices\":[],\"usage\":{\"a\":[1,2,{\"b\":tru}]}}", NOT_JSON},
+        {"{\"choices\":[],\"usage\":{\"a\":[1,2,{\"b\":\"\\x\"}]}}", NOT_JSON},
+        {"{\"choices\":[],\"usage\":{\"a\":[1,2,]}}", NOT_JSON},
+        {"{\"choices\":[{\"logprobs\":{\"content\":[{\"token\":\"x\",\"logprob\":-0.1}]}}],"
+         "\"usage\":{\"a\":{\"b\" 1}}}",
+         NOT_JSON},
+        /* the same first byte and length as a wanted name, or an escaped one */
+        {"{\"chooses\":[{\"delta\":{\"content\":\"x\"}}],\"tyqe\":\"message_stop\"}", NOTHING},
+        {"{\"\\u0063hoices\":[{\"delta\":{\"content\":\"x\"}}],\"t\\u0079pe\":\"message_stop\"}",
+         "rc=0 error=0 content=1 done=1 stop=0 seen=1 finished=0"},
+        {"{\"choices\":[{\"indey\":3,\"index\":2,\"deltb\":{\"content\":\"y\"},"
+         "\"finish_reasoo\":\"stop\"}]}",
+         "rc=0 error=0 content=0 done=0 stop=0 seen=4 finished=0"},
+        /* tool calls: the first element counts, the rest is passed over */
+        {"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+         "\"{\\\"a\\\":1}\"}},[1,[2]],{}]}}]}",
+         CONTENT_0},
+    };
+    size_t i;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof *cases; i++)
+        assert_string_equal(event_agrees_s(cases[i].data), cases[i].want);
+}
+
 /* Nesting at cJSON's limit, anywhere in the event: 1000 levels read, 1001
  * are not JSON for cJSON. */
 static void test_event_read_deep(void **state)
@@ -1341,6 +1387,7 @@ int main(void)
         cmocka_unit_test_setup(test_every_choice_must_finish, setup),
         cmocka_unit_test_setup(test_responses_incomplete_is_an_end, setup),
         cmocka_unit_test_setup(test_event_read_tricky, setup),
+        cmocka_unit_test_setup(test_event_read_passes_over, setup),
         cmocka_unit_test_setup(test_event_read_deep, setup),
         cmocka_unit_test_setup(test_event_read_agrees_with_cjson, setup),
         cmocka_unit_test_setup(test_events_allocate_nothing, setup),

@@ -468,6 +468,225 @@ static void test_jspan_number_agrees_with_cjson(void **state)
     }
 }
 
+/* ---- a text read whole, wanted values to callbacks (aigw__jscan_walk) ---- */
+
+/* Records what the walk hands over as tokens() prints it.  Every container
+ * gets role 1: what that wants is the test's. */
+typedef struct walk_rec {
+    char out[1024];
+    size_t n, depth;
+    int stop_at; /* the call that stops the walk (1-based), 0: none */
+    int calls;
+} walk_rec;
+
+static void walk_put(walk_rec *r, const char *fmt, ...)
+{
+    va_list ap;
+    if (r->n > sizeof r->out - 64)
+        return;
+    va_start(ap, fmt);
+    r->n += (size_t)vsnprintf(r->out + r->n, sizeof r->out - r->n, fmt, ap);
+    va_end(ap);
+}
+
+static int walk_value_cb(void *ctx, int parent, aigw_jtok t, const aigw_jspan *key,
+                         const aigw_jspan *value)
+{
+    static const char letters[] = "?{[)SNntf";
+    walk_rec *r = ctx;
+    (void)parent;
+    if (++r->calls == r->stop_at)
+        return -1;
+    if (key->p)
+        walk_put(r, "%.*s:", (int)key->len, key->p);
+    walk_put(r, "%c", letters[t]);
+    if (t == AIGW_JTOK_STRING || t == AIGW_JTOK_NUMBER)
+        walk_put(r, "=%.*s", (int)value->len, value->p);
+    walk_put(r, "%zu ", r->depth);
+    if (t == AIGW_JTOK_OBJECT || t == AIGW_JTOK_ARRAY) {
+        r->depth++;
+        return 1;
+    }
+    return 0;
+}
+
+static int walk_close_cb(void *ctx, int role)
+{
+    walk_rec *r = ctx;
+    (void)role;
+    if (++r->calls == r->stop_at)
+        return -1;
+    r->depth--;
+    walk_put(r, ")%zu ", r->depth);
+    return 0;
+}
+
+/* The walk of text wanting everything, as tokens() prints it (no end
+ * offset: "END" or "ERROR"), or "STOP" after stop_at calls. */
+static const char *walked(const char *text, size_t len, int stop_at)
+{
+    static walk_rec r;
+    static const aigw_jwant all[] = {{true, 0, false}, {true, 0, true}};
+    aigw_jwalk w = {all, walk_value_cb, walk_close_cb, &r};
+    int rc;
+    memset(&r, 0, sizeof r);
+    r.stop_at = stop_at;
+    rc = aigw__jscan_walk(text, len, 1, &w);
+    walk_put(&r, "%s", rc == 0 ? "END" : rc == 1 ? "ERROR" : "STOP");
+    return r.out;
+}
+
+/* tokens(), its end offset dropped. */
+static const char *tokens_no_offset(const char *text, size_t len)
+{
+    static char out[1024];
+    char *at;
+    snprintf(out, sizeof out, "%s", tokens(text, len));
+    if ((at = strstr(out, "END@")) != NULL)
+        at[3] = '\0';
+    return out;
+}
+
+static size_t max_depth(const char *s, size_t len)
+{
+    size_t i, d = 0, m = 0;
+    for (i = 0; i < len; i++)
+        if (s[i] == '{' || s[i] == '[')
+            m = ++d > m ? d : m;
+        else if ((s[i] == '}' || s[i] == ']') && d)
+            d--;
+    return m;
+}
+
+static void test_jscan_walk_tokens(void **state)
+{
+    static const char text[] = "\xef\xbb\xbf {\"a\" : [1, {\"b\":\"}]\\\"\"}, [] ] ,\"c\":{},"
+                               "\"d\":-1.5e3 ,\"e\":null,\"f\":true,\"g\":false} junk";
+    (void)state;
+    assert_string_equal(walked(text, sizeof text - 1, 0),
+                        "{0 a:[1 N=12 {2 b:S=}]\\\"3 )2 [2 )2 )1 c:{1 )1 d:N=-1.5e31 e:n1 f:t1 "
+                        "g:f1 )0 END");
+    assert_string_equal(walked("[1,]", 4, 0), "[0 N=11 ERROR");
+    assert_string_equal(walked("", 0, 0), "ERROR");
+    assert_string_equal(walked(NULL, 5, 0), "ERROR");
+    assert_string_equal(walked("[1,2]", 5, 2), "[0 STOP");
+    assert_string_equal(walked("[1,2]", 5, 3), "[0 N=11 STOP");
+    assert_string_equal(walked("[[]]", 4, 2), "[0 STOP");
+    assert_string_equal(walked("[[]]", 4, 3), "[0 [1 STOP");
+    {
+        /* closes not wanted: no close callback */
+        static const aigw_jwant quiet[] = {{true, 0, false}, {true, 0, false}};
+        static walk_rec r;
+        aigw_jwalk w = {quiet, walk_value_cb, NULL, &r};
+        memset(&r, 0, sizeof r);
+        assert_int_equal(aigw__jscan_walk("[1,[2]]", 7, 1, &w), 0);
+        assert_string_equal(r.out, "[0 N=11 [1 N=22 ");
+    }
+}
+
+/* The walk wanting everything hands over what aigw__jscan_next does, and
+ * judges every text as it does (deeper than roles go: the verdict). */
+static void walk_agrees(const char *s, size_t len)
+{
+    const char *want = tokens_no_offset(s, len), *got = walked(s, len, 0);
+    const char *wt = strrchr(want, ' '), *gt = strrchr(got, ' ');
+    wt = wt ? wt + 1 : want;
+    gt = gt ? gt + 1 : got;
+    if (max_depth(s, len) < 64 ? strcmp(want, got) != 0 : strcmp(wt, gt) != 0)
+        fail_msg("walk %s, want %s: %.*s", got, want, (int)(len < 200 ? len : 200), s);
+}
+
+static void test_jscan_walk_agrees_with_next(void **state)
+{
+    uint64_t seed = 0x2545f4914f6cdd1dULL;
+    static char deep[2 * 1002 + 1];
+    size_t i, depth;
+    (void)state;
+    walk_agrees("[1\0]", 4);
+    walk_agrees("\xef\xbb\xbf{", 4);
+    walk_agrees("\xef\xbb\xbf{}x", 6);
+    walk_agrees("{\"a\":1}", 7);
+    for (depth = 998; depth <= 1001; depth++) {
+        memset(deep, '[', depth);
+        memset(deep + depth, ']', depth);
+        walk_agrees(deep, 2 * depth);
+        walk_agrees(deep, depth);
+        memset(deep, '{', 1);
+        walk_agrees(deep, 2 * depth);
+    }
+    for (i = 0; i < 50000; i++) {
+        char buf[256];
+        size_t len = json_pieces(&seed, buf, sizeof buf);
+        walk_agrees(buf, seed % 3 == 0 ? len / 2 : len);
+    }
+}
+
+/* Passed over, the members not wanted are judged as ever; a key that may
+ * be wanted comes to the callback, one that is not does not. */
+static void test_jscan_walk_passes_over(void **state)
+{
+    static const aigw_jwant wants[] = {
+        {true, 0, false},
+        {false, AIGW_JFIRST('a') | AIGW_JFIRST('c'), true}, /* ab, cd */
+    };
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"{\"x\":[1,{\"y\":2}],\"ab\":1,\"z\":\"s\",\"cd\":[2]}", "{0 ab:N=11 cd:[1 )1 )0 END"},
+        /* another first byte: not handed over */
+        {"{\"xb\":1,\"bz\":3,\"\":4}", "{0 )0 END"},
+        /* a name's first byte: handed over, for the callback to compare */
+        {"{\"ca\":1,\"abc\":2}", "{0 ca:N=11 abc:N=21 )0 END"},
+        /* escaped: the callback compares */
+        {"{\"\\u0061b\":1,\"q\\n\":2}", "{0 \\u0061b:N=11 q\\n:N=21 )0 END"},
+        /* an array: its elements are not members */
+        {"[1,{\"ab\":2}]", "[0 )0 END"},
+        /* what is passed over is still checked */
+        {"{\"x\":[1,]}", "{0 ERROR"},
+        {"{\"x\":{\"y\" 1}}", "{0 ERROR"},
+        {"{\"x\":\"\\q\"}", "{0 ERROR"},
+        {"{\"x\":-}", "{0 ERROR"},
+        {"{\"x\":nul}", "{0 ERROR"},
+        {"{\"x\":[}", "{0 ERROR"},
+        {"{\"x\":1,\"ab\":2", "{0 ab:N=21 ERROR"},
+    };
+    size_t i;
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+        static walk_rec r;
+        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r};
+        int rc;
+        memset(&r, 0, sizeof r);
+        rc = aigw__jscan_walk(cases[i].text, strlen(cases[i].text), 1, &w);
+        walk_put(&r, "%s", rc == 0 ? "END" : rc == 1 ? "ERROR" : "STOP");
+        assert_string_equal(r.out, cases[i].want);
+    }
+    {
+        /* a raw NUL byte where a name ends: strcmp would stop there */
+        static const char nul[] = "{\"ab\0x\":1}";
+        static walk_rec r;
+        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r};
+        memset(&r, 0, sizeof r);
+        assert_int_equal(aigw__jscan_walk(nul, sizeof nul - 1, 1, &w), 0);
+        assert_int_equal(r.calls, 3); /* the object, its member, its close */
+    }
+    /* the verdict, whatever is passed over */
+    for (i = 0; i < 50000; i++) {
+        char buf[256];
+        size_t len = json_pieces(&seed, buf, sizeof buf);
+        static walk_rec r;
+        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r};
+        aigw_jtok t;
+        aigw_jscan j;
+        memset(&r, 0, sizeof r);
+        aigw__jscan_init(&j, buf, len);
+        while ((t = aigw__jscan_next(&j)) > AIGW_JTOK_END)
+            ;
+        assert_int_equal(aigw__jscan_walk(buf, len, 1, &w), t == AIGW_JTOK_END ? 0 : 1);
+    }
+}
+
 /* ---- URLs (libcurl's URL API) ---- */
 
 static void url_is(const char *in, const char *scheme, const char *host, long port,
@@ -887,6 +1106,9 @@ int main(void)
         cmocka_unit_test(test_jscan_agrees_with_json_check),
         cmocka_unit_test(test_jspan_strings_agree_with_cjson),
         cmocka_unit_test(test_jspan_number_agrees_with_cjson),
+        cmocka_unit_test(test_jscan_walk_tokens),
+        cmocka_unit_test(test_jscan_walk_agrees_with_next),
+        cmocka_unit_test(test_jscan_walk_passes_over),
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_url_origin),
         cmocka_unit_test(test_url_split),
