@@ -5,7 +5,6 @@
  * a break is stream_failed, or a restart on the next model when the caller
  * opted in.
  */
-#define _GNU_SOURCE /* memmem */
 #include "engine_int.h"
 
 #include <stddef.h>
@@ -43,6 +42,7 @@ typedef struct sctx {
     bool nomem;         /* an allocation failed: the request ends (AIGW_ENOMEM) */
     int64_t whole_deadline; /* perRequestTimeout / totalTimeout for whole answers */
     int64_t done_at;    /* when [DONE] (or the API's end event) came; -1 */
+    int64_t now;        /* when the bytes being read came */
     uint64_t choices_seen;     /* chat choice indexes (< 64) seen ... */
     uint64_t choices_finished; /* ... and those with a finish_reason */
 } sctx;
@@ -326,6 +326,8 @@ static void note_event(sctx *s, const aigw_event_facts *f)
         s->finished = true;
 }
 
+static int commit(sctx *s);
+
 static int on_sse_event(void *ctx, const aigw_sse_event *ev)
 {
     sctx *s = ctx;
@@ -353,6 +355,18 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
         return 0;
     } else {
         note_event(s, &f);
+        /* The commit point is this event, not the end of the read that
+         * holds it: the caller has the first content as soon as it is
+         * read, and where reads split the stream changes nothing (content,
+         * then an in-band error, fails after the commit point whether
+         * they came in one read or two).  The read's later bytes go with
+         * it; their events are still read. */
+        if (s->content && !s->committed) {
+            if (s->a->first_token_ms < 0)
+                s->a->first_token_ms = s->now - s->t0;
+            if (commit(s) != 0)
+                return -1;
+        }
     }
     if (s->inband_error && !s->err_data.len &&
         aigw__buf_append(&s->err_data, ev->data, ev->data_len) != 0) {
@@ -414,7 +428,7 @@ static int deliver(sctx *s, const char *data, size_t len)
     }
     p = data;
     end = data + len;
-    while ((hit = memmem(p, (size_t)(end - p), k->value, k->len)) != NULL) {
+    while ((hit = aigw__secret_find(p, (size_t)(end - p), k->value, k->len)) != NULL) {
         if (aigw__buf_append(&out, p, (size_t)(hit - p)) != 0 ||
             aigw__buf_append(&out, red, sizeof red - 1) != 0)
             goto nomem;
@@ -490,6 +504,7 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
     const aigw_config *cfg = s->r->cfg;
     int64_t now = aigw__run_now(s->r);
     int rc;
+    s->now = now;
     if (!s->started)
         note_start(s, now);
     /* after the end: drain to the body's own end, briefly, passing nothing */
@@ -518,6 +533,8 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
     }
     rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
     if (rc != 0) {
+        if (s->cancelled) /* the caller, at the commit point */
+            return -1;
         s->nomem |= rc == AIGW_ENOMEM;
         if (!s->nomem)
             s->a->stream_error = "event_too_large";

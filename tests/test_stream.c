@@ -425,6 +425,37 @@ static void test_inband_error_after_commit(void **state)
     aigw_client_free(c);
 }
 
+/* The commit point is the first content event itself, not the end of the
+ * read that holds it: content then an in-band error ends the same way
+ * (committed, then stream_failed) wherever the reads split the bytes. */
+static void test_commit_point_ignores_read_splits(void **state)
+{
+    static const char all[] = ROLE TOK("a") INBAND_ERR;
+    char head[sizeof all], rest[sizeof all];
+    size_t cut;
+    (void)state;
+    for (cut = 0; cut < sizeof all - 1; cut++) {
+        aigw_client *c = client(NULL);
+        script *s;
+        aigw_response *r;
+        setup(NULL);
+        s = push_script();
+        memcpy(head, all, cut);
+        head[cut] = '\0';
+        snprintf(rest, sizeof rest, "%s", all + cut);
+        s->chunks[0] = cut ? head : rest;
+        s->chunks[1] = cut ? rest : NULL;
+        r = stream(c, 0);
+        if (aigw_response_outcome(r) != AIGW_OUTCOME_STREAM_FAILED || strcmp(G.bytes, all) != 0)
+            fail_msg("cut at %zu: outcome %s, caller got %s", cut,
+                     aigw_outcome_name(aigw_response_outcome(r)), G.bytes);
+        assert_attempts(r, "a:fail_fast:stream_failed");
+        assert_int_equal(G.starts, 1);
+        aigw_response_free(r);
+        aigw_client_free(c);
+    }
+}
+
 static void test_caller_cancels(void **state)
 {
     aigw_client *c = client(NULL);
@@ -1371,6 +1402,7 @@ int main(void)
         cmocka_unit_test_setup(test_no_done_with_finish_reason_is_success, setup),
         cmocka_unit_test_setup(test_end_without_finish_or_done_fails, setup),
         cmocka_unit_test_setup(test_inband_error_after_commit, setup),
+        cmocka_unit_test_setup(test_commit_point_ignores_read_splits, setup),
         cmocka_unit_test_setup(test_caller_cancels, setup),
         cmocka_unit_test_setup(test_plain_json_answer_to_a_stream_request, setup),
         cmocka_unit_test_setup(test_role_only_then_cut_fails_over, setup),
