@@ -335,10 +335,11 @@ static const unsigned char plain[256] = {
     /* 0x80 and up: 0 (UTF-8, checked sequence by sequence) */
 };
 
-/* Whether any of the 8 bytes at s may not be plain: a control byte, a
- * byte from 0x80 up, '"' or '\\' (tab, LF and CR too, which are plain:
- * the byte loop decides those). */
-static bool maybe_special(const unsigned char *s)
+/* Bit 7 of each of the 8 bytes at s (read as a little-endian word) that
+ * may not be plain: a control byte, a byte from 0x80 up, '"' or '\\'
+ * (tab, LF and CR too, which are plain: the byte loop decides those).
+ * The lowest bit set is exact: borrows only run upwards. */
+static uint64_t special_mask(const unsigned char *s)
 {
     const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
     uint64_t w, q, b;
@@ -347,8 +348,39 @@ static bool maybe_special(const unsigned char *s)
     b = w ^ (ones * '\\');
     /* bit 7 of a byte: it is from 0x80 up, or (for the lowest such byte,
      * whatever the others do) below 0x20 or a zero byte of q or b */
-    return (((w - ones * 0x20) | (q - ones) | (b - ones) | w) & high) != 0;
+    return ((w - ones * 0x20) | (q - ones) | (b - ones) | w) & high;
 }
+
+/* Whether any of the 8 bytes at s may not be plain (special_mask). */
+static bool maybe_special(const unsigned char *s)
+{
+    return special_mask(s) != 0;
+}
+
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* The first byte from i on that is not plain, or len: its own word's
+ * lowest mark tells where it lies (special_mask reads memory order so). */
+static size_t skip_plain(const unsigned char *s, size_t i, size_t len)
+{
+    uint64_t m;
+    for (; len - i >= 8; i += 8)
+        if ((m = special_mask(s + i)) != 0)
+            return i + (size_t)__builtin_ctzll(m) / 8;
+    while (i < len && plain[s[i]])
+        i++;
+    return i;
+}
+#else
+static size_t skip_plain(const unsigned char *s, size_t i, size_t len)
+{
+    while (len - i >= 8 && !maybe_special(s + i))
+        i += 8;
+    while (i < len && plain[s[i]])
+        i++;
+    return i;
+}
+#endif
 
 /* fast_string from i on, where a byte that is not plain lies (or the end):
  * escapes and UTF-8 sequences, then on.  Apart, so that the plain strings
@@ -405,10 +437,7 @@ static inline bool fast_string(fast *f, bool *escaped)
     const unsigned char *s = f->s;
     size_t i = f->i + 1, len = f->len;
     *escaped = false;
-    while (len - i >= 8 && !maybe_special(s + i))
-        i += 8;
-    while (i < len && plain[s[i]])
-        i++;
+    i = skip_plain(s, i, len); /* a tab, LF or CR there: the rest skips it */
     if (i < len && s[i] == '"') {
         f->i = i + 1;
         return true;
@@ -758,6 +787,44 @@ static bool verbatim(const char *s, size_t n)
         if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
             return false;
     return aigw__utf8_valid(s, n);
+}
+
+size_t aigw__body_splice_into(const char *body, size_t len, const aigw_body_map *map,
+                              const char *model, char *dst, size_t cap)
+{
+    size_t i, n, out = 0, from = 0, gap;
+    if (!body || !map || !model || !dst || !map->has_model || map->has_models ||
+        map->n > AIGW_BODY_MAP_MEMBERS || len > cap)
+        return 0;
+    n = strlen(model);
+    if (!verbatim(model, n))
+        return 0;
+    /* splice() then copies every byte but the "model" values, each of
+     * which becomes the model between quotes, and drops no member */
+    for (i = 0; i < map->n; i++) {
+        const member *m = &map->m[i];
+        if (m->kind == AIGW_BODY_MODELS)
+            return 0;
+        if (m->kind != AIGW_BODY_MODEL)
+            continue;
+        gap = m->value - from;
+        if (gap > cap - out || n + 2 > cap - out - gap)
+            return 0;
+        memcpy(dst + out, body + from, gap);
+        out += gap;
+        dst[out++] = '"';
+        memcpy(dst + out, model, n);
+        out += n;
+        dst[out++] = '"';
+        from = m->value_end;
+    }
+    gap = len - from;
+    if (gap >= cap - out)
+        return 0; /* no room for the NUL */
+    memcpy(dst + out, body + from, gap);
+    out += gap;
+    dst[out] = '\0';
+    return out;
 }
 
 bool aigw__body_unchanged(const char *body, const aigw_body_map *map, const char *model)

@@ -20,6 +20,9 @@
 #define MAX_COOL_WAITS 8
 /* A step of at most this many keys walks them in arrays on the stack. */
 #define STEP_KEYS_INLINE 8
+/* A candidate's rewritten body up to this size (with its NUL) lies on the
+ * stack. */
+#define CAND_BODY_ROOM 2048
 
 int64_t aigw__run_now(const run *r)
 {
@@ -316,10 +319,11 @@ typedef struct gate {
 } gate;
 
 /* Tells health what an attempt taught, each fact at the scope its class's
- * row names (a NULL: it was never made; its probes are released). */
-static void report(run *r, const slot *s, const gate *g, const aigw_attempt *a)
+ * row names (a NULL: it was never made; its probes are released), now
+ * being the client's clock read as the attempt ended. */
+static void report_at(run *r, const slot *s, const gate *g, const aigw_attempt *a, int64_t now)
 {
-    int64_t now = aigw__run_now(r), lat = -1;
+    int64_t lat = -1;
     const aigw_policy_row *row;
     aigw_hear heard;
     bool answered;
@@ -360,6 +364,11 @@ static void report(run *r, const slot *s, const gate *g, const aigw_attempt *a)
     aigw__breaker_report(g->backend, NULL, heard, false, a->cls, lat, now);
     aigw__breaker_report(g->host, r->ho, aigw__policy_host_hears(a->cls, answered),
                          g->host_probe, a->cls, lat, now);
+}
+
+static void report(run *r, const slot *s, const gate *g, const aigw_attempt *a)
+{
+    report_at(r, s, g, a, aigw__run_now(r));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -404,7 +413,7 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
     aigw_transport_response t;
     aigw_transport_result tr = AIGW_TR_OTHER;
     aigw_attempt *a = NULL;
-    int64_t t0, wait = -1;
+    int64_t t0, t1 = -1, wait = -1;
     int mv = -1;
     bool nomem = false;
 
@@ -421,7 +430,8 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
             mv = -1;
             goto out;
         }
-        a->duration_ms = aigw__run_now(r) - t0;
+        t1 = aigw__run_now(r);
+        a->duration_ms = t1 - t0;
         a->tr = tr;
         if (tr == AIGW_TR_NOMEM)
             goto out; /* mv -1: see nomem_ends_request */
@@ -449,7 +459,8 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
     r->attempts_by_class[a->cls]++;
     if (wait >= 0)
         min_into(&r->min_wait, wait);
-    report(r, s, g, a);
+    /* the clock as the send ended: only the answer's reading came since */
+    report_at(r, s, g, a, t1 >= 0 ? t1 : aigw__run_now(r));
     g = NULL; /* reported */
     if (a->cls == AIGW_CLASS_NONE) {
         a->served = true;
@@ -561,9 +572,10 @@ static bool request_over(const run *r)
 
 /* Walks one step's keys.  Returns MV_SERVE / MV_FAIL_FAST (answer set),
  * MV_NEXT_STEP, MV_NEXT_CAND, MV_RESTART, MV_END, or -1 on no memory.
- * Sets r->end when the request must end. */
+ * Sets r->end when the request must end.  now: the client's clock, read
+ * with nothing but work since (-1: not read). */
 static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref *keys,
-                     size_t n_keys, const cand_body *body)
+                     size_t n_keys, const cand_body *body, int64_t now0)
 {
     aigw_class cls[STEP_KEYS_INLINE];
     int64_t ready_at[STEP_KEYS_INLINE];
@@ -597,8 +609,10 @@ static int walk_step(run *r, const cand *cd, int step_index, bool ngrok, key_ref
         gate g;
         if (aigw__run_cancelled(r))
             break;
-        /* one reading for the checks below: nothing between them waits */
-        now = aigw__run_now(r);
+        /* one reading for the checks below: nothing between them waits
+         * (the step's own reading, the first time) */
+        now = now0 >= 0 ? now0 : aigw__run_now(r);
+        now0 = -1;
         if (r->deadline - now < MIN_ATTEMPT_MS) {
             r->end = END_TIMED_OUT;
             break;
@@ -668,20 +682,23 @@ static void key_at(run *r, const cand *cd, key_ref *k, const void *at, const cha
 
 /* With a health store, reads what the fleet knows of a step's keys (with
  * the candidate's model) and its host, when the client's copy is older
- * than syncInterval: one round trip (per 16 keys). */
-static void sync_step(run *r, const cand *cd, key_ref *refs, size_t n, bool ngrok)
+ * than syncInterval: one round trip (per 16 keys).  Returns the client's
+ * clock after it. */
+static int64_t sync_step(run *r, const cand *cd, key_ref *refs, size_t n, bool ngrok)
 {
     aigw_sync sy;
     size_t i;
-    aigw__sync_begin(&sy, r->h, r->ho, aigw__run_now(r));
+    int64_t now = aigw__run_now(r);
+    aigw__sync_begin(&sy, r->h, r->ho, now);
     if (!sy.on)
-        return;
+        return now; /* nothing was waited for */
     for (i = 0; i < n; i++)
         aigw__sync_key(&sy, refs[i].hk, &refs[i].ep, cd->upstream);
     aigw__sync_host(&sy, aigw__resolved_host(r->env->resolved, r->h, ngrok ? NULL : cd->prov,
                                              ngrok ? r->cfg->ngrok_gateway_url
                                                    : cd->prov->base_url));
     aigw__sync_end(&sy);
+    return aigw__run_now(r);
 }
 
 /* A step's scratch arrays for ordering its keys: on the stack for a few
@@ -722,8 +739,7 @@ static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step
     for (i = 0; i < nk; i++)
         key_at(r, cd, &all[i], &st->keys[i], st->keys[i].id, &st->keys[i].value,
                AIGW_ORIGIN_CONFIG);
-    sync_step(r, cd, all, nk, false);
-    now = aigw__run_now(r);
+    now = sync_step(r, cd, all, nk, false);
     for (i = 0; i < nk; i++) {
         aigw__key_view(all[i].hk, all[i].ep, now, st->keys[i].weight, &views[i]);
         views[i].id = st->keys[i].id;
@@ -787,11 +803,11 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
     size_t n = 0;
     bool ngrok = st ? st->type == AIGW_STEP_NGROK : false;
     cand_body *body;
+    int64_t now = -1; /* the clock as the keys' health was read */
     int mv = -1;
+    /* (room is not zeroed: key_at sets every key_ref the walk reads) */
     if (cap > STEP_KEYS_INLINE && !(refs = aigw__calloc(cap, sizeof *refs)))
         return -1;
-    if (refs == room)
-        memset(room, 0, sizeof room);
     if (st && !ngrok) {
         if (order_keys(r, cd, (size_t)step_index, st, refs, &n) != 0)
             goto out;
@@ -817,11 +833,11 @@ static int run_step(run *r, const cand *cd, int step_index, const aigw_step *st,
         n = 1;
     }
     if (!st || ngrok)
-        sync_step(r, cd, refs, n, ngrok);
+        now = sync_step(r, cd, refs, n, ngrok);
     body = ngrok ? body_ngrok : body_user;
     if (!body->data && aigw__build_body(r, cd, ngrok, body) != 0)
         goto out;
-    mv = walk_step(r, cd, step_index, ngrok, refs, n, body);
+    mv = walk_step(r, cd, step_index, ngrok, refs, n, body, now);
 out:
     if (refs != room)
         aigw__free(refs);
@@ -853,6 +869,7 @@ static int fold_open_skips(run *r, const cand *cd, size_t skips0, size_t attempt
 static int run_cand(run *r, const cand *cd)
 {
     const aigw_rule *rule = aigw__rule_for(r->akc, cd->prov->id, cd->model);
+    char room_user[CAND_BODY_ROOM], room_ngrok[CAND_BODY_ROOM]; /* not zeroed */
     cand_body body_user, body_ngrok;
     size_t s, skips0 = r->resp->n_skips, attempts0 = r->resp->n_attempts;
     int mv = MV_NEXT_STEP;
@@ -861,6 +878,9 @@ static int run_cand(run *r, const cand *cd)
                                                                                 : -1;
     memset(&body_user, 0, sizeof body_user);
     memset(&body_ngrok, 0, sizeof body_ngrok);
+    body_user.room = room_user;
+    body_ngrok.room = room_ngrok;
+    body_user.room_size = body_ngrok.room_size = CAND_BODY_ROOM;
     if (!rule) {
         mv = run_step(r, cd, -1, NULL, &body_user, &body_ngrok);
     } else {
@@ -893,10 +913,12 @@ static const char *surface_path(const char *path)
     return path;
 }
 
-static int run_all(run *r)
+/* start: the client's clock as the request began (nothing has waited
+ * since). */
+static int run_all(run *r, int64_t start)
 {
     int waits = 0;
-    aigw__budget_request(r->h, r->ho, aigw__run_now(r));
+    aigw__budget_request(r->h, r->ho, start);
     for (;;) {
         size_t i, before = r->resp->n_attempts;
         r->pass_cool_wait = -1;
@@ -965,6 +987,7 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     char *model = NULL, **models = NULL;
     size_t n_models = 0;
     uint64_t fallbacks0;
+    int64_t start;
     aigw_status st;
     int rc = -1;
 
@@ -995,12 +1018,13 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
     r.body_len = req->body_len;
     r.map = &map;
     r.min_wait = r.open_wait = r.pass_cool_wait = -1;
-    r.deadline = aigw__run_now(&r) + r.cfg->total_timeout_ms;
+    start = aigw__run_now(&r);
+    r.deadline = start + r.cfg->total_timeout_ms;
     fallbacks0 = aigw__health_store_fallbacks(r.h);
     if ((r.resp = aigw__response_new()) != NULL)
         rc = plan(&r, model, models, n_models);
     if (rc == 0 && !r.done)
-        rc = run_all(&r);
+        rc = run_all(&r, start);
     if (r.resp)
         set_store_name(r.resp, aigw__health_store_down(r.h) ||
                                        aigw__health_store_fallbacks(r.h) != fallbacks0

@@ -32,11 +32,14 @@ typedef struct key_ref {
 } key_ref;
 
 /* The body of a candidate for one key source: the caller's own bytes when
- * the rewrite would not change them, else the rewrite (own). */
+ * the rewrite would not change them, else the rewrite (in room when it
+ * fits there, else own). */
 typedef struct cand_body {
     const char *data; /* NULL until made */
     size_t len;
     aigw_buf own;
+    char *room;       /* the caller's (a stack buffer of run_cand) */
+    size_t room_size;
 } cand_body;
 
 /* Where one attempt goes. */

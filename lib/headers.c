@@ -92,12 +92,30 @@ static void lower8(char *dst, const char *src)
     memcpy(dst, &w, 8);
 }
 
-/* n bytes of src lower-cased into dst: eight at a time, the last eight
- * overlapping those before them (lower-casing twice changes nothing). */
+/* lower8 for 4 bytes. */
+static void lower4(char *dst, const char *src)
+{
+    const uint32_t ones = 0x01010101U, high = 0x80808080U;
+    uint32_t w, h, upper;
+    memcpy(&w, src, 4);
+    h = w & ~high;
+    upper = (h + ones * (0x80 - 'A')) & ~(h + ones * (0x7f - 'Z')) & ~w & high;
+    w |= upper >> 2;
+    memcpy(dst, &w, 4);
+}
+
+/* n bytes of src lower-cased into dst: eight (or four) at a time, the
+ * last eight (four) overlapping those before them (lower-casing twice
+ * changes nothing). */
 static void lower_copy(char *dst, const char *src, size_t n)
 {
     size_t i;
     if (n < 8) {
+        if (n >= 4) {
+            lower4(dst, src);
+            lower4(dst + n - 4, src + n - 4);
+            return;
+        }
         for (i = 0; i < n; i++)
             dst[i] = (char)aigw__lower((unsigned char)src[i]);
         return;
@@ -105,6 +123,27 @@ static void lower_copy(char *dst, const char *src, size_t n)
     for (i = 0; n - i > 8; i += 8)
         lower8(dst + i, src + i);
     lower8(dst + n - 8, src + n - 8);
+}
+
+/* n bytes from src to dst: the short values most headers hold as two
+ * overlapping words, without a call. */
+static inline void copy_short(char *dst, const char *src, size_t n)
+{
+    uint64_t a, b;
+    uint32_t c, d;
+    if (n >= 8 && n <= 16) {
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(&c, src, 4);
+        memcpy(&d, src + n - 4, 4);
+        memcpy(dst, &c, 4);
+        memcpy(dst + n - 4, &d, 4);
+    } else if (n) {
+        memcpy(dst, src, n);
+    }
 }
 
 /* Room for `entries` more entries and `bytes` more bytes of text.  0, or -1
@@ -130,8 +169,7 @@ int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *val
     p = text_of(h) + hd->used;
     lower_copy(p, name, nlen);
     p[nlen] = '\0';
-    if (vlen)
-        memcpy(p + nlen + 1, value, vlen);
+    copy_short(p + nlen + 1, value, vlen);
     p[nlen + 1 + vlen] = '\0';
     h->v[h->n].name = p;
     h->v[h->n].value = p + nlen + 1;

@@ -431,6 +431,12 @@ int aigw__body_read_in(const char *body, size_t len, aigw_body_map *map, char *r
 /* aigw__body_splice from the map of an accepted body: the same bytes. */
 int aigw__body_splice_map(const char *body, size_t len, const aigw_body_map *map,
                           const char *model, aigw_buf *out);
+/* aigw__body_splice_map's bytes written into dst (cap bytes, a NUL after
+ * them) for the common rewrite: each "model" of a mapped body without
+ * "models" given model, which needs no escape.  Their length, or 0 when
+ * the rewrite is another or does not fit (dst then means nothing). */
+size_t aigw__body_splice_into(const char *body, size_t len, const aigw_body_map *map,
+                              const char *model, char *dst, size_t cap);
 /* Whether splicing model into the accepted body would give it back byte
  * for byte (each "model" already holds it as written, no "models"). */
 bool aigw__body_unchanged(const char *body, const aigw_body_map *map, const char *model);

@@ -31,9 +31,10 @@
  * that names other files than the handle was made for (a configuration
  * swap) gets a fresh handle, so no CA or certificate setting outlives the
  * configuration that asked for it and none has to be put back.  The header
- * list is compared line by line with the next request's headers and reused
- * when they are the same; other headers build a new list.  The lists hold
- * the key: every one is wiped when it is replaced or freed.
+ * list is reused when the next request's headers are byte for byte those
+ * it was built from (kept beside it, its signature); other headers build a
+ * new list.  The lists and signatures hold the key: every one is wiped
+ * when it is replaced or freed.
  *
  * The pool takes no lock: POOL_SLOTS slots of one idle pair each, a cache
  * line apart, taken with an atomic exchange and filled with a
@@ -128,6 +129,7 @@ typedef struct pair {
     CURLM *multi;
     CURLSH *share;           /* TLS sessions and DNS, for the easy handles of this multi */
     struct curl_slist *hdrs; /* easy's CURLOPT_HTTPHEADER; NULL: none set yet */
+    char *sig;               /* the headers hdrs was built from (hdr_sig); NULL: none */
     char *ca_file;           /* the gatewayConfig.tls files easy was made for */
     char *cert_file;
     char *key_file;
@@ -159,6 +161,7 @@ static void global_init(void)
 /* ---- the handle pool ---- */
 
 static void slist_wipe_free(struct curl_slist *l);
+static void sig_free(pair *p);
 
 /* Frees the easy handle and what belongs to it (its header list, wiped,
  * and its file names); the multi handle keeps its connections. */
@@ -171,6 +174,7 @@ static void easy_drop(pair *p)
     p->easy = NULL;
     slist_wipe_free(p->hdrs);
     p->hdrs = NULL;
+    sig_free(p);
     aigw__free(p->ca_file);
     aigw__free(p->cert_file);
     aigw__free(p->key_file);
@@ -222,12 +226,12 @@ static unsigned home_slot(void)
     return t_home - 1;
 }
 
-/* An idle pair, the home slot's first, else a new one; NULL when out of
- * memory.  A slot is only read before it is written, so that an empty one
- * costs no cache line. */
-static pair *pool_take(curl_tr *t)
+/* An idle pair, the home slot's (h, home_slot()) first, else a new one;
+ * NULL when out of memory.  A slot is only read before it is written, so
+ * that an empty one costs no cache line. */
+static pair *pool_take(curl_tr *t, unsigned h)
 {
-    unsigned h = home_slot(), i;
+    unsigned i;
     pair *p;
     for (i = 0; i < POOL_SLOTS; i++) {
         slot *s = &t->idle[(h + i) % POOL_SLOTS];
@@ -238,10 +242,10 @@ static pair *pool_take(curl_tr *t)
     return pair_new();
 }
 
-/* Into the first empty slot from home on; freed when there is none. */
-static void pool_give(curl_tr *t, pair *p)
+/* Into the first empty slot from home (h) on; freed when there is none. */
+static void pool_give(curl_tr *t, pair *p, unsigned h)
 {
-    unsigned h = home_slot(), i;
+    unsigned i;
     for (i = 0; i < POOL_SLOTS; i++) {
         slot *s = &t->idle[(h + i) % POOL_SLOTS];
         pair *none = NULL;
@@ -480,8 +484,7 @@ static int slist_add(struct curl_slist **l, const char *line)
  * "Name: value" or, for an empty value, "Name;" (libcurl's way to send one),
  * then an empty "Expect:" and "Accept:" unless req has them, which remove
  * what libcurl would add (no 100-continue round trip, and no Accept the
- * caller did not ask for).  same_headers reads the same lines.  0, or -1
- * out of memory. */
+ * caller did not ask for).  0, or -1 out of memory. */
 static int build_headers(const aigw_transport_request *req, struct curl_slist **out)
 {
     struct curl_slist *l = NULL;
@@ -519,58 +522,76 @@ static int build_headers(const aigw_transport_request *req, struct curl_slist **
     return 0;
 }
 
-/* Whether line is build_headers' line for name (n bytes) and value, and
- * name holds no ':'.  Then name is the name the line was built from, a
- * token, and value its value: a line is a token, then ": " and the value
- * or ";", so its first ':' (when it has one) ends the name. */
-static bool line_is(const char *line, const char *name, size_t n, const char *value)
+/* A header list's signature: the request headers it was built from, as
+ * they were given - the number of headers, then per header the lengths of
+ * its name and value, then the bytes of each, NUL-terminated.  It holds
+ * the key: wiped when replaced or freed. */
+typedef struct sig_head {
+    size_t n;     /* headers */
+    size_t bytes; /* the whole block's */
+} sig_head;
+
+static void sig_free(pair *p)
 {
-    if (strncmp(line, name, n) != 0 || memchr(name, ':', n))
-        return false;
-    line += n;
-    if (!*value)
-        return line[0] == ';' && line[1] == '\0';
-    return line[0] == ':' && line[1] == ' ' && strcmp(line + 2, value) == 0;
+    if (p->sig)
+        aigw__wipe(p->sig, ((const sig_head *)(void *)p->sig)->bytes);
+    aigw__free(p->sig);
+    p->sig = NULL;
 }
 
-/* Whether l is, byte for byte, the list build_headers would make of req,
- * with every name of req a token - and then every header of req is ok
- * (headers_ok) as it stands: a value matched its line's, which was checked
- * when l was built, up to the ':' that no name holds.  false tells nothing
- * of whether req's headers are ok. */
-static bool same_headers(const struct curl_slist *l, const aigw_transport_request *req)
+/* req's signature (its headers are ok, name and value set), or NULL when
+ * out of memory. */
+static char *sig_make(const aigw_transport_request *req)
 {
-    bool has_expect = false, has_accept = false;
-    size_t i;
+    size_t i, bytes = sizeof(sig_head) + 2 * req->n_headers * sizeof(size_t), *lens;
+    sig_head *h;
+    char *b, *t;
+    for (i = 0; i < req->n_headers; i++)
+        bytes += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
+    if (!(b = aigw__malloc(bytes)))
+        return NULL;
+    h = (sig_head *)(void *)b;
+    h->n = req->n_headers;
+    h->bytes = bytes;
+    lens = (size_t *)(void *)(h + 1);
+    t = (char *)(lens + 2 * req->n_headers);
     for (i = 0; i < req->n_headers; i++) {
+        size_t nl = strlen(req->headers[i].name), vl = strlen(req->headers[i].value);
+        lens[2 * i] = nl;
+        lens[2 * i + 1] = vl;
+        memcpy(t, req->headers[i].name, nl + 1);
+        t += nl + 1;
+        memcpy(t, req->headers[i].value, vl + 1);
+        t += vl + 1;
+    }
+    return b;
+}
+
+/* Whether req's headers are, byte for byte, those sig was made of - and
+ * then every one is ok (headers_ok) as it stands, being one that was
+ * checked when the list was built, and build_headers would make that very
+ * list of them.  false tells nothing of whether they are ok. */
+static bool same_headers(const char *sig, const aigw_transport_request *req)
+{
+    const sig_head *h = (const sig_head *)(const void *)sig;
+    const size_t *lens;
+    const char *t;
+    size_t i;
+    if (!sig || h->n != req->n_headers)
+        return false;
+    lens = (const size_t *)(const void *)(h + 1);
+    t = (const char *)(lens + 2 * h->n);
+    for (i = 0; i < h->n; i++) {
         const char *name = req->headers[i].name, *value = req->headers[i].value;
-        size_t n;
-        hdr_kind k;
-        if (!name || !value || (n = strlen(name)) == 0)
+        /* strncmp stops at the request's NUL: equal with the NUL, equal */
+        if (!name || !value || strncmp(name, t, lens[2 * i] + 1) != 0)
             return false;
-        k = header_kind(name, n);
-        if (k == HDR_FRAMING) { /* not in the list: checked here */
-            if (!token_ok(name) || has_crlf(value))
-                return false;
-            continue;
-        }
-        has_expect |= k == HDR_EXPECT;
-        has_accept |= k == HDR_ACCEPT;
-        if (!l || !line_is(l->data, name, n, value))
+        t += lens[2 * i] + 1;
+        if (strncmp(value, t, lens[2 * i + 1] + 1) != 0)
             return false;
-        l = l->next;
+        t += lens[2 * i + 1] + 1;
     }
-    if (!has_expect) {
-        if (!l || strcmp(l->data, "Expect:") != 0)
-            return false;
-        l = l->next;
-    }
-    if (!has_accept) {
-        if (!l || strcmp(l->data, "Accept:") != 0)
-            return false;
-        l = l->next;
-    }
-    return l == NULL;
+    return true;
 }
 
 /* ---- result mapping ---- */
@@ -836,9 +857,10 @@ static CURLcode set_request(CURL *h, const aigw_transport_request *req, const ca
 
 /* p's easy handle ready for req: made when there is none or it was made
  * for other TLS files, its header list kept when req's headers are the
- * same (same: same_headers said so of p->hdrs; else a new list, set before
+ * same (same: same_headers said so of p->sig; else a new list, set before
  * the old one is wiped and freed, so the handle never points at freed
- * memory), the request's options set.  CURLE_OK or the first failure. */
+ * memory, and its signature), the request's options set.  CURLE_OK or the
+ * first failure. */
 static CURLcode prepare(pair *p, const aigw_transport_request *req, bool same)
 {
     struct curl_slist *l;
@@ -856,6 +878,9 @@ static CURLcode prepare(pair *p, const aigw_transport_request *req, bool same)
         }
         slist_wipe_free(p->hdrs);
         p->hdrs = l;
+        /* without memory for it, the next request builds its list again */
+        sig_free(p);
+        p->sig = sig_make(req);
     }
     return set_request(p->easy, req, &p->c, &p->set);
 }
@@ -897,15 +922,16 @@ static aigw_transport_result drive(pair *p, call *c, int64_t deadline)
             failed = true;
             break;
         }
-        while ((msg = curl_multi_info_read(p->multi, &left)) != NULL)
-            if (msg->msg == CURLMSG_DONE && msg->easy_handle == p->easy) {
-                rc = msg->data.result;
-                done = true;
-            }
-        if (done)
-            break;
-        if (running == 0) { /* ended without a word: cannot happen */
-            failed = true;
+        /* The multi handle runs this one transfer: while it runs there is
+         * no message to read, and once it has ended its message is there. */
+        if (running == 0) {
+            while ((msg = curl_multi_info_read(p->multi, &left)) != NULL)
+                if (msg->msg == CURLMSG_DONE && msg->easy_handle == p->easy) {
+                    rc = msg->data.result;
+                    done = true;
+                }
+            if (!done) /* ended without a word: cannot happen */
+                failed = true;
             break;
         }
         if (c->cancel && aigw_cancel_fired(c->cancel)) {
@@ -950,6 +976,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
 {
     aigw_transport_result tr;
     int64_t start;
+    unsigned home;
     CURLcode rc;
     bool same;
     pair *p;
@@ -958,14 +985,15 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     if (!t || !req || !resp || !req->url || (!req->body && req->body_len) ||
         (req->method && !token_ok(req->method)) || (req->n_headers && !req->headers))
         return AIGW_TR_OTHER;
-    p = pool_take(t);
+    home = home_slot();
+    p = pool_take(t, home);
     if (!p)
         return headers_ok(req) ? AIGW_TR_NOMEM : AIGW_TR_OTHER;
     /* The headers the handle sent last time were checked then: the same
      * ones need no second look (same_headers). */
-    same = p->hdrs && same_headers(p->hdrs, req);
+    same = p->hdrs && same_headers(p->sig, req);
     if (!same && !headers_ok(req)) {
-        pool_give(t, p); /* untouched */
+        pool_give(t, p, home); /* untouched */
         return AIGW_TR_OTHER;
     }
     c = &p->c;
@@ -995,7 +1023,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
      * may hold what its next request must not inherit. */
     if (tr != AIGW_TR_OK)
         easy_drop(p);
-    pool_give(t, p);
+    pool_give(t, p, home);
     return tr;
 }
 

@@ -148,42 +148,60 @@ int aigw__send_once(run *r, const slot *s, aigw_transport_response *t,
     return 0;
 }
 
-int aigw__scrub_headers(aigw_hdrs *h, const aigw_secret *s)
+static size_t pivot_of(const char *key, size_t klen);
+static const char *find_at(const char *p, size_t len, const char *key, size_t klen, size_t at);
+
+/* scrub_headers with the key's pivot (pivot_of) known. */
+static int scrub_headers_at(aigw_hdrs *h, const aigw_secret *s, size_t at)
 {
     size_t i;
-    if (!s || s->len == 0)
-        return 0;
     for (i = 0; i < h->n; i++) {
         size_t n = strlen(h->v[i].value); /* most values are shorter than a key */
-        if (n >= s->len && aigw__secret_find(h->v[i].value, n, s->value, s->len) &&
+        if (n >= s->len && find_at(h->v[i].value, n, s->value, s->len, at) &&
             aigw__hdrs_set_value(h, i, AIGW_REDACTED) != 0)
             return -1;
     }
     return 0;
 }
 
-/* How often a byte turns up in an answer's text, roughly (lower: rarer):
- * lower-case letters and JSON's own punctuation most, digits less, the
- * rest (capitals, '-', '_', ...) least. */
-static int commonness(unsigned char c)
+int aigw__scrub_headers(aigw_hdrs *h, const aigw_secret *s)
 {
-    if ((c >= 'a' && c <= 'z') || c == '"' || c == ' ' || c == ',' || c == ':')
-        return 2;
-    return c >= '0' && c <= '9' ? 1 : 0;
+    if (!s || s->len == 0)
+        return 0;
+    return scrub_headers_at(h, s, pivot_of(s->value, s->len));
 }
 
-const char *aigw__secret_find(const char *p, size_t len, const char *key, size_t klen)
+/* How often a byte turns up in an answer's text, roughly (lower: rarer):
+ * lower-case letters and JSON's own punctuation 2, digits 1, the rest
+ * (capitals, '-', '_', ...) 0. */
+static const unsigned char commonness[256] = {
+    [' '] = 2, ['"'] = 2, [','] = 2, [':'] = 2,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['a'] = 2, ['b'] = 2, ['c'] = 2, ['d'] = 2, ['e'] = 2, ['f'] = 2, ['g'] = 2,
+    ['h'] = 2, ['i'] = 2, ['j'] = 2, ['k'] = 2, ['l'] = 2, ['m'] = 2, ['n'] = 2,
+    ['o'] = 2, ['p'] = 2, ['q'] = 2, ['r'] = 2, ['s'] = 2, ['t'] = 2, ['u'] = 2,
+    ['v'] = 2, ['w'] = 2, ['x'] = 2, ['y'] = 2, ['z'] = 2,
+};
+
+/* The pivot: the rarest-looking of the key's first 16 bytes (the first
+ * such), klen > 0. */
+static size_t pivot_of(const char *key, size_t klen)
+{
+    size_t at = 0, i;
+    for (i = 1; i < klen && i < 16 && commonness[(unsigned char)key[at]] > 0; i++)
+        if (commonness[(unsigned char)key[i]] < commonness[(unsigned char)key[at]])
+            at = i;
+    return at;
+}
+
+/* aigw__secret_find with the key's pivot (klen > 0, at < klen). */
+static const char *find_at(const char *p, size_t len, const char *key, size_t klen, size_t at)
 {
     const char *end = p + len, *q, *last, *c;
-    size_t at = 0, i, misses = 0;
-    if (klen == 0)
-        return p;
+    size_t misses = 0;
     if (len < klen)
         return NULL;
-    /* the pivot: the rarest-looking of the key's first bytes */
-    for (i = 1; i < klen && i < 16 && commonness((unsigned char)key[at]) > 0; i++)
-        if (commonness((unsigned char)key[i]) < commonness((unsigned char)key[at]))
-            at = i;
     /* each place the pivot's byte lies is a candidate starting at bytes
      * before it, in the order of their starts */
     q = p + at;
@@ -202,21 +220,32 @@ const char *aigw__secret_find(const char *p, size_t len, const char *key, size_t
     return NULL;
 }
 
+const char *aigw__secret_find(const char *p, size_t len, const char *key, size_t klen)
+{
+    if (klen == 0)
+        return p;
+    if (len < klen)
+        return NULL;
+    return find_at(p, len, key, klen, pivot_of(key, klen));
+}
+
 /* Replaces every verbatim copy of the secret in the answer we hand back. */
 static int scrub(aigw_response *resp, const aigw_secret *s)
 {
     static const char red[] = AIGW_REDACTED;
     aigw_buf out = AIGW_BUF_INIT;
     const char *p, *end, *hit;
+    size_t at;
     if (!s || s->len == 0)
         return 0;
-    if (aigw__scrub_headers(&resp->headers, s) != 0)
+    at = pivot_of(s->value, s->len);
+    if (scrub_headers_at(&resp->headers, s, at) != 0)
         return -1;
     if (!resp->body.data)
         return 0;
     p = resp->body.data;
     end = p + resp->body.len;
-    while ((hit = aigw__secret_find(p, (size_t)(end - p), s->value, s->len)) != NULL) {
+    while ((hit = find_at(p, (size_t)(end - p), s->value, s->len, at)) != NULL) {
         if (aigw__buf_append(&out, p, (size_t)(hit - p)) != 0 ||
             aigw__buf_puts(&out, red) != 0) {
             aigw__buf_free(&out);
@@ -319,9 +348,19 @@ void aigw__cand_body_free(cand_body *b)
  * not change them, else the splice. */
 static int body_for(const run *r, const char *model, cand_body *out)
 {
+    size_t n;
     if (aigw__body_unchanged(r->body, r->map, model)) {
         out->data = r->body;
         out->len = r->body_len;
+        return 0;
+    }
+    /* the common rewrite of a small body: no allocation */
+    n = out->room ? aigw__body_splice_into(r->body, r->body_len, r->map, model, out->room,
+                                           out->room_size)
+                  : 0;
+    if (n > 0) {
+        out->data = out->room;
+        out->len = n;
         return 0;
     }
     if (aigw__body_splice_map(r->body, r->body_len, r->map, model, &out->own) != 0)

@@ -73,34 +73,43 @@ static void register_atfork(void)
     pthread_atfork(NULL, NULL, after_fork_in_child);
 }
 
+/* A thread's generator: one thread-local block, so one look-up. */
+typedef struct rand_state {
+    uint64_t state;
+    int generation;
+} rand_state;
+
 void aigw__fast_random(void *out, size_t n)
 {
-    static _Thread_local uint64_t state;
-    static _Thread_local int generation;
+    static _Thread_local rand_state t;
+    rand_state *ts = &t;
     unsigned char *p = out;
     uint64_t st; /* the thread's state, in a register while it runs */
     int gen;
     pthread_once(&atfork_once, register_atfork);
     /* a forked child must not repeat its parent's request ids */
     gen = atomic_load(&fork_generation);
-    if (generation != gen) {
-        generation = gen;
-        state = 0;
+    if (ts->generation != gen) {
+        ts->generation = gen;
+        ts->state = 0;
     }
-    st = state;
+    st = ts->state;
     while (st == 0)
         aigw__random_bytes(&st, sizeof st);
     while (n > 0) {
         uint64_t z = (st += 0x9e3779b97f4a7c15ULL);
-        size_t k = n < sizeof z ? n : sizeof z;
         z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
         z ^= z >> 31;
-        memcpy(p, &z, k);
-        p += k;
-        n -= k;
+        if (n < sizeof z) { /* the last few bytes */
+            memcpy(p, &z, n);
+            break;
+        }
+        memcpy(p, &z, sizeof z); /* a whole word: no call */
+        p += sizeof z;
+        n -= sizeof z;
     }
-    state = st;
+    ts->state = st;
 }
 
 void aigw__random_bytes(void *out, size_t n)
@@ -128,9 +137,16 @@ void aigw__random_bytes(void *out, size_t n)
 int aigw__strncasecmp(const char *a, const char *b, size_t n)
 {
     for (; n > 0; n--, a++, b++) {
-        int d = aigw__lower((unsigned char)*a) - aigw__lower((unsigned char)*b);
-        if (d != 0 || *a == '\0')
-            return d;
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+        int d;
+        if (x == y) { /* most bytes: no case to fold */
+            if (x == '\0')
+                return 0;
+            continue;
+        }
+        d = aigw__lower(x) - aigw__lower(y);
+        if (d != 0)
+            return d; /* else two letters, one capital: neither ends a string */
     }
     return 0;
 }

@@ -896,6 +896,94 @@ static void test_move_headers(void **state)
 /* aigw__secret_find finds what memmem finds, whatever the key's bytes,
  * where its copies lie (overlapping, at either end) and however often its
  * rare byte turns up without it. */
+/* aigw__body_splice_into writes what aigw__body_splice_map writes, or
+ * declines (0): other rewrites, models needing escapes, too little room. */
+static void test_splice_into(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"model\":\"bench:m1\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+        "{ \"a\" : 1 , \"model\" : \"x\" , \"b\" : [true, null] }",
+        "{\"model\":\"a\",\"model\":\"b\",\"z\":{\"model\":\"c\"}}",
+        "{\"messages\":[],\"model\":\"m\"}",
+        "{\"model\":\"m\",\"models\":[\"p:q\"]}",
+        "{\"model\":\"m\",\"models\":null}",
+        "{\"messages\":[]}",
+        "{\"model\":\"caf\u00e9\"}",
+    };
+    static const char *const models[] = {"m1", "", "gpt-4o", "a\"b", "caf\xc3\xa9", "x\\y"};
+    size_t b, m, cap;
+    (void)state;
+    for (b = 0; b < sizeof bodies / sizeof *bodies; b++) {
+        for (m = 0; m < sizeof models / sizeof *models; m++) {
+            aigw_body_map map;
+            aigw_buf want = AIGW_BUF_INIT;
+            char *model = NULL, **list = NULL, why_room[1], room[256];
+            size_t n_list = 0, got;
+            char *why = NULL;
+            const char *body = bodies[b];
+            int rc = aigw__body_read_in(body, strlen(body), &map, why_room, 0, &model, &list,
+                                        &n_list, &why);
+            aigw__free(why);
+            aigw__free(model);
+            aigw__strv_free(list, n_list);
+            if (rc != 0) { /* no "model": not a body the engine splices */
+                assert_string_equal(body, "{\"messages\":[]}");
+                continue;
+            }
+            assert_int_equal(aigw__body_splice_map(body, strlen(body), &map, models[m], &want),
+                             0);
+            for (cap = 0; cap <= sizeof room; cap += cap < 80 ? 1 : 64) {
+                memset(room, 'Z', sizeof room);
+                got = aigw__body_splice_into(body, strlen(body), &map, models[m], room, cap);
+                if (got == 0)
+                    continue;
+                assert_true(got < cap);
+                assert_int_equal(got, want.len);
+                assert_memory_equal(room, want.data, got);
+                assert_int_equal(room[got], '\0');
+            }
+            /* with room to spare it declines only another kind of rewrite */
+            got = aigw__body_splice_into(body, strlen(body), &map, models[m], room, sizeof room);
+            assert_int_equal(got != 0, !map.has_models && strchr(models[m], '"') == NULL &&
+                                           strchr(models[m], '\\') == NULL);
+            aigw__buf_free(&want);
+        }
+    }
+}
+
+/* Names are lower-cased byte by byte as aigw__lower does, whatever their
+ * length (the word-at-a-time paths) and whatever the bytes; values of
+ * every length are copied as they are. */
+static void test_header_lowercase(void **state)
+{
+    static const char alpha[] = "AZaz@[`{-_09\x80\xc1\xdaQm";
+    uint64_t rs = 0x243f6a8885a308d3ULL;
+    int round;
+    (void)state;
+    for (round = 0; round < 2000; round++) {
+        aigw_hdrs h = {0};
+        char name[24], value[48];
+        size_t n = 1 + (size_t)round % 20, vn = (size_t)round % 41, i;
+        for (i = 0; i < n; i++) {
+            rs ^= rs << 13;
+            rs ^= rs >> 7;
+            rs ^= rs << 17;
+            name[i] = alpha[rs % (sizeof alpha - 1)];
+        }
+        for (i = 0; i < vn; i++)
+            value[i] = alpha[(rs >> (i % 40)) % (sizeof alpha - 1)];
+        assert_int_equal(aigw__hdrs_addn(&h, name, n, "v", 1), 0);
+        assert_int_equal(aigw__hdrs_addn(&h, "x", 1, value, vn), 0);
+        assert_int_equal(strlen(h.v[1].value), vn);
+        assert_memory_equal(h.v[1].value, value, vn);
+        assert_int_equal(strlen(h.v[0].name), n);
+        for (i = 0; i < n; i++)
+            assert_int_equal((unsigned char)h.v[0].name[i], aigw__lower((unsigned char)name[i]));
+        assert_string_equal(h.v[0].value, "v");
+        aigw__hdrs_free(&h);
+    }
+}
+
 static void test_secret_find(void **state)
 {
     static const char alpha[] = "ab-X1\"";
@@ -1213,6 +1301,8 @@ int main(void)
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_move_headers),
         cmocka_unit_test(test_header_block),
+        cmocka_unit_test(test_splice_into),
+        cmocka_unit_test(test_header_lowercase),
         cmocka_unit_test(test_secret_find),
         cmocka_unit_test_setup_teardown(test_send_allocation_failures, mock_setup, mock_teardown),
         cmocka_unit_test_setup_teardown(test_transport_nomem_ends_request, mock_setup,

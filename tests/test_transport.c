@@ -573,6 +573,31 @@ static void test_options_follow_requests(void **state)
     assert_int_equal(send_req(f, &req), AIGW_TR_OTHER);
     assert_int_equal(mockprov_log_count(f->mp), 10);
     assert_int_equal(mockprov_connection_count(f->mp), 1);
+
+    /* a value that only grows or shrinks past the last one's bytes, and
+     * the same headers in another order, are other headers */
+    {
+        aigw_header k10[2] = {{"content-type", "application/json"}, {"authorization", "Bearer k10"}};
+        aigw_header swapped[2] = {{"authorization", "Bearer k1"}, {"content-type", "application/json"}};
+        req.n_headers = 2;
+        req.headers = h;
+        assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+        req.headers = k10;
+        assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+        req.headers = h;
+        assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+        req.headers = swapped;
+        assert_int_equal(send_req(f, &req), AIGW_TR_OK);
+        assert_int_equal(mockprov_log_count(f->mp), 14);
+        assert_true(mockprov_log_raw(f->mp, 11, raw, sizeof raw) > 0);
+        assert_non_null(strstr(raw, "Bearer k10\r\n"));
+        assert_true(mockprov_log_raw(f->mp, 12, raw, sizeof raw) > 0);
+        assert_non_null(strstr(raw, "Bearer k1\r\n"));
+        assert_true(mockprov_log_raw(f->mp, 13, raw, sizeof raw) > 0);
+        assert_non_null(strstr(raw, "authorization: Bearer k1"));
+        assert_non_null(strstr(raw, "content-type:"));
+        assert_true(strstr(raw, "authorization: Bearer k1") < strstr(raw, "content-type:"));
+    }
 }
 
 typedef struct worker {
