@@ -540,9 +540,8 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
             s->a->stream_error = "event_too_large";
         return -1;
     }
-    if (s->content && s->a->first_token_ms < 0)
-        s->a->first_token_ms = now - s->t0;
-    /* the commit point; or a complete answer that had no content */
+    /* a complete answer that had no content (content commits as it is
+     * read: on_sse_event) */
     if (!s->committed && !s->inband_error && (s->content || s->done || s->finished) &&
         commit(s) != 0)
         return -1;
