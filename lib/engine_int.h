@@ -182,6 +182,14 @@ typedef struct aigw_event_facts {
  * object); 1 when cJSON would not parse it (*f cleared); -1 out of memory.
  * What it reads is what the cJSON tree of it would say. */
 int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f);
+/* The same for the events of one stream in turn: m keeps where the last
+ * one's reading may resume, so the bytes an event shares with the one
+ * before are not read again (the facts are the same). */
+typedef struct aigw_event_memo aigw_event_memo;
+int aigw__stream_event_read_memo(aigw_event_memo *m, const char *data, size_t len,
+                                 aigw_event_facts *f);
+aigw_event_memo *aigw__event_memo_new(void);
+void aigw__event_memo_free(aigw_event_memo *m);
 
 /* answer.c */
 /* The request ended without a served or fail-fast answer. */

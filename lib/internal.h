@@ -723,6 +723,20 @@ typedef struct aigw_jwant {
     bool close;     /* its close goes to the close callback */
 } aigw_jwant;
 #define AIGW_JFIRST(c) ((uint64_t)1 << ((unsigned char)(c) % 64))
+/* Where a walk may resume (aigw__jscan_walk_from): at the value of a member
+ * of an object with a role, just past the member's colon.  What the walk
+ * did before it, and the reader's callbacks with it, depends on the bytes
+ * before pos alone: another text with the same first pos bytes reads on
+ * from there as it would from its start. */
+#define AIGW_JMARK_DEPTH 8
+typedef struct aigw_jmark {
+    size_t pos;            /* past the member's colon */
+    size_t key_at, key_len; /* its key: offset and length in the text */
+    bool key_escaped;
+    unsigned char depth;   /* the containers (with roles) around it: levels
+                              0..depth-1; 0: no place to resume */
+    unsigned char frame[AIGW_JMARK_DEPTH]; /* each one's role << 1 | object */
+} aigw_jmark;
 typedef struct aigw_jwalk {
     const aigw_jwant *wants; /* indexed by role */
     /* A wanted value of the container of role parent, in text order: its
@@ -738,11 +752,20 @@ typedef struct aigw_jwalk {
     /* The container of role r closes (where wants[r].close); < 0 stops. */
     int (*close)(void *ctx, int r);
     void *ctx;
+    /* When set (roles then below 128), written before each value callback
+     * for a member of an object: where a walk could resume to read that
+     * value again (a reader keeps it with its own state of the moment). */
+    aigw_jmark *here;
 } aigw_jwalk;
 /* Reads s[0..len) as aigw__jscan_next would, to its end (what follows the
  * value is not read), the value itself in a container of role: 0 when it
  * is whole, 1 when cJSON would not parse it (the calls made so far were
  * for a text that is not JSON), -1 when a callback stopped it. */
 int aigw__jscan_walk(const char *s, size_t len, int role, const aigw_jwalk *w);
+/* Reads s[0..len) on from *at, a place a walk of another text with the
+ * same first at->pos bytes marked (w->here), as aigw__jscan_walk would
+ * after it: the callbacks for that member's value and what follows.  The
+ * reader's state must be what it was there.  Returns as aigw__jscan_walk. */
+int aigw__jscan_walk_from(const char *s, size_t len, const aigw_jmark *at, const aigw_jwalk *w);
 
 #endif /* AIGW_INTERNAL_H */

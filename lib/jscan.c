@@ -333,6 +333,7 @@ typedef struct walker {
     const char *s;
     size_t len;
     const aigw_jwalk *w;
+    aigw_jmark *here; /* w->here, NULL once a role is too large to mark */
     unsigned char obj[125]; /* as aigw_jscan's, for what is passed over */
 } walker;
 
@@ -348,8 +349,8 @@ static HOT bool key_in(const aigw_jspan *k, const aigw_jwant *want)
 }
 
 /* *i past the ':' that follows a member's key (at *i), and the white
- * space after it; false when it is missing. */
-static HOT bool colon(const char *s, size_t len, size_t *i)
+ * space after it, *past just past the ':'; false when it is missing. */
+static HOT bool colon(const char *s, size_t len, size_t *i, size_t *past)
 {
     size_t k = *i;
     if (k >= len || s[k] != ':') { /* most often at once */
@@ -357,6 +358,7 @@ static HOT bool colon(const char *s, size_t len, size_t *i)
         if (k >= len || s[k] != ':')
             return false;
     }
+    *past = k + 1;
     *i = ws(s, len, k + 1);
     return true;
 }
@@ -404,7 +406,7 @@ static bool pass_container(walker *k, size_t *pi, size_t d)
             }
             first = false;
             if (object && (i >= len || s[i] != '"' || !(i = string_end(s, len, i, &sp)) ||
-                           !colon(s, len, &i)))
+                           !colon(s, len, &i, &e)))
                 return false;
             if (i >= len)
                 return false;
@@ -454,27 +456,69 @@ static HOT int walk_value(walker *k, size_t *pi, size_t d, int parent, const aig
     return W_OK;
 }
 
+/* Where the member whose value starts past the colon at s[past - 1] is:
+ * the place a walk may resume at to read it again (aigw_jmark). */
+static HOT void mark_here(walker *k, size_t d, size_t past, const aigw_jspan *key)
+{
+    aigw_jmark *h = k->here;
+    h->pos = past;
+    h->key_at = (size_t)(key->p - k->s);
+    h->key_len = key->len;
+    h->key_escaped = key->escaped;
+    h->depth = d < AIGW_JMARK_DEPTH ? (unsigned char)(d + 1) : 0;
+}
+
 /* The members or elements of the container of role r (an object or not)
  * whose opening bracket is at s[*i - 1], at level d: the wanted ones to the
- * callback, the others passed over; *i past its close. */
-static int walk_container(walker *k, size_t *pi, size_t d, int r, bool object)
+ * callback, the others passed over; *i past its close.  With from, the
+ * walk resumes inside it instead (aigw__jscan_walk_from): in the container
+ * at the next level that from holds, or at from's member when this is the
+ * last. */
+static int walk_container(walker *k, size_t *pi, size_t d, int r, bool object,
+                          const aigw_jmark *from)
 {
     const char *s = k->s;
-    size_t len = k->len, i = *pi, e;
+    size_t len = k->len, i = *pi, e, past;
     const aigw_jwant *want = &k->w->wants[r];
     aigw_jspan key = {NULL, 0, false}, sp;
     char close = object ? '}' : ']';
     aigw_jtok t;
     int rc;
+    if (k->here) {
+        if (r > 127) /* the frame cannot hold it: no more places to resume */
+            k->here = NULL;
+        else if (d < AIGW_JMARK_DEPTH)
+            k->here->frame[d] = (unsigned char)((unsigned)r << 1 | object);
+    }
+    if (from) {
+        if (d + 1 < from->depth) {
+            unsigned f = from->frame[d + 1];
+            rc = walk_container(k, &i, d + 1, (int)(f >> 1), f & 1u, from);
+            if (rc != W_OK)
+                return rc;
+            goto next;
+        }
+        key.p = s + from->key_at;
+        key.len = from->key_len;
+        key.escaped = from->key_escaped;
+        past = from->pos;
+        i = ws(s, len, past);
+        if (k->here) /* the same place again: the reader may mark it */
+            mark_here(k, d, past, &key);
+        goto member;
+    }
     i = ws(s, len, i);
     if (i >= len)
         return W_REFUSED;
     while (s[i] != close) {
         /* a member (its key, the colon) or element */
         if (object && (i >= len || s[i] != '"' || !(i = string_end(s, len, i, &key)) ||
-                       !colon(s, len, &i)))
+                       !colon(s, len, &i, &past)))
             return W_REFUSED;
         if (want->all || (object && key_in(&key, want))) {
+            if (object && k->here)
+                mark_here(k, d, past, &key);
+        member:
             if ((rc = walk_value(k, &i, d + 1, r, &key)) != W_OK)
                 return rc;
         } else if (i >= len) { /* not wanted: passed over */
@@ -487,6 +531,7 @@ static int walk_container(walker *k, size_t *pi, size_t d, int r, bool object)
                 return W_REFUSED;
             i = e;
         }
+    next:
         /* a comma and the next, or the close */
         i = ws(s, len, i);
         if (i >= len)
@@ -523,7 +568,7 @@ static int walk_open(walker *k, size_t *pi, size_t d, int parent, const aigw_jsp
         return W_STOPPED;
     if (r > 0 && d < WALK_ROLE_DEPTH) {
         *pi = at + 1;
-        return walk_container(k, pi, d, r, object);
+        return walk_container(k, pi, d, r, object, NULL);
     }
     return pass_container(k, pi, d) ? W_OK : W_REFUSED;
 }
@@ -536,9 +581,28 @@ int aigw__jscan_walk(const char *s, size_t len, int role, const aigw_jwalk *w)
     k.s = s;
     k.len = s ? len : 0;
     k.w = w;
+    k.here = w->here;
     /* cJSON skips a BOM only in a text of 5 bytes or more */
     i = ws(s, k.len, k.len >= 5 && memcmp(s, "\xef\xbb\xbf", 3) == 0 ? 3 : 0);
     return walk_value(&k, &i, 0, role, &none);
+}
+
+int aigw__jscan_walk_from(const char *s, size_t len, const aigw_jmark *at, const aigw_jwalk *w)
+{
+    walker k;
+    size_t i = 0;
+    unsigned f;
+    if (!s || at->depth == 0 || at->depth > AIGW_JMARK_DEPTH || at->pos > len ||
+        at->key_at + at->key_len > at->pos)
+        return W_REFUSED; /* not a place in this text */
+    k.s = s;
+    k.len = len;
+    k.w = w;
+    k.here = w->here;
+    if (k.here) /* the frames around: as the walk that marked it left them */
+        memcpy(k.here->frame, at->frame, at->depth);
+    f = at->frame[0];
+    return walk_container(&k, &i, 0, (int)(f >> 1), f & 1u, at);
 }
 
 /* ---- reading a key or a string as cJSON decodes it ---- */

@@ -7,6 +7,9 @@
  */
 #include "engine_int.h"
 
+#if defined(__GNUC__) && defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stddef.h>
 #include <string.h>
 
@@ -16,36 +19,6 @@
 /* After [DONE], how long to wait for the body's end before calling it done. */
 #define DONE_DRAIN_MS 200
 
-typedef struct sctx {
-    run *r;
-    aigw_attempt *a;
-    aigw_transport_response *t;
-    aigw_sse *sse;
-    aigw_buf pre;       /* the bytes held back before the commit point */
-    aigw_buf err_data;  /* an in-band error event's data */
-    const aigw_secret *secret; /* the key's value: never handed on */
-    aigw_buf held;      /* a delivered tail that may begin a copy of it */
-    int64_t t0;
-    int64_t first_token_deadline;
-    bool started;       /* the first bytes came */
-    bool ok_status;     /* 2xx */
-    bool sse_mode;      /* text/event-stream */
-    bool content;       /* a content event came: the commit point */
-    bool committed;
-    bool done;          /* [DONE] or the API's own end event */
-    bool finished;      /* a finish reason */
-    bool inband_error;
-    bool too_large;
-    bool first_token_expired;
-    bool whole_expired; /* a whole (non-SSE or error) answer passed its deadline */
-    bool cancelled;
-    bool nomem;         /* an allocation failed: the request ends (AIGW_ENOMEM) */
-    int64_t whole_deadline; /* perRequestTimeout / totalTimeout for whole answers */
-    int64_t done_at;    /* when [DONE] (or the API's end event) came; -1 */
-    int64_t now;        /* when the bytes being read came */
-    uint64_t choices_seen;     /* chat choice indexes (< 64) seen ... */
-    uint64_t choices_finished; /* ... and those with a finish_reason */
-} sctx;
 
 /* ---- what one event says ---- */
 
@@ -127,7 +100,68 @@ typedef struct ev_reader {
     aigw_event_facts got; /* from the choices read so far */
     /* the value being read */
     const aigw_jspan *key, *value;
+    aigw_event_memo *memo; /* where places to resume are kept, or NULL */
 } ev_reader;
+
+/* Most events of a stream begin as the one before did, to the byte:
+ * '{"id":"chatcmpl-..","object":"chat.completion.chunk","created":..,
+ * "model":..,"choices":[{"index":0,"delta":{"content":' and only then
+ * differ; Anthropic's '{"type":"content_block_delta","index":0,"delta":'
+ * the same.  So the reading of an event keeps, at each member it reads,
+ * where the walk was and what the reader knew (a mark), and the next
+ * event, as far as its bytes are the same, is not read again: it resumes
+ * at the last mark before the first byte that differs (aigw__jscan_walk_
+ * from), with the reader's state of that moment.  What the walk did up to
+ * a mark depends on the bytes before it alone, so the facts are the same
+ * as a reading from the start (test_stream.c holds the two side by side,
+ * a byte changed at every place). */
+#define MEMO_MARKS 8
+#define MEMO_TEXT 1024 /* marks past this are not kept */
+
+typedef struct ev_mark {
+    aigw_jmark at;
+    ev_reader e; /* the reader before that member's value */
+} ev_mark;
+
+struct aigw_event_memo {
+    size_t n;          /* marks kept, in text order */
+    size_t text_len;   /* the last event's first bytes, up to its last mark */
+    aigw_jmark here;   /* the walk's place of the moment */
+    ev_mark mark[MEMO_MARKS];
+    char text[MEMO_TEXT];
+};
+
+typedef struct sctx {
+    run *r;
+    aigw_attempt *a;
+    aigw_transport_response *t;
+    aigw_sse *sse;
+    aigw_buf pre;       /* the bytes held back before the commit point */
+    aigw_buf err_data;  /* an in-band error event's data */
+    const aigw_secret *secret; /* the key's value: never handed on */
+    aigw_buf held;      /* a delivered tail that may begin a copy of it */
+    int64_t t0;
+    int64_t first_token_deadline;
+    bool started;       /* the first bytes came */
+    bool ok_status;     /* 2xx */
+    bool sse_mode;      /* text/event-stream */
+    bool content;       /* a content event came: the commit point */
+    bool committed;
+    bool done;          /* [DONE] or the API's own end event */
+    bool finished;      /* a finish reason */
+    bool inband_error;
+    bool too_large;
+    bool first_token_expired;
+    bool whole_expired; /* a whole (non-SSE or error) answer passed its deadline */
+    bool cancelled;
+    bool nomem;         /* an allocation failed: the request ends (AIGW_ENOMEM) */
+    int64_t whole_deadline; /* perRequestTimeout / totalTimeout for whole answers */
+    int64_t done_at;    /* when [DONE] (or the API's end event) came; -1 */
+    int64_t now;        /* when the bytes being read came */
+    uint64_t choices_seen;     /* chat choice indexes (< 64) seen ... */
+    uint64_t choices_finished; /* ... and those with a finish_reason */
+    aigw_event_memo memo; /* where the last event's reading may resume */
+} sctx;
 
 /* aigw__jspan_is for a name of n bytes, the common case (no escape) here
  * without a call: the reading compares every key with a few names. */
@@ -139,11 +173,25 @@ static inline bool span_is(const aigw_jspan *sp, const char *name, size_t n)
     return (sp->len == n || (sp->len > n && sp->p[n] == '\0')) && memcmp(sp->p, name, n) == 0;
 }
 
-/* Whether the member is the first one called name. */
+/* A mark at the member being read, the reader as it was before it. */
+static void keep_mark(const ev_reader *e)
+{
+    aigw_event_memo *m = e->memo;
+    if (m->n < MEMO_MARKS && m->here.depth && m->here.pos <= MEMO_TEXT) {
+        m->mark[m->n].at = m->here;
+        m->mark[m->n].e = *e;
+        m->n++;
+    }
+}
+
+/* Whether the member is the first one called name (a mark there: nothing
+ * in the reader has changed for it yet). */
 static inline bool key_is(const ev_reader *e, bool *seen, const char *name, size_t n)
 {
     if (*seen || !span_is(e->key, name, n))
         return false;
+    if (e->memo)
+        keep_mark(e);
     *seen = true;
     return true;
 }
@@ -277,22 +325,72 @@ static int on_close(void *ctx, int r)
     return 0;
 }
 
+/* How many first bytes a and b share. */
+static size_t same_prefix(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen, i = 0;
+#if defined(__GNUC__) && defined(__SSE2__)
+    while (n - i >= 16) {
+        unsigned eq = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + i)),
+                           _mm_loadu_si128((const __m128i *)(const void *)(b + i))));
+        if (eq != 0xFFFFu)
+            return i + (size_t)__builtin_ctz(~eq);
+        i += 16;
+    }
+#endif
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
 /* Read in one pass as it is checked, not parsed: a cJSON tree per event
  * cost ~26 allocations and most of a streamed request's instructions.  The
  * values come as cJSON would read them, the members count as in its tree;
- * what no role wants is checked and passed over. */
-int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f)
+ * what no role wants is checked and passed over.  With a memo, from the
+ * last mark the event shares with the one before (struct aigw_event_memo). */
+static int read_event(aigw_event_memo *m, const char *data, size_t len, aigw_event_facts *f)
 {
     ev_reader e;
     aigw_jwalk w;
+    aigw_jmark at;
+    size_t k = 0, start = 0, end;
     int rc;
-    memset(&e, 0, sizeof e);
     memset(f, 0, sizeof *f);
     w.wants = wants;
     w.value = on_value;
     w.close = on_close;
     w.ctx = &e;
-    rc = aigw__jscan_walk(data, len, R_TEXT, &w);
+    w.here = NULL;
+    if (m && data) {
+        size_t common = same_prefix(m->text, m->text_len, data, len);
+        for (k = m->n; k > 0 && m->mark[k - 1].at.pos > common; k--)
+            ;
+        w.here = &m->here;
+    }
+    if (k > 0) {
+        /* the mark is made again as its member is read */
+        at = m->mark[k - 1].at;
+        e = m->mark[k - 1].e;
+        m->n = k - 1;
+        start = at.pos;
+        rc = aigw__jscan_walk_from(data, len, &at, &w);
+    } else {
+        memset(&e, 0, sizeof e);
+        if (m) {
+            m->n = 0;
+            e.memo = w.here ? m : NULL;
+        }
+        rc = aigw__jscan_walk(data, len, R_TEXT, &w);
+    }
+    if (m) {
+        end = rc == 0 && m->n ? m->mark[m->n - 1].at.pos : 0;
+        if (end > start) /* the bytes before start are the same */
+            memcpy(m->text + start, data + start, end - start);
+        m->text_len = end;
+        if (!end)
+            m->n = 0;
+    }
     if (rc != 0)
         return rc; /* 1: not JSON, -1: out of memory */
     if ((!e.has_choices && e.has_error && !e.error_null) || e.type == TYPE_ERROR) {
@@ -305,6 +403,27 @@ int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f)
     f->done = e.type == TYPE_END;
     f->stop = e.type == TYPE_DELTA && e.stop;
     return 0;
+}
+
+int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f)
+{
+    return read_event(NULL, data, len, f);
+}
+
+int aigw__stream_event_read_memo(aigw_event_memo *m, const char *data, size_t len,
+                                 aigw_event_facts *f)
+{
+    return read_event(m, data, len, f);
+}
+
+aigw_event_memo *aigw__event_memo_new(void)
+{
+    return aigw__calloc(1, sizeof(aigw_event_memo));
+}
+
+void aigw__event_memo_free(aigw_event_memo *m)
+{
+    aigw__free(m);
 }
 
 /* Adds what one event said to what the stream has said. */
@@ -345,7 +464,7 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
         return 0;
     if (ev->event_len == 5 && memcmp(ev->event, "error", 5) == 0) {
         s->inband_error = true;
-    } else if ((rc = aigw__stream_event_read(ev->data, ev->data_len, &f)) < 0) {
+    } else if ((rc = read_event(&s->memo, ev->data, ev->data_len, &f)) < 0) {
         s->nomem = true; /* the event cannot be read */
         return -1;
     } else if (rc > 0) {

@@ -1218,6 +1218,136 @@ static void test_event_read_agrees_with_cjson(void **state)
     }
 }
 
+/* ---- events read in turn: resumed where they share bytes (the memo) ---- */
+
+/* Reading data after whatever the memo saw says what the reference says
+ * (and so what a reading from the start says: event_agrees). */
+static void memo_agrees(aigw_event_memo *m, const char *data, size_t len)
+{
+    char got[160], want[160];
+    aigw_event_facts f, rf;
+    int rc = aigw__stream_event_read_memo(m, data, len, &f), rrc = ref_event_read(data, len, &rf);
+    facts_str(rc, &f, got, sizeof got);
+    facts_str(rrc, &rf, want, sizeof want);
+    if (strcmp(got, want) != 0)
+        fail_msg("after a memo: %.*s\n  memo:      %s\n  reference: %s",
+                 (int)(len < 400 ? len : 400), data, got, want);
+}
+
+/* Events as the APIs stream them, and a few that are easy to get wrong. */
+static const char *const MEMO_EVENTS[] = {
+    "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+    "\"model\":\"m1\",\"system_fingerprint\":\"fp_1\",\"choices\":[{\"index\":0,\"delta\":"
+    "{\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":null}]}",
+    "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+    "\"model\":\"m1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+    "\"content\":\"\"},\"finish_reason\":null}]}",
+    "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+    "\"model\":\"m1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],"
+    "\"usage\":null}",
+    "{\"id\":\"c\",\"choices\":[{\"index\":1,\"delta\":{\"tool_calls\":[{\"index\":0,"
+    "\"function\":{\"arguments\":\"{\\\"a\\\"\"}}]}},{\"index\":0,\"delta\":{\"content\":"
+    "\"x\"},\"finish_reason\":\"length\"}]}",
+    "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+    "\"text\":\"Hi\"}}",
+    "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\","
+    "\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}",
+    "{\"type\":\"response.output_text.delta\",\"sequence_number\":4,\"item_id\":\"msg_1\","
+    "\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}",
+    "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
+    "{\"error\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\u0000x\"}}]}",
+    "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"delta\":{\"content\":"
+    "\"\"},\"finish_reason\":null,\"finish_reason\":\"stop\"}],\"choices\":null}",
+};
+
+/* Each event after each other one, and after itself with a byte changed,
+ * cut, added or taken out at every place: wherever the bytes part, the
+ * reading resumed from a mark says what the reference says. */
+static void test_event_memo_every_place(void **state)
+{
+    static const char bytes[] = "{}[],:\"\\ 0xe.-";
+    const size_t n_bytes = sizeof bytes - 1;
+    aigw_event_memo *m = aigw__event_memo_new();
+    char b[1024];
+    size_t i, j, p, k;
+    (void)state;
+    assert_non_null(m);
+    for (i = 0; i < N_OF(MEMO_EVENTS); i++)
+        for (j = 0; j < N_OF(MEMO_EVENTS); j++) {
+            memo_agrees(m, MEMO_EVENTS[i], strlen(MEMO_EVENTS[i]));
+            memo_agrees(m, MEMO_EVENTS[j], strlen(MEMO_EVENTS[j]));
+        }
+    for (i = 0; i < N_OF(MEMO_EVENTS); i++) {
+        const char *e = MEMO_EVENTS[i];
+        size_t n = strlen(e);
+        assert_true(n + 1 < sizeof b);
+        for (p = 0; p <= n; p++)
+            for (k = 0; k < n_bytes + 3; k++) {
+                size_t len;
+                memcpy(b, e, p);
+                if (k < n_bytes) { /* one byte changed */
+                    if (p == n)
+                        continue;
+                    b[p] = bytes[k];
+                    memcpy(b + p + 1, e + p + 1, n - p - 1);
+                    len = n;
+                } else if (k == n_bytes) { /* cut */
+                    len = p;
+                } else if (k == n_bytes + 1) { /* a byte added */
+                    b[p] = ' ';
+                    memcpy(b + p + 1, e + p, n - p);
+                    len = n + 1;
+                } else { /* one taken out */
+                    if (p == n)
+                        continue;
+                    memcpy(b + p, e + p + 1, n - p - 1);
+                    len = n - 1;
+                }
+                memo_agrees(m, e, n);
+                memo_agrees(m, b, len);
+                memo_agrees(m, e, n); /* and back */
+            }
+    }
+    aigw__event_memo_free(m);
+}
+
+/* Random events in turn, each often the one before with a byte changed,
+ * cut, or the same again. */
+static void test_event_memo_random(void **state)
+{
+    aigw_event_memo *m = aigw__event_memo_new();
+    static gen g, last;
+    int i;
+    (void)state;
+    assert_non_null(m);
+    last.len = 0;
+    for (i = 0; i < 40000; i++) {
+        if (last.len && rnd(3) != 0) {
+            g = last;
+            switch (rnd(3)) {
+            case 0:
+                g.b[rnd((unsigned)g.len)] = "{}[],:\"\\ 0-e.u"[rnd(14)];
+                break;
+            case 1:
+                g.len = rnd((unsigned)g.len + 1);
+                break;
+            default:
+                break; /* the same again */
+            }
+        } else {
+            g.len = 0;
+            g.full = false;
+            put_ws(&g);
+            gen_object(&g, 0, EVENT_MEMBERS, N_OF(EVENT_MEMBERS));
+            if (g.full)
+                continue;
+        }
+        memo_agrees(m, g.b, g.len);
+        last = g;
+    }
+    aigw__event_memo_free(m);
+}
+
 /* A streamed request costs the same allocations with 2 events or 150: the
  * events are read (and framed) without any, cJSON's included. */
 static aigw_response *stream_events(int n_events, long *allocs)
@@ -1422,6 +1552,8 @@ int main(void)
         cmocka_unit_test_setup(test_event_read_passes_over, setup),
         cmocka_unit_test_setup(test_event_read_deep, setup),
         cmocka_unit_test_setup(test_event_read_agrees_with_cjson, setup),
+        cmocka_unit_test_setup(test_event_memo_every_place, setup),
+        cmocka_unit_test_setup(test_event_memo_random, setup),
         cmocka_unit_test_setup(test_events_allocate_nothing, setup),
         cmocka_unit_test_setup(test_anthropic_stream, setup),
         cmocka_unit_test_setup(test_nul_content_is_not_content, setup),

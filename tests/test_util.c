@@ -527,7 +527,7 @@ static const char *walked(const char *text, size_t len, int stop_at)
 {
     static walk_rec r;
     static const aigw_jwant all[] = {{true, 0, false}, {true, 0, true}};
-    aigw_jwalk w = {all, walk_value_cb, walk_close_cb, &r};
+    aigw_jwalk w = {all, walk_value_cb, walk_close_cb, &r, NULL};
     int rc;
     memset(&r, 0, sizeof r);
     r.stop_at = stop_at;
@@ -577,7 +577,7 @@ static void test_jscan_walk_tokens(void **state)
         /* closes not wanted: no close callback */
         static const aigw_jwant quiet[] = {{true, 0, false}, {true, 0, false}};
         static walk_rec r;
-        aigw_jwalk w = {quiet, walk_value_cb, NULL, &r};
+        aigw_jwalk w = {quiet, walk_value_cb, NULL, &r, NULL};
         memset(&r, 0, sizeof r);
         assert_int_equal(aigw__jscan_walk("[1,[2]]", 7, 1, &w), 0);
         assert_string_equal(r.out, "[0 N=11 [1 N=22 ");
@@ -655,7 +655,7 @@ static void test_jscan_walk_passes_over(void **state)
     (void)state;
     for (i = 0; i < sizeof cases / sizeof *cases; i++) {
         static walk_rec r;
-        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r};
+        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r, NULL};
         int rc;
         memset(&r, 0, sizeof r);
         rc = aigw__jscan_walk(cases[i].text, strlen(cases[i].text), 1, &w);
@@ -666,7 +666,7 @@ static void test_jscan_walk_passes_over(void **state)
         /* a raw NUL byte where a name ends: strcmp would stop there */
         static const char nul[] = "{\"ab\0x\":1}";
         static walk_rec r;
-        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r};
+        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r, NULL};
         memset(&r, 0, sizeof r);
         assert_int_equal(aigw__jscan_walk(nul, sizeof nul - 1, 1, &w), 0);
         assert_int_equal(r.calls, 3); /* the object, its member, its close */
@@ -676,7 +676,7 @@ static void test_jscan_walk_passes_over(void **state)
         char buf[256];
         size_t len = json_pieces(&seed, buf, sizeof buf);
         static walk_rec r;
-        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r};
+        aigw_jwalk w = {wants, walk_value_cb, walk_close_cb, &r, NULL};
         aigw_jtok t;
         aigw_jscan j;
         memset(&r, 0, sizeof r);
