@@ -487,7 +487,9 @@ typedef struct aigw_sse aigw_sse;
 typedef struct aigw_sse_event {
     const char *event; /* the "event:" field, "" when absent (= "message") */
     size_t event_len;
-    const char *data;  /* "data:" lines joined by '\n' (NUL-terminated) */
+    const char *data;  /* "data:" lines joined by '\n' (not NUL-terminated:
+                          an event of one line may be read where it lies
+                          in the bytes fed) */
     size_t data_len;
     const char *id;    /* the last event id, persisting across events (SSE
                           spec); "" when none */

@@ -181,25 +181,50 @@ static void parse_retry(aigw_sse *p, const char *v, size_t n)
     p->retry_ms = ms;
 }
 
-static int dispatch(aigw_sse *p, aigw_sse_event_fn cb, void *ctx)
+/* The event whose data is data[0..len), to the callback. */
+static int emit(aigw_sse *p, const char *data, size_t len, aigw_sse_event_fn cb, void *ctx)
 {
     aigw_sse_event ev;
+    ev.event = p->event.len ? p->event.data : "";
+    ev.event_len = p->event.len;
+    ev.data = data;
+    ev.data_len = len;
+    ev.id = p->id.len ? p->id.data : "";
+    ev.id_len = p->id.len;
+    ev.retry_ms = p->retry_ms;
+    p->retry_ms = -1;
+    return cb ? cb(ctx, &ev) : 0;
+}
+
+static int dispatch(aigw_sse *p, aigw_sse_event_fn cb, void *ctx)
+{
     int rc = 0;
     p->in_block = false;
     if (p->data.len > 0) {
         p->data.data[--p->data.len] = '\0'; /* the final LF */
-        ev.event = p->event.len ? p->event.data : "";
-        ev.event_len = p->event.len;
-        ev.data = p->data.data;
-        ev.data_len = p->data.len;
-        ev.id = p->id.len ? p->id.data : "";
-        ev.id_len = p->id.len;
-        ev.retry_ms = p->retry_ms;
-        p->retry_ms = -1;
-        if (cb)
-            rc = cb(ctx, &ev);
+        rc = emit(p, p->data.data, p->data.len, cb, ctx);
         p->data.len = 0;
     }
+    p->event.len = 0;
+    return rc;
+}
+
+/* The common event: one "data:" line of n bytes at s (no data held) and
+ * the blank line after it, both in the bytes fed.  What process_line and
+ * dispatch would do, the data handed on from where it lies, not copied. */
+static int one_line_event(aigw_sse *p, const char *s, size_t n, aigw_sse_event_fn cb, void *ctx)
+{
+    const char *v = s + 5;
+    size_t vlen = n - 5;
+    int rc;
+    if (!fits(p, n))
+        return fail(p, AIGW_SSE_TOO_LARGE);
+    if (vlen > 0 && v[0] == ' ') {
+        v++;
+        vlen--;
+    }
+    p->in_block = false;
+    rc = emit(p, v, vlen, cb, ctx);
     p->event.len = 0;
     return rc;
 }
@@ -351,6 +376,13 @@ int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn c
             n = p->line.len;
             p->line.len = 0; /* the line no longer counts once processed */
             rc = process_line(p, s, n, cb, ctx);
+        } else if (p->data.len == 0 && eol + 1 < len && buf[eol] == '\n' &&
+                   buf[eol + 1] == '\n' && eol - i >= 5 && memcmp(buf + i, "data:", 5) == 0) {
+            rc = one_line_event(p, buf + i, eol - i, cb, ctx);
+            i = eol + 2; /* its blank line too: read */
+            if (rc != 0)
+                return rc;
+            continue;
         } else {
             rc = process_line(p, buf + i, eol - i, cb, ctx);
         }

@@ -85,9 +85,8 @@ static int on_event(void *ctx, const aigw_sse_event *ev)
 {
     run_t *r = ctx;
     check(ev->event && ev->data && ev->id, "an event pointer is NULL");
-    check(ev->event[ev->event_len] == '\0' && ev->data[ev->data_len] == '\0' &&
-              ev->id[ev->id_len] == '\0',
-          "an event field is not NUL-terminated");
+    check(ev->event[ev->event_len] == '\0' && ev->id[ev->id_len] == '\0',
+          "the event type or id is not NUL-terminated");
     check(!memchr(ev->event, '\r', ev->event_len) && !memchr(ev->event, '\n', ev->event_len),
           "the event type holds a line end");
     check(!memchr(ev->id, '\r', ev->id_len) && !memchr(ev->id, '\n', ev->id_len) &&
