@@ -31,6 +31,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 from fake_provider import (FakeProvider, SSE_OVERLOADED, completion,  # noqa: E402
                            sse_answer, sse_role, sse_token)
+from redis_server import RedisServer, free_port  # noqa: E402
 
 AIGW = os.environ.get("AIGW_BIN", "")
 AIGW_LIB = os.environ.get("AIGW_LIB", "")
@@ -1205,11 +1206,6 @@ class CliTest(CliBase):
         self.assertTrue(dest[0].endswith(os.path.join("man1", "aigw.1")), dest)
 
 
-def free_port():
-    import socket
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        return so.getsockname()[1]
 
 
 class CliRedisTest(CliBase):
@@ -1223,32 +1219,12 @@ class CliRedisTest(CliBase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        exe = shutil.which("redis-server")
-        if not exe:
-            raise RuntimeError("redis-server is not installed (scripts/deps.sh installs it)")
-        cls.redis_port = free_port()
-        cls.redis = subprocess.Popen(
-            [exe, "--port", str(cls.redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--requirepass", cls.REDIS_PW],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import socket
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", cls.redis_port), timeout=1) as so:
-                    so.sendall(b"PING\r\n")
-                    if so.recv(64):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+        cls.redis = RedisServer(password=cls.REDIS_PW).start()
+        cls.redis_port = cls.redis.port
 
     @classmethod
     def tearDownClass(cls):
-        cls.redis.kill()
-        cls.redis.wait()
+        cls.redis.stop()
         super().tearDownClass()
 
     def check_run(self, p):

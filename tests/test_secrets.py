@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.join(HERE, "support"))
 from fake_provider import (FakeProvider, completion, sse, sse_answer, sse_role,  # noqa: E402
                            sse_token)
 from secret_scan import Scanner, as_bytes, collisions, make_secret  # noqa: E402
+from redis_server import RedisServer, free_port  # noqa: E402
 
 AIGW = os.environ.get("AIGW_BIN", "")
 HAVE_REDIS_STORE = os.environ.get("AIGW_REDIS", "1") != "0"
@@ -1041,12 +1042,6 @@ class Resp:
         self.sock.close()
 
 
-def free_port():
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        return so.getsockname()[1]
-
-
 @unittest.skipUnless(HAVE_REDIS_STORE, "aigw was built without the Redis health store")
 class RedisStore(ServeCase):
 
@@ -1054,27 +1049,13 @@ class RedisStore(ServeCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.redis_dir = tempfile.mkdtemp(prefix="redis-", dir=World.tmp)
-        cls.redis_port = free_port()
-        cls.redis = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(cls.redis_port), "--bind", "127.0.0.1",
-             "--dir", cls.redis_dir, "--save", "", "--appendonly", "no",
-             "--requirepass", World.secrets["REDIS_PW"]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                Resp(cls.redis_port, World.secrets["REDIS_PW"]).close()
-                break
-            except (OSError, RespError):
-                if time.monotonic() > deadline or cls.redis.poll() is not None:
-                    cls.redis.kill()
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
+        cls.redis = RedisServer(password=World.secrets["REDIS_PW"], directory=cls.redis_dir,
+                                exe=REDIS_SERVER).start()
+        cls.redis_port = cls.redis.port
 
     @classmethod
     def tearDownClass(cls):
-        cls.redis.kill()
-        cls.redis.wait()
+        cls.redis.stop()
         super().tearDownClass()
 
     def store_gateway(self, prefix, db=0, password="env", salt="inline", **gw):
