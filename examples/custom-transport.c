@@ -10,7 +10,10 @@
  *
  * Sends the request once (aigw_client_send) and prints the answer's body on
  * stdout.  The vtable has no send_stream: this transport carries whole
- * answers only, not aigw_client_stream's streams.
+ * answers only, not aigw_client_stream's streams.  It honours what the
+ * library asks of a version 4 transport: the caller's cancel token, and
+ * gatewayConfig.tls (a CA file, a client certificate and key); the header
+ * lines it builds hold the key, so they are wiped before they are freed.
  *
  * Built by meson (examples/meson.build), run by tests/test_examples.py.
  */
@@ -113,6 +116,32 @@ static const char *result_name(aigw_transport_result r)
     return (unsigned)r < sizeof names / sizeof names[0] ? names[r] : "?";
 }
 
+/* Frees a header list, each line wiped first: one holds the key. */
+static void headers_free(struct curl_slist *headers)
+{
+    struct curl_slist *h;
+    for (h = headers; h; h = h->next)
+        memset(h->data, 0, strlen(h->data));
+    curl_slist_free_all(headers);
+}
+
+/* gatewayConfig.tls (version 4): the CA file to trust instead of the
+ * system's, the client certificate and key to present.  libcurl copies the
+ * paths: the copy may fail. */
+static CURLcode set_tls(CURL *curl, const aigw_transport_request *req)
+{
+    CURLcode rc = CURLE_OK;
+    if (req->ca_file && (rc = curl_easy_setopt(curl, CURLOPT_CAINFO, req->ca_file)) != CURLE_OK)
+        return rc;
+    if (req->client_cert_file &&
+        (rc = curl_easy_setopt(curl, CURLOPT_SSLCERT, req->client_cert_file)) != CURLE_OK)
+        return rc;
+    if (req->client_key_file &&
+        (rc = curl_easy_setopt(curl, CURLOPT_SSLKEY, req->client_key_file)) != CURLE_OK)
+        return rc;
+    return rc;
+}
+
 static long long now_ms(void)
 {
     struct timespec ts;
@@ -160,7 +189,8 @@ static aigw_transport_result send_one(void *userdata, const aigw_transport_reque
     headers = h;
     /* libcurl copies these two strings: the copy may fail */
     if ((rc = curl_easy_setopt(curl, CURLOPT_URL, req->url)) != CURLE_OK ||
-        (rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method)) != CURLE_OK) {
+        (rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method)) != CURLE_OK ||
+        (rc = set_tls(curl, req)) != CURLE_OK) {
         res = result_of(rc, &x);
         goto done;
     }
@@ -189,7 +219,7 @@ done:
         fprintf(lt->log, "transport:   -> HTTP %ld in %lld ms\n", status, now_ms() - t0);
     else
         fprintf(lt->log, "transport:   -> %s after %lld ms\n", result_name(res), now_ms() - t0);
-    curl_slist_free_all(headers);
+    headers_free(headers);
     curl_easy_cleanup(curl);
     return res;
 }
@@ -202,7 +232,7 @@ static void destroy(void *userdata)
 int main(int argc, char **argv)
 {
     static const aigw_transport transport = {
-        .version = AIGW_TRANSPORT_VERSION, /* 3: req->cancel is set */
+        .version = AIGW_TRANSPORT_VERSION, /* 4: req->cancel and the TLS files */
         .send = send_one,
         .destroy = destroy,
         .send_stream = NULL, /* whole answers only */

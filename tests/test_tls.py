@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sup
 from fake_provider import FakeProvider, completion  # noqa: E402
 
 AIGW = os.environ.get("AIGW_BIN", "")
+CUSTOM_TRANSPORT = os.environ.get("CUSTOM_TRANSPORT_BIN", "")
 OPENSSL = shutil.which("openssl")
 
 REQUEST = {"model": "secure:m1", "messages": [{"role": "user", "content": "hi"}]}
@@ -336,6 +337,27 @@ class TlsTest(unittest.TestCase):
             self.assertEqual(self.attempts(p)[0], [("secure", "s1", None, None, "succeeded")])
             self.assertEqual(self.counts(fake), {"s1": 1})
             self.assertEqual(self.connections(fake, 1), (1, 0))
+
+    def test_custom_transport_example_honours_tls(self):
+        """examples/custom-transport.c, a version 4 transport: the CA file and
+        the client certificate and key reach it (gatewayConfig.tls), so a
+        server that asks for a client certificate serves it; without them
+        the handshake fails and the request falls back to plain."""
+        if not CUSTOM_TRANSPORT or not os.access(CUSTOM_TRANSPORT, os.X_OK):
+            self.skipTest("CUSTOM_TRANSPORT_BIN is not an executable")
+        tls = {"caBundle": self.pem("ca"), "clientCertificate": self.pem("client"),
+               "clientKey": self.pem("client", "key")}
+        for given, want in ((tls, {"s1": 1}), ({"caBundle": self.pem("ca")}, {})):
+            self.mtls12.reset()
+            self.plain.reset()
+            path = self.config_file(self.gateway(self.mtls12.base_url, given))
+            p = subprocess.run([CUSTOM_TRANSPORT, path, json.dumps(REQUEST_FB)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            self.check_run(p)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stdout, completion() + b"\n")
+            self.assertEqual(self.counts(self.mtls12), want, p.stderr)
+            self.assertEqual(self.counts(self.plain), {} if want else {"p1": 1}, p.stderr)
 
     def test_client_key_in_the_certificate_file(self):
         p = self.request(self.mtls12, {"caBundle": self.pem("ca"),
