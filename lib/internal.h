@@ -98,6 +98,14 @@ typedef struct aigw_hdrs {
 int aigw__hdrs_add(aigw_hdrs *h, const char *name, const char *value); /* copies */
 int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *value,
                     size_t vlen);
+/* aigw__hdrs_addn for a name already in lower case (as it is stored). */
+int aigw__hdrs_addn_lower(aigw_hdrs *h, const char *name, size_t nlen, const char *value,
+                          size_t vlen);
+/* One header line of an answer, its CR/LF gone: "Name: value" is added
+ * (the name before the first ':', both without the blanks (space, tab)
+ * around them); a line without a name or a ':' is ignored.  0 (added or
+ * ignored), or -1 when out of memory (h as it was). */
+int aigw__hdrs_add_line(aigw_hdrs *h, const char *p, size_t len);
 /* Room for every header of src to be added to h without an allocation.
  * 0, or -1 when out of memory (h as it was). */
 int aigw__hdrs_reserve_for(aigw_hdrs *h, const aigw_hdrs *src);
@@ -519,6 +527,9 @@ int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn c
  * a stream, that event is dropped (SSE spec) and the framing was cut. */
 bool aigw__sse_pending(const aigw_sse *p);
 long aigw__sse_comments(const aigw_sse *p);
+/* In an event callback: how many bytes of the buffer being fed are read,
+ * through the line end of the blank line that dispatched the event. */
+size_t aigw__sse_fed(const aigw_sse *p);
 void aigw__sse_free(aigw_sse *p);
 
 /* ---- transport ---- */

@@ -54,6 +54,7 @@ struct aigw_sse {
     bool after_cr;  /* the last line ended with CR: an LF next is its tail */
     bool skipping;  /* inside a comment line that spans feeds */
     bool in_block;  /* a field line was seen since the last blank line */
+    size_t fed;     /* the feed's bytes read through the line being read */
 };
 
 static const unsigned char bom_bytes[3] = {0xEF, 0xBB, 0xBF};
@@ -86,6 +87,11 @@ bool aigw__sse_pending(const aigw_sse *p)
         return false;
     return p->error != 0 || p->line.len > 0 || p->skipping || p->in_block ||
            (p->bom > 0 && p->bom < 3);
+}
+
+size_t aigw__sse_fed(const aigw_sse *p)
+{
+    return p->fed;
 }
 
 long aigw__sse_comments(const aigw_sse *p)
@@ -363,6 +369,7 @@ int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn c
         if (eol == len)
             return hold_partial(p, buf + i, len - i);
 
+        p->fed = eol + 1 + (buf[eol] == '\r' && eol + 1 < len && buf[eol + 1] == '\n');
         if (p->skipping) {
             p->skipping = false;
             p->comments++;
@@ -378,8 +385,9 @@ int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn c
             rc = process_line(p, s, n, cb, ctx);
         } else if (p->data.len == 0 && eol + 1 < len && buf[eol] == '\n' &&
                    buf[eol + 1] == '\n' && eol - i >= 5 && memcmp(buf + i, "data:", 5) == 0) {
+            p->fed = eol + 2; /* its blank line too */
             rc = one_line_event(p, buf + i, eol - i, cb, ctx);
-            i = eol + 2; /* its blank line too: read */
+            i = eol + 2;
             if (rc != 0)
                 return rc;
             continue;

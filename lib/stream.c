@@ -161,6 +161,11 @@ typedef struct sctx {
     uint64_t choices_seen;     /* chat choice indexes (< 64) seen ... */
     uint64_t choices_finished; /* ... and those with a finish_reason */
     aigw_event_memo memo; /* where the last event's reading may resume */
+    /* The read being fed before the commit point, not yet in pre: the
+     * commit hands on what of it is read (cur_sent); after the feed the
+     * rest goes on, or into pre when nothing committed. */
+    const char *cur;
+    size_t cur_len, cur_sent;
 } sctx;
 
 /* aigw__jspan_is for a name of n bytes, the common case (no escape) here
@@ -604,6 +609,12 @@ static int commit(sctx *s)
     if (rc == 0)
         rc = deliver(s, s->pre.data, s->pre.len);
     aigw__buf_free(&s->pre);
+    /* in the feed of a read: the caller has its bytes through this event
+     * at once; the rest of the read after its events are read */
+    if (rc == 0 && s->cur) {
+        s->cur_sent = aigw__sse_fed(s->sse);
+        rc = deliver(s, s->cur, s->cur_sent);
+    }
     return rc;
 }
 
@@ -637,7 +648,11 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
             s->too_large = true;
             return -1;
         }
-        if (aigw__buf_append(&s->pre, data, len) != 0) {
+        if (s->sse_mode) { /* read where it lies; kept after the feed */
+            s->cur = data;
+            s->cur_len = len;
+            s->cur_sent = 0;
+        } else if (aigw__buf_append(&s->pre, data, len) != 0) {
             s->nomem = true;
             return -1;
         }
@@ -651,6 +666,19 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
         return left < cfg->stream_idle_timeout_ms ? left : cfg->stream_idle_timeout_ms;
     }
     rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
+    if (s->cur) {
+        const char *rest = s->cur + s->cur_sent;
+        size_t n = s->cur_len - s->cur_sent;
+        s->cur = NULL;
+        if (!s->committed) {
+            if (aigw__buf_append(&s->pre, rest, n) != 0) {
+                s->nomem = true;
+                return -1;
+            }
+        } else if (!s->cancelled && !s->nomem && deliver(s, rest, n) != 0) {
+            return -1;
+        }
+    }
     if (rc != 0) {
         if (s->cancelled) /* the caller, at the commit point */
             return -1;

@@ -475,6 +475,37 @@ static void test_caller_cancels(void **state)
     aigw_client_free(c);
 }
 
+/* The commit point hands on the bytes through the committing event at
+ * once, the rest of its read after that read's events are read: a caller
+ * that stops at its first bytes got those and no more, and one that goes
+ * on gets the whole read in two calls. */
+static void test_first_bytes_through_the_commit_event(void **state)
+{
+    int cancel;
+    (void)state;
+    for (cancel = 1; cancel >= 0; cancel--) {
+        aigw_client *c = client(NULL);
+        script *s;
+        aigw_response *r;
+        setup(NULL);
+        s = push_script();
+        G.cancel_at = cancel;
+        s->chunks[0] = ROLE TOK("a") TOK("b") FINISH DONE;
+        r = stream(c, 0);
+        if (cancel) {
+            assert_int_equal(aigw_response_outcome(r), AIGW_OUTCOME_CANCELLED);
+            assert_string_equal(G.bytes, ROLE TOK("a"));
+        } else {
+            assert_attempts(r, "a:succeeded:succeeded");
+            assert_string_equal(G.bytes, ROLE TOK("a") TOK("b") FINISH DONE);
+            assert_int_equal(G.data_calls, 2);
+        }
+        assert_int_equal(G.starts, 1);
+        aigw_response_free(r);
+        aigw_client_free(c);
+    }
+}
+
 static void test_plain_json_answer_to_a_stream_request(void **state)
 {
     aigw_client *c = client(NULL);
@@ -1534,6 +1565,7 @@ int main(void)
         cmocka_unit_test_setup(test_inband_error_after_commit, setup),
         cmocka_unit_test_setup(test_commit_point_ignores_read_splits, setup),
         cmocka_unit_test_setup(test_caller_cancels, setup),
+        cmocka_unit_test_setup(test_first_bytes_through_the_commit_event, setup),
         cmocka_unit_test_setup(test_plain_json_answer_to_a_stream_request, setup),
         cmocka_unit_test_setup(test_role_only_then_cut_fails_over, setup),
         cmocka_unit_test_setup(test_restart_needs_a_next_model, setup),
