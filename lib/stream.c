@@ -483,8 +483,9 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
          * holds it: the caller has the first content as soon as it is
          * read, and where reads split the stream changes nothing (content,
          * then an in-band error, fails after the commit point whether
-         * they came in one read or two).  The read's later bytes go with
-         * it; their events are still read. */
+         * they came in one read or two).  The caller gets the bytes
+         * through this event now (commit), the read's later bytes once
+         * their events are read (on_stream_data). */
         if (s->content && !s->committed) {
             if (s->a->first_token_ms < 0)
                 s->a->first_token_ms = s->now - s->t0;
