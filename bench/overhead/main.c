@@ -354,8 +354,8 @@ static void *thread_main(void *p)
 
 /* T threads, n requests each; wall and CPU from the start line to the last
  * thread's end. */
-static void run_threads(int T, side_kind kind, bench_raw *raws, aigw_client *c, aigw_request *req,
-                        int n, double *wall, double *cpu)
+static void run_threads(int T, side_kind kind, bench_raw *raws, aigw_client *const *cs,
+                        aigw_request *req, int n, double *wall, double *cpu)
 {
     tctx t[16];
     pthread_barrier_t bar;
@@ -365,7 +365,7 @@ static void run_threads(int T, side_kind kind, bench_raw *raws, aigw_client *c, 
     for (i = 0; i < T; i++) {
         t[i].kind = kind;
         t[i].raw = &raws[i];
-        t[i].c = c;
+        t[i].c = cs ? cs[i] : NULL;
         t[i].req = req;
         t[i].n = n;
         t[i].bar = &bar;
@@ -385,21 +385,29 @@ static void run_threads(int T, side_kind kind, bench_raw *raws, aigw_client *c, 
     pthread_barrier_destroy(&bar);
 }
 
-/* Per thread count: requests/s and CPU/request, medians over the rounds. */
+/* Per thread count: requests/s and CPU/request, medians over the rounds;
+ * own_*: libaigw with a client per thread, the control that tells what
+ * sharing one client costs from what a request costs. */
 typedef struct sweep {
-    double raw_rps, lib_rps, raw_cpu, lib_cpu;
+    double raw_rps, lib_rps, own_rps, raw_cpu, lib_cpu, own_cpu;
 } sweep;
 
 static void thread_sweep(const plan *p, const char *base_url, sweep *out)
 {
     static const char *const ok[] = {BENCH_KEY_OK};
-    aigw_client *c = bench_client_new(base_url, ok, 1, NULL, "");
+    aigw_client *shared[16], *own[16];
     aigw_request *req = bench_request_new(0);
     size_t ti;
+    int i;
+    for (i = 0; i < 16; i++) {
+        shared[i] = i ? shared[0] : bench_client_new(base_url, ok, 1, NULL, "");
+        own[i] = bench_client_new(base_url, ok, 1, NULL, "");
+    }
     for (ti = 0; ti < N_THREADS; ti++) {
-        int T = THREADS[ti], r, i;
+        int T = THREADS[ti], r;
         bench_raw raws[16];
-        double rw[MAX_ROUNDS], lw[MAX_ROUNDS], rc[MAX_ROUNDS], lc[MAX_ROUNDS];
+        double rw[MAX_ROUNDS], lw[MAX_ROUNDS], ow[MAX_ROUNDS];
+        double rc[MAX_ROUNDS], lc[MAX_ROUNDS], oc[MAX_ROUNDS];
         double total = (double)T * p->per_thread;
         fprintf(stderr, "bench: %d thread%s\n", T, T > 1 ? "s" : "");
         for (i = 0; i < T; i++)
@@ -407,16 +415,24 @@ static void thread_sweep(const plan *p, const char *base_url, sweep *out)
                 die("curl_easy_init failed");
         for (r = 0; r < p->thread_rounds; r++) {
             int side_i;
-            for (side_i = 0; side_i < 2; side_i++) {
+            for (side_i = 0; side_i < 3; side_i++) {
                 double w, cp;
-                if ((r + side_i) % 2 == 0) {
+                switch ((r + side_i) % 3) {
+                case 0:
                     run_threads(T, RAW_ONE, raws, NULL, NULL, p->per_thread, &w, &cp);
                     rw[r] = total / w;
                     rc[r] = cp / total;
-                } else {
-                    run_threads(T, AIGW_SEND, raws, c, req, p->per_thread, &w, &cp);
+                    break;
+                case 1:
+                    run_threads(T, AIGW_SEND, raws, shared, req, p->per_thread, &w, &cp);
                     lw[r] = total / w;
                     lc[r] = cp / total;
+                    break;
+                default:
+                    run_threads(T, AIGW_SEND, raws, own, req, p->per_thread, &w, &cp);
+                    ow[r] = total / w;
+                    oc[r] = cp / total;
+                    break;
                 }
             }
         }
@@ -424,11 +440,15 @@ static void thread_sweep(const plan *p, const char *base_url, sweep *out)
             bench_raw_cleanup(&raws[i]);
         out[ti].raw_rps = median(rw, p->thread_rounds);
         out[ti].lib_rps = median(lw, p->thread_rounds);
+        out[ti].own_rps = median(ow, p->thread_rounds);
         out[ti].raw_cpu = median(rc, p->thread_rounds) * 1e6;
         out[ti].lib_cpu = median(lc, p->thread_rounds) * 1e6;
+        out[ti].own_cpu = median(oc, p->thread_rounds) * 1e6;
     }
     aigw_request_free(req);
-    aigw_client_free(c);
+    for (i = 0; i < 16; i++)
+        aigw_client_free(own[i]);
+    aigw_client_free(shared[0]);
 }
 
 static void sweep_rows(const sweep *sw)
@@ -441,8 +461,10 @@ static void sweep_rows(const sweep *sw)
         int T = THREADS[ti];
         snprintf(id, sizeof id, "t%d.rps", T);
         snprintf(label, sizeof label, "%d thread%s: requests/s", T, T > 1 ? "s" : "");
-        snprintf(note, sizeof note, "CPU/request: raw %.1f us, libaigw %.1f us", sw[ti].raw_cpu,
-                 sw[ti].lib_cpu);
+        snprintf(note, sizeof note,
+                 "CPU/request: raw %.1f us, libaigw %.1f us; a client per thread: %.0f req/s, "
+                 "%.1f us",
+                 sw[ti].raw_cpu, sw[ti].lib_cpu, sw[ti].own_rps, sw[ti].own_cpu);
         bench_row(id, label, "req/s", sw[ti].raw_rps, sw[ti].lib_rps, BENCH_T_RATIO_GE, 0.95,
                   note);
     }
