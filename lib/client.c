@@ -86,6 +86,7 @@ static aigw_status check_keys_resolved(const aigw_config *cfg, aigw_error **err)
 aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **err)
 {
     aigw_client *c;
+    aigw_resolved *res;
     aigw_status st;
     if (err)
         *err = NULL;
@@ -124,7 +125,8 @@ aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **er
         }
         aigw__health_set_store(c->health, &vt, ud, cfg->store.sync_ms);
     }
-    if (!(c->resolved = aigw__resolved_new(cfg, c->health))) {
+    res = aigw__resolved_new(cfg, c->health);
+    if (!res) {
         aigw__health_free(c->health);
         pthread_mutex_destroy(&c->cfg_lock);
         aigw__free(c);
@@ -132,12 +134,13 @@ aigw_status aigw_client_new(aigw_config *cfg, aigw_client **out, aigw_error **er
     }
     st = aigw__curl_transport_new(&c->transport, &c->transport_ud);
     if (st != AIGW_OK) {
-        aigw__resolved_unref(c->resolved);
+        aigw__resolved_unref(res);
         aigw__health_free(c->health);
         pthread_mutex_destroy(&c->cfg_lock);
         aigw__free(c);
         return aigw__fail(err, st, "the libcurl transport could not be initialised");
     }
+    atomic_init(&c->resolved, res);
     c->cfg = aigw_config_ref(cfg);
     aigw__health_configure(c->health, &cfg->health, client_now(c));
     *out = c;

@@ -28,6 +28,8 @@ aigw_need_pkgs() {
     if [ "${1:-}" = test ]; then
         command -v go >/dev/null 2>&1 || missing+=(golang-go)
         command -v nm >/dev/null 2>&1 || missing+=(binutils)
+        # a second compiler: the library and the tests build with clang too
+        command -v clang >/dev/null 2>&1 || missing+=(clang)
         # tests/test_store_redis.c runs a real server
         command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
         # tests/test_tls.py makes its CA and certificates (Priority: optional)

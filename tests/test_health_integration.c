@@ -620,8 +620,8 @@ static void test_c_all_keys_cooling_429_at_once(void **state)
      * totalTimeout 600ms: it does not fit the request's time */
     static const char *const gws[] = {
         GW_BASE ",\"retryAfterMax\":\"0s\"", GW_BASE ",\"retryAfterMax\":\"500ms\"",
-        "\"perRequestTimeout\":\"5s\",\"totalTimeout\":\"600ms\",\"sameBackendRetries\":0,"
-        "\"retryAfterMax\":\"5s\""};
+        ("\"perRequestTimeout\":\"5s\",\"totalTimeout\":\"600ms\",\"sameBackendRetries\":0,"
+         "\"retryAfterMax\":\"5s\"")};
     size_t v;
     (void)state;
     for (v = 0; v < sizeof gws / sizeof gws[0]; v++) {
