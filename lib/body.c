@@ -783,10 +783,13 @@ int aigw__body_splice(const char *body, size_t len, const char *model, aigw_buf 
 static bool verbatim(const char *s, size_t n)
 {
     size_t i;
-    for (i = 0; i < n; i++)
+    unsigned char high = 0; /* bit 7 of any byte: then UTF-8 is checked */
+    for (i = 0; i < n; i++) {
         if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
             return false;
-    return aigw__utf8_valid(s, n);
+        high |= (unsigned char)s[i];
+    }
+    return high < 0x80 || aigw__utf8_valid(s, n);
 }
 
 size_t aigw__body_splice_into(const char *body, size_t len, const aigw_body_map *map,

@@ -409,7 +409,7 @@ aigw_status aigw_client_set_clock(aigw_client *client, const aigw_clock *clock, 
 /* This thread's reader slot: dealt round-robin on first use. */
 static reader_slot *my_slot(aigw_client *c)
 {
-    static _Thread_local unsigned home; /* 1 + the slot; 0: not dealt yet */
+    static _Thread_local unsigned home AIGW__TLS_FAST; /* 1 + the slot; 0: not dealt yet */
     static atomic_uint next;
     if (home == 0)
         home = 1 + atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % READER_SLOTS;

@@ -426,7 +426,7 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
             goto out;
     } else {
         t0 = aigw__run_now(r);
-        if (aigw__send_once(r, s, &t, &tr) != 0) {
+        if (aigw__send_once_at(r, s, &t, &tr, t0) != 0) {
             mv = -1;
             goto out;
         }
@@ -446,8 +446,13 @@ static int attempt(run *r, const slot *s, const gate *g, step_walk *w, int64_t *
         }
         a->status = tr == AIGW_TR_OK ? t.status : 0;
         a->answered = t.status > 0;
+        /* the wall clock is read only for a failure's wait (an HTTP-date
+         * Retry-After): an answer in 2xx, or no answer, asks for none */
         a->cls = aigw__classify_checked(tr, a->status, &t.headers, t.body.data, t.body.len,
-                                        aigw__unix_ms(), &wait, &nomem);
+                                        tr == AIGW_TR_OK && a->status >= 200 && a->status <= 299
+                                            ? 0
+                                            : aigw__unix_ms(),
+                                        &wait, &nomem);
         if (nomem) {
             a->tr = AIGW_TR_NOMEM;
             goto out;
@@ -732,14 +737,23 @@ static int order_keys(run *r, const cand *cd, size_t step_index, const aigw_step
     int got = -1, rc = -1;
     if (!views || !pv || !order || !used || !all)
         goto out;
-    if (!heap) {
-        memset(order, 0, nk * sizeof *order);
-        memset(used, 0, nk * sizeof *used);
-    }
     for (i = 0; i < nk; i++)
         key_at(r, cd, &all[i], &st->keys[i], st->keys[i].id, &st->keys[i].value,
                AIGW_ORIGIN_CONFIG);
     now = sync_step(r, cd, all, nk, false);
+    if (nk == 1 && !vt) {
+        /* one key: whatever the strategy, it comes first (the library's
+         * own strategies draw nothing and look at no health for one key;
+         * a round-robin turn over one key is always 0) */
+        refs[0] = all[0];
+        *n_out = 1;
+        rc = 0;
+        goto out;
+    }
+    if (!heap) {
+        memset(order, 0, nk * sizeof *order);
+        memset(used, 0, nk * sizeof *used);
+    }
     for (i = 0; i < nk; i++) {
         aigw__key_view(all[i].hk, all[i].ep, now, st->keys[i].weight, &views[i]);
         views[i].id = st->keys[i].id;
@@ -1032,13 +1046,14 @@ aigw_status aigw__engine_send(const aigw_engine_env *env, const aigw_request *re
                                    : aigw__health_store_kind(r.h));
     if (rc == 0 && r.resp->n_attempts > 0) {
         const aigw_attempt *last = &r.resp->attempts[r.resp->n_attempts - 1];
-        r.resp->model = aigw__response_strdup(r.resp, last->model);
+        /* its string is in the response's arena already: no second copy */
+        r.resp->model = last->model;
         rc = r.resp->model ? 0 : -1;
     }
     if (rc == 0)
-        rc = aigw__hdrs_addn(&r.resp->headers, "x-aigw-request-id",
-                             sizeof "x-aigw-request-id" - 1, r.resp->request_id,
-                             strlen(r.resp->request_id));
+        rc = aigw__hdrs_addn_lower(&r.resp->headers, "x-aigw-request-id",
+                                   sizeof "x-aigw-request-id" - 1, r.resp->request_id,
+                                   strlen(r.resp->request_id));
     cands_free(&r);
     if (rc != 0) {
         aigw_response_free(r.resp);

@@ -143,6 +143,11 @@ void aigw__req_free(built_req *b);
 /* Sends one whole attempt.  0, or -1 when out of memory. */
 int aigw__send_once(run *r, const slot *s, aigw_transport_response *t,
                     aigw_transport_result *tr);
+/* aigw__build_req and aigw__send_once with the client's clock as read by
+ * the caller (now), with nothing but work since: one reading fewer. */
+int aigw__build_req_at(run *r, const slot *s, built_req *b, int64_t now);
+int aigw__send_once_at(run *r, const slot *s, aigw_transport_response *t,
+                       aigw_transport_result *tr, int64_t now);
 void aigw__tres_free(aigw_transport_response *t);
 bool aigw__hop_by_hop(const char *name);
 /* The upstream's end-to-end headers, for the caller's response. */

@@ -107,7 +107,7 @@ static void lower4(char *dst, const char *src)
 /* n bytes of src lower-cased into dst: eight (or four) at a time, the
  * last eight (four) overlapping those before them (lower-casing twice
  * changes nothing). */
-static void lower_copy(char *dst, const char *src, size_t n)
+static inline void lower_copy(char *dst, const char *src, size_t n)
 {
     size_t i;
     if (n < 8) {
@@ -159,7 +159,10 @@ static inline int reserve(aigw_hdrs *h, size_t entries, size_t bytes)
     return grow(h, entries, bytes);
 }
 
-int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen)
+/* aigw__hdrs_addn, in line where it is called; lower: the name is to be
+ * lower-cased (false: it is already). */
+static inline int add_n(aigw_hdrs *h, const char *name, size_t nlen, const char *value,
+                        size_t vlen, bool lower)
 {
     hdrs_head *hd;
     char *p;
@@ -167,7 +170,10 @@ int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *val
         return -1;
     hd = head_of(h);
     p = text_of(h) + hd->used;
-    lower_copy(p, name, nlen);
+    if (lower)
+        lower_copy(p, name, nlen);
+    else
+        memcpy(p, name, nlen);
     p[nlen] = '\0';
     copy_short(p + nlen + 1, value, vlen);
     p[nlen + 1 + vlen] = '\0';
@@ -176,6 +182,42 @@ int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *val
     hd->used += nlen + vlen + 2;
     h->n++;
     return 0;
+}
+
+int aigw__hdrs_addn(aigw_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    return add_n(h, name, nlen, value, vlen, true);
+}
+
+int aigw__hdrs_addn_lower(aigw_hdrs *h, const char *name, size_t nlen, const char *value,
+                          size_t vlen)
+{
+    return add_n(h, name, nlen, value, vlen, false);
+}
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+int aigw__hdrs_add_line(aigw_hdrs *h, const char *p, size_t len)
+{
+    const char *colon = len ? memchr(p, ':', len) : NULL;
+    size_t nend, vs, ve;
+    if (!colon || colon == p)
+        return 0; /* not a header line: ignored */
+    nend = (size_t)(colon - p);
+    while (nend && is_ows(p[nend - 1]))
+        nend--;
+    if (nend == 0)
+        return 0;
+    vs = (size_t)(colon - p) + 1;
+    while (vs < len && is_ows(p[vs]))
+        vs++;
+    ve = len;
+    while (ve > vs && is_ows(p[ve - 1]))
+        ve--;
+    return add_n(h, p, nend, p + vs, ve - vs, true);
 }
 
 int aigw__hdrs_add(aigw_hdrs *h, const char *name, const char *value)

@@ -21,6 +21,17 @@
 #define AIGW__PRINTF(a, b)
 #endif
 
+/* A thread-local of the library's own, reached without a call to
+ * __tls_get_addr: its few bytes come from the static TLS block (a
+ * shared library's default model asks the dynamic linker on every
+ * access).  Only for small variables: a library loaded with dlopen takes
+ * them from the surplus glibc keeps for that. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AIGW__TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define AIGW__TLS_FAST
+#endif
+
 /* ---- alloc.c: the one allocator door ---- */
 void *aigw__malloc(size_t n);
 void *aigw__calloc(size_t count, size_t n);

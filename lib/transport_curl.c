@@ -216,7 +216,7 @@ static pair *pair_new(void)
     return p;
 }
 
-static _Thread_local unsigned t_home; /* 1 + this thread's home slot; 0: not dealt yet */
+static _Thread_local unsigned t_home AIGW__TLS_FAST; /* 1 + this thread's home slot; 0: not dealt yet */
 static atomic_uint g_next_home;
 
 static unsigned home_slot(void)
@@ -286,8 +286,7 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
 {
     call *c = ud;
     aigw_hdrs *h = &c->resp->headers;
-    size_t len = size * nitems, end = len, nend, vs, ve;
-    const char *colon;
+    size_t len = size * nitems, end = len;
 
     c->header_bytes += len;
     if (c->header_bytes > MAX_HEADER_BYTES) {
@@ -295,6 +294,9 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
         c->resp->header_cap = true;
         return 0;
     }
+    /* the CRLF most lines end with at once, then any other CR or LF */
+    if (end >= 2 && p[end - 1] == '\n' && p[end - 2] == '\r')
+        end -= 2;
     while (end && (p[end - 1] == '\r' || p[end - 1] == '\n'))
         end--;
     if (end == 0)
@@ -313,21 +315,8 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
         }
         return len;
     }
-    colon = memchr(p, ':', end);
-    if (!colon || colon == p)
-        return len; /* not a header line: ignored */
-    nend = (size_t)(colon - p);
-    while (nend && is_ows(p[nend - 1]))
-        nend--;
-    vs = (size_t)(colon - p) + 1;
-    while (vs < end && is_ows(p[vs]))
-        vs++;
-    ve = end;
-    while (ve > vs && is_ows(p[ve - 1]))
-        ve--;
-    if (nend == 0)
-        return len;
-    if (aigw__hdrs_addn(h, p, nend, p + vs, ve - vs) != 0) {
+    /* "Name: value" (a line that is not one is ignored) */
+    if (aigw__hdrs_add_line(h, p, end) != 0) {
         c->nomem = true;
         return 0;
     }
@@ -786,6 +775,17 @@ static CURLcode easy_make(pair *p, const aigw_transport_request *req)
     return rc;
 }
 
+/* Whether the method m is lit (short: compared in line, stopping at the
+ * first difference, so never past m's NUL). */
+static bool method_is(const char *m, const char *lit)
+{
+    while (*lit && *m == *lit) {
+        m++;
+        lit++;
+    }
+    return *m == *lit;
+}
+
 /* The method and body, every option of them set: CUSTOMREQUEST back to
  * NULL unless the method needs it, and for a GET no body left from a
  * previous request.  A plain POST of the body the handle already has sets
@@ -793,8 +793,8 @@ static CURLcode easy_make(pair *p, const aigw_transport_request *req)
 static CURLcode set_method(CURL *h, const aigw_transport_request *req, set_opts *so)
 {
     const char *m = req->method ? req->method : "POST";
-    bool get = req->body_len == 0 && strcmp(m, "GET") == 0;
-    bool post = !get && strcmp(m, "POST") == 0;
+    bool get = req->body_len == 0 && method_is(m, "GET");
+    bool post = !get && method_is(m, "POST");
     const char *body = req->body ? req->body : "";
     CURLcode rc = CURLE_OK;
     if (post && so->post && so->body == body && so->body_len == (curl_off_t)req->body_len)

@@ -52,7 +52,7 @@ static int add_auth(built_req *b, const aigw_provider *p, const char *path, bool
         add_header(b, "x-goog-api-key", s->value);
         return 0;
     }
-    n = sizeof bearer - 1 + strlen(s->value);
+    n = sizeof bearer - 1 + s->len;
     if (!(v = room(b->auth_inline, &b->auth_heap, n)))
         return -1;
     memcpy(v, bearer, sizeof bearer - 1);
@@ -102,9 +102,14 @@ static int build_url(run *r, const slot *s, built_req *b)
 
 int aigw__build_req(run *r, const slot *s, built_req *b)
 {
+    return aigw__build_req_at(r, s, b, aigw__run_now(r));
+}
+
+int aigw__build_req_at(run *r, const slot *s, built_req *b, int64_t now)
+{
     const aigw_config *cfg = r->cfg;
     aigw_transport_request *req = &b->req;
-    int64_t left = r->deadline - aigw__run_now(r);
+    int64_t left = r->deadline - now;
 
     b->url_heap = b->auth_heap = NULL;
     b->auth_len = 0;
@@ -139,8 +144,14 @@ int aigw__build_req(run *r, const slot *s, built_req *b)
 int aigw__send_once(run *r, const slot *s, aigw_transport_response *t,
                     aigw_transport_result *tr)
 {
+    return aigw__send_once_at(r, s, t, tr, aigw__run_now(r));
+}
+
+int aigw__send_once_at(run *r, const slot *s, aigw_transport_response *t,
+                       aigw_transport_result *tr, int64_t now)
+{
     built_req b;
-    if (aigw__build_req(r, s, &b) != 0)
+    if (aigw__build_req_at(r, s, &b, now) != 0)
         return -1;
     t->max_body = r->cfg->max_response_bytes;
     *tr = r->env->transport->send(r->env->transport_ud, &b.req, t);
@@ -154,10 +165,15 @@ static const char *find_at(const char *p, size_t len, const char *key, size_t kl
 /* scrub_headers with the key's pivot (pivot_of) known. */
 static int scrub_headers_at(aigw_hdrs *h, const aigw_secret *s, size_t at)
 {
-    size_t i;
+    size_t i, n;
     for (i = 0; i < h->n; i++) {
-        size_t n = strlen(h->v[i].value); /* most values are shorter than a key */
-        if (n >= s->len && find_at(h->v[i].value, n, s->value, s->len, at) &&
+        /* a value without the pivot's byte holds no copy of the key: one
+         * pass finds that, for most values, and no more */
+        const char *v = h->v[i].value, *piv = strchr(v, s->value[at]);
+        if (!piv)
+            continue;
+        n = (size_t)(piv - v) + strlen(piv);
+        if (n >= s->len && find_at(v, n, s->value, s->len, at) &&
             aigw__hdrs_set_value(h, i, AIGW_REDACTED) != 0)
             return -1;
     }
@@ -211,9 +227,11 @@ static const char *find_at(const char *p, size_t len, const char *key, size_t kl
             return NULL;
         if (memcmp(c - at, key, klen) == 0)
             return c - at;
-        /* a text full of that byte: memmem, from the first start not ruled
-         * out, keeps the search linear */
-        if (++misses > 16)
+        /* a text full of that byte (a miss every 64 bytes or more often):
+         * memmem, from the first start not ruled out, keeps the search
+         * linear; a byte a streamed event holds once ('-' in "chatcmpl-")
+         * stays with memchr, which passes the bytes between faster */
+        if (++misses > 16 && (size_t)(c - p) < misses * 64)
             return memmem(c - at + 1, (size_t)(end - (c - at + 1)), key, klen);
         q = c + 1;
     }

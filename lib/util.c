@@ -81,7 +81,7 @@ typedef struct rand_state {
 
 void aigw__fast_random(void *out, size_t n)
 {
-    static _Thread_local rand_state t;
+    static _Thread_local rand_state t AIGW__TLS_FAST;
     rand_state *ts = &t;
     unsigned char *p = out;
     uint64_t st; /* the thread's state, in a register while it runs */
