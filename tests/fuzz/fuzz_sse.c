@@ -13,8 +13,13 @@
  * comment count and pending flag, and all must equal what a small
  * reference parser written from the WHATWG rules (and sse.c's documented
  * cap rule) computes over the whole stream.  Any difference aborts.
+ *
+ * In the whole feed each event's data is also read as a stream reads it
+ * (aigw__stream_event_read_memo, resumed where it shares bytes with the
+ * event before) and from its start (aigw__stream_event_read): the two must
+ * say the same.
  */
-#include "internal.h"
+#include "engine_int.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -75,11 +80,23 @@ static void log_event(log_t *l, const char *event, size_t event_len, const char 
 
 /* ---- the parser under test ---- */
 
-typedef struct run {
+typedef struct sse_run {
     log_t log;
     size_t max;
     size_t stop_at; /* the callback's stop: at this event (1-based); 0 never */
+    aigw_event_memo *memo; /* set: each event read resumed and from its start */
 } run_t;
+
+/* The event's data read as a stream reads it, after the events before, and
+ * read afresh: the same facts. */
+static void same_facts(aigw_event_memo *m, const char *d, size_t n)
+{
+    aigw_event_facts a, b;
+    int ra = aigw__stream_event_read_memo(m, d, n, &a), rb = aigw__stream_event_read(d, n, &b);
+    check(ra == rb && a.error == b.error && a.content == b.content && a.done == b.done &&
+              a.stop == b.stop && a.seen == b.seen && a.finished == b.finished,
+          "an event read resumed differs from the same read from its start");
+}
 
 static int on_event(void *ctx, const aigw_sse_event *ev)
 {
@@ -98,6 +115,8 @@ static int on_event(void *ctx, const aigw_sse_event *ev)
     check(ev->retry_ms >= -1, "retry_ms below -1");
     log_event(&r->log, ev->event, ev->event_len, ev->data, ev->data_len, ev->id, ev->id_len,
               ev->retry_ms);
+    if (r->memo)
+        same_facts(r->memo, ev->data, ev->data_len);
     return r->stop_at && r->log.events == r->stop_at ? STOP_RC : 0;
 }
 
@@ -333,8 +352,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&r, 0, sizeof r);
     r.max = max;
     r.stop_at = stop_at;
+    r.memo = aigw__event_memo_new();
+    check(r.memo != NULL, "aigw__event_memo_new failed");
     got = feed_all(&r, s, n, whole, NULL);
     same(&got, &r.log, &ref, &ref_log, "whole feed vs reference");
+    aigw__event_memo_free(r.memo);
     free(r.log.b);
 
     if (n <= BYTEWISE_MAX) {
