@@ -667,6 +667,7 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
         return left < cfg->stream_idle_timeout_ms ? left : cfg->stream_idle_timeout_ms;
     }
     rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
+    s->nomem |= rc == AIGW_ENOMEM; /* the request ends: nothing more handed on */
     if (s->cur) {
         const char *rest = s->cur + s->cur_sent;
         size_t n = s->cur_len - s->cur_sent;
