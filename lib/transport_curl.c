@@ -1,15 +1,19 @@
 /*
  * transport_curl.c - the default transport: libcurl.
  *
- * Every exchange, whole or streamed, runs one easy handle on a multi handle
- * of its own, driven here (perform / poll) so that our deadlines - the
- * overall timeout and a stream's idle budget - are checked to the
- * millisecond rather than left to libcurl's coarser timers.
+ * A stream, or any exchange with a cancel token, runs one easy handle on a
+ * multi handle of its own, driven here (perform / poll) so that our
+ * deadlines - the overall timeout and a stream's idle budget - and the
+ * token are checked to the millisecond rather than left to libcurl's
+ * coarser timers.  A plain send (whole answer, no token) can only end by
+ * itself or by its deadline, which CURLOPT_TIMEOUT_MS holds as exactly:
+ * it runs on curl_easy_perform, the cheaper way (see the kinds below).
  *
  * Handles are pooled as a pair: an easy handle, the multi handle that runs
- * it and keeps its connections, a share handle with the TLS sessions its
- * transfers may resume and their DNS cache, and the header list the easy
- * handle last sent.
+ * it and keeps its connections (none for a plain send's pair: the easy
+ * handle's private one keeps them), a share handle with the TLS sessions
+ * its transfers may resume and their DNS cache, and the header list the
+ * easy handle last sent.
  * The easy handle is configured once, when it is made: the options no
  * request changes (http and https only, no redirects, no signals, no
  * progress meter, TCP_NODELAY, verification on, nothing printed) and the
@@ -36,8 +40,8 @@
  * new list.  The lists and signatures hold the key: every one is wiped
  * when it is replaced or freed.
  *
- * The pool takes no lock: POOL_SLOTS slots of one idle pair each, a cache
- * line apart, taken with an atomic exchange and filled with a
+ * The pool takes no lock: for each kind of pair, POOL_SLOTS slots of one
+ * idle pair each, a cache line apart, taken with an atomic exchange and filled with a
  * compare-and-swap.  Each thread has a home slot (a number dealt out on the
  * thread's first exchange, the same for every transport) where it looks
  * first and gives back first, so a thread sending again and again takes
@@ -51,8 +55,9 @@
  *
  * libcurl's own allocation failures are AIGW_TR_NOMEM, never a failure of
  * the host.  A transfer stopped before its end (a callback's stop, a
- * deadline) is removed from its multi handle mid-transfer, which makes
- * libcurl close that HTTP/1 connection rather than cache it half-read.
+ * deadline) is removed from its multi handle mid-transfer (or ends
+ * curl_easy_perform so), which makes libcurl close that HTTP/1 connection
+ * rather than cache it half-read.
  */
 #include "internal.h"
 
@@ -126,7 +131,7 @@ typedef struct set_opts {
  * and the file names belong to it and go with it. */
 typedef struct pair {
     CURL *easy;
-    CURLM *multi;
+    CURLM *multi;            /* NULL: a pair of the kind PERFORM */
     CURLSH *share;           /* TLS sessions and DNS, for the easy handles of this multi */
     struct curl_slist *hdrs; /* easy's CURLOPT_HTTPHEADER; NULL: none set yet */
     char *sig;               /* the headers hdrs was built from (hdr_sig); NULL: none */
@@ -142,8 +147,21 @@ typedef union slot {
     char pad[SLOT_BYTES];
 } slot;
 
+/* The two kinds of pair.  A send that can only end by itself or by its
+ * deadline (no stream, no cancel token: libcurl's own CURLOPT_TIMEOUT_MS
+ * holds the deadline) runs on curl_easy_perform, whose private multi handle
+ * keeps the connections; every other exchange runs on the pair's multi
+ * handle, in a loop that looks at the idle deadline and the cancel token.
+ * Why two: libcurl walks its whole connection cache when a transfer is
+ * taken out of a multi handle, and curl_multi_init's cache has 97 buckets
+ * against the 3 of curl_easy_perform's (about 1,000 instructions a request,
+ * a seventh of libaigw's own); a handle moved from one way to the other
+ * loses its connections (curl_multi_add_handle frees the private multi
+ * handle), hence pairs of one kind each, pooled apart. */
+enum { KIND_MULTI = 0, KIND_PERFORM = 1, N_KINDS };
+
 typedef struct curl_tr {
-    slot idle[POOL_SLOTS];
+    slot idle[N_KINDS][POOL_SLOTS];
 } curl_tr;
 
 /* ---- process-wide init: curl_global_init exactly once ---- */
@@ -196,18 +214,18 @@ static void pair_free(pair *p)
     aigw__free(p);
 }
 
-/* A pair without an easy handle, or NULL when out of memory (libcurl's
- * handles fail to be made for no other reason). */
-static pair *pair_new(void)
+/* A pair of that kind without an easy handle, or NULL when out of memory
+ * (libcurl's handles fail to be made for no other reason). */
+static pair *pair_new(int kind)
 {
     pair *p = aigw__calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    p->multi = curl_multi_init();
+    p->multi = kind == KIND_MULTI ? curl_multi_init() : NULL;
     p->share = curl_share_init();
     /* The DNS cache too: libcurl prunes it after every transfer, walking
      * every bucket, and a share's has a third of a multi handle's. */
-    if (!p->multi || !p->share ||
+    if ((kind == KIND_MULTI && !p->multi) || !p->share ||
         curl_share_setopt(p->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
         curl_share_setopt(p->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
         pair_free(p);
@@ -226,28 +244,30 @@ static unsigned home_slot(void)
     return t_home - 1;
 }
 
-/* An idle pair, the home slot's (h, home_slot()) first, else a new one;
- * NULL when out of memory.  A slot is only read before it is written, so
- * that an empty one costs no cache line. */
-static pair *pool_take(curl_tr *t, unsigned h)
+/* An idle pair of that kind, the home slot's (h, home_slot()) first, else a
+ * new one; NULL when out of memory.  A slot is only read before it is
+ * written, so that an empty one costs no cache line. */
+static pair *pool_take(curl_tr *t, int kind, unsigned h)
 {
     unsigned i;
     pair *p;
     for (i = 0; i < POOL_SLOTS; i++) {
-        slot *s = &t->idle[(h + i) % POOL_SLOTS];
+        slot *s = &t->idle[kind][(h + i) % POOL_SLOTS];
         if (atomic_load_explicit(&s->p, memory_order_relaxed) &&
             (p = atomic_exchange_explicit(&s->p, NULL, memory_order_acquire)) != NULL)
             return p;
     }
-    return pair_new();
+    return pair_new(kind);
 }
 
-/* Into the first empty slot from home (h) on; freed when there is none. */
+/* Into the first empty slot of its kind from home (h) on; freed when there
+ * is none. */
 static void pool_give(curl_tr *t, pair *p, unsigned h)
 {
+    slot *row = t->idle[p->multi ? KIND_MULTI : KIND_PERFORM];
     unsigned i;
     for (i = 0; i < POOL_SLOTS; i++) {
-        slot *s = &t->idle[(h + i) % POOL_SLOTS];
+        slot *s = &row[(h + i) % POOL_SLOTS];
         pair *none = NULL;
         if (!atomic_load_explicit(&s->p, memory_order_relaxed) &&
             atomic_compare_exchange_strong_explicit(&s->p, &none, p, memory_order_release,
@@ -903,6 +923,27 @@ static CURLMcode wait_io(CURLM *m, int64_t ms)
 #endif
 }
 
+/* What an exchange came to: libcurl's code rc, or the loop's own end (the
+ * deadline passed; the multi handle failed with mc). */
+static aigw_transport_result outcome(const call *c, CURLcode rc, bool timed_out, bool failed,
+                                     CURLMcode mc)
+{
+    /* A callback's stop comes first: libcurl reports it as a write error. */
+    if (c->stop == STOP_DONE)
+        return AIGW_TR_OK;
+    if (c->stop == STOP_CANCELLED)
+        return AIGW_TR_CANCELLED;
+    if (c->stop == STOP_STATUS)
+        return AIGW_TR_PROTOCOL;
+    if (timed_out)
+        return AIGW_TR_TIMEOUT;
+    if (c->nomem || (failed && mc == CURLM_OUT_OF_MEMORY))
+        return AIGW_TR_NOMEM;
+    if (failed)
+        return AIGW_TR_OTHER;
+    return map_code(rc, c);
+}
+
 /* Runs the transfer on the pair's multi handle until it ends, a callback
  * stops it or a deadline passes, then takes the easy handle out (mid-transfer
  * that closes the connection: it is never cached half-read). */
@@ -952,21 +993,14 @@ static aigw_transport_result drive(pair *p, call *c, int64_t deadline)
         }
     }
     curl_multi_remove_handle(p->multi, p->easy);
+    return outcome(c, rc, timed_out, failed, mc);
+}
 
-    /* A callback's stop comes first: libcurl reports it as a write error. */
-    if (c->stop == STOP_DONE)
-        return AIGW_TR_OK;
-    if (c->stop == STOP_CANCELLED)
-        return AIGW_TR_CANCELLED;
-    if (c->stop == STOP_STATUS)
-        return AIGW_TR_PROTOCOL;
-    if (timed_out)
-        return AIGW_TR_TIMEOUT;
-    if (c->nomem || (failed && mc == CURLM_OUT_OF_MEMORY))
-        return AIGW_TR_NOMEM;
-    if (failed)
-        return AIGW_TR_OTHER;
-    return map_code(rc, c);
+/* A pair of the kind PERFORM: libcurl runs the transfer to its end or to
+ * CURLOPT_TIMEOUT_MS (the request's deadline, set_request). */
+static aigw_transport_result perform(pair *p, call *c)
+{
+    return outcome(c, curl_easy_perform(p->easy), false, false, CURLM_OK);
 }
 
 /* send and send_stream: on_data NULL keeps the body in resp. */
@@ -986,7 +1020,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
         (req->method && !token_ok(req->method)) || (req->n_headers && !req->headers))
         return AIGW_TR_OTHER;
     home = home_slot();
-    p = pool_take(t, home);
+    p = pool_take(t, on_data || req->cancel ? KIND_MULTI : KIND_PERFORM, home);
     if (!p)
         return headers_ok(req) ? AIGW_TR_NOMEM : AIGW_TR_OTHER;
     /* The headers the handle sent last time were checked then: the same
@@ -1004,14 +1038,17 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     c->on_data = on_data;
     c->ctx = ctx;
     c->cancel = req->cancel;
-    start = aigw__mono_ms();
+    /* the clock: only the loop reads deadlines */
+    start = p->multi ? aigw__mono_ms() : 0;
     c->idle_deadline = on_data && req->idle_timeout_ms > 0 ? add_ms(start, req->idle_timeout_ms)
                                                            : NO_DEADLINE;
 
     rc = prepare(p, req, same);
     if (rc == CURLE_OK) {
         c->h = p->easy;
-        tr = drive(p, c, req->timeout_ms > 0 ? add_ms(start, req->timeout_ms) : NO_DEADLINE);
+        tr = p->multi ? drive(p, c, req->timeout_ms > 0 ? add_ms(start, req->timeout_ms)
+                                                         : NO_DEADLINE)
+                      : perform(p, c);
     } else {
         tr = map_code(rc, c);
     }
@@ -1046,18 +1083,19 @@ static aigw_transport_result curl_send_stream(void *ud, const aigw_transport_req
 static void curl_destroy(void *ud)
 {
     curl_tr *t = ud;
-    size_t i;
+    size_t i, k;
     if (!t)
         return;
-    for (i = 0; i < POOL_SLOTS; i++)
-        pair_free(atomic_exchange(&t->idle[i].p, NULL));
+    for (k = 0; k < N_KINDS; k++)
+        for (i = 0; i < POOL_SLOTS; i++)
+            pair_free(atomic_exchange(&t->idle[k][i].p, NULL));
     aigw__free(t);
 }
 
 aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata)
 {
     curl_tr *t;
-    size_t i;
+    size_t i, k;
     if (userdata)
         *userdata = NULL;
     if (!vt || !userdata)
@@ -1068,8 +1106,9 @@ aigw_status aigw__curl_transport_new(aigw_transport *vt, void **userdata)
     t = aigw__calloc(1, sizeof *t);
     if (!t)
         return AIGW_ENOMEM;
-    for (i = 0; i < POOL_SLOTS; i++)
-        atomic_init(&t->idle[i].p, NULL);
+    for (k = 0; k < N_KINDS; k++)
+        for (i = 0; i < POOL_SLOTS; i++)
+            atomic_init(&t->idle[k][i].p, NULL);
     memset(vt, 0, sizeof *vt);
     vt->version = AIGW_TRANSPORT_VERSION;
     vt->send = curl_send;

@@ -96,6 +96,30 @@ static aigw_transport_result send_full(tr_fixture *f, const char *url, const cha
     return f->vt.send(f->ud, &req, resp);
 }
 
+/* A whole answer, the request carrying a cancel token. */
+static aigw_transport_result send_cancellable(tr_fixture *f, const char *key, const char *body,
+                                              const aigw_cancel *cancel,
+                                              aigw_transport_response *resp)
+{
+    char auth[256];
+    aigw_header h[1];
+    aigw_transport_request req;
+    snprintf(auth, sizeof auth, "Bearer %s", key);
+    h[0].name = "authorization";
+    h[0].value = auth;
+    memset(&req, 0, sizeof req);
+    req.method = "POST";
+    req.url = f->url;
+    req.headers = h;
+    req.n_headers = 1;
+    req.body = body;
+    req.body_len = strlen(body);
+    req.timeout_ms = 5000;
+    req.connect_timeout_ms = 5000;
+    req.cancel = cancel;
+    return f->vt.send(f->ud, &req, resp);
+}
+
 static aigw_transport_result send_simple(tr_fixture *f, const char *key,
                                          aigw_transport_response *resp)
 {
@@ -1309,10 +1333,12 @@ static void test_stream_stop_and_cancel(void **state)
     assert_int_equal(mockprov_connection_count(f->mp), 3);
     assert_int_equal(mockprov_count(f->mp, "k"), 3);
 
-    /* and it was kept: the next one (a whole answer) reuses it */
-    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
-    assert_int_equal(r.status, 200);
+    /* and it was kept: the next stream reuses it */
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 10000, 1000, &r, &k), AIGW_TR_OK);
+    assert_int_equal(k.n_calls, 5);
     resp_free(&r);
+    sink_free(&k);
     assert_int_equal(mockprov_connection_count(f->mp), 3);
 }
 
@@ -1368,14 +1394,15 @@ static void test_stream_error_status(void **state)
     sink_free(&k);
 }
 
-/* Streams that ended cleanly leave their connection for the next call,
- * whole or streamed. */
+/* Streams that ended cleanly leave their connection for the next stream
+ * or cancellable send; plain sends keep a connection of their own. */
 static void test_stream_reuse(void **state)
 {
     tr_fixture *f = *state;
     static const char *const chunks[] = {"data: a\n\n", "data: b\n\n", NULL};
     mockprov_rule rl = stream_rule(chunks, 0, MOCKPROV_END_OK);
     aigw_transport_response r;
+    aigw_cancel *cancel = NULL;
     sink k;
     int i;
     rl.model = "gpt-4o";
@@ -1387,12 +1414,36 @@ static void test_stream_reuse(void **state)
         resp_free(&r);
         sink_free(&k);
     }
+    assert_int_equal(mockprov_connection_count(f->mp), 1);
+    /* A send with a cancel token runs the streams' way (the loop that
+     * looks at the token): on their connection. */
+    assert_int_equal(aigw_cancel_new(&cancel), AIGW_OK);
     resp_init(&r, 0);
-    assert_int_equal(send_full(f, f->url, "k", "{\"model\":\"other\"}", 5000, 0, &r), AIGW_TR_OK);
+    assert_int_equal(send_cancellable(f, "k", "{\"model\":\"other\"}", cancel, &r), AIGW_TR_OK);
     assert_int_equal(r.status, 200);
     resp_free(&r);
-    assert_int_equal(mockprov_count(f->mp, "k"), 11);
     assert_int_equal(mockprov_connection_count(f->mp), 1);
+    /* A plain send runs on curl_easy_perform, whose connections are its own:
+     * one more connection, then each way keeps reusing its own. */
+    for (i = 0; i < 5; i++) {
+        resp_init(&r, 0);
+        assert_int_equal(send_full(f, f->url, "k", "{\"model\":\"other\"}", 5000, 0, &r),
+                         AIGW_TR_OK);
+        assert_int_equal(r.status, 200);
+        resp_free(&r);
+        sink_init(&k, &r, 1000);
+        assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+        assert_string_equal(k.data, "data: a\n\ndata: b\n\n");
+        resp_free(&r);
+        sink_free(&k);
+        resp_init(&r, 0);
+        assert_int_equal(send_cancellable(f, "k", "{\"model\":\"other\"}", cancel, &r),
+                         AIGW_TR_OK);
+        resp_free(&r);
+    }
+    aigw_cancel_free(cancel);
+    assert_int_equal(mockprov_count(f->mp, "k"), 10 + 1 + 15);
+    assert_int_equal(mockprov_connection_count(f->mp), 2);
 }
 
 typedef struct stream_worker {
