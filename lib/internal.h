@@ -730,6 +730,10 @@ bool aigw__jspan_is(const aigw_jspan *sp, const char *name);
 /* Whether a string's cJSON valuestring is not "" (one that starts with
  * \u0000 or a NUL byte is). */
 bool aigw__jspan_nonempty(const aigw_jspan *sp);
+/* The string whose quote is at s[at], read as a scan or a walk reads it:
+ * its span in *sp and the offset past its closing quote, or 0 when cJSON
+ * refuses it. */
+size_t aigw__jscan_string_end(const char *s, size_t len, size_t at, aigw_jspan *sp);
 /* *v: a number's valuedouble as cJSON has it.  Allocates only for one of
  * 64 characters or more: -1 when that fails, else 0. */
 int aigw__jspan_number(const aigw_jspan *sp, double *v);

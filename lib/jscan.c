@@ -681,6 +681,13 @@ bool aigw__jspan_is(const aigw_jspan *sp, const char *name)
     }
 }
 
+size_t aigw__jscan_string_end(const char *s, size_t len, size_t at, aigw_jspan *sp)
+{
+    if (at >= len || s[at] != '"')
+        return 0;
+    return string_end(s, len, at, sp);
+}
+
 bool aigw__jspan_nonempty(const aigw_jspan *sp)
 {
     size_t i = 0;

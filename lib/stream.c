@@ -78,7 +78,7 @@ static const aigw_jwant wants[] = {
     [R_CHOICE] = {false, F('i') | F('d') | F('f'), true},
     [R_CDELTA] = {false, F('c') | F('t') | F('f'), false}, /* content tool_calls function_call */
     [R_TOOLS] = {true, 0, false},
-    [R_EDELTA] = {false, F('s'), false}, /* stop_reason */
+    [R_EDELTA] = {false, F('s') | F('t'), false}, /* stop_reason; text (the memo's vary) */
 };
 
 #undef F
@@ -123,10 +123,26 @@ typedef struct ev_mark {
     ev_reader e; /* the reader before that member's value */
 } ev_mark;
 
+/* And most events differ from the one before only inside one string: a
+ * chat chunk's "content", an Anthropic delta's "text".  The memo keeps the
+ * last event whole (when it was JSON and fits) with its facts and where that
+ * string lay (the vary); an event equal to it but for that string's bytes,
+ * which still make one valid string there, says what the last one said (a
+ * content string whose emptiness changed excepted) and is not walked at
+ * all. */
+#define NO_VARY ((size_t)-1)
+
 struct aigw_event_memo {
     size_t n;          /* marks kept, in text order */
-    size_t text_len;   /* the last event's first bytes, up to its last mark */
+    size_t text_len;   /* the last event's first bytes, up to its last mark,
+                          or all of them (whole) */
     aigw_jmark here;   /* the walk's place of the moment */
+    const char *base;  /* the event being read (while it is) */
+    bool whole;        /* text holds the last event whole, and it was JSON */
+    aigw_event_facts facts; /* what it said (whole) */
+    size_t vary_at, vary_len; /* its string's bytes (past the quote); NO_VARY: none */
+    bool vary_content; /* that string is a choice's content (its emptiness counts) */
+    bool vary_nonempty;
     ev_mark mark[MEMO_MARKS];
     char text[MEMO_TEXT];
 };
@@ -201,13 +217,27 @@ static inline bool key_is(const ev_reader *e, bool *seen, const char *name, size
     return true;
 }
 
-static bool nonempty_string(const ev_reader *e, aigw_jtok t)
+static bool span_nonempty(const aigw_jspan *v)
 {
-    const aigw_jspan *v = e->value;
-    if (t != AIGW_JTOK_STRING)
-        return false;
     /* without an escape, at once: its first byte (a NUL ends it) */
     return v->escaped ? aigw__jspan_nonempty(v) : v->len > 0 && v->p[0] != '\0';
+}
+
+static bool nonempty_string(const ev_reader *e, aigw_jtok t)
+{
+    return t == AIGW_JTOK_STRING && span_nonempty(e->value);
+}
+
+/* The string value being read as the memo's vary (struct aigw_event_memo). */
+static void keep_vary(const ev_reader *e, aigw_jtok t, bool content)
+{
+    aigw_event_memo *m = e->memo;
+    if (!m || t != AIGW_JTOK_STRING)
+        return;
+    m->vary_at = (size_t)(e->value->p - m->base);
+    m->vary_len = e->value->len;
+    m->vary_content = content;
+    m->vary_nonempty = span_nonempty(e->value);
 }
 
 /* aigw__jspan_number, a one-digit number (a choice's index) at once. */
@@ -274,6 +304,8 @@ static int read_value(ev_reader *e, role parent, aigw_jtok t, role *opens)
     case R_EDELTA:
         if (key_is(e, &e->has_stop, NAME("stop_reason")))
             e->stop = nonempty_string(e, t);
+        else if (span_is(e->key, NAME("text")))
+            keep_vary(e, t, false); /* passed over: its bytes say nothing */
         break;
     case R_CHOICES:
         begin_choice(e);
@@ -294,8 +326,10 @@ static int read_value(ev_reader *e, role parent, aigw_jtok t, role *opens)
         }
         break;
     case R_CDELTA:
-        if (key_is(e, &e->has_content, NAME("content")))
+        if (key_is(e, &e->has_content, NAME("content"))) {
             e->content |= nonempty_string(e, t);
+            keep_vary(e, t, true);
+        }
         else if (key_is(e, &e->has_tools, NAME("tool_calls")) && t == AIGW_JTOK_ARRAY)
             *opens = R_TOOLS;
         else if (key_is(e, &e->has_function, NAME("function_call")) && object)
@@ -349,6 +383,47 @@ static size_t same_prefix(const char *a, size_t alen, const char *b, size_t blen
     return i;
 }
 
+/* Whether the event (len bytes, its first common the same as the memo's
+ * whole last event, the vary's opening quote among them) is the last one
+ * but for the vary's bytes, which make one string there as the reading
+ * would take it, of the same emptiness when that counts.  If so the memo
+ * takes it as its last event: its bytes, the vary's length, the marks past
+ * the vary moved. */
+static bool same_but_vary(aigw_event_memo *m, const char *data, size_t len, size_t common)
+{
+    size_t o = m->text_len, q_old, q_new, end, i;
+    aigw_jspan sp;
+    if (m->vary_at == NO_VARY || len > MEMO_TEXT)
+        return false;
+    q_old = m->vary_at + m->vary_len; /* the closing quote */
+    if (len + q_old < o)
+        return false; /* too short to hold the bytes after the vary */
+    q_new = q_old + len - o;
+    if (q_new < m->vary_at || memcmp(m->text + q_old, data + q_new, o - q_old) != 0)
+        return false;
+    end = aigw__jscan_string_end(data, len, m->vary_at - 1, &sp);
+    if (end != q_new + 1)
+        return false;
+    if (m->vary_content && span_nonempty(&sp) != m->vary_nonempty)
+        return false;
+    /* taken: the memo now holds this event */
+    for (i = 0; i < m->n; i++) {
+        aigw_jmark *at = &m->mark[i].at;
+        if (at->pos <= q_old)
+            continue;
+        if (at->pos + len - o > MEMO_TEXT) {
+            m->n = i;
+            break;
+        }
+        at->pos = at->pos + len - o;
+        at->key_at = at->key_at + len - o;
+    }
+    memcpy(m->text + common, data + common, len - common);
+    m->text_len = len;
+    m->vary_len = q_new - m->vary_at;
+    return true;
+}
+
 /* Read in one pass as it is checked, not parsed: a cJSON tree per event
  * cost ~26 allocations and most of a streamed request's instructions.  The
  * values come as cJSON would read them, the members count as in its tree;
@@ -369,9 +444,15 @@ static int read_event(aigw_event_memo *m, const char *data, size_t len, aigw_eve
     w.here = NULL;
     if (m && data) {
         size_t common = same_prefix(m->text, m->text_len, data, len);
+        if (m->whole && common >= m->vary_at && same_but_vary(m, data, len, common)) {
+            *f = m->facts;
+            return 0;
+        }
         for (k = m->n; k > 0 && m->mark[k - 1].at.pos > common; k--)
             ;
         w.here = &m->here;
+        m->base = data;
+        m->whole = false;
     }
     if (k > 0) {
         /* the mark is made again as its member is read */
@@ -379,35 +460,48 @@ static int read_event(aigw_event_memo *m, const char *data, size_t len, aigw_eve
         e = m->mark[k - 1].e;
         m->n = k - 1;
         start = at.pos;
+        /* a vary past the mark is read again, or gone */
+        if (m->vary_at != NO_VARY && m->vary_at > start)
+            m->vary_at = NO_VARY;
         rc = aigw__jscan_walk_from(data, len, &at, &w);
     } else {
         memset(&e, 0, sizeof e);
         if (m) {
             m->n = 0;
+            m->vary_at = NO_VARY;
             e.memo = w.here ? m : NULL;
         }
         rc = aigw__jscan_walk(data, len, R_TEXT, &w);
     }
-    if (m) {
-        end = rc == 0 && m->n ? m->mark[m->n - 1].at.pos : 0;
-        if (end > start) /* the bytes before start are the same */
-            memcpy(m->text + start, data + start, end - start);
-        m->text_len = end;
-        if (!end)
-            m->n = 0;
+    if (rc == 0) {
+        if ((!e.has_choices && e.has_error && !e.error_null) || e.type == TYPE_ERROR) {
+            f->error = true;
+        } else {
+            *f = e.got;
+            if (e.type == TYPE_CONTENT)
+                f->content = true;
+            f->done = e.type == TYPE_END;
+            f->stop = e.type == TYPE_DELTA && e.stop;
+        }
     }
-    if (rc != 0)
-        return rc; /* 1: not JSON, -1: out of memory */
-    if ((!e.has_choices && e.has_error && !e.error_null) || e.type == TYPE_ERROR) {
-        f->error = true;
-        return 0;
+    if (m && data) {
+        m->base = NULL;
+        if (rc == 0 && len <= MEMO_TEXT) {
+            /* the bytes before start are the same */
+            memcpy(m->text + start, data + start, len - start);
+            m->text_len = len;
+            m->whole = true;
+            m->facts = *f;
+        } else {
+            end = rc == 0 && m->n ? m->mark[m->n - 1].at.pos : 0;
+            if (end > start)
+                memcpy(m->text + start, data + start, end - start);
+            m->text_len = end;
+            if (!end)
+                m->n = 0;
+        }
     }
-    *f = e.got;
-    if (e.type == TYPE_CONTENT)
-        f->content = true;
-    f->done = e.type == TYPE_END;
-    f->stop = e.type == TYPE_DELTA && e.stop;
-    return 0;
+    return rc; /* 0, or 1: not JSON, -1: out of memory */
 }
 
 int aigw__stream_event_read(const char *data, size_t len, aigw_event_facts *f)

@@ -1342,6 +1342,55 @@ static void test_event_memo_every_place(void **state)
     aigw__event_memo_free(m);
 }
 
+/* Events that differ from the one before only inside the string a stream
+ * varies (a chat chunk's content, an Anthropic delta's text), or there and
+ * after it: each in turn after each other, three in a row, so that an event
+ * taken as the last one but for that string (struct aigw_event_memo) is
+ * then the base the next one resumes from. */
+static void test_event_memo_vary(void **state)
+{
+    static const char *const templates[] = {
+        "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+        "\"model\":\"m1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\"},"
+        "\"logprobs\":null,\"finish_reason\":%s}]}",
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\",\"content\":\"\"},"
+        "\"finish_reason\":%s},{\"index\":1,\"delta\":{\"content\":\"y\"}}]}",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+        "\"text\":\"%s\",\"stop_reason\":%s}}",
+        "{\"type\":\"message_delta\",\"delta\":{\"text\":\"%s\",\"stop_reason\":%s}}",
+    };
+    /* what goes between the string's quotes: plain, empty, escapes,
+     * bytes that end it early or leave it open, a control byte, UTF-8 */
+    static const char *const texts[] = {
+        "Hello", "", " world, and a longer piece of text", "\\\"", "a\\u0041",
+        "\\", "\"", "x\", y", "\\u0000", "\\u0000z", "\x01", "\xc3\xa9t\xc3\xa9",
+        "\\n\\t", "}]}", "\\ud83d\\ude00", "\\uzzzz",
+    };
+    static const char *const ends[] = {"null", "\"stop\"", "\"\"", "\"length\""};
+    aigw_event_memo *m = aigw__event_memo_new();
+    char b[3][512];
+    size_t t, i, j, k, n[3];
+    (void)state;
+    assert_non_null(m);
+    for (t = 0; t < N_OF(templates); t++)
+        for (i = 0; i < N_OF(texts) * N_OF(ends); i++)
+            for (j = 0; j < N_OF(texts) * N_OF(ends); j++) {
+                size_t pick[3];
+                pick[0] = i;
+                pick[1] = j;
+                pick[2] = (i * 7 + j * 3) % (N_OF(texts) * N_OF(ends));
+                for (k = 0; k < 3; k++) {
+                    int w = snprintf(b[k], sizeof b[k], templates[t],
+                                     texts[pick[k] % N_OF(texts)], ends[pick[k] / N_OF(texts)]);
+                    assert_true(w > 0 && (size_t)w < sizeof b[k]);
+                    n[k] = (size_t)w;
+                }
+                for (k = 0; k < 3; k++)
+                    memo_agrees(m, b[k], n[k]);
+            }
+    aigw__event_memo_free(m);
+}
+
 /* Random events in turn, each often the one before with a byte changed,
  * cut, or the same again. */
 static void test_event_memo_random(void **state)
@@ -1585,6 +1634,7 @@ int main(void)
         cmocka_unit_test_setup(test_event_read_deep, setup),
         cmocka_unit_test_setup(test_event_read_agrees_with_cjson, setup),
         cmocka_unit_test_setup(test_event_memo_every_place, setup),
+        cmocka_unit_test_setup(test_event_memo_vary, setup),
         cmocka_unit_test_setup(test_event_memo_random, setup),
         cmocka_unit_test_setup(test_events_allocate_nothing, setup),
         cmocka_unit_test_setup(test_anthropic_stream, setup),
