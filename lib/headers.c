@@ -202,8 +202,11 @@ static bool is_ows(char c)
 
 int aigw__hdrs_add_line(aigw_hdrs *h, const char *p, size_t len)
 {
-    const char *colon = len ? memchr(p, ':', len) : NULL;
+    const char *colon;
     size_t nend, vs, ve;
+    if (len && is_ows(p[0]))
+        return aigw__hdrs_unfold(h, p, len);
+    colon = len ? memchr(p, ':', len) : NULL;
     if (!colon || colon == p)
         return 0; /* not a header line: ignored */
     nend = (size_t)(colon - p);
@@ -237,6 +240,10 @@ int aigw__hdrs_unfold(aigw_hdrs *h, const char *p, size_t len)
     hdrs_head *hd;
     char *v, *end;
     size_t old;
+    while (len && is_ows(*p)) {
+        p++;
+        len--;
+    }
     if (h->n == 0 || len == 0)
         return 0;
     old = strlen(h->v[h->n - 1].value);

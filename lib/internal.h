@@ -114,14 +114,16 @@ int aigw__hdrs_addn_lower(aigw_hdrs *h, const char *name, size_t nlen, const cha
                           size_t vlen);
 /* One header line of an answer, its CR/LF gone: "Name: value" is added
  * (the name before the first ':', both without the blanks (space, tab)
- * around them); a line without a name or a ':' is ignored.  0 (added or
- * ignored), or -1 when out of memory (h as it was). */
+ * around them); a line that begins with a blank continues the last header
+ * (aigw__hdrs_unfold); a line without a name or a ':' is ignored.  0
+ * (added or ignored), or -1 when out of memory (h as it was). */
 int aigw__hdrs_add_line(aigw_hdrs *h, const char *p, size_t len);
 /* Room for every header of src to be added to h without an allocation.
  * 0, or -1 when out of memory (h as it was). */
 int aigw__hdrs_reserve_for(aigw_hdrs *h, const aigw_hdrs *src);
 /* Joins the last header's value with one space and len bytes of p (an
- * obsolete folded line); nothing without a header or bytes.  0 or -1. */
+ * obsolete folded line), its leading blanks (space, tab) left out; nothing
+ * without a header or bytes.  0 or -1. */
 int aigw__hdrs_unfold(aigw_hdrs *h, const char *p, size_t len);
 /* Replaces header i's value (i < h->n); the old bytes are wiped.  0 or -1. */
 int aigw__hdrs_set_value(aigw_hdrs *h, size_t i, const char *value);

@@ -286,22 +286,6 @@ static int64_t add_ms(int64_t now, int64_t ms)
 
 /* ---- callbacks ---- */
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-/* A folded continuation line (obsolete, RFC 9112 5.2): joins the previous
- * header's value with one space. */
-static int unfold(aigw_hdrs *h, const char *p, size_t len)
-{
-    while (len && is_ows(*p)) {
-        p++;
-        len--;
-    }
-    return aigw__hdrs_unfold(h, p, len);
-}
-
 static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
 {
     call *c = ud;
@@ -328,14 +312,7 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
         c->header_bytes = len;
         return len;
     }
-    if (is_ows(p[0])) {
-        if (unfold(h, p, end) != 0) {
-            c->nomem = true;
-            return 0;
-        }
-        return len;
-    }
-    /* "Name: value" (a line that is not one is ignored) */
+    /* "Name: value", or a folded line (a line that is neither is ignored) */
     if (aigw__hdrs_add_line(h, p, end) != 0) {
         c->nomem = true;
         return 0;

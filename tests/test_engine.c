@@ -1076,6 +1076,12 @@ static void test_header_block(void **state)
     assert_string_equal(h.v[41].value, "short tail");
     assert_int_equal(aigw__hdrs_unfold(&h, "", 0), 0);
     assert_string_equal(h.v[41].value, "short tail");
+    /* a header line that begins with a blank is one: its blanks left out */
+    assert_int_equal(aigw__hdrs_add_line(&h, " \t end", 7), 0);
+    assert_string_equal(h.v[41].value, "short tail end");
+    assert_int_equal(aigw__hdrs_add_line(&h, "\t ", 2), 0); /* blanks only: nothing */
+    assert_string_equal(h.v[41].value, "short tail end");
+    assert_int_equal(h.n, 42);
     assert_string_equal(h.v[40].value + sizeof value - 1, " more");
     assert_string_equal(h.v[0].name, "x-ratelimit-reset-tokens\xc3\x89z@[`{");
 

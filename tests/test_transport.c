@@ -1288,6 +1288,28 @@ static void test_stream_overall_timeout(void **state)
     sink_free(&k);
 }
 
+/* An obsolete folded header line (RFC 9112 5.2) continues the header
+ * before it, whole or streamed. */
+static void test_folded_header(void **state)
+{
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 200);
+    sink k;
+    rl.headers = "X-Folded: first\r\n \t second\r\n\tthird\r\nX-After: z\r\n";
+    rl.body = "{\"ok\":true}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    assert_string_equal(aigw__hdrs_get(&r.headers, "x-folded"), "first second third");
+    assert_string_equal(aigw__hdrs_get(&r.headers, "x-after"), "z");
+    resp_free(&r);
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+    assert_string_equal(aigw__hdrs_get(&r.headers, "x-folded"), "first second third");
+    resp_free(&r);
+    sink_free(&k);
+}
+
 /* on_data's 0 ends the call at once as OK, < 0 as cancelled; the connection
  * left half-read is closed, never reused. */
 static void test_stream_stop_and_cancel(void **state)
@@ -1608,6 +1630,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_folded_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_on_reused_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_huge_too_large, setup, teardown),
