@@ -71,9 +71,10 @@ static void resp_free(aigw_transport_response *r)
 }
 
 /* Sends a chat request with a Bearer key through the fixture's transport. */
-static aigw_transport_result send_full(tr_fixture *f, const char *url, const char *key,
+/* One request as the engine builds it, with a cancel token (or NULL). */
+static aigw_transport_result send_with(tr_fixture *f, const char *url, const char *key,
                                        const char *body, int64_t timeout_ms, size_t cap,
-                                       aigw_transport_response *resp)
+                                       const aigw_cancel *cancel, aigw_transport_response *resp)
 {
     char auth[256];
     aigw_header h[2];
@@ -93,31 +94,15 @@ static aigw_transport_result send_full(tr_fixture *f, const char *url, const cha
     req.timeout_ms = timeout_ms;
     req.connect_timeout_ms = timeout_ms;
     req.max_response_bytes = cap;
+    req.cancel = cancel;
     return f->vt.send(f->ud, &req, resp);
 }
 
-/* A whole answer, the request carrying a cancel token. */
-static aigw_transport_result send_cancellable(tr_fixture *f, const char *key, const char *body,
-                                              const aigw_cancel *cancel,
-                                              aigw_transport_response *resp)
+static aigw_transport_result send_full(tr_fixture *f, const char *url, const char *key,
+                                       const char *body, int64_t timeout_ms, size_t cap,
+                                       aigw_transport_response *resp)
 {
-    char auth[256];
-    aigw_header h[1];
-    aigw_transport_request req;
-    snprintf(auth, sizeof auth, "Bearer %s", key);
-    h[0].name = "authorization";
-    h[0].value = auth;
-    memset(&req, 0, sizeof req);
-    req.method = "POST";
-    req.url = f->url;
-    req.headers = h;
-    req.n_headers = 1;
-    req.body = body;
-    req.body_len = strlen(body);
-    req.timeout_ms = 5000;
-    req.connect_timeout_ms = 5000;
-    req.cancel = cancel;
-    return f->vt.send(f->ud, &req, resp);
+    return send_with(f, url, key, body, timeout_ms, cap, NULL, resp);
 }
 
 static aigw_transport_result send_simple(tr_fixture *f, const char *key,
@@ -1441,7 +1426,7 @@ static void test_stream_reuse(void **state)
      * looks at the token): on their connection. */
     assert_int_equal(aigw_cancel_new(&cancel), AIGW_OK);
     resp_init(&r, 0);
-    assert_int_equal(send_cancellable(f, "k", "{\"model\":\"other\"}", cancel, &r), AIGW_TR_OK);
+    assert_int_equal(send_with(f, f->url, "k", "{\"model\":\"other\"}", 5000, 0, cancel, &r), AIGW_TR_OK);
     assert_int_equal(r.status, 200);
     resp_free(&r);
     assert_int_equal(mockprov_connection_count(f->mp), 1);
@@ -1459,7 +1444,7 @@ static void test_stream_reuse(void **state)
         resp_free(&r);
         sink_free(&k);
         resp_init(&r, 0);
-        assert_int_equal(send_cancellable(f, "k", "{\"model\":\"other\"}", cancel, &r),
+        assert_int_equal(send_with(f, f->url, "k", "{\"model\":\"other\"}", 5000, 0, cancel, &r),
                          AIGW_TR_OK);
         resp_free(&r);
     }
