@@ -383,13 +383,13 @@ static size_t same_prefix(const char *a, size_t alen, const char *b, size_t blen
     return i;
 }
 
-/* Whether the event (len bytes, its first common the same as the memo's
- * whole last event, the vary's opening quote among them) is the last one
+/* Whether the event (len bytes, the same as the memo's whole last event up
+ * to the vary's opening quote and with it) is the last one
  * but for the vary's bytes, which make one string there as the reading
  * would take it, of the same emptiness when that counts.  If so the memo
  * takes it as its last event: its bytes, the vary's length, the marks past
  * the vary moved. */
-static bool same_but_vary(aigw_event_memo *m, const char *data, size_t len, size_t common)
+static bool same_but_vary(aigw_event_memo *m, const char *data, size_t len)
 {
     size_t o = m->text_len, q_old, q_new, end, i;
     aigw_jspan sp;
@@ -418,7 +418,7 @@ static bool same_but_vary(aigw_event_memo *m, const char *data, size_t len, size
         at->pos = at->pos + len - o;
         at->key_at = at->key_at + len - o;
     }
-    memcpy(m->text + common, data + common, len - common);
+    memcpy(m->text + m->vary_at, data + m->vary_at, len - m->vary_at);
     m->text_len = len;
     m->vary_len = q_new - m->vary_at;
     return true;
@@ -443,11 +443,15 @@ static int read_event(aigw_event_memo *m, const char *data, size_t len, aigw_eve
     w.ctx = &e;
     w.here = NULL;
     if (m && data) {
-        size_t common = same_prefix(m->text, m->text_len, data, len);
-        if (m->whole && common >= m->vary_at && same_but_vary(m, data, len, common)) {
+        size_t common;
+        /* the bytes before the vary's quote first (libc's memcmp: these are
+         * most of the event), then the rest */
+        if (m->whole && m->vary_at != NO_VARY && len >= m->vary_at &&
+            memcmp(m->text, data, m->vary_at) == 0 && same_but_vary(m, data, len)) {
             *f = m->facts;
             return 0;
         }
+        common = same_prefix(m->text, m->text_len, data, len);
         for (k = m->n; k > 0 && m->mark[k - 1].at.pos > common; k--)
             ;
         w.here = &m->here;
