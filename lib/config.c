@@ -235,7 +235,7 @@ static uint64_t hash_tuple(const parser *p, const char *a, const char *b, const 
         aigw__sip_str(&st, a);
     if (b)
         aigw__sip_str(&st, b);
-    if (has[2])
+    if (v && v->value) /* has[2], said so that an optimizer sees v is not NULL */
         aigw__sip_update(&st, v->value, v->len);
     return aigw__sip_final(&st);
 }
