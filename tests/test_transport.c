@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 
 #define MIB (1024u * 1024u)
 
@@ -1295,6 +1296,155 @@ static void test_folded_header(void **state)
     sink_free(&k);
 }
 
+/* ---- the proxy environment ---- */
+
+static const char *const PROXY_VARS[] = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+                                         "all_proxy",  "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+#define N_PROXY_VARS (sizeof PROXY_VARS / sizeof PROXY_VARS[0])
+
+/* The variables as the test found them, put back however it ends. */
+static char *saved_env[N_PROXY_VARS];
+
+static int setup_env(void **state)
+{
+    size_t k;
+    for (k = 0; k < N_PROXY_VARS; k++) {
+        const char *v = getenv(PROXY_VARS[k]);
+        saved_env[k] = v ? strdup(v) : NULL;
+    }
+    return setup(state);
+}
+
+static int teardown_env(void **state)
+{
+    size_t k;
+    for (k = 0; k < N_PROXY_VARS; k++) {
+        if (saved_env[k])
+            setenv(PROXY_VARS[k], saved_env[k], 1);
+        else
+            unsetenv(PROXY_VARS[k]);
+        free(saved_env[k]);
+        saved_env[k] = NULL;
+    }
+    return teardown(state);
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
+/* Which server a request to url reached: 'A' (the target, f->mp), 'B' (the
+ * proxy) or '-' (neither), by the connections each accepted.  raw: sent by
+ * a new libcurl easy handle left to its own reading of the environment;
+ * else by a new curl transport. */
+static char reached(tr_fixture *f, mockprov *proxy, const char *url, bool raw)
+{
+    long a0 = mockprov_connection_count(f->mp), b0 = mockprov_connection_count(proxy), da, db;
+    int64_t until;
+    if (raw) {
+        CURL *h = curl_easy_init();
+        assert_non_null(h);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, CHAT_BODY);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 250L);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+        (void)curl_easy_perform(h);
+        curl_easy_cleanup(h);
+    } else {
+        tr_fixture g = *f;
+        aigw_transport_response r;
+        assert_int_equal(aigw__curl_transport_new(&g.vt, &g.ud), AIGW_OK);
+        resp_init(&r, MIB);
+        (void)send_full(&g, url, "k", CHAT_BODY, 250, MIB, &r);
+        resp_free(&r);
+        g.vt.destroy(g.ud);
+    }
+    /* the accept is counted by the server's thread */
+    until = now_ms() + 2000;
+    do {
+        da = mockprov_connection_count(f->mp) - a0;
+        db = mockprov_connection_count(proxy) - b0;
+        if (da + db > 0)
+            break;
+        sleep_ms(5);
+    } while (now_ms() < until);
+    return da == 1 && db == 0 ? 'A' : db == 1 && da == 0 ? 'B' : '-';
+}
+
+/* The transport reads the proxy variables once per handle, as libcurl
+ * reads them on every transfer: each case goes where libcurl alone sends
+ * it, for an http:// and an https:// URL. */
+static void test_proxy_env(void **state)
+{
+    tr_fixture *f = *state;
+    mockprov *proxy = mockprov_start(0);
+    char b[64], dead[64], http[128], https[128];
+    struct {
+        const char *set[4]; /* "name=value" each; the rest unset */
+        const char *want;   /* where http://, https:// go */
+    } cases[] = {
+        {{NULL}, "AA"},
+        {{"http_proxy=B"}, "BA"},
+        {{"HTTP_PROXY=B"}, "AA"},
+        {{"https_proxy=B"}, "AB"},
+        {{"HTTPS_PROXY=B"}, "AB"},
+        {{"https_proxy=B", "HTTPS_PROXY=D"}, "AB"},
+        {{"all_proxy=B"}, "BB"},
+        {{"ALL_PROXY=B"}, "BB"},
+        {{"http_proxy=", "https_proxy=", "all_proxy=B"}, "BB"},
+        {{"http_proxy=B", "no_proxy=127.0.0.1"}, "AA"},
+        {{"all_proxy=B", "NO_PROXY=127.0.0.1"}, "AA"},
+        {{"all_proxy=B", "no_proxy=*"}, "AA"},
+        {{"all_proxy=B", "no_proxy=", "NO_PROXY=127.0.0.1"}, "AA"},
+        {{"all_proxy=B", "no_proxy=example.com,localhost"}, "BB"},
+    };
+    size_t i, j, k;
+    assert_non_null(proxy);
+    snprintf(b, sizeof b, "http://127.0.0.1:%d", mockprov_port(proxy));
+    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", dead_port());
+    snprintf(http, sizeof http, "http://127.0.0.1:%d/v1/chat/completions", mockprov_port(f->mp));
+    snprintf(https, sizeof https, "https://127.0.0.1:%d/v1/chat/completions",
+             mockprov_port(f->mp));
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (k = 0; k < N_PROXY_VARS; k++)
+            unsetenv(PROXY_VARS[k]);
+        for (j = 0; j < 4 && cases[i].set[j]; j++) {
+            char name[32];
+            const char *eq = strchr(cases[i].set[j], '='), *v = eq + 1;
+            snprintf(name, sizeof name, "%.*s", (int)(eq - cases[i].set[j]), cases[i].set[j]);
+            setenv(name, strcmp(v, "B") == 0 ? b : strcmp(v, "D") == 0 ? dead : v, 1);
+        }
+        for (j = 0; j < 2; j++) {
+            const char *url = j == 0 ? http : https;
+            char raw = reached(f, proxy, url, true), ours = reached(f, proxy, url, false);
+            if (raw != cases[i].want[j] || ours != raw)
+                fail_msg("case %zu, %s: libcurl reached %c, the transport %c, want %c", i,
+                         j == 0 ? "http" : "https", raw, ours, cases[i].want[j]);
+        }
+    }
+    /* read when a handle is first pointed at a URL, not again */
+    for (k = 0; k < N_PROXY_VARS; k++)
+        unsetenv(PROXY_VARS[k]);
+    {
+        aigw_transport_response r;
+        long a0 = mockprov_connection_count(f->mp), b0 = mockprov_connection_count(proxy);
+        long k0 = mockprov_count(f->mp, "k");
+        assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+        resp_free(&r);
+        setenv("http_proxy", b, 1);
+        assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+        resp_free(&r);
+        assert_int_equal(mockprov_connection_count(f->mp) - a0, 1);
+        assert_int_equal(mockprov_count(f->mp, "k") - k0, 2);
+        assert_int_equal(mockprov_connection_count(proxy) - b0, 0);
+    }
+    mockprov_stop(proxy);
+}
+
 /* on_data's 0 ends the call at once as OK, < 0 as cancelled; the connection
  * left half-read is closed, never reused. */
 static void test_stream_stop_and_cancel(void **state)
@@ -1616,6 +1766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_silent_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folded_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_proxy_env, setup_env, teardown_env),
         cmocka_unit_test_setup_teardown(test_close_on_reused_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_huge_too_large, setup, teardown),

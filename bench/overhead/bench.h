@@ -95,6 +95,10 @@ typedef struct bench_raw {
 } bench_raw;
 
 int bench_raw_init(bench_raw *r, const char *url, const char *key, int stream);
+/* The proxy environment read once, as libaigw's transport reads it: with
+ * none set (the bench unsets it), CURLOPT_NOPROXY "*", so that libcurl no
+ * longer reads five variables on every transfer. */
+void bench_raw_env_once(bench_raw *r);
 /* One request; the HTTP status (0 on a transport failure).  Sets got and
  * first_byte_s. */
 long bench_raw_perform(bench_raw *r);
@@ -133,6 +137,7 @@ typedef enum bench_ir_case {
     BENCH_IR_STREAM_RAW,
     BENCH_IR_STREAM_AIGW,
     BENCH_IR_STORE_AIGW, /* one key, with the Redis health store */
+    BENCH_IR_ONE_RAW_ENV, /* one-raw, the proxy environment read once (see sides.c) */
     BENCH_IR_N
 } bench_ir_case;
 extern const char *const bench_ir_case_names[BENCH_IR_N];

@@ -657,6 +657,15 @@ int main(int argc, char **argv)
 
     if (argc >= 2 && strcmp(argv[1], "--child") == 0)
         return bench_child_main(argc - 2, argv + 2);
+    /* Everything goes to loopback, both sides alike: no proxy in the way
+     * (the children inherit this). */
+    {
+        static const char *const proxy_vars[] = {"http_proxy", "HTTP_PROXY", "https_proxy",
+                                                 "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+                                                 "no_proxy", "NO_PROXY"};
+        for (i = 0; i < (int)(sizeof proxy_vars / sizeof proxy_vars[0]); i++)
+            unsetenv(proxy_vars[i]);
+    }
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             p = QUICK;
@@ -791,12 +800,13 @@ int main(int argc, char **argv)
     /* ---- instructions, RSS ---- */
     {
         static const bench_ir_case whole[] = {BENCH_IR_ONE_RAW, BENCH_IR_ONE_AIGW,
-                                              BENCH_IR_FAILOVER_AIGW, BENCH_IR_STORE_AIGW};
+                                              BENCH_IR_FAILOVER_AIGW, BENCH_IR_STORE_AIGW,
+                                              BENCH_IR_ONE_RAW_ENV};
         static const bench_ir_case streamed[] = {BENCH_IR_STREAM_RAW, BENCH_IR_STREAM_AIGW};
-        double w[4], s[2];
+        double w[5], s[2];
         if (valgrind)
             say("instructions per request (callgrind runs)");
-        bench_ir_measure(exe, up.base_url, redis_url[0] ? redis_url : NULL, whole, 4, p.ir_n1,
+        bench_ir_measure(exe, up.base_url, redis_url[0] ? redis_url : NULL, whole, 5, p.ir_n1,
                          p.ir_n2, 0, keep_dir, w);
         bench_ir_measure(exe, up.base_url, NULL, streamed, 2, p.ir_n1 / 5, p.ir_n2 / 5, 0,
                          keep_dir, s);
@@ -806,6 +816,7 @@ int main(int argc, char **argv)
         ir[BENCH_IR_ONE_AIGW] = w[1];
         ir[BENCH_IR_FAILOVER_AIGW] = w[2];
         ir[BENCH_IR_STORE_AIGW] = w[3];
+        ir[BENCH_IR_ONE_RAW_ENV] = w[4];
         ir[BENCH_IR_STREAM_RAW] = s[0];
         ir[BENCH_IR_STREAM_AIGW] = s[1];
     }
@@ -818,6 +829,11 @@ int main(int argc, char **argv)
     bench_section("one_key", "One key, sequential", "raw libcurl");
     bench_row("ir", "instructions/request (callgrind)", "Ir", ir[BENCH_IR_ONE_RAW],
               ir[BENCH_IR_ONE_AIGW], BENCH_T_RATIO_LE, 1.05, NULL);
+    bench_row("ir_env", "instructions/request, raw reading the proxy environment once, as "
+                        "libaigw does",
+              "Ir", ir[BENCH_IR_ONE_RAW_ENV], ir[BENCH_IR_ONE_AIGW], BENCH_T_NONE, 0,
+              "libcurl left to itself reads no_proxy, NO_PROXY, http_proxy, all_proxy, "
+              "ALL_PROXY on every transfer");
     bench_row("cpu", "client CPU/request (us)", "us", m_cpu(s_raw1), m_cpu(s_lib1),
               BENCH_T_RATIO_LE, 1.05, NULL);
     bench_row("wall", "wall/request (us)", "us", m_wall(s_raw1), m_wall(s_lib1), BENCH_T_NONE, 0,

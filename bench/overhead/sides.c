@@ -100,6 +100,11 @@ int bench_raw_init(bench_raw *r, const char *url, const char *key, int stream)
     return 0;
 }
 
+void bench_raw_env_once(bench_raw *r)
+{
+    curl_easy_setopt(r->h, CURLOPT_NOPROXY, "*");
+}
+
 long bench_raw_perform(bench_raw *r)
 {
     long status = 0;
