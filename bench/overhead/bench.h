@@ -174,6 +174,11 @@ void bench_section(const char *id, const char *title, const char *base_name);
  * a target on them, and a note. */
 void bench_row(const char *id, const char *label, const char *unit, double base, double lib,
                bench_target target, double limit, const char *note);
+/* bench_row whose ratio is given rather than lib / base: the median of
+ * per-round ratios, each of two runs next to each other in time. */
+void bench_row_paired(const char *id, const char *label, const char *unit, double base,
+                      double lib, double paired, bench_target target, double limit,
+                      const char *note);
 void bench_meta(const char *key, const char *value);
 void bench_meta_num(const char *key, double value);
 /* Prints the table (rows as measured, then the targets) to stdout. */

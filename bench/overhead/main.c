@@ -66,7 +66,7 @@ typedef struct plan {
     int rss_n;
 } plan;
 
-static const plan FULL = {0, 15, 1000, 9, 1000, 11, 300, 200, 2200, 2000};
+static const plan FULL = {0, 15, 1000, 21, 1000, 11, 300, 200, 2200, 2000};
 static const plan QUICK = {1, 9, 300, 3, 200, 7, 50, 50, 250, 500};
 
 static const int THREADS[] = {1, 2, 4, 8, 16};
@@ -390,73 +390,72 @@ static void run_threads(int T, side_kind kind, bench_raw *raws, aigw_client *con
  * sharing one client costs from what a request costs. */
 typedef struct sweep {
     double raw_rps, lib_rps, own_rps, raw_cpu, lib_cpu, own_cpu;
+    double paired; /* median over the rounds of lib/raw, each round's runs side by side */
 } sweep;
 
+/* Each run opens its connections anew (new raw handles, new clients): with
+ * nginx's workers taking connections as they come, a side whose connections
+ * all landed on one worker would otherwise keep that handicap for every
+ * round; fresh each run, the medians see where connections fall as chance,
+ * alike for every side. */
 static void thread_sweep(const plan *p, const char *base_url, sweep *out)
 {
     static const char *const ok[] = {BENCH_KEY_OK};
-    aigw_client *shared[16], *own[16];
+    aigw_client *cs[16];
     aigw_request *req = bench_request_new(0);
     size_t ti;
     int i;
-    for (i = 0; i < 16; i++) {
-        shared[i] = i ? shared[0] : bench_client_new(base_url, ok, 1, NULL, "");
-        own[i] = bench_client_new(base_url, ok, 1, NULL, "");
-    }
     for (ti = 0; ti < N_THREADS; ti++) {
         int T = THREADS[ti], r;
         bench_raw raws[16];
         double rw[MAX_ROUNDS], lw[MAX_ROUNDS], ow[MAX_ROUNDS];
-        double rc[MAX_ROUNDS], lc[MAX_ROUNDS], oc[MAX_ROUNDS];
+        double rc[MAX_ROUNDS], lc[MAX_ROUNDS], oc[MAX_ROUNDS], pr[MAX_ROUNDS];
         double total = (double)T * p->per_thread;
         fprintf(stderr, "bench: %d thread%s\n", T, T > 1 ? "s" : "");
-        for (i = 0; i < T; i++)
-            if (bench_raw_init(&raws[i], g_up->url, BENCH_KEY_OK, 0) != 0)
-                die("curl_easy_init failed");
         for (r = 0; r < p->thread_rounds; r++) {
             int side_i;
             for (side_i = 0; side_i < 3; side_i++) {
+                int which = (r + side_i) % 3;
                 double w, cp;
-                switch ((r + side_i) % 3) {
-                case 0:
+                if (which == 0) {
+                    for (i = 0; i < T; i++)
+                        if (bench_raw_init(&raws[i], g_up->url, BENCH_KEY_OK, 0) != 0)
+                            die("curl_easy_init failed");
                     run_threads(T, RAW_ONE, raws, NULL, NULL, p->per_thread, &w, &cp);
+                    for (i = 0; i < T; i++)
+                        bench_raw_cleanup(&raws[i]);
                     rw[r] = total / w;
                     rc[r] = cp / total;
-                    break;
-                case 1:
-                    run_threads(T, AIGW_SEND, raws, shared, req, p->per_thread, &w, &cp);
-                    lw[r] = total / w;
-                    lc[r] = cp / total;
-                    break;
-                default:
-                    run_threads(T, AIGW_SEND, raws, own, req, p->per_thread, &w, &cp);
-                    ow[r] = total / w;
-                    oc[r] = cp / total;
-                    break;
+                    continue;
                 }
+                /* 1: one client shared by the threads; 2: a client each */
+                for (i = 0; i < T; i++)
+                    cs[i] = which == 1 && i ? cs[0] : bench_client_new(base_url, ok, 1, NULL, "");
+                run_threads(T, AIGW_SEND, raws, cs, req, p->per_thread, &w, &cp);
+                for (i = 0; i < (which == 1 ? 1 : T); i++)
+                    aigw_client_free(cs[i]);
+                (which == 1 ? lw : ow)[r] = total / w;
+                (which == 1 ? lc : oc)[r] = cp / total;
             }
+            pr[r] = lw[r] / rw[r];
         }
-        for (i = 0; i < T; i++)
-            bench_raw_cleanup(&raws[i]);
         out[ti].raw_rps = median(rw, p->thread_rounds);
         out[ti].lib_rps = median(lw, p->thread_rounds);
         out[ti].own_rps = median(ow, p->thread_rounds);
         out[ti].raw_cpu = median(rc, p->thread_rounds) * 1e6;
         out[ti].lib_cpu = median(lc, p->thread_rounds) * 1e6;
         out[ti].own_cpu = median(oc, p->thread_rounds) * 1e6;
+        out[ti].paired = median(pr, p->thread_rounds);
     }
     aigw_request_free(req);
-    for (i = 0; i < 16; i++)
-        aigw_client_free(own[i]);
-    aigw_client_free(shared[0]);
 }
 
 static void sweep_rows(const sweep *sw)
 {
     char label[64], id[32], note[160];
     size_t ti;
-    bench_section("threads", "Threads: one shared libaigw client vs raw libcurl with a handle "
-                             "per thread (throughput)", "raw libcurl");
+    bench_section("threads", "Threads: a shared libaigw client vs raw libcurl, a handle per "
+                             "thread (ratio: per-round median)", "raw libcurl");
     for (ti = 0; ti < N_THREADS; ti++) {
         int T = THREADS[ti];
         snprintf(id, sizeof id, "t%d.rps", T);
@@ -465,8 +464,8 @@ static void sweep_rows(const sweep *sw)
                  "CPU/request: raw %.1f us, libaigw %.1f us; a client per thread: %.0f req/s, "
                  "%.1f us",
                  sw[ti].raw_cpu, sw[ti].lib_cpu, sw[ti].own_rps, sw[ti].own_cpu);
-        bench_row(id, label, "req/s", sw[ti].raw_rps, sw[ti].lib_rps, BENCH_T_RATIO_GE, 0.95,
-                  note);
+        bench_row_paired(id, label, "req/s", sw[ti].raw_rps, sw[ti].lib_rps, sw[ti].paired,
+                         BENCH_T_RATIO_GE, 0.95, note);
     }
 }
 
@@ -567,11 +566,12 @@ static void at_exit(void)
 
 static void usage(void)
 {
-    printf("usage: bench [--quick] [--json FILE] [--mock] [--no-callgrind]\n"
+    printf("usage: bench [--quick] [--json FILE] [--mock] [--threads] [--no-callgrind]\n"
            "             [--profile DIR] [--keep-callgrind DIR] [N]\n"
            "  --quick              fewer rounds and requests (seconds rather than minutes)\n"
            "  --json FILE          also write the figures and targets as JSON\n"
            "  --mock               the mock provider as upstream even when nginx is installed\n"
+           "  --threads            the thread sweep alone\n"
            "  --no-callgrind       skip the instruction counts (also BENCH_CALLGRIND=0)\n"
            "  --profile DIR        also run callgrind only inside the per-request calls and\n"
            "                       keep its files in DIR (for callgrind_annotate)\n"
@@ -644,7 +644,7 @@ int main(int argc, char **argv)
     static const char *const st[] = {BENCH_KEY_STREAM};
     plan p = FULL;
     const char *json = NULL, *profile_dir = NULL, *keep_dir = NULL, *valgrind;
-    int force_mock = 0, no_cg = 0, n_override = 0, i;
+    int force_mock = 0, no_cg = 0, n_override = 0, threads_only = 0, i;
     char why[256], exe[1024], redis_url[128] = "", note[200];
     bench_upstream up;
     bench_raw raw_ok, raw_lim, raw_ok2, raw_st;
@@ -673,6 +673,8 @@ int main(int argc, char **argv)
             json = argv[++i];
         else if (strcmp(argv[i], "--mock") == 0)
             force_mock = 1;
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads_only = 1;
         else if (strcmp(argv[i], "--no-callgrind") == 0)
             no_cg = 1;
         else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc)
@@ -714,6 +716,17 @@ int main(int argc, char **argv)
     printf("medians over interleaved rounds; CPU = this process's (the client's) CPU time; "
            "allocations = malloc+calloc+realloc of every library\n");
     fflush(stdout);
+
+    if (threads_only) {
+        thread_sweep(&p, up.base_url, sw);
+        sweep_rows(sw);
+        bench_report_print();
+        if (json && bench_report_json(json) != 0)
+            fprintf(stderr, "bench: cannot write %s\n", json);
+        bench_upstream_stop(&up);
+        curl_global_cleanup();
+        return 0;
+    }
 
     /* ---- one key, and [429 key, ok key] remembered ---- */
     pin(1);

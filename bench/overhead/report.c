@@ -20,6 +20,7 @@ typedef struct row {
     int section; /* index into sections; -1 for a heading */
     char id[64], label[96], unit[16], note[160];
     double base, lib;
+    double paired; /* the ratio given (bench_row_paired); NAN: lib / base */
     bench_target target;
     double limit;
 } row;
@@ -64,8 +65,19 @@ void bench_row(const char *id, const char *label, const char *unit, double base,
     snprintf(r->note, sizeof r->note, "%s", note ? note : "");
     r->base = base;
     r->lib = lib;
+    r->paired = NAN;
     r->target = target;
     r->limit = limit;
+}
+
+void bench_row_paired(const char *id, const char *label, const char *unit, double base,
+                      double lib, double paired, bench_target target, double limit,
+                      const char *note)
+{
+    size_t before = n_rows;
+    bench_row(id, label, unit, base, lib, target, limit, note);
+    if (n_rows > before)
+        rows[n_rows - 1].paired = paired;
 }
 
 void bench_meta(const char *key, const char *value)
@@ -88,6 +100,8 @@ void bench_meta_num(const char *key, double value)
 
 static double ratio(const row *r)
 {
+    if (!isnan(r->paired))
+        return r->paired;
     if (isnan(r->base) || isnan(r->lib) || r->base == 0)
         return NAN;
     return r->lib / r->base;
