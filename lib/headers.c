@@ -296,6 +296,28 @@ const char *aigw__hdrs_get(const aigw_hdrs *h, const char *name)
     return NULL;
 }
 
+void *aigw__hdrs_block(const aigw_hdrs *h)
+{
+    return h->v ? (void *)head_of(h) : NULL;
+}
+
+size_t aigw__hdrs_head_bytes(void)
+{
+    return sizeof(hdrs_head);
+}
+
+size_t aigw__hdrs_bytes(const aigw_hdrs *h)
+{
+    return h->v ? sizeof(hdrs_head) + h->cap * sizeof *h->v + head_of(h)->size : 0;
+}
+
+void aigw__hdrs_clear(aigw_hdrs *h)
+{
+    if (h->v)
+        head_of(h)->used = 0;
+    h->n = 0;
+}
+
 void aigw__hdrs_free(aigw_hdrs *h)
 {
     if (h->v)

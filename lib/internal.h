@@ -129,6 +129,13 @@ int aigw__hdrs_unfold(aigw_hdrs *h, const char *p, size_t len);
 int aigw__hdrs_set_value(aigw_hdrs *h, size_t i, const char *value);
 const char *aigw__hdrs_get(const aigw_hdrs *h, const char *name); /* case-insensitive */
 void aigw__hdrs_free(aigw_hdrs *h);
+/* No headers, the block kept (its room reused by the next adds). */
+void aigw__hdrs_clear(aigw_hdrs *h);
+/* h's block (NULL: none), its bytes (0: none), and the bytes of its head
+ * (what aigw__hdrs_bytes reads). */
+void *aigw__hdrs_block(const aigw_hdrs *h);
+size_t aigw__hdrs_bytes(const aigw_hdrs *h);
+size_t aigw__hdrs_head_bytes(void);
 
 /* ---- ASCII, whatever the locale ---- */
 static inline bool aigw__is_digit(int c)

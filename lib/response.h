@@ -80,7 +80,12 @@ struct aigw_response {
     aigw_attempt attempts_inline[AIGW_RESPONSE_INLINE_ATTEMPTS];
 };
 
+/* A new response, or a spare one (see response.c). */
 aigw_response *aigw__response_new(void);
+/* The header block and body buffer r kept from a spare life, into *h and
+ * *b (for the transport to fill), when r has no headers or body yet and
+ * h and b hold nothing; else nothing. */
+void aigw__response_lend(aigw_response *r, aigw_hdrs *h, aigw_buf *b);
 /* A copy of s that lives as long as r (NULL when out of memory). */
 const char *aigw__response_strdup(aigw_response *r, const char *s);
 aigw_attempt *aigw__response_add_attempt(aigw_response *r);

@@ -308,8 +308,8 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
         return len; /* the blank line closing the block */
     if (end >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new answer (after 1xx, or a proxy's CONNECT): only the last
-         * answer's headers are kept. */
-        aigw__hdrs_free(h);
+         * answer's headers are kept (in the same block). */
+        aigw__hdrs_clear(h);
         c->header_bytes = len;
         return len;
     }

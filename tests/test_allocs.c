@@ -19,6 +19,17 @@
 
 #include <cmocka.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define AIGW_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AIGW_TEST_ASAN 1
+#endif
+#endif
+#ifdef AIGW_TEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include "aigw.h"
 #include "internal.h"
 #include "mockprov.h"
@@ -27,11 +38,11 @@
 
 /* The pins: allocations per request, as measured when they were set
  * against the mock provider's answers. */
-#define PIN_ONE_KEY_AIGW 3 /* one key, a whole answer */
+#define PIN_ONE_KEY_AIGW 0 /* one key, a whole answer: a spare response's room */
 #define PIN_ONE_KEY_CURL 31
-#define PIN_COOLING_AIGW 4 /* [429 key (cooling), ok key] */
+#define PIN_COOLING_AIGW 1 /* [429 key (cooling), ok key] */
 #define PIN_COOLING_CURL 31
-#define PIN_STREAM_AIGW 7  /* a stream, whatever its length */
+#define PIN_STREAM_AIGW 6  /* a stream, whatever its length */
 #define PIN_STREAM_CURL 32
 
 #define K_A "sk-alloc-a-0123456789"
@@ -192,6 +203,46 @@ static void test_stream_long(void **state)
     stream_of(200, "a stream of 200 events");
 }
 
+/* A freed response is parked and the next request's is made from it: its
+ * header block and body buffer filled again, nothing of the old answer
+ * showing; under AddressSanitizer a parked response is poisoned, so a use
+ * after aigw_response_free is still caught. */
+static void test_spare_response(void **state)
+{
+    aigw_client *c = make_client("{\"id\":\"a\"}");
+    aigw_request *req = NULL;
+    aigw_response *r1 = NULL, *r2 = NULL;
+    const char *body;
+    size_t len;
+    char first[64];
+    (void)state;
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, NULL, 200, "X-First: 1\r\n",
+                "{\"id\":\"first-answer-with-a-longer-body-than-the-next-one\"}", 1);
+    mp_add_rule(MP, MOCKPROV_RESPOND, NULL, NULL, 200, NULL, "{\"id\":\"2\"}", 0);
+    assert_int_equal(aigw_request_new(&req), AIGW_OK);
+    assert_int_equal(aigw_request_set_body(req, BODY, strlen(BODY)), AIGW_OK);
+    assert_int_equal(aigw_client_send(c, req, &r1, NULL), AIGW_OK);
+    assert_string_equal(aigw_response_header_get(r1, "x-first"), "1");
+    snprintf(first, sizeof first, "%s", aigw_response_request_id(r1));
+    aigw_response_free(r1);
+#ifdef AIGW_TEST_ASAN
+    assert_true(__asan_address_is_poisoned(r1));
+#endif
+    assert_int_equal(aigw_client_send(c, req, &r2, NULL), AIGW_OK);
+#ifdef AIGW_TEST_ASAN
+    assert_false(__asan_address_is_poisoned(r2));
+#endif
+    body = aigw_response_body(r2, &len);
+    assert_int_equal(len, strlen("{\"id\":\"2\"}"));
+    assert_string_equal(body, "{\"id\":\"2\"}");
+    assert_null(aigw_response_header_get(r2, "x-first"));
+    assert_string_not_equal(aigw_response_request_id(r2), first);
+    assert_int_equal(aigw_response_attempt_count(r2), 1);
+    aigw_response_free(r2);
+    aigw_request_free(req);
+    aigw_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -199,6 +250,7 @@ int main(void)
         cmocka_unit_test_setup(test_cooling_key_skipped, mp_setup),
         cmocka_unit_test_setup(test_stream_short, mp_setup),
         cmocka_unit_test_setup(test_stream_long, mp_setup),
+        cmocka_unit_test_setup(test_spare_response, mp_setup),
     };
     if (oom_curl_init() != 0) {
         fprintf(stderr, "libcurl would not take the counting allocators\n");
