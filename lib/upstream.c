@@ -284,19 +284,23 @@ static int scrub(aigw_response *resp, const aigw_secret *s)
 
 bool aigw__hop_by_hop(const char *name)
 {
-    /* names are lower-cased (aigw__hdrs_addn): by first letter, then by
-     * length, so most end-to-end names take no string compare at all */
-    if (name[0] != 'c' && name[0] != 'k' && name[0] != 'p' && name[0] != 't' &&
-        name[0] != 'u')
-        return false;
-    switch (strlen(name)) {
-    case 2: return strcmp(name, "te") == 0;
-    case 7: return name[0] == 't' ? strcmp(name, "trailer") == 0 : strcmp(name, "upgrade") == 0;
-    case 10:
-        return name[0] == 'c' ? strcmp(name, "connection") == 0 : strcmp(name, "keep-alive") == 0;
-    case 14: return name[0] == 'c' && strcmp(name, "content-length") == 0;
-    case 16: return name[0] == 'p' && strcmp(name, "proxy-connection") == 0;
-    case 17: return name[0] == 't' && strcmp(name, "transfer-encoding") == 0;
+    /* names are lower-cased (aigw__hdrs_addn): by their first bytes, so
+     * that most end-to-end names take no string compare, and the rest one
+     * compare of what is left */
+    switch (name[0]) {
+    case 'c': /* connection, content-length (content-type and the like: no) */
+        if (name[1] != 'o' || name[2] != 'n')
+            return false;
+        return name[3] == 'n' ? strcmp(name + 4, "ection") == 0
+                              : name[3] == 't' && strcmp(name + 4, "ent-length") == 0;
+    case 'k': return strcmp(name + 1, "eep-alive") == 0;
+    case 'p': return strcmp(name + 1, "roxy-connection") == 0;
+    case 't':
+        if (name[1] == 'e')
+            return name[2] == '\0';
+        return name[1] == 'r' && (strcmp(name + 2, "ailer") == 0 ||
+                                  strcmp(name + 2, "ansfer-encoding") == 0);
+    case 'u': return strcmp(name + 1, "pgrade") == 0;
     default: return false;
     }
 }
