@@ -2,8 +2,8 @@
  * The trace is valid JSON and UTF-8 whatever the strings in it hold: each
  * goes through aigw__buf_json_str. */
 #include "response.h"
+#include "slots.h"
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -35,9 +35,8 @@ static void request_id(char *out)
  * and body buffer (when they are small), and aigw__response_new takes it
  * back: the engine hands those two to the transport for the first attempt
  * (aigw__response_lend), so that a steady run of requests allocates nothing
- * for its answers (three allocations a request fewer).  Slots as the curl
- * transport's pool: one cache line each, a thread's home slot tried first,
- * taken and given with atomic exchanges, no lock; the responses parked are
+ * for its answers (three allocations a request fewer).  The slots are
+ * slots.h's, as the curl transport's pool; the responses parked are
  * reachable from here until the process ends.  Under AddressSanitizer a
  * parked response is poisoned (but for the two pointers LeakSanitizer
  * follows to its blocks), so that a caller's use after free is still
@@ -81,51 +80,22 @@ static void spare_poison(aigw_response *r, bool on)
 #define spare_poison(r, on) ((void)0)
 #endif
 
-typedef union spare_slot {
-    _Atomic(aigw_response *) r;
-    char pad[64];
-} spare_slot;
-
-static spare_slot spares[SPARE_SLOTS];
-static _Thread_local unsigned t_spare_home AIGW__TLS_FAST; /* 1 + the home slot; 0: not dealt */
-static atomic_uint g_spare_next;
-
-static unsigned spare_home(void)
-{
-    if (t_spare_home == 0)
-        t_spare_home =
-            1 + atomic_fetch_add_explicit(&g_spare_next, 1, memory_order_relaxed) % SPARE_SLOTS;
-    return t_spare_home - 1;
-}
+static aigw_slot spares[SPARE_SLOTS];
 
 static aigw_response *spare_take(void)
 {
-    unsigned h = spare_home(), i;
-    aigw_response *r;
-    for (i = 0; i < SPARE_SLOTS; i++) {
-        spare_slot *s = &spares[(h + i) % SPARE_SLOTS];
-        if (atomic_load_explicit(&s->r, memory_order_relaxed) &&
-            (r = atomic_exchange_explicit(&s->r, NULL, memory_order_acquire)) != NULL) {
-            spare_poison(r, false);
-            return r;
-        }
-    }
-    return NULL;
+    aigw_response *r = aigw__slot_take(spares, SPARE_SLOTS, aigw__slot_home());
+    if (r)
+        spare_poison(r, false);
+    return r;
 }
 
 /* true: parked (r belongs to the slot now). */
 static bool spare_give(aigw_response *r)
 {
-    unsigned h = spare_home(), i;
     spare_poison(r, true);
-    for (i = 0; i < SPARE_SLOTS; i++) {
-        spare_slot *s = &spares[(h + i) % SPARE_SLOTS];
-        aigw_response *none = NULL;
-        if (!atomic_load_explicit(&s->r, memory_order_relaxed) &&
-            atomic_compare_exchange_strong_explicit(&s->r, &none, r, memory_order_release,
-                                                    memory_order_relaxed))
-            return true;
-    }
+    if (aigw__slot_give(spares, SPARE_SLOTS, aigw__slot_home(), r))
+        return true;
     spare_poison(r, false);
     return false;
 }

@@ -41,9 +41,10 @@
  * when it is replaced or freed.
  *
  * The pool takes no lock: for each kind of pair, POOL_SLOTS slots of one
- * idle pair each, a cache line apart, taken with an atomic exchange and filled with a
- * compare-and-swap.  Each thread has a home slot (a number dealt out on the
- * thread's first exchange, the same for every transport) where it looks
+ * idle pair each (slots.h), a cache line apart, taken with an atomic
+ * exchange and filled with a compare-and-swap.  Each thread has a home slot
+ * (a number dealt out on the thread's first exchange, the same for every
+ * transport and row of slots) where it looks
  * first and gives back first, so a thread sending again and again takes
  * back its own pair - its keep-alive connection - and writes no cache line
  * another thread writes; when its home slot is empty it tries the others
@@ -60,6 +61,7 @@
  * rather than cache it half-read.
  */
 #include "internal.h"
+#include "slots.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -71,7 +73,6 @@
 #include <time.h>
 
 #define POOL_SLOTS 16 /* idle pairs kept per transport */
-#define SLOT_BYTES 64 /* a slot's stride: no two slots share a cache line */
 /* All header lines of one answer (internal.h). */
 #define MAX_HEADER_BYTES AIGW_MAX_RESPONSE_HEADER_BYTES
 
@@ -143,10 +144,7 @@ typedef struct pair {
     call c;                  /* the callbacks' data: the current exchange */
 } pair;
 
-typedef union slot {
-    _Atomic(pair *) p; /* an idle pair, or NULL */
-    char pad[SLOT_BYTES];
-} slot;
+
 
 /* The two kinds of pair.  A send that can only end by itself or by its
  * deadline (no stream, no cancel token: libcurl's own CURLOPT_TIMEOUT_MS
@@ -162,7 +160,7 @@ typedef union slot {
 enum { KIND_MULTI = 0, KIND_PERFORM = 1, N_KINDS };
 
 typedef struct curl_tr {
-    slot idle[N_KINDS][POOL_SLOTS];
+    aigw_slot idle[N_KINDS][POOL_SLOTS];
 } curl_tr;
 
 /* ---- process-wide init: curl_global_init exactly once ---- */
@@ -235,47 +233,20 @@ static pair *pair_new(int kind)
     return p;
 }
 
-static _Thread_local unsigned t_home AIGW__TLS_FAST; /* 1 + this thread's home slot; 0: not dealt yet */
-static atomic_uint g_next_home;
-
-static unsigned home_slot(void)
-{
-    if (t_home == 0)
-        t_home = 1 + atomic_fetch_add_explicit(&g_next_home, 1, memory_order_relaxed) % POOL_SLOTS;
-    return t_home - 1;
-}
-
-/* An idle pair of that kind, the home slot's (h, home_slot()) first, else a
- * new one; NULL when out of memory.  A slot is only read before it is
- * written, so that an empty one costs no cache line. */
+/* An idle pair of that kind, the home slot's (h, aigw__slot_home()) first,
+ * else a new one; NULL when out of memory. */
 static pair *pool_take(curl_tr *t, int kind, unsigned h)
 {
-    unsigned i;
-    pair *p;
-    for (i = 0; i < POOL_SLOTS; i++) {
-        slot *s = &t->idle[kind][(h + i) % POOL_SLOTS];
-        if (atomic_load_explicit(&s->p, memory_order_relaxed) &&
-            (p = atomic_exchange_explicit(&s->p, NULL, memory_order_acquire)) != NULL)
-            return p;
-    }
-    return pair_new(kind);
+    pair *p = aigw__slot_take(t->idle[kind], POOL_SLOTS, h);
+    return p ? p : pair_new(kind);
 }
 
 /* Into the first empty slot of its kind from home (h) on; freed when there
  * is none. */
 static void pool_give(curl_tr *t, pair *p, unsigned h)
 {
-    slot *row = t->idle[p->multi ? KIND_MULTI : KIND_PERFORM];
-    unsigned i;
-    for (i = 0; i < POOL_SLOTS; i++) {
-        slot *s = &row[(h + i) % POOL_SLOTS];
-        pair *none = NULL;
-        if (!atomic_load_explicit(&s->p, memory_order_relaxed) &&
-            atomic_compare_exchange_strong_explicit(&s->p, &none, p, memory_order_release,
-                                                    memory_order_relaxed))
-            return;
-    }
-    pair_free(p);
+    if (!aigw__slot_give(t->idle[p->multi ? KIND_MULTI : KIND_PERFORM], POOL_SLOTS, h, p))
+        pair_free(p);
 }
 
 /* ---- deadlines ---- */
@@ -1053,7 +1024,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     if (!t || !req || !resp || !req->url || (!req->body && req->body_len) ||
         (req->method && !token_ok(req->method)) || (req->n_headers && !req->headers))
         return AIGW_TR_OTHER;
-    home = home_slot();
+    home = aigw__slot_home();
     p = pool_take(t, on_data || req->cancel ? KIND_MULTI : KIND_PERFORM, home);
     if (!p)
         return headers_ok(req) ? AIGW_TR_NOMEM : AIGW_TR_OTHER;

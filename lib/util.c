@@ -3,6 +3,7 @@
  * cJSON would say of a text, found without allocating). */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "slots.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -547,4 +548,17 @@ bool aigw__json_string_at(const char *s, size_t len, size_t *i)
 bool aigw__json_number_at(const char *s, size_t len, size_t *i)
 {
     return *i < len && cj_number(s, len, i);
+}
+
+/* ---- slots.h ---- */
+
+static _Thread_local unsigned t_slot_home AIGW__TLS_FAST; /* 1 + the home number; 0: not dealt */
+static atomic_uint g_slot_next;
+
+unsigned aigw__slot_home(void)
+{
+    if (t_slot_home == 0)
+        t_slot_home =
+            1 + atomic_fetch_add_explicit(&g_slot_next, 1, memory_order_relaxed) % 65536u;
+    return t_slot_home - 1;
 }
