@@ -211,6 +211,15 @@ static size_t pivot_of(const char *key, size_t klen)
     return at;
 }
 
+/* Whether the 8 bytes at a and b are the same. */
+static inline bool same8(const char *a, const char *b)
+{
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    return x == y;
+}
+
 /* aigw__secret_find with the key's pivot (klen > 0, at < klen). */
 static const char *find_at(const char *p, size_t len, const char *key, size_t klen, size_t at)
 {
@@ -225,7 +234,10 @@ static const char *find_at(const char *p, size_t len, const char *key, size_t kl
     while (q <= last) {
         if (!(c = memchr(q, key[at], (size_t)(last - q) + 1)))
             return NULL;
-        if (memcmp(c - at, key, klen) == 0)
+        /* most candidates differ in the key's first eight bytes: one word
+         * compare tells, without a call (c - at + klen <= end) */
+        if (klen >= 8 ? same8(c - at, key) && memcmp(c - at + 8, key + 8, klen - 8) == 0
+                      : memcmp(c - at, key, klen) == 0)
             return c - at;
         /* a text full of that byte (a miss every 64 bytes or more often):
          * memmem, from the first start not ruled out, keeps the search
