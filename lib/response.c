@@ -65,9 +65,9 @@ static void spare_poison(aigw_response *r, bool on)
     if (r->headers.v)
         (on ? __asan_poison_memory_region : __asan_unpoison_memory_region)(
             aigw__hdrs_block(&r->headers), aigw__hdrs_bytes(&r->headers));
-    if (r->body.data)
+    if (r->body.data) /* cap: the buffer's whole size, its NUL's room too */
         (on ? __asan_poison_memory_region : __asan_unpoison_memory_region)(r->body.data,
-                                                                           r->body.cap + 1);
+                                                                           r->body.cap);
     if (on) {
         /* all but the two pointers to its blocks: LeakSanitizer does not
          * read poisoned words, and the blocks are reachable through them */
