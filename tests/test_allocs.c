@@ -32,6 +32,7 @@
 
 #include "aigw.h"
 #include "internal.h"
+#include "response.h"
 #include "mockprov.h"
 #include "oom.h"
 #include "support.h"
@@ -231,6 +232,10 @@ static void test_spare_response(void **state)
     assert_int_equal(aigw_client_send(c, req, &r2, NULL), AIGW_OK);
 #ifdef AIGW_TEST_ASAN
     assert_false(__asan_address_is_poisoned(r2));
+    /* its body buffer as it was allocated: not one byte more made usable */
+    assert_true(r2->body.cap > 0);
+    assert_false(__asan_address_is_poisoned(r2->body.data + r2->body.cap - 1));
+    assert_true(__asan_address_is_poisoned(r2->body.data + r2->body.cap));
 #endif
     body = aigw_response_body(r2, &len);
     assert_int_equal(len, strlen("{\"id\":\"2\"}"));
