@@ -1382,9 +1382,11 @@ static void test_proxy_env(void **state)
 {
     tr_fixture *f = *state;
     mockprov *proxy = mockprov_start(0);
-    char b[64], dead[64], http[128], https[128];
+    char b[64], socks[64], bare[64], dead[64], http[128], https[128];
     struct {
-        const char *set[4]; /* "name=value" each; the rest unset */
+        /* "name=value" each, the rest unset; value B: the proxy, S: the same as
+         * socks5://, N: without a scheme, D: a port nothing listens on */
+        const char *set[4];
         const char *want;   /* where http://, https:// go */
     } cases[] = {
         {{NULL}, "AA"},
@@ -1401,10 +1403,17 @@ static void test_proxy_env(void **state)
         {{"all_proxy=B", "no_proxy=*"}, "AA"},
         {{"all_proxy=B", "no_proxy=", "NO_PROXY=127.0.0.1"}, "AA"},
         {{"all_proxy=B", "no_proxy=example.com,localhost"}, "BB"},
+        {{"all_proxy=B", "no_proxy=127.0.0.0/8"}, "AA"},
+        {{"all_proxy=B", "no_proxy= example.com , 127.0.0.1 "}, "AA"},
+        {{"all_proxy=B", "no_proxy=example.com", "NO_PROXY=127.0.0.1"}, "BB"},
+        {{"all_proxy=S"}, "BB"},
+        {{"http_proxy=N", "https_proxy=N"}, "BB"},
     };
     size_t i, j, k;
     assert_non_null(proxy);
     snprintf(b, sizeof b, "http://127.0.0.1:%d", mockprov_port(proxy));
+    snprintf(socks, sizeof socks, "socks5://127.0.0.1:%d", mockprov_port(proxy));
+    snprintf(bare, sizeof bare, "127.0.0.1:%d", mockprov_port(proxy)); /* no scheme */
     snprintf(dead, sizeof dead, "http://127.0.0.1:%d", dead_port());
     snprintf(http, sizeof http, "http://127.0.0.1:%d/v1/chat/completions", mockprov_port(f->mp));
     snprintf(https, sizeof https, "https://127.0.0.1:%d/v1/chat/completions",
@@ -1416,7 +1425,13 @@ static void test_proxy_env(void **state)
             char name[32];
             const char *eq = strchr(cases[i].set[j], '='), *v = eq + 1;
             snprintf(name, sizeof name, "%.*s", (int)(eq - cases[i].set[j]), cases[i].set[j]);
-            setenv(name, strcmp(v, "B") == 0 ? b : strcmp(v, "D") == 0 ? dead : v, 1);
+            setenv(name,
+                   strcmp(v, "B") == 0   ? b
+                   : strcmp(v, "S") == 0 ? socks
+                   : strcmp(v, "N") == 0 ? bare
+                   : strcmp(v, "D") == 0 ? dead
+                                         : v,
+                   1);
         }
         for (j = 0; j < 2; j++) {
             const char *url = j == 0 ? http : https;
