@@ -332,9 +332,10 @@ class ReadmeTest(unittest.TestCase):
 
 
 def without_waits(doc):
-    """doc without its "wait_ms" members (at any depth)."""
+    """doc without its waits, "waitMs" (the document's name) or "wait_ms", at any depth:
+    they count down between two readings."""
     if isinstance(doc, dict):
-        return {k: without_waits(v) for k, v in doc.items() if k != "wait_ms"}
+        return {k: without_waits(v) for k, v in doc.items() if k not in ("waitMs", "wait_ms")}
     if isinstance(doc, list):
         return [without_waits(v) for v in doc]
     return doc
