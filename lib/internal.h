@@ -32,6 +32,16 @@
 #define AIGW__TLS_FAST
 #endif
 
+/* Defined in a build under AddressSanitizer (GCC's and clang's ways of
+ * saying so). */
+#if defined(__SANITIZE_ADDRESS__)
+#define AIGW__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AIGW__ASAN 1
+#endif
+#endif
+
 /* ---- alloc.c: the one allocator door ---- */
 void *aigw__malloc(size_t n);
 void *aigw__calloc(size_t count, size_t n);

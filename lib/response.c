@@ -46,13 +46,6 @@ static void request_id(char *out)
 #define SPARE_BODY_MAX 16384 /* a body buffer kept up to this capacity */
 #define SPARE_HDRS_MAX 4096  /* a header block kept up to this size */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define AIGW__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define AIGW__ASAN 1
-#endif
-#endif
 #ifdef AIGW__ASAN
 #include <sanitizer/asan_interface.h>
 static void spare_poison(aigw_response *r, bool on)

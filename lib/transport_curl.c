@@ -144,8 +144,6 @@ typedef struct pair {
     call c;                  /* the callbacks' data: the current exchange */
 } pair;
 
-
-
 /* The two kinds of pair.  A send that can only end by itself or by its
  * deadline (no stream, no cancel token: libcurl's own CURLOPT_TIMEOUT_MS
  * holds the deadline) runs on curl_easy_perform, whose private multi handle
@@ -728,8 +726,6 @@ static CURLcode easy_make(pair *p, const aigw_transport_request *req)
     SET(CURLOPT_NOPROGRESS, 1L);
     SET(CURLOPT_TCP_NODELAY, 1L);
     SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
-    SET(CURLOPT_PROXY, "");
-    SET(CURLOPT_NOPROXY, "");
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, &p->c);
     SET(CURLOPT_WRITEFUNCTION, on_body);

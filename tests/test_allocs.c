@@ -19,19 +19,11 @@
 
 #include <cmocka.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define AIGW_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define AIGW_TEST_ASAN 1
-#endif
-#endif
-#ifdef AIGW_TEST_ASAN
-#include <sanitizer/asan_interface.h>
-#endif
-
 #include "aigw.h"
 #include "internal.h"
+#ifdef AIGW__ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 #include "response.h"
 #include "mockprov.h"
 #include "oom.h"
@@ -226,11 +218,11 @@ static void test_spare_response(void **state)
     assert_string_equal(aigw_response_header_get(r1, "x-first"), "1");
     snprintf(first, sizeof first, "%s", aigw_response_request_id(r1));
     aigw_response_free(r1);
-#ifdef AIGW_TEST_ASAN
+#ifdef AIGW__ASAN
     assert_true(__asan_address_is_poisoned(r1));
 #endif
     assert_int_equal(aigw_client_send(c, req, &r2, NULL), AIGW_OK);
-#ifdef AIGW_TEST_ASAN
+#ifdef AIGW__ASAN
     assert_false(__asan_address_is_poisoned(r2));
     /* its body buffer as it was allocated: not one byte more made usable */
     assert_true(r2->body.cap > 0);

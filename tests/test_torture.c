@@ -43,14 +43,7 @@
 #include "redis.h"
 #endif
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifdef UNDER_ASAN
+#ifdef AIGW__ASAN /* internal.h */
 #include <sanitizer/lsan_interface.h>
 #endif
 
@@ -580,7 +573,7 @@ static void check_run(const scenario *sc, mode m, long k, const result *clean,
 
 static void leak_check(const char *what)
 {
-#ifdef UNDER_ASAN
+#ifdef AIGW__ASAN
     if (__lsan_do_recoverable_leak_check() != 0)
         fail_msg("%s: leaks (above)", what);
 #else
