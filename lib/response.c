@@ -7,24 +7,23 @@
 #include <stddef.h>
 #include <string.h>
 
-/* "rq_" and 26 base-62 characters: five from each 32-bit random word, the
- * word read as a fraction and multiplied out digit by digit (as many bits
- * as 26 bytes taken modulo 62 would give, for a quarter of the work). */
+/* "rq_" and 26 base-62 characters, one from each six random bits: the 64
+ * values name the 62 characters, two of them twice (each character then
+ * carries 5.94 bits rather than 5.95: 154 random bits in all, for a shift
+ * and a load a character). */
 static void request_id(char *out)
 {
-    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    uint32_t w[6];
+    static const char b62[65] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" "rq";
+    uint64_t w[3];
     size_t i, k;
     aigw__fast_random(w, sizeof w);
     memcpy(out, "rq_", 3);
     out += 3;
-    for (i = 0; i < 6; i++) {
-        uint32_t x = w[i];
-        for (k = 0; k < 5 && i * 5 + k < 26; k++) {
-            uint64_t m = (uint64_t)x * 62;
-            out[i * 5 + k] = b62[m >> 32];
-            x = (uint32_t)m;
-        }
+    for (i = 0; i < 3; i++) {
+        uint64_t x = w[i];
+        for (k = 0; k < 10 && i * 10 + k < 26; k++, x >>= 6)
+            out[i * 10 + k] = b62[x & 63];
     }
     out[26] = '\0';
 }
