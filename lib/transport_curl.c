@@ -105,6 +105,7 @@ typedef struct call {
     bool too_large;      /* a callback stopped the transfer over a cap */
     bool nomem;
     bool status_set;     /* resp's status was recorded */
+    bool hop_line;       /* the last header line was a hop-by-hop one (left out) */
     /* streaming: the body goes to on_data; NULL: into resp's body */
     aigw_transport_data_fn on_data;
     void *ctx;
@@ -256,6 +257,50 @@ static int64_t add_ms(int64_t now, int64_t ms)
 
 /* ---- callbacks ---- */
 
+/* Whether the line p[0, len) names the header lit (n bytes of lower-case
+ * letters and '-'), in any case, directly followed by its colon.  Each byte
+ * is compared with bit 5 set, which makes letters lower-case and leaves '-'
+ * as it is (a CR would pass for '-', in a name no header has). */
+static bool line_names(const char *p, size_t len, const char *lit, size_t n)
+{
+    static const uint64_t low = 0x2020202020202020ULL;
+    uint64_t a, b;
+    size_t i;
+    if (len <= n || p[n] != ':')
+        return false;
+    if (n >= 8) { /* the first 8 bytes and the last 8 */
+        memcpy(&a, p, 8);
+        memcpy(&b, lit, 8);
+        if ((a | low) != b)
+            return false;
+        memcpy(&a, p + n - 8, 8);
+        memcpy(&b, lit + n - 8, 8);
+        return (a | low) == b;
+    }
+    for (i = 0; i < n; i++)
+        if ((p[i] | 0x20) != lit[i])
+            return false;
+    return true;
+}
+#define LINE_NAMES(p, len, lit) line_names(p, len, lit, sizeof lit - 1)
+
+/* Whether a header line is one of the hop-by-hop headers, which describe the
+ * connection rather than the answer: the engine never passes them on
+ * (aigw__hop_by_hop), so the transport does not keep them. */
+static bool hop_by_hop_line(const char *p, size_t len)
+{
+    switch (p[0] | 0x20) {
+    case 'c': return LINE_NAMES(p, len, "connection") || LINE_NAMES(p, len, "content-length");
+    case 'k': return LINE_NAMES(p, len, "keep-alive");
+    case 'p': return LINE_NAMES(p, len, "proxy-connection");
+    case 't':
+        return LINE_NAMES(p, len, "te") || LINE_NAMES(p, len, "trailer") ||
+               LINE_NAMES(p, len, "transfer-encoding");
+    case 'u': return LINE_NAMES(p, len, "upgrade");
+    default: return false;
+    }
+}
+
 static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
 {
     call *c = ud;
@@ -280,8 +325,12 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
          * answer's headers are kept (in the same block). */
         aigw__hdrs_clear(h);
         c->header_bytes = len;
+        c->hop_line = false;
         return len;
     }
+    /* a hop-by-hop header, and the lines folded into it, left out */
+    if (p[0] == ' ' || p[0] == '\t' ? c->hop_line : (c->hop_line = hop_by_hop_line(p, end)))
+        return len;
     /* "Name: value", or a folded line (a line that is neither is ignored) */
     if (aigw__hdrs_add_line(h, p, end) != 0) {
         c->nomem = true;

@@ -239,16 +239,15 @@ static void test_ok_exact(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body.len, 11);
     assert_string_equal(r.body.data, "{\"ok\":true}");
-    /* every header the server sent, names lower-cased, in order */
-    assert_int_equal(r.headers.n, 4);
+    /* every header the server sent but the hop-by-hop ones (its
+     * Content-Length), names lower-cased, in order */
+    assert_int_equal(r.headers.n, 3);
     assert_string_equal(r.headers.v[0].name, "content-type");
     assert_string_equal(r.headers.v[0].value, "application/json");
-    assert_string_equal(r.headers.v[1].name, "content-length");
-    assert_string_equal(r.headers.v[1].value, "11");
-    assert_string_equal(r.headers.v[2].name, "x-request-id");
-    assert_string_equal(r.headers.v[2].value, "req-1");
-    assert_string_equal(r.headers.v[3].name, "x-ratelimit-remaining-requests");
-    assert_string_equal(r.headers.v[3].value, "0");
+    assert_string_equal(r.headers.v[1].name, "x-request-id");
+    assert_string_equal(r.headers.v[1].value, "req-1");
+    assert_string_equal(r.headers.v[2].name, "x-ratelimit-remaining-requests");
+    assert_string_equal(r.headers.v[2].value, "0");
     resp_free(&r);
 
     /* the exact bytes on the wire: no Expect, no Accept, our headers as given */
@@ -458,7 +457,7 @@ static void test_header_flood(void **state)
     assert_int_equal(send_simple(f, "k", &r), AIGW_TR_TOO_LARGE);
     resp_free(&r);
     assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
-    assert_int_equal(r.headers.n, 2);
+    assert_int_equal(r.headers.n, 1); /* content-type (content-length: hop-by-hop) */
     resp_free(&r);
 }
 
@@ -729,10 +728,9 @@ static void test_expect_continue(void **state)
     resp_init(&r, 0);
     assert_int_equal(f->vt.send(f->ud, &req, &r), AIGW_TR_OK);
     assert_int_equal(r.status, 200);
-    /* only the final answer's headers */
-    assert_int_equal(r.headers.n, 2);
+    /* only the final answer's headers (its content-length: hop-by-hop) */
+    assert_int_equal(r.headers.n, 1);
     assert_string_equal(r.headers.v[0].name, "content-type");
-    assert_string_equal(r.headers.v[1].name, "content-length");
     resp_free(&r);
 }
 
@@ -1104,9 +1102,8 @@ static void test_stream_chunks(void **state)
     assert_int_equal(k.first_status, 200);
     assert_string_equal(k.first_ctype, "text/event-stream");
     assert_string_equal(k.first_custom, "yes");
-    assert_int_equal(k.first_n_headers, 3);
-    assert_string_equal(r.headers.v[1].name, "transfer-encoding");
-    assert_string_equal(r.headers.v[1].value, "chunked");
+    assert_int_equal(k.first_n_headers, 2); /* transfer-encoding: hop-by-hop */
+    assert_null(aigw__hdrs_get(&r.headers, "transfer-encoding"));
     assert_true(k.body_empty_at_first);
     assert_int_equal(r.body.len, 0);
     resp_free(&r);
@@ -1202,7 +1199,7 @@ static void test_stream_idle_first_byte(void **state)
     assert_true(dt >= 295);
     assert_true(dt < 600);
     assert_int_equal(k.n_calls, 0);
-    assert_int_equal(r.headers.n, 2); /* the headers came */
+    assert_int_equal(r.headers.n, 1); /* the headers came (content-type) */
     resp_free(&r);
 
     /* no idle budget: only the overall timeout */
@@ -1292,6 +1289,42 @@ static void test_folded_header(void **state)
     sink_init(&k, &r, 1000);
     assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
     assert_string_equal(aigw__hdrs_get(&r.headers, "x-folded"), "first second third");
+    resp_free(&r);
+    sink_free(&k);
+}
+
+/* The hop-by-hop headers, in any case, and the lines folded into them are
+ * left out; names that only begin like them are kept. */
+static void test_hop_by_hop_headers(void **state)
+{
+    static const char *const kept[] = {"x-before", "connectionz", "content-lengthy", "tex",
+                                       "trailers", "upgrade-x",   "x-after"};
+    tr_fixture *f = *state;
+    aigw_transport_response r;
+    mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 200);
+    sink k;
+    size_t i;
+    rl.headers = "X-Before: 1\r\nCONNECTION: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                 "TE: trailers\r\nUpgrade: h2c\r\n\tfolded-into-upgrade\r\n"
+                 "Proxy-Connection: keep-alive\r\ntrailer: x-t\r\nConnectionz: kept\r\n"
+                 "Content-Lengthy: kept\r\nTEx: kept\r\nTrailers: kept\r\n"
+                 "Upgrade-X: kept\r\n continued\r\nX-After: 2\r\n";
+    rl.body = "{\"ok\":true}";
+    assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
+    assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
+    /* content-type, and the kept ones in order */
+    assert_int_equal(r.headers.n, 1 + sizeof kept / sizeof *kept);
+    assert_string_equal(r.headers.v[0].name, "content-type");
+    for (i = 0; i < sizeof kept / sizeof *kept; i++)
+        assert_string_equal(r.headers.v[1 + i].name, kept[i]);
+    assert_string_equal(aigw__hdrs_get(&r.headers, "upgrade-x"), "kept continued");
+    assert_string_equal(aigw__hdrs_get(&r.headers, "x-after"), "2");
+    resp_free(&r);
+    sink_init(&k, &r, 1000);
+    assert_int_equal(stream_full(f, "k", 5000, 1000, &r, &k), AIGW_TR_OK);
+    assert_null(aigw__hdrs_get(&r.headers, "transfer-encoding"));
+    assert_null(aigw__hdrs_get(&r.headers, "keep-alive"));
+    assert_string_equal(aigw__hdrs_get(&r.headers, "upgrade-x"), "kept continued");
     resp_free(&r);
     sink_free(&k);
 }
@@ -1781,6 +1814,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_silent_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folded_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hop_by_hop_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxy_env, setup_env, teardown_env),
         cmocka_unit_test_setup_teardown(test_close_on_reused_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
