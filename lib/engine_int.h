@@ -152,8 +152,9 @@ void aigw__tres_free(aigw_transport_response *t);
 bool aigw__hop_by_hop(const char *name);
 /* The upstream's end-to-end headers, for the caller's response. */
 int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src);
-/* The same, moved: src is left empty (0), or as it was (-1, no memory). */
-int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src);
+/* The same, moved: src is left empty (0), or as it was (-1, no memory).
+ * end_to_end: src is known to hold no hop-by-hop header. */
+int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src, bool end_to_end);
 /* What stands in for the key's value wherever an answer echoed it. */
 #define AIGW_REDACTED "[REDACTED]"
 /* The first copy of key (klen bytes) in the len bytes at p, or NULL: what

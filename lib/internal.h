@@ -569,6 +569,9 @@ struct aigw_transport_response {
     aigw_buf body;
     size_t max_body;
     bool header_cap; /* AIGW_TR_TOO_LARGE for the header block, not the body */
+    /* headers holds no hop-by-hop header: the curl transport leaves them
+     * out (a custom transport's answer is filtered instead) */
+    bool end_to_end;
 };
 
 /* All header lines of one answer, at most (libcurl's transport): below

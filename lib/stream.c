@@ -972,7 +972,7 @@ static int conclude(sctx *s, aigw_transport_result tr, int64_t *wait)
         a->tr = AIGW_TR_OK; /* a grace or drain that ran out is no error */
         a->served = true;
         a->verdict = AIGW_VERDICT_SUCCEEDED;
-        if (aigw__move_headers(&r->resp->headers, &t->headers) != 0 ||
+        if (aigw__move_headers(&r->resp->headers, &t->headers, t->end_to_end) != 0 ||
             aigw__scrub_headers(&r->resp->headers, s->secret) != 0)
             return -1;
         r->resp->outcome = AIGW_OUTCOME_SERVED;

@@ -1083,6 +1083,7 @@ static aigw_transport_result exchange(curl_tr *t, const aigw_transport_request *
     c = &p->c;
     memset(c, 0, sizeof *c);
     c->resp = resp;
+    resp->end_to_end = true; /* on_header leaves the hop-by-hop ones out */
     c->url = req->url;
     c->cap = on_data ? 0 : req->max_response_bytes; /* a stream has no cap */
     c->on_data = on_data;

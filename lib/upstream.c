@@ -327,13 +327,15 @@ int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src)
     return 0;
 }
 
-int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src)
+int aigw__move_headers(aigw_hdrs *dst, aigw_hdrs *src, bool end_to_end)
 {
     size_t i, n = 0;
     if (dst->n == 0) { /* the usual case: the transport's list becomes the caller's */
         aigw__hdrs_free(dst);
         *dst = *src;
         memset(src, 0, sizeof *src);
+        if (end_to_end)
+            return 0;
         /* the hop-by-hop ones go, the order of the rest kept (their bytes
          * stay in the list's block) */
         for (i = 0; i < dst->n; i++)
@@ -359,7 +361,7 @@ int aigw__take_upstream_answer(run *r, aigw_transport_response *t, const key_ref
                                aigw_outcome oc)
 {
     aigw_response *resp = r->resp;
-    if (aigw__move_headers(&resp->headers, &t->headers) != 0)
+    if (aigw__move_headers(&resp->headers, &t->headers, t->end_to_end) != 0)
         return -1;
     aigw__buf_free(&resp->body);
     resp->body = t->body;
