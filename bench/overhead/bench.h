@@ -143,16 +143,20 @@ typedef enum bench_ir_case {
 extern const char *const bench_ir_case_names[BENCH_IR_N];
 /* valgrind's path, or NULL when it cannot be run (BENCH_CALLGRIND=0). */
 const char *bench_valgrind(void);
+#define BENCH_IR_REPS 5
 /* Instructions per request of each case in cases[0..n) (NAN when not
  * measured): (Ir(n2) - Ir(n1)) / (n2 - n1), each a callgrind run of the
- * whole client process; two runs at a time.  keep_dir: where the callgrind
+ * whole client process, two runs at a time; with reps > 1 (at most
+ * BENCH_IR_REPS) the median of that many such pairs (libcurl's loop turns
+ * as many more times as it finds the answer not there yet: a run's figure
+ * moves by up to ~1% with the timing).  keep_dir: where the callgrind
  * files go (NULL: a scratch folder, removed).  With profile, instead, one
  * run per case at n2 collecting only inside the per-request calls
  * (--toggle-collect), its file kept in keep_dir for callgrind_annotate;
  * the result is then Ir per request inside those calls. */
 void bench_ir_measure(const char *exe, const char *base_url, const char *redis_url,
-                      const bench_ir_case *cases, size_t n, int n1, int n2, int profile,
-                      const char *keep_dir, double *ir_out);
+                      const bench_ir_case *cases, size_t n, int n1, int n2, int reps,
+                      int profile, const char *keep_dir, double *ir_out);
 /* RSS growth (KiB) of a fresh process doing n requests: raw libcurl, or a
  * libaigw client of 10 keys (NAN when it failed). */
 double bench_rss_growth(const char *exe, const char *base_url, int aigw, int n,

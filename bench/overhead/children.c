@@ -227,7 +227,7 @@ static double callgrind_total(const char *path)
 
 typedef struct job {
     bench_ir_case k;
-    int n;
+    int n, rep;
     char out[320], log[320];
     pid_t pid;
     double ir;
@@ -285,17 +285,27 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 void bench_ir_measure(const char *exe, const char *base_url, const char *redis_url,
-                      const bench_ir_case *cases, size_t n, int n1, int n2, int profile,
-                      const char *keep_dir, double *ir_out)
+                      const bench_ir_case *cases, size_t n, int n1, int n2, int reps,
+                      int profile, const char *keep_dir, double *ir_out)
 {
     char dir[256];
-    job jobs[2 * BENCH_IR_N];
+    job jobs[2 * BENCH_IR_N * BENCH_IR_REPS];
     size_t n_jobs = 0, next = 0, running = 0, i;
     int failed_any = 0;
 
     for (i = 0; i < n; i++)
         ir_out[i] = NAN;
+    if (profile || reps < 1)
+        reps = 1;
+    if (reps > BENCH_IR_REPS)
+        reps = BENCH_IR_REPS;
     if (!bench_valgrind() || n == 0 || n > BENCH_IR_N)
         return;
     if (keep_dir) {
@@ -306,22 +316,25 @@ void bench_ir_measure(const char *exe, const char *base_url, const char *redis_u
         if (!mkdtemp(dir))
             return;
     }
-    for (i = 0; i < n; i++) {
-        int r, runs = profile ? 1 : 2;
-        if (cases[i] == BENCH_IR_STORE_AIGW && !redis_url)
-            continue;
-        for (r = 0; r < runs; r++) {
-            job *j = &jobs[n_jobs++];
-            memset(j, 0, sizeof *j);
-            j->k = cases[i];
-            j->n = profile || r == 1 ? n2 : n1;
-            snprintf(j->out, sizeof j->out, "%s/callgrind.%s%s.%d.out", dir,
-                     profile ? "profile." : "", bench_ir_case_names[j->k], j->n);
-            snprintf(j->log, sizeof j->log, "%s/%s%s.%d.log", dir, profile ? "profile." : "",
-                     bench_ir_case_names[j->k], j->n);
-            j->ir = NAN;
+    /* the repetitions last: a case's first pair comes early */
+    for (int rep = 0; rep < reps; rep++)
+        for (i = 0; i < n; i++) {
+            int r, runs = profile ? 1 : 2;
+            if (cases[i] == BENCH_IR_STORE_AIGW && !redis_url)
+                continue;
+            for (r = 0; r < runs; r++) {
+                job *j = &jobs[n_jobs++];
+                memset(j, 0, sizeof *j);
+                j->k = cases[i];
+                j->n = profile || r == 1 ? n2 : n1;
+                j->rep = rep;
+                snprintf(j->out, sizeof j->out, "%s/callgrind.%s%s.%d.%d.out", dir,
+                         profile ? "profile." : "", bench_ir_case_names[j->k], j->n, rep);
+                snprintf(j->log, sizeof j->log, "%s/%s%s.%d.%d.log", dir,
+                         profile ? "profile." : "", bench_ir_case_names[j->k], j->n, rep);
+                j->ir = NAN;
+            }
         }
-    }
     /* two at a time */
     while (next < n_jobs || running > 0) {
         int status;
@@ -344,21 +357,36 @@ void bench_ir_measure(const char *exe, const char *base_url, const char *redis_u
                 running--;
             }
     }
+    /* each repetition's (hi - lo) / (n2 - n1); their median */
     for (i = 0; i < n; i++) {
-        size_t a;
-        double lo = NAN, hi = NAN;
-        for (a = 0; a < n_jobs; a++) {
-            if (jobs[a].k != cases[i])
-                continue;
-            if (jobs[a].n == n2)
-                hi = jobs[a].ir;
-            else
-                lo = jobs[a].ir;
+        double v[BENCH_IR_REPS];
+        int rep, nv = 0;
+        for (rep = 0; rep < reps; rep++) {
+            size_t a;
+            double lo = NAN, hi = NAN;
+            for (a = 0; a < n_jobs; a++) {
+                if (jobs[a].k != cases[i] || jobs[a].rep != rep)
+                    continue;
+                if (jobs[a].n == n2)
+                    hi = jobs[a].ir;
+                else
+                    lo = jobs[a].ir;
+            }
+            v[rep] = profile ? hi / (1 + IR_WARM + n2) /* everything inside the calls */
+                             : (hi - lo) / (n2 - n1);
+            if (isnan(v[rep])) {
+                nv = 0;
+                break;
+            }
+            nv++;
         }
-        if (profile)
-            ir_out[i] = hi / (1 + IR_WARM + n2); /* everything inside the calls */
-        else
-            ir_out[i] = (hi - lo) / (n2 - n1);
+        if (nv == 0)
+            continue;
+        qsort(v, (size_t)nv, sizeof v[0], cmp_double);
+        ir_out[i] = nv % 2 ? v[nv / 2] : (v[nv / 2 - 1] + v[nv / 2]) / 2;
+        if (nv > 1)
+            fprintf(stderr, "bench: %s: %.0f Ir/request (the median of %d: %.0f to %.0f)\n",
+                    bench_ir_case_names[cases[i]], ir_out[i], nv, v[0], v[nv - 1]);
     }
     if (!keep_dir && !failed_any)
         nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);

@@ -63,11 +63,12 @@ typedef struct plan {
     int thread_rounds, per_thread;
     int stream_rounds, stream_n;
     int ir_n1, ir_n2;         /* callgrind runs (the streamed cases: a fifth) */
+    int ir_reps;              /* pairs of them per case, the median taken */
     int rss_n;
 } plan;
 
-static const plan FULL = {0, 15, 1000, 21, 1000, 11, 300, 200, 2200, 2000};
-static const plan QUICK = {1, 9, 300, 3, 200, 7, 50, 50, 250, 500};
+static const plan FULL = {0, 15, 1000, 21, 1000, 11, 300, 200, 2200, 3, 2000};
+static const plan QUICK = {1, 9, 300, 3, 200, 7, 50, 50, 250, 1, 500};
 
 static const int THREADS[] = {1, 2, 4, 8, 16};
 #define N_THREADS (sizeof THREADS / sizeof THREADS[0])
@@ -633,6 +634,7 @@ static void put_meta(const plan *p, const char *valgrind)
     bench_meta_num("stream_requests_per_round", p->stream_n);
     bench_meta_num("callgrind_n1", p->ir_n1);
     bench_meta_num("callgrind_n2", p->ir_n2);
+    bench_meta_num("callgrind_pairs", p->ir_reps);
     bench_meta_num("rss_requests", p->rss_n);
 }
 
@@ -820,9 +822,9 @@ int main(int argc, char **argv)
         if (valgrind)
             say("instructions per request (callgrind runs)");
         bench_ir_measure(exe, up.base_url, redis_url[0] ? redis_url : NULL, whole, 5, p.ir_n1,
-                         p.ir_n2, 0, keep_dir, w);
-        bench_ir_measure(exe, up.base_url, NULL, streamed, 2, p.ir_n1 / 5, p.ir_n2 / 5, 0,
-                         keep_dir, s);
+                         p.ir_n2, p.ir_reps, 0, keep_dir, w);
+        bench_ir_measure(exe, up.base_url, NULL, streamed, 2, p.ir_n1 / 5, p.ir_n2 / 5,
+                         p.ir_reps, 0, keep_dir, s);
         for (i = 0; i < BENCH_IR_N; i++)
             ir[i] = NAN;
         ir[BENCH_IR_ONE_RAW] = w[0];
@@ -956,8 +958,9 @@ int main(int argc, char **argv)
         static const bench_ir_case prof_s[] = {BENCH_IR_STREAM_RAW, BENCH_IR_STREAM_AIGW};
         double v[3], vs[2];
         say("profile runs (callgrind, collecting inside the per-request calls)");
-        bench_ir_measure(exe, up.base_url, NULL, prof, 3, p.ir_n1, p.ir_n2, 1, profile_dir, v);
-        bench_ir_measure(exe, up.base_url, NULL, prof_s, 2, p.ir_n1 / 5, p.ir_n2 / 5, 1,
+        bench_ir_measure(exe, up.base_url, NULL, prof, 3, p.ir_n1, p.ir_n2, 1, 1, profile_dir,
+                         v);
+        bench_ir_measure(exe, up.base_url, NULL, prof_s, 2, p.ir_n1 / 5, p.ir_n2 / 5, 1, 1,
                          profile_dir, vs);
         printf("\nProfile (instructions per request inside the per-request calls), files in %s:\n"
                "  one-raw %.0f  one-aigw %.0f  failover-aigw %.0f  stream-raw %.0f  "
