@@ -106,6 +106,7 @@ typedef struct call {
     bool nomem;
     bool status_set;     /* resp's status was recorded */
     bool hop_line;       /* the last header line was a hop-by-hop one (left out) */
+    int line_status;     /* the last status line's code; 0 when not read from it */
     /* streaming: the body goes to on_data; NULL: into resp's body */
     aigw_transport_data_fn on_data;
     void *ctx;
@@ -301,6 +302,26 @@ static bool hop_by_hop_line(const char *p, size_t len)
     }
 }
 
+/* The code of a status line as libcurl hands it over ("HTTP/1.1 200 OK",
+ * "HTTP/2 200"): three digits after "HTTP/x.y " or "HTTP/x ", then a space
+ * or the end; 0 when the line is not so (libcurl is asked instead). */
+static int status_of_line(const char *p, size_t len)
+{
+    size_t i;
+    unsigned d1, d2, d3;
+    if (len < 10)
+        return 0;
+    i = p[8] == ' ' && p[6] == '.' ? 8 : p[6] == ' ' ? 6 : 0;
+    if (!i || len < i + 4 || (len > i + 4 && p[i + 4] != ' '))
+        return 0;
+    d1 = (unsigned)(p[i + 1] - '0');
+    d2 = (unsigned)(p[i + 2] - '0');
+    d3 = (unsigned)(p[i + 3] - '0');
+    if (d1 - 1 > 8 || d2 > 9 || d3 > 9)
+        return 0;
+    return (int)(d1 * 100 + d2 * 10 + d3);
+}
+
 static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
 {
     call *c = ud;
@@ -326,6 +347,7 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
         aigw__hdrs_clear(h);
         c->header_bytes = len;
         c->hop_line = false;
+        c->line_status = status_of_line(p, end);
         return len;
     }
     /* a hop-by-hop header, and the lines folded into it, left out */
@@ -345,6 +367,11 @@ static int take_status(call *c)
     long code = 0;
     if (c->status_set)
         return 0;
+    if (c->line_status) { /* the final answer's status line said it */
+        c->resp->status = c->line_status;
+        c->status_set = true;
+        return 0;
+    }
     if (curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK ||
         aigw_transport_response_set_status(c->resp, (int)(code > 999 ? 0 : code)) != AIGW_OK)
         return -1;
@@ -356,9 +383,19 @@ static int take_status(call *c)
 static size_t keep_body(call *c, const char *p, size_t len)
 {
     aigw_status st;
-    if (c->cap && (len > c->cap || c->resp->body.len > c->cap - len)) {
+    aigw_buf *b = &c->resp->body;
+    if (c->cap && (len > c->cap || b->len > c->cap - len)) {
         c->too_large = true;
         return 0;
+    }
+    /* into the room the body has (a spare response's, lent), within the
+     * response's own cap too: aigw_transport_response_append_body's checks */
+    if (len < b->cap - b->len &&
+        (!c->resp->max_body || (len <= c->resp->max_body && b->len <= c->resp->max_body - len))) {
+        memcpy(b->data + b->len, p, len);
+        b->len += len;
+        b->data[b->len] = '\0';
+        return len;
     }
     st = aigw_transport_response_append_body(c->resp, p, len);
     if (st == AIGW_EINVAL) {

@@ -1329,6 +1329,157 @@ static void test_hop_by_hop_headers(void **state)
     sink_free(&k);
 }
 
+/* ---- status lines ---- */
+
+static size_t discard(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
+/* A server that answers each connection it accepts with the next of its
+ * answers, verbatim, once the request is in, then closes it. */
+typedef struct script_server {
+    int fd, port;
+    const char *const *answers;
+    size_t n;
+    pthread_t th;
+} script_server;
+
+static void read_request(int fd)
+{
+    char buf[8192];
+    size_t got = 0;
+    const char *end = NULL, *cl;
+    while (!end && got < sizeof buf - 1) {
+        ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (k <= 0)
+            return;
+        got += (size_t)k;
+        buf[got] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+    }
+    if (!end)
+        return;
+    cl = strstr(buf, "Content-Length:"); /* as libcurl writes it */
+    if (cl) {
+        size_t want = (size_t)(end + 4 - buf) + (size_t)strtoul(cl + 15, NULL, 10);
+        while (got < want && got < sizeof buf - 1) {
+            ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+            if (k <= 0)
+                return;
+            got += (size_t)k;
+        }
+    }
+}
+
+static void *script_main(void *arg)
+{
+    script_server *s = arg;
+    size_t i;
+    for (i = 0; i < s->n; i++) {
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            break;
+        read_request(c);
+        send_str(c, s->answers[i]);
+        shutdown(c, SHUT_WR);
+        close(c);
+    }
+    return NULL;
+}
+
+static void script_start(script_server *s, const char *const *answers, size_t n)
+{
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    memset(s, 0, sizeof *s);
+    s->answers = answers;
+    s->n = n;
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s->fd >= 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(s->fd, 8), 0);
+    assert_int_equal(getsockname(s->fd, (struct sockaddr *)&sa, &sl), 0);
+    s->port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&s->th, NULL, script_main, s), 0);
+}
+
+static void script_stop(script_server *s)
+{
+    pthread_join(s->th, NULL);
+    close(s->fd);
+}
+
+/* The transport reads the status from the final answer's status line when
+ * it has the usual form, and asks libcurl otherwise: for each answer it
+ * reports what libcurl's CURLINFO_RESPONSE_CODE says. */
+static void test_status_lines(void **state)
+{
+    static const char *const answers[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.0 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 503\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        "HTTP/1.1 299 Odd\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 999 Last\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 2000 Four digits\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1  200 Two spaces\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 200\tTab\r\nContent-Length: 2\r\n\r\n{}",
+    };
+    static const int want[] = {200, 429, 404, 503, 201, 299, 999, 200, 200, 200};
+    enum { N = sizeof answers / sizeof *answers };
+    tr_fixture *f = *state;
+    script_server s;
+    char url[64];
+    long raw[N];
+    size_t i;
+    /* raw libcurl first, a fresh handle per answer */
+    script_start(&s, answers, N);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", s.port);
+    for (i = 0; i < N; i++) {
+        CURL *h = curl_easy_init();
+        assert_non_null(h);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, CHAT_BODY);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+        raw[i] = -1;
+        if (curl_easy_perform(h) == CURLE_OK)
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &raw[i]);
+        curl_easy_cleanup(h);
+    }
+    script_stop(&s);
+    /* then the transport: the same answers, one pooled handle */
+    script_start(&s, answers, N);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", s.port);
+    for (i = 0; i < N; i++) {
+        aigw_transport_response r;
+        aigw_transport_result tr;
+        resp_init(&r, MIB);
+        tr = send_full(f, url, "k", CHAT_BODY, 5000, MIB, &r);
+        if (raw[i] < 0) {
+            assert_int_not_equal(tr, AIGW_TR_OK);
+        } else {
+            assert_int_equal(tr, AIGW_TR_OK);
+            if (r.status != raw[i])
+                fail_msg("answer %zu: the transport says %d, libcurl %ld", i, r.status, raw[i]);
+        }
+        resp_free(&r);
+    }
+    script_stop(&s);
+    /* and the usual ones are what they say */
+    for (i = 0; i < 7; i++)
+        assert_int_equal(raw[i], want[i]);
+}
+
 /* ---- the proxy environment ---- */
 
 static const char *const PROXY_VARS[] = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
@@ -1360,13 +1511,6 @@ static int teardown_env(void **state)
         saved_env[k] = NULL;
     }
     return teardown(state);
-}
-
-static size_t discard(char *p, size_t size, size_t n, void *ud)
-{
-    (void)p;
-    (void)ud;
-    return size * n;
 }
 
 /* Which server a request to url reached: 'A' (the target, f->mp), 'B' (the
@@ -1815,6 +1959,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folded_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hop_by_hop_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxy_env, setup_env, teardown_env),
         cmocka_unit_test_setup_teardown(test_close_on_reused_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
