@@ -32,11 +32,11 @@
 /* The pins: allocations per request, as measured when they were set
  * against the mock provider's answers. */
 #define PIN_ONE_KEY_AIGW 0 /* one key, a whole answer: a spare response's room */
-#define PIN_ONE_KEY_CURL 31
+#define PIN_ONE_KEY_CURL 29 /* the URL parsed once (CURLOPT_CURLU): 31 before */
 #define PIN_COOLING_AIGW 1 /* [429 key (cooling), ok key] */
-#define PIN_COOLING_CURL 31
+#define PIN_COOLING_CURL 29
 #define PIN_STREAM_AIGW 6  /* a stream, whatever its length */
-#define PIN_STREAM_CURL 32
+#define PIN_STREAM_CURL 30
 
 #define K_A "sk-alloc-a-0123456789"
 #define K_B "sk-alloc-b-9876543210"

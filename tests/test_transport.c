@@ -1480,6 +1480,98 @@ static void test_status_lines(void **state)
         assert_int_equal(raw[i], want[i]);
 }
 
+/* ---- URLs ---- */
+
+/* The request line and Host header of the last request the mock logged,
+ * into out ("" when it logged none since n0). */
+static void last_target(tr_fixture *f, long n0, char *out, size_t size)
+{
+    char raw[4096];
+    long n = mockprov_log_count(f->mp), len;
+    char *host, *end;
+    out[0] = '\0';
+    if (n <= n0)
+        return;
+    len = mockprov_log_raw(f->mp, n - 1, raw, sizeof raw);
+    assert_true(len > 0);
+    raw[(size_t)len < sizeof raw ? (size_t)len : sizeof raw - 1] = '\0';
+    end = strstr(raw, "\r\n");
+    assert_non_null(end);
+    host = strstr(raw, "\r\nHost: ");
+    assert_non_null(host);
+    *end = '\0';
+    end = strstr(host + 2, "\r\n");
+    assert_non_null(end);
+    *end = '\0';
+    snprintf(out, size, "%.240s | %.240s", raw, host + 2);
+}
+
+/* The transport parses a URL once per pooled handle (CURLOPT_CURLU) where
+ * libcurl alone parses CURLOPT_URL on every transfer: each URL form reaches
+ * the server with the request line and Host that raw libcurl sends, one
+ * handle going from URL to URL and back, and a URL libcurl refuses fails
+ * both ways. */
+static void test_url_forms(void **state)
+{
+    static const char *const forms[] = {
+        "http://127.0.0.1:%d/v1/chat/completions",
+        "http://127.0.0.1:%d/v1/chat/completions?api-version=2024-06-01&x=a%%20b",
+        "http://LOCALHOST:%d/v1/chat/completions",
+        "HTTP://127.0.0.1:%d/v1/chat/completions",
+        "http://127.0.0.1:%d/v1/./chat/../chat/completions",
+        "http://127.0.0.1:%d/v1/chat/completions#fragment",
+        "http://127.0.0.1:%d/v1/chat%%2Fcompletions",
+        "http://127.0.0.1:%d/v1/chat/completions?",
+        "http://127.0.0.1:%d",
+        "http://127.0.0.1:%d/v1/caf%%C3%%A9/completions",
+        "http://127.0.0.1:%d/v1/chat/completions?q=a b",
+        "http://127.0.0.1:%d/v1/chat/completions",
+    };
+    enum { N = sizeof forms / sizeof *forms };
+    tr_fixture *f = *state;
+    char url[N][160], raw_seen[N][512], seen[512];
+    CURLcode raw_rc[N];
+    size_t i;
+    for (i = 0; i < N; i++)
+        snprintf(url[i], sizeof url[i], forms[i], mockprov_port(f->mp));
+    for (i = 0; i < N; i++) { /* raw libcurl: a new handle each */
+        long n0 = mockprov_log_count(f->mp);
+        CURL *h = curl_easy_init();
+        assert_non_null(h);
+        curl_easy_setopt(h, CURLOPT_URL, url[i]);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, CHAT_BODY);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+        raw_rc[i] = curl_easy_perform(h);
+        curl_easy_cleanup(h);
+        last_target(f, n0, raw_seen[i], sizeof raw_seen[i]);
+    }
+    /* the refused one, and the rest reached the server */
+    assert_int_equal(raw_rc[10], CURLE_URL_MALFORMAT);
+    for (i = 0; i < N; i++)
+        if (i != 10)
+            assert_int_equal(raw_rc[i], CURLE_OK);
+    for (i = 0; i < N; i++) { /* the transport: one pooled handle */
+        long n0 = mockprov_log_count(f->mp);
+        aigw_transport_response r;
+        aigw_transport_result tr;
+        resp_init(&r, MIB);
+        tr = send_full(f, url[i], "k", CHAT_BODY, 5000, MIB, &r);
+        resp_free(&r);
+        last_target(f, n0, seen, sizeof seen);
+        if (raw_rc[i] != CURLE_OK) {
+            assert_int_not_equal(tr, AIGW_TR_OK);
+            assert_string_equal(seen, "");
+            continue;
+        }
+        assert_int_equal(tr, AIGW_TR_OK);
+        if (strcmp(seen, raw_seen[i]) != 0)
+            fail_msg("%s: the transport sent \"%s\", libcurl \"%s\"", url[i], seen,
+                     raw_seen[i]);
+    }
+}
+
 /* ---- the proxy environment ---- */
 
 static const char *const PROXY_VARS[] = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
@@ -1960,6 +2052,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_folded_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hop_by_hop_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxy_env, setup_env, teardown_env),
         cmocka_unit_test_setup_teardown(test_close_on_reused_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
