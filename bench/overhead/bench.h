@@ -89,6 +89,7 @@ const char *bench_stream_body(size_t *len);
  * list set once, then only curl_easy_perform per request. */
 typedef struct bench_raw {
     CURL *h;
+    CURLU *uh; /* bench_raw_url_once's; NULL: none */
     struct curl_slist *hd;
     size_t got;          /* body bytes of the last answer */
     double first_byte_s; /* monotonic: the first body byte of the last one */
@@ -99,6 +100,10 @@ int bench_raw_init(bench_raw *r, const char *url, const char *key, int stream);
  * none set (the bench unsets it), CURLOPT_NOPROXY "*", so that libcurl no
  * longer reads five variables on every transfer. */
 void bench_raw_env_once(bench_raw *r);
+/* The URL parsed once, as libaigw's transport parses it: CURLOPT_CURLU
+ * beside CURLOPT_URL, so that libcurl copies the parsed URL on every
+ * transfer instead of parsing the string. */
+void bench_raw_url_once(bench_raw *r, const char *url);
 /* One request; the HTTP status (0 on a transport failure).  Sets got and
  * first_byte_s. */
 long bench_raw_perform(bench_raw *r);
@@ -138,6 +143,7 @@ typedef enum bench_ir_case {
     BENCH_IR_STREAM_AIGW,
     BENCH_IR_STORE_AIGW, /* one key, with the Redis health store */
     BENCH_IR_ONE_RAW_ENV, /* one-raw, the proxy environment read once (see sides.c) */
+    BENCH_IR_ONE_RAW_TUNED, /* one-raw-env, and the URL parsed once (CURLOPT_CURLU) */
     BENCH_IR_N
 } bench_ir_case;
 extern const char *const bench_ir_case_names[BENCH_IR_N];

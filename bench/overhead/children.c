@@ -37,6 +37,7 @@
 
 const char *const bench_ir_case_names[BENCH_IR_N] = {
     "one-raw", "one-aigw", "failover-aigw", "stream-raw", "stream-aigw", "store-aigw", "one-raw-env",
+    "one-raw-tuned",
 };
 
 /* What each case's per-request loop calls: the profile collects there. */
@@ -47,6 +48,7 @@ static const char *const toggles[BENCH_IR_N][3] = {
     {"curl_easy_perform", "curl_easy_getinfo", NULL},
     {"aigw_client_stream", "aigw_response_free", NULL},
     {"aigw_client_send", "aigw_response_free", NULL},
+    {"curl_easy_perform", "curl_easy_getinfo", NULL},
     {"curl_easy_perform", "curl_easy_getinfo", NULL},
 };
 
@@ -68,13 +70,16 @@ static int child_ir(int argc, char **argv)
     switch (k) {
     case BENCH_IR_ONE_RAW:
     case BENCH_IR_ONE_RAW_ENV:
+    case BENCH_IR_ONE_RAW_TUNED:
     case BENCH_IR_STREAM_RAW: {
         bench_raw r;
         int stream = k == BENCH_IR_STREAM_RAW;
         if (bench_raw_init(&r, url, stream ? BENCH_KEY_STREAM : BENCH_KEY_OK, stream) != 0)
             return 1;
-        if (k == BENCH_IR_ONE_RAW_ENV)
+        if (k == BENCH_IR_ONE_RAW_ENV || k == BENCH_IR_ONE_RAW_TUNED)
             bench_raw_env_once(&r);
+        if (k == BENCH_IR_ONE_RAW_TUNED)
+            bench_raw_url_once(&r, url);
         for (i = 0; i < total; i++)
             if (bench_raw_perform(&r) != 200)
                 return 1;

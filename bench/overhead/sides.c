@@ -105,6 +105,14 @@ void bench_raw_env_once(bench_raw *r)
     curl_easy_setopt(r->h, CURLOPT_NOPROXY, "*");
 }
 
+void bench_raw_url_once(bench_raw *r, const char *url)
+{
+    r->uh = curl_url();
+    if (r->uh && curl_url_set(r->uh, CURLUPART_URL, url,
+                              CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK)
+        curl_easy_setopt(r->h, CURLOPT_CURLU, r->uh);
+}
+
 long bench_raw_perform(bench_raw *r)
 {
     long status = 0;
@@ -129,6 +137,8 @@ void bench_raw_cleanup(bench_raw *r)
 {
     if (r->h)
         curl_easy_cleanup(r->h);
+    if (r->uh)
+        curl_url_cleanup(r->uh);
     curl_slist_free_all(r->hd);
     memset(r, 0, sizeof *r);
 }
