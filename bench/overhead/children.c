@@ -328,15 +328,19 @@ void bench_ir_measure(const char *exe, const char *base_url, const char *redis_u
             if (cases[i] == BENCH_IR_STORE_AIGW && !redis_url)
                 continue;
             for (r = 0; r < runs; r++) {
+                char tag[16];
                 job *j = &jobs[n_jobs++];
                 memset(j, 0, sizeof *j);
                 j->k = cases[i];
                 j->n = profile || r == 1 ? n2 : n1;
                 j->rep = rep;
-                snprintf(j->out, sizeof j->out, "%s/callgrind.%s%s.%d.%d.out", dir,
-                         profile ? "profile." : "", bench_ir_case_names[j->k], j->n, rep);
-                snprintf(j->log, sizeof j->log, "%s/%s%s.%d.%d.log", dir,
-                         profile ? "profile." : "", bench_ir_case_names[j->k], j->n, rep);
+                /* CASE.N, and .REP when there are more (profile.py reads
+                 * the profile's callgrind.profile.CASE.N.out) */
+                snprintf(tag, sizeof tag, reps > 1 ? ".%d" : "", rep);
+                snprintf(j->out, sizeof j->out, "%s/callgrind.%s%s.%d%s.out", dir,
+                         profile ? "profile." : "", bench_ir_case_names[j->k], j->n, tag);
+                snprintf(j->log, sizeof j->log, "%s/%s%s.%d%s.log", dir,
+                         profile ? "profile." : "", bench_ir_case_names[j->k], j->n, tag);
                 j->ir = NAN;
             }
         }
