@@ -1338,6 +1338,29 @@ static size_t discard(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
+/* CHAT_BODY POSTed to url by a new raw libcurl handle left to its defaults
+ * (the answer discarded); libcurl's result, and the status into *status
+ * (-1 when the transfer failed; status may be NULL). */
+static CURLcode raw_post(const char *url, long timeout_ms, long *status)
+{
+    CURLcode rc;
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, CHAT_BODY);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    rc = curl_easy_perform(h);
+    if (status) {
+        *status = -1;
+        if (rc == CURLE_OK)
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+    }
+    curl_easy_cleanup(h);
+    return rc;
+}
+
 /* A server that answers each connection it accepts with the next of its
  * answers, verbatim, once the request is in, then closes it. */
 typedef struct script_server {
@@ -1444,17 +1467,7 @@ static void test_status_lines(void **state)
     script_start(&s, answers, N);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", s.port);
     for (i = 0; i < N; i++) {
-        CURL *h = curl_easy_init();
-        assert_non_null(h);
-        curl_easy_setopt(h, CURLOPT_URL, url);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, CHAT_BODY);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-        raw[i] = -1;
-        if (curl_easy_perform(h) == CURLE_OK)
-            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &raw[i]);
-        curl_easy_cleanup(h);
+        (void)raw_post(url, 5000, &raw[i]);
     }
     script_stop(&s);
     /* then the transport: the same answers, one pooled handle */
@@ -1536,15 +1549,7 @@ static void test_url_forms(void **state)
         snprintf(url[i], sizeof url[i], forms[i], mockprov_port(f->mp));
     for (i = 0; i < N; i++) { /* raw libcurl: a new handle each */
         long n0 = mockprov_log_count(f->mp);
-        CURL *h = curl_easy_init();
-        assert_non_null(h);
-        curl_easy_setopt(h, CURLOPT_URL, url[i]);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, CHAT_BODY);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-        raw_rc[i] = curl_easy_perform(h);
-        curl_easy_cleanup(h);
+        raw_rc[i] = raw_post(url[i], 5000, NULL);
         last_target(f, n0, raw_seen[i], sizeof raw_seen[i]);
     }
     /* the refused one, and the rest reached the server */
@@ -1614,15 +1619,7 @@ static char reached(tr_fixture *f, mockprov *proxy, const char *url, bool raw)
     long a0 = mockprov_connection_count(f->mp), b0 = mockprov_connection_count(proxy), da, db;
     int64_t until;
     if (raw) {
-        CURL *h = curl_easy_init();
-        assert_non_null(h);
-        curl_easy_setopt(h, CURLOPT_URL, url);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, CHAT_BODY);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 250L);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-        (void)curl_easy_perform(h);
-        curl_easy_cleanup(h);
+        (void)raw_post(url, 250, NULL);
     } else {
         tr_fixture g = *f;
         aigw_transport_response r;
