@@ -1449,8 +1449,8 @@ static void test_status_lines(void **state)
         "HTTP/1.0 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
         "HTTP/1.1 503\r\nContent-Length: 2\r\n\r\n{}",
         "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}",
-        "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
-        "HTTP/1.1 299 Odd\r\nContent-Length: 2\r\n\r\n{}",
+        ("HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+         "HTTP/1.1 299 Odd\r\nContent-Length: 2\r\n\r\n{}"),
         "HTTP/1.1 999 Last\r\nContent-Length: 2\r\n\r\n{}",
         "HTTP/1.1 2000 Four digits\r\nContent-Length: 2\r\n\r\n{}",
         "HTTP/1.1  200 Two spaces\r\nContent-Length: 2\r\n\r\n{}",

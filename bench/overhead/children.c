@@ -336,7 +336,9 @@ void bench_ir_measure(const char *exe, const char *base_url, const char *redis_u
                 j->rep = rep;
                 /* CASE.N, and .REP when there are more (profile.py reads
                  * the profile's callgrind.profile.CASE.N.out) */
-                snprintf(tag, sizeof tag, reps > 1 ? ".%d" : "", rep);
+                tag[0] = '\0';
+                if (reps > 1)
+                    snprintf(tag, sizeof tag, ".%d", rep);
                 snprintf(j->out, sizeof j->out, "%s/callgrind.%s%s.%d%s.out", dir,
                          profile ? "profile." : "", bench_ir_case_names[j->k], j->n, tag);
                 snprintf(j->log, sizeof j->log, "%s/%s%s.%d%s.log", dir,
