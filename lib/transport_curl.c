@@ -106,7 +106,9 @@ typedef struct call {
     bool nomem;
     bool status_set;     /* resp's status was recorded */
     bool hop_line;       /* the last header line was a hop-by-hop one (left out) */
-    int line_status;     /* the last status line's code; 0 when not read from it */
+    bool in_block;       /* past a header block's first line, before its blank line */
+    bool body_seen;      /* a body byte came: header lines now are trailers */
+    int line_status;     /* the last answer's status, from its status line; 0: ask libcurl */
     /* streaming: the body goes to on_data; NULL: into resp's body */
     aigw_transport_data_fn on_data;
     void *ctx;
@@ -261,30 +263,41 @@ static int64_t add_ms(int64_t now, int64_t ms)
 
 /* ---- callbacks ---- */
 
-/* Whether the line p[0, len) names the header lit (n bytes of lower-case
- * letters and '-'), in any case, directly followed by its colon.  Each byte
- * is compared with bit 5 set, which makes letters lower-case and leaves '-'
- * as it is (a CR would pass for '-', in a name no header has). */
-static bool line_names(const char *p, size_t len, const char *lit, size_t n)
+/* Whether the 8 bytes at p are the 8 of lit, letters in any case: with
+ * bit 5 set (letters lower-cased) they are lit's, and where lit has no
+ * letter (bit 6 clear: '-') bit 5 was set already (a CR would pass for '-'
+ * otherwise). */
+static inline bool same8_nocase(const char *p, const char *lit)
 {
     static const uint64_t low = 0x2020202020202020ULL;
     uint64_t a, b;
+    memcpy(&a, p, 8);
+    memcpy(&b, lit, 8);
+    return (a | low) == b && ((a ^ b) & ~(b >> 1) & low) == 0;
+}
+
+/* Whether the line p[0, len) names the header lit (n bytes of lower-case
+ * letters and '-'), in any case: the name as aigw__hdrs_add_line reads it,
+ * up to the colon with the spaces and tabs before it trimmed. */
+static inline bool line_names(const char *p, size_t len, const char *lit, size_t n)
+{
     size_t i;
-    if (len <= n || p[n] != ':')
+    if (len <= n)
         return false;
-    if (n >= 8) { /* the first 8 bytes and the last 8 */
-        memcpy(&a, p, 8);
-        memcpy(&b, lit, 8);
-        if ((a | low) != b)
+    if (n >= 8) { /* every 8 bytes, the last 8 overlapping */
+        for (i = 0; i + 8 < n; i += 8)
+            if (!same8_nocase(p + i, lit + i))
+                return false;
+        if (!same8_nocase(p + n - 8, lit + n - 8))
             return false;
-        memcpy(&a, p + n - 8, 8);
-        memcpy(&b, lit + n - 8, 8);
-        return (a | low) == b;
+    } else {
+        for (i = 0; i < n; i++)
+            if (p[i] != lit[i] && (lit[i] < 'a' || (p[i] | 0x20) != lit[i]))
+                return false;
     }
-    for (i = 0; i < n; i++)
-        if ((p[i] | 0x20) != lit[i])
-            return false;
-    return true;
+    for (i = n; i < len && (p[i] == ' ' || p[i] == '\t'); i++)
+        ;
+    return i < len && p[i] == ':';
 }
 #define LINE_NAMES(p, len, lit) line_names(p, len, lit, sizeof lit - 1)
 
@@ -305,16 +318,30 @@ static bool hop_by_hop_line(const char *p, size_t len)
     }
 }
 
+/* Whether a line begins as a status line: "HTTP/", in any case (as
+ * libcurl reads it). */
+static bool status_prefix(const char *p, size_t len)
+{
+    return len >= 5 && (p[0] | 0x20) == 'h' && (p[1] | 0x20) == 't' && (p[2] | 0x20) == 't' &&
+           (p[3] | 0x20) == 'p' && p[4] == '/';
+}
+
+static bool digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
 /* The code of a status line as libcurl hands it over ("HTTP/1.1 200 OK",
- * "HTTP/2 200"): three digits after "HTTP/x.y " or "HTTP/x ", then a space
- * or the end; 0 when the line is not so (libcurl is asked instead). */
+ * "HTTP/2 200"): three digits after "HTTP/d.d " or "HTTP/d " (upper case),
+ * then a space or the end; 0 when the line is not so (libcurl is asked
+ * instead). */
 static int status_of_line(const char *p, size_t len)
 {
     size_t i;
     unsigned d1, d2, d3;
-    if (len < 10)
-        return 0;
-    i = p[8] == ' ' && p[6] == '.' ? 8 : p[6] == ' ' ? 6 : 0;
+    if (len < 10 || memcmp(p, "HTTP/", 5) != 0 || !digit(p[5]))
+        return 0; /* "http/" too: libcurl's reading of it differs by case */
+    i = p[8] == ' ' && p[6] == '.' && digit(p[7]) ? 8 : p[6] == ' ' ? 6 : 0;
     if (!i || len < i + 4 || (len > i + 4 && p[i + 4] != ' '))
         return 0;
     d1 = (unsigned)(p[i + 1] - '0');
@@ -342,16 +369,25 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
         end -= 2;
     while (end && (p[end - 1] == '\r' || p[end - 1] == '\n'))
         end--;
-    if (end == 0)
-        return len; /* the blank line closing the block */
-    if (end >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        /* A new answer (after 1xx, or a proxy's CONNECT): only the last
-         * answer's headers are kept (in the same block). */
-        aigw__hdrs_clear(h);
-        c->header_bytes = len;
-        c->hop_line = false;
-        c->line_status = status_of_line(p, end);
+    if (end == 0) {
+        c->in_block = false; /* the blank line closing the block */
         return len;
+    }
+    if (!c->in_block && !c->body_seen) {
+        /* A block's first line: an answer's status line (after 1xx, or a
+         * proxy's CONNECT, a new answer: only the last answer's headers
+         * are kept, in the same block). */
+        c->in_block = true;
+        c->line_status = 0;
+        if (status_prefix(p, end)) {
+            aigw__hdrs_clear(h);
+            c->header_bytes = len;
+            c->hop_line = false;
+            c->line_status = status_of_line(p, end);
+            return len;
+        }
+    } else if (status_prefix(p, end)) {
+        return len; /* inside a block or among trailers: no header, no status */
     }
     /* a hop-by-hop header, and the lines folded into it, left out */
     if (p[0] == ' ' || p[0] == '\t' ? c->hop_line : (c->hop_line = hop_by_hop_line(p, end)))
@@ -441,6 +477,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 {
     call *c = ud;
     size_t len = size * nmemb;
+    c->body_seen = true;
     return c->on_data ? pass_body(c, p, len) : keep_body(c, p, len);
 }
 
@@ -937,7 +974,9 @@ static CURLcode set_url_parsed(CURL *h, const char *url, set_opts *so)
 {
     if (!so->uh)
         so->uh = curl_url();
-    if (so->uh &&
+    /* cleared first: a URL set on a handle that holds one is read relative
+     * to it, where libcurl reads CURLOPT_URL on its own */
+    if (so->uh && curl_url_set(so->uh, CURLUPART_URL, NULL, 0) == CURLUE_OK &&
         curl_url_set(so->uh, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) ==
             CURLUE_OK)
         return curl_easy_setopt(h, CURLOPT_CURLU, so->uh);

@@ -1297,8 +1297,9 @@ static void test_folded_header(void **state)
  * left out; names that only begin like them are kept. */
 static void test_hop_by_hop_headers(void **state)
 {
-    static const char *const kept[] = {"x-before", "connectionz", "content-lengthy", "tex",
-                                       "trailers", "upgrade-x",   "x-after"};
+    static const char *const kept[] = {"x-before",  "connectionz",       "content-lengthy",
+                                       "tex",       "trailers",          "upgrade-x",
+                                       "transfer_encoding", "x-after"};
     tr_fixture *f = *state;
     aigw_transport_response r;
     mockprov_rule rl = rule_of(MOCKPROV_RESPOND, 200);
@@ -1308,7 +1309,9 @@ static void test_hop_by_hop_headers(void **state)
                  "TE: trailers\r\nUpgrade: h2c\r\n\tfolded-into-upgrade\r\n"
                  "Proxy-Connection: keep-alive\r\ntrailer: x-t\r\nConnectionz: kept\r\n"
                  "Content-Lengthy: kept\r\nTEx: kept\r\nTrailers: kept\r\n"
-                 "Upgrade-X: kept\r\n continued\r\nX-After: 2\r\n";
+                 "Upgrade-X: kept\r\n continued\r\nKeep-Alive : spaced\r\n"
+                 "Upgrade\t: tabbed\r\nTrailer  : two spaces\r\n\tand folded\r\n"
+                 "Transfer_Encoding: kept\r\nX-After: 2\r\n";
     rl.body = "{\"ok\":true}";
     assert_int_equal(mockprov_add_rule(f->mp, &rl), 0);
     assert_int_equal(send_simple(f, "k", &r), AIGW_TR_OK);
@@ -1455,6 +1458,15 @@ static void test_status_lines(void **state)
         "HTTP/1.1 2000 Four digits\r\nContent-Length: 2\r\n\r\n{}",
         "HTTP/1.1  200 Two spaces\r\nContent-Length: 2\r\n\r\n{}",
         "HTTP/1.1 200\tTab\r\nContent-Length: 2\r\n\r\n{}",
+        /* status-like lines that are not a block's first line */
+        "HTTP/1.1 200 OK\r\nHTTP/1.1 500 x: y\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\nHTTP/A.B 404 x\r\nHTTP/x.1 404\r\nContent-Length: 2\r\n\r\n{}",
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x\r\n\r\n"
+         "2\r\n{}\r\n0\r\nHTTP/1.1 503 x: y\r\n\r\n"),
+        /* libcurl reads the prefix in any case */
+        "HTTP/1.1 100 Continue\r\n\r\nhttp/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+        "http/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/A.B 404 Odd version\r\nContent-Length: 2\r\n\r\n{}",
     };
     static const int want[] = {200, 429, 404, 503, 201, 299, 999, 200, 200, 200};
     enum { N = sizeof answers / sizeof *answers };
@@ -1539,6 +1551,13 @@ static void test_url_forms(void **state)
         "http://127.0.0.1:%d/v1/caf%%C3%%A9/completions",
         "http://127.0.0.1:%d/v1/chat/completions?q=a b",
         "http://127.0.0.1:%d/v1/chat/completions",
+        /* not absolute: read on their own, never against the URL before */
+        "/v1/chat/completions",
+        "//127.0.0.1:%d/v1/chat/completions",
+        "127.0.0.1:%d/v1/chat/completions",
+        " http://127.0.0.1:%d/v1/chat/completions",
+        "http:127.0.0.1:%d/v1/chat/completions",
+        "http://127.0.0.1:%d/v1/chat/completions",
     };
     enum { N = sizeof forms / sizeof *forms };
     tr_fixture *f = *state;
@@ -1552,11 +1571,12 @@ static void test_url_forms(void **state)
         raw_rc[i] = raw_post(url[i], 5000, NULL);
         last_target(f, n0, raw_seen[i], sizeof raw_seen[i]);
     }
-    /* the refused one, and the rest reached the server */
+    /* the refused one, and the absolute ones reached the server */
     assert_int_equal(raw_rc[10], CURLE_URL_MALFORMAT);
-    for (i = 0; i < N; i++)
-        if (i != 10)
-            assert_int_equal(raw_rc[i], CURLE_OK);
+    for (i = 0; i < 10; i++)
+        assert_int_equal(raw_rc[i], CURLE_OK);
+    assert_int_equal(raw_rc[11], CURLE_OK);
+    assert_int_equal(raw_rc[N - 1], CURLE_OK);
     for (i = 0; i < N; i++) { /* the transport: one pooled handle */
         long n0 = mockprov_log_count(f->mp);
         aigw_transport_response r;
