@@ -149,7 +149,6 @@ int aigw__build_req_at(run *r, const slot *s, built_req *b, int64_t now);
 int aigw__send_once_at(run *r, const slot *s, aigw_transport_response *t,
                        aigw_transport_result *tr, int64_t now);
 void aigw__tres_free(aigw_transport_response *t);
-bool aigw__hop_by_hop(const char *name);
 /* The upstream's end-to-end headers, for the caller's response. */
 int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src);
 /* The same, moved: src is left empty (0), or as it was (-1, no memory).

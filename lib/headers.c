@@ -200,21 +200,29 @@ static bool is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-int aigw__hdrs_add_line(aigw_hdrs *h, const char *p, size_t len)
+size_t aigw__hdrs_line_name(const char *p, size_t len, size_t *colon)
 {
-    const char *colon;
-    size_t nend, vs, ve;
-    if (len && is_ows(p[0]))
-        return aigw__hdrs_unfold(h, p, len);
-    colon = len ? memchr(p, ':', len) : NULL;
-    if (!colon || colon == p)
-        return 0; /* not a header line: ignored */
-    nend = (size_t)(colon - p);
+    const char *c;
+    size_t nend;
+    if (!len || is_ows(p[0]) || !(c = memchr(p, ':', len)))
+        return 0;
+    nend = (size_t)(c - p);
+    if (colon)
+        *colon = nend;
     while (nend && is_ows(p[nend - 1]))
         nend--;
+    return nend;
+}
+
+int aigw__hdrs_add_line(aigw_hdrs *h, const char *p, size_t len)
+{
+    size_t nend, colon = 0, vs, ve;
+    if (len && is_ows(p[0]))
+        return aigw__hdrs_unfold(h, p, len);
+    nend = aigw__hdrs_line_name(p, len, &colon);
     if (nend == 0)
-        return 0;
-    vs = (size_t)(colon - p) + 1;
+        return 0; /* not a header line: ignored */
+    vs = colon + 1;
     while (vs < len && is_ows(p[vs]))
         vs++;
     ve = len;

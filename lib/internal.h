@@ -128,6 +128,17 @@ int aigw__hdrs_addn_lower(aigw_hdrs *h, const char *name, size_t nlen, const cha
  * (aigw__hdrs_unfold); a line without a name or a ':' is ignored.  0
  * (added or ignored), or -1 when out of memory (h as it was). */
 int aigw__hdrs_add_line(aigw_hdrs *h, const char *p, size_t len);
+/* The length of the name aigw__hdrs_add_line reads from such a line (up to
+ * the first ':', the blanks before it left out), and the ':''s offset into
+ * *colon (when not NULL); 0 for a folded line or no header line. */
+size_t aigw__hdrs_line_name(const char *p, size_t len, size_t *colon);
+/* Whether a header is hop-by-hop (connection, keep-alive, content-length,
+ * transfer-encoding, te, trailer, upgrade, proxy-connection): it describes
+ * the connection, not the answer, and is never passed on.  A stored
+ * (lower-case) name; and the n bytes of a name as an answer's line has it,
+ * in any case (upstream.c). */
+bool aigw__hop_by_hop(const char *name);
+bool aigw__hop_by_hop_n(const char *name, size_t n);
 /* Room for every header of src to be added to h without an allocation.
  * 0, or -1 when out of memory (h as it was). */
 int aigw__hdrs_reserve_for(aigw_hdrs *h, const aigw_hdrs *src);

@@ -263,72 +263,12 @@ static int64_t add_ms(int64_t now, int64_t ms)
 
 /* ---- callbacks ---- */
 
-/* Whether the 8 bytes at p are the 8 of lit, letters in any case: with
- * bit 5 set (letters lower-cased) they are lit's, and where lit has no
- * letter (bit 6 clear: '-') bit 5 was set already (a CR would pass for '-'
- * otherwise). */
-static inline bool same8_nocase(const char *p, const char *lit)
-{
-    static const uint64_t low = 0x2020202020202020ULL;
-    uint64_t a, b;
-    memcpy(&a, p, 8);
-    memcpy(&b, lit, 8);
-    return (a | low) == b && ((a ^ b) & ~(b >> 1) & low) == 0;
-}
-
-/* Whether the line p[0, len) names the header lit (n bytes of lower-case
- * letters and '-'), in any case: the name as aigw__hdrs_add_line reads it,
- * up to the colon with the spaces and tabs before it trimmed. */
-static inline bool line_names(const char *p, size_t len, const char *lit, size_t n)
-{
-    size_t i;
-    if (len <= n)
-        return false;
-    if (n >= 8) { /* every 8 bytes, the last 8 overlapping */
-        for (i = 0; i + 8 < n; i += 8)
-            if (!same8_nocase(p + i, lit + i))
-                return false;
-        if (!same8_nocase(p + n - 8, lit + n - 8))
-            return false;
-    } else {
-        for (i = 0; i < n; i++)
-            if (p[i] != lit[i] && (lit[i] < 'a' || (p[i] | 0x20) != lit[i]))
-                return false;
-    }
-    for (i = n; i < len && (p[i] == ' ' || p[i] == '\t'); i++)
-        ;
-    return i < len && p[i] == ':';
-}
-#define LINE_NAMES(p, len, lit) line_names(p, len, lit, sizeof lit - 1)
-
-/* Whether a header line is one of the hop-by-hop headers, which describe the
- * connection rather than the answer: the engine never passes them on
- * (aigw__hop_by_hop), so the transport does not keep them. */
-static bool hop_by_hop_line(const char *p, size_t len)
-{
-    switch (p[0] | 0x20) {
-    case 'c': return LINE_NAMES(p, len, "connection") || LINE_NAMES(p, len, "content-length");
-    case 'k': return LINE_NAMES(p, len, "keep-alive");
-    case 'p': return LINE_NAMES(p, len, "proxy-connection");
-    case 't':
-        return LINE_NAMES(p, len, "te") || LINE_NAMES(p, len, "trailer") ||
-               LINE_NAMES(p, len, "transfer-encoding");
-    case 'u': return LINE_NAMES(p, len, "upgrade");
-    default: return false;
-    }
-}
-
 /* Whether a line begins as a status line: "HTTP/", in any case (as
  * libcurl reads it). */
 static bool status_prefix(const char *p, size_t len)
 {
     return len >= 5 && (p[0] | 0x20) == 'h' && (p[1] | 0x20) == 't' && (p[2] | 0x20) == 't' &&
            (p[3] | 0x20) == 'p' && p[4] == '/';
-}
-
-static bool digit(char c)
-{
-    return c >= '0' && c <= '9';
 }
 
 /* The code of a status line as libcurl hands it over ("HTTP/1.1 200 OK",
@@ -339,9 +279,9 @@ static int status_of_line(const char *p, size_t len)
 {
     size_t i;
     unsigned d1, d2, d3;
-    if (len < 10 || memcmp(p, "HTTP/", 5) != 0 || !digit(p[5]))
+    if (len < 10 || memcmp(p, "HTTP/", 5) != 0 || !aigw__is_digit(p[5]))
         return 0; /* "http/" too: libcurl's reading of it differs by case */
-    i = p[8] == ' ' && p[6] == '.' && digit(p[7]) ? 8 : p[6] == ' ' ? 6 : 0;
+    i = p[8] == ' ' && p[6] == '.' && aigw__is_digit(p[7]) ? 8 : p[6] == ' ' ? 6 : 0;
     if (!i || len < i + 4 || (len > i + 4 && p[i + 4] != ' '))
         return 0;
     d1 = (unsigned)(p[i + 1] - '0');
@@ -389,8 +329,12 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
     } else if (status_prefix(p, end)) {
         return len; /* inside a block or among trailers: no header, no status */
     }
-    /* a hop-by-hop header, and the lines folded into it, left out */
-    if (p[0] == ' ' || p[0] == '\t' ? c->hop_line : (c->hop_line = hop_by_hop_line(p, end)))
+    /* A hop-by-hop header, and the lines folded into it, left out: they
+     * describe the connection, not the answer, and the engine never passes
+     * them on (the answer is marked end_to_end). */
+    if (p[0] == ' ' || p[0] == '\t'
+            ? c->hop_line
+            : (c->hop_line = aigw__hop_by_hop_n(p, aigw__hdrs_line_name(p, end, NULL))))
         return len;
     /* "Name: value", or a folded line (a line that is neither is ignored) */
     if (aigw__hdrs_add_line(h, p, end) != 0) {

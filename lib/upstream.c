@@ -294,27 +294,47 @@ static int scrub(aigw_response *resp, const aigw_secret *s)
     return 0;
 }
 
-bool aigw__hop_by_hop(const char *name)
+/* Whether the n bytes at name are a hop-by-hop header's name: exactly, as
+ * names are stored (lower case), or with nocase in any case (a raw line's).
+ * By the first byte and the length, so that most end-to-end names take no
+ * compare. */
+/* Whether the n bytes at p are lit's (lower-case letters and '-'), the
+ * letters in any case. */
+static bool same_nocase(const char *p, const char *lit, size_t n)
 {
-    /* names are lower-cased (aigw__hdrs_addn): by their first bytes, so
-     * that most end-to-end names take no string compare, and the rest one
-     * compare of what is left */
-    switch (name[0]) {
-    case 'c': /* connection, content-length (content-type and the like: no) */
-        if (name[1] != 'o' || name[2] != 'n')
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (p[i] != lit[i] && (lit[i] < 'a' || (p[i] | 0x20) != lit[i]))
             return false;
-        return name[3] == 'n' ? strcmp(name + 4, "ection") == 0
-                              : name[3] == 't' && strcmp(name + 4, "ent-length") == 0;
-    case 'k': return strcmp(name + 1, "eep-alive") == 0;
-    case 'p': return strcmp(name + 1, "roxy-connection") == 0;
-    case 't':
-        if (name[1] == 'e')
-            return name[2] == '\0';
-        return name[1] == 'r' && (strcmp(name + 2, "ailer") == 0 ||
-                                  strcmp(name + 2, "ansfer-encoding") == 0);
-    case 'u': return strcmp(name + 1, "pgrade") == 0;
+    return true;
+}
+
+static inline bool hop_name(const char *name, size_t n, bool nocase)
+{
+#define HOP_IS(lit)                                                                                \
+    (n == sizeof lit - 1 &&                                                                        \
+     (nocase ? same_nocase(name, lit, n) : memcmp(name, lit, n) == 0))
+    if (n == 0)
+        return false;
+    switch (nocase ? name[0] | 0x20 : name[0]) {
+    case 'c': return HOP_IS("connection") || HOP_IS("content-length");
+    case 'k': return HOP_IS("keep-alive");
+    case 'p': return HOP_IS("proxy-connection");
+    case 't': return HOP_IS("te") || HOP_IS("trailer") || HOP_IS("transfer-encoding");
+    case 'u': return HOP_IS("upgrade");
     default: return false;
     }
+#undef HOP_IS
+}
+
+bool aigw__hop_by_hop(const char *name)
+{
+    return hop_name(name, strlen(name), false);
+}
+
+bool aigw__hop_by_hop_n(const char *name, size_t n)
+{
+    return hop_name(name, n, true);
 }
 
 int aigw__copy_headers(aigw_hdrs *dst, const aigw_hdrs *src)
