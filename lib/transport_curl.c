@@ -366,19 +366,9 @@ static int take_status(call *c)
 static size_t keep_body(call *c, const char *p, size_t len)
 {
     aigw_status st;
-    aigw_buf *b = &c->resp->body;
-    if (c->cap && (len > c->cap || b->len > c->cap - len)) {
+    if (c->cap && (len > c->cap || c->resp->body.len > c->cap - len)) {
         c->too_large = true;
         return 0;
-    }
-    /* into the room the body has (a spare response's, lent), within the
-     * response's own cap too: aigw_transport_response_append_body's checks */
-    if (len < b->cap - b->len &&
-        (!c->resp->max_body || (len <= c->resp->max_body && b->len <= c->resp->max_body - len))) {
-        memcpy(b->data + b->len, p, len);
-        b->len += len;
-        b->data[b->len] = '\0';
-        return len;
     }
     st = aigw_transport_response_append_body(c->resp, p, len);
     if (st == AIGW_EINVAL) {
