@@ -150,6 +150,10 @@ extern const char *const bench_ir_case_names[BENCH_IR_N];
 /* valgrind's path, or NULL when it cannot be run (BENCH_CALLGRIND=0). */
 const char *bench_valgrind(void);
 #define BENCH_IR_REPS 5
+/* The median of v[0..n) (the mean of the middle two when n is even); NAN
+ * when n is 0 or more than BENCH_MEDIAN_MAX. */
+#define BENCH_MEDIAN_MAX 64
+double bench_median(const double *v, int n);
 /* Instructions per request of each case in cases[0..n) (NAN when not
  * measured): (Ir(n2) - Ir(n1)) / (n2 - n1), each a callgrind run of the
  * whole client process, two runs at a time; with reps > 1 (at most

@@ -290,12 +290,6 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 void bench_ir_measure(const char *exe, const char *base_url, const char *redis_url,
                       const bench_ir_case *cases, size_t n, int n1, int n2, int reps,
                       int profile, const char *keep_dir, double *ir_out)
@@ -370,7 +364,7 @@ void bench_ir_measure(const char *exe, const char *base_url, const char *redis_u
     }
     /* each repetition's (hi - lo) / (n2 - n1); their median */
     for (i = 0; i < n; i++) {
-        double v[BENCH_IR_REPS];
+        double v[BENCH_IR_REPS], lo_v = INFINITY, hi_v = -INFINITY;
         int rep, nv = 0;
         for (rep = 0; rep < reps; rep++) {
             size_t a;
@@ -389,15 +383,16 @@ void bench_ir_measure(const char *exe, const char *base_url, const char *redis_u
                 nv = 0;
                 break;
             }
+            lo_v = v[rep] < lo_v ? v[rep] : lo_v;
+            hi_v = v[rep] > hi_v ? v[rep] : hi_v;
             nv++;
         }
         if (nv == 0)
             continue;
-        qsort(v, (size_t)nv, sizeof v[0], cmp_double);
-        ir_out[i] = nv % 2 ? v[nv / 2] : (v[nv / 2 - 1] + v[nv / 2]) / 2;
+        ir_out[i] = bench_median(v, nv);
         if (nv > 1)
             fprintf(stderr, "bench: %s: %.0f Ir/request (the median of %d: %.0f to %.0f)\n",
-                    bench_ir_case_names[cases[i]], ir_out[i], nv, v[0], v[nv - 1]);
+                    bench_ir_case_names[cases[i]], ir_out[i], nv, lo_v, hi_v);
     }
     if (!keep_dir && !failed_any)
         nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);

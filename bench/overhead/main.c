@@ -75,22 +75,6 @@ static const int THREADS[] = {1, 2, 4, 8, 16};
 
 /* ---- small helpers ---- */
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double tmp[MAX_ROUNDS];
-    if (n <= 0)
-        return NAN;
-    memcpy(tmp, v, (size_t)n * sizeof *v);
-    qsort(tmp, (size_t)n, sizeof tmp[0], cmp_d);
-    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
-}
-
 /* Progress, on stderr: the table goes to stdout. */
 static void say(const char *what)
 {
@@ -232,17 +216,17 @@ static void run_case(side *const *sides, int k, int rounds, int n)
 
 static double m_wall(const side *s)
 {
-    return median(s->wall, s->rounds) * 1e6;
+    return bench_median(s->wall, s->rounds) * 1e6;
 }
 
 static double m_cpu(const side *s)
 {
-    return median(s->cpu, s->rounds) * 1e6;
+    return bench_median(s->cpu, s->rounds) * 1e6;
 }
 
 static double m_ttfb(const side *s)
 {
-    return median(s->ttfb, s->rounds) * 1e6;
+    return bench_median(s->ttfb, s->rounds) * 1e6;
 }
 
 static double m_allocs(const side *s, char *note, size_t size)
@@ -251,7 +235,7 @@ static double m_allocs(const side *s, char *note, size_t size)
     size_t len = 0;
     int k;
     for (k = 0; k < BENCH_ALLOC_N; k++) {
-        v[k] = median(s->allocs[k], s->rounds);
+        v[k] = bench_median(s->allocs[k], s->rounds);
         total += v[k];
     }
     if (note) {
@@ -440,13 +424,13 @@ static void thread_sweep(const plan *p, const char *base_url, sweep *out)
             }
             pr[r] = lw[r] / rw[r];
         }
-        out[ti].raw_rps = median(rw, p->thread_rounds);
-        out[ti].lib_rps = median(lw, p->thread_rounds);
-        out[ti].own_rps = median(ow, p->thread_rounds);
-        out[ti].raw_cpu = median(rc, p->thread_rounds) * 1e6;
-        out[ti].lib_cpu = median(lc, p->thread_rounds) * 1e6;
-        out[ti].own_cpu = median(oc, p->thread_rounds) * 1e6;
-        out[ti].paired = median(pr, p->thread_rounds);
+        out[ti].raw_rps = bench_median(rw, p->thread_rounds);
+        out[ti].lib_rps = bench_median(lw, p->thread_rounds);
+        out[ti].own_rps = bench_median(ow, p->thread_rounds);
+        out[ti].raw_cpu = bench_median(rc, p->thread_rounds) * 1e6;
+        out[ti].lib_cpu = bench_median(lc, p->thread_rounds) * 1e6;
+        out[ti].own_cpu = bench_median(oc, p->thread_rounds) * 1e6;
+        out[ti].paired = bench_median(pr, p->thread_rounds);
     }
     aigw_request_free(req);
 }

@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_ROWS 128
@@ -39,6 +40,22 @@ static struct {
     int is_num;
 } meta[MAX_META];
 static size_t n_meta;
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bench_median(const double *v, int n)
+{
+    double tmp[BENCH_MEDIAN_MAX];
+    if (n <= 0 || n > BENCH_MEDIAN_MAX)
+        return NAN;
+    memcpy(tmp, v, (size_t)n * sizeof *v);
+    qsort(tmp, (size_t)n, sizeof tmp[0], cmp_d);
+    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+}
 
 void bench_section(const char *id, const char *title, const char *base_name)
 {
