@@ -267,8 +267,7 @@ static int64_t add_ms(int64_t now, int64_t ms)
  * libcurl reads it). */
 static bool status_prefix(const char *p, size_t len)
 {
-    return len >= 5 && (p[0] | 0x20) == 'h' && (p[1] | 0x20) == 't' && (p[2] | 0x20) == 't' &&
-           (p[3] | 0x20) == 'p' && p[4] == '/';
+    return len >= 5 && aigw__strncasecmp(p, "HTTP/", 5) == 0;
 }
 
 /* The code of a status line as libcurl hands it over ("HTTP/1.1 200 OK",
