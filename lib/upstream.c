@@ -10,6 +10,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_PAIR_SCAN 1
+#endif
+
 static bool path_is(const char *path, const char *suffix)
 {
     size_t pl = strcspn(path, "?"), sl = strlen(suffix);
@@ -220,8 +225,9 @@ static inline bool same8(const char *a, const char *b)
     return x == y;
 }
 
-/* aigw__secret_find with the key's pivot (klen > 0, at < klen). */
-static const char *find_at(const char *p, size_t len, const char *key, size_t klen, size_t at)
+/* find_at one pivot byte at a time: memchr from each to the next. */
+static const char *find_scalar(const char *p, size_t len, const char *key, size_t klen,
+                               size_t at)
 {
     const char *end = p + len, *q, *last, *c;
     size_t misses = 0;
@@ -248,6 +254,64 @@ static const char *find_at(const char *p, size_t len, const char *key, size_t kl
         q = c + 1;
     }
     return NULL;
+}
+
+#ifdef HAVE_PAIR_SCAN
+/* From start i on, by 32, to start stop at most: the first 32 starts where
+ * some hold the pivot's byte at a and the last byte at z; the mask of those
+ * in *m (0: none up to stop).  No call in the loop, so the vectors stay in
+ * registers. */
+__attribute__((target("avx2"), noinline)) static size_t
+pairs_next(const char *a, const char *z, char pc, char zc, size_t i, size_t stop, unsigned *m)
+{
+    const __m256i piv = _mm256_set1_epi8(pc), end = _mm256_set1_epi8(zc);
+    for (; i <= stop; i += 32) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(a + i));
+        __m256i y = _mm256_loadu_si256((const __m256i *)(const void *)(z + i));
+        unsigned hit = (unsigned)_mm256_movemask_epi8(
+            _mm256_and_si256(_mm256_cmpeq_epi8(x, piv), _mm256_cmpeq_epi8(y, end)));
+        if (hit) {
+            *m = hit;
+            return i;
+        }
+    }
+    *m = 0;
+    return i;
+}
+
+/* find_at with AVX2, 32 candidate starts at a time: those whose pivot byte
+ * and last byte are the key's (two compares), then memcmp.  A pair of bytes
+ * klen - 1 - at apart seldom matches where the key is not, so a text that
+ * holds the pivot's byte often ('-' of "chatcmpl-" in every streamed event,
+ * for a key "sk-...") is passed as fast as one that holds none.  len >=
+ * klen + 31. */
+static const char *find_pairs(const char *p, size_t len, const char *key, size_t klen, size_t at)
+{
+    /* the last start whose 32 starts all end inside */
+    size_t stop = len - klen - 31, i = 0;
+    unsigned m;
+    while ((i = pairs_next(p + at, p + klen - 1, key[at], key[klen - 1], i, stop, &m)), m) {
+        do {
+            size_t c = i + (size_t)__builtin_ctz(m);
+            if (memcmp(p + c, key, klen) == 0)
+                return p + c;
+            m &= m - 1;
+        } while (m);
+        i += 32;
+    }
+    return find_scalar(p + i, len - i, key, klen, at);
+}
+#endif
+
+/* aigw__secret_find with the key's pivot (klen > 0, at < klen). */
+static const char *find_at(const char *p, size_t len, const char *key, size_t klen, size_t at)
+{
+#ifdef HAVE_PAIR_SCAN
+    /* libgcc's (or compiler-rt's) constructor has read the CPU's features */
+    if (len >= klen + 31 && __builtin_cpu_supports("avx2"))
+        return find_pairs(p, len, key, klen, at);
+#endif
+    return find_scalar(p, len, key, klen, at);
 }
 
 const char *aigw__secret_find(const char *p, size_t len, const char *key, size_t klen)

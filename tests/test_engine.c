@@ -900,9 +900,6 @@ static void test_move_headers(void **state)
     assert_true(n > 1 && n < 20); /* it failed before it moved */
 }
 
-/* aigw__secret_find finds what memmem finds, whatever the key's bytes,
- * where its copies lie (overlapping, at either end) and however often its
- * rare byte turns up without it. */
 /* aigw__body_splice_into writes what aigw__body_splice_map writes, or
  * declines (0): other rewrites, models needing escapes, too little room. */
 static void test_splice_into(void **state)
@@ -991,6 +988,10 @@ static void test_header_lowercase(void **state)
     }
 }
 
+/* aigw__secret_find finds what memmem finds, whatever the key's bytes,
+ * where its copies lie (overlapping, at either end), however often its rare
+ * byte turns up without it, and whatever the length of the text (the
+ * 32-at-a-time scan for 32 starts and more, byte by byte for the rest). */
 static void test_secret_find(void **state)
 {
     static const char alpha[] = "ab-X1\"";
