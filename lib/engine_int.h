@@ -194,6 +194,11 @@ typedef struct aigw_event_memo aigw_event_memo;
 int aigw__stream_event_read_memo(aigw_event_memo *m, const char *data, size_t len,
                                  aigw_event_facts *f);
 aigw_event_memo *aigw__event_memo_new(void);
+/* Test hook, in builds with AIGW_ALLOC_HOOKS (a no-op returning 0
+ * elsewhere): replay (stream.c) on (on 1) or off (0, every event through the
+ * parser) from now on, or as it is (-1); returns the events it has read
+ * since the start. */
+long aigw__stream_replay(int on);
 void aigw__event_memo_free(aigw_event_memo *m);
 
 /* answer.c */

@@ -561,7 +561,9 @@ aigw_sse *aigw__sse_new(size_t max_event_bytes);
  * one chunk and LF at the start of the next are one line end; a leading BOM
  * is skipped).  Returns 0, AIGW_SSE_TOO_LARGE, AIGW_ENOMEM, AIGW_EINVAL (NULL
  * parser, or NULL buffer with len > 0), or the callback's non-zero; errors
- * are sticky, and after any non-zero the parser is only to be freed.
+ * are sticky, and after one the parser is only to be freed.  After the
+ * callback's non-zero, aigw__sse_fed() bytes of buf were read and the rest
+ * may be fed next.
  * Comment lines (":...") are skipped but counted (see aigw__sse_comments). */
 int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn cb, void *ctx);
 /* Whether bytes of an unfinished event (or line) are pending: at the end of
@@ -571,6 +573,14 @@ long aigw__sse_comments(const aigw_sse *p);
 /* In an event callback: how many bytes of the buffer being fed are read,
  * through the line end of the blank line that dispatched the event. */
 size_t aigw__sse_fed(const aigw_sse *p);
+/* Between two events (nothing of a block or a line held, no CR whose LF may
+ * follow, the BOM settled, no error): how many bytes the next block, its
+ * blank line included, may take without passing max_event_bytes, a bound
+ * as strict as the parser's or stricter; 0 otherwise.  Whoever reads a
+ * block itself instead of feeding it (an "event:" and a "data:" line, LF
+ * ends) leaves the parser as feeding it would have, but for comments and
+ * aigw__sse_fed. */
+size_t aigw__sse_room(const aigw_sse *p);
 void aigw__sse_free(aigw_sse *p);
 
 /* ---- transport ---- */

@@ -28,9 +28,9 @@
  *   same code at once, aigw__sse_pending() is true (the stream was not framed
  *   cleanly) and aigw__sse_free() is the only thing left to do.
  * - A callback's non-zero return stops the feed right after the blank line
- *   that dispatched the event; the rest of that buffer is not consumed and
- *   the caller is expected to stop feeding (the parser stays consistent, but
- *   the caller cannot know where to resume).
+ *   that dispatched the event; the rest of that buffer is not consumed.  The
+ *   parser stays consistent: aigw__sse_fed() says where the rest begins, and
+ *   feeding it goes on as if the feed had not stopped.
  * - retry_ms carries the last valid "retry:" seen since the previous
  *   dispatched event (a "retry:" block without data is not lost: it rides on
  *   the next event), -1 when none; values past INT64_MAX saturate.
@@ -92,6 +92,14 @@ bool aigw__sse_pending(const aigw_sse *p)
 size_t aigw__sse_fed(const aigw_sse *p)
 {
     return p->fed;
+}
+
+size_t aigw__sse_room(const aigw_sse *p)
+{
+    if (p->error || p->bom < 3 || p->after_cr || p->skipping || p->in_block || p->line.len ||
+        p->data.len || p->event.len || p->retry_ms != -1)
+        return 0;
+    return p->max - p->id.len; /* fits() holds id.len <= max */
 }
 
 long aigw__sse_comments(const aigw_sse *p)
@@ -329,6 +337,18 @@ static size_t find(const char *buf, size_t from, size_t len, char c)
     return q ? (size_t)(q - buf) : len;
 }
 
+/* The next CR at or after from, or where a window of the bytes without one
+ * ends (len at the latest): a feed its callback stops early (aigw__sse_fed)
+ * has not looked for CR to the end of the buffer. */
+#define CR_WINDOW 4096
+
+static size_t find_cr(const char *buf, size_t from, size_t len)
+{
+    size_t lim = len - from > CR_WINDOW ? from + CR_WINDOW : len;
+    const char *q = memchr(buf + from, '\r', lim - from);
+    return q ? (size_t)(q - buf) : lim;
+}
+
 int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn cb, void *ctx)
 {
     size_t i = 0, lf, cr;
@@ -355,15 +375,18 @@ int aigw__sse_feed(aigw_sse *p, const char *buf, size_t len, aigw_sse_event_fn c
     }
 
     /* The next CR and LF are found once per scan, not once per line: an
-     * LF-only stream costs one memchr for CR over the whole buffer. */
+     * LF-only stream costs one memchr for CR per CR_WINDOW bytes (cr: the
+     * next CR, or the end of bytes known to hold none). */
     lf = find(buf, i, len, '\n');
-    cr = find(buf, i, len, '\r');
+    cr = find_cr(buf, i, len);
     while (i < len) {
         size_t eol;
         if (lf < i) /* a blank line ends each event: no search for it */
             lf = buf[i] == '\n' ? i : find(buf, i, len, '\n');
         if (cr < i)
-            cr = find(buf, i, len, '\r');
+            cr = find_cr(buf, i, len);
+        while (cr < lf && buf[cr] != '\r') /* a window's end before the LF */
+            cr = find_cr(buf, cr, len);
         eol = lf < cr ? lf : cr;
 
         if (eol == len)

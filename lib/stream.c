@@ -10,6 +10,7 @@
 #if defined(__GNUC__) && defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -143,6 +144,12 @@ struct aigw_event_memo {
     size_t vary_at, vary_len; /* its string's bytes (past the quote); NO_VARY: none */
     bool vary_content; /* that string is a choice's content (its emptiness counts) */
     bool vary_nonempty;
+    bool hit;          /* the last event read was the last but one's but for the vary */
+    signed char clean; /* the text but the vary holds no CR or LF: 1, -1 not, 0 not known */
+    /* The marks past the vary move as its length changes: not each time,
+     * but once they are needed (memo_settle); mark[split..n) owe shift. */
+    bool owing;
+    size_t split, shift;
     ev_mark mark[MEMO_MARKS];
     char text[MEMO_TEXT];
 };
@@ -177,12 +184,32 @@ typedef struct sctx {
     uint64_t choices_seen;     /* chat choice indexes (< 64) seen ... */
     uint64_t choices_finished; /* ... and those with a finish_reason */
     aigw_event_memo memo; /* where the last event's reading may resume */
+    /* Replay (replay()): the events that repeat the last one but for the
+     * memo's vary, read straight from the bytes, not through the parser. */
+    bool replay;        /* the last event read was such a repeat */
+    bool yield_ok;      /* the parser may stop for replay in this read */
+    unsigned replay_misses; /* parser stops in a row after which replay read
+                               nothing */
+    size_t type_len;    /* the last event's "event:" value, in type; past
+                           sizeof type: too long to keep */
+    char type[32];
     /* The read being fed before the commit point, not yet in pre: the
-     * commit hands on what of it is read (cur_sent); after the feed the
-     * rest goes on, or into pre when nothing committed. */
+     * commit hands on what of it is read (cur_read, then cur_sent); after
+     * the feed the rest goes on, or into pre when nothing committed. */
     const char *cur;
     size_t cur_len, cur_sent;
+    size_t cur_read;    /* the bytes of the read through the event being read */
+    size_t feed_base;   /* where in the read the parser's feed began */
 } sctx;
+
+/* on_sse_event's return that stops the parser after an event that repeated
+ * the one before: the next ones are likely repeats too (replay). */
+#define REPLAY_NEXT 1
+/* After this many such stops in a row with nothing for replay after them
+ * (blocks that repeat but for an "id:" line, say), the parser no longer
+ * stops: every stop costs a feed.  And after one in a read, not in that
+ * read. */
+#define REPLAY_MISSES 4
 
 /* aigw__jspan_is for a name of n bytes, the common case (no escape) here
  * without a call: the reading compares every key with a few names. */
@@ -217,7 +244,7 @@ static inline bool key_is(const ev_reader *e, bool *seen, const char *name, size
     return true;
 }
 
-static bool span_nonempty(const aigw_jspan *v)
+static inline bool span_nonempty(const aigw_jspan *v)
 {
     /* without an escape, at once: its first byte (a NUL ends it) */
     return v->escaped ? aigw__jspan_nonempty(v) : v->len > 0 && v->p[0] != '\0';
@@ -383,15 +410,58 @@ static size_t same_prefix(const char *a, size_t alen, const char *b, size_t blen
     return i;
 }
 
+/* The memo takes the event of len bytes at data as its last one: the same
+ * but for the vary's bytes, whose closing quote is now at q_new.  Its
+ * bytes, the vary's length, the marks past the vary moved. */
+static void memo_take(aigw_event_memo *m, const char *data, size_t len, size_t q_new)
+{
+    size_t o = m->text_len, q_old = m->vary_at + m->vary_len;
+    if (!m->owing) { /* the marks in text order: those past the vary */
+        for (m->split = 0; m->split < m->n && m->mark[m->split].at.pos <= q_old; m->split++)
+            ;
+        m->shift = 0;
+        m->owing = true;
+    }
+    m->shift += len - o; /* modulo SIZE_MAX + 1: the sum is what counts */
+    memcpy(m->text + m->vary_at, data + m->vary_at, len - m->vary_at);
+    m->text_len = len;
+    m->vary_len = q_new - m->vary_at;
+}
+
+/* The marks where the memo's text has them (memo_take).  Each lies in the
+ * whole event the text holds, so within MEMO_TEXT; kept so regardless. */
+static void memo_settle(aigw_event_memo *m)
+{
+    size_t i;
+    if (!m->owing)
+        return;
+    m->owing = false;
+    for (i = m->split; i < m->n; i++) {
+        aigw_jmark *at = &m->mark[i].at;
+        if (at->pos + m->shift > MEMO_TEXT) {
+            m->n = i;
+            break;
+        }
+        at->pos += m->shift;
+        at->key_at += m->shift;
+    }
+}
+
+/* Whether the vary's new bytes (sp) say what the old ones did: the same
+ * emptiness, when that counts. */
+static inline bool vary_agrees(const aigw_event_memo *m, const aigw_jspan *sp)
+{
+    return !m->vary_content || span_nonempty(sp) == m->vary_nonempty;
+}
+
 /* Whether the event (len bytes, the same as the memo's whole last event up
  * to the vary's opening quote and with it) is the last one
  * but for the vary's bytes, which make one string there as the reading
  * would take it, of the same emptiness when that counts.  If so the memo
- * takes it as its last event: its bytes, the vary's length, the marks past
- * the vary moved. */
+ * takes it as its last event (memo_take). */
 static bool same_but_vary(aigw_event_memo *m, const char *data, size_t len)
 {
-    size_t o = m->text_len, q_old, q_new, end, i;
+    size_t o = m->text_len, q_old, q_new, end;
     aigw_jspan sp;
     if (m->vary_at == NO_VARY || len > MEMO_TEXT)
         return false;
@@ -402,25 +472,9 @@ static bool same_but_vary(aigw_event_memo *m, const char *data, size_t len)
     if (q_new < m->vary_at || memcmp(m->text + q_old, data + q_new, o - q_old) != 0)
         return false;
     end = aigw__jscan_string_end(data, len, m->vary_at - 1, &sp);
-    if (end != q_new + 1)
+    if (end != q_new + 1 || !vary_agrees(m, &sp))
         return false;
-    if (m->vary_content && span_nonempty(&sp) != m->vary_nonempty)
-        return false;
-    /* taken: the memo now holds this event */
-    for (i = 0; i < m->n; i++) {
-        aigw_jmark *at = &m->mark[i].at;
-        if (at->pos <= q_old)
-            continue;
-        if (at->pos + len - o > MEMO_TEXT) {
-            m->n = i;
-            break;
-        }
-        at->pos = at->pos + len - o;
-        at->key_at = at->key_at + len - o;
-    }
-    memcpy(m->text + m->vary_at, data + m->vary_at, len - m->vary_at);
-    m->text_len = len;
-    m->vary_len = q_new - m->vary_at;
+    memo_take(m, data, len, q_new);
     return true;
 }
 
@@ -449,8 +503,12 @@ static int read_event(aigw_event_memo *m, const char *data, size_t len, aigw_eve
         if (m->whole && m->vary_at != NO_VARY && len >= m->vary_at &&
             memcmp(m->text, data, m->vary_at) == 0 && same_but_vary(m, data, len)) {
             *f = m->facts;
+            m->hit = true;
             return 0;
         }
+        m->hit = false;
+        m->clean = 0;
+        memo_settle(m);
         common = same_prefix(m->text, m->text_len, data, len);
         for (k = m->n; k > 0 && m->mark[k - 1].at.pos > common; k--)
             ;
@@ -529,7 +587,8 @@ void aigw__event_memo_free(aigw_event_memo *m)
     aigw__free(m);
 }
 
-/* Adds what one event said to what the stream has said. */
+/* Adds what one event said to what the stream has said: idempotent (the
+ * same facts again change nothing), which replay relies on. */
 static void note_event(sctx *s, const aigw_event_facts *f)
 {
     if (f->error) {
@@ -550,11 +609,31 @@ static void note_event(sctx *s, const aigw_event_facts *f)
 
 static int commit(sctx *s);
 
+/* What an event read makes of the stream: its facts noted, and the commit
+ * point when it is content.  The commit point is this event, not the end
+ * of the read that holds it: the caller has the first content as soon as
+ * it is read, and where reads split the stream changes nothing (content,
+ * then an in-band error, fails after the commit point whether they came in
+ * one read or two).  The caller gets the bytes of the read through this
+ * event (cur_read) now, the read's later bytes once their events are read
+ * (on_stream_data). */
+static int took_event(sctx *s, const aigw_event_facts *f)
+{
+    note_event(s, f);
+    if (s->content && !s->committed) {
+        if (s->a->first_token_ms < 0)
+            s->a->first_token_ms = s->now - s->t0;
+        return commit(s);
+    }
+    return 0;
+}
+
 static int on_sse_event(void *ctx, const aigw_sse_event *ev)
 {
     sctx *s = ctx;
     aigw_event_facts f;
     int rc;
+    s->replay = false;
     /* after an in-band error nothing counts: content behind it in the same
      * read must not commit a failed attempt */
     if (s->inband_error)
@@ -576,20 +655,15 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
         s->a->malformed_events++;
         return 0;
     } else {
-        note_event(s, &f);
-        /* The commit point is this event, not the end of the read that
-         * holds it: the caller has the first content as soon as it is
-         * read, and where reads split the stream changes nothing (content,
-         * then an in-band error, fails after the commit point whether
-         * they came in one read or two).  The caller gets the bytes
-         * through this event now (commit), the read's later bytes once
-         * their events are read (on_stream_data). */
-        if (s->content && !s->committed) {
-            if (s->a->first_token_ms < 0)
-                s->a->first_token_ms = s->now - s->t0;
-            if (commit(s) != 0)
-                return -1;
-        }
+        s->cur_read = s->feed_base + aigw__sse_fed(s->sse);
+        if (took_event(s, &f) != 0)
+            return -1;
+        if (ev->event_len <= sizeof s->type)
+            memcpy(s->type, ev->event, ev->event_len);
+        s->type_len = ev->event_len;
+        s->replay = s->memo.hit;
+        if (s->replay && s->yield_ok)
+            return REPLAY_NEXT;
     }
     if (s->inband_error && !s->err_data.len &&
         aigw__buf_append(&s->err_data, ev->data, ev->data_len) != 0) {
@@ -711,10 +785,205 @@ static int commit(sctx *s)
     /* in the feed of a read: the caller has its bytes through this event
      * at once; the rest of the read after its events are read */
     if (rc == 0 && s->cur) {
-        s->cur_sent = aigw__sse_fed(s->sse);
+        s->cur_sent = s->cur_read;
         rc = deliver(s, s->cur, s->cur_sent);
     }
     return rc;
+}
+
+/* ---- replay: the events that repeat the last one ---- */
+
+#ifdef AIGW_ALLOC_HOOKS
+static atomic_long replayed; /* the test hooks' count and switch */
+static atomic_bool replay_off;
+
+long aigw__stream_replay(int on)
+{
+    if (on >= 0)
+        atomic_store(&replay_off, !on);
+    return atomic_load(&replayed);
+}
+#define COUNT_REPLAYED(n) atomic_fetch_add(&replayed, (long)(n))
+#define REPLAY_ON() (!atomic_load_explicit(&replay_off, memory_order_relaxed))
+#else
+long aigw__stream_replay(int on)
+{
+    (void)on;
+    return 0;
+}
+#define COUNT_REPLAYED(n) ((void)(n))
+#define REPLAY_ON() true
+#endif
+
+/* The first '"', '\\', LF or CR in s[i..len), or len. */
+static inline size_t string_stop(const char *s, size_t i, size_t len)
+{
+#if defined(__GNUC__) && defined(__SSE2__)
+    const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\');
+    const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+    while (len - i >= 16) {
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(w, q), _mm_cmpeq_epi8(w, b)),
+                         _mm_or_si128(_mm_cmpeq_epi8(w, lf), _mm_cmpeq_epi8(w, cr))));
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+        i += 16;
+    }
+#endif
+    while (i < len && s[i] != '"' && s[i] != '\\' && s[i] != '\n' && s[i] != '\r')
+        i++;
+    return i;
+}
+
+/* In data[0..avail), whose bytes through the vary's opening quote are the
+ * memo's: where the vary's string closes, its span in *sp, when it is a
+ * string the reading takes and holds no CR or LF (an SSE line would end
+ * there); 0 otherwise. */
+static size_t vary_close(const aigw_event_memo *m, const char *data, size_t avail,
+                         aigw_jspan *sp)
+{
+    size_t e = string_stop(data, m->vary_at, avail);
+    if (e < avail && data[e] == '"') {
+        sp->p = data + m->vary_at;
+        sp->len = e - m->vary_at;
+        sp->escaped = false;
+        return e;
+    }
+    if (e == avail || data[e] != '\\')
+        return 0;
+    /* an escape: the reading's own rules, then no CR or LF in it */
+    e = aigw__jscan_string_end(data, avail, m->vary_at - 1, sp);
+    if (!e || memchr(sp->p, '\n', sp->len) || memchr(sp->p, '\r', sp->len))
+        return 0;
+    return e - 1;
+}
+
+/* Whether the memo's last event may be repeated (replay): whole, read as
+ * JSON, not an error, with a vary, and no CR or LF outside it. */
+static bool replayable(aigw_event_memo *m)
+{
+    if (!m->whole || m->vary_at == NO_VARY || m->facts.error)
+        return false;
+    if (m->clean == 0) {
+        size_t q = m->vary_at + m->vary_len, t = m->text_len - q;
+        m->clean = !memchr(m->text, '\n', m->vary_at) && !memchr(m->text, '\r', m->vary_at) &&
+                           !memchr(m->text + q, '\n', t) && !memchr(m->text + q, '\r', t)
+                       ? 1
+                       : -1;
+    }
+    return m->clean > 0;
+}
+
+/* Reads from p[0..n) the events that repeat the last one but for the memo's
+ * vary, straight from the bytes: each an "event:" line with the last one's
+ * type (when it had one), a "data:" line that is the last event's data but
+ * for the vary, and a blank line, LF ends.  Such a block is one event to the
+ * parser too, whose state it leaves as it was (aigw__sse_room); its data
+ * says what the last one's did (read_event's hit): facts note_event took
+ * when that one was read, so taking them again would change nothing (it is
+ * idempotent, and a commit point they make is passed).  Stops at the first
+ * block that is not one; returns the bytes read.
+ *
+ * From one vary's closing quote to the next one's first byte the bytes of
+ * such blocks are the same (the gap): the tail of the data, the blank line,
+ * the next block's head and its data up to the vary.  So a block costs a
+ * scan of its vary and one compare of the gap after it, which checks its
+ * end and the next one's beginning. */
+static size_t replay(sctx *s, const char *p, size_t n)
+{
+    aigw_event_memo *m = &s->memo;
+    size_t room = aigw__sse_room(s->sse), tl = s->type_len, va = m->vary_at, i = 0;
+    size_t tail, head = 0, glen, open, last_open = 0, last_q = 0, k = 0;
+    /* the data but the vary, the blank line, "event: " type LF "data: " */
+    char gap[MEMO_TEXT + 2 + 7 + sizeof s->type + 1 + 6];
+    /* after the end or an in-band error on_sse_event reads nothing */
+    if (!room || s->done || s->inband_error || tl > sizeof s->type || !REPLAY_ON() ||
+        !replayable(m))
+        return 0;
+    tail = m->text_len - va - m->vary_len; /* from the vary's closing quote */
+    /* the first block's head and its data up to the vary */
+    if (tl) {
+        if (n < 8 + tl || memcmp(p, "event:", 6) != 0)
+            return 0;
+        head = p[6] == ' ' ? 7 : 6;
+        if (memcmp(p + head, s->type, tl) != 0 || p[head + tl] != '\n')
+            return 0;
+        head += tl + 1;
+    }
+    if (n - head < 6 || memcmp(p + head, "data:", 5) != 0)
+        return 0;
+    head += p[head + 5] == ' ' ? 6 : 5;
+    if (n - head < va || memcmp(p + head, m->text, va) != 0)
+        return 0;
+    glen = tail + 2 + head + va;
+    if (glen > sizeof gap) /* cannot be: text_len <= MEMO_TEXT */
+        return 0;
+    memcpy(gap, m->text + va + m->vary_len, tail);
+    gap[tail] = gap[tail + 1] = '\n';
+    memcpy(gap + tail + 2, p, head);
+    memcpy(gap + tail + 2 + head, m->text, va);
+    /* open: where the block's vary begins, its head and data before the
+     * vary checked */
+    for (open = head + va;;) {
+        const char *d = p + open - va; /* the block's data */
+        size_t q, close, len;
+        aigw_jspan sp;
+        if (!(q = vary_close(m, d, n - (open - va), &sp)) || !vary_agrees(m, &sp))
+            break;
+        close = open - va + q;
+        len = q + tail;
+        if (len > MEMO_TEXT || head + len + 2 > room)
+            break;
+        if (n - close >= glen && memcmp(p + close, gap, glen) == 0) {
+            /* this block whole, and the next one up to its vary */
+            last_open = open;
+            last_q = q;
+            i = close + tail + 2;
+            open = close + glen;
+            k++;
+            continue;
+        }
+        if (n - close >= tail + 2 && memcmp(p + close, gap, tail + 2) == 0) {
+            last_open = open; /* this block whole, the next one not such */
+            last_q = q;
+            i = close + tail + 2;
+            k++;
+        }
+        break;
+    }
+    COUNT_REPLAYED(k);
+    if (last_open)
+        memo_take(m, p + last_open - va, last_q + tail, last_q);
+    return i;
+}
+
+/* The events of a read: the repeats by replay, the rest through the
+ * parser.  The parser's return (0, or what ends the stream). */
+static int read_events(sctx *s, const char *data, size_t len)
+{
+    size_t off = 0, got;
+    bool stopped = false;
+    int rc;
+    s->yield_ok = s->replay_misses < REPLAY_MISSES && REPLAY_ON();
+    for (;;) {
+        if (s->replay) {
+            got = replay(s, data + off, len - off);
+            if (got) {
+                s->replay_misses = 0;
+            } else if (stopped && off < len) { /* the parser stopped for nothing */
+                s->yield_ok = false;
+                s->replay_misses++;
+            }
+            off += got;
+        }
+        s->feed_base = off;
+        rc = aigw__sse_feed(s->sse, data + off, len - off, on_sse_event, s);
+        if (rc != REPLAY_NEXT)
+            return rc;
+        off += aigw__sse_fed(s->sse);
+        stopped = true;
+    }
 }
 
 /* The first bytes (or the end of an answer without any): what kind it is. */
@@ -764,7 +1033,7 @@ static int64_t on_stream_data(void *ctx, const char *data, size_t len)
         }
         return left < cfg->stream_idle_timeout_ms ? left : cfg->stream_idle_timeout_ms;
     }
-    rc = aigw__sse_feed(s->sse, data, len, on_sse_event, s);
+    rc = read_events(s, data, len);
     s->nomem |= rc == AIGW_ENOMEM; /* the request ends: nothing more handed on */
     if (s->cur) {
         const char *rest = s->cur + s->cur_sent;

@@ -39,7 +39,10 @@ typedef struct recorder {
     size_t n, cap;
     size_t stop_at; /* 1-based event number whose callback returns stop_rc */
     int stop_rc;
+    bool stop_each; /* every callback returns STOP_EACH */
 } recorder;
+
+#define STOP_EACH 77
 
 /* Plain malloc on purpose: the allocation sweep counts the parser's only. */
 static char *copy(const char *s, size_t n)
@@ -75,6 +78,8 @@ static int on_event(void *ctx, const aigw_sse_event *ev)
     e->id = copy(ev->id, ev->id_len);
     e->id_len = ev->id_len;
     e->retry_ms = ev->retry_ms;
+    if (r->stop_each)
+        return STOP_EACH;
     return r->n == r->stop_at ? r->stop_rc : 0;
 }
 
@@ -129,7 +134,7 @@ typedef struct sse_case {
     bool pending;         /* aigw__sse_pending at the end */
 } sse_case;
 
-enum { CUT_TWO, CUT_BYTES, CUT_RANDOM };
+enum { CUT_TWO, CUT_BYTES, CUT_RANDOM, CUT_STOPS };
 
 static uint32_t lcg(uint32_t *seed)
 {
@@ -151,9 +156,13 @@ static void run_cut(const sse_case *c, int how, size_t k, uint32_t seed)
         snprintf(what, sizeof what, "%s, split at %zu", c->name, k);
     else if (how == CUT_BYTES)
         snprintf(what, sizeof what, "%s, byte by byte", c->name);
-    else
+    else if (how == CUT_RANDOM)
         snprintf(what, sizeof what, "%s, random chunks (seed %u)", c->name, (unsigned)seed);
+    else
+        snprintf(what, sizeof what, "%s, random chunks (seed %u), a stop at each event",
+                 c->name, (unsigned)seed);
     assert_non_null(p);
+    r.stop_each = how == CUT_STOPS;
 
     while (rc == 0 && at < c->len) {
         size_t n;
@@ -162,10 +171,19 @@ static void run_cut(const sse_case *c, int how, size_t k, uint32_t seed)
         else if (how == CUT_BYTES)
             n = 1;
         else
-            n = 1 + lcg(&seed) % 23;
+            n = 1 + lcg(&seed) % (how == CUT_STOPS ? 200 : 23);
         if (n > c->len - at)
             n = c->len - at;
         rc = aigw__sse_feed(p, c->s + at, n, on_event, &r);
+        /* stopped: the rest of the chunk is fed next, from where it stopped */
+        while (rc == STOP_EACH) {
+            size_t fed = aigw__sse_fed(p);
+            if (fed == 0 || fed > n)
+                fail_msg("%s: stopped at %zu of a chunk of %zu", what, fed, n);
+            at += fed;
+            n -= fed;
+            rc = n ? aigw__sse_feed(p, c->s + at, n, on_event, &r) : 0;
+        }
         at += n;
     }
     if (rc != c->rc)
@@ -188,8 +206,10 @@ static void run_case(const sse_case *c)
     for (k = 0; k <= c->len; k++)
         run_cut(c, CUT_TWO, k, 0);
     run_cut(c, CUT_BYTES, 0, 0);
-    for (seed = 1; seed <= 8; seed++)
+    for (seed = 1; seed <= 8; seed++) {
         run_cut(c, CUT_RANDOM, 0, seed);
+        run_cut(c, CUT_STOPS, 0, seed);
+    }
 }
 
 /* The same stream with LF, CRLF and CR line ends (the sources use LF only
@@ -808,6 +828,105 @@ static void test_events_reuse_buffers(void **state)
     aigw__sse_free(p);
 }
 
+/* Lines longer than the stretch the parser looks for a CR in at once
+ * (sse.c's CR_WINDOW), with every line end, whole and cut. */
+static void test_long_lines(void **state)
+{
+    static const char *const ends[] = {"\n", "\r\n", "\r"};
+    enum { LONG = 9000 };
+    char *s = malloc(3 * LONG + 64), *want = malloc(LONG + 1);
+    size_t e, n, cut;
+    (void)state;
+    assert_non_null(s);
+    assert_non_null(want);
+    memset(want, 'x', LONG);
+    want[LONG] = '\0';
+    for (e = 0; e < N_OF(ends); e++) {
+        size_t el = strlen(ends[e]);
+        exp_ev ev[2];
+        n = 0;
+        /* a long event, then a short one after a line end of another kind */
+        memcpy(s + n, "data: ", 6);
+        n += 6;
+        memset(s + n, 'x', LONG);
+        n += LONG;
+        memcpy(s + n, ends[e], el);
+        n += el;
+        memcpy(s + n, ends[e], el);
+        n += el;
+        memcpy(s + n, "data: y\r\n\n", 10);
+        n += 10;
+        ev[0] = (exp_ev)EV("", "", "");
+        ev[0].data = want;
+        ev[0].data_len = LONG;
+        ev[1] = (exp_ev)EV("", "y", "");
+        for (cut = 0; cut <= n; cut += cut < 20 || n - cut < 20 ? 1 : 997) {
+            aigw_sse *p = aigw__sse_new(2 * LONG);
+            recorder r = {0};
+            assert_non_null(p);
+            assert_int_equal(aigw__sse_feed(p, s, cut, on_event, &r), 0);
+            assert_int_equal(aigw__sse_feed(p, s + cut, n - cut, on_event, &r), 0);
+            check_events(&r, ev, 2, false, ends[e][0] == '\r' ? "long CR lines" : "long lines");
+            assert_false(aigw__sse_pending(p));
+            aigw__sse_free(p);
+            rec_clear(&r);
+        }
+    }
+    free(s);
+    free(want);
+}
+
+/* ---- where a block may be read without the parser ---- */
+
+/* aigw__sse_room: between events, the bytes a block may take beside the
+ * last event id; 0 inside a block or a line, before the BOM is settled,
+ * with a CR whose LF may follow, a "retry:" waiting for its event, after an
+ * error. */
+static void test_room(void **state)
+{
+    static const struct {
+        const char *fed;
+        size_t room; /* with max_event_bytes 64 */
+    } cases[] = {
+        {"", 0},                       /* the BOM not settled */
+        {"da", 0},                     /* a line */
+        {"data: x\n", 0},              /* a block */
+        {"data: x\n\n", 64},
+        {"\xef\xbb\xbf" "data: x\n\n", 64},
+        {"event: e\n", 0},
+        {"event: e\ndata: x\n\n", 64},
+        {"id: abc\ndata: x\n\n", 61}, /* the id is held */
+        {"id: abc\n\n", 61},
+        {"data: x\n\r", 0},            /* its LF may come next */
+        {"data: x\n\r\n", 64},
+        {"data: x\r\r", 0},
+        {"retry: 5\n\n", 0},           /* rides on the next event */
+        {"retry: 5\n\ndata: x\n\n", 64},
+        {": a comment\n", 64},
+        {": a comm", 0},
+        {"data: x\n\ndata: y", 0},
+    };
+    size_t i;
+    (void)state;
+    for (i = 0; i < N_OF(cases); i++) {
+        aigw_sse *p = aigw__sse_new(64);
+        assert_non_null(p);
+        assert_int_equal(aigw__sse_feed(p, cases[i].fed, strlen(cases[i].fed), NULL, NULL), 0);
+        if (aigw__sse_room(p) != cases[i].room)
+            fail_msg("after \"%s\": room %zu, want %zu", cases[i].fed, aigw__sse_room(p),
+                     cases[i].room);
+        aigw__sse_free(p);
+    }
+    {
+        aigw_sse *p = aigw__sse_new(8);
+        assert_non_null(p);
+        assert_int_equal(aigw__sse_feed(p, "data: 123456789\n", 16, NULL, NULL),
+                         AIGW_SSE_TOO_LARGE);
+        assert_int_equal(aigw__sse_room(p), 0); /* after an error */
+        aigw__sse_free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -829,6 +948,8 @@ int main(void)
         cmocka_unit_test(test_no_callback_and_bad_args),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_events_reuse_buffers),
+        cmocka_unit_test(test_long_lines),
+        cmocka_unit_test(test_room),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

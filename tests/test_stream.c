@@ -32,6 +32,11 @@ typedef struct script {
     const char *chunks[MAX_CHUNKS];
     int64_t gap_ms[MAX_CHUNKS]; /* silence before each chunk */
     end_mode end;
+    /* Or one body of body_len bytes (chunks unused), in reads of piece
+     * bytes (0: one read), or of 1 to piece bytes drawn from seed. */
+    const char *body;
+    size_t body_len, piece;
+    uint64_t seed;
 } script;
 
 typedef struct stream_mock {
@@ -92,6 +97,29 @@ static aigw_transport_result t_stream(void *ud, const aigw_transport_request *re
     aigw_transport_response_add_header(resp, "Content-Type",
                                        s->content_type ? s->content_type : "text/event-stream");
     aigw_transport_response_add_header(resp, "Transfer-Encoding", "chunked");
+    if (s->body) {
+        uint64_t rs = s->seed;
+        size_t at = 0, n;
+        while (at < s->body_len) {
+            int64_t r;
+            n = s->piece ? s->piece : s->body_len;
+            if (rs) {
+                rs ^= rs << 13;
+                rs ^= rs >> 7;
+                rs ^= rs << 17;
+                n = 1 + (size_t)(rs % s->piece);
+            }
+            if (n > s->body_len - at)
+                n = s->body_len - at;
+            r = on_data(ctx, s->body + at, n);
+            if (r == 0)
+                return AIGW_TR_OK;
+            if (r < 0)
+                return AIGW_TR_CANCELLED;
+            at += n;
+        }
+        return AIGW_TR_OK;
+    }
     for (c = 0; c < MAX_CHUNKS && s->chunks[c]; c++) {
         int64_t r;
         if (budget > 0 && s->gap_ms[c] >= budget) {
@@ -1594,6 +1622,217 @@ static void test_nul_content_is_not_content(void **state)
     aigw_client_free(c);
 }
 
+/* ---- replay: events read straight from the bytes ---- */
+
+/* A block of a generated stream: its text, with %s where the content goes
+ * (or none). */
+static const char *const BLOCKS[] = {
+    /* 0-4: the shapes replay reads, when one repeats the one before */
+    "data: {\"id\":\"c-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"%s\"},\"finish_reason\":null}]}\n\n",
+    "data:{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\"}}]}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+    "\"delta\":{\"type\":\"text_delta\",\"text\":\"%s\"}}\n\n",
+    "event:content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+    "\"delta\":{\"type\":\"text_delta\",\"text\":\"%s\"}}\n\n",
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+    "{\"arguments\":\"%s\"}}]}}]}\n\n",
+    /* 5-: what it leaves to the parser */
+    "data: {\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\"}}]}\r\n\r\n",
+    "id: 7\ndata: {\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\"}}]}\n\n",
+    "retry: 100\ndata: {\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\"}}]}"
+    "\n\n",
+    ": ping\n\n",
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\ndata: two lines\"}}]}\n\n",
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+    "\"end_turn\"}}\n\n",
+    "data: {\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\"\n\n",
+    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n",
+    "data: {\"error\":{\"message\":\"%s\"}}\n\n",
+    "data: [DONE]\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+    "\"delta\":{\"type\":\"text_delta\",\"text\":\"%s\"}}\n\n\n",
+};
+#define N_REPEATED 5
+#define B_FINISH 11
+#define B_ERROR 14
+#define B_DONE 16
+
+/* What a content string holds: escapes, the key's value ("key-a",
+ * redacted) and the start of it, a long one; then, seldom, what ends a run
+ * of repeats: empty (NUL is empty too), a raw CR, bad JSON. */
+static const char *const CONTENTS[] = {
+    "a", "tok ", "\\n\\n", "He said \\\"hi\\\"", "caf\xc3\xa9", "key-a", "xkey-", "a\\\\", " ",
+    "0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRST", "\\ud83d\\ude00",
+    /* seldom */
+    "", "\\u0000", "a\rb", "\\x", "}\"",
+};
+#define N_GOOD 11
+
+static uint64_t next_rs(uint64_t *rs)
+{
+    *rs ^= *rs << 13;
+    *rs ^= *rs >> 7;
+    *rs ^= *rs << 17;
+    return *rs;
+}
+
+/* A stream of runs of blocks, most of them shapes replay reads, the others
+ * between; now and then a content longer than the memo keeps, a BOM at the
+ * start, a finish and [DONE] at the end.  Its length. */
+static size_t gen_stream(uint64_t *rs, char *out, size_t size)
+{
+    size_t len = 0;
+    char content[1200];
+    if (next_rs(rs) % 8 == 0)
+        len += (size_t)snprintf(out, size, "\xef\xbb\xbf");
+    while (len < size - 2400) {
+        size_t b = next_rs(rs) % 4 ? next_rs(rs) % N_REPEATED
+                                   : N_REPEATED + next_rs(rs) % (sizeof BLOCKS / sizeof *BLOCKS -
+                                                                 N_REPEATED);
+        unsigned n_run = 1 + (unsigned)(next_rs(rs) % 24), k;
+        /* [DONE] and in-band errors end the stream: seldom */
+        if ((b == B_DONE || b == B_ERROR || b == B_ERROR + 1) && next_rs(rs) % 4)
+            b = 0;
+        for (k = 0; k < n_run && len < size - 2400; k++) {
+            if (next_rs(rs) % 80 == 0) {
+                size_t n = 900 + next_rs(rs) % 200;
+                memset(content, 'x', n);
+                content[n] = '\0';
+            } else {
+                size_t n = next_rs(rs) % 8 ? N_GOOD : sizeof CONTENTS / sizeof *CONTENTS;
+                snprintf(content, sizeof content, "%s", CONTENTS[next_rs(rs) % n]);
+            }
+            len += (size_t)snprintf(out + len, size - len, BLOCKS[b], content);
+        }
+    }
+    if (next_rs(rs) % 2)
+        len += (size_t)snprintf(out + len, size - len, "%s%s", BLOCKS[B_FINISH],
+                                next_rs(rs) % 2 ? BLOCKS[B_DONE] : "");
+    return len;
+}
+
+/* What a streamed request of body (every call answered with it, in reads of
+ * piece bytes or, with a seed, of 1 to piece) came to, replay on or off: the
+ * response's trace from its outcome on (the request id differs), what the
+ * caller got. */
+static void stream_story(const char *body, size_t len, size_t piece, uint64_t seed,
+                         const char *extra, int replay, char *out, size_t size)
+{
+    aigw_client *c;
+    aigw_response *r;
+    const char *trace;
+    int i;
+    setup(NULL);
+    aigw__stream_replay(replay);
+    c = client(extra);
+    for (i = 0; i < MAX_CALLS; i++) {
+        script *s = push_script();
+        s->body = body;
+        s->body_len = len;
+        s->piece = piece;
+        s->seed = seed;
+    }
+    r = stream(c, -1);
+    trace = strstr(aigw_response_trace_json(r), "\"outcome\"");
+    assert_non_null(trace);
+    snprintf(out, size, "%s calls %d starts %d resets %d commits %d len %zu before %zu [%.*s] [%.*s]",
+             trace, SM.n_calls, G.starts, G.resets, G.commits, G.len, G.before_len, (int)G.len,
+             G.bytes, (int)G.before_len, G.before_reset);
+    aigw_response_free(r);
+    aigw_client_free(c);
+    aigw__stream_replay(1);
+}
+
+/* Replay reads the blocks that repeat the one before straight from the
+ * bytes, the parser the others (and those split between reads).  Whatever
+ * the stream and wherever the reads split it, a request comes to the same
+ * with replay as without: its outcome and attempts (the commit point,
+ * errors, malformed events), what the caller gets (the key redacted). */
+/* Streams made to trip replay: a raw CR in a content at the very end of
+ * the bytes; data of two lines, then blocks whose second line lacks its
+ * "data:" (the same data bytes, which the parser reads as other). */
+#define TWO_LINES(x) \
+    "data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"" x "\"}}]}\n\n"
+#define NOT_TWO_LINES(x) \
+    "data: {\"choices\":[{\"index\":0,\n\"delta\":{\"content\":\"" x "\"}}]}\n\n"
+#define SHORT_TOK(x) "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" x "\"}}]}\n\n"
+static const char *const TRAPS[] = {
+    ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("d") SHORT_TOK("a\rb"),
+    ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("d") SHORT_TOK("a\nb"),
+    ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("\\n\rb") SHORT_TOK("e") FINISH,
+    ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("\\\"\nb") SHORT_TOK("e") FINISH,
+    ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("d") SHORT_TOK("") FINISH,
+    ROLE TWO_LINES("a") TWO_LINES("b") TWO_LINES("c") NOT_TWO_LINES("d") NOT_TWO_LINES("e")
+        NOT_TWO_LINES("f") FINISH DONE,
+};
+
+static void test_replay_reads_as_the_parser_does(void **state)
+{
+    static char body[14000], want[40000], got[40000];
+    static const char *const extras[] = {NULL, ",\"maxEventBytes\":300", ",\"streamRestart\":true"};
+    static const size_t pieces[] = {0, 4096, 200, 61, 1, 700, 90};
+    uint64_t rs = 0x2545f4914f6cdd1dULL;
+    long replayed = aigw__stream_replay(-1);
+    int round;
+    size_t v;
+    (void)state;
+    for (round = 0; round < 40 + (int)(sizeof TRAPS / sizeof *TRAPS); round++) {
+        size_t len = round < 40 ? gen_stream(&rs, body, sizeof body)
+                                : (size_t)snprintf(body, sizeof body, "%s", TRAPS[round - 40]);
+        const char *extra = extras[round % 3];
+        for (v = 0; v < sizeof pieces / sizeof *pieces; v++) {
+            uint64_t seed = v < 5 ? 0 : next_rs(&rs) | 1; /* the last two: drawn */
+            stream_story(body, len, pieces[v], seed, extra, 0, want, sizeof want);
+            stream_story(body, len, pieces[v], seed, extra, 1, got, sizeof got);
+            if (strcmp(got, want) != 0) {
+                size_t at = 0;
+                while (got[at] == want[at])
+                    at++;
+                at = at > 200 ? at - 200 : 0;
+                fail_msg("round %d, reads of %s%zu: ...%.600s\nwithout replay: ...%.600s", round,
+                         seed ? "at most " : "", pieces[v], got + at, want + at);
+            }
+        }
+    }
+    /* and replay did read */
+    assert_true(aigw__stream_replay(-1) - replayed > 2000);
+}
+
+/* A chat completions stream and an Anthropic one, each in one read: all
+ * but the first two of a run of token events are read by replay. */
+static void test_replay_reads_runs(void **state)
+{
+    static char body[16384];
+    size_t k, len, i;
+    (void)state;
+    for (k = 0; k < 2; k++) {
+        long before = aigw__stream_replay(-1);
+        aigw_client *c = client(NULL);
+        script *s = push_script();
+        aigw_response *r;
+        len = (size_t)snprintf(body, sizeof body, "%s", k ? ANT_START : ROLE);
+        for (i = 0; i < 50; i++)
+            len += (size_t)snprintf(body + len, sizeof body - len, BLOCKS[k ? 2 : 0],
+                                    i % 2 ? "tok " : "He said \\\"hi\\\"");
+        len += (size_t)snprintf(body + len, sizeof body - len, "%s",
+                                k ? ANT_STOP_REASON ANT_STOP : FINISH DONE);
+        s->body = body;
+        s->body_len = len;
+        memset(&G, 0, sizeof G);
+        r = stream(c, -1);
+        assert_attempts(r, "a:succeeded:succeeded");
+        assert_int_equal(G.len, len);
+        assert_memory_equal(G.bytes, body, len);
+        assert_int_equal(aigw__stream_replay(-1) - before, 48);
+        aigw_response_free(r);
+        aigw_client_free(c);
+        SM.n_script = SM.n_calls = 0;
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1639,6 +1878,8 @@ int main(void)
         cmocka_unit_test_setup(test_events_allocate_nothing, setup),
         cmocka_unit_test_setup(test_anthropic_stream, setup),
         cmocka_unit_test_setup(test_nul_content_is_not_content, setup),
+        cmocka_unit_test_setup(test_replay_reads_as_the_parser_does, setup),
+        cmocka_unit_test_setup(test_replay_reads_runs, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
