@@ -894,7 +894,8 @@ static size_t replay(sctx *s, const char *p, size_t n)
 {
     aigw_event_memo *m = &s->memo;
     size_t room = aigw__sse_room(s->sse), tl = s->type_len, va = m->vary_at, i = 0;
-    size_t tail, head = 0, glen, open, last_open = 0, last_q = 0, k = 0;
+    size_t tail, head = 0, glen, open, last_open = 0, last_q = 0, k = 0, q_max;
+    const bool vary_content = m->vary_content, vary_nonempty = m->vary_nonempty;
     /* the data but the vary, the blank line, "event: " type LF "data: " */
     char gap[MEMO_TEXT + 2 + 7 + sizeof s->type + 1 + 6];
     /* after the end or an in-band error on_sse_event reads nothing */
@@ -923,18 +924,32 @@ static size_t replay(sctx *s, const char *p, size_t n)
     gap[tail] = gap[tail + 1] = '\n';
     memcpy(gap + tail + 2, p, head);
     memcpy(gap + tail + 2 + head, m->text, va);
+    /* a block's data, q + tail bytes (q: its vary's closing quote, va at
+     * least), must fit in the memo, and the whole block, head + q + tail + 2
+     * bytes, in the room: q <= q_max */
+    if (room < head + va + tail + 2)
+        return 0;
+    q_max = room - head - tail - 2;
+    if (q_max > MEMO_TEXT - tail)
+        q_max = MEMO_TEXT - tail;
     /* open: where the block's vary begins, its head and data before the
      * vary checked */
     for (open = head + va;;) {
-        const char *d = p + open - va; /* the block's data */
-        size_t q, close, len;
-        aigw_jspan sp;
-        if (!(q = vary_close(m, d, n - (open - va), &sp)) || !vary_agrees(m, &sp))
+        size_t q, close, e = string_stop(p, open, n);
+        if (e < n && p[e] == '"') { /* the common vary: no escape */
+            if (vary_content && (e > open && p[open] != '\0') != vary_nonempty)
+                break;
+            q = e - (open - va);
+        } else {
+            aigw_jspan sp;
+            if (e == n || p[e] != '\\' ||
+                !(q = vary_close(m, p + open - va, n - (open - va), &sp)) ||
+                !vary_agrees(m, &sp))
+                break;
+        }
+        if (q > q_max)
             break;
         close = open - va + q;
-        len = q + tail;
-        if (len > MEMO_TEXT || head + len + 2 > room)
-            break;
         if (n - close >= glen && memcmp(p + close, gap, glen) == 0) {
             /* this block whole, and the next one up to its vary */
             last_open = open;
