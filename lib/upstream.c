@@ -288,13 +288,18 @@ pairs_next(const char *a, const char *z, char pc, char zc, size_t i, size_t stop
 static const char *find_pairs(const char *p, size_t len, const char *key, size_t klen, size_t at)
 {
     /* the last start whose 32 starts all end inside */
-    size_t stop = len - klen - 31, i = 0;
+    size_t stop = len - klen - 31, i = 0, misses = 0;
     unsigned m;
     while ((i = pairs_next(p + at, p + klen - 1, key[at], key[klen - 1], i, stop, &m)), m) {
         do {
             size_t c = i + (size_t)__builtin_ctz(m);
             if (memcmp(p + c, key, klen) == 0)
                 return p + c;
+            /* a text where both bytes line up at most starts (a run of one
+             * byte, a key of it but one): memmem, from the next start,
+             * keeps the search linear, as in find_scalar */
+            if (++misses > 16 && c < misses * 64)
+                return memmem(p + c + 1, len - c - 1, key, klen);
             m &= m - 1;
         } while (m);
         i += 32;

@@ -1023,6 +1023,25 @@ static void test_secret_find(void **state)
     }
     assert_ptr_equal(aigw__secret_find("abc", 3, "abcd", 4), NULL);
     assert_ptr_equal(aigw__secret_find(text, 0, key, 1), NULL);
+    /* a run of one byte and keys of it but one byte, which line up with
+     * it at every start: found where memmem finds them (and in linear
+     * time: the scan hands over to memmem) */
+    {
+        static char same[1 << 16];
+        static char k2[1000];
+        static const size_t klens[] = {40, 200, 1000};
+        size_t k;
+        memset(same, 'a', sizeof same);
+        for (k = 0; k < sizeof klens / sizeof *klens; k++) {
+            memset(k2, 'a', klens[k]);
+            k2[klens[k] - 2] = 'b';
+            assert_ptr_equal(aigw__secret_find(same, sizeof same, k2, klens[k]), NULL);
+            same[sizeof same - 2] = 'b';
+            assert_ptr_equal(aigw__secret_find(same, sizeof same, k2, klens[k]),
+                             same + sizeof same - klens[k]);
+            same[sizeof same - 2] = 'a';
+        }
+    }
 }
 
 /* A header list is one block (headers.c): names lower-cased eight bytes at
