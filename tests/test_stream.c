@@ -1717,7 +1717,7 @@ static size_t gen_stream(uint64_t *rs, char *out, size_t size)
 /* What a streamed request of body (every call answered with it, in reads of
  * piece bytes or, with a seed, of 1 to piece) came to, replay on or off: the
  * response's trace from its outcome on (the request id differs), what the
- * caller got. */
+ * caller got, and at once (the commit point's hand-over). */
 static void stream_story(const char *body, size_t len, size_t piece, uint64_t seed,
                          const char *extra, int replay, char *out, size_t size)
 {
@@ -1738,9 +1738,10 @@ static void stream_story(const char *body, size_t len, size_t piece, uint64_t se
     r = stream(c, -1);
     trace = strstr(aigw_response_trace_json(r), "\"outcome\"");
     assert_non_null(trace);
-    snprintf(out, size, "%s calls %d starts %d resets %d commits %d len %zu before %zu [%.*s] [%.*s]",
-             trace, SM.n_calls, G.starts, G.resets, G.commits, G.len, G.before_len, (int)G.len,
-             G.bytes, (int)G.before_len, G.before_reset);
+    snprintf(out, size,
+             "%s calls %d starts %d resets %d commits %d first %zu len %zu before %zu [%.*s] [%.*s]",
+             trace, SM.n_calls, G.starts, G.resets, G.commits, G.first_data_len, G.len,
+             G.before_len, (int)G.len, G.bytes, (int)G.before_len, G.before_reset);
     aigw_response_free(r);
     aigw_client_free(c);
     aigw__stream_replay(1);
@@ -1752,8 +1753,9 @@ static void stream_story(const char *body, size_t len, size_t piece, uint64_t se
  * with replay as without: its outcome and attempts (the commit point,
  * errors, malformed events), what the caller gets (the key redacted). */
 /* Streams made to trip replay: a raw CR in a content at the very end of
- * the bytes; data of two lines, then blocks whose second line lacks its
- * "data:" (the same data bytes, which the parser reads as other). */
+ * the bytes; the first content after empty ones replay read; data of two
+ * lines, then blocks whose second line lacks its "data:" (the same data
+ * bytes, which the parser reads as other). */
 #define TWO_LINES(x) \
     "data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"" x "\"}}]}\n\n"
 #define NOT_TWO_LINES(x) \
@@ -1765,6 +1767,8 @@ static const char *const TRAPS[] = {
     ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("\\n\rb") SHORT_TOK("e") FINISH,
     ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("\\\"\nb") SHORT_TOK("e") FINISH,
     ROLE SHORT_TOK("a") SHORT_TOK("b") SHORT_TOK("c") SHORT_TOK("d") SHORT_TOK("") FINISH,
+    /* the commit point after blocks replay read, in the same read */
+    ROLE SHORT_TOK("") SHORT_TOK("") SHORT_TOK("") SHORT_TOK("") SHORT_TOK("a") FINISH DONE,
     ROLE TWO_LINES("a") TWO_LINES("b") TWO_LINES("c") NOT_TWO_LINES("d") NOT_TWO_LINES("e")
         NOT_TWO_LINES("f") FINISH DONE,
 };

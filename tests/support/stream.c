@@ -39,8 +39,10 @@ static int h_data(void *ud, const char *data, size_t len)
     g->len += len;
     g->bytes[g->len] = '\0';
     g->data_calls++;
-    if (g->data_calls == 1)
+    if (g->data_calls == 1) {
         g->t_first_data = t;
+        g->first_data_len = len;
+    }
     g->t_last_data = t;
     return g->cancel_at && g->data_calls >= g->cancel_at;
 }

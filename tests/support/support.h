@@ -182,6 +182,7 @@ typedef struct stream_caller {
     char reset_reason[512];
     int64_t t_start, t_end; /* now_ms() around aigw_client_stream */
     int64_t t_first_data, t_last_data;
+    size_t first_data_len; /* the bytes the first on_data call handed on */
     int cancel_at;     /* on_data returns non-zero at this call (0: never) */
     /* on_commit: how often, and what it said the last time */
     int commits;
