@@ -194,12 +194,12 @@ typedef struct sctx {
                            sizeof type: too long to keep */
     char type[32];
     /* The read being fed before the commit point, not yet in pre: the
-     * commit hands on what of it is read (cur_read, then cur_sent); after
-     * the feed the rest goes on, or into pre when nothing committed. */
+     * commit hands on what of it is read (cur_sent); after the feed the
+     * rest goes on, or into pre when nothing committed. */
     const char *cur;
     size_t cur_len, cur_sent;
-    size_t cur_read;    /* the bytes of the read through the event being read */
-    size_t feed_base;   /* where in the read the parser's feed began */
+    size_t feed_base;   /* where in the read the parser's feed began (replay
+                           reads what comes before it; it never commits) */
 } sctx;
 
 /* on_sse_event's return that stops the parser after an event that repeated
@@ -609,25 +609,6 @@ static void note_event(sctx *s, const aigw_event_facts *f)
 
 static int commit(sctx *s);
 
-/* What an event read makes of the stream: its facts noted, and the commit
- * point when it is content.  The commit point is this event, not the end
- * of the read that holds it: the caller has the first content as soon as
- * it is read, and where reads split the stream changes nothing (content,
- * then an in-band error, fails after the commit point whether they came in
- * one read or two).  The caller gets the bytes of the read through this
- * event (cur_read) now, the read's later bytes once their events are read
- * (on_stream_data). */
-static int took_event(sctx *s, const aigw_event_facts *f)
-{
-    note_event(s, f);
-    if (s->content && !s->committed) {
-        if (s->a->first_token_ms < 0)
-            s->a->first_token_ms = s->now - s->t0;
-        return commit(s);
-    }
-    return 0;
-}
-
 static int on_sse_event(void *ctx, const aigw_sse_event *ev)
 {
     sctx *s = ctx;
@@ -655,9 +636,20 @@ static int on_sse_event(void *ctx, const aigw_sse_event *ev)
         s->a->malformed_events++;
         return 0;
     } else {
-        s->cur_read = s->feed_base + aigw__sse_fed(s->sse);
-        if (took_event(s, &f) != 0)
-            return -1;
+        note_event(s, &f);
+        /* The commit point is this event, not the end of the read that
+         * holds it: the caller has the first content as soon as it is
+         * read, and where reads split the stream changes nothing (content,
+         * then an in-band error, fails after the commit point whether
+         * they came in one read or two).  The caller gets the bytes
+         * through this event now (commit), the read's later bytes once
+         * their events are read (on_stream_data). */
+        if (s->content && !s->committed) {
+            if (s->a->first_token_ms < 0)
+                s->a->first_token_ms = s->now - s->t0;
+            if (commit(s) != 0)
+                return -1;
+        }
         if (ev->event_len <= sizeof s->type)
             memcpy(s->type, ev->event, ev->event_len);
         s->type_len = ev->event_len;
@@ -785,7 +777,7 @@ static int commit(sctx *s)
     /* in the feed of a read: the caller has its bytes through this event
      * at once; the rest of the read after its events are read */
     if (rc == 0 && s->cur) {
-        s->cur_sent = s->cur_read;
+        s->cur_sent = s->feed_base + aigw__sse_fed(s->sse);
         rc = deliver(s, s->cur, s->cur_sent);
     }
     return rc;
@@ -837,23 +829,13 @@ static inline size_t string_stop(const char *s, size_t i, size_t len)
 }
 
 /* In data[0..avail), whose bytes through the vary's opening quote are the
- * memo's: where the vary's string closes, its span in *sp, when it is a
- * string the reading takes and holds no CR or LF (an SSE line would end
- * there); 0 otherwise. */
-static size_t vary_close(const aigw_event_memo *m, const char *data, size_t avail,
-                         aigw_jspan *sp)
+ * memo's, a vary with an escape: where its string closes, its span in *sp,
+ * when it is a string the reading takes (its own rules) and holds no CR or
+ * LF (an SSE line would end there); 0 otherwise. */
+static size_t escaped_vary_close(const aigw_event_memo *m, const char *data, size_t avail,
+                                 aigw_jspan *sp)
 {
-    size_t e = string_stop(data, m->vary_at, avail);
-    if (e < avail && data[e] == '"') {
-        sp->p = data + m->vary_at;
-        sp->len = e - m->vary_at;
-        sp->escaped = false;
-        return e;
-    }
-    if (e == avail || data[e] != '\\')
-        return 0;
-    /* an escape: the reading's own rules, then no CR or LF in it */
-    e = aigw__jscan_string_end(data, avail, m->vary_at - 1, sp);
+    size_t e = aigw__jscan_string_end(data, avail, m->vary_at - 1, sp);
     if (!e || memchr(sp->p, '\n', sp->len) || memchr(sp->p, '\r', sp->len))
         return 0;
     return e - 1;
@@ -895,7 +877,6 @@ static size_t replay(sctx *s, const char *p, size_t n)
     aigw_event_memo *m = &s->memo;
     size_t room = aigw__sse_room(s->sse), tl = s->type_len, va = m->vary_at, i = 0;
     size_t tail, head = 0, glen, open, last_open = 0, last_q = 0, k = 0, q_max;
-    const bool vary_content = m->vary_content, vary_nonempty = m->vary_nonempty;
     /* the data but the vary, the blank line, "event: " type LF "data: " */
     char gap[MEMO_TEXT + 2 + 7 + sizeof s->type + 1 + 6];
     /* after the end or an in-band error on_sse_event reads nothing */
@@ -937,13 +918,14 @@ static size_t replay(sctx *s, const char *p, size_t n)
     for (open = head + va;;) {
         size_t q, close, e = string_stop(p, open, n);
         if (e < n && p[e] == '"') { /* the common vary: no escape */
-            if (vary_content && (e > open && p[open] != '\0') != vary_nonempty)
+            const aigw_jspan sp = {p + open, e - open, false};
+            if (!vary_agrees(m, &sp))
                 break;
             q = e - (open - va);
         } else {
             aigw_jspan sp;
             if (e == n || p[e] != '\\' ||
-                !(q = vary_close(m, p + open - va, n - (open - va), &sp)) ||
+                !(q = escaped_vary_close(m, p + open - va, n - (open - va), &sp)) ||
                 !vary_agrees(m, &sp))
                 break;
         }
