@@ -103,12 +103,8 @@ static aigw_transport_result t_stream(void *ud, const aigw_transport_request *re
         while (at < s->body_len) {
             int64_t r;
             n = s->piece ? s->piece : s->body_len;
-            if (rs) {
-                rs ^= rs << 13;
-                rs ^= rs >> 7;
-                rs ^= rs << 17;
-                n = 1 + (size_t)(rs % s->piece);
-            }
+            if (rs)
+                n = 1 + (size_t)(xorshift64(&rs) % s->piece);
             if (n > s->body_len - at)
                 n = s->body_len - at;
             r = on_data(ctx, s->body + at, n);
@@ -1671,14 +1667,6 @@ static const char *const CONTENTS[] = {
 };
 #define N_GOOD 11
 
-static uint64_t next_rs(uint64_t *rs)
-{
-    *rs ^= *rs << 13;
-    *rs ^= *rs >> 7;
-    *rs ^= *rs << 17;
-    return *rs;
-}
-
 /* A stream of runs of blocks, most of them shapes replay reads, the others
  * between; now and then a content longer than the memo keeps, a BOM at the
  * start, a finish and [DONE] at the end.  Its length. */
@@ -1686,31 +1674,31 @@ static size_t gen_stream(uint64_t *rs, char *out, size_t size)
 {
     size_t len = 0;
     char content[1200];
-    if (next_rs(rs) % 8 == 0)
+    if (xorshift64(rs) % 8 == 0)
         len += (size_t)snprintf(out, size, "\xef\xbb\xbf");
     while (len < size - 2400) {
-        size_t b = next_rs(rs) % 4 ? next_rs(rs) % N_REPEATED
-                                   : N_REPEATED + next_rs(rs) % (sizeof BLOCKS / sizeof *BLOCKS -
+        size_t b = xorshift64(rs) % 4 ? xorshift64(rs) % N_REPEATED
+                                   : N_REPEATED + xorshift64(rs) % (sizeof BLOCKS / sizeof *BLOCKS -
                                                                  N_REPEATED);
-        unsigned n_run = 1 + (unsigned)(next_rs(rs) % 24), k;
+        unsigned n_run = 1 + (unsigned)(xorshift64(rs) % 24), k;
         /* [DONE] and in-band errors end the stream: seldom */
-        if ((b == B_DONE || b == B_ERROR || b == B_ERROR + 1) && next_rs(rs) % 4)
+        if ((b == B_DONE || b == B_ERROR || b == B_ERROR + 1) && xorshift64(rs) % 4)
             b = 0;
         for (k = 0; k < n_run && len < size - 2400; k++) {
-            if (next_rs(rs) % 80 == 0) {
-                size_t n = 900 + next_rs(rs) % 200;
+            if (xorshift64(rs) % 80 == 0) {
+                size_t n = 900 + xorshift64(rs) % 200;
                 memset(content, 'x', n);
                 content[n] = '\0';
             } else {
-                size_t n = next_rs(rs) % 8 ? N_GOOD : sizeof CONTENTS / sizeof *CONTENTS;
-                snprintf(content, sizeof content, "%s", CONTENTS[next_rs(rs) % n]);
+                size_t n = xorshift64(rs) % 8 ? N_GOOD : sizeof CONTENTS / sizeof *CONTENTS;
+                snprintf(content, sizeof content, "%s", CONTENTS[xorshift64(rs) % n]);
             }
             len += (size_t)snprintf(out + len, size - len, BLOCKS[b], content);
         }
     }
-    if (next_rs(rs) % 2)
+    if (xorshift64(rs) % 2)
         len += (size_t)snprintf(out + len, size - len, "%s%s", BLOCKS[B_FINISH],
-                                next_rs(rs) % 2 ? BLOCKS[B_DONE] : "");
+                                xorshift64(rs) % 2 ? BLOCKS[B_DONE] : "");
     return len;
 }
 
@@ -1788,7 +1776,7 @@ static void test_replay_reads_as_the_parser_does(void **state)
                                 : (size_t)snprintf(body, sizeof body, "%s", TRAPS[round - 40]);
         const char *extra = extras[round % 3];
         for (v = 0; v < sizeof pieces / sizeof *pieces; v++) {
-            uint64_t seed = v < 5 ? 0 : next_rs(&rs) | 1; /* the last two: drawn */
+            uint64_t seed = v < 5 ? 0 : xorshift64(&rs) | 1; /* the last two: drawn */
             stream_story(body, len, pieces[v], seed, extra, 0, want, sizeof want);
             stream_story(body, len, pieces[v], seed, extra, 1, got, sizeof got);
             if (strcmp(got, want) != 0) {
